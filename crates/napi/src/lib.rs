@@ -1,0 +1,7 @@
+//! N-API surface of tsdump. Thin: option/result structs mirror the TypeScript types, the work is
+//! done by tsdump-core.
+
+mod errors;
+mod session;
+
+pub use errors::to_napi;

@@ -1,0 +1,90 @@
+//! A dump session owns one tracer thread. ptrace binds a tracee to the *thread* that attached it,
+//! so every request for a session's tasks must come from the same OS thread; running them there
+//! also keeps Node's event loop free (progress, signals, AbortSignal) while the kernel works.
+
+use std::sync::mpsc;
+use std::thread;
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use tokio::sync::oneshot;
+
+use crate::errors::to_napi;
+
+/// State owned by the tracer thread. Modules add their own fields here.
+#[derive(Default)]
+pub struct TracerState {}
+
+type Job = Box<dyn FnOnce(&mut TracerState) + Send>;
+
+#[napi]
+pub struct Session {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+#[napi]
+impl Session {
+    #[napi(constructor)]
+    pub fn new() -> Result<Self> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let thread = thread::Builder::new()
+            .name("tsdump-tracer".into())
+            .spawn(move || {
+                let mut state = TracerState::default();
+                for job in rx {
+                    job(&mut state);
+                }
+            })
+            .map_err(|e| Error::from_reason(format!("KERNEL: cannot start the tracer thread: {e}")))?;
+        Ok(Session { jobs: Some(tx), thread: Some(thread) })
+    }
+
+    /// Stops the tracer thread once queued work is done. Tasks still traced are detached by the
+    /// kernel when the thread exits, so callers release or kill them before closing.
+    #[napi]
+    pub fn close(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Session {
+    /// Runs `f` on the tracer thread and resolves with its result.
+    pub async fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut TracerState) -> tsdump_core::Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let jobs = self
+            .jobs
+            .as_ref()
+            .ok_or_else(|| Error::from_reason("CANCELLED: the session is closed"))?;
+        jobs.send(Box::new(move |state| {
+            let _ = tx.send(f(state));
+        }))
+        .map_err(|_| Error::from_reason("CANCELLED: the tracer thread is gone"))?;
+        match rx.await {
+            Ok(result) => result.map_err(to_napi),
+            Err(_) => Err(Error::from_reason("CANCELLED: the tracer thread dropped a request")),
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Example/liveness call: the tracer thread's kernel thread id.
+#[napi]
+impl Session {
+    #[napi]
+    pub async fn tracer_tid(&self) -> Result<i32> {
+        self.run(|_| Ok(nix::unistd::gettid().as_raw())).await
+    }
+}
