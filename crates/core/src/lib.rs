@@ -2,7 +2,20 @@
 //!
 //! The crate has no N-API dependency so that `cargo test` can exercise it directly; the
 //! `tsdump-napi` crate wraps it for TypeScript.
+//!
+//! - `freezer`: seize/freeze a tree with ptrace (and cgroup freezers), release or kill it.
+//! - `inspect`: what the kernel shows from outside: procfs parsing and ptrace register reads.
+//! - `parasite`: code run inside a frozen task (syscall injection, the parasite blob).
+//! - `mem`: which pages to dump and draining them into pages images (or a socket).
+//! - `kerndat`: kernel feature probes shared by `tsdump check` and the dump.
+//! - `arch`: everything that differs between x86_64 and aarch64, one module each.
 
+pub mod arch;
 pub mod error;
+pub mod freezer;
+pub mod inspect;
+pub mod kerndat;
+pub mod mem;
+pub mod parasite;
 
 pub use error::{Error, ErrorCode, Result};

@@ -1,0 +1,2 @@
+pub mod regs;
+pub mod syscall;

@@ -1,0 +1,1 @@
+//! Registers and FPU state (owned by the capture work).

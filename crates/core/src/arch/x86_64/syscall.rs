@@ -1,0 +1,1 @@
+//! Syscall injection conventions (owned by the parasite work).

@@ -1,0 +1,1 @@
+//! freezer (to be written).

@@ -1,0 +1,1 @@
+//! kerndat (to be written).

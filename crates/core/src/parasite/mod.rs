@@ -1,0 +1,1 @@
+//! parasite (to be written).
