@@ -1,0 +1,41 @@
+// Options of a dump, shared by the CLI (src/cli.ts maps CRIU-style flags onto this) and the
+// library (`dump(options)`). Names follow CRIU's long options in camelCase.
+
+export interface DumpOptions {
+  /** Root PID of the tree to dump (-t/--tree). */
+  pid: number;
+  /** Directory the images go to (-D/--images-dir); created owner-only if missing. */
+  imagesDir: string;
+  /** Directory for logs, stats and the kerndat cache (-W/--work-dir); defaults to imagesDir. */
+  workDir?: string;
+  /** Leave the tree running after the dump (-R/--leave-running). */
+  leaveRunning?: boolean;
+  /** Leave the tree stopped after the dump (-s/--leave-stopped). */
+  leaveStopped?: boolean;
+  /** The tree's session and terminal are inherited from outside (-j/--shell-job). */
+  shellJob?: boolean;
+  /** Allow unix sockets whose peer is outside the tree (-x/--ext-unix-sk). */
+  extUnixSk?: boolean;
+  /** Dump established TCP connections through TCP_REPAIR (--tcp-established). */
+  tcpEstablished?: boolean;
+  /** Dump file locks (-l/--file-locks). */
+  fileLocks?: boolean;
+  /** Freeze this cgroup (v1 freezer or v2 cgroup.freeze) before seizing (--freeze-cgroup). */
+  freezeCgroup?: string;
+  /** Seconds to wait for the tree to freeze (--timeout). */
+  timeout?: number;
+  /** Action scripts run at CRIU's points (--action-script, repeatable). */
+  actionScripts?: string[];
+  /** Plugin directory (-L/--libdir). */
+  libDir?: string;
+  /** Largest deleted-but-open file kept as a ghost file, bytes (--ghost-limit). */
+  ghostLimit?: number;
+  /** Parent images of an incremental dump (--prev-images-dir), relative to imagesDir. */
+  prevImagesDir?: string;
+  /** Track memory changes for later incremental dumps (--track-mem). */
+  trackMem?: boolean;
+  /** Send pages to a page server instead of pages-N.img (--page-server --address --port). */
+  pageServer?: { address: string; port: number };
+  /** Cancels the dump; the tree is released untouched. */
+  signal?: AbortSignal;
+}
