@@ -1,0 +1,114 @@
+// Streaming image writer: entries are buffered up to FLUSH_AT bytes and then written, so memory
+// stays bounded by the buffer plus the largest single payload, whatever the image's size.
+
+import { open, type FileHandle } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import type { DescMessage, MessageShape } from '@bufbuild/protobuf';
+import { TsdumpError } from '../errors.js';
+import { imageTypeForFile, type ImageType } from './catalog.js';
+import { checkExtra, encodeEntry, headBytes, imageError, missingRequired, schemaAt } from './codec.js';
+
+const FLUSH_AT = 64 * 1024;
+
+function ioError(file: string, offset: number, what: string, err: unknown): TsdumpError {
+  const e = err as NodeJS.ErrnoException;
+  return new TsdumpError('IMAGE_IO', `${file}: byte ${offset}: ${what}: ${e.code ?? e.message}`, { cause: err });
+}
+
+export class ImageWriter {
+  readonly path: string;
+  readonly type: ImageType;
+  private readonly fh: FileHandle;
+  private pending: Uint8Array[] = [];
+  private pendingBytes = 0;
+  private written = 0;
+  private count = 0;
+
+  private constructor(path: string, type: ImageType, fh: FileHandle) {
+    this.path = path;
+    this.type = type;
+    this.fh = fh;
+  }
+
+  /** Creates DIR/fileName (0600, must not exist); the file name decides the image type. */
+  static async create(dir: string, fileName: string): Promise<ImageWriter> {
+    const path = join(dir, fileName);
+    const type = imageTypeForFile(basename(fileName));
+    if (!type) throw new TsdumpError('IMAGE_FORMAT', `${path}: byte 0: not a CRIU image file name`);
+    if (type.head === 'raw') throw new TsdumpError('IMAGE_FORMAT', `${path}: byte 0: ${type.name} is a raw image, not written here`);
+    let fh: FileHandle;
+    try {
+      fh = await open(path, 'wx', 0o600);
+    } catch (err) {
+      throw ioError(path, 0, 'cannot create image', err);
+    }
+    const w = new ImageWriter(path, type, fh);
+    w.queue(headBytes(type));
+    return w;
+  }
+
+  /** Adds one entry; `extra` is the payload CRIU expects after it (its length is checked). */
+  async append<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>, extra?: Uint8Array): Promise<void> {
+    const expected = schemaAt(this.type, this.count);
+    if (schema.typeName !== expected.typeName) {
+      throw new TsdumpError(
+        'IMAGE_FORMAT',
+        `${this.path}: byte ${this.written + this.pendingBytes}: entry ${this.count} must be ${expected.typeName}, got ${schema.typeName}`,
+      );
+    }
+    const entry = extra ? { schema, message, extra } : { schema, message };
+    const offset = this.written + this.pendingBytes;
+    const missing = missingRequired(schema, message);
+    if (missing) throw imageError(this.path, offset, `${schema.typeName} lacks required field ${missing}`);
+    checkExtra(this.type, entry, this.count, this.path, offset);
+    for (const part of encodeEntry(entry)) this.queue(part);
+    this.count++;
+    if (this.pendingBytes >= FLUSH_AT) await this.flush();
+  }
+
+  async close(): Promise<void> {
+    try {
+      await this.flush();
+    } finally {
+      await this.fh.close();
+    }
+  }
+
+  private queue(bytes: Uint8Array): void {
+    this.pending.push(bytes);
+    this.pendingBytes += bytes.length;
+  }
+
+  private async flush(): Promise<void> {
+    if (this.pendingBytes === 0) return;
+    const parts = this.pending;
+    this.pending = [];
+    this.pendingBytes = 0;
+    const buf = Buffer.concat(parts);
+    try {
+      for (let off = 0; off < buf.length; ) {
+        const { bytesWritten } = await this.fh.write(buf, off, buf.length - off, null);
+        off += bytesWritten;
+        this.written += bytesWritten;
+      }
+    } catch (err) {
+      throw ioError(this.path, this.written, 'cannot write image', err);
+    }
+  }
+}
+
+/** Writes an image whose entries all share one message type; `extras[i]` follows entry i. */
+export async function writeImage<Desc extends DescMessage>(
+  dir: string,
+  fileName: string,
+  schema: Desc,
+  entries: readonly MessageShape<Desc>[],
+  extras: readonly (Uint8Array | undefined)[] = [],
+): Promise<void> {
+  const w = await ImageWriter.create(dir, fileName);
+  try {
+    for (const [i, message] of entries.entries()) await w.append(schema, message, extras[i]);
+  } finally {
+    await w.close();
+  }
+}
