@@ -3,5 +3,6 @@
 
 mod errors;
 mod session;
+mod tree;
 
 pub use errors::to_napi;

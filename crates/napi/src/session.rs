@@ -13,7 +13,10 @@ use crate::errors::to_napi;
 
 /// State owned by the tracer thread. Modules add their own fields here.
 #[derive(Default)]
-pub struct TracerState {}
+pub struct TracerState {
+    /// The process tree this session has seized (crate::tree).
+    pub tree: Option<tsdump_core::freezer::SeizedTree>,
+}
 
 type Job = Box<dyn FnOnce(&mut TracerState) + Send>;
 
