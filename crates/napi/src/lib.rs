@@ -2,6 +2,8 @@
 //! done by tsdump-core.
 
 mod errors;
+mod memory;
+mod parasite;
 mod session;
 mod tree;
 

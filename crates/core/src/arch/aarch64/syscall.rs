@@ -1,1 +1,113 @@
-//! Syscall injection conventions (owned by the parasite work).
+//! Syscall injection conventions on aarch64: `svc #0` then `brk #0`, number in x8, arguments in
+//! x0..x5, result in x0. Registers move through PTRACE_GETREGSET/SETREGSET(NT_PRSTATUS).
+//!
+//! Unlike x86_64 there is no orig_ax to clear: arm64 applies syscall-restart fix-ups before the
+//! task enters its signal/ptrace stop, so the registers we see are already post-fix-up and the
+//! ones we set are run as they are.
+
+use crate::error::{Error, Result};
+
+pub type SyscallRegs = libc::user_regs_struct;
+
+/// `svc #0` (0xd4000001) then `brk #0` (0xd4200000), little-endian.
+pub const SYSCALL_CODE: [u8; 8] = [0x01, 0x00, 0x00, 0xd4, 0x00, 0x00, 0x20, 0xd4];
+
+/// `si_code` of the SIGTRAP raised by `brk` (TRAP_BRKPT).
+pub const TRAP_SI_CODE: i32 = 1;
+
+const NT_PRSTATUS: libc::c_int = 1;
+
+/// Return frames (rt_sigreturn to the task's own code if the tracer dies) are designed but not
+/// built for arm64 yet: injection falls back to trap-only code there.
+pub const SIGFRAME_SUPPORTED: bool = false;
+pub const FRAME_CODE: [u8; 16] = [0; 16];
+pub const SYSCALL_INSN_LEN: u64 = 4;
+
+pub fn read_xstate(_tid: i32) -> Result<Vec<u8>> {
+    Ok(Vec::new())
+}
+
+pub fn build_sigframe(_regs: &SyscallRegs, _x: &[u8], _mask: u64, _alt: (u64, i32, u64), at: u64) -> (Vec<u8>, u64) {
+    (Vec::new(), at)
+}
+
+pub fn get_regs(tid: i32) -> Result<SyscallRegs> {
+    // SAFETY: user_regs_struct is plain integers; all-zero is a valid value.
+    let mut regs: SyscallRegs = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: (&mut regs as *mut SyscallRegs).cast(),
+        iov_len: std::mem::size_of::<SyscallRegs>(),
+    };
+    // SAFETY: the kernel writes at most iov_len bytes into `regs`.
+    let r = unsafe { libc::ptrace(libc::PTRACE_GETREGSET, tid, NT_PRSTATUS, &mut iov as *mut libc::iovec) };
+    if r < 0 {
+        return Err(Error::from_errno(nix::errno::Errno::last(), tid, "PTRACE_GETREGSET"));
+    }
+    Ok(regs)
+}
+
+pub fn set_regs(tid: i32, regs: &SyscallRegs) -> Result<()> {
+    let mut copy = *regs;
+    let mut iov = libc::iovec {
+        iov_base: (&mut copy as *mut SyscallRegs).cast(),
+        iov_len: std::mem::size_of::<SyscallRegs>(),
+    };
+    // SAFETY: the kernel reads iov_len bytes from `copy`.
+    let r = unsafe { libc::ptrace(libc::PTRACE_SETREGSET, tid, NT_PRSTATUS, &mut iov as *mut libc::iovec) };
+    if r < 0 {
+        return Err(Error::from_errno(nix::errno::Errno::last(), tid, "PTRACE_SETREGSET"));
+    }
+    Ok(())
+}
+
+pub fn syscall_regs(saved: &SyscallRegs, ip: u64, nr: i64, args: &[u64; 6]) -> SyscallRegs {
+    let mut r = *saved;
+    r.pc = ip;
+    r.regs[8] = nr as u64;
+    r.regs[..6].copy_from_slice(args);
+    r
+}
+
+pub fn syscall_result(regs: &SyscallRegs) -> i64 {
+    regs.regs[0] as i64
+}
+
+pub fn set_sp(regs: &mut SyscallRegs, sp: u64) {
+    regs.sp = sp;
+}
+
+pub fn instruction_pointer(regs: &SyscallRegs) -> u64 {
+    regs.pc
+}
+
+/// AArch32 tasks have PSTATE.nRW set; injection only supports AArch64 tasks.
+pub fn is_native(regs: &SyscallRegs) -> bool {
+    regs.pstate & (1 << 4) == 0
+}
+
+/// Syscall numbers used by injection (the generic table arm64 uses).
+pub mod nr {
+    pub const MMAP: i64 = libc::SYS_mmap;
+    pub const MUNMAP: i64 = libc::SYS_munmap;
+    pub const MPROTECT: i64 = libc::SYS_mprotect;
+    pub const RT_SIGACTION: i64 = libc::SYS_rt_sigaction;
+    pub const GETITIMER: i64 = libc::SYS_getitimer;
+    pub const TIMER_GETTIME: i64 = libc::SYS_timer_gettime;
+    pub const TIMER_GETOVERRUN: i64 = libc::SYS_timer_getoverrun;
+    pub const SIGALTSTACK: i64 = libc::SYS_sigaltstack;
+    pub const PRCTL: i64 = libc::SYS_prctl;
+    pub const UMASK: i64 = libc::SYS_umask;
+    pub const MEMBARRIER: i64 = libc::SYS_membarrier;
+    pub const GETGROUPS: i64 = libc::SYS_getgroups;
+    pub const GETRESUID: i64 = libc::SYS_getresuid;
+    pub const GETRESGID: i64 = libc::SYS_getresgid;
+    pub const SETFSUID: i64 = libc::SYS_setfsuid;
+    pub const SETFSGID: i64 = libc::SYS_setfsgid;
+    pub const CAPGET: i64 = libc::SYS_capget;
+    pub const PIPE2: i64 = libc::SYS_pipe2;
+    pub const CLOSE: i64 = libc::SYS_close;
+    pub const VMSPLICE: i64 = libc::SYS_vmsplice;
+    pub const GETTID: i64 = libc::SYS_gettid;
+    pub const GETPID: i64 = libc::SYS_getpid;
+    pub const NANOSLEEP: i64 = libc::SYS_nanosleep;
+}
