@@ -1,0 +1,477 @@
+//! Running single syscalls inside a ptrace-stopped task.
+//!
+//! Where the code runs: the first call (the scratch `mmap`) and the last (its `munmap`) run from
+//! 8 borrowed bytes at the start of the task's first executable mapping (put back right after);
+//! every other call runs from the scratch mapping, so the task's own text is touched twice per
+//! infection.
+//!
+//! How a call runs: registers and signal mask are saved on first contact with a thread and put
+//! back after every call, on success and on failure. Two protocols:
+//! - trap: `syscall; int3`, PTRACE_CONT, wait for the SIGTRAP (what CRIU's compel does). Used for
+//!   the borrowed-bytes calls and for the first call on each thread.
+//! - framed (x86_64): the scratch holds an rt_sigframe rebuilt from the thread's saved state
+//!   (registers with the kernel's restart rules applied, mask, sigaltstack, XSAVE image) and the
+//!   code is `syscall; rt_sigreturn`. tsdump steps it with PTRACE_SYSCALL (enter, exit), then
+//!   PTRACE_INTERRUPT + PTRACE_CONT to catch the thread in a signal-path stop before it reaches
+//!   the rt_sigreturn, and puts the saved registers back there. If tsdump dies at any point (even
+//!   SIGKILL), the kernel detaches the thread and it either returns from that stop with its own
+//!   registers (syscall restart handled by the kernel as usual) or runs the rt_sigreturn into its
+//!   own code: the task carries on, with the scratch mapping as the only trace.
+
+use std::collections::HashMap;
+use std::io::{IoSlice, IoSliceMut};
+
+use nix::errno::Errno;
+use nix::sys::ptrace;
+use nix::sys::signal::Signal;
+use nix::sys::uio::{process_vm_readv, process_vm_writev, RemoteIoVec};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::arch::syscall::{self as sc, nr, SyscallRegs};
+use crate::error::{Error, ErrorCode, Result};
+
+/// Default scratch size: room for result structs, a few thousand iovecs and the return frame.
+pub const DEFAULT_SCRATCH: usize = 256 * 1024;
+/// Scratch bytes at the end kept for the return frame (XSAVE images with AMX are ~11 KiB).
+const FRAME_SLOT: usize = 32 * 1024;
+/// Scratch offset of the trap-protocol code (`syscall; int3`).
+const TRAP_CODE_OFF: usize = 16;
+
+const PTRACE_EVENT_STOP: i32 = 128;
+
+fn get_sigmask(tid: i32) -> Result<u64> {
+    let mut mask: u64 = 0;
+    // SAFETY: PTRACE_GETSIGMASK writes exactly 8 bytes (the size we pass) into `mask`.
+    let r = unsafe { libc::ptrace(libc::PTRACE_GETSIGMASK, tid, 8usize, &mut mask as *mut u64) };
+    if r < 0 {
+        return Err(Error::from_errno(Errno::last(), tid, "PTRACE_GETSIGMASK"));
+    }
+    Ok(mask)
+}
+
+fn set_sigmask(tid: i32, mask: u64) -> Result<()> {
+    // SAFETY: PTRACE_SETSIGMASK reads exactly 8 bytes from `mask`.
+    let r = unsafe { libc::ptrace(libc::PTRACE_SETSIGMASK, tid, 8usize, &mask as *const u64) };
+    if r < 0 {
+        return Err(Error::from_errno(Errno::last(), tid, "PTRACE_SETSIGMASK"));
+    }
+    Ok(())
+}
+
+fn peek_word(tid: i32, addr: u64) -> Result<[u8; 8]> {
+    let w = ptrace::read(Pid::from_raw(tid), addr as ptrace::AddressType)
+        .map_err(|e| Error::from_errno(e, tid, format_args!("PTRACE_PEEKDATA at {addr:#x}")))?;
+    Ok((w as u64).to_ne_bytes())
+}
+
+fn poke_word(tid: i32, addr: u64, bytes: [u8; 8]) -> Result<()> {
+    let w = u64::from_ne_bytes(bytes) as libc::c_long;
+    ptrace::write(Pid::from_raw(tid), addr as ptrace::AddressType, w)
+        .map_err(|e| Error::from_errno(e, tid, format_args!("PTRACE_POKEDATA at {addr:#x}")))
+}
+
+/// The first executable mapping of the task (never [vsyscall], which the task cannot be made to
+/// run our bytes from): where the borrowed syscall instruction goes.
+pub fn find_exec_area(pid: i32) -> Result<u64> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map_err(|e| Error::new(ErrorCode::Procfs, format!("pid {pid}: reading /proc/{pid}/maps: {e}")))?;
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else { continue };
+        if line.ends_with("[vsyscall]") || perms.as_bytes().get(2) != Some(&b'x') {
+            continue;
+        }
+        let start = range.split('-').next().unwrap_or("");
+        return u64::from_str_radix(start, 16)
+            .map_err(|_| Error::new(ErrorCode::Procfs, format!("pid {pid}: bad maps line {line:?}")));
+    }
+    Err(Error::new(ErrorCode::Parasite, format!("pid {pid}: no executable mapping to run a syscall from")))
+}
+
+/// What one thread looked like before we touched it.
+#[derive(Clone)]
+struct Saved {
+    regs: SyscallRegs,
+    sigmask: u64,
+    /// The return frame for this thread, once built.
+    frame: Option<(Vec<u8>, u64)>,
+}
+
+/// What stopped a thread we resumed.
+enum Stop {
+    /// A syscall-enter/exit stop, or the SIGTRAP of our trap code (`si_code` given).
+    Trap(Option<i32>),
+    /// PTRACE_EVENT_STOP (our PTRACE_INTERRUPT, or a group stop).
+    EventStop,
+}
+
+/// An infected process: a scratch mapping in it and the means to run syscalls in any of its
+/// threads that are in a ptrace stop owned by the calling thread.
+pub struct Injector {
+    pid: i32,
+    exec_area: u64,
+    scratch: u64,
+    scratch_len: usize,
+    saved: HashMap<i32, Saved>,
+    /// The thread whose frame is currently written in the scratch's frame slot.
+    frame_of: Option<i32>,
+    /// Use return frames where the architecture has them.
+    framed: bool,
+    /// Stop signals that arrived while our code ran; re-sent after the cure so they are not lost.
+    pending_stops: Vec<(i32, Signal)>,
+    /// Syscalls run (for stats and tests).
+    pub calls: u64,
+    cured: bool,
+}
+
+impl Injector {
+    /// Maps the scratch area in `pid` (which must be ptrace-stopped by this thread) and plants
+    /// the code at its start.
+    pub fn infect(pid: i32, scratch_len: usize) -> Result<Injector> {
+        let exec_area = find_exec_area(pid)?;
+        let scratch_len = scratch_len.max(FRAME_SLOT * 2).div_ceil(4096) * 4096;
+        let mut inj = Injector {
+            pid,
+            exec_area,
+            scratch: 0,
+            scratch_len,
+            saved: HashMap::new(),
+            frame_of: None,
+            framed: sc::SIGFRAME_SUPPORTED,
+            pending_stops: Vec::new(),
+            calls: 0,
+            cured: false,
+        };
+        let prot = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let addr = inj.borrowed_syscall(nr::MMAP, [0, scratch_len as u64, prot, flags, u64::MAX, 0])?;
+        if (-4095..0).contains(&addr) {
+            inj.cured = true;
+            return Err(Error::new(
+                ErrorCode::Parasite,
+                format!("pid {pid}: remote mmap of {scratch_len} bytes: {}", Errno::from_raw(-addr as i32).desc()),
+            ));
+        }
+        inj.scratch = addr as u64;
+        let planted = inj.write_at(0, &sc::FRAME_CODE).and_then(|_| inj.write_at(TRAP_CODE_OFF, &sc::SYSCALL_CODE));
+        if let Err(e) = planted {
+            let _ = inj.cure();
+            return Err(e);
+        }
+        Ok(inj)
+    }
+
+    /// Turns return frames off (trap protocol only), e.g. to compare the two.
+    pub fn set_framed(&mut self, on: bool) {
+        self.framed = on && sc::SIGFRAME_SUPPORTED;
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Address of the scratch mapping in the task.
+    pub fn scratch_addr(&self) -> u64 {
+        self.scratch
+    }
+
+    pub fn scratch_len(&self) -> usize {
+        self.scratch_len
+    }
+
+    /// First scratch offset free for data (after the code, 64-byte aligned).
+    pub const DATA_OFFSET: usize = 64;
+
+    /// End of the data area (the return frame lives above it).
+    pub fn data_limit(&self) -> usize {
+        self.scratch_len - FRAME_SLOT
+    }
+
+    /// Writes `data` at scratch offset `off` (data area only).
+    pub fn write(&self, off: usize, data: &[u8]) -> Result<()> {
+        if off < Self::DATA_OFFSET || off + data.len() > self.data_limit() {
+            return Err(self.unexpected(self.pid, format!("scratch write {off}+{} outside the data area", data.len())));
+        }
+        self.write_at(off, data)
+    }
+
+    fn write_at(&self, off: usize, data: &[u8]) -> Result<()> {
+        self.check_range(off, data.len())?;
+        let remote = [RemoteIoVec { base: (self.scratch as usize) + off, len: data.len() }];
+        let n = process_vm_writev(Pid::from_raw(self.pid), &[IoSlice::new(data)], &remote)
+            .map_err(|e| Error::from_errno(e, self.pid, format_args!("writing scratch at {:#x}", self.scratch)))?;
+        if n != data.len() {
+            return Err(Error::new(ErrorCode::Parasite, format!("pid {}: short scratch write", self.pid)));
+        }
+        Ok(())
+    }
+
+    /// Reads `buf.len()` bytes from scratch offset `off`.
+    pub fn read(&self, off: usize, buf: &mut [u8]) -> Result<()> {
+        self.check_range(off, buf.len())?;
+        let remote = [RemoteIoVec { base: (self.scratch as usize) + off, len: buf.len() }];
+        let len = buf.len();
+        let n = process_vm_readv(Pid::from_raw(self.pid), &mut [IoSliceMut::new(buf)], &remote)
+            .map_err(|e| Error::from_errno(e, self.pid, format_args!("reading scratch at {:#x}", self.scratch)))?;
+        if n != len {
+            return Err(Error::new(ErrorCode::Parasite, format!("pid {}: short scratch read", self.pid)));
+        }
+        Ok(())
+    }
+
+    fn check_range(&self, off: usize, len: usize) -> Result<()> {
+        if self.cured || off + len > self.scratch_len {
+            return Err(Error::new(
+                ErrorCode::Parasite,
+                format!("pid {}: scratch access {off}+{len} outside {} bytes", self.pid, self.scratch_len),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Remote address of scratch offset `off` (to pass as a syscall argument).
+    pub fn remote(&self, off: usize) -> u64 {
+        self.scratch + off as u64
+    }
+
+    /// The signal mask `tid` had before injection touched it.
+    pub fn original_sigmask(&mut self, tid: i32) -> Result<u64> {
+        Ok(self.saved_for(tid)?.sigmask)
+    }
+
+    /// The registers `tid` had before injection touched it.
+    pub fn original_regs(&mut self, tid: i32) -> Result<SyscallRegs> {
+        Ok(self.saved_for(tid)?.regs)
+    }
+
+    /// Runs syscall `nr` in thread `tid` from the scratch code; returns the raw result
+    /// (negative errno on failure).
+    pub fn syscall(&mut self, tid: i32, nr: i64, args: [u64; 6]) -> Result<i64> {
+        if self.cured {
+            return Err(Error::new(ErrorCode::Parasite, format!("pid {}: parasite already cured", self.pid)));
+        }
+        if self.framed && self.ensure_frame(tid)? {
+            return self.run_framed(tid, nr, args);
+        }
+        self.run_trap(tid, self.scratch + TRAP_CODE_OFF as u64, nr, args)
+    }
+
+    /// Like `syscall` but turns a negative result into an error naming `what`.
+    pub fn syscall_ok(&mut self, tid: i32, nr: i64, args: [u64; 6], what: &str) -> Result<i64> {
+        let r = self.syscall(tid, nr, args)?;
+        if (-4095..0).contains(&r) {
+            return Err(Error::new(
+                ErrorCode::Parasite,
+                format!("pid {} tid {tid}: {what} in the task: {}", self.pid, Errno::from_raw(-r as i32).desc()),
+            ));
+        }
+        Ok(r)
+    }
+
+    /// Runs a syscall in the main thread from 8 borrowed bytes of the task's text, putting the
+    /// bytes back whatever happens.
+    fn borrowed_syscall(&mut self, nr: i64, args: [u64; 6]) -> Result<i64> {
+        let (pid, at) = (self.pid, self.exec_area);
+        let orig = peek_word(pid, at)?;
+        poke_word(pid, at, sc::SYSCALL_CODE)?;
+        let r = self.run_trap(pid, at, nr, args);
+        let restored = poke_word(pid, at, orig);
+        let r = r?;
+        restored?;
+        Ok(r)
+    }
+
+    fn saved_for(&mut self, tid: i32) -> Result<Saved> {
+        if let Some(s) = self.saved.get(&tid) {
+            return Ok(s.clone());
+        }
+        let regs = sc::get_regs(tid)?;
+        if !sc::is_native(&regs) {
+            return Err(Error::new(ErrorCode::Unsupported, format!("pid {} tid {tid}: 32-bit (compat) task", self.pid)));
+        }
+        let s = Saved { regs, sigmask: get_sigmask(tid)?, frame: None };
+        self.saved.insert(tid, s.clone());
+        Ok(s)
+    }
+
+    /// Builds (once) and writes (when another thread's is there) `tid`'s return frame. False
+    /// when no frame can be had for this thread (the trap protocol is used then).
+    fn ensure_frame(&mut self, tid: i32) -> Result<bool> {
+        let saved = self.saved_for(tid)?;
+        let frame_off = self.data_limit();
+        let at = self.scratch + frame_off as u64;
+        let (bytes, sp) = match saved.frame {
+            Some(f) => f,
+            None => {
+                let Ok(xstate) = sc::read_xstate(tid) else { return Ok(false) };
+                if xstate.len() < 576 || xstate.len() + 1024 > FRAME_SLOT {
+                    return Ok(false);
+                }
+                // rt_sigreturn also reinstates the sigaltstack from the frame: learn it first
+                // (one trap-protocol call, the only unframed one on this thread).
+                let ss = Self::DATA_OFFSET;
+                let r = self.run_trap(tid, self.scratch + TRAP_CODE_OFF as u64, nr::SIGALTSTACK, [0, self.remote(ss), 0, 0, 0, 0])?;
+                if r < 0 {
+                    return Ok(false);
+                }
+                let mut b = [0u8; 24];
+                self.read(ss, &mut b)?;
+                let word = |o: usize| u64::from_ne_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+                let alt = (word(0), word(8) as u32 as i32, word(16));
+                let f = sc::build_sigframe(&saved.regs, &xstate, saved.sigmask, alt, at);
+                if let Some(s) = self.saved.get_mut(&tid) {
+                    s.frame = Some(f.clone());
+                }
+                f
+            }
+        };
+        if self.frame_of != Some(tid) {
+            self.write_at(frame_off, &bytes)?;
+            self.frame_of = Some(tid);
+        }
+        let _ = sp;
+        Ok(true)
+    }
+
+    /// Trap protocol: registers, PTRACE_CONT, wait for the SIGTRAP of `int3`, registers back.
+    fn run_trap(&mut self, tid: i32, ip: u64, nr: i64, args: [u64; 6]) -> Result<i64> {
+        let saved = self.saved_for(tid)?;
+        set_sigmask(tid, u64::MAX)?;
+        let outcome = sc::set_regs(tid, &sc::syscall_regs(&saved.regs, ip, nr, &args)).and_then(|_| {
+            match self.resume_until(tid, ptrace::Request::PTRACE_CONT, |s| matches!(s, Stop::Trap(Some(_))))? {
+                Stop::Trap(Some(code)) if code == sc::TRAP_SI_CODE => Ok(sc::syscall_result(&sc::get_regs(tid)?)),
+                Stop::Trap(code) => Err(self.unexpected(tid, format!("SIGTRAP with si_code {code:?}"))),
+                Stop::EventStop => Err(self.unexpected(tid, "unexpected PTRACE_EVENT_STOP".into())),
+            }
+        });
+        self.calls += 1;
+        self.finish(tid, &saved, outcome)
+    }
+
+    /// Framed protocol (see the module doc).
+    fn run_framed(&mut self, tid: i32, nr: i64, args: [u64; 6]) -> Result<i64> {
+        let saved = self.saved_for(tid)?;
+        let (_, sp) = saved.frame.clone().expect("frame built by ensure_frame");
+        let mut regs = sc::syscall_regs(&saved.regs, self.scratch, nr, &args);
+        sc::set_sp(&mut regs, sp);
+        // Registers before the mask: dying in between leaves a thread that runs our syscall
+        // with its own mask and then sigreturns, never one stuck with everything blocked.
+        let outcome = sc::set_regs(tid, &regs).and_then(|_| set_sigmask(tid, u64::MAX)).and_then(|_| {
+            let is_sys = |s: &Stop| matches!(s, Stop::Trap(None));
+            self.resume_until(tid, ptrace::Request::PTRACE_SYSCALL, is_sys)?;
+            self.resume_until(tid, ptrace::Request::PTRACE_SYSCALL, is_sys)?;
+            let result = sc::syscall_result(&sc::get_regs(tid)?);
+            // Park the thread in a signal-path stop before it reaches the rt_sigreturn.
+            ptrace::interrupt(Pid::from_raw(tid)).map_err(|e| Error::from_errno(e, tid, "PTRACE_INTERRUPT"))?;
+            self.resume_until(tid, ptrace::Request::PTRACE_CONT, |s| matches!(s, Stop::EventStop))?;
+            Ok(result)
+        });
+        self.calls += 1;
+        self.finish(tid, &saved, outcome)
+    }
+
+    /// Puts mask and registers back (mask first: see run_framed) unless the thread is gone.
+    fn finish(&mut self, tid: i32, saved: &Saved, outcome: Result<i64>) -> Result<i64> {
+        if let Err(e) = &outcome {
+            if e.code == ErrorCode::TargetGone {
+                self.saved.remove(&tid);
+                return outcome;
+            }
+        }
+        let r1 = set_sigmask(tid, saved.sigmask);
+        let r2 = sc::set_regs(tid, &saved.regs);
+        let ret = outcome?;
+        r1?;
+        r2?;
+        Ok(ret)
+    }
+
+    /// Resumes `tid` with `req` until a stop `want` accepts. Stop signals met on the way are
+    /// kept for after the cure; group stops are stepped over.
+    fn resume_until(&mut self, tid: i32, req: ptrace::Request, want: impl Fn(&Stop) -> bool) -> Result<Stop> {
+        let p = Pid::from_raw(tid);
+        loop {
+            // SAFETY: PTRACE_CONT/PTRACE_SYSCALL with no signal on a tracee we hold.
+            let r = unsafe { libc::ptrace(req as libc::c_uint, tid, 0usize, 0usize) };
+            if r < 0 {
+                return Err(Error::from_errno(Errno::last(), tid, format_args!("{req:?} into injected code")));
+            }
+            let st = loop {
+                match waitpid(p, Some(WaitPidFlag::__WALL)) {
+                    Err(Errno::EINTR) => continue,
+                    other => break other,
+                }
+            };
+            let stop = match st {
+                Ok(WaitStatus::PtraceSyscall(_)) => Stop::Trap(None),
+                Ok(WaitStatus::Stopped(_, Signal::SIGTRAP)) => {
+                    let si = ptrace::getsiginfo(p).map_err(|e| Error::from_errno(e, tid, "PTRACE_GETSIGINFO"))?;
+                    // Without PTRACE_O_TRACESYSGOOD a syscall stop is a plain SIGTRAP too.
+                    if req == ptrace::Request::PTRACE_SYSCALL && (si.si_code == libc::SIGTRAP || si.si_code == libc::SIGTRAP | 0x80) {
+                        Stop::Trap(None)
+                    } else {
+                        Stop::Trap(Some(si.si_code))
+                    }
+                }
+                Ok(WaitStatus::PtraceEvent(_, _, PTRACE_EVENT_STOP)) => Stop::EventStop,
+                Ok(WaitStatus::Stopped(_, s @ (Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU))) => {
+                    // A stop signal cannot be blocked; keep it for after the cure and go on.
+                    self.pending_stops.push((tid, s));
+                    continue;
+                }
+                Ok(WaitStatus::Stopped(_, s)) => {
+                    return Err(self.unexpected(tid, format!("signal {s} while running injected code")));
+                }
+                Ok(WaitStatus::PtraceEvent(..)) => continue,
+                Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) | Err(Errno::ECHILD) => {
+                    return Err(Error::new(
+                        ErrorCode::TargetGone,
+                        format!("pid {} tid {tid}: exited while running injected code", self.pid),
+                    ));
+                }
+                Ok(other) => return Err(self.unexpected(tid, format!("wait status {other:?}"))),
+                Err(e) => return Err(Error::from_errno(e, tid, "waiting for injected code")),
+            };
+            if want(&stop) {
+                return Ok(stop);
+            }
+            if matches!(stop, Stop::EventStop) {
+                continue;
+            }
+            return Err(self.unexpected(tid, "unexpected trap while running injected code".into()));
+        }
+    }
+
+    fn unexpected(&self, tid: i32, what: String) -> Error {
+        Error::new(ErrorCode::Parasite, format!("pid {} tid {tid}: {what}", self.pid))
+    }
+
+    /// Unmaps the scratch area and re-sends stop signals caught while our code ran. Registers and
+    /// signal masks are already back (each call restores them). Idempotent.
+    pub fn cure(&mut self) -> Result<()> {
+        if self.cured {
+            return Ok(());
+        }
+        let r = self.borrowed_syscall(nr::MUNMAP, [self.scratch, self.scratch_len as u64, 0, 0, 0, 0]);
+        self.cured = true;
+        for (tid, s) in self.pending_stops.drain(..) {
+            // SAFETY: plain tgkill on a task we trace.
+            unsafe { libc::syscall(libc::SYS_tgkill, self.pid, tid, s as i32) };
+        }
+        match r {
+            Ok(0) => Ok(()),
+            Ok(e) => Err(Error::new(
+                ErrorCode::Parasite,
+                format!("pid {}: remote munmap at {:#x}: {}", self.pid, self.scratch, Errno::from_raw(-e as i32).desc()),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for Injector {
+    fn drop(&mut self) {
+        let _ = self.cure();
+    }
+}

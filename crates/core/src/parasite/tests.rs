@@ -1,0 +1,278 @@
+//! Injection against real children. The seize/release here is the bare minimum a test needs (the
+//! real freezer lives in `crate::freezer`); everything runs on the test's own thread because
+//! ptrace binds tracees to the attaching thread.
+
+use std::time::Duration;
+
+use nix::sys::ptrace;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+
+use super::info;
+use super::inject::Injector;
+use crate::arch::syscall as sc;
+
+pub(crate) struct Child(pub i32);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0), Signal::SIGKILL);
+        let _ = waitpid(Pid::from_raw(self.0), None);
+    }
+}
+
+/// Forks a child running `body` forever (it must not return).
+pub(crate) fn spawn(body: fn() -> !) -> Child {
+    // SAFETY: the child only calls libc functions before looping; it never returns into the
+    // test harness.
+    match unsafe { fork() }.expect("fork") {
+        ForkResult::Child => body(),
+        ForkResult::Parent { child } => Child(child.as_raw()),
+    }
+}
+
+/// PTRACE_SEIZE + PTRACE_INTERRUPT and wait for the interrupt stop.
+pub(crate) fn seize(pid: i32) {
+    let p = Pid::from_raw(pid);
+    ptrace::seize(p, ptrace::Options::empty()).expect("seize");
+    ptrace::interrupt(p).expect("interrupt");
+    match waitpid(p, Some(WaitPidFlag::__WALL)).expect("wait") {
+        WaitStatus::PtraceEvent(..) | WaitStatus::Stopped(..) => {}
+        s => panic!("unexpected {s:?}"),
+    }
+}
+
+pub(crate) fn release(pid: i32) {
+    ptrace::detach(Pid::from_raw(pid), None).expect("detach");
+}
+
+static mut COUNTER: u64 = 0;
+
+extern "C" fn on_usr1(_: libc::c_int) {}
+
+fn victim() -> ! {
+    // SAFETY (whole body): plain libc calls in a freshly forked single-threaded child.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_usr1 as *const () as usize;
+        sa.sa_flags = libc::SA_RESTART | libc::SA_SIGINFO;
+        libc::sigaddset(&mut sa.sa_mask, libc::SIGUSR2);
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+        let stack = libc::mmap(std::ptr::null_mut(), 65536, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+        let ss = libc::stack_t { ss_sp: stack, ss_flags: 0, ss_size: 65536 };
+        libc::sigaltstack(&ss, std::ptr::null_mut());
+        let it = libc::itimerval {
+            it_interval: libc::timeval { tv_sec: 100, tv_usec: 0 },
+            it_value: libc::timeval { tv_sec: 200, tv_usec: 0 },
+        };
+        libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut());
+        let mut sev: libc::sigevent = std::mem::zeroed();
+        sev.sigev_notify = libc::SIGEV_SIGNAL;
+        sev.sigev_signo = libc::SIGUSR1;
+        let mut tid: libc::timer_t = std::ptr::null_mut();
+        libc::timer_create(libc::CLOCK_MONOTONIC, &mut sev, &mut tid);
+        let its = libc::itimerspec {
+            it_interval: libc::timespec { tv_sec: 50, tv_nsec: 0 },
+            it_value: libc::timespec { tv_sec: 60, tv_nsec: 0 },
+        };
+        libc::timer_settime(tid, 0, &its, std::ptr::null_mut());
+        libc::prctl(libc::PR_SET_NAME, c"victim".as_ptr());
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGUSR2);
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
+        libc::umask(0o027);
+        let mut block: libc::sigset_t = std::mem::zeroed();
+        libc::sigaddset(&mut block, libc::SIGHUP);
+        libc::sigprocmask(libc::SIG_BLOCK, &block, std::ptr::null_mut());
+        loop {
+            std::ptr::write_volatile(&raw mut COUNTER, std::ptr::read_volatile(&raw const COUNTER) + 1);
+        }
+    }
+}
+
+fn sleeper() -> ! {
+    // SAFETY: plain libc call in the forked child.
+    loop {
+        unsafe { libc::pause() };
+    }
+}
+
+fn maps(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap()
+}
+
+fn counter(pid: i32) -> u64 {
+    let mut b = [0u8; 8];
+    let remote = [nix::sys::uio::RemoteIoVec { base: &raw const COUNTER as usize, len: 8 }];
+    nix::sys::uio::process_vm_readv(Pid::from_raw(pid), &mut [std::io::IoSliceMut::new(&mut b)], &remote).unwrap();
+    u64::from_ne_bytes(b)
+}
+
+#[test]
+fn info_is_read_and_the_cure_is_invisible() {
+    let child = spawn(victim);
+    let pid = child.0;
+    std::thread::sleep(Duration::from_millis(100));
+    seize(pid);
+    let regs_before = sc::get_regs(pid).unwrap();
+    let maps_before = maps(pid);
+    let c0 = counter(pid);
+
+    let mut inj = Injector::infect(pid, super::inject::DEFAULT_SCRATCH).unwrap();
+    assert_ne!(maps(pid), maps_before, "scratch mapping should be visible while infected");
+    let ti = info::collect(&mut inj, &[pid]).unwrap();
+    inj.cure().unwrap();
+
+    let usr1 = &ti.sigactions[libc::SIGUSR1 as usize - 1];
+    assert_eq!(usr1.handler, on_usr1 as *const () as usize as u64);
+    assert_ne!(usr1.flags & libc::SA_SIGINFO as u64, 0);
+    assert_eq!(usr1.mask, 1 << (libc::SIGUSR2 - 1));
+    assert!(ti.sigactions[libc::SIGKILL as usize - 1].fixed);
+    assert_eq!(ti.sigactions.len(), 64);
+    assert_eq!(ti.itimers.real.interval.sec, 100);
+    assert!(ti.itimers.real.value.sec > 190 && ti.itimers.real.value.sec <= 200);
+    assert_eq!(ti.posix_timers.len(), 1);
+    assert_eq!(ti.posix_timers[0].signo, libc::SIGUSR1);
+    assert_eq!(ti.posix_timers[0].clock_id, libc::CLOCK_MONOTONIC);
+    assert_eq!(ti.posix_timers[0].interval.sec, 50);
+    let t = &ti.threads[0];
+    assert_eq!(t.name, "victim");
+    assert_eq!(t.pdeath_sig, libc::SIGUSR2);
+    assert_eq!(t.altstack_size, 65536);
+    assert_ne!(t.altstack_sp, 0);
+    assert_eq!(t.blocked, 1 << (libc::SIGHUP - 1));
+    assert_eq!(t.creds.uid, nix::unistd::getuid().as_raw());
+    assert_eq!(t.creds.fsuid, nix::unistd::getuid().as_raw());
+    assert_eq!(ti.misc.umask, 0o027);
+    assert!(ti.misc.child_subreaper);
+    assert_eq!(ti.misc.dumpable, 1);
+    assert!(inj.calls > 64);
+
+    // The cure: registers, mask, map all as before; the umask round trip left no trace.
+    let regs_after = sc::get_regs(pid).unwrap();
+    assert_eq!(format!("{regs_before:?}"), format!("{regs_after:?}"));
+    assert_eq!(maps(pid), maps_before);
+    assert_eq!(counter(pid), c0);
+    release(pid);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(counter(pid) > c0, "the task carries on after release");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.contains("SigBlk:\t0000000000000001"), "{status}");
+    assert!(status.contains("TracerPid:\t0"));
+    assert!(status.contains("Umask:\t0027"));
+}
+
+#[test]
+fn a_task_stopped_in_a_syscall_restarts_it_after_the_cure() {
+    let child = spawn(sleeper);
+    let pid = child.0;
+    std::thread::sleep(Duration::from_millis(50));
+    seize(pid);
+    let before = sc::get_regs(pid).unwrap();
+    let mut inj = Injector::infect(pid, 4096 * 4).unwrap();
+    let r = inj.syscall(pid, sc::nr::GETPID, [0; 6]).unwrap();
+    assert_eq!(r, pid as i64);
+    // A failing call is reported as an error and changes nothing.
+    let e = inj.syscall_ok(pid, sc::nr::CLOSE, [100_000, 0, 0, 0, 0, 0], "close").unwrap_err();
+    assert!(e.message.contains("Bad file"), "{e}");
+    inj.cure().unwrap();
+    assert_eq!(format!("{before:?}"), format!("{:?}", sc::get_regs(pid).unwrap()));
+    release(pid);
+    // pause() restarted: the task sleeps again and a signal still reaches it normally.
+    std::thread::sleep(Duration::from_millis(50));
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    assert!(stat.contains(") S "), "{stat}");
+    kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+    assert!(matches!(waitpid(Pid::from_raw(pid), None).unwrap(), WaitStatus::Signaled(_, Signal::SIGTERM, _)));
+    std::mem::forget(child);
+}
+
+#[test]
+fn a_dead_target_is_reported_not_hung_on() {
+    let child = spawn(sleeper);
+    let pid = child.0;
+    std::thread::sleep(Duration::from_millis(50));
+    seize(pid);
+    let mut inj = Injector::infect(pid, 4096).unwrap();
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let e = inj.syscall(pid, sc::nr::GETPID, [0; 6]).unwrap_err();
+    assert!(matches!(e.code, crate::ErrorCode::TargetGone | crate::ErrorCode::EsrchTarget), "{e}");
+    assert!(inj.cure().is_err());
+}
+
+/// Forks a "tsdump" process that seizes `target`, infects it and starts an injected 400 ms
+/// nanosleep in it; SIGKILLs that process while the target is inside our code.
+fn kill_tracer_mid_syscall(target: i32, framed: bool) {
+    let (rd, wr) = nix::unistd::pipe().unwrap();
+    // SAFETY: the child only runs injection code and exits; it never returns into the harness.
+    match unsafe { fork() }.unwrap() {
+        ForkResult::Child => {
+            seize(target);
+            let mut inj = Injector::infect(target, 64 * 1024).unwrap();
+            inj.set_framed(framed);
+            inj.syscall(target, sc::nr::GETPID, [0; 6]).unwrap();
+            let ts: [u64; 2] = [0, 400_000_000];
+            let off = Injector::DATA_OFFSET;
+            inj.write(off, &[ts[0].to_ne_bytes(), ts[1].to_ne_bytes()].concat()).unwrap();
+            nix::unistd::write(&wr, b"x").unwrap();
+            let _ = inj.syscall(target, sc::nr::NANOSLEEP, [inj.remote(off), 0, 0, 0, 0, 0]);
+            // Not reached in time: the parent kills us during the sleep.
+            std::process::exit(3);
+        }
+        ForkResult::Parent { child } => {
+            drop(wr);
+            let mut b = [0u8; 1];
+            assert_eq!(nix::unistd::read(&rd, &mut b).unwrap(), 1);
+            std::thread::sleep(Duration::from_millis(100));
+            kill(child, Signal::SIGKILL).unwrap();
+            assert!(matches!(waitpid(child, None).unwrap(), WaitStatus::Signaled(_, Signal::SIGKILL, _)));
+        }
+    }
+}
+
+fn status_field(pid: i32, key: &str) -> String {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("").trim().to_string()
+}
+
+#[test]
+fn the_task_carries_on_when_tsdump_is_sigkilled_mid_syscall() {
+    let child = spawn(victim);
+    let pid = child.0;
+    std::thread::sleep(Duration::from_millis(100));
+    let blocked = status_field(pid, "SigBlk:");
+    kill_tracer_mid_syscall(pid, true);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(status_field(pid, "TracerPid:"), "0");
+    assert_eq!(status_field(pid, "SigBlk:"), blocked, "signal mask back from the frame");
+    let c0 = counter(pid);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(counter(pid) > c0, "the task runs its own loop again");
+    assert!(status_field(pid, "State:").starts_with('R'));
+
+    // A task that was inside a restartable syscall (pause) goes back into it, and still reacts
+    // to signals as before.
+    let sleeper_child = spawn(sleeper);
+    let spid = sleeper_child.0;
+    std::thread::sleep(Duration::from_millis(50));
+    kill_tracer_mid_syscall(spid, true);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(status_field(spid, "TracerPid:"), "0");
+    assert!(status_field(spid, "State:").starts_with('S'), "back in pause()");
+    kill(Pid::from_raw(spid), Signal::SIGTERM).unwrap();
+    assert!(matches!(waitpid(Pid::from_raw(spid), None).unwrap(), WaitStatus::Signaled(_, Signal::SIGTERM, _)));
+    std::mem::forget(sleeper_child);
+}
+
+#[test]
+fn without_the_frame_the_same_kill_takes_the_task_down() {
+    // The control experiment: the trap protocol (what CRIU's compel does for single syscalls)
+    // leaves the task to hit int3 untraced.
+    let child = spawn(sleeper);
+    let pid = child.0;
+    std::thread::sleep(Duration::from_millis(50));
+    kill_tracer_mid_syscall(pid, false);
+    let st = waitpid(Pid::from_raw(pid), None).unwrap();
+    assert!(matches!(st, WaitStatus::Signaled(_, Signal::SIGTRAP, _)), "{st:?}");
+    std::mem::forget(child);
+}
