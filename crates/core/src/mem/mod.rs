@@ -1,1 +1,229 @@
-//! mem (to be written).
+//! Memory: which pages of a task to dump and draining them into a pages image (or a socket).
+//!
+//! The flow of `dump_memory`: read the VMAs (`vma`), decide per VMA like CRIU does, scan
+//! pagemap for the pages that carry state (`pagemap`: present or swapped, not the zero page, for
+//! private file mappings only copied-on-write pages), then drain those pages into the sink
+//! through the chosen source (`drain`). The pagemap entries returned describe the pages image in
+//! order, as CRIU's `pagemap_entry` (vaddr, nr_pages, flags = PE_PRESENT).
+//!
+//! The scan and the drain are separate steps so that a later stage can drain after the task is
+//! released (write-protect snapshot) or into a page server.
+
+pub mod drain;
+pub mod pagemap;
+pub mod shmem;
+pub mod vma;
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::parasite::Injector;
+
+pub use drain::{FdSink, PageSink, PageSource, ReadSource, VmspliceSource};
+pub use pagemap::{Counts, Run};
+pub use vma::{Decision, Vma};
+
+/// CRIU's pagemap_entry flags.
+pub const PE_PARENT: u32 = 1 << 0;
+pub const PE_LAZY: u32 = 1 << 1;
+pub const PE_PRESENT: u32 = 1 << 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The tracer reads pages (process_vm_readv, /proc/PID/mem).
+    Read,
+    /// The task vmsplices its pages into pipes (needs an infected task).
+    Vmsplice,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PagemapEntry {
+    pub vaddr: u64,
+    pub nr_pages: u32,
+    pub flags: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmaReport {
+    pub vma: Vma,
+    pub decision: Decision,
+    pub reason: &'static str,
+    /// Pages of this VMA written to the pages image.
+    pub pages_dumped: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    pub scan_ns: u64,
+    pub drain_ns: u64,
+    pub total_ns: u64,
+    /// vmsplice mode: inside injected vmsplice calls, and splicing pipes into the sink.
+    pub vmsplice_ns: u64,
+    pub splice_ns: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemDump {
+    pub entries: Vec<PagemapEntry>,
+    pub vmas: Vec<VmaReport>,
+    pub counts: Counts,
+    /// Pages written to the pages image (== counts.dump on success).
+    pub pages_written: u64,
+    pub bytes_written: u64,
+    pub timings: Timings,
+    /// Injected vmsplice calls (vmsplice mode).
+    pub vmsplice_calls: u64,
+}
+
+/// The scan: VMAs, decisions and the runs of pages to dump.
+pub struct Plan {
+    pub vmas: Vec<VmaReport>,
+    pub runs: Vec<Run>,
+    pub counts: Counts,
+}
+
+/// `vma` minus the range `[lo, hi)`: none, one or two pieces.
+pub fn subtract(v: &Vma, lo: u64, hi: u64) -> Vec<Vma> {
+    if hi <= v.start || lo >= v.end {
+        return vec![v.clone()];
+    }
+    let mut out = Vec::new();
+    if v.start < lo {
+        out.push(Vma { end: lo, ..v.clone() });
+    }
+    if hi < v.end {
+        let offset = if v.inode != 0 { v.offset + (hi - v.start) } else { v.offset };
+        out.push(Vma { start: hi, offset, ..v.clone() });
+    }
+    out
+}
+
+/// Scans `pid`'s VMAs. `hide` is a range of tsdump's own (the parasite's scratch mapping): it
+/// is left out of the VMAs and the pages as if it were not there.
+pub fn plan(pid: i32, hide: Option<(u64, u64)>) -> Result<Plan> {
+    let mut vmas = vma::read_vmas(pid)?;
+    if let Some((lo, hi)) = hide {
+        vmas = vmas.iter().flat_map(|v| subtract(v, lo, hi)).collect();
+    }
+    let path = format!("/proc/{pid}/pagemap");
+    let pm = File::open(&path).map_err(|e| Error::new(ErrorCode::Procfs, format!("pid {pid}: opening {path}: {e}")))?;
+    let mut runs = Vec::new();
+    let mut counts = Counts::default();
+    let mut reports = Vec::with_capacity(vmas.len());
+    for v in vmas {
+        let (d, reason) = vma::decide(&v);
+        if d == Decision::Unsupported {
+            return Err(Error::new(
+                ErrorCode::UnsupportedVma,
+                format!("pid {pid}: {reason} at {:#x}-{:#x} ({})", v.start, v.end, v.path),
+            ));
+        }
+        let before = counts.dump;
+        if d.dumps_private_pages() {
+            if !pagemap::scan_vma_fast(&pm, &v, d, &mut runs, &mut counts)? {
+                // No PAGEMAP_SCAN: one pagemap entry per page, zero page told by its PFN.
+                pagemap::scan_vma(&pm, &v, d, &pagemap::zero_pfns()?, &mut runs, &mut counts)?;
+            }
+        } else {
+            counts.skipped += v.pages();
+        }
+        reports.push(VmaReport { pages_dumped: counts.dump - before, vma: v, decision: d, reason });
+    }
+    Ok(Plan { vmas: reports, runs, counts })
+}
+
+/// Pagemap entries for runs (split where a run exceeds u32 pages).
+pub fn entries(runs: &[Run]) -> Vec<PagemapEntry> {
+    let ps = vma::page_size();
+    let mut out = Vec::with_capacity(runs.len());
+    for r in runs {
+        let mut left = r.nr_pages;
+        let mut at = r.vaddr;
+        while left > 0 {
+            let n = left.min(u32::MAX as u64);
+            out.push(PagemapEntry { vaddr: at, nr_pages: n as u32, flags: PE_PRESENT });
+            at += n * ps;
+            left -= n;
+        }
+    }
+    out
+}
+
+pub struct DumpOpts {
+    pub pages_path: PathBuf,
+    pub mode: Mode,
+    /// Pipes for the vmsplice source.
+    pub pipes: usize,
+}
+
+/// Scans `pid`'s memory and writes the selected pages to `opts.pages_path`. Vmsplice mode needs
+/// `inj` (an infected task); the caller cures it.
+pub fn dump_memory(pid: i32, opts: &DumpOpts, inj: Option<&mut Injector>) -> Result<MemDump> {
+    let t0 = Instant::now();
+    let hide = inj.as_ref().map(|i| (i.scratch_addr(), i.scratch_addr() + i.scratch_len() as u64));
+    let plan = plan(pid, hide)?;
+    let t1 = Instant::now();
+    let mut sink = FdSink::create_file(&opts.pages_path)?;
+    let readable = |addr: u64| {
+        let i = plan.vmas.partition_point(|r| r.vma.end <= addr);
+        plan.vmas.get(i).is_some_and(|r| r.vma.start <= addr && r.vma.readable())
+    };
+    let mut vmsplice_calls = 0;
+    let (mut vmsplice_ns, mut splice_ns) = (0, 0);
+    match opts.mode {
+        Mode::Read => ReadSource::new(pid).drain(&plan.runs, &readable, &mut sink)?,
+        Mode::Vmsplice => {
+            let inj = inj.ok_or_else(|| Error::new(ErrorCode::Parasite, format!("pid {pid}: vmsplice mode needs an infected task")))?;
+            let mut src = VmspliceSource::new(inj, opts.pipes)?;
+            let r = src.drain(&plan.runs, &readable, &mut sink);
+            vmsplice_calls = src.vmsplice_calls;
+            (vmsplice_ns, splice_ns) = (src.vmsplice_ns, src.splice_ns);
+            let fin = src.finish();
+            r?;
+            fin?;
+        }
+    }
+    let t2 = Instant::now();
+    let ps = vma::page_size();
+    let bytes = sink.written();
+    if bytes != plan.counts.dump * ps {
+        return Err(Error::new(
+            ErrorCode::ImageIo,
+            format!("pid {pid}: wrote {bytes} bytes for {} pages", plan.counts.dump),
+        ));
+    }
+    Ok(MemDump {
+        entries: entries(&plan.runs),
+        vmas: plan.vmas,
+        counts: plan.counts,
+        pages_written: bytes / ps,
+        bytes_written: bytes,
+        timings: Timings {
+            scan_ns: (t1 - t0).as_nanos() as u64,
+            drain_ns: (t2 - t1).as_nanos() as u64,
+            total_ns: (t2 - t0).as_nanos() as u64,
+            vmsplice_ns,
+            splice_ns,
+        },
+        vmsplice_calls,
+    })
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod subtract_tests {
+    use super::*;
+
+    #[test]
+    fn subtract_cuts_out_a_range() {
+        let v = Vma { start: 0x1000, end: 0x9000, prot: 3, shared: false, offset: 0, dev: "00:00".into(), inode: 0, path: String::new(), vm_flags: vec![] };
+        assert_eq!(subtract(&v, 0x1000, 0x9000), vec![]);
+        assert_eq!(subtract(&v, 0xa000, 0xb000), vec![v.clone()]);
+        let parts = subtract(&v, 0x3000, 0x4000);
+        assert_eq!(parts.iter().map(|p| (p.start, p.end)).collect::<Vec<_>>(), [(0x1000, 0x3000), (0x4000, 0x9000)]);
+    }
+}
