@@ -1,0 +1,250 @@
+//! `session.parasiteInfo(pid, tids)`: what only the task can tell (sigactions, timers, per-thread
+//! state, credentials), asked by injected syscalls. The task and threads must already be seized
+//! by this session (its tracer thread); the parasite is cured before the promise settles.
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use tsdump_core::parasite::{info, inject, Injector};
+use tsdump_core::{Error as CoreError, ErrorCode};
+
+use crate::session::Session;
+
+#[napi(object)]
+pub struct SigActionInfo {
+    pub signo: i32,
+    pub handler: BigInt,
+    pub flags: BigInt,
+    pub restorer: BigInt,
+    pub mask: BigInt,
+    /// SIGKILL/SIGSTOP: reported, but nobody can change them (restore skips them).
+    pub fixed: bool,
+}
+
+#[napi(object)]
+pub struct TimeValue {
+    pub sec: i64,
+    /// Microseconds (itimers) or nanoseconds (POSIX timers).
+    pub frac: i64,
+}
+
+#[napi(object)]
+pub struct ItimerInfo {
+    pub interval: TimeValue,
+    pub value: TimeValue,
+}
+
+#[napi(object)]
+pub struct ItimersInfo {
+    pub real: ItimerInfo,
+    pub virt: ItimerInfo,
+    pub prof: ItimerInfo,
+}
+
+#[napi(object)]
+pub struct PosixTimerInfo {
+    pub id: i32,
+    pub clock_id: i32,
+    pub signo: i32,
+    pub sigev_value: BigInt,
+    /// sigev_notify (SIGEV_SIGNAL, SIGEV_NONE, SIGEV_THREAD_ID|SIGEV_SIGNAL ...).
+    pub notify: i32,
+    pub notify_tid: i32,
+    pub interval: TimeValue,
+    pub value: TimeValue,
+    pub overrun: i32,
+}
+
+#[napi(object)]
+pub struct CredsInfo {
+    pub uid: u32,
+    pub euid: u32,
+    pub suid: u32,
+    pub fsuid: u32,
+    pub gid: u32,
+    pub egid: u32,
+    pub sgid: u32,
+    pub fsgid: u32,
+    pub groups: Vec<u32>,
+    pub cap_eff: BigInt,
+    pub cap_prm: BigInt,
+    pub cap_inh: BigInt,
+    pub cap_bnd: BigInt,
+    pub cap_amb: BigInt,
+    pub securebits: u32,
+    pub no_new_privs: bool,
+}
+
+#[napi(object)]
+pub struct ThreadParasiteInfo {
+    pub tid: i32,
+    pub altstack_sp: BigInt,
+    pub altstack_flags: i32,
+    pub altstack_size: BigInt,
+    pub clear_tid_addr: BigInt,
+    pub pdeath_sig: i32,
+    pub name: String,
+    /// Blocked-signal mask before tsdump touched the thread.
+    pub blocked: BigInt,
+    pub creds: CredsInfo,
+}
+
+#[napi(object)]
+pub struct TaskMiscInfo {
+    pub umask: u32,
+    pub dumpable: i32,
+    pub thp_disabled: bool,
+    pub child_subreaper: bool,
+    /// MEMBARRIER_CMD_GET_REGISTRATIONS; absent where the kernel lacks it.
+    pub membarrier_registrations: Option<BigInt>,
+}
+
+#[napi(object)]
+pub struct ParasiteInfo {
+    /// Signals 1..64 in order.
+    pub sigactions: Vec<SigActionInfo>,
+    pub itimers: ItimersInfo,
+    pub posix_timers: Vec<PosixTimerInfo>,
+    pub threads: Vec<ThreadParasiteInfo>,
+    pub misc: TaskMiscInfo,
+    /// Injected syscalls it took.
+    pub syscalls: u32,
+}
+
+fn big(v: u64) -> BigInt {
+    BigInt::from(v)
+}
+
+fn tv(t: info::TimeVal) -> TimeValue {
+    TimeValue { sec: t.sec, frac: t.frac }
+}
+
+fn itimer(t: info::Itimer) -> ItimerInfo {
+    ItimerInfo { interval: tv(t.interval), value: tv(t.value) }
+}
+
+fn to_js(ti: info::TaskInfo, calls: u64) -> ParasiteInfo {
+    ParasiteInfo {
+        sigactions: ti
+            .sigactions
+            .into_iter()
+            .map(|s| SigActionInfo {
+                signo: s.signo,
+                handler: big(s.handler),
+                flags: big(s.flags),
+                restorer: big(s.restorer),
+                mask: big(s.mask),
+                fixed: s.fixed,
+            })
+            .collect(),
+        itimers: ItimersInfo { real: itimer(ti.itimers.real), virt: itimer(ti.itimers.virt), prof: itimer(ti.itimers.prof) },
+        posix_timers: ti
+            .posix_timers
+            .into_iter()
+            .map(|t| PosixTimerInfo {
+                id: t.id,
+                clock_id: t.clock_id,
+                signo: t.signo,
+                sigev_value: big(t.sigev_value),
+                notify: t.notify,
+                notify_tid: t.notify_tid,
+                interval: tv(t.interval),
+                value: tv(t.value),
+                overrun: t.overrun,
+            })
+            .collect(),
+        threads: ti
+            .threads
+            .into_iter()
+            .map(|t| ThreadParasiteInfo {
+                tid: t.tid,
+                altstack_sp: big(t.altstack_sp),
+                altstack_flags: t.altstack_flags,
+                altstack_size: big(t.altstack_size),
+                clear_tid_addr: big(t.clear_tid_addr),
+                pdeath_sig: t.pdeath_sig,
+                name: t.name,
+                blocked: big(t.blocked),
+                creds: CredsInfo {
+                    uid: t.creds.uid,
+                    euid: t.creds.euid,
+                    suid: t.creds.suid,
+                    fsuid: t.creds.fsuid,
+                    gid: t.creds.gid,
+                    egid: t.creds.egid,
+                    sgid: t.creds.sgid,
+                    fsgid: t.creds.fsgid,
+                    groups: t.creds.groups,
+                    cap_eff: big(t.creds.cap_eff),
+                    cap_prm: big(t.creds.cap_prm),
+                    cap_inh: big(t.creds.cap_inh),
+                    cap_bnd: big(t.creds.cap_bnd),
+                    cap_amb: big(t.creds.cap_amb),
+                    securebits: t.creds.securebits,
+                    no_new_privs: t.creds.no_new_privs,
+                },
+            })
+            .collect(),
+        misc: TaskMiscInfo {
+            umask: ti.misc.umask,
+            dumpable: ti.misc.dumpable,
+            thp_disabled: ti.misc.thp_disabled,
+            child_subreaper: ti.misc.child_subreaper,
+            membarrier_registrations: ti.misc.membarrier_registrations.map(big),
+        },
+        syscalls: calls as u32,
+    }
+}
+
+/// Refuses early, with a clear message, a task this tracer thread does not hold.
+pub(crate) fn check_traced_by_us(pid: i32, tid: i32) -> tsdump_core::Result<()> {
+    let path = format!("/proc/{pid}/task/{tid}/status");
+    let status = std::fs::read_to_string(&path)
+        .map_err(|e| CoreError::new(ErrorCode::EsrchTarget, format!("pid {pid} tid {tid}: reading {path}: {e}")))?;
+    let tracer = status
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))
+        .and_then(|v| v.trim().parse::<i32>().ok())
+        .unwrap_or(0);
+    // TracerPid names the tracing thread, which is this session's tracer thread.
+    if tracer != nix::unistd::gettid().as_raw() {
+        return Err(CoreError::new(
+            ErrorCode::Ptrace,
+            format!("pid {pid} tid {tid}: not seized by this session (tracer pid {tracer})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Infects `pid`, runs `f`, and cures whatever `f` returned.
+pub(crate) fn with_parasite<T>(pid: i32, f: impl FnOnce(&mut Injector) -> tsdump_core::Result<T>) -> tsdump_core::Result<T> {
+    check_traced_by_us(pid, pid)?;
+    let mut inj = Injector::infect(pid, inject::DEFAULT_SCRATCH)?;
+    let r = f(&mut inj);
+    let cured = inj.cure();
+    let v = r?;
+    cured?;
+    Ok(v)
+}
+
+#[napi]
+impl Session {
+    /// Sigactions, itimers, POSIX timers, misc for process `pid` and per-thread state for
+    /// `tids` (default: just `pid`). All must be seized by this session.
+    #[napi]
+    pub async fn parasite_info(&self, pid: i32, tids: Option<Vec<i32>>) -> Result<ParasiteInfo> {
+        let tids = tids.unwrap_or_else(|| vec![pid]);
+        self.run(move |_| {
+            for &t in &tids {
+                check_traced_by_us(pid, t)?;
+            }
+            let mut calls = 0;
+            let ti = with_parasite(pid, |inj| {
+                let r = info::collect(inj, &tids);
+                calls = inj.calls;
+                r
+            })?;
+            Ok(to_js(ti, calls))
+        })
+        .await
+    }
+}
