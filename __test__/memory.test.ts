@@ -1,0 +1,239 @@
+// Page dump against a real target: tsdump's pagemap + pages reproduce the target's memory byte
+// for byte (checked against the checksums the target computed itself), zero and untouched pages
+// are not written, and the dump leaves the target's memory map and behaviour unchanged.
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { native, callNative } from '../src/native.js';
+
+const PAGE = 4096;
+
+interface CtlTarget {
+  pid: number;
+  ctl: string;
+  ready: Map<string, string>;
+  kill(): void;
+}
+
+/**
+ * Starts build/targets/NAME with a control dir (see __test__/targets/common.h) and waits for
+ * CTL/ready. The target is started through `setsid -f` so that it is not a child of this Node
+ * process: libuv reaps its own children with waitpid(), and a waitpid from any thread of the
+ * tracer's process can consume the tracee's ptrace stops meant for the tracer thread.
+ */
+async function startCtlTarget(name: string): Promise<CtlTarget> {
+  const ctl = mkdtempSync(join(tmpdir(), `tsdump-${name}-`));
+  const out = openSync(join(ctl, 'log'), 'a', 0o600);
+  const child = spawn('setsid', ['-f', join('build/targets', name), ctl], { stdio: ['ignore', out, out] });
+  closeSync(out);
+  await new Promise((r) => child.on('exit', r));
+  let pid = 0;
+  const kill = (): void => {
+    if (pid <= 0) return;
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  };
+  for (const deadline = Date.now() + 20_000; !existsSync(join(ctl, 'ready')); ) {
+    if (existsSync(join(ctl, 'result')) || Date.now() > deadline) {
+      throw new Error(`${name} not ready: ${readFileSync(join(ctl, 'log'), 'utf8')}`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const ready = new Map(
+    readFileSync(join(ctl, 'ready'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => l.split('=', 2) as [string, string]),
+  );
+  pid = Number(ready.get('pid'));
+  return { pid, ctl, ready, kill };
+}
+
+async function verify(t: CtlTarget): Promise<string> {
+  writeFileSync(join(t.ctl, 'verify'), '');
+  for (const deadline = Date.now() + 30_000; Date.now() < deadline; ) {
+    if (existsSync(join(t.ctl, 'result'))) return readFileSync(join(t.ctl, 'result'), 'utf8').trim();
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return 'TIMEOUT';
+}
+
+/** The target's checksum: FNV-1a (32-bit) over little-endian u32 words, and their 32-bit sum. */
+function checksum(buf: Buffer): string {
+  const w = new Uint32Array(buf.buffer, buf.byteOffset, buf.length / 4);
+  let fnv = 0x811c9dc5;
+  let sum = 0;
+  for (let i = 0; i < w.length; i++) {
+    fnv = Math.imul(fnv ^ w[i]!, 0x01000193) >>> 0;
+    sum = (sum + w[i]!) >>> 0;
+  }
+  return `${fnv.toString(16).padStart(8, '0')}:${sum.toString(16).padStart(8, '0')}`;
+}
+
+type MemoryDump = Awaited<ReturnType<InstanceType<typeof native.Session>['dumpMemory']>>;
+
+/** vaddr -> offset in the pages file, for every dumped page. */
+function pageIndex(dump: MemoryDump): Map<bigint, number> {
+  const index = new Map<bigint, number>();
+  let off = 0;
+  for (const e of dump.entries) {
+    for (let i = 0; i < e.nrPages; i++) {
+      index.set(e.vaddr + BigInt(i * PAGE), off);
+      off += PAGE;
+    }
+  }
+  return index;
+}
+
+/** Rebuilds a region the way a restore would: dumped pages, else the file's page, else zeros. */
+function rebuild(pages: Buffer, index: Map<bigint, number>, addr: bigint, len: number, file?: Buffer): Buffer {
+  const out = Buffer.alloc(len);
+  for (let o = 0; o < len; o += PAGE) {
+    const at = index.get(addr + BigInt(o));
+    if (at !== undefined) pages.copy(out, o, at, at + PAGE);
+    else if (file) file.copy(out, o, o, o + PAGE);
+  }
+  return out;
+}
+
+for (const mode of ['read', 'vmsplice'] as const) {
+  test.serial(`dumpMemory(${mode}) reproduces the target's memory and skips zero pages`, async (t) => {
+    const target = await startCtlTarget('mem_layout');
+    const images = mkdtempSync(join(tmpdir(), 'tsdump-memimg-'));
+    const session = new native.Session();
+    t.teardown(() => {
+      target.kill();
+      session.close();
+      rmSync(images, { recursive: true, force: true });
+      rmSync(target.ctl, { recursive: true, force: true });
+    });
+    const pid = target.pid;
+    await callNative(() => session.seizeTree(pid));
+    const mapsBefore = readFileSync(`/proc/${pid}/maps`, 'utf8');
+    let dump: MemoryDump;
+    let shmem: Awaited<ReturnType<typeof session.dumpShmem>>[] = [];
+    try {
+      dump = await callNative(() => session.dumpMemory(pid, { imagesDir: images, pagesId: 1, mode }));
+      t.is(readFileSync(`/proc/${pid}/maps`, 'utf8'), mapsBefore, 'memory map unchanged');
+      // The shared object, through the parent's mapping and through the child's.
+      const child = Number(target.ready.get('child'));
+      const sharedAddr = BigInt('0x' + target.ready.get('shared_addr'));
+      const v = dump.vmas.find((x) => x.start <= sharedAddr && sharedAddr < x.end)!;
+      shmem = [
+        await callNative(() => session.dumpShmem(pid, { imagesDir: images, pagesId: 2, start: v.start, end: v.end })),
+        await callNative(() => session.dumpShmem(child, { imagesDir: images, pagesId: 3, start: v.start, end: v.end })),
+      ];
+    } finally {
+      await callNative(() => session.releaseTree({ mode: 'resume' }));
+    }
+
+    const pagesFile = join(images, 'pages-1.img');
+    t.is(dump.pagesFile, pagesFile);
+    t.is(statSync(pagesFile).mode & 0o777, 0o600);
+    const pages = readFileSync(pagesFile);
+    t.is(pages.length, dump.bytesWritten);
+    t.is(dump.counts.written * PAGE, pages.length);
+    const index = pageIndex(dump);
+    t.is(index.size, dump.counts.written);
+    t.true(dump.entries.every((e) => e.flags === 4), 'PE_PRESENT');
+
+    const region = (name: string): { addr: bigint; len: number; sum: string } => ({
+      addr: BigInt('0x' + target.ready.get(`${name}_addr`)!),
+      len: Number(target.ready.get(`${name}_len`)),
+      sum: target.ready.get(`${name}_sum`)!,
+    });
+    const memFile = readFileSync(join(target.ctl, 'mem_file'));
+    for (const name of ['anon', 'untouched', 'zero', 'dontneed', 'filecow', 'protnone']) {
+      const r = region(name);
+      const rebuilt = rebuild(pages, index, r.addr, r.len, name === 'filecow' ? memFile : undefined);
+      t.is(checksum(rebuilt), r.sum, `${name} reproduced byte for byte`);
+    }
+
+    const pagesIn = (name: string, from = 0, to?: number): number => {
+      const r = region(name);
+      let n = 0;
+      for (let o = from; o < (to ?? r.len); o += PAGE) if (index.has(r.addr + BigInt(o))) n++;
+      return n;
+    };
+    t.is(pagesIn('anon'), 64 * 256, 'every patterned page dumped');
+    t.is(pagesIn('untouched'), 0, 'untouched pages not written');
+    t.is(pagesIn('zero'), 0, 'zero pages not written');
+    t.is(pagesIn('dontneed', 2 << 20), 0, 'MADV_DONTNEED pages not written');
+    t.is(pagesIn('dontneed', 0, 2 << 20), 512);
+    t.is(pagesIn('filecow'), 64, "only the COW'd pages of the private file mapping");
+    t.is(pagesIn('protnone'), 256, 'PROT_NONE pages dumped');
+    t.true(dump.counts.zero >= 1024, `zero pages counted (${dump.counts.zero})`);
+
+    const vmaAt = (addr: bigint) => dump.vmas.find((v) => v.start <= addr && addr < v.end)!;
+    t.is(vmaAt(region('shared').addr).decision, 'shmem');
+    t.is(shmem[0]!.shmid, vmaAt(region('shared').addr).inode, 'shmid is the inode of the object');
+    t.is(shmem[1]!.shmid, shmem[0]!.shmid, 'one object for parent and child');
+    const shared = region('shared');
+    const shPages = readFileSync(shmem[0]!.pagesFile);
+    t.is(shPages.length, shmem[0]!.pagesWritten * PAGE);
+    t.is(checksum(rebuild(shPages, pageIndex({ entries: shmem[0]!.entries } as MemoryDump), 0n, shared.len)), shared.sum,
+      'shared anonymous memory reproduced from its own pagemap');
+    t.is(pagesIn('shared'), 0, 'shared anonymous memory is not in the private pages');
+    t.is(vmaAt(region('filecow').addr).decision, 'file-cow');
+    const vdso = dump.vmas.find((v) => v.path === '[vdso]')!;
+    t.is(vdso.decision, 'whole');
+    t.is(vdso.pagesDumped, Number(vdso.end - vdso.start) / PAGE);
+    for (const v of dump.vmas.filter((x) => x.path === '[vvar]' || x.path === '[vvar_vclock]')) t.is(v.decision, 'skip');
+    if (mode === 'vmsplice') t.true(dump.vmspliceCalls >= 64, `${dump.vmspliceCalls} vmsplice calls`);
+    t.log(
+      `${mode}: ${dump.counts.written} pages written, ${dump.counts.zero} zero, scan ${(dump.timings.scanNs / 1e6).toFixed(1)} ms, ` +
+        `drain ${(dump.timings.drainNs / 1e6).toFixed(1)} ms`,
+    );
+
+    t.is(await verify(target), 'PASS', 'the target finds its memory unchanged and keeps running');
+    t.regex(readFileSync(`/proc/${pid}/status`, 'utf8'), /TracerPid:\s+0\n/);
+  });
+}
+
+test.serial('dumpMemory refuses a task this session has not seized', async (t) => {
+  const target = await startCtlTarget('mem_info');
+  const session = new native.Session();
+  t.teardown(() => {
+    target.kill();
+    session.close();
+    rmSync(target.ctl, { recursive: true, force: true });
+  });
+  const err = await t.throwsAsync(() =>
+    callNative(() => session.dumpMemory(target.pid, { imagesDir: target.ctl, pagesId: 9, mode: 'read' })),
+  );
+  t.regex(err!.message, /not seized by this session/);
+  t.false(existsSync(join(target.ctl, 'pages-9.img')));
+});
+
+test.serial('dumpMemory refuses an io_uring mapping by name and leaves the task as it was', async (t) => {
+  const target = await startCtlTarget('mem_uring');
+  const images = mkdtempSync(join(tmpdir(), 'tsdump-memimg-'));
+  const session = new native.Session();
+  t.teardown(() => {
+    target.kill();
+    session.close();
+    rmSync(images, { recursive: true, force: true });
+    rmSync(target.ctl, { recursive: true, force: true });
+  });
+  await callNative(() => session.seizeTree(target.pid));
+  const mapsBefore = readFileSync(`/proc/${target.pid}/maps`, 'utf8');
+  try {
+    for (const mode of ['read', 'vmsplice'] as const) {
+      const err = await t.throwsAsync(() =>
+        callNative(() => session.dumpMemory(target.pid, { imagesDir: images, pagesId: 1, mode })),
+      );
+      t.is((err as { code?: string }).code, 'UNSUPPORTED_VMA');
+      t.regex(err!.message, new RegExp(`io_uring ring mapping at 0x${target.ready.get('ring')}`));
+      t.false(existsSync(join(images, 'pages-1.img')), 'no pages image left behind');
+      t.is(readFileSync(`/proc/${target.pid}/maps`, 'utf8'), mapsBefore);
+    }
+  } finally {
+    await callNative(() => session.releaseTree({ mode: 'resume' }));
+  }
+  t.is(await verify(target), 'PASS');
+});
