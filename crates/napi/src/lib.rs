@@ -2,6 +2,7 @@
 //! done by tsdump-core.
 
 mod errors;
+pub mod kerndat;
 mod memory;
 mod parasite;
 mod session;
