@@ -17,6 +17,9 @@ export const ERROR_CODES = [
   'TARGET_GONE',
   'KERNEL',
   'USAGE',
+  // TypeScript-only codes (no Rust counterpart): extension points that fail
+  'ACTION_SCRIPT',
+  'PLUGIN',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
