@@ -16,6 +16,7 @@ pub mod freezer;
 pub mod inspect;
 pub mod kerndat;
 pub mod mem;
+pub mod pageserver;
 pub mod parasite;
 
 pub use error::{Error, ErrorCode, Result};

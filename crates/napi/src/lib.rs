@@ -4,6 +4,7 @@
 mod errors;
 pub mod kerndat;
 mod memory;
+pub mod pageserver;
 mod parasite;
 mod session;
 mod tree;

@@ -1,0 +1,331 @@
+//! Sending a dump's pagemaps and pages to a page server (`criu page-server` or tsdump's own).
+//!
+//! Page data moves kernel-side: from a pipe with splice(2), from a file with sendfile(2). The
+//! socket is corked so headers and pages leave in full segments; it is uncorked only where the
+//! protocol waits for an answer (OPEN2, PARENT, CLOSE), as CRIU's own client does.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+use std::time::Duration;
+
+use nix::errno::Errno;
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::mem::pagemap::Run;
+use crate::mem::PageSink;
+
+use super::proto::{self, Header, ImageKind, PE_PRESENT};
+
+/// How long we wait for a connection, an answer, or for the peer to take more data.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn page_size() -> usize {
+    crate::mem::vma::page_size() as usize
+}
+
+/// A connection to a page server.
+pub struct PageServerClient {
+    sock: TcpStream,
+    peer: String,
+    /// The image OPEN2 selected: (kind, id, dst_id).
+    open: Option<(ImageKind, u64, u64)>,
+    ps: usize,
+    bytes_sent: u64,
+}
+
+/// What the client sent, for reports and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendStats {
+    pub entries: u64,
+    pub pages: u64,
+    pub holes: u64,
+    pub bytes: u64,
+}
+
+impl PageServerClient {
+    /// Connects to `address:port`.
+    pub fn connect(address: &str, port: u16) -> Result<PageServerClient> {
+        let peer = format!("{address}:{port}");
+        let fail = |what: String| Error::new(ErrorCode::ImageIo, format!("page server {peer}: {what}"));
+        let addrs = (address, port).to_socket_addrs().map_err(|e| fail(format!("cannot resolve: {e}")))?;
+        let mut last = None;
+        for a in addrs {
+            match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
+                Ok(sock) => {
+                    sock.set_read_timeout(Some(IO_TIMEOUT)).and_then(|_| sock.set_write_timeout(Some(IO_TIMEOUT))).map_err(|e| fail(format!("socket timeouts: {e}")))?;
+                    let c = PageServerClient { sock, peer: peer.clone(), open: None, ps: page_size(), bytes_sent: 0 };
+                    c.cork(true)?;
+                    return Ok(c);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(fail(match last {
+            Some(e) => format!("cannot connect: {e}"),
+            None => "no address to connect to".into(),
+        }))
+    }
+
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_sent
+    }
+
+    fn err(&self, what: impl std::fmt::Display) -> Error {
+        let img = match self.open {
+            Some((k, id, _)) => format!(" ({} {id})", k.as_str()),
+            None => String::new(),
+        };
+        Error::new(ErrorCode::ImageIo, format!("page server {}{img}: {what}", self.peer))
+    }
+
+    fn io_err(&self, what: impl std::fmt::Display, e: std::io::Error) -> Error {
+        match e.kind() {
+            ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof => {
+                self.err(format_args!("{what}: the peer closed the connection"))
+            }
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => self.err(format_args!("{what}: no progress for {}s", IO_TIMEOUT.as_secs())),
+            _ => self.err(format_args!("{what}: {e}")),
+        }
+    }
+
+    fn cork(&self, on: bool) -> Result<()> {
+        let v: libc::c_int = on.into();
+        // SAFETY: setsockopt reads sizeof(int) bytes from a live local for the socket we own.
+        let rc = unsafe {
+            libc::setsockopt(self.sock.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_CORK, (&v as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t)
+        };
+        if rc < 0 {
+            return Err(self.err(format_args!("TCP_CORK: {}", Errno::last().desc())));
+        }
+        Ok(())
+    }
+
+    fn send_header(&mut self, h: Header, what: &str) -> Result<()> {
+        let b = h.to_bytes();
+        self.sock.write_all(&b).map_err(|e| self.io_err(format_args!("sending {what}"), e))?;
+        self.bytes_sent += b.len() as u64;
+        Ok(())
+    }
+
+    /// Sends what is corked and waits for an answer of `N` bytes.
+    fn ask<const N: usize>(&mut self, h: Header, what: &str) -> Result<[u8; N]> {
+        self.send_header(h, what)?;
+        self.cork(false)?;
+        let mut b = [0u8; N];
+        let r = self.sock.read_exact(&mut b);
+        self.cork(true)?;
+        r.map_err(|e| self.io_err(format_args!("waiting for the answer to {what}"), e))?;
+        Ok(b)
+    }
+
+    /// PS_IOV_OPEN2: selects the pagemap image (task PID or shmem id) later commands fill.
+    /// Answers whether the server has a parent image for it (incremental dumps).
+    pub fn open(&mut self, kind: ImageKind, id: u64) -> Result<bool> {
+        let dst = proto::encode_dst(kind, id);
+        self.open = Some((kind, id, dst));
+        let b = self.ask::<1>(Header { cmd: proto::PS_IOV_OPEN2, dst_id: dst, ..Header::default() }, "OPEN2")?;
+        Ok(b[0] != 0)
+    }
+
+    /// PS_IOV_PARENT: whether the server has a parent image for (kind, id).
+    pub fn has_parent(&mut self, kind: ImageKind, id: u64) -> Result<bool> {
+        let dst = proto::encode_dst(kind, id);
+        let b = self.ask::<4>(Header { cmd: proto::PS_IOV_PARENT, dst_id: dst, ..Header::default() }, "PARENT")?;
+        Ok(i32::from_ne_bytes(b) != 0)
+    }
+
+    fn dst(&self, what: &str) -> Result<u64> {
+        self.open.map(|o| o.2).ok_or_else(|| self.err(format_args!("{what} before OPEN2")))
+    }
+
+    fn add_header(&mut self, vaddr: u64, nr_pages: u32, flags: u32, what: &str) -> Result<()> {
+        let dst = self.dst(what)?;
+        let h = Header { cmd: proto::encode_cmd(proto::PS_IOV_ADD_F, flags), nr_pages, vaddr, dst_id: dst };
+        self.send_header(h, what)
+    }
+
+    /// ADD_F of `nr_pages` pages at `vaddr` whose bytes are read from `src_fd`: a pipe (spliced
+    /// into the socket) or a file (sent with sendfile from its current offset, which advances).
+    /// `flags` gets PE_PRESENT added.
+    pub fn send_pages(&mut self, vaddr: u64, nr_pages: u32, flags: u32, src_fd: RawFd) -> Result<()> {
+        self.add_header(vaddr, nr_pages, flags | PE_PRESENT, "ADD_F")?;
+        self.move_from_fd(src_fd, nr_pages as usize * self.ps, vaddr)
+    }
+
+    /// ADD_F of pages held in a buffer (a whole number of pages).
+    pub fn send_pages_buf(&mut self, vaddr: u64, flags: u32, buf: &[u8]) -> Result<()> {
+        if !buf.len().is_multiple_of(self.ps) {
+            return Err(self.err(format_args!("vaddr {vaddr:#x}: {} bytes is not a whole number of pages", buf.len())));
+        }
+        self.add_header(vaddr, (buf.len() / self.ps) as u32, flags | PE_PRESENT, "ADD_F")?;
+        self.sock.write_all(buf).map_err(|e| self.io_err(format_args!("sending pages at vaddr {vaddr:#x}"), e))?;
+        self.bytes_sent += buf.len() as u64;
+        Ok(())
+    }
+
+    /// An entry without data: PE_PARENT (the pages are in the parent image) and/or PE_LAZY.
+    pub fn send_hole(&mut self, vaddr: u64, nr_pages: u32, flags: u32) -> Result<()> {
+        if flags & PE_PRESENT != 0 {
+            return Err(self.err(format_args!("vaddr {vaddr:#x}: a hole cannot carry PE_PRESENT")));
+        }
+        self.add_header(vaddr, nr_pages, flags, "hole")
+    }
+
+    fn move_from_fd(&mut self, src: RawFd, len: usize, vaddr: u64) -> Result<()> {
+        // SAFETY: fstat fills a zeroed stat for a descriptor the caller keeps open.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; `st` outlives the call.
+        if unsafe { libc::fstat(src, &mut st) } < 0 {
+            return Err(self.err(format_args!("vaddr {vaddr:#x}: fstat of source fd {src}: {}", Errno::last().desc())));
+        }
+        let is_pipe = st.st_mode & libc::S_IFMT == libc::S_IFIFO;
+        let sk = self.sock.as_raw_fd();
+        let mut left = len;
+        while left > 0 {
+            let n = if is_pipe {
+                // SAFETY: both descriptors are open; no offsets are passed.
+                unsafe { libc::splice(src, std::ptr::null_mut(), sk, std::ptr::null_mut(), left, libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE) }
+            } else {
+                // SAFETY: both descriptors are open; a null offset uses and advances the file position.
+                unsafe { libc::sendfile(sk, src, std::ptr::null_mut(), left) }
+            };
+            if n < 0 {
+                let e = Errno::last();
+                if e == Errno::EINTR {
+                    continue;
+                }
+                let done = len - left;
+                return Err(self.io_err(
+                    format_args!("sending pages at vaddr {vaddr:#x} ({done} of {len} bytes sent)"),
+                    std::io::Error::from_raw_os_error(e as i32),
+                ));
+            }
+            if n == 0 {
+                return Err(self.err(format_args!("vaddr {vaddr:#x}: the page source ran dry with {left} of {len} bytes to send")));
+            }
+            left -= n as usize;
+            self.bytes_sent += n as u64;
+        }
+        Ok(())
+    }
+
+    /// PS_IOV_CLOSE: the server finishes its images and answers 0 once they are complete.
+    pub fn close(mut self) -> Result<()> {
+        let b = self.ask::<4>(Header { cmd: proto::PS_IOV_CLOSE, ..Header::default() }, "CLOSE")?;
+        let status = i32::from_ne_bytes(b);
+        if status != 0 {
+            return Err(self.err(format_args!("CLOSE answered status {status}")));
+        }
+        let _ = self.sock.shutdown(Shutdown::Both);
+        Ok(())
+    }
+}
+
+/// A `PageSink` that turns the drained byte stream back into ADD_F commands: the drainer hands
+/// over pages in the order of `runs`, so each piece's address follows from the bytes seen so far.
+pub struct PageServerSink<'c> {
+    client: &'c mut PageServerClient,
+    runs: Vec<Run>,
+    flags: u32,
+    idx: usize,
+    /// Pages of runs[idx] already sent.
+    done: u64,
+    written: u64,
+}
+
+impl<'c> PageServerSink<'c> {
+    /// `flags` go into every entry (PE_PRESENT is implied; PE_LAZY as CRIU marks anon memory).
+    pub fn new(client: &'c mut PageServerClient, runs: &[Run], flags: u32) -> PageServerSink<'c> {
+        PageServerSink { client, runs: runs.iter().copied().filter(|r| r.nr_pages > 0).collect(), flags, idx: 0, done: 0, written: 0 }
+    }
+
+    /// The next piece of at most `pages` pages: (vaddr, nr_pages) within the current run.
+    fn next_piece(&mut self, pages: u64) -> Result<(u64, u32)> {
+        let ps = self.client.ps as u64;
+        let run = *self.runs.get(self.idx).ok_or_else(|| self.client.err(format_args!("{} more pages than the runs hold", pages)))?;
+        let n = pages.min(run.nr_pages - self.done).min(u64::from(u32::MAX));
+        let vaddr = run.vaddr + self.done * ps;
+        self.done += n;
+        if self.done == run.nr_pages {
+            self.idx += 1;
+            self.done = 0;
+        }
+        Ok((vaddr, n as u32))
+    }
+
+    fn whole_pages(&self, len: usize) -> Result<u64> {
+        if !len.is_multiple_of(self.client.ps) {
+            return Err(self.client.err(format_args!("{len} bytes is not a whole number of pages")));
+        }
+        Ok((len / self.client.ps) as u64)
+    }
+
+    /// True once every run was sent.
+    pub fn finished(&self) -> bool {
+        self.idx == self.runs.len()
+    }
+}
+
+impl PageSink for PageServerSink<'_> {
+    fn splice_from(&mut self, pipe: RawFd, len: usize) -> Result<()> {
+        let mut pages = self.whole_pages(len)?;
+        while pages > 0 {
+            let (vaddr, n) = self.next_piece(pages)?;
+            self.client.send_pages(vaddr, n, self.flags, pipe)?;
+            pages -= u64::from(n);
+            self.written += u64::from(n) * self.client.ps as u64;
+        }
+        Ok(())
+    }
+
+    fn write_buf(&mut self, buf: &[u8]) -> Result<()> {
+        self.whole_pages(buf.len())?;
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let (vaddr, n) = self.next_piece((rest.len() / self.client.ps) as u64)?;
+            let (now, later) = rest.split_at(n as usize * self.client.ps);
+            self.client.send_pages_buf(vaddr, self.flags, now)?;
+            self.written += now.len() as u64;
+            rest = later;
+        }
+        Ok(())
+    }
+
+    fn written(&self) -> u64 {
+        self.written
+    }
+}
+
+/// Replays an existing pagemap image and its pages file (a local dump) to the page server:
+/// PE_PRESENT entries with their data, the rest as holes. Opens (kind, id) first; does not CLOSE.
+pub fn send_pagemap_image(client: &mut PageServerClient, dir: &Path, kind: ImageKind, id: u64) -> Result<SendStats> {
+    let pm_path = dir.join(kind.pagemap_name(id));
+    let what = pm_path.display().to_string();
+    let bytes = std::fs::read(&pm_path).map_err(|e| Error::new(ErrorCode::ImageIo, format!("reading {what}: {e}")))?;
+    let (pages_id, entries) = proto::parse_pagemap(&bytes, &what)?;
+    let pages_path = dir.join(format!("pages-{pages_id}.img"));
+    let pages = std::fs::File::open(&pages_path).map_err(|e| Error::new(ErrorCode::ImageIo, format!("opening {}: {e}", pages_path.display())))?;
+    client.open(kind, id)?;
+    let mut st = SendStats::default();
+    let before = client.bytes_sent;
+    for e in &entries {
+        let flags = e.effective_flags();
+        if flags & PE_PRESENT != 0 {
+            client.send_pages(e.vaddr, e.nr_pages, flags, pages.as_raw_fd())?;
+            st.pages += u64::from(e.nr_pages);
+        } else {
+            client.send_hole(e.vaddr, e.nr_pages, flags)?;
+            st.holes += 1;
+        }
+        st.entries += 1;
+    }
+    st.bytes = client.bytes_sent - before;
+    Ok(st)
+}

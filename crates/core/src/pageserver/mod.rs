@@ -1,0 +1,15 @@
+//! CRIU's page-server protocol: a client that sends a dump's pagemaps and pages to a page server
+//! (`criu page-server` or `tsdump page-server`), and a receiver that writes what `criu dump
+//! --page-server` (or tsdump) sends into pagemap/pages images. Page data stays in the kernel
+//! (splice/sendfile) on both sides and never crosses into JavaScript.
+
+pub mod client;
+pub mod proto;
+pub mod server;
+
+pub use client::{send_pagemap_image, PageServerClient, PageServerSink, SendStats};
+pub use proto::{ImageKind, PE_LAZY, PE_PARENT, PE_PRESENT};
+pub use server::{ImageReport, PageServerListener, ServeReport};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,441 @@
+//! The receiving side, like `criu page-server`: accepts one connection and writes the pagemap and
+//! pages images it is sent into a directory.
+//!
+//! Images are written under `NAME.part` and renamed to their real names only when the peer says
+//! CLOSE (after fsync), so a connection cut mid-stream leaves nothing that looks like a complete
+//! dump; the `.part` files are removed on any error. Page data goes socket → pipe → file with
+//! splice(2) and never enters user space.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::errno::Errno;
+
+use crate::error::{Error, ErrorCode, Result};
+
+use super::proto::{self, Header, ImageKind, PagemapEntry, HEADER_LEN, PE_PRESENT};
+
+/// How often blocking waits look at the cancel flag.
+const TICK_MS: u16 = 200;
+const PART: &str = ".part";
+
+fn io(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
+    Error::new(ErrorCode::ImageIo, format!("page server: {what}: {e}"))
+}
+
+/// Files written for one pagemap image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageReport {
+    pub kind: ImageKind,
+    pub id: u64,
+    pub pagemap_file: String,
+    pub pages_file: String,
+    pub entries: u64,
+    pub pages: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ServeReport {
+    /// address:port of the peer.
+    pub peer: String,
+    /// Images complete on disk, in the order they were opened.
+    pub images: Vec<ImageReport>,
+    /// Page bytes received.
+    pub page_bytes: u64,
+}
+
+/// A bound listening socket; `serve_one` takes the first connection.
+pub struct PageServerListener {
+    listener: TcpListener,
+    port: u16,
+}
+
+impl PageServerListener {
+    /// Binds `address:port` (port 0 picks a free port; see `port()`).
+    pub fn bind(address: &str, port: u16) -> Result<PageServerListener> {
+        let what = format!("listening on {address}:{port}");
+        let addr = (address, port).to_socket_addrs().map_err(|e| io(&what, e))?.next().ok_or_else(|| io(&what, "no address"))?;
+        let listener = TcpListener::bind(addr).map_err(|e| io(&what, e))?;
+        listener.set_nonblocking(true).map_err(|e| io(&what, e))?;
+        let port = listener.local_addr().map_err(|e| io(&what, e))?.port();
+        Ok(PageServerListener { listener, port })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Accepts one connection and serves it until CLOSE and the peer's hang-up. Images go into
+    /// `dir` (created 0700 if missing). `cancel` is polled while waiting.
+    pub fn serve_one(self, dir: &Path, cancel: &AtomicBool) -> Result<ServeReport> {
+        ensure_dir(dir)?;
+        let sock = loop {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::new(ErrorCode::Cancelled, format!("page server on port {}: cancelled while waiting for a connection", self.port)));
+            }
+            wait_readable(self.listener.as_fd(), "accepting a connection")?;
+            match self.listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io(format_args!("accepting on port {}", self.port), e)),
+            }
+        };
+        drop(self.listener); // one session, like criu page-server
+        let mut s = Session::new(dir, sock, cancel)?;
+        let r = s.run();
+        if r.is_err() {
+            s.discard();
+        }
+        r.map(|()| ServeReport { peer: s.peer.clone(), images: std::mem::take(&mut s.committed), page_bytes: s.page_bytes })
+    }
+}
+
+fn ensure_dir(dir: &Path) -> Result<()> {
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(io(format_args!("creating {}", dir.display()), e)),
+    }
+}
+
+/// Waits up to one tick for `fd` to be readable; true if it is.
+fn wait_readable(fd: BorrowedFd<'_>, what: &str) -> Result<bool> {
+    let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one pollfd on the stack for a descriptor borrowed for the call.
+    let n = unsafe { libc::poll(&mut p, 1, i32::from(TICK_MS)) };
+    if n < 0 {
+        let e = Errno::last();
+        return if e == Errno::EINTR { Ok(false) } else { Err(io(what, e.desc())) };
+    }
+    Ok(n > 0)
+}
+
+struct OpenImage {
+    kind: ImageKind,
+    id: u64,
+    dst_id: u64,
+    pagemap: BufWriter<File>,
+    pages: File,
+    pagemap_path: PathBuf,
+    pages_path: PathBuf,
+    entries: u64,
+    nr_pages: u64,
+}
+
+/// A finished image whose files still carry the .part suffix.
+struct Pending {
+    report: ImageReport,
+    pagemap_path: PathBuf,
+    pages_path: PathBuf,
+}
+
+struct Session<'a> {
+    dir: PathBuf,
+    sock: TcpStream,
+    peer: String,
+    cancel: &'a AtomicBool,
+    pipe_r: OwnedFd,
+    pipe_w: OwnedFd,
+    pipe_size: usize,
+    ps: u64,
+    cur: Option<OpenImage>,
+    pending: Vec<Pending>,
+    committed: Vec<ImageReport>,
+    next_pages_id: u32,
+    page_bytes: u64,
+}
+
+fn part(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(PART);
+    PathBuf::from(s)
+}
+
+fn create_part(path: &Path) -> Result<File> {
+    OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(|e| io(format_args!("creating {}", path.display()), e))
+}
+
+impl<'a> Session<'a> {
+    fn new(dir: &Path, sock: TcpStream, cancel: &'a AtomicBool) -> Result<Session<'a>> {
+        let peer = sock.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+        sock.set_nonblocking(false).map_err(|e| io(&peer, e))?;
+        // Answers (has-parent, CLOSE status) must not wait for Nagle.
+        sock.set_nodelay(true).map_err(|e| io(&peer, e))?;
+        let (pipe_r, pipe_w) = nix::unistd::pipe().map_err(|e| io("creating the transfer pipe", e.desc()))?;
+        // Bigger pipes mean fewer splice calls; the size is capped by fs/pipe-max-size.
+        let max = crate::mem::drain::pipe_max_size();
+        let _ = nix::fcntl::fcntl(&pipe_w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(max as i32));
+        let pipe_size = nix::fcntl::fcntl(&pipe_w, nix::fcntl::FcntlArg::F_GETPIPE_SZ).map_err(|e| io("sizing the transfer pipe", e.desc()))? as usize;
+        Ok(Session {
+            dir: dir.to_owned(),
+            sock,
+            peer,
+            cancel,
+            pipe_r,
+            pipe_w,
+            pipe_size,
+            ps: crate::mem::vma::page_size(),
+            cur: None,
+            pending: Vec::new(),
+            committed: Vec::new(),
+            next_pages_id: proto::FIRST_SERVER_PAGES_ID,
+            page_bytes: 0,
+        })
+    }
+
+    fn err(&self, what: impl std::fmt::Display) -> Error {
+        let img = match &self.cur {
+            Some(c) => format!(" ({} {})", c.kind.as_str(), c.id),
+            None => String::new(),
+        };
+        Error::new(ErrorCode::ImageIo, format!("page server: peer {}{img}: {what}", self.peer))
+    }
+
+    fn check_cancel(&self) -> Result<()> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(Error::new(ErrorCode::Cancelled, format!("page server: peer {}: cancelled", self.peer)));
+        }
+        Ok(())
+    }
+
+    fn wait_data(&self) -> Result<()> {
+        loop {
+            self.check_cancel()?;
+            if wait_readable(self.sock.as_fd(), "waiting for the peer")? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The next header, or None on a clean hang-up between commands.
+    fn read_header(&mut self) -> Result<Option<Header>> {
+        let mut b = [0u8; HEADER_LEN];
+        let mut got = 0;
+        while got < HEADER_LEN {
+            self.wait_data()?;
+            match self.sock.read(&mut b[got..]) {
+                Ok(0) if got == 0 => return Ok(None),
+                Ok(0) => return Err(self.err(format_args!("the connection closed inside a command header ({got} of {HEADER_LEN} bytes)"))),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return Err(self.err("the connection was reset")),
+                Err(e) => return Err(self.err(format_args!("reading a command: {e}"))),
+            }
+        }
+        Ok(Some(Header::from_bytes(&b)))
+    }
+
+    fn reply(&mut self, b: &[u8], what: &str) -> Result<()> {
+        self.sock.write_all(b).map_err(|e| self.err(format_args!("answering {what}: {e}")))
+    }
+
+    fn run(&mut self) -> Result<()> {
+        let mut flushed = false;
+        let mut any = false;
+        while let Some(h) = self.read_header()? {
+            any = true;
+            flushed = false;
+            match h.command() {
+                proto::PS_IOV_OPEN => {
+                    self.open(h.dst_id)?;
+                }
+                proto::PS_IOV_OPEN2 => {
+                    let has_parent = self.open(h.dst_id)?;
+                    self.reply(&[u8::from(has_parent)], "OPEN2")?;
+                }
+                proto::PS_IOV_PARENT => {
+                    let (kind, id) = self.decode(h.dst_id)?;
+                    let has = i32::from(self.has_parent(kind, id));
+                    self.reply(&has.to_ne_bytes(), "PARENT")?;
+                }
+                proto::PS_IOV_ADD => self.add(&h, PE_PRESENT)?,
+                proto::PS_IOV_HOLE => self.add(&h, proto::PE_PARENT)?,
+                proto::PS_IOV_ADD_F => self.add(&h, h.flags())?,
+                cmd @ (proto::PS_IOV_CLOSE | proto::PS_IOV_FORCE_CLOSE) => {
+                    self.commit()?;
+                    self.reply(&0i32.to_ne_bytes(), "CLOSE")?;
+                    flushed = true;
+                    if cmd == proto::PS_IOV_FORCE_CLOSE {
+                        break;
+                    }
+                }
+                proto::PS_IOV_GET => return Err(Error::new(ErrorCode::Unsupported, format!("page server: peer {}: PS_IOV_GET (lazy pages) is not supported", self.peer))),
+                other => return Err(self.err(format_args!("unknown command {other:#x} (header {h:?})"))),
+            }
+        }
+        if !any || !flushed {
+            return Err(self.err("the connection closed before CLOSE: the images are incomplete and were removed"));
+        }
+        Ok(())
+    }
+
+    fn decode(&self, dst: u64) -> Result<(ImageKind, u64)> {
+        proto::decode_dst(dst).ok_or_else(|| self.err(format_args!("unknown image type in dst_id {dst:#x}")))
+    }
+
+    fn has_parent(&self, kind: ImageKind, id: u64) -> bool {
+        self.dir.join("parent").join(kind.pagemap_name(id)).exists()
+    }
+
+    fn alloc_pages_id(&mut self) -> u32 {
+        loop {
+            let id = self.next_pages_id;
+            self.next_pages_id += 1;
+            let p = self.dir.join(format!("pages-{id}.img"));
+            if !p.exists() && !part(&p).exists() {
+                return id;
+            }
+        }
+    }
+
+    /// Starts writing the image `dst`; finishes the current one first. Answers has-parent.
+    fn open(&mut self, dst: u64) -> Result<bool> {
+        let (kind, id) = self.decode(dst)?;
+        self.finish_current()?;
+        let pages_id = self.alloc_pages_id();
+        let pagemap_path = self.dir.join(kind.pagemap_name(id));
+        let pages_path = self.dir.join(format!("pages-{pages_id}.img"));
+        let mut pagemap = BufWriter::new(create_part(&part(&pagemap_path))?);
+        let opened = pagemap
+            .write_all(&proto::pagemap_prologue(pages_id))
+            .map_err(|e| io(format_args!("writing {}", part(&pagemap_path).display()), e))
+            .and_then(|()| create_part(&part(&pages_path)));
+        let pages = match opened {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = std::fs::remove_file(part(&pagemap_path));
+                return Err(e);
+            }
+        };
+        self.cur = Some(OpenImage { kind, id, dst_id: dst, pagemap, pages, pagemap_path, pages_path, entries: 0, nr_pages: 0 });
+        Ok(self.has_parent(kind, id))
+    }
+
+    fn add(&mut self, h: &Header, flags: u32) -> Result<()> {
+        let dst_ok = self.cur.as_ref().is_some_and(|c| c.dst_id == h.dst_id);
+        if !dst_ok {
+            // Old clients sent data without OPEN; CRIU opens implicitly, so do we.
+            self.open(h.dst_id)?;
+        }
+        let entry = PagemapEntry { vaddr: h.vaddr, nr_pages: h.nr_pages, in_parent: None, flags: Some(flags) };
+        let mut framed = Vec::with_capacity(28);
+        proto::frame(&proto::encode_entry(&entry), &mut framed);
+        let c = self.cur.as_mut().expect("opened above");
+        c.pagemap.write_all(&framed).map_err(|e| io(format_args!("writing {}", part(&c.pagemap_path).display()), e))?;
+        c.entries += 1;
+        if flags & PE_PRESENT == 0 {
+            return Ok(());
+        }
+        let len = u64::from(h.nr_pages) * self.ps;
+        self.receive_pages(h.vaddr, len)?;
+        let c = self.cur.as_mut().expect("opened above");
+        c.nr_pages += u64::from(h.nr_pages);
+        Ok(())
+    }
+
+    /// Moves `len` bytes from the socket into the pages file through the pipe.
+    fn receive_pages(&mut self, vaddr: u64, len: u64) -> Result<()> {
+        let sk = self.sock.as_raw_fd();
+        let mut left = len;
+        while left > 0 {
+            self.wait_data()?;
+            let want = left.min(self.pipe_size as u64) as usize;
+            // SAFETY: both descriptors are open; no offsets. NONBLOCK only concerns the pipe side.
+            let n = unsafe {
+                libc::splice(sk, std::ptr::null_mut(), self.pipe_w.as_raw_fd(), std::ptr::null_mut(), want, libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK)
+            };
+            if n < 0 {
+                let e = Errno::last();
+                if e == Errno::EINTR || e == Errno::EAGAIN {
+                    continue;
+                }
+                return Err(self.err(format_args!("receiving pages at vaddr {vaddr:#x} ({} of {len} bytes): {}", len - left, e.desc())));
+            }
+            if n == 0 {
+                return Err(self.err(format_args!("the connection closed in the middle of the pages at vaddr {vaddr:#x} ({} of {len} bytes received)", len - left)));
+            }
+            self.drain_pipe(n as usize, vaddr)?;
+            left -= n as u64;
+            self.page_bytes += n as u64;
+        }
+        Ok(())
+    }
+
+    fn drain_pipe(&mut self, mut n: usize, vaddr: u64) -> Result<()> {
+        let c = self.cur.as_ref().expect("an image is open");
+        let out = c.pages.as_raw_fd();
+        while n > 0 {
+            // SAFETY: both descriptors are open; the file is written at its current offset.
+            let m = unsafe { libc::splice(self.pipe_r.as_raw_fd(), std::ptr::null_mut(), out, std::ptr::null_mut(), n, libc::SPLICE_F_MOVE) };
+            if m < 0 {
+                let e = Errno::last();
+                if e == Errno::EINTR {
+                    continue;
+                }
+                return Err(io(format_args!("writing {} (vaddr {vaddr:#x})", part(&c.pages_path).display()), e.desc()));
+            }
+            if m == 0 {
+                return Err(io(format_args!("writing {} (vaddr {vaddr:#x})", part(&c.pages_path).display()), "the pipe ran dry"));
+            }
+            n -= m as usize;
+        }
+        Ok(())
+    }
+
+    /// Flushes and syncs the open image and queues it for the rename at CLOSE.
+    fn finish_current(&mut self) -> Result<()> {
+        let Some(mut c) = self.cur.take() else { return Ok(()) };
+        let pm_part = part(&c.pagemap_path);
+        let pg_part = part(&c.pages_path);
+        let pending = Pending {
+            report: ImageReport {
+                kind: c.kind,
+                id: c.id,
+                pagemap_file: c.pagemap_path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+                pages_file: c.pages_path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+                entries: c.entries,
+                pages: c.nr_pages,
+            },
+            pagemap_path: c.pagemap_path.clone(),
+            pages_path: c.pages_path.clone(),
+        };
+        // Queued before the syncs so that a failure still removes the files.
+        self.pending.push(pending);
+        c.pagemap.flush().map_err(|e| io(format_args!("writing {}", pm_part.display()), e))?;
+        c.pagemap.get_ref().sync_all().map_err(|e| io(format_args!("fsync {}", pm_part.display()), e))?;
+        c.pages.sync_all().map_err(|e| io(format_args!("fsync {}", pg_part.display()), e))?;
+        Ok(())
+    }
+
+    /// CLOSE: every image received so far gets its real name.
+    fn commit(&mut self) -> Result<()> {
+        self.finish_current()?;
+        for p in std::mem::take(&mut self.pending) {
+            for path in [&p.pages_path, &p.pagemap_path] {
+                std::fs::rename(part(path), path).map_err(|e| io(format_args!("renaming {} into place", part(path).display()), e))?;
+            }
+            self.committed.push(p.report);
+        }
+        if let Ok(d) = File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// After an error: nothing that was not committed stays behind.
+    fn discard(&mut self) {
+        if let Some(c) = self.cur.take() {
+            let _ = std::fs::remove_file(part(&c.pagemap_path));
+            let _ = std::fs::remove_file(part(&c.pages_path));
+        }
+        for p in self.pending.drain(..) {
+            let _ = std::fs::remove_file(part(&p.pagemap_path));
+            let _ = std::fs::remove_file(part(&p.pages_path));
+        }
+    }
+}

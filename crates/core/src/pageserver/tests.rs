@@ -1,0 +1,200 @@
+use std::io::Write;
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::thread;
+
+use super::proto::*;
+use super::*;
+use crate::mem::pagemap::Run;
+use crate::mem::PageSink;
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tsdump-ps-{tag}-{}-{:?}", std::process::id(), thread::current().id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn ps() -> usize {
+    crate::mem::vma::page_size() as usize
+}
+
+fn page(fill: u8) -> Vec<u8> {
+    vec![fill; ps()]
+}
+
+#[test]
+fn header_layout_is_24_bytes_host_order() {
+    let h = Header { cmd: encode_cmd(PS_IOV_ADD_F, PE_PRESENT | PE_LAZY), nr_pages: 3, vaddr: 0x7f00_1234_5000, dst_id: encode_dst(ImageKind::Task, 4242) };
+    let b = h.to_bytes();
+    assert_eq!(b.len(), 24);
+    assert_eq!(&b[0..4], &(6u32 | (6 << 16)).to_ne_bytes());
+    assert_eq!(Header::from_bytes(&b), h);
+    assert_eq!(h.command(), PS_IOV_ADD_F);
+    assert_eq!(h.flags(), PE_PRESENT | PE_LAZY);
+    assert_eq!(h.dst_id, (4242 << 8) | 1);
+}
+
+#[test]
+fn dst_ids_decode_including_legacy_types() {
+    assert_eq!(decode_dst(encode_dst(ImageKind::Shmem, 77)), Some((ImageKind::Shmem, 77)));
+    assert_eq!(decode_dst((5 << 8) | 11), Some((ImageKind::Task, 5)));
+    assert_eq!(decode_dst((5 << 8) | 34), Some((ImageKind::Shmem, 5)));
+    assert_eq!(decode_dst((5 << 8) | 3), None);
+}
+
+#[test]
+fn pagemap_bytes_match_criu() {
+    // The first 16 bytes of a pagemap image written by `criu page-server` (pages_id 65537).
+    let criu = [0x19, 0x43, 0x56, 0x54, 0x25, 0x40, 0x08, 0x56, 0x04, 0, 0, 0, 0x08, 0x81, 0x80, 0x04];
+    assert_eq!(pagemap_prologue(65537), criu);
+    // Required fields are written even when zero.
+    assert_eq!(encode_head(0), [0x08, 0x00]);
+    let e = PagemapEntry { vaddr: 0, nr_pages: 0, in_parent: None, flags: Some(PE_PARENT) };
+    assert_eq!(encode_entry(&e), [0x08, 0x00, 0x10, 0x00, 0x20, 0x01]);
+    let e = PagemapEntry { vaddr: 0x7fff_ffff_f000, nr_pages: 70_000, in_parent: Some(true), flags: Some(6) };
+    assert_eq!(decode_entry(&encode_entry(&e)).unwrap(), e);
+    let mut img = pagemap_prologue(9);
+    frame(&encode_entry(&e), &mut img);
+    let (id, entries) = parse_pagemap(&img, "x").unwrap();
+    assert_eq!((id, entries), (9, vec![e]));
+    assert!(parse_pagemap(&img[..img.len() - 1], "x").is_err());
+}
+
+struct Served {
+    port: u16,
+    cancel: Arc<AtomicBool>,
+    handle: thread::JoinHandle<crate::Result<ServeReport>>,
+}
+
+fn serve(dir: PathBuf) -> Served {
+    let l = PageServerListener::bind("127.0.0.1", 0).unwrap();
+    let port = l.port();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let c = cancel.clone();
+    let handle = thread::spawn(move || l.serve_one(&dir, &c));
+    Served { port, cancel, handle }
+}
+
+#[test]
+fn loopback_roundtrip_through_every_source() {
+    let dir = tmpdir("rt");
+    let s = serve(dir.clone());
+    let mut c = PageServerClient::connect("127.0.0.1", s.port).unwrap();
+    assert!(!c.open(ImageKind::Task, 4321).unwrap());
+    let ps = ps() as u64;
+    // Buffer source.
+    c.send_pages_buf(0x10000, PE_LAZY, &[page(1), page(2)].concat()).unwrap();
+    // Hole.
+    c.send_hole(0x20000, 5, PE_PARENT).unwrap();
+    // Pipe source, through the PageSink adapter, split across two runs.
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let mut wf = std::fs::File::from(w);
+    wf.write_all(&[page(3), page(4), page(5)].concat()).unwrap();
+    let runs = [Run { vaddr: 0x30000, nr_pages: 1 }, Run { vaddr: 0x40000, nr_pages: 2 }];
+    let mut sink = PageServerSink::new(&mut c, &runs, 0);
+    sink.splice_from(r.as_raw_fd(), 3 * ps as usize).unwrap();
+    assert!(sink.finished());
+    assert_eq!(sink.written(), 3 * ps);
+    // File source.
+    let src = dir.with_extension("src");
+    std::fs::write(&src, page(6)).unwrap();
+    let f = std::fs::File::open(&src).unwrap();
+    c.send_pages(0x50000, 1, 0, f.as_raw_fd()).unwrap();
+    // Shmem image in the same session.
+    c.open(ImageKind::Shmem, 9).unwrap();
+    c.send_pages_buf(0, 0, &page(7)).unwrap();
+    c.close().unwrap();
+    let rep = s.handle.join().unwrap().unwrap();
+    assert_eq!(rep.images.len(), 2);
+    assert_eq!(rep.images[0].pagemap_file, "pagemap-4321.img");
+    assert_eq!(rep.images[0].pages_file, "pages-65537.img");
+    assert_eq!(rep.images[0].pages, 6);
+    assert_eq!(rep.images[1].pagemap_file, "pagemap-shmem-9.img");
+    assert_eq!(rep.page_bytes, 7 * ps);
+
+    let (pid, entries) = parse_pagemap(&std::fs::read(dir.join("pagemap-4321.img")).unwrap(), "pm").unwrap();
+    assert_eq!(pid, 65537);
+    let got: Vec<(u64, u32, u32)> = entries.iter().map(|e| (e.vaddr, e.nr_pages, e.flags.unwrap())).collect();
+    assert_eq!(
+        got,
+        vec![(0x10000, 2, PE_PRESENT | PE_LAZY), (0x20000, 5, PE_PARENT), (0x30000, 1, PE_PRESENT), (0x40000, 2, PE_PRESENT), (0x50000, 1, PE_PRESENT)]
+    );
+    let pages = std::fs::read(dir.join("pages-65537.img")).unwrap();
+    assert_eq!(pages, [page(1), page(2), page(3), page(4), page(5), page(6)].concat());
+    assert_eq!(std::fs::read(dir.join("pages-65538.img")).unwrap(), page(7));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(dir.join("pages-65537.img")).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // Replaying the received image to a second server reproduces it byte for byte.
+    let dir2 = tmpdir("rt2");
+    let s2 = serve(dir2.clone());
+    let mut c2 = PageServerClient::connect("127.0.0.1", s2.port).unwrap();
+    let st = send_pagemap_image(&mut c2, &dir, ImageKind::Task, 4321).unwrap();
+    assert_eq!((st.entries, st.pages, st.holes), (5, 6, 1));
+    c2.close().unwrap();
+    s2.handle.join().unwrap().unwrap();
+    assert_eq!(std::fs::read(dir2.join("pagemap-4321.img")).unwrap(), std::fs::read(dir.join("pagemap-4321.img")).unwrap());
+    assert_eq!(std::fs::read(dir2.join("pages-65537.img")).unwrap(), pages);
+    let _ = s.cancel;
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&dir2);
+    let _ = std::fs::remove_file(&src);
+}
+
+#[test]
+fn cut_stream_leaves_nothing_complete_looking() {
+    let dir = tmpdir("cut");
+    let s = serve(dir.clone());
+    let mut sock = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    let dst = encode_dst(ImageKind::Task, 55);
+    sock.write_all(&Header { cmd: PS_IOV_OPEN2, dst_id: dst, ..Header::default() }.to_bytes()).unwrap();
+    let mut one = [0u8; 1];
+    std::io::Read::read_exact(&mut sock, &mut one).unwrap();
+    sock.write_all(&Header { cmd: encode_cmd(PS_IOV_ADD_F, PE_PRESENT), nr_pages: 4, vaddr: 0xabc000, dst_id: dst }.to_bytes()).unwrap();
+    sock.write_all(&page(9)).unwrap();
+    drop(sock);
+    let err = s.handle.join().unwrap().unwrap_err();
+    assert!(err.message.contains("0xabc000") && err.message.contains("pid 55") && err.message.contains("closed"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn client_reports_a_peer_that_goes_away() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let t = thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut h = [0u8; HEADER_LEN];
+        std::io::Read::read_exact(&mut s, &mut h).unwrap();
+        s.write_all(&[0]).unwrap();
+        // Hang up without reading the pages.
+    });
+    let mut c = PageServerClient::connect("127.0.0.1", port).unwrap();
+    c.open(ImageKind::Task, 77).unwrap();
+    t.join().unwrap();
+    let big = vec![0u8; 64 << 20];
+    let mut err = None;
+    for i in 0..8u64 {
+        if let Err(e) = c.send_pages_buf(i << 30, 0, &big) {
+            err = Some(e);
+            break;
+        }
+    }
+    let err = err.expect("sending to a closed peer must fail");
+    assert!(err.message.contains(&format!("127.0.0.1:{port}")) && err.message.contains("pid 77") && err.message.contains("vaddr"), "{err}");
+}
+
+#[test]
+fn cancel_stops_a_waiting_server() {
+    let dir = tmpdir("cancel");
+    let s = serve(dir.clone());
+    s.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+    let err = s.handle.join().unwrap().unwrap_err();
+    assert_eq!(err.code, crate::ErrorCode::Cancelled);
+    let _ = std::fs::remove_dir_all(&dir);
+}
