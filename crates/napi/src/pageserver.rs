@@ -1,0 +1,186 @@
+//! N-API surface of the page server (tsdump_core::pageserver): `PageServer.listen(...)` +
+//! `serve()` for the receiver, and `pageServerSendImages(...)` to push a local dump's pagemaps
+//! and pages to a page server. Each blocking session runs on its own thread; JavaScript only sees
+//! reports, never page data.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use tokio::sync::oneshot;
+use tsdump_core::pageserver::{self, ImageKind, PageServerClient, PageServerListener, SendStats};
+
+use crate::errors::to_napi;
+
+/// Runs blocking core work on a fresh thread and resolves with its result.
+async fn on_thread<T, F>(name: &str, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> tsdump_core::Result<T> + Send + 'static,
+{
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(|e| Error::from_reason(format!("KERNEL: cannot start a thread: {e}")))?;
+    match rx.await {
+        Ok(r) => r.map_err(to_napi),
+        Err(_) => Err(Error::from_reason("CANCELLED: the page-server thread ended without an answer")),
+    }
+}
+
+fn kind_str(k: ImageKind) -> String {
+    k.as_str().to_string()
+}
+
+#[napi(object)]
+pub struct PageServerListenOptions {
+    /// Where received images go (created 0700 if missing).
+    pub images_dir: String,
+    /// Address to bind (default 0.0.0.0, as criu page-server).
+    pub address: Option<String>,
+    /// 0 picks a free port (see `port`).
+    pub port: u32,
+}
+
+#[napi(object)]
+pub struct PageServerImage {
+    /// 'pid' or 'shmem'.
+    pub kind: String,
+    pub id: i64,
+    pub pagemap_file: String,
+    pub pages_file: String,
+    pub entries: i64,
+    pub pages: i64,
+}
+
+#[napi(object)]
+pub struct PageServerReport {
+    pub peer: String,
+    pub images: Vec<PageServerImage>,
+    pub page_bytes: i64,
+}
+
+/// A bound page-server socket serving one connection.
+#[napi]
+pub struct PageServer {
+    port: u32,
+    dir: PathBuf,
+    cancel: Arc<AtomicBool>,
+    listener: Mutex<Option<PageServerListener>>,
+}
+
+#[napi]
+impl PageServer {
+    /// Binds the socket now, so callers know the port before a peer connects.
+    #[napi(factory)]
+    pub fn listen(opts: PageServerListenOptions) -> Result<PageServer> {
+        let port = u16::try_from(opts.port).map_err(|_| Error::from_reason(format!("USAGE: port {} out of range", opts.port)))?;
+        let l = PageServerListener::bind(opts.address.as_deref().unwrap_or("0.0.0.0"), port).map_err(to_napi)?;
+        Ok(PageServer {
+            port: u32::from(l.port()),
+            dir: PathBuf::from(opts.images_dir),
+            cancel: Arc::new(AtomicBool::new(false)),
+            listener: Mutex::new(Some(l)),
+        })
+    }
+
+    #[napi(getter)]
+    pub fn port(&self) -> u32 {
+        self.port
+    }
+
+    /// Accepts one connection and writes the images it sends; resolves after CLOSE. Rejects
+    /// (IMAGE_IO) if the peer goes away early, leaving no complete-looking images behind.
+    #[napi]
+    pub async fn serve(&self) -> Result<PageServerReport> {
+        let l = self
+            .listener
+            .lock()
+            .map_err(|_| Error::from_reason("KERNEL: page server state poisoned"))?
+            .take()
+            .ok_or_else(|| Error::from_reason("USAGE: this page server already served its connection"))?;
+        let dir = self.dir.clone();
+        let cancel = self.cancel.clone();
+        let r = on_thread("tsdump-pagesrv", move || l.serve_one(&dir, &cancel)).await?;
+        Ok(PageServerReport {
+            peer: r.peer,
+            page_bytes: r.page_bytes as i64,
+            images: r
+                .images
+                .into_iter()
+                .map(|i| PageServerImage {
+                    kind: kind_str(i.kind),
+                    id: i.id as i64,
+                    pagemap_file: i.pagemap_file,
+                    pages_file: i.pages_file,
+                    entries: i.entries as i64,
+                    pages: i.pages as i64,
+                })
+                .collect(),
+        })
+    }
+
+    /// Makes a pending or running `serve()` reject with CANCELLED (within ~200 ms).
+    #[napi]
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+#[napi(object)]
+pub struct SendImagesOptions {
+    /// Directory holding pagemap-*.img and their pages-*.img.
+    pub images_dir: String,
+    pub address: String,
+    pub port: u32,
+    /// Task pagemaps to send (pagemap-PID.img).
+    pub pids: Vec<i64>,
+    /// Shared-memory pagemaps to send (pagemap-shmem-ID.img).
+    pub shmem_ids: Option<Vec<i64>>,
+}
+
+#[napi(object)]
+pub struct SendImagesReport {
+    pub entries: i64,
+    pub pages: i64,
+    pub holes: i64,
+    /// Bytes written to the socket (headers + pages).
+    pub bytes: i64,
+    pub elapsed_ns: i64,
+}
+
+/// Sends existing pagemap/pages images to a page server (OPEN2, ADD_F/holes, CLOSE + ack).
+#[napi]
+pub async fn page_server_send_images(opts: SendImagesOptions) -> Result<SendImagesReport> {
+    let port = u16::try_from(opts.port).map_err(|_| Error::from_reason(format!("USAGE: port {} out of range", opts.port)))?;
+    let dir = PathBuf::from(opts.images_dir);
+    let mut what: Vec<(ImageKind, u64)> = opts.pids.iter().map(|&p| (ImageKind::Task, p as u64)).collect();
+    what.extend(opts.shmem_ids.unwrap_or_default().iter().map(|&s| (ImageKind::Shmem, s as u64)));
+    on_thread("tsdump-pagesend", move || {
+        let t0 = Instant::now();
+        let mut c = PageServerClient::connect(&opts.address, port)?;
+        let mut total = SendStats::default();
+        for (kind, id) in what {
+            let s = pageserver::send_pagemap_image(&mut c, &dir, kind, id)?;
+            total.entries += s.entries;
+            total.pages += s.pages;
+            total.holes += s.holes;
+        }
+        total.bytes = c.bytes_sent();
+        c.close()?;
+        Ok(SendImagesReport {
+            entries: total.entries as i64,
+            pages: total.pages as i64,
+            holes: total.holes as i64,
+            bytes: total.bytes as i64,
+            elapsed_ns: t0.elapsed().as_nanos() as i64,
+        })
+    })
+    .await
+}

@@ -1,0 +1,113 @@
+// The page server, CRIU's protocol for moving a dump's memory over TCP: `runPageServer` receives
+// (what `tsdump page-server -D DIR --port P` runs), `sendImagesToPageServer` pushes an existing
+// dump's pagemaps and pages to one. Both run in Rust; page data never reaches JavaScript, which
+// only sees the reports.
+import { callNative, native } from './native.js';
+import { TsdumpError } from './errors.js';
+
+export interface PageServerOptions {
+  /** Directory the received pagemap-*.img and pages-*.img go into (created 0700 if missing). */
+  readonly imagesDir: string;
+  /** Address to listen on; default 0.0.0.0 like `criu page-server`. */
+  readonly address?: string;
+  /** TCP port; 0 picks a free one (reported through onListening). */
+  readonly port: number;
+  /** Aborting stops waiting/receiving: the promise rejects with CANCELLED and partial images are removed. */
+  readonly signal?: AbortSignal;
+  /** Called once the socket is bound, before any peer connects. */
+  readonly onListening?: (info: { address: string; port: number }) => void;
+}
+
+export interface ReceivedImage {
+  readonly kind: 'pid' | 'shmem';
+  /** PID of the task (kind 'pid') or shared-memory id (kind 'shmem'). */
+  readonly id: number;
+  readonly pagemapFile: string;
+  readonly pagesFile: string;
+  readonly entries: number;
+  readonly pages: number;
+}
+
+export interface PageServerResult {
+  /** address:port of the peer that sent the images. */
+  readonly peer: string;
+  readonly images: readonly ReceivedImage[];
+  readonly pageBytes: number;
+}
+
+function cancelled(what: string): TsdumpError {
+  return new TsdumpError('CANCELLED', `page server: ${what}`);
+}
+
+/**
+ * Serves one connection like `criu page-server`: listens, accepts a single peer (`criu dump
+ * --page-server` or tsdump), writes the images it sends and resolves once the peer sent CLOSE.
+ * Images only get their final names at CLOSE, so a peer that disconnects mid-stream makes this
+ * reject (IMAGE_IO) and leaves nothing complete-looking in imagesDir.
+ */
+export async function runPageServer(opts: PageServerOptions): Promise<PageServerResult> {
+  if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) {
+    throw new TsdumpError('USAGE', `page server: invalid port ${opts.port}`);
+  }
+  if (opts.signal?.aborted) throw cancelled('aborted before listening');
+  const address = opts.address ?? '0.0.0.0';
+  const server = await callNative(() => native.PageServer.listen({ imagesDir: opts.imagesDir, address, port: opts.port }));
+  const onAbort = (): void => server.cancel();
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    opts.onListening?.({ address, port: server.port });
+    const r = await callNative(() => server.serve());
+    return {
+      peer: r.peer,
+      pageBytes: r.pageBytes,
+      images: r.images.map((i) => ({
+        kind: i.kind === 'shmem' ? 'shmem' : 'pid',
+        id: i.id,
+        pagemapFile: i.pagemapFile,
+        pagesFile: i.pagesFile,
+        entries: i.entries,
+        pages: i.pages,
+      })),
+    };
+  } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+export interface SendImagesOptions {
+  /** Directory of a finished dump holding pagemap-PID.img and the pages-N.img they name. */
+  readonly imagesDir: string;
+  readonly address: string;
+  readonly port: number;
+  /** Tasks whose pagemap-PID.img to send. */
+  readonly pids: readonly number[];
+  /** Shared-memory pagemaps (pagemap-shmem-ID.img) to send. */
+  readonly shmemIds?: readonly number[];
+}
+
+export interface SendImagesResult {
+  readonly entries: number;
+  readonly pages: number;
+  readonly holes: number;
+  /** Bytes written to the socket, headers included. */
+  readonly bytes: number;
+  readonly elapsedMs: number;
+}
+
+/**
+ * Sends a local dump's pagemaps and pages to a page server (OPEN2, ADD_F with the pages spliced
+ * from the pages file, holes for the rest, CLOSE and its ack). Rejects with IMAGE_IO naming the
+ * peer, image and address if the server goes away.
+ */
+export async function sendImagesToPageServer(opts: SendImagesOptions): Promise<SendImagesResult> {
+  const r = await callNative(() =>
+    native.pageServerSendImages({
+      imagesDir: opts.imagesDir,
+      address: opts.address,
+      port: opts.port,
+      pids: [...opts.pids],
+      shmemIds: opts.shmemIds ? [...opts.shmemIds] : undefined,
+    }),
+  );
+  return { entries: r.entries, pages: r.pages, holes: r.holes, bytes: r.bytes, elapsedMs: r.elapsedNs / 1e6 };
+}
