@@ -1,0 +1,242 @@
+// CRIU's page-server protocol, both directions, against the reference CRIU on loopback:
+// - `criu dump --page-server` sends a real target's memory to tsdump's receiver (runPageServer);
+//   the received pagemap/pages plus CRIU's local images restore with `criu restore`.
+// - tsdump's client replays a real dump's pagemap/pages to `criu page-server` and to tsdump's own
+//   receiver; both results restore too.
+// - A peer that goes away mid-stream is a clear error on both sides, and the receiver leaves
+//   nothing complete-looking behind.
+import test from 'ava';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { copyFile, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { connect, createServer, type AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { runPageServer, sendImagesToPageServer, type PageServerResult } from '../src/page-server.js';
+import { TsdumpError } from '../src/errors.js';
+import { catalogue, roundTrip, type CatalogueEntry } from './helpers/catalogue.js';
+import { CRIU, criuDump, makeWorkDir } from './helpers/criu.js';
+import { freePort } from './helpers/programs.js';
+import { killTree, startTarget } from './helpers/target.js';
+
+const PAGE = 4096;
+
+function entry(name: string): CatalogueEntry {
+  const e = catalogue.find((c) => c.name === name);
+  if (!e) throw new Error(`no catalogue entry ${name}`);
+  return e;
+}
+
+const isPageImage = (f: string): boolean => /^(pagemap-.*|pages-\d+)\.img$/.test(f);
+
+/** Task and shmem ids of the pagemaps in dir. */
+async function pagemapIds(dir: string): Promise<{ pids: number[]; shmemIds: number[] }> {
+  const files = await readdir(dir);
+  const pids = files.flatMap((f) => /^pagemap-(\d+)\.img$/.exec(f)?.[1] ?? []).map(Number);
+  const shmemIds = files.flatMap((f) => /^pagemap-shmem-(\d+)\.img$/.exec(f)?.[1] ?? []).map(Number);
+  return { pids, shmemIds };
+}
+
+/** Moves the page images of `from` into `to` (replacing any there), as a migration would. */
+async function installPageImages(from: string, to: string): Promise<string[]> {
+  for (const f of (await readdir(to)).filter(isPageImage)) await rm(join(to, f));
+  const moved = (await readdir(from)).filter(isPageImage).sort();
+  for (const f of moved) await copyFile(join(from, f), join(to, f));
+  return moved;
+}
+
+/** Whether something listens on TCP `port` (read from /proc/net/tcp, so no connection is made:
+ *  `criu page-server` serves exactly one). */
+async function listening(port: number): Promise<boolean> {
+  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    const text = await readFile(table, 'utf8').catch(() => '');
+    for (const line of text.split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols[1]?.endsWith(hex) && cols[3] === '0A') return true;
+    }
+  }
+  return false;
+}
+
+interface CriuPageServer {
+  readonly port: number;
+  readonly done: Promise<{ code: number | null; log: string }>;
+  readonly child: ChildProcess;
+}
+
+/** Starts the reference `criu page-server -D dir` on a free loopback port and waits until it listens. */
+async function startCriuPageServer(dir: string): Promise<CriuPageServer> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const port = await freePort();
+  const child = spawn(CRIU, ['page-server', '-D', dir, '--address', '127.0.0.1', '--port', String(port), '-o', 'page-server.log', '-v4'], {
+    stdio: 'ignore',
+  });
+  const done = new Promise<{ code: number | null; log: string }>((res) => {
+    child.once('exit', (code) => {
+      void readFile(join(dir, 'page-server.log'), 'utf8')
+        .catch(() => '')
+        .then((log) => res({ code, log }));
+    });
+  });
+  const deadline = Date.now() + 10_000;
+  while (!(await listening(port))) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      const { log } = await done;
+      throw new Error(`criu page-server did not start listening on ${port}\n${log.slice(-2000)}`);
+    }
+    await sleep(20);
+  }
+  return { port, done, child };
+}
+
+for (const name of ['t_memory', 't_counter']) {
+  test.serial(`criu dump --page-server → tsdump page server → criu restore (${name})`, async (t) => {
+    let received: PageServerResult | undefined;
+    let serverDir = '';
+    const rt = await roundTrip(t, entry(name), async (pid, imagesDir, extraArgs) => {
+      serverDir = join(imagesDir, '..', 'page-server');
+      const ac = new AbortController();
+      t.teardown(() => ac.abort());
+      let bound!: (port: number) => void;
+      const port = new Promise<number>((res) => (bound = res));
+      const serving = runPageServer({ imagesDir: serverDir, address: '127.0.0.1', port: 0, signal: ac.signal, onListening: (l) => bound(l.port) });
+      serving.catch(() => undefined); // awaited below; a dump failure aborts it in teardown
+      const p = await Promise.race([port, serving.then(() => Promise.reject(new Error('page server ended before listening')))]);
+      await criuDump(pid, imagesDir, [...extraArgs, '--page-server', '--address', '127.0.0.1', '--port', String(p)]);
+      received = await serving;
+      // CRIU sent every page to us: nothing page-related is local.
+      t.deepEqual((await readdir(imagesDir)).filter(isPageImage), []);
+      const moved = await installPageImages(serverDir, imagesDir);
+      t.true(moved.includes(`pagemap-${pid}.img`), moved.join(' '));
+    });
+    t.is(rt.result, 'PASS', rt.subject.describe());
+    const r = received!;
+    const main = r.images.find((i) => i.kind === 'pid' && i.id === rt.subject.pid);
+    t.truthy(main, JSON.stringify(r));
+    t.is(main!.pagesFile, 'pages-65537.img', 'numbered like criu page-server');
+    t.true(main!.pages > 0);
+    t.is(r.pageBytes, r.images.reduce((n, i) => n + i.pages, 0) * PAGE);
+    const files = await readdir(serverDir);
+    t.deepEqual(files.filter((f) => f.endsWith('.part')), []);
+    for (const f of files) t.is((await stat(join(serverDir, f))).mode & 0o777, 0o600, f);
+  });
+}
+
+test.serial('tsdump client → criu page-server → criu restore (t_memory)', async (t) => {
+  let sent: Awaited<ReturnType<typeof sendImagesToPageServer>> | undefined;
+  const rt = await roundTrip(t, entry('t_memory'), async (pid, imagesDir, extraArgs) => {
+    // A real dump written locally, then its memory replayed through our client.
+    await criuDump(pid, imagesDir, extraArgs);
+    const ids = await pagemapIds(imagesDir);
+    t.deepEqual(ids.pids, [pid]);
+    const serverDir = join(imagesDir, '..', 'criu-page-server');
+    const ps = await startCriuPageServer(serverDir);
+    t.teardown(() => void ps.child.kill('SIGKILL'));
+    sent = await sendImagesToPageServer({ imagesDir, address: '127.0.0.1', port: ps.port, ...ids });
+    const { code, log } = await ps.done;
+    if (code !== 0) throw new Error(`criu page-server exited ${code}\n${log.slice(-3000)}`);
+    const moved = await installPageImages(serverDir, imagesDir);
+    t.deepEqual(moved, [`pagemap-${pid}.img`, 'pages-65537.img']);
+  });
+  t.is(rt.result, 'PASS', rt.subject.describe());
+  t.true(sent!.pages > 0 && sent!.entries > 0, JSON.stringify(sent));
+});
+
+test.serial('tsdump client → tsdump page server → criu restore (t_memory)', async (t) => {
+  const rt = await roundTrip(t, entry('t_memory'), async (pid, imagesDir, extraArgs) => {
+    await criuDump(pid, imagesDir, extraArgs);
+    const serverDir = join(imagesDir, '..', 'tsdump-page-server');
+    const ac = new AbortController();
+    t.teardown(() => ac.abort());
+    let bound!: (port: number) => void;
+    const port = new Promise<number>((res) => (bound = res));
+    const serving = runPageServer({ imagesDir: serverDir, address: '127.0.0.1', port: 0, signal: ac.signal, onListening: (l) => bound(l.port) });
+    serving.catch(() => undefined);
+    const sent = await sendImagesToPageServer({ imagesDir, address: '127.0.0.1', port: await port, ...(await pagemapIds(imagesDir)) });
+    const got = await serving;
+    t.is(got.pageBytes, sent.pages * PAGE);
+    const moved = await installPageImages(serverDir, imagesDir);
+    t.deepEqual(moved, [`pagemap-${pid}.img`, 'pages-65537.img']);
+  });
+  t.is(rt.result, 'PASS', rt.subject.describe());
+});
+
+/** Sends OPEN2 for pid 4242 and an ADD_F of `claimed` pages, then only `given` pages, then hangs up. */
+async function cutPeer(port: number, claimed: number, given: number): Promise<void> {
+  const hdr = (cmd: number, nr: number, vaddr: bigint, dst: bigint): Buffer => {
+    const b = Buffer.alloc(24);
+    b.writeUInt32LE(cmd, 0);
+    b.writeUInt32LE(nr, 4);
+    b.writeBigUInt64LE(vaddr, 8);
+    b.writeBigUInt64LE(dst, 16);
+    return b;
+  };
+  const dst = (4242n << 8n) | 1n;
+  const s = connect({ host: '127.0.0.1', port });
+  await new Promise<void>((res, rej) => s.once('connect', res).once('error', rej));
+  s.write(hdr(4, 0, 0n, dst)); // OPEN2
+  await new Promise<void>((res) => s.once('data', () => res())); // has-parent byte
+  s.write(hdr(6 | (4 << 16), claimed, 0x7f0000001000n, dst)); // ADD_F, PE_PRESENT
+  s.write(Buffer.alloc(given * PAGE, 0xab));
+  await new Promise<void>((res) => s.end(res));
+  s.destroy();
+}
+
+test.serial('receiver: a peer that disconnects mid-stream → IMAGE_IO, no images left', async (t) => {
+  const work = await makeWorkDir(t);
+  const dir = join(work, 'srv');
+  let port = 0;
+  let listeningNow!: () => void;
+  const up = new Promise<void>((res) => (listeningNow = res));
+  const serving = runPageServer({ imagesDir: dir, address: '127.0.0.1', port: 0, onListening: (l) => ((port = l.port), listeningNow()) });
+  await up;
+  await cutPeer(port, 64, 3);
+  const err = await t.throwsAsync(serving, { instanceOf: TsdumpError });
+  t.is((err as TsdumpError).code, 'IMAGE_IO');
+  t.regex(err!.message, /pid 4242/);
+  t.regex(err!.message, /0x7f0000001000/);
+  t.regex(err!.message, /closed in the middle/);
+  t.regex(err!.message, /12288 of 262144 bytes/);
+  t.deepEqual(await readdir(dir), [], 'no pagemap, pages or .part files');
+});
+
+test.serial('client: a page server that goes away mid-stream → IMAGE_IO naming the peer and pid', async (t) => {
+  const work = await makeWorkDir(t);
+  const target = await startTarget('t_memory', { dir: work });
+  t.teardown(() => killTree(target.pid, work));
+  const imagesDir = join(work, 'images');
+  await criuDump(target.pid, imagesDir, ['--leave-running']);
+  // A peer that answers OPEN2, then hangs up without reading the pages.
+  const server = createServer((s) => {
+    s.once('data', () => {
+      s.write(Buffer.from([0]));
+      s.destroy();
+    });
+  });
+  await new Promise<void>((res) => server.listen(0, '127.0.0.1', res));
+  t.teardown(() => void server.close());
+  const port = (server.address() as AddressInfo).port;
+  const err = await t.throwsAsync(sendImagesToPageServer({ imagesDir, address: '127.0.0.1', port, pids: [target.pid] }), {
+    instanceOf: TsdumpError,
+  });
+  t.is((err as TsdumpError).code, 'IMAGE_IO');
+  t.true(err!.message.includes(`page server 127.0.0.1:${port} (pid ${target.pid})`), err!.message);
+  t.regex(err!.message, /closed the connection/);
+});
+
+test.serial('client: nothing listening → IMAGE_IO naming the address', async (t) => {
+  const port = await freePort();
+  const err = await t.throwsAsync(sendImagesToPageServer({ imagesDir: '/nonexistent', address: '127.0.0.1', port, pids: [1] }), {
+    instanceOf: TsdumpError,
+  });
+  t.regex(err!.message, new RegExp(`page server 127\\.0\\.0\\.1:${port}: cannot connect`));
+});
+
+test.serial('receiver: AbortSignal → CANCELLED', async (t) => {
+  const work = await makeWorkDir(t);
+  const ac = new AbortController();
+  const serving = runPageServer({ imagesDir: join(work, 'srv'), address: '127.0.0.1', port: 0, signal: ac.signal, onListening: () => ac.abort() });
+  const err = await t.throwsAsync(serving, { instanceOf: TsdumpError });
+  t.is((err as TsdumpError).code, 'CANCELLED');
+});
