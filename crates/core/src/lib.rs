@@ -12,6 +12,7 @@
 
 pub mod arch;
 pub mod error;
+pub mod files;
 pub mod freezer;
 pub mod inspect;
 pub mod kerndat;

@@ -2,6 +2,7 @@
 //! done by tsdump-core.
 
 mod errors;
+pub mod files;
 pub mod kerndat;
 mod memory;
 pub mod pageserver;

@@ -1,0 +1,312 @@
+//! Reading what a task's file descriptors hold without running code in the task: queued pipe
+//! data, kernel-object identity (kcmp), and duplicating a task's fd (pidfd_getfd, Linux 5.6+),
+//! which replaces the parasite's SCM_RIGHTS round trip for every fd kind that needs one.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+use nix::errno::Errno;
+
+use crate::{Error, ErrorCode, Result};
+
+/// Kernel objects `kcmp` can compare (values from linux/kcmp.h).
+#[derive(Debug, Clone, Copy)]
+#[repr(i32)]
+pub enum KcmpType {
+    File = 0,
+    Vm = 1,
+    Files = 2,
+    Fs = 3,
+    Sighand = 4,
+    Io = 5,
+    Sysvsem = 6,
+}
+
+/// Whether two tasks share the object (`idx1`/`idx2` are fds for `KcmpType::File`).
+pub fn kcmp_same(pid1: i32, pid2: i32, kind: KcmpType, idx1: u64, idx2: u64) -> Result<bool> {
+    // SAFETY: kcmp only reads kernel state; all arguments are plain integers.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, kind as i32, idx1, idx2) };
+    if r < 0 {
+        let e = Errno::last();
+        return Err(Error::from_errno(e, pid1, format!("kcmp({kind:?}) with pid {pid2}")));
+    }
+    Ok(r == 0)
+}
+
+/// Duplicates fd `fd` of task `pid` into this process (needs ptrace access to `pid`).
+pub fn steal_fd(pid: i32, fd: i32) -> Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return Err(Error::from_errno(Errno::last(), pid, "pidfd_open"));
+    }
+    // SAFETY: pidfd was just returned by the kernel and is owned by nobody else.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    // SAFETY: pidfd_getfd returns a new fd or -1; arguments are plain integers.
+    let dup = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if dup < 0 {
+        return Err(Error::from_errno(Errno::last(), pid, format!("pidfd_getfd of fd {fd}")));
+    }
+    // SAFETY: a fresh fd from the kernel, owned only here.
+    Ok(unsafe { OwnedFd::from_raw_fd(dup as i32) })
+}
+
+/// Who gets SIGIO/SIGURG for an open file (F_SETOWN/F_SETOWN_EX) and with which signal (F_SETSIG).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FdOwner {
+    /// F_OWNER_TID (0), F_OWNER_PID (1) or F_OWNER_PGRP (2).
+    pub pid_type: u32,
+    /// 0 when nobody owns the file.
+    pub pid: i32,
+    /// 0 means the default SIGIO.
+    pub signum: u32,
+    /// Credentials recorded when the owner was set (F_GETOWNER_UIDS); 0 without an owner.
+    pub uid: u32,
+    pub euid: u32,
+}
+
+// linux/fcntl.h values the libc crate does not carry.
+const F_GETSIG: libc::c_int = 11;
+const F_GETOWN_EX: libc::c_int = 16;
+const F_GETOWNER_UIDS: libc::c_int = 17;
+
+/// struct f_owner_ex.
+#[repr(C)]
+struct OwnerEx {
+    kind: libc::c_int,
+    pid: libc::pid_t,
+}
+
+/// The owner settings of fd `fd` of task `pid`, read on a duplicate of the fd (they belong to
+/// the open file description, so the duplicate sees the same).
+pub fn fd_owner(pid: i32, fd: i32) -> Result<FdOwner> {
+    let dup = steal_fd(pid, fd)?;
+    let mut owner = OwnerEx { kind: 0, pid: 0 };
+    // SAFETY: F_GETOWN_EX fills the struct f_owner_ex (two ints) we pass.
+    let r = unsafe { libc::fcntl(dup.as_raw_fd(), F_GETOWN_EX, &mut owner as *mut OwnerEx) };
+    if r < 0 {
+        return Err(Error::from_errno(Errno::last(), pid, format!("F_GETOWN_EX on fd {fd}")));
+    }
+    // SAFETY: F_GETSIG takes no argument and returns the signal number or -1.
+    let sig = unsafe { libc::fcntl(dup.as_raw_fd(), F_GETSIG) };
+    if sig < 0 {
+        return Err(Error::from_errno(Errno::last(), pid, format!("F_GETSIG on fd {fd}")));
+    }
+    let mut uids = [0u32; 2];
+    if owner.pid != 0 {
+        // SAFETY: F_GETOWNER_UIDS writes two uid_t values to the array we pass.
+        let r = unsafe { libc::fcntl(dup.as_raw_fd(), F_GETOWNER_UIDS, uids.as_mut_ptr()) };
+        if r < 0 {
+            return Err(Error::from_errno(Errno::last(), pid, format!("F_GETOWNER_UIDS on fd {fd}")));
+        }
+    }
+    Ok(FdOwner { pid_type: owner.kind as u32, pid: owner.pid, signum: sig as u32, uid: uids[0], euid: uids[1] })
+}
+
+/// Brings the timerfd behind fd `fd` of task `pid` up to date, as the task's own
+/// timerfd_gettime would: a periodic timer that expired unread is re-armed for its next period
+/// and the periods it missed are added to its unread tick count. Answers (value, interval) as
+/// (sec, nsec) pairs; fdinfo read afterwards shows the settled ticks.
+pub fn timerfd_settle(pid: i32, fd: i32) -> Result<((i64, i64), (i64, i64))> {
+    let dup = steal_fd(pid, fd)?;
+    let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut cur = libc::itimerspec { it_interval: zero, it_value: zero };
+    // SAFETY: timerfd_gettime writes one itimerspec to the pointer we pass.
+    let r = unsafe { libc::timerfd_gettime(dup.as_raw_fd(), &mut cur) };
+    if r < 0 {
+        return Err(Error::from_errno(Errno::last(), pid, format!("timerfd_gettime on fd {fd}")));
+    }
+    Ok((
+        (cur.it_value.tv_sec, cur.it_value.tv_nsec),
+        (cur.it_interval.tv_sec, cur.it_interval.tv_nsec),
+    ))
+}
+
+/// Bytes waiting to be read from fd `fd` of task `pid` (FIONREAD on a duplicate): unread
+/// inotify events, for instance.
+pub fn queued_bytes(pid: i32, fd: i32) -> Result<u32> {
+    let dup = steal_fd(pid, fd)?;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int to the pointer we pass.
+    let r = unsafe { libc::ioctl(dup.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if r < 0 {
+        return Err(Error::from_errno(Errno::last(), pid, format!("FIONREAD on fd {fd}")));
+    }
+    Ok(n.max(0) as u32)
+}
+
+/// The path, as task `pid` sees it, of the inode a file handle names (an inotify watch's
+/// `f_handle`). `sdev` is the kernel's device number from fdinfo (minor in the low 20 bits);
+/// each of the task's mounts of that device is tried as the handle's mount, and the answer is
+/// checked against `ino`. None when no mount opens it to that inode.
+pub fn path_by_handle(pid: i32, sdev: u32, ino: u64, handle_type: i32, handle: &[u8]) -> Result<Option<String>> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = format!("{}:{}", sdev >> 20, sdev & 0xfffff);
+    let mountinfo_path = format!("/proc/{pid}/mountinfo");
+    let mountinfo = std::fs::read_to_string(&mountinfo_path)
+        .map_err(|e| Error::new(ErrorCode::Kernel, format!("pid {pid}: read {mountinfo_path}: {e}")))?;
+    // struct file_handle: u32 handle_bytes, i32 handle_type, then the opaque bytes.
+    let mut fh = Vec::with_capacity(8 + handle.len());
+    fh.extend_from_slice(&(handle.len() as u32).to_ne_bytes());
+    fh.extend_from_slice(&handle_type.to_ne_bytes());
+    fh.extend_from_slice(handle);
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.len() < 5 || fields[2] != dev {
+            continue;
+        }
+        let mount_point = unescape_mountinfo(fields[4]);
+        // Not O_PATH: open_by_handle_at wants a real open fd on the mount (EBADF otherwise).
+        let Ok(mnt) = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(format!("/proc/{pid}/root{mount_point}"))
+        else {
+            continue;
+        };
+        // SAFETY: open_by_handle_at reads a struct file_handle of the size its header states
+        // (fh holds exactly that) and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_open_by_handle_at, mnt.as_raw_fd(), fh.as_mut_ptr(), libc::O_PATH) };
+        if fd < 0 {
+            continue;
+        }
+        // SAFETY: a fresh fd from the kernel, owned only here.
+        let opened = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let link = format!("/proc/self/fd/{}", opened.as_raw_fd());
+        let (Ok(path), Ok(meta)) = (std::fs::read_link(&link), std::fs::metadata(&link)) else {
+            continue;
+        };
+        if meta.ino() == ino {
+            return Ok(Some(path.to_string_lossy().into_owned()));
+        }
+    }
+    Ok(None)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as \ooo octal.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What a pipe holds: its queued bytes and its buffer size.
+#[derive(Debug, Clone, Default)]
+pub struct PipeContents {
+    pub data: Vec<u8>,
+    pub capacity: u32,
+}
+
+/// The bytes queued in the pipe (or FIFO) behind fd `fd` of task `pid`, left in place.
+///
+/// The pipe is reopened read-only through /proc (works for either end), and `tee` copies its
+/// contents into a private pipe without consuming them.
+pub fn peek_pipe(pid: i32, fd: i32) -> Result<PipeContents> {
+    let path = format!("/proc/{pid}/fd/{fd}");
+    let src = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&path)
+        .map_err(|e| Error::new(ErrorCode::Kernel, format!("pid {pid}: open {path}: {e}")))?;
+    let queued = fionread(&src).map_err(|e| Error::from_errno(e, pid, format!("FIONREAD on fd {fd}")))?;
+    let capacity = pipe_size(&src).map_err(|e| Error::from_errno(e, pid, format!("F_GETPIPE_SZ on fd {fd}")))?;
+    if queued == 0 {
+        return Ok(PipeContents { data: Vec::new(), capacity: capacity as u32 });
+    }
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::from_errno(e, pid, "pipe2"))?;
+    // SAFETY: F_SETPIPE_SZ on our own pipe; the result is checked below.
+    let grown = unsafe { libc::fcntl(wr.as_raw_fd(), libc::F_SETPIPE_SZ, capacity) };
+    if grown < 0 || (grown as usize) < queued {
+        return Err(Error::new(
+            ErrorCode::Unsupported,
+            format!(
+                "pid {pid}: fd {fd}: pipe holds {queued} bytes, more than a pipe of ours can take \
+                 (pipe-max-size, no CAP_SYS_RESOURCE)"
+            ),
+        ));
+    }
+    // SAFETY: tee between two pipe fds we own; length bounded by the queued byte count.
+    let n = unsafe {
+        libc::tee(src.as_raw_fd(), wr.as_raw_fd(), queued, libc::SPLICE_F_NONBLOCK)
+    };
+    if n < 0 {
+        return Err(Error::from_errno(Errno::last(), pid, format!("tee from fd {fd}")));
+    }
+    drop(wr);
+    let mut data = Vec::with_capacity(n as usize);
+    File::from(rd)
+        .read_to_end(&mut data)
+        .map_err(|e| Error::new(ErrorCode::Kernel, format!("pid {pid}: reading peeked pipe data: {e}")))?;
+    Ok(PipeContents { data, capacity: capacity as u32 })
+}
+
+fn fionread(f: &File) -> std::result::Result<usize, Errno> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int to the pointer we pass.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::FIONREAD, &mut n) };
+    Errno::result(r).map(|_| n as usize)
+}
+
+fn pipe_size(f: &File) -> std::result::Result<libc::c_int, Errno> {
+    // SAFETY: F_GETPIPE_SZ takes no argument and returns the size or -1.
+    let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    Errno::result(r)
+}
+
+/// The robust futex list head of thread `tid` (address, length), as get_robust_list reports it.
+pub fn robust_list(tid: i32) -> Result<(u64, u64)> {
+    let mut head: u64 = 0;
+    let mut len: libc::size_t = 0;
+    // SAFETY: get_robust_list writes one pointer and one size_t to the locations we pass.
+    let r = unsafe { libc::syscall(libc::SYS_get_robust_list, tid, &mut head as *mut u64, &mut len as *mut libc::size_t) };
+    if r < 0 {
+        return Err(Error::from_errno(Errno::last(), tid, "get_robust_list"));
+    }
+    Ok((head, len as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn peek_leaves_pipe_data_in_place() {
+        let (rd, wr) = nix::unistd::pipe().unwrap();
+        let mut w = File::from(wr);
+        w.write_all(b"queued bytes").unwrap();
+        let me = std::process::id() as i32;
+        let got = peek_pipe(me, rd.as_raw_fd()).unwrap();
+        assert_eq!(got.data, b"queued bytes");
+        assert!(got.capacity >= 4096);
+        let mut again = [0u8; 12];
+        File::from(rd).read_exact(&mut again).unwrap();
+        assert_eq!(&again, b"queued bytes");
+    }
+
+    #[test]
+    fn mountinfo_paths_unescape() {
+        assert_eq!(unescape_mountinfo("/mnt/a\\040b"), "/mnt/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert_eq!(unescape_mountinfo("/end\\"), "/end\\");
+    }
+
+    #[test]
+    fn kcmp_sees_own_vm() {
+        let me = std::process::id() as i32;
+        assert!(kcmp_same(me, me, KcmpType::Vm, 0, 0).unwrap());
+    }
+}

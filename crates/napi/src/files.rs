@@ -1,0 +1,105 @@
+//! File-descriptor facts that need no tracer thread: kcmp identity, queued pipe data, robust
+//! futex lists. (Both kcmp and pidfd_getfd check ptrace *access*, not tracer identity.)
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use tsdump_core::files::{self, KcmpType};
+
+use crate::errors::to_napi;
+
+/// Whether two tasks share a kernel object (for `file`, `idx1`/`idx2` are their fds).
+#[napi(
+    ts_args_type = "pid1: number, pid2: number, kind: 'file' | 'vm' | 'files' | 'fs' | 'sighand' | 'io' | 'sysvsem', idx1?: number, idx2?: number"
+)]
+pub fn kcmp(pid1: i32, pid2: i32, kind: String, idx1: Option<u32>, idx2: Option<u32>) -> Result<bool> {
+    let kind = match kind.as_str() {
+        "file" => KcmpType::File,
+        "vm" => KcmpType::Vm,
+        "files" => KcmpType::Files,
+        "fs" => KcmpType::Fs,
+        "sighand" => KcmpType::Sighand,
+        "io" => KcmpType::Io,
+        "sysvsem" => KcmpType::Sysvsem,
+        other => return Err(Error::from_reason(format!("USAGE: kcmp: unknown object kind {other}"))),
+    };
+    files::kcmp_same(pid1, pid2, kind, idx1.unwrap_or(0).into(), idx2.unwrap_or(0).into()).map_err(to_napi)
+}
+
+#[napi(object)]
+pub struct PipeContents {
+    /// The queued bytes (a pipe holds at most pipe-max-size, so this stays small).
+    pub data: Buffer,
+    /// The pipe's buffer size (F_GETPIPE_SZ).
+    pub capacity: u32,
+}
+
+/// The bytes queued in the pipe or FIFO behind `fd` of `pid`, left in place.
+#[napi]
+pub fn peek_pipe(pid: i32, fd: i32) -> Result<PipeContents> {
+    let p = files::peek_pipe(pid, fd).map_err(to_napi)?;
+    Ok(PipeContents { data: p.data.into(), capacity: p.capacity })
+}
+
+#[napi(object)]
+pub struct RobustList {
+    pub head: BigInt,
+    pub len: u32,
+}
+
+/// Thread `tid`'s robust futex list (get_robust_list).
+#[napi]
+pub fn robust_list(tid: i32) -> Result<RobustList> {
+    let (head, len) = files::robust_list(tid).map_err(to_napi)?;
+    Ok(RobustList { head: BigInt::from(head), len: len as u32 })
+}
+
+#[napi(object)]
+pub struct FdOwnerInfo {
+    /// F_OWNER_TID (0), F_OWNER_PID (1) or F_OWNER_PGRP (2).
+    pub pid_type: u32,
+    /// 0 when nobody owns the file.
+    pub pid: i32,
+    /// F_GETSIG: 0 means SIGIO.
+    pub signum: u32,
+    /// F_GETOWNER_UIDS: the credentials recorded with the owner.
+    pub uid: u32,
+    pub euid: u32,
+}
+
+/// F_GETOWN_EX and F_GETSIG of fd `fd` of `pid`, read on a pidfd_getfd duplicate.
+#[napi]
+pub fn fd_owner(pid: i32, fd: i32) -> Result<FdOwnerInfo> {
+    let o = files::fd_owner(pid, fd).map_err(to_napi)?;
+    Ok(FdOwnerInfo { pid_type: o.pid_type, pid: o.pid, signum: o.signum, uid: o.uid, euid: o.euid })
+}
+
+#[napi(object)]
+pub struct TimerfdSettled {
+    pub value_sec: i64,
+    pub value_nsec: i64,
+    pub interval_sec: i64,
+    pub interval_nsec: i64,
+}
+
+/// timerfd_gettime on a duplicate of fd `fd` of `pid`: re-arms a periodic timer that expired
+/// unread (counting the missed periods into its ticks, as the task's own gettime or read would)
+/// and answers the time to its next expiry.
+#[napi]
+pub fn timerfd_settle(pid: i32, fd: i32) -> Result<TimerfdSettled> {
+    let ((value_sec, value_nsec), (interval_sec, interval_nsec)) = files::timerfd_settle(pid, fd).map_err(to_napi)?;
+    Ok(TimerfdSettled { value_sec, value_nsec, interval_sec, interval_nsec })
+}
+
+/// Bytes waiting to be read from `fd` of `pid` (FIONREAD on a pidfd_getfd duplicate).
+#[napi]
+pub fn fd_queued_bytes(pid: i32, fd: i32) -> Result<u32> {
+    files::queued_bytes(pid, fd).map_err(to_napi)
+}
+
+/// The path (as `pid` sees it) of the inode an inotify watch's file handle names, or null.
+/// `sdev` is fdinfo's kernel device number; `handle` the handle's bytes.
+#[napi]
+pub fn path_by_handle(pid: i32, sdev: u32, ino: BigInt, handle_type: i32, handle: Buffer) -> Result<Option<String>> {
+    let (_, ino, _) = ino.get_u64();
+    files::path_by_handle(pid, sdev, ino, handle_type, &handle).map_err(to_napi)
+}
