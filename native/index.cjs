@@ -835,4 +835,18 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.PageServer = nativeBinding.PageServer
 module.exports.Session = nativeBinding.Session
+module.exports.fdOwner = nativeBinding.fdOwner
+module.exports.fdQueuedBytes = nativeBinding.fdQueuedBytes
+module.exports.inetSockets = nativeBinding.inetSockets
+module.exports.inspectSocket = nativeBinding.inspectSocket
+module.exports.kcmp = nativeBinding.kcmp
+module.exports.kerndatProbe = nativeBinding.kerndatProbe
+module.exports.pageServerSendImages = nativeBinding.pageServerSendImages
+module.exports.pathByHandle = nativeBinding.pathByHandle
+module.exports.peekPipe = nativeBinding.peekPipe
+module.exports.peekSocketQueue = nativeBinding.peekSocketQueue
+module.exports.robustList = nativeBinding.robustList
+module.exports.timerfdSettle = nativeBinding.timerfdSettle
+module.exports.unixSockets = nativeBinding.unixSockets

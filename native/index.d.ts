@@ -9,7 +9,36 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** A bound page-server socket serving one connection. */
+export declare class PageServer {
+  /** Binds the socket now, so callers know the port before a peer connects. */
+  static listen(opts: PageServerListenOptions): PageServer
+  get port(): number
+  /**
+   * Accepts one connection and writes the images it sends; resolves after CLOSE. Rejects
+   * (IMAGE_IO) if the peer goes away early, leaving no complete-looking images behind.
+   */
+  serve(): Promise<PageServerReport>
+  /** Makes a pending or running `serve()` reject with CANCELLED (within ~200 ms). */
+  cancel(): void
+}
+
 export declare class Session {
+  /**
+   * Dumps the private memory of `pid` (seized by this session) into
+   * `imagesDir/pages-<pagesId>.img`.
+   */
+  dumpMemory(pid: number, opts: DumpMemoryOptions): Promise<MemoryDump>
+  /**
+   * Dumps a shared anonymous object (MAP_SHARED|MAP_ANONYMOUS, memfd) once, through its
+   * mapping in `pid`, into `imagesDir/pages-<pagesId>.img`. Callers dump each shmid once.
+   */
+  dumpShmem(pid: number, opts: DumpShmemOptions): Promise<ShmemDumpInfo>
+  /**
+   * Sigactions, itimers, POSIX timers, misc for process `pid` and per-thread state for
+   * `tids` (default: just `pid`). All must be seized by this session.
+   */
+  parasiteInfo(pid: number, tids?: Array<number> | undefined | null): Promise<ParasiteInfo>
   constructor()
   /**
    * Stops the tracer thread once queued work is done. Tasks still traced are detached by the
@@ -17,4 +46,801 @@ export declare class Session {
    */
   close(): void
   tracerTid(): Promise<number>
+  /**
+   * Seizes every thread of every process below `pid` (PTRACE_SEIZE + PTRACE_INTERRUPT) and
+   * keeps them stopped in this session until `releaseTree`. One tree per session.
+   */
+  seizeTree(pid: number, opts?: SeizeTreeOptions | undefined | null): Promise<SeizedTreeInfo>
+  /** The tree this session holds, or null. */
+  seizedTree(): Promise<SeizedTreeInfo | null>
+  /** Lets the held tree go. Returns false if the session held none. */
+  releaseTree(opts?: ReleaseTreeOptions | undefined | null): Promise<boolean>
+  /**
+   * Everything procfs shows about one process (works seized or not; seize first for a
+   * consistent picture).
+   */
+  inspectProcess(pid: number): Promise<ProcessInspection>
+  /** Registers, signal state, seccomp and rseq of a thread of the held tree. */
+  threadState(tid: number): Promise<ThreadStateInfo>
+}
+
+export interface AuxvEntry {
+  key: bigint
+  value: bigint
+}
+
+export interface CgroupInfo {
+  hierarchy: number
+  controllers: Array<string>
+  path: string
+}
+
+export interface CredsInfo {
+  uid: number
+  euid: number
+  suid: number
+  fsuid: number
+  gid: number
+  egid: number
+  sgid: number
+  fsgid: number
+  groups: Array<number>
+  capEff: bigint
+  capPrm: bigint
+  capInh: bigint
+  capBnd: bigint
+  capAmb: bigint
+  securebits: number
+  noNewPrivs: boolean
+}
+
+export interface CredsInfo {
+  /** real, effective, saved, filesystem */
+  uids: Array<number>
+  gids: Array<number>
+  groups: Array<number>
+  capInh: bigint
+  capPrm: bigint
+  capEff: bigint
+  capBnd: bigint
+  capAmb: bigint
+  noNewPrivs: boolean
+  seccompMode: number
+  seccompFilters: number
+}
+
+export interface DumpMemoryOptions {
+  imagesDir: string
+  pagesId: number
+  /** 'read' (tracer copies, no injection) or 'vmsplice' (the task gifts pages into pipes). */
+  mode: 'read' | 'vmsplice'
+  /** Pipes in flight in vmsplice mode (default 8, at most 8). */
+  pipes?: number
+}
+
+export interface DumpShmemOptions {
+  imagesDir: string
+  pagesId: number
+  /** The mapping of the object in `pid` (a VMA with decision 'shmem'). */
+  start: bigint
+  end: bigint
+}
+
+export interface EpollTargetInfo {
+  tfd: number
+  events: number
+  data: bigint
+  pos: bigint
+  ino: bigint
+  sdev: bigint
+}
+
+export interface FdInfoEntry {
+  fd: number
+  /** readlink of /proc/PID/fd/N ("/path", "pipe:[123]", "anon_inode:[eventfd]", ...) */
+  target: string
+  pos: bigint
+  /** open flags (O_*), as fdinfo prints them */
+  flags: number
+  mntId: number
+  /** st_mode/dev/rdev/ino/size/uid/gid of the open file */
+  mode: number
+  dev: bigint
+  rdev: bigint
+  ino: bigint
+  size: bigint
+  uid: number
+  gid: number
+  eventfdCount?: bigint
+  eventfdId?: bigint
+  epollTargets: Array<EpollTargetInfo>
+  signalfdMask?: bigint
+  inotifyWatches: Array<InotifyWatchInfo>
+  timerfd?: TimerfdStateInfo
+  /** `lock:` lines of fdinfo, verbatim. */
+  locks: Array<string>
+  /** Other fdinfo lines (key → value), e.g. tty-index, Pid, ... */
+  extra: Array<Array<string>>
+}
+
+/** F_GETOWN_EX and F_GETSIG of fd `fd` of `pid`, read on a pidfd_getfd duplicate. */
+export declare function fdOwner(pid: number, fd: number): FdOwnerInfo
+
+export interface FdOwnerInfo {
+  /** F_OWNER_TID (0), F_OWNER_PID (1) or F_OWNER_PGRP (2). */
+  pidType: number
+  /** 0 when nobody owns the file. */
+  pid: number
+  /** F_GETSIG: 0 means SIGIO. */
+  signum: number
+  /** F_GETOWNER_UIDS: the credentials recorded with the owner. */
+  uid: number
+  euid: number
+}
+
+/** Bytes waiting to be read from `fd` of `pid` (FIONREAD on a pidfd_getfd duplicate). */
+export declare function fdQueuedBytes(pid: number, fd: number): number
+
+/** `user_x86_fpregs_entry` (the FXSAVE area) plus the xsave extension. */
+export interface FpRegsInfo {
+  cwd: number
+  swd: number
+  twd: number
+  fop: number
+  rip: bigint
+  rdp: bigint
+  mxcsr: number
+  mxcsrMask: number
+  stSpace: Array<number>
+  xmmSpace: Array<number>
+  padding: Array<number>
+  xsave?: XsaveInfo
+}
+
+/** x86_64 `user_x86_regs_entry` fields (NT_PRSTATUS), BigInt each. */
+export interface GpRegsInfo {
+  r15: bigint
+  r14: bigint
+  r13: bigint
+  r12: bigint
+  bp: bigint
+  bx: bigint
+  r11: bigint
+  r10: bigint
+  r9: bigint
+  r8: bigint
+  ax: bigint
+  cx: bigint
+  dx: bigint
+  si: bigint
+  di: bigint
+  origAx: bigint
+  ip: bigint
+  cs: bigint
+  flags: bigint
+  sp: bigint
+  ss: bigint
+  fsBase: bigint
+  gsBase: bigint
+  ds: bigint
+  es: bigint
+  fs: bigint
+  gs: bigint
+  /** user_x86_regs_mode: NATIVE (64-bit) or COMPAT (cs == 0x23) */
+  mode: 'native' | 'compat'
+}
+
+export interface InetSocketDiag {
+  ino: number
+  family: number
+  protocol: number
+  state: number
+  srcPort: number
+  dstPort: number
+  /** Address words as CRIU stores them (memory order); 1 for IPv4, 4 for IPv6. */
+  srcAddr: Array<number>
+  dstAddr: Array<number>
+  ifindex: number
+  rqlen: number
+  wqlen: number
+  shutdown: number
+}
+
+/** Every socket of `family` (2 = AF_INET, 10 = AF_INET6) and `protocol` (6 = TCP, 17 = UDP). */
+export declare function inetSockets(family: number, protocol: number): Array<InetSocketDiag>
+
+export interface InotifyWatchInfo {
+  wd: number
+  ino: bigint
+  sdev: bigint
+  mask: number
+  ignoredMask: number
+  fhandleBytes: number
+  fhandleType: number
+  /** Hex text as the kernel prints it. */
+  fHandle: string
+}
+
+/** Reads the socket behind fd `fd` of `pid` through a duplicate: identity, options, bound file. */
+export declare function inspectSocket(pid: number, fd: number): SocketInfo
+
+export interface ItimerInfo {
+  interval: TimeValue
+  value: TimeValue
+}
+
+export interface ItimersInfo {
+  real: ItimerInfo
+  virt: ItimerInfo
+  prof: ItimerInfo
+}
+
+/** Whether two tasks share a kernel object (for `file`, `idx1`/`idx2` are their fds). */
+export declare function kcmp(pid1: number, pid2: number, kind: 'file' | 'vm' | 'files' | 'fs' | 'sighand' | 'io' | 'sysvsem', idx1?: number, idx2?: number): boolean
+
+export declare function kerndatProbe(): Array<KerndatProbe>
+
+export interface KerndatProbe {
+  name: string
+  supported: boolean
+  detail: string
+}
+
+export interface MemoryCounts {
+  scanned: number
+  written: number
+  zero: number
+  skipped: number
+  absent: number
+}
+
+export interface MemoryDump {
+  pagesFile: string
+  entries: Array<PagemapEntryInfo>
+  vmas: Array<VmaDumpInfo>
+  counts: MemoryCounts
+  bytesWritten: number
+  timings: MemoryTimings
+  vmspliceCalls: number
+}
+
+export interface MemoryTimings {
+  scanNs: number
+  drainNs: number
+  totalNs: number
+  /** vmsplice mode: time inside the injected vmsplice calls, and splicing pipes into the file. */
+  vmspliceNs: number
+  spliceNs: number
+}
+
+export interface MmFieldsInfo {
+  startCode: bigint
+  endCode: bigint
+  startData: bigint
+  endData: bigint
+  startBrk: bigint
+  /** End of [heap] (brk rounded up to a page); the exact brk needs the parasite's sys_brk(0). */
+  brk: bigint
+  startStack: bigint
+  argStart: bigint
+  argEnd: bigint
+  envStart: bigint
+  envEnd: bigint
+}
+
+export interface NamespaceInfo {
+  /** ipc, mnt, net, pid, pid_for_children, time, time_for_children, user, uts, cgroup */
+  kind: string
+  inode: bigint
+}
+
+export interface PagemapEntryInfo {
+  vaddr: bigint
+  nrPages: number
+  /** PE_PRESENT (4) etc., as CRIU's pagemap_entry.flags. */
+  flags: number
+}
+
+export interface PageServerImage {
+  /** 'pid' or 'shmem'. */
+  kind: string
+  id: number
+  pagemapFile: string
+  pagesFile: string
+  entries: number
+  pages: number
+}
+
+export interface PageServerListenOptions {
+  /** Where received images go (created 0700 if missing). */
+  imagesDir: string
+  /** Address to bind (default 0.0.0.0, as criu page-server). */
+  address?: string
+  /** 0 picks a free port (see `port`). */
+  port: number
+}
+
+export interface PageServerReport {
+  peer: string
+  images: Array<PageServerImage>
+  pageBytes: number
+}
+
+/** Sends existing pagemap/pages images to a page server (OPEN2, ADD_F/holes, CLOSE + ack). */
+export declare function pageServerSendImages(opts: SendImagesOptions): Promise<SendImagesReport>
+
+export interface ParasiteInfo {
+  /** Signals 1..64 in order. */
+  sigactions: Array<SigActionInfo>
+  itimers: ItimersInfo
+  posixTimers: Array<PosixTimerInfo>
+  threads: Array<ThreadParasiteInfo>
+  misc: TaskMiscInfo
+  /** Injected syscalls it took. */
+  syscalls: number
+}
+
+/**
+ * The path (as `pid` sees it) of the inode an inotify watch's file handle names, or null.
+ * `sdev` is fdinfo's kernel device number; `handle` the handle's bytes.
+ */
+export declare function pathByHandle(pid: number, sdev: number, ino: bigint, handleType: number, handle: Buffer): string | null
+
+/** The bytes queued in the pipe or FIFO behind `fd` of `pid`, left in place. */
+export declare function peekPipe(pid: number, fd: number): PipeContents
+
+/**
+ * The receive queue of the socket behind fd `fd` of `pid`, oldest message (or stream chunk)
+ * first, left in place.
+ */
+export declare function peekSocketQueue(pid: number, fd: number): Array<Buffer>
+
+export interface PendingSignalInfo {
+  signo: number
+  code: number
+  /** The 128-byte siginfo_t as the kernel queued it (what CRIU's siginfo image holds). */
+  siginfo: Buffer
+}
+
+export interface PipeContents {
+  /** The queued bytes (a pipe holds at most pipe-max-size, so this stays small). */
+  data: Buffer
+  /** The pipe's buffer size (F_GETPIPE_SZ). */
+  capacity: number
+}
+
+export interface PosixTimerInfo {
+  id: number
+  clockId: number
+  signo: number
+  sigevValue: bigint
+  /** sigev_notify (SIGEV_SIGNAL, SIGEV_NONE, SIGEV_THREAD_ID|SIGEV_SIGNAL ...). */
+  notify: number
+  notifyTid: number
+  interval: TimeValue
+  value: TimeValue
+  overrun: number
+}
+
+export interface ProcessInspection {
+  pid: number
+  comm: string
+  state: string
+  ppid: number
+  pgid: number
+  sid: number
+  tgid: number
+  nsPid: Array<number>
+  nsPgid: Array<number>
+  nsSid: Array<number>
+  /** PF_* flags from stat */
+  flags: number
+  exitCode: number
+  threads: Array<number>
+  creds: CredsInfo
+  signals: SignalSetsInfo
+  umask?: number
+  thpEnabled?: boolean
+  personality: number
+  timerslackNs?: bigint
+  mm: MmFieldsInfo
+  vmas: Array<VmaInfo>
+  /** AT_* pairs in kernel order, without the AT_NULL terminator. */
+  auxv: Array<AuxvEntry>
+  /** /proc/PID/auxv as read (what CRIU stores as mm_saved_auxv words). */
+  auxvRaw: Buffer
+  exe?: string
+  cwd?: string
+  root?: string
+  fds: Array<FdInfoEntry>
+  namespaces: Array<NamespaceInfo>
+  cgroups: Array<CgroupInfo>
+  rlimits: Array<RlimitInfo>
+  oomScoreAdj: number
+  /** null if unreadable; 4294967295 means unset */
+  loginuid?: number
+  sched: SchedInfo
+}
+
+export interface ReleaseTreeOptions {
+  /**
+   * resume: detach (tasks found stopped stay stopped); stop: detach leaving every process
+   * stopped; kill: SIGKILL the tree.
+   */
+  mode: 'resume' | 'kill' | 'stop'
+}
+
+export interface RlimitInfo {
+  /** RLIMIT_* number */
+  resource: number
+  name: string
+  /** 0xffffffffffffffff is RLIM_INFINITY */
+  soft: bigint
+  hard: bigint
+}
+
+/** Thread `tid`'s robust futex list (get_robust_list). */
+export declare function robustList(tid: number): RobustList
+
+export interface RobustList {
+  head: bigint
+  len: number
+}
+
+export interface RseqInfo {
+  rseqAbiPointer: bigint
+  rseqAbiSize: number
+  signature: number
+  flags: number
+}
+
+export interface SchedInfo {
+  /** sched_getscheduler() result (SCHED_RESET_ON_FORK 0x40000000 included) */
+  policy: number
+  priority: number
+  nice: number
+}
+
+export interface SeccompFilterInfo {
+  /** Install order: 0 is the oldest filter (PTRACE_SECCOMP_GET_FILTER counts from the first). */
+  index: number
+  /** struct sock_filter[] (8 bytes per instruction). */
+  program: Buffer
+  /** SECCOMP_FILTER_FLAG_* from PTRACE_SECCOMP_GET_METADATA, if available. */
+  flags?: bigint
+}
+
+export interface SeizedProcessInfo {
+  pid: number
+  ppid: number
+  pgid: number
+  sid: number
+  comm: string
+  /** The /proc/PID/stat state letter just before the seize (R, S, D, T, ...). */
+  state: string
+  /** Was in a job-control stop; stays stopped after `releaseTree({ mode: 'resume' })`. */
+  stopped: boolean
+  seccompMode: number
+  /** Leader first. */
+  threads: Array<SeizedThreadInfo>
+}
+
+export interface SeizedThreadInfo {
+  tid: number
+  /** The job-control stop signal (SIGSTOP, SIGTSTP, ...) if the thread was already stopped. */
+  stopSignal?: number
+}
+
+export interface SeizedTreeInfo {
+  root: number
+  /** Root first, parents before children. */
+  processes: Array<SeizedProcessInfo>
+  zombies: Array<ZombieInfo>
+  /** From the first PTRACE_SEIZE to the last stop (after the cgroup freeze, if any). */
+  seizeTimeUs: number
+  /** How long the cgroup freezer took to report frozen (0 without `freezeCgroup`). */
+  cgroupFreezeTimeUs: number
+}
+
+export interface SeizeTreeOptions {
+  /** Give up (releasing everything) if a task does not stop within this many ms. Default 10000. */
+  timeoutMs?: number
+  /** Freeze this cgroup (v2 dir with cgroup.freeze, or a v1 freezer dir) before seizing. */
+  freezeCgroup?: string
+  /** Set PTRACE_O_SUSPEND_SECCOMP on tasks under seccomp (needed before injecting syscalls). */
+  suspendSeccomp?: boolean
+}
+
+export interface SendImagesOptions {
+  /** Directory holding pagemap-*.img and their pages-*.img. */
+  imagesDir: string
+  address: string
+  port: number
+  /** Task pagemaps to send (pagemap-PID.img). */
+  pids: Array<number>
+  /** Shared-memory pagemaps to send (pagemap-shmem-ID.img). */
+  shmemIds?: Array<number>
+}
+
+export interface SendImagesReport {
+  entries: number
+  pages: number
+  holes: number
+  /** Bytes written to the socket (headers + pages). */
+  bytes: number
+  elapsedNs: number
+}
+
+export interface ShmemDumpInfo {
+  /** The object's inode: CRIU's shmid (pagemap-shmem-<shmid>.img). */
+  shmid: bigint
+  size: bigint
+  pagesFile: string
+  /** `vaddr` counts from the start of the object. */
+  entries: Array<PagemapEntryInfo>
+  pagesWritten: number
+}
+
+export interface SigActionInfo {
+  signo: number
+  handler: bigint
+  flags: bigint
+  restorer: bigint
+  mask: bigint
+  /** SIGKILL/SIGSTOP: reported, but nobody can change them (restore skips them). */
+  fixed: boolean
+}
+
+export interface SignalSetsInfo {
+  blocked: bigint
+  ignored: bigint
+  caught: bigint
+  pending: bigint
+  sharedPending: bigint
+}
+
+export interface SocketInfo {
+  family: number
+  sockType: number
+  protocol: number
+  opts: SocketOptions
+  v6Only?: boolean
+  freebind: boolean
+  udpCork: boolean
+  unixFile?: UnixSocketFile
+}
+
+export interface SocketOptions {
+  sndbuf: number
+  rcvbuf: number
+  sndTmoSec: bigint
+  sndTmoUsec: bigint
+  rcvTmoSec: bigint
+  rcvTmoUsec: bigint
+  reuseaddr: boolean
+  reuseport: boolean
+  priority: number
+  rcvlowat: number
+  mark: number
+  passcred: boolean
+  passsec: boolean
+  dontroute: boolean
+  noCheck: boolean
+  broadcast: boolean
+  keepalive: boolean
+  oobinline: boolean
+  linger?: number
+  bufLock?: number
+  boundDev?: string
+  filter: Array<bigint>
+  tcpKeepcnt?: number
+  tcpKeepidle?: number
+  tcpKeepintvl?: number
+  acceptconn: boolean
+}
+
+export interface SyscallRestartInfo {
+  /** Stopped on the way out of a system call. */
+  inSyscall: boolean
+  syscallNr: number
+  /** The return register as the kernel left it (signed). */
+  result: bigint
+  /**
+   * none; restart (-ERESTARTSYS/-ERESTARTNOINTR/-ERESTARTNOHAND: the image re-runs the call);
+   * eintr (-ERESTART_RESTARTBLOCK: the call fails with EINTR after restore).
+   */
+  action: 'none' | 'restart' | 'eintr'
+  /** Instruction pointer and return register the image should hold. */
+  ip: bigint
+  ax: bigint
+}
+
+export interface TaskMiscInfo {
+  umask: number
+  dumpable: number
+  thpDisabled: boolean
+  childSubreaper: boolean
+  /** MEMBARRIER_CMD_GET_REGISTRATIONS; absent where the kernel lacks it. */
+  membarrierRegistrations?: bigint
+}
+
+export interface ThreadParasiteInfo {
+  tid: number
+  altstackSp: bigint
+  altstackFlags: number
+  altstackSize: bigint
+  clearTidAddr: bigint
+  pdeathSig: number
+  name: string
+  /** Blocked-signal mask before tsdump touched the thread. */
+  blocked: bigint
+  creds: CredsInfo
+}
+
+export interface ThreadRegsInfo {
+  arch: 'x86_64'
+  gpregs: GpRegsInfo
+  fpregs: FpRegsInfo
+  tls: Array<UserDescInfo>
+  /** NT_PRSTATUS and NT_PRFPREG as read. */
+  gpregsRaw: Buffer
+  fpregsRaw: Buffer
+}
+
+export interface ThreadStateInfo {
+  tid: number
+  pid: number
+  comm: string
+  state: string
+  regs: ThreadRegsInfo
+  /** Whether the stop interrupted a system call, and the IP/return register the image needs. */
+  syscallRestart: SyscallRestartInfo
+  /** PTRACE_GETSIGMASK */
+  blocked: bigint
+  /** Thread-private queued signals, oldest first (PTRACE_PEEKSIGINFO). */
+  pending: Array<PendingSignalInfo>
+  /** Process-wide queued signals (the same list for every thread of the process). */
+  sharedPending: Array<PendingSignalInfo>
+  /** This thread's credentials (/proc/PID/task/TID/status). */
+  creds: CredsInfo
+  seccompMode: number
+  seccompFilters: Array<SeccompFilterInfo>
+  /** null when no rseq area is registered */
+  rseq?: RseqInfo
+  sched: SchedInfo
+}
+
+/**
+ * timerfd_gettime on a duplicate of fd `fd` of `pid`: re-arms a periodic timer that expired
+ * unread (counting the missed periods into its ticks, as the task's own gettime or read would)
+ * and answers the time to its next expiry.
+ */
+export declare function timerfdSettle(pid: number, fd: number): TimerfdSettled
+
+export interface TimerfdSettled {
+  valueSec: number
+  valueNsec: number
+  intervalSec: number
+  intervalNsec: number
+}
+
+export interface TimerfdStateInfo {
+  clockid: number
+  ticks: bigint
+  settimeFlags: number
+  valueSec: bigint
+  valueNsec: bigint
+  intervalSec: bigint
+  intervalNsec: bigint
+}
+
+export interface TimeValue {
+  sec: number
+  /** Microseconds (itimers) or nanoseconds (POSIX timers). */
+  frac: number
+}
+
+export interface UnixSocketDiag {
+  ino: number
+  sockType: number
+  state: number
+  peer: number
+  /** Bound address bytes: empty, a path, or a leading NUL for an abstract name. */
+  name: Buffer
+  vfsDev?: number
+  vfsIno?: number
+  icons: Array<number>
+  rqlen: number
+  wqlen: number
+  shutdown: number
+}
+
+export interface UnixSocketFile {
+  mode: number
+  uid: number
+  gid: number
+  path: string
+  deleted: boolean
+}
+
+/** Every unix socket of this network namespace (unix_diag). */
+export declare function unixSockets(): Array<UnixSocketDiag>
+
+/** `user_desc_t`: one GDT TLS slot. */
+export interface UserDescInfo {
+  entryNumber: number
+  baseAddr: number
+  limit: number
+  seg32Bit: boolean
+  contents: number
+  readExecOnly: boolean
+  limitInPages: boolean
+  segNotPresent: boolean
+  usable: boolean
+}
+
+export interface VmaDumpInfo {
+  start: bigint
+  end: bigint
+  prot: number
+  shared: boolean
+  offset: bigint
+  dev: string
+  inode: bigint
+  path: string
+  vmFlags: Array<string>
+  decision: 'anon' | 'file-cow' | 'whole' | 'shmem' | 'file-shared' | 'skip' | 'unsupported'
+  reason: string
+  pagesDumped: number
+}
+
+export interface VmaInfo {
+  start: bigint
+  end: bigint
+  /** PROT_* bits */
+  prot: number
+  /** MAP_SHARED | MAP_PRIVATE, MAP_ANONYMOUS, MAP_GROWSDOWN bits */
+  flags: number
+  shared: boolean
+  /** File offset in bytes. */
+  pgoff: bigint
+  devMajor: number
+  devMinor: number
+  inode: bigint
+  path?: string
+  kind: 'file' | 'anon' | 'heap' | 'stack' | 'vdso' | 'vvar' | 'vvar_vclock' | 'vsyscall' | 'shmem_anon' | 'sysv_shm' | 'other'
+  deleted: boolean
+  vmFlags: Array<string>
+}
+
+/** `user_x86_xsave_entry`: arrays are empty for components the kernel does not expose. */
+export interface XsaveInfo {
+  xstateBv: bigint
+  xcompBv: bigint
+  /** Components the kernel exposes to user space (fx_sw_bytes.xfeatures). */
+  xfeatures: bigint
+  xstateSize: number
+  ymmhSpace: Array<number>
+  bndregState: Array<bigint>
+  bndcsrState: Array<bigint>
+  opmaskReg: Array<bigint>
+  zmmUpper: Array<bigint>
+  hi16Zmm: Array<bigint>
+  pkru: Array<number>
+  /** The NT_X86_XSTATE buffer as read. */
+  raw: Buffer
+}
+
+export interface ZombieInfo {
+  pid: number
+  ppid: number
+  pgid: number
+  sid: number
+  comm: string
+  /** Raw wait status (/proc/PID/stat exit_code): what CRIU stores as task_core.exit_code. */
+  exitCode: number
+  /** exit(2) status if it exited normally, else null. */
+  exitStatus?: number
+  /** Terminating signal if it was killed, else null. */
+  exitSignal?: number
 }

@@ -1,0 +1,33 @@
+// What every stage of one dump shares.
+import type { Session } from '../../native/index.js';
+import { callNative } from '../native.js';
+import type { DumpOptions } from './options.js';
+import type { DumpStats } from './stats.js';
+import type { FileTable } from './file-table.js';
+import type { KobjIds } from './kobj-ids.js';
+import type { Cancellation } from './cancellation.js';
+
+export interface DumpContext {
+  readonly options: DumpOptions;
+  readonly imagesDir: string;
+  readonly session: Session;
+  readonly stats: DumpStats;
+  readonly files: FileTable;
+  readonly kobjIds: KobjIds;
+  readonly cancellation: Cancellation;
+  readonly memoryMode: 'read' | 'vmsplice';
+  /** fd tables (files_id) already written: tasks sharing one are dumped once. */
+  readonly fdTablesDone: Set<number>;
+  nextPagesId: number;
+  /** True the first time `key` is asked about in this dump (objects dumped once, e.g. shmem). */
+  firstTime(key: string): boolean;
+  /** A native call, cancellable between calls, with the core's errors typed. */
+  call<T>(fn: () => Promise<T> | T): Promise<T>;
+}
+
+export function nativeCaller(cancellation: Cancellation) {
+  return async <T>(fn: () => Promise<T> | T): Promise<T> => {
+    cancellation.throwIfCancelled();
+    return callNative(fn);
+  };
+}

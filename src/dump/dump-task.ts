@@ -1,0 +1,96 @@
+// Dumping one process of a seized tree: everything the kernel and the task itself know about it,
+// turned into core-*, mm-, pagemap-, pages-, fdinfo-, fs- and ids- images.
+import { stat } from 'node:fs/promises';
+import { create } from '@bufbuild/protobuf';
+import { writeImage } from '../images/index.js';
+import { core_entrySchema, task_kobj_ids_entrySchema, type task_kobj_ids_entry } from '../images/gen/core_pb.js';
+import { mm_entrySchema } from '../images/gen/mm_pb.js';
+import { fs_entrySchema } from '../images/gen/fs_pb.js';
+import { fdinfo_entrySchema } from '../images/gen/fdinfo_pb.js';
+import { native } from '../native.js';
+import { TsdumpError } from '../errors.js';
+import type { ProcessInspection, SeizedProcessInfo } from '../../native/index.js';
+import { leaderCore, threadCore, type ThreadFacts } from './core-image.js';
+import { buildMm, writePagemap, writeShmemPagemap } from './mm-image.js';
+import type { DumpContext } from './context.js';
+
+export interface DumpedTask {
+  pid: number;
+  ids: task_kobj_ids_entry;
+  /** What the inspector found (later stages: file locks). */
+  proc: ProcessInspection;
+}
+
+export async function dumpTask(ctx: DumpContext, task: SeizedProcessInfo): Promise<DumpedTask> {
+  const { pid } = task;
+  const tids = task.threads.map((t) => t.tid);
+  const proc = await ctx.call(() => ctx.session.inspectProcess(pid));
+  const parasite = await ctx.call(() => ctx.session.parasiteInfo(pid, tids));
+  const threads: ThreadFacts[] = [];
+  for (const tid of tids) {
+    const state = await ctx.call(() => ctx.session.threadState(tid));
+    const info = parasite.threads.find((t) => t.tid === tid);
+    if (!info) throw new TsdumpError('PARASITE', `pid ${pid}: no parasite report for thread ${tid}`);
+    threads.push({ state, parasite: info, robustList: await ctx.call(() => native.robustList(tid)) });
+  }
+  const ids = ctx.kobjIds.idsOf(pid, proc.namespaces);
+
+  // Memory first among the images: CRIU numbers the exe and mapped files before fds.
+  const pagesId = ctx.nextPagesId++;
+  const memory = await ctx.stats.time('memdumpTime', () =>
+    ctx.call(() => ctx.session.dumpMemory(pid, { imagesDir: ctx.imagesDir, pagesId, mode: ctx.memoryMode })),
+  );
+  ctx.stats.counters.pagesScanned += memory.counts.scanned;
+  ctx.stats.counters.pagesWritten += memory.counts.written;
+  ctx.stats.counters.pagesZero += memory.counts.zero;
+  ctx.stats.timings.memwriteTime += Math.round(memory.timings.drainNs / 1000);
+  const mm = await buildMm(pid, proc, parasite, ctx.files);
+  await writeImage(ctx.imagesDir, `mm-${pid}.img`, mm_entrySchema, [mm]);
+  await writePagemap(ctx.imagesDir, pid, pagesId, memory, mm.vmas);
+  await dumpSharedAnon(ctx, pid, proc);
+
+  if (!ctx.fdTablesDone.has(ids.filesId)) {
+    ctx.fdTablesDone.add(ids.filesId);
+    const fdinfo = [];
+    for (const fd of proc.fds) fdinfo.push(await ctx.files.fd(pid, fd));
+    await writeImage(ctx.imagesDir, `fdinfo-${ids.filesId}.img`, fdinfo_entrySchema, fdinfo);
+  }
+
+  const cwd = proc.cwd ?? '/';
+  const root = proc.root ?? '/';
+  const [cwdStat, rootStat] = await Promise.all([stat(`/proc/${pid}/cwd`), stat(`/proc/${pid}/root`)]);
+  const fsEntry = create(fs_entrySchema, {
+    cwdId: await ctx.files.newPathFile(cwd, 0, { mode: cwdStat.mode }),
+    rootId: await ctx.files.newPathFile(root, 0, { mode: rootStat.mode }),
+    umask: parasite.misc.umask,
+  });
+  await writeImage(ctx.imagesDir, `fs-${pid}.img`, fs_entrySchema, [fsEntry]);
+
+  const leader = threads[0]!;
+  const stopSignal = task.threads[0]?.stopSignal;
+  await writeImage(ctx.imagesDir, `core-${pid}.img`, core_entrySchema, [
+    leaderCore(leader, { proc, parasite, stopped: task.stopped, ...(stopSignal ? { stopSignal } : {}) }),
+  ]);
+  for (const t of threads.slice(1)) {
+    await writeImage(ctx.imagesDir, `core-${t.state.tid}.img`, core_entrySchema, [threadCore(t)]);
+  }
+  await writeImage(ctx.imagesDir, `ids-${pid}.img`, task_kobj_ids_entrySchema, [create(task_kobj_ids_entrySchema, ids)]);
+  return { pid, ids, proc };
+}
+
+/**
+ * Shared anonymous objects are dumped once per object (by inode), through the first task that
+ * maps them, into their own pagemap-shmem-INO.img and pages file, as CRIU does.
+ */
+async function dumpSharedAnon(ctx: DumpContext, pid: number, proc: ProcessInspection): Promise<void> {
+  for (const vma of proc.vmas) {
+    if (vma.kind !== 'shmem_anon' || !ctx.firstTime(`shmem:${vma.inode}`)) continue;
+    const pagesId = ctx.nextPagesId++;
+    const shmem = await ctx.call(() =>
+      ctx.session.dumpShmem(pid, { imagesDir: ctx.imagesDir, pagesId, start: vma.start, end: vma.end }),
+    );
+    ctx.stats.counters.shpagesScanned += Number((vma.end - vma.start) / 4096n);
+    ctx.stats.counters.shpagesWritten += shmem.pagesWritten;
+    await writeShmemPagemap(ctx.imagesDir, shmem, pagesId);
+  }
+}

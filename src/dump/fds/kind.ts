@@ -1,0 +1,50 @@
+// One module per kind of open file (regular file, pipe, eventfd, socket, ...). The file table
+// (../file-table.ts) finds the kind of each fd, gives every open file description one id, and
+// writes the file_entry the kind builds; kinds write their extra images (pipe data, socket
+// queues, ...) through the context.
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import type { file_entrySchema } from '../../images/gen/fdinfo_pb.js';
+import type { ImageWriter } from '../../images/index.js';
+import type { FdInfoEntry } from '../../../native/index.js';
+
+export type FileEntryInit = MessageInitShape<typeof file_entrySchema>;
+
+export interface FdKindContext {
+  readonly pid: number;
+  readonly fd: FdInfoEntry;
+  /** The id this open file description gets in files.img. */
+  readonly id: number;
+  /** open(2) flags of the description, O_CLOEXEC (a per-fd flag) removed. */
+  readonly fileFlags: number;
+  /** The file owner (F_SETOWN) as CRIU's fown_entry wants it. */
+  readonly fown: { uid: number; euid: number; signum: number; pidType: number; pid: number };
+  /** A dump-wide extra image (pipes-data.img, sk-queues.img, ...), created on first use. */
+  image(fileName: string): Promise<ImageWriter>;
+  /** True the first time `key` is asked about in this dump (for per-object data, e.g. a pipe's bytes). */
+  firstTime(key: string): boolean;
+  /** Appends one more file_entry to files.img (a FIFO's path entry shares the FIFO's id). */
+  fileEntry(entry: FileEntryInit): Promise<void>;
+  /** Largest deleted-but-open file kept as a ghost file (--ghost-limit), bytes. */
+  readonly ghostLimit: number;
+  /** Registers a file opened by path (for kinds that refer to one) and answers its id. */
+  pathFile(path: string, flags: number, st: { mode: number; size?: bigint }): Promise<number>;
+}
+
+export interface FdKind {
+  /** Plural, for messages: "eventfds", "unix sockets". */
+  readonly name: string;
+  matches(fd: FdInfoEntry): boolean;
+  /** The file_entry of a new open description; called once per description. */
+  entry(c: FdKindContext): Promise<FileEntryInit>;
+}
+
+/** The inode behind a `pipe:[N]` / `socket:[N]` link target, if it is one of those. */
+export function linkInode(target: string, prefix: string): bigint | undefined {
+  const m = new RegExp(`^${prefix}:\\[(\\d+)\\]$`).exec(target);
+  return m ? BigInt(m[1]!) : undefined;
+}
+
+export const S_IFMT = 0o170000;
+export const S_IFREG = 0o100000;
+export const S_IFIFO = 0o010000;
+export const S_IFCHR = 0o020000;

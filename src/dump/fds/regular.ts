@@ -1,0 +1,40 @@
+// Regular files, directories and character devices (/dev/null, /dev/zero, ...): CRIU's REG.
+import { fd_types } from '../../images/gen/fdinfo_pb.js';
+import { S_IFIFO, S_IFMT, S_IFREG, type FdKind } from './kind.js';
+
+/** Terminals are their own kind (TTY): restore must re-attach them, not reopen a path. */
+const TERMINAL = /^\/dev\/(pts\/|tty|console$)/;
+
+const O_ACCMODE = 3;
+const O_WRONLY = 1;
+const O_APPEND = 0o2000;
+
+/**
+ * A write-only O_APPEND file (a log) keeps growing while the tree runs on; its size is not
+ * recorded, or restore would refuse the grown file (CRIU's rule too).
+ */
+const growingLog = (flags: number) => (flags & O_ACCMODE) === O_WRONLY && (flags & O_APPEND) !== 0;
+
+export const regularFiles: FdKind = {
+  name: 'regular files',
+  matches: (fd) =>
+    fd.target.startsWith('/') &&
+    !fd.target.endsWith(' (deleted)') &&
+    (fd.mode & S_IFMT) !== S_IFIFO &&
+    !TERMINAL.test(fd.target),
+  async entry({ id, fd, fileFlags, fown }) {
+    return {
+      type: fd_types.REG,
+      id,
+      reg: {
+        id,
+        flags: fileFlags,
+        pos: fd.pos,
+        fown,
+        name: fd.target,
+        mode: fd.mode,
+        ...((fd.mode & S_IFMT) === S_IFREG && !growingLog(fileFlags) ? { size: fd.size } : {}),
+      },
+    };
+  },
+};

@@ -1,0 +1,130 @@
+// The dump-wide table of open files (files.img). CRIU gives every open file description one id,
+// shared by all fds (in any task) that refer to it, and by the mappings, exe link, cwd and root
+// that name the same file; fdinfo-N.img then maps each task's fd numbers to those ids. What each
+// kind of file records lives in ./fds/.
+import { create } from '@bufbuild/protobuf';
+import { ImageWriter } from '../images/index.js';
+import { file_entrySchema, fdinfo_entrySchema, fd_types, type fdinfo_entry } from '../images/gen/fdinfo_pb.js';
+import { native } from '../native.js';
+import { TsdumpError } from '../errors.js';
+import type { FdInfoEntry } from '../../native/index.js';
+import { S_IFMT, S_IFREG, type FdKind, type FdKindContext } from './fds/kind.js';
+import { FD_KINDS } from './fds/index.js';
+
+const O_CLOEXEC = 0o2000000;
+const FD_CLOEXEC = 1;
+
+/** CRIU's default --ghost-limit. */
+const DEFAULT_GHOST_LIMIT = 1 << 20;
+
+const noOwner = () => ({ uid: 0, euid: 0, signum: 0, pidType: 0, pid: 0 });
+
+interface OpenDescription {
+  pid: number;
+  fd: number;
+  id: number;
+  type: fd_types;
+}
+
+export class FileTable {
+  private nextId = 1;
+  private readonly byPath = new Map<string, number>();
+  /** Open descriptions seen so far, by (dev, ino), to find shared ones with kcmp. */
+  private readonly descriptions = new Map<string, OpenDescription[]>();
+  private readonly extraImages = new Map<string, Promise<ImageWriter>>();
+  private readonly seenKeys = new Set<string>();
+
+  private constructor(
+    private readonly dir: string,
+    private readonly files: ImageWriter,
+    private readonly ghostLimit = DEFAULT_GHOST_LIMIT,
+  ) {}
+
+  static async create(dir: string, opts: { ghostLimit?: number } = {}): Promise<FileTable> {
+    return new FileTable(dir, await ImageWriter.create(dir, 'files.img'), opts.ghostLimit ?? DEFAULT_GHOST_LIMIT);
+  }
+
+  /** The id of a file opened by path (exe, mappings): one per (path, flags) in the dump. */
+  async pathFile(path: string, flags: number, st: { mode: number; size?: bigint }): Promise<number> {
+    const key = `${flags}\0${path}`;
+    const known = this.byPath.get(key);
+    if (known !== undefined) return known;
+    const id = await this.newPathFile(path, flags, st);
+    this.byPath.set(key, id);
+    return id;
+  }
+
+  /** A file entry of its own for a path (a task's cwd and root each get one, as in CRIU). */
+  async newPathFile(path: string, flags: number, st: { mode: number; size?: bigint }): Promise<number> {
+    const id = this.nextId++;
+    const reg = { id, flags, pos: 0n, fown: noOwner(), name: path, mode: st.mode };
+    const sized = (st.mode & S_IFMT) === S_IFREG && st.size !== undefined ? { size: st.size } : {};
+    await this.files.append(file_entrySchema, create(file_entrySchema, { type: fd_types.REG, id, reg: { ...reg, ...sized } }));
+    return id;
+  }
+
+  /** Dumps the open file behind `fd` of `pid` (once per open description); its fdinfo entry. */
+  async fd(pid: number, fd: FdInfoEntry): Promise<fdinfo_entry> {
+    const kind = FD_KINDS.find((k) => k.matches(fd));
+    if (!kind) throw unsupported(pid, fd);
+    const { id, type } = await this.description(pid, fd, kind);
+    return create(fdinfo_entrySchema, { id, flags: fd.flags & O_CLOEXEC ? FD_CLOEXEC : 0, type, fd: fd.fd });
+  }
+
+  async close(): Promise<void> {
+    await this.files.close();
+    for (const w of this.extraImages.values()) await (await w).close();
+  }
+
+  /** The id of the open description behind (pid, fd): an earlier one if kcmp says shared. */
+  private async description(pid: number, fd: FdInfoEntry, kind: FdKind): Promise<{ id: number; type: fd_types }> {
+    const key = `${fd.dev}:${fd.ino}`;
+    const seen = this.descriptions.get(key) ?? [];
+    for (const d of seen) {
+      if (native.kcmp(d.pid, pid, 'file', d.fd, fd.fd)) return d;
+    }
+    const id = this.nextId++;
+    const entry = await kind.entry(this.kindContext(pid, fd, id));
+    const message = create(file_entrySchema, entry);
+    await this.files.append(file_entrySchema, message);
+    const description = { pid, fd: fd.fd, id, type: message.type };
+    seen.push(description);
+    this.descriptions.set(key, seen);
+    return description;
+  }
+
+  private kindContext(pid: number, fd: FdInfoEntry, id: number): FdKindContext {
+    return {
+      pid,
+      fd,
+      id,
+      fileFlags: fd.flags & ~O_CLOEXEC,
+      fown: noOwner(),
+      image: (fileName) => {
+        let w = this.extraImages.get(fileName);
+        if (!w) this.extraImages.set(fileName, (w = ImageWriter.create(this.dir, fileName)));
+        return w;
+      },
+      firstTime: (key) => !this.seenKeys.has(key) && !!this.seenKeys.add(key),
+      pathFile: (path, flags, st) => this.pathFile(path, flags, st),
+      fileEntry: (entry) => this.files.append(file_entrySchema, create(file_entrySchema, entry)),
+      ghostLimit: this.ghostLimit,
+    };
+  }
+}
+
+function describeTarget(target: string): string {
+  if (target.endsWith(' (deleted)')) return 'deleted files';
+  const anon = /^anon_inode:\[?([^\]]+)\]?$/.exec(target);
+  if (anon) return `${anon[1]} descriptors`;
+  const m = /^(\w+):\[/.exec(target);
+  if (m) return `${m[1]}s`;
+  return 'this kind of file';
+}
+
+function unsupported(pid: number, fd: FdInfoEntry): TsdumpError {
+  return new TsdumpError(
+    'UNSUPPORTED_FD',
+    `pid ${pid}: fd ${fd.fd} (${fd.target}): tsdump cannot dump ${describeTarget(fd.target)} yet; close it or leave the process out of the tree`,
+  );
+}

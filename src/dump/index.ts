@@ -1,0 +1,196 @@
+// `tsdump dump`: the flow, stage by stage (compare ../shared/DESIGN.md and CRIU's cr_dump_tasks).
+// Each stage lives in its own module; this file is the table of contents.
+import { readFile } from 'node:fs/promises';
+import { native } from '../native.js';
+import { TsdumpError } from '../errors.js';
+import type { SeizedTreeInfo, Session } from '../../native/index.js';
+import type { DumpOptions } from './options.js';
+import { prepareImagesDir } from './images-dir.js';
+import { ActionScripts } from '../action-scripts.js';
+import { loadPlugins, type PluginHost } from '../plugins/index.js';
+import { DumpStats, type DumpCounters, type DumpTimings } from './stats.js';
+import { Cancellation } from './cancellation.js';
+import { nativeCaller, type DumpContext } from './context.js';
+import { FileTable } from './file-table.js';
+import { configureSocketDump } from './fds/socket-diag.js';
+import { KobjIds } from './kobj-ids.js';
+import { dumpTask, type DumpedTask } from './dump-task.js';
+import { writePstree } from './write-pstree.js';
+import { treeOrder, type TreeMember } from './tree-order.js';
+import { writeImage } from '../images/index.js';
+import { core_entrySchema } from '../images/gen/core_pb.js';
+import { zombieCore } from './core-image.js';
+import { writeStats } from './write-stats.js';
+import { writeInventory } from './write-inventory.js';
+
+export type { DumpOptions } from './options.js';
+
+/**
+ * The DumpOptions this flow acts on. The CLI refuses any other option by name rather than let it
+ * be silently ignored.
+ */
+export const SUPPORTED_DUMP_OPTIONS: readonly (keyof DumpOptions)[] = [
+  'pid',
+  'imagesDir',
+  'workDir',
+  'leaveRunning',
+  'leaveStopped',
+  'shellJob',
+  'extUnixSk',
+  'timeout',
+  'freezeCgroup',
+  'actionScripts',
+  'libDir',
+  'signal',
+  'logFile',
+  'verbosity',
+  'displayStats',
+  'log',
+];
+
+export interface DumpEvents {
+  /** A stage begins (names follow ../shared/DESIGN.md). */
+  stage?(name: string): void;
+}
+
+export interface DumpResult {
+  imagesDir: string;
+  /** The dumped processes, root first: pid, parent and threads. */
+  processes: { pid: number; ppid: number; threads: number[] }[];
+  counters: DumpCounters;
+  /** Microseconds. */
+  timings: DumpTimings;
+  /** What happened to the tree afterwards. */
+  released: 'killed' | 'running' | 'stopped';
+}
+
+export async function dump(options: DumpOptions, events: DumpEvents = {}): Promise<DumpResult> {
+  const stage = (name: string) => events.stage?.(name);
+  const stats = new DumpStats();
+  const cancellation = new Cancellation(options.signal);
+  const session = new native.Session();
+  const call = nativeCaller(cancellation);
+  let plugins: PluginHost | undefined;
+  let succeeded = false;
+  try {
+    stage('prepare images dir');
+    const imagesDir = await prepareImagesDir(options.imagesDir);
+    const log = options.log;
+    const scripts = new ActionScripts(options.actionScripts ?? [], { imagesDir, initPid: options.pid, ...(log ? { log } : {}) });
+    stage('load plugins');
+    plugins = await loadPlugins(options.libDir, { stage: 'dump', imagesDir, ...(log ? { log } : {}) });
+    stage('pre-dump scripts');
+    await scripts.run('pre-dump');
+    cancellation.throwIfCancelled();
+
+    await refuseOwnChild(options.pid);
+    stage('collect pstree');
+    const tree = await stats.time('freezingTime', () =>
+      call(() =>
+        session.seizeTree(options.pid, {
+          ...(options.timeout ? { timeoutMs: options.timeout * 1000 } : {}),
+          ...(options.freezeCgroup ? { freezeCgroup: options.freezeCgroup } : {}),
+        }),
+      ),
+    );
+    stats.markFrozen();
+    configureSocketDump({ extUnixSk: !!options.extUnixSk, tcpEstablished: !!options.tcpEstablished, pids: tree.processes.map((p) => p.pid) });
+    try {
+      const kobjIds = new KobjIds();
+      const seenOnce = new Set<string>();
+      const ctx: DumpContext = {
+        options,
+        imagesDir,
+        session,
+        stats,
+        files: await FileTable.create(imagesDir),
+        kobjIds,
+        cancellation,
+        memoryMode: 'vmsplice',
+        fdTablesDone: new Set(),
+        nextPagesId: 1,
+        firstTime: (key) => !seenOnce.has(key) && !!seenOnce.add(key),
+        call,
+      };
+      const members = treeOrder(tree);
+      const tasks = await dumpTree(ctx, members, stage);
+      await ctx.files.close();
+      stage('dump pstree');
+      await writePstree(imagesDir, tree.root, members);
+      cancellation.throwIfCancelled();
+      stats.markReleased();
+      stats.finish();
+      await writeStats(imagesDir, stats);
+      stage('write inventory');
+      await writeInventory(imagesDir, { rootIds: kobjIds.dumperIds() });
+      // CRIU runs post-dump before the tree is killed: a failing script keeps it alive.
+      stage('post-dump scripts');
+      await scripts.run('post-dump');
+    } catch (err) {
+      await releaseAfterFailure(session, err);
+      throw err;
+    }
+
+    stage('finish');
+    const released = options.leaveRunning ? 'running' : options.leaveStopped ? 'stopped' : 'killed';
+    await call(() => session.releaseTree({ mode: released === 'running' ? 'resume' : released === 'stopped' ? 'stop' : 'kill' }));
+    succeeded = true;
+    return {
+      imagesDir,
+      processes: tree.processes.map((p) => ({ pid: p.pid, ppid: p.ppid, threads: p.threads.map((t) => t.tid) })),
+      counters: stats.counters,
+      timings: stats.timings,
+      released,
+    };
+  } finally {
+    session.close();
+    cancellation.dispose();
+    await plugins?.exit(succeeded);
+  }
+}
+
+async function dumpTree(ctx: DumpContext, members: readonly TreeMember[], stage: (name: string) => void): Promise<DumpedTask[]> {
+  const tasks: DumpedTask[] = [];
+  for (const m of members) {
+    ctx.cancellation.throwIfCancelled();
+    if (m.kind === 'zombie') {
+      await writeImage(ctx.imagesDir, `core-${m.zombie.pid}.img`, core_entrySchema, [zombieCore(m.zombie)]);
+      continue;
+    }
+    stage(`dump task ${m.proc.pid}`);
+    tasks.push(await dumpTask(ctx, m.proc));
+  }
+  return tasks;
+}
+
+/** Puts the tree back as it was; the dump's own error is what the caller hears about. */
+async function releaseAfterFailure(session: Session, cause: unknown): Promise<void> {
+  try {
+    await session.releaseTree({ mode: 'resume' });
+  } catch (releaseErr) {
+    const msg = releaseErr instanceof Error ? releaseErr.message : String(releaseErr);
+    if (cause instanceof Error) cause.message += ` (and releasing the tree failed: ${msg})`;
+  }
+}
+
+/**
+ * Node reaps its children on SIGCHLD with waitpid(), which also collects the ptrace stops meant
+ * for our tracer thread: libuv then reports a false exit and never reaps the real one. A tree
+ * rooted at a child of this process must be dumped from another process (e.g. the tsdump CLI).
+ */
+async function refuseOwnChild(pid: number): Promise<void> {
+  let stat: string;
+  try {
+    stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return; // the freezer reports a missing or inaccessible pid with its own typed error
+  }
+  const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  if (ppid === process.pid) {
+    throw new TsdumpError(
+      'REFUSED_TARGET',
+      `pid ${pid} is a child of this process (${process.pid}); Node's child reaping would steal ptrace stops. ` +
+        'Dump it from another process, e.g. `npx tsdump dump -t ' + pid + '`',
+    );
+  }
+}

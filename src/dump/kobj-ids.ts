@@ -1,0 +1,90 @@
+// Which tasks share kernel objects. CRIU numbers each kind of object (mm, fd table, fs, signal
+// handlers) separately and every namespace from one counter; restore recreates sharing from
+// equal ids. Sharing is decided with kcmp(2) against one representative per id.
+import { statSync } from 'node:fs';
+import { native } from '../native.js';
+import type { task_kobj_ids_entry } from '../images/gen/core_pb.js';
+import { create } from '@bufbuild/protobuf';
+import { task_kobj_ids_entrySchema } from '../images/gen/core_pb.js';
+
+type KobjKind = 'vm' | 'files' | 'fs' | 'sighand';
+const KOBJ_KINDS: readonly KobjKind[] = ['vm', 'files', 'fs', 'sighand'];
+
+/** Namespaces in the order CRIU numbers them, with the ids-img field each one fills. */
+const NS_ORDER = [
+  ['pid', 'pidNsId'],
+  ['net', 'netNsId'],
+  ['ipc', 'ipcNsId'],
+  ['uts', 'utsNsId'],
+  ['time', 'timeNsId'],
+  ['mnt', 'mntNsId'],
+  ['user', 'userNsId'],
+  ['cgroup', 'cgroupNsId'],
+] as const;
+
+export interface NamespaceRef {
+  kind: string;
+  inode: bigint;
+}
+
+export class KobjIds {
+  private readonly reps = new Map<KobjKind, { pid: number; id: number }[]>();
+  private readonly ns = new Map<string, number>();
+  private nextNsId = 1;
+
+  constructor() {
+    // tsdump itself takes id 1 of every kind, as CRIU does: the tree never shares with us.
+    for (const kind of KOBJ_KINDS) this.reps.set(kind, [{ pid: process.pid, id: 1 }]);
+  }
+
+  /** The ids of process `pid` (namespaces from its /proc/PID/ns inodes). */
+  idsOf(pid: number, namespaces: readonly NamespaceRef[]): task_kobj_ids_entry {
+    const ids = create(task_kobj_ids_entrySchema, {
+      vmId: this.kobjId('vm', pid),
+      filesId: this.kobjId('files', pid),
+      fsId: this.kobjId('fs', pid),
+      sighandId: this.kobjId('sighand', pid),
+    });
+    for (const [kind, field] of NS_ORDER) {
+      const ns = namespaces.find((n) => n.kind === kind);
+      if (ns) ids[field] = this.nsId(kind, ns.inode);
+    }
+    return ids;
+  }
+
+  /**
+   * inventory.img's root_ids: the ids of the dumper itself, which restore treats as the root
+   * task's parent (equal namespace ids mean "inherited", equal files_id would mean a shared fd
+   * table with the restorer).
+   */
+  dumperIds(): task_kobj_ids_entry {
+    const namespaces = NS_ORDER.flatMap(([kind]) => {
+      try {
+        return [{ kind, inode: BigInt(statSync(`/proc/self/ns/${kind}`).ino) }];
+      } catch {
+        return []; // a namespace kind this kernel lacks
+      }
+    });
+    return this.idsOf(process.pid, namespaces);
+  }
+
+  private kobjId(kind: KobjKind, pid: number): number {
+    const reps = this.reps.get(kind)!;
+    for (const rep of reps) {
+      if (rep.pid === pid || native.kcmp(rep.pid, pid, kind)) return rep.id;
+    }
+    const id = reps.length + 1;
+    reps.push({ pid, id });
+    return id;
+  }
+
+  private nsId(kind: string, inode: bigint): number {
+    const key = `${kind}:${inode}`;
+    let id = this.ns.get(key);
+    if (id === undefined) {
+      id = this.nextNsId++;
+      this.ns.set(key, id);
+    }
+    return id;
+  }
+}

@@ -1,0 +1,200 @@
+// mm-PID.img (the address space: mm fields, VMAs, auxv) and pagemap-PID.img (which pages of it
+// are in pages-N.img). Page data itself is drained by the Rust core, never here.
+import { stat } from 'node:fs/promises';
+import { create } from '@bufbuild/protobuf';
+import { mm_entrySchema, type mm_entry } from '../images/gen/mm_pb.js';
+import { vma_entrySchema, type vma_entry } from '../images/gen/vma_pb.js';
+import { pagemap_headSchema, pagemap_entrySchema } from '../images/gen/pagemap_pb.js';
+import { ImageWriter, pagemapEntry } from '../images/index.js';
+import { TsdumpError } from '../errors.js';
+import type { MemoryDump, ParasiteInfo, ProcessInspection, ShmemDumpInfo, VmaInfo } from '../../native/index.js';
+import type { FileTable } from './file-table.js';
+
+const MAP_SHARED = 0x1;
+const MAP_PRIVATE = 0x2;
+const MAP_ANONYMOUS = 0x20;
+const MAP_GROWSDOWN = 0x100;
+const PROT_WRITE = 0x2;
+const O_RDWR = 2;
+
+// vma_entry.status bits (CRIU's VMA_AREA_* / VMA_*).
+const VMA_AREA_REGULAR = 1 << 0;
+const VMA_AREA_VSYSCALL = 1 << 2;
+const VMA_AREA_VDSO = 1 << 3;
+const VMA_AREA_HEAP = 1 << 5;
+const VMA_FILE_PRIVATE = 1 << 6;
+const VMA_FILE_SHARED = 1 << 7;
+const VMA_ANON_SHARED = 1 << 8;
+const VMA_ANON_PRIVATE = 1 << 9;
+const VMA_AREA_VVAR = 1 << 12;
+
+/** VmFlags mnemonics that CRIU replays with madvise, and the advice number each stands for. */
+const MADVISE_FLAGS: Readonly<Record<string, number>> = {
+  dc: 10, // MADV_DONTFORK
+  mg: 12, // MADV_MERGEABLE
+  hg: 14, // MADV_HUGEPAGE
+  nh: 15, // MADV_NOHUGEPAGE
+  dd: 16, // MADV_DONTDUMP
+  wf: 18, // MADV_WIPEONFORK
+};
+
+function madvise(vma: VmaInfo): bigint {
+  let bits = 0n;
+  for (const f of vma.vmFlags) {
+    const advice = MADVISE_FLAGS[f];
+    if (advice !== undefined) bits |= 1n << BigInt(advice);
+  }
+  return bits;
+}
+
+const AT_NULL = 0n;
+
+export async function buildMm(
+  pid: number,
+  proc: ProcessInspection,
+  parasite: ParasiteInfo,
+  files: FileTable,
+): Promise<mm_entry> {
+  if (!proc.exe) throw new TsdumpError('PROCFS', `pid ${pid}: /proc/${pid}/exe has no target`);
+  const exeStat = await stat(`/proc/${pid}/exe`);
+  const exeFileId = await files.pathFile(proc.exe, 0, { mode: exeStat.mode, size: BigInt(exeStat.size) });
+  const vmas: vma_entry[] = [];
+  for (const vma of proc.vmas) {
+    const entry = await vmaEntry(pid, vma, files);
+    const prev = vmas.at(-1);
+    // [vvar_vclock] (6.13+) is the tail of the vvar area: CRIU keeps the two as one VMA.
+    if (vma.kind === 'vvar_vclock' && prev && prev.status & VMA_AREA_VVAR && prev.end === vma.start) {
+      prev.end = vma.end;
+      continue;
+    }
+    vmas.push(entry);
+  }
+  const auxv: bigint[] = [];
+  for (const { key, value } of proc.auxv) {
+    if (key === AT_NULL) break;
+    auxv.push(key, value);
+  }
+  const { mm } = proc;
+  return create(mm_entrySchema, {
+    mmStartCode: mm.startCode,
+    mmEndCode: mm.endCode,
+    mmStartData: mm.startData,
+    mmEndData: mm.endData,
+    mmStartStack: mm.startStack,
+    mmStartBrk: mm.startBrk,
+    mmBrk: mm.brk,
+    mmArgStart: mm.argStart,
+    mmArgEnd: mm.argEnd,
+    mmEnvStart: mm.envStart,
+    mmEnvEnd: mm.envEnd,
+    exeFileId,
+    mmSavedAuxv: auxv,
+    vmas,
+    dumpable: parasite.misc.dumpable,
+    thpDisabled: parasite.misc.thpDisabled,
+  });
+}
+
+async function vmaEntry(pid: number, vma: VmaInfo, files: FileTable): Promise<vma_entry> {
+  const base = {
+    start: vma.start,
+    end: vma.end,
+    pgoff: 0n,
+    shmid: 0n,
+    prot: vma.prot,
+    fd: -1n,
+  };
+  const madv = madvise(vma);
+  const entry = (fields: { flags: number; status: number; pgoff?: bigint; shmid?: bigint; fdflags?: number }): vma_entry => {
+    const e = create(vma_entrySchema, { ...base, ...fields });
+    if (madv) e.madv = madv;
+    return e;
+  };
+  const anon = MAP_PRIVATE | MAP_ANONYMOUS | (vma.vmFlags.includes('gd') ? MAP_GROWSDOWN : 0);
+  const at = `pid ${pid}: VMA ${vma.start.toString(16)}-${vma.end.toString(16)}`;
+  switch (vma.kind) {
+    case 'vsyscall':
+      return entry({ flags: anon, status: VMA_AREA_VSYSCALL | VMA_ANON_PRIVATE });
+    case 'vvar':
+    case 'vvar_vclock':
+      return entry({ flags: anon, status: VMA_AREA_REGULAR | VMA_ANON_PRIVATE | VMA_AREA_VVAR });
+    case 'vdso':
+      return entry({ flags: anon, status: VMA_AREA_REGULAR | VMA_AREA_VDSO | VMA_ANON_PRIVATE });
+    case 'heap':
+      return entry({ flags: anon, status: VMA_AREA_REGULAR | VMA_AREA_HEAP | VMA_ANON_PRIVATE });
+    case 'stack':
+    case 'anon':
+      if (vma.shared) break;
+      return entry({ flags: anon, status: VMA_AREA_REGULAR | VMA_ANON_PRIVATE });
+    case 'shmem_anon':
+      // MAP_SHARED|MAP_ANONYMOUS: the object (named by its inode) is dumped once, see dumpShmem.
+      return entry({
+        pgoff: vma.pgoff,
+        shmid: vma.inode,
+        flags: MAP_SHARED | MAP_ANONYMOUS,
+        status: VMA_AREA_REGULAR | VMA_ANON_SHARED,
+      });
+    case 'file': {
+      if (vma.deleted || !vma.path) break;
+      const writable = vma.shared && (vma.prot & PROT_WRITE || vma.vmFlags.includes('mw'));
+      const fdflags = writable ? O_RDWR : 0;
+      const st = await stat(`/proc/${pid}/map_files/${vma.start.toString(16)}-${vma.end.toString(16)}`);
+      const id = await files.pathFile(vma.path, fdflags, { mode: st.mode, size: BigInt(st.size) });
+      return entry({
+        pgoff: vma.pgoff,
+        shmid: BigInt(id),
+        flags: vma.shared ? MAP_SHARED : MAP_PRIVATE,
+        status: VMA_AREA_REGULAR | (vma.shared ? VMA_FILE_SHARED : VMA_FILE_PRIVATE),
+        fdflags,
+      });
+    }
+    default:
+      break;
+  }
+  const what = vma.deleted ? `mapping of deleted file ${vma.path ?? ''}` : `${vma.kind}${vma.shared ? ' shared' : ''} mapping ${vma.path ?? ''}`;
+  throw new TsdumpError('UNSUPPORTED_VMA', `${at}: tsdump cannot dump a ${what.trim()} yet`);
+}
+
+const PAGE_SIZE = 4096n;
+const PE_LAZY = 1 << 1;
+
+/** Private anonymous memory can be served lazily (userfaultfd) at restore, as CRIU marks it. */
+function lazyCapable(vma: vma_entry): boolean {
+  const special = VMA_AREA_VDSO | VMA_AREA_VSYSCALL | VMA_AREA_VVAR;
+  return (vma.flags & (MAP_ANONYMOUS | MAP_PRIVATE)) === (MAP_ANONYMOUS | MAP_PRIVATE) && (vma.status & special) === 0;
+}
+
+/**
+ * pagemap-PID.img: the drained runs, marked lazy where CRIU would, and merged where runs touch
+ * with equal flags (the pages file holds them back to back either way).
+ */
+export async function writePagemap(dir: string, pid: number, pagesId: number, memory: MemoryDump, vmas: readonly vma_entry[]): Promise<void> {
+  const runs: { vaddr: bigint; nrPages: number; flags: number }[] = [];
+  let v = 0;
+  for (const e of memory.entries) {
+    while (v < vmas.length && vmas[v]!.end <= e.vaddr) v++;
+    const vma = vmas[v];
+    const flags = vma && vma.start <= e.vaddr && lazyCapable(vma) ? e.flags | PE_LAZY : e.flags;
+    const prev = runs.at(-1);
+    if (prev && prev.flags === flags && prev.vaddr + BigInt(prev.nrPages) * PAGE_SIZE === e.vaddr) prev.nrPages += e.nrPages;
+    else runs.push({ vaddr: e.vaddr, nrPages: e.nrPages, flags });
+  }
+  const w = await ImageWriter.create(dir, `pagemap-${pid}.img`);
+  try {
+    await w.append(pagemap_headSchema, create(pagemap_headSchema, { pagesId }));
+    for (const r of runs) await w.append(pagemap_entrySchema, pagemapEntry(r.vaddr, r.nrPages, r.flags));
+  } finally {
+    await w.close();
+  }
+}
+
+/** pagemap-shmem-INO.img: a shared anonymous object's pages, addressed by offset in the object. */
+export async function writeShmemPagemap(dir: string, shmem: ShmemDumpInfo, pagesId: number): Promise<void> {
+  const w = await ImageWriter.create(dir, `pagemap-shmem-${shmem.shmid}.img`);
+  try {
+    await w.append(pagemap_headSchema, create(pagemap_headSchema, { pagesId }));
+    for (const e of shmem.entries) await w.append(pagemap_entrySchema, pagemapEntry(e.vaddr, e.nrPages, e.flags));
+  } finally {
+    await w.close();
+  }
+}

@@ -1,0 +1,31 @@
+// inventory.img: the commit point of a dump. It is written last, after every other image is on
+// disk, so a directory without it is an interrupted dump and `criu restore` refuses it.
+import { randomUUID } from 'node:crypto';
+import { create } from '@bufbuild/protobuf';
+import { writeImage } from '../images/index.js';
+import { inventory_entrySchema, lsmtype } from '../images/gen/inventory_pb.js';
+import type { task_kobj_ids_entry } from '../images/gen/core_pb.js';
+
+/** CRIU's image format version that fdinfo-per-id and ns-per-id images belong to. */
+const IMG_VERSION = 2;
+
+export interface InventoryFacts {
+  rootIds: task_kobj_ids_entry;
+  rootCgSet?: number;
+  plugins?: string[];
+}
+
+export async function writeInventory(dir: string, facts: InventoryFacts): Promise<void> {
+  const entry = create(inventory_entrySchema, {
+    imgVersion: IMG_VERSION,
+    fdinfoPerId: true,
+    rootIds: facts.rootIds,
+    nsPerId: true,
+    lsmtype: lsmtype.NO_LSM,
+    networkLockMethod: 0,
+    pluginsEntry: { plugins: facts.plugins ?? [] },
+    dumpCriuRunId: randomUUID(),
+    ...(facts.rootCgSet !== undefined ? { rootCgSet: facts.rootCgSet } : {}),
+  });
+  await writeImage(dir, 'inventory.img', inventory_entrySchema, [entry]);
+}
