@@ -12,7 +12,6 @@ import { DumpStats, type DumpCounters, type DumpTimings } from './stats.js';
 import { Cancellation } from './cancellation.js';
 import { nativeCaller, type DumpContext } from './context.js';
 import { FileTable } from './file-table.js';
-import { configureSocketDump } from './fds/socket-diag.js';
 import { KobjIds } from './kobj-ids.js';
 import { dumpTask, type DumpedTask } from './dump-task.js';
 import { writePstree } from './write-pstree.js';
@@ -94,7 +93,6 @@ export async function dump(options: DumpOptions, events: DumpEvents = {}): Promi
       ),
     );
     stats.markFrozen();
-    configureSocketDump({ extUnixSk: !!options.extUnixSk, tcpEstablished: !!options.tcpEstablished, pids: tree.processes.map((p) => p.pid) });
     try {
       const kobjIds = new KobjIds();
       const seenOnce = new Set<string>();

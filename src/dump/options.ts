@@ -1,5 +1,6 @@
 // Options of a dump, shared by the CLI (src/cli.ts maps CRIU-style flags onto this) and the
 // library (`dump(options)`). Names follow CRIU's long options in camelCase.
+import type { Logger } from '../log.js';
 
 export interface DumpOptions {
   /** Root PID of the tree to dump (-t/--tree). */
@@ -36,6 +37,20 @@ export interface DumpOptions {
   trackMem?: boolean;
   /** Send pages to a page server instead of pages-N.img (--page-server --address --port). */
   pageServer?: { address: string; port: number };
+  /** Log file (-o/--log-file), relative to workDir; without it, warnings and errors go to stderr. */
+  logFile?: string;
+  /** CRIU log level 0..4 (-v0..-v4, -vvvv): 0 messages, 1 errors, 2 warnings (default), 3 info, 4 debug. */
+  verbosity?: number;
+  /** Print the dump statistics (stats-dump) when done (--display-stats). */
+  displayStats?: boolean;
+  /** Write the PID of a daemonised helper (page server) to this file (--pidfile). */
+  pidfile?: string;
+  /** Write one '\0' byte to this descriptor when ready, then close it (--status-fd). */
+  statusFd?: number;
+  /** How pre-dump reads memory: "splice" (default: vmsplice into pipes) or "read" (process_vm_readv) (--pre-dump-mode). */
+  preDumpMode?: 'splice' | 'read';
+  /** Where the flow writes its log lines (src/log.ts); the CLI opens it from logFile/verbosity. */
+  log?: Logger;
   /** Cancels the dump; the tree is released untouched. */
   signal?: AbortSignal;
 }
