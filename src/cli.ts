@@ -1,26 +1,42 @@
 #!/usr/bin/env node
-// Command-line front end: parses CRIU-style options and hands them to the library. No dump logic
-// lives here.
-import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
+// tsdump's command line: parse (src/cli/args.ts), run through the library (src/cli/run.ts),
+// and turn any failure into one line on stderr and exit status 1.
+import { readFileSync } from 'node:fs';
+import { parseCommandLine } from './cli/args.js';
+import { run } from './cli/run.js';
 import { TsdumpError } from './errors.js';
 
-async function main(argv: string[]): Promise<void> {
-  await yargs(argv)
-    .scriptName('tsdump')
-    .usage('$0 <command> [options]\n\nCheckpoint a live Linux process tree into CRIU-format images.')
-    .strict()
-    .demandCommand(1, 'name a command: dump, show')
-    .help()
-    .version()
-    .fail((msg, err) => {
-      throw err ?? new TsdumpError('USAGE', msg);
-    })
-    .parseAsync();
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: string };
+    return pkg.version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
 }
 
-main(hideBin(process.argv)).catch((err: unknown) => {
-  const msg = err instanceof Error ? err.message : String(err);
-  process.stderr.write(`tsdump: ${msg}\n`);
-  process.exitCode = 1;
-});
+async function main(argv: string[]): Promise<number> {
+  const invocation = await parseCommandLine(argv, { version: packageVersion() });
+  return run(invocation, { stdout: process.stdout, stderr: process.stderr });
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    // Expected failures carry a code and a message meant for the user; anything else is a bug,
+    // whose stack is shown only on request.
+    const msg = err instanceof Error ? err.message : String(err);
+    process.stderr.write(`tsdump: ${msg.split('\n')[0]}\n`);
+    if (process.argv.includes('--json')) {
+      // Machine readers get the stable code too: one JSON document, as on success.
+      const code = err instanceof TsdumpError ? err.code : 'INTERNAL';
+      process.stdout.write(`${JSON.stringify({ error: { code, message: msg } })}\n`);
+    }
+    if (!(err instanceof TsdumpError) && process.env.TSDUMP_DEBUG && err instanceof Error) {
+      process.stderr.write(`${err.stack ?? ''}\n`);
+    }
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,500 @@
+// The command line, CRIU's way: the same option names, short forms and configuration files, so
+// a criu command line works unchanged. This module is pure: argv (plus the configuration files
+// it names) in, a typed invocation out. Nothing here runs a dump.
+import yargs, { type Argv } from 'yargs';
+import type { DumpOptions } from '../dump/options.js';
+import { TsdumpError } from '../errors.js';
+import { loadConfig, type ConfigSources } from '../config.js';
+import { DEFAULT_VERBOSITY } from '../log.js';
+
+export const COMMANDS = ['dump', 'pre-dump', 'check', 'show', 'page-server'] as const;
+export type CommandName = (typeof COMMANDS)[number];
+
+type OptType = 'boolean' | 'string' | 'number' | 'array';
+
+interface OptDef {
+  name: string;
+  short?: string;
+  type: OptType;
+  desc: string;
+}
+
+// Options every command shares.
+const COMMON: OptDef[] = [
+  { name: 'log-file', short: 'o', type: 'string', desc: 'write the log to FILE (relative to the work dir)' },
+  { name: 'work-dir', short: 'W', type: 'string', desc: 'directory for the log and stats (default: images dir)' },
+  { name: 'config', type: 'string', desc: 'read options from FILE (skips the default config files)' },
+  // yargs reads --no-default-config as default-config=false; config.ts acts on the raw word
+  { name: 'default-config', type: 'boolean', desc: 'read /etc/criu/default.conf and ~/.criu/default.conf (--no-default-config: skip them)' },
+  { name: 'json', type: 'boolean', desc: 'print one machine-readable JSON result on stdout' },
+];
+
+const DUMP: OptDef[] = [
+  { name: 'tree', short: 't', type: 'number', desc: 'PID of the root of the tree to dump' },
+  { name: 'images-dir', short: 'D', type: 'string', desc: 'directory for the images (default: .)' },
+  { name: 'leave-running', short: 'R', type: 'boolean', desc: 'leave the tree running after the dump' },
+  { name: 'leave-stopped', short: 's', type: 'boolean', desc: 'leave the tree stopped after the dump' },
+  { name: 'shell-job', short: 'j', type: 'boolean', desc: 'the tree was started from a shell (session/tty outside)' },
+  { name: 'ext-unix-sk', short: 'x', type: 'boolean', desc: 'allow unix sockets connected outside the tree' },
+  { name: 'tcp-established', type: 'boolean', desc: 'dump established TCP connections' },
+  { name: 'file-locks', short: 'l', type: 'boolean', desc: 'dump file locks' },
+  { name: 'freeze-cgroup', type: 'string', desc: 'freeze the tree through this cgroup' },
+  { name: 'timeout', type: 'number', desc: 'seconds to wait for the tree to freeze' },
+  { name: 'action-script', type: 'array', desc: 'run SCRIPT at each action point (repeatable)' },
+  { name: 'libdir', short: 'L', type: 'string', desc: 'load plugins (ES modules) from DIR' },
+  { name: 'prev-images-dir', type: 'string', desc: 'parent images of an incremental dump (relative to -D)' },
+  { name: 'track-mem', type: 'boolean', desc: 'track memory changes for a later incremental dump' },
+  { name: 'page-server', type: 'boolean', desc: 'send pages to a page server (--address, --port)' },
+  { name: 'address', type: 'string', desc: 'page server address' },
+  { name: 'port', type: 'number', desc: 'page server port' },
+  { name: 'ghost-limit', type: 'string', desc: 'largest deleted file kept in the images (bytes, K/M/G)' },
+  { name: 'display-stats', type: 'boolean', desc: 'print the dump statistics when done' },
+  { name: 'pidfile', type: 'string', desc: 'write the PID of a daemonised helper to FILE' },
+  { name: 'status-fd', type: 'number', desc: "write '\\0' to this descriptor when ready" },
+];
+
+const PRE_DUMP: OptDef[] = [
+  ...DUMP,
+  { name: 'pre-dump-mode', type: 'string', desc: 'how memory is read: splice (default) or read' },
+];
+
+const CHECK: OptDef[] = [
+  { name: 'all', type: 'boolean', desc: 'every feature, not only the ones a dump needs' },
+  { name: 'extra', type: 'boolean', desc: 'same as --all' },
+  { name: 'experimental', type: 'boolean', desc: 'same as --all' },
+  { name: 'feature', type: 'string', desc: 'check one feature by name' },
+  { name: 'refresh', type: 'boolean', desc: 'probe again instead of reading the cached answers' },
+];
+
+const SHOW: OptDef[] = [
+  { name: 'pretty', type: 'boolean', desc: 'decode fields into readable values (FILE)' },
+  { name: 'tree', type: 'boolean', desc: 'summary of the process tree (DIR)' },
+  { name: 'mems', type: 'boolean', desc: 'summary of memory mappings per task (DIR)' },
+  { name: 'fds', type: 'boolean', desc: 'summary of open files per task (DIR)' },
+];
+
+const PAGE_SERVER: OptDef[] = [
+  { name: 'images-dir', short: 'D', type: 'string', desc: 'directory for the received images' },
+  { name: 'address', type: 'string', desc: 'address to listen on' },
+  { name: 'port', type: 'number', desc: 'port to listen on' },
+  { name: 'daemon', short: 'd', type: 'boolean', desc: 'run in the background' },
+  { name: 'pidfile', type: 'string', desc: 'write the daemon PID to FILE' },
+  { name: 'status-fd', type: 'number', desc: "write '\\0' to this descriptor when listening" },
+];
+
+/**
+ * CRIU options tsdump knows but does not implement yet. They are accepted by the parser only to
+ * be refused by name: silently ignoring, say, --lazy-pages would produce a different dump than
+ * the user asked for.
+ */
+export const UNSUPPORTED_OPTIONS: readonly OptDef[] = [
+  { name: 'root', short: 'r', type: 'string', desc: '' },
+  { name: 'ext-mount-map', short: 'M', type: 'string', desc: '' },
+  { name: 'external', type: 'string', desc: '' },
+  { name: 'join-ns', short: 'J', type: 'string', desc: '' },
+  { name: 'inherit-fd', type: 'string', desc: '' },
+  { name: 'manage-cgroups', type: 'string', desc: '' },
+  { name: 'cgroup-root', type: 'string', desc: '' },
+  { name: 'cgroup-props', type: 'string', desc: '' },
+  { name: 'cgroup-props-file', type: 'string', desc: '' },
+  { name: 'cgroup-dump-controller', type: 'string', desc: '' },
+  { name: 'cgroup-yard', type: 'string', desc: '' },
+  { name: 'cpu-cap', type: 'string', desc: '' },
+  { name: 'link-remap', type: 'boolean', desc: '' },
+  { name: 'evasive-devices', type: 'boolean', desc: '' },
+  { name: 'force-irmap', type: 'boolean', desc: '' },
+  { name: 'irmap-scan-path', type: 'string', desc: '' },
+  { name: 'lazy-pages', type: 'boolean', desc: '' },
+  { name: 'auto-dedup', type: 'boolean', desc: '' },
+  { name: 'ms', type: 'boolean', desc: '' },
+  { name: 'skip-mnt', type: 'string', desc: '' },
+  { name: 'enable-fs', type: 'string', desc: '' },
+  { name: 'enable-external-sharing', type: 'boolean', desc: '' },
+  { name: 'enable-external-masters', type: 'boolean', desc: '' },
+  { name: 'empty-ns', type: 'string', desc: '' },
+  { name: 'lsm-profile', type: 'string', desc: '' },
+  { name: 'lsm-mount-context', type: 'string', desc: '' },
+  { name: 'network-lock', type: 'string', desc: '' },
+  { name: 'tcp-close', type: 'boolean', desc: '' },
+  { name: 'skip-in-flight', type: 'boolean', desc: '' },
+  { name: 'weak-sysctls', type: 'boolean', desc: '' },
+  { name: 'remote', type: 'boolean', desc: '' },
+  { name: 'stream', type: 'boolean', desc: '' },
+  { name: 'log-pid', type: 'boolean', desc: '' },
+  { name: 'relative-timestamps', type: 'boolean', desc: '' },
+  { name: 'ps-socket', type: 'number', desc: '' },
+  { name: 'deprecated', type: 'boolean', desc: '' },
+  { name: 'file-validation', type: 'string', desc: '' },
+  { name: 'mntns-compat-mode', type: 'boolean', desc: '' },
+  { name: 'allow-uprobes', type: 'boolean', desc: '' },
+  { name: 'skip-file-rwx-check', type: 'boolean', desc: '' },
+  { name: 'ghost-fiemap', type: 'boolean', desc: '' },
+  { name: 'unprivileged', type: 'boolean', desc: '' },
+  { name: 'veth-pair', type: 'string', desc: '' },
+  { name: 'exec-cmd', type: 'boolean', desc: '' },
+  { name: 'restore-detached', type: 'boolean', desc: '' },
+  { name: 'restore-sibling', short: 'S', type: 'boolean', desc: '' },
+];
+
+const OPTIONS_BY_COMMAND: Record<CommandName, OptDef[]> = {
+  dump: [...DUMP, ...COMMON],
+  'pre-dump': [...PRE_DUMP, ...COMMON],
+  check: [...CHECK, ...COMMON],
+  show: [...SHOW, ...COMMON],
+  'page-server': [...PAGE_SERVER, ...COMMON],
+};
+
+const DESCRIPTIONS: Record<CommandName, string> = {
+  dump: 'checkpoint a process tree into CRIU images',
+  'pre-dump': 'copy memory ahead of a dump (incremental), leaving the tree running',
+  check: 'report which kernel features a dump can use',
+  show: 'print an image file (FILE) or summarise an images directory (DIR)',
+  'page-server': 'receive pages of a dump over the network',
+};
+
+export interface OutputOptions {
+  /** One JSON document on stdout instead of text. */
+  json: boolean;
+  /** Configuration files that were read, in order. */
+  configFiles: string[];
+}
+
+export type Invocation =
+  | ({ command: 'dump' | 'pre-dump'; options: DumpOptions } & OutputOptions)
+  | ({
+      command: 'check';
+      all: boolean;
+      feature?: string;
+      refresh: boolean;
+      logFile?: string;
+      workDir?: string;
+      verbosity: number;
+    } & OutputOptions)
+  | ({ command: 'show'; path: string; pretty: boolean; view?: 'tree' | 'mems' | 'fds' } & OutputOptions)
+  | ({
+      command: 'page-server';
+      imagesDir: string;
+      address?: string;
+      port: number;
+      daemon: boolean;
+      pidfile?: string;
+      statusFd?: number;
+      logFile?: string;
+      workDir?: string;
+      verbosity: number;
+    } & OutputOptions)
+  | { command: 'help'; text: string };
+
+const VALUE_TYPES: ReadonlySet<OptType> = new Set(['string', 'number', 'array']);
+
+/** Long and short names of every option that takes a value (so its value is not a command). */
+function valueOptions(): Set<string> {
+  const all = [...Object.values(OPTIONS_BY_COMMAND).flat(), ...UNSUPPORTED_OPTIONS];
+  const s = new Set<string>();
+  for (const o of all) {
+    if (!VALUE_TYPES.has(o.type)) continue;
+    s.add(`--${o.name}`);
+    if (o.short) s.add(`-${o.short}`);
+  }
+  return s;
+}
+
+/** Finds the command word, wherever getopt-style permutation put it. */
+function findCommand(argv: readonly string[]): { index: number; name?: CommandName } {
+  const takesValue = valueOptions();
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--') return { index: -1 };
+    if (a.startsWith('-')) {
+      if (takesValue.has(a)) i++;
+      continue;
+    }
+    return (COMMANDS as readonly string[]).includes(a)
+      ? { index: i, name: a as CommandName }
+      : { index: i };
+  }
+  return { index: -1 };
+}
+
+/**
+ * Takes CRIU's verbosity forms out of argv and folds them into one level, in order:
+ * -v (one more), -vN and --verbosity=N (exactly N), -vv..v (one more per v beyond the first,
+ * plus one, as CRIU counts them).
+ */
+export function extractVerbosity(argv: readonly string[]): { argv: string[]; verbosity: number } {
+  let level = DEFAULT_VERBOSITY;
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    let m: RegExpExecArray | null;
+    if (a === '--') {
+      rest.push(...argv.slice(i));
+      break;
+    } else if (a === '-v' || a === '--verbosity') {
+      const next = argv[i + 1];
+      if (a === '--verbosity' && next !== undefined && /^\d+$/.test(next)) {
+        level = Number(next);
+        i++;
+      } else level += 1;
+    } else if ((m = /^-v(\d+)$/.exec(a)) || (m = /^--verbosity=(\d+)$/.exec(a))) {
+      level = Number(m[1]);
+    } else if ((m = /^-v(v+)$/.exec(a))) {
+      level += m[1]!.length + 1;
+    } else rest.push(a);
+  }
+  return { argv: rest, verbosity: Math.min(level, 4) };
+}
+
+/** CRIU's size syntax: a number with an optional K, M or G. */
+export function parseSize(text: string, option: string): number {
+  const m = /^(\d+)\s*([KMG]?)$/i.exec(text.trim());
+  if (!m) throw new TsdumpError('USAGE', `option --${option}: ${JSON.stringify(text)} is not a size (N, NK, NM, NG)`);
+  const unit = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[m[2]!.toUpperCase() as '' | 'K' | 'M' | 'G'];
+  return Number(m[1]) * unit;
+}
+
+function defineOptions(y: Argv, defs: readonly OptDef[], hidden = false): Argv {
+  for (const d of defs) {
+    const type = d.type === 'array' ? 'string' : d.type;
+    y = y.option(d.name, {
+      type,
+      ...(d.type === 'array' ? { array: true } : {}),
+      ...(d.short ? { alias: d.short } : {}),
+      describe: d.desc,
+      hidden,
+    });
+  }
+  return y;
+}
+
+function buildParser(): Argv {
+  let y = yargs()
+    .scriptName('tsdump')
+    .usage('$0 <command> [options]\n\nCheckpoint live Linux process trees into CRIU-format images.')
+    .strict()
+    .exitProcess(false)
+    .parserConfiguration({ 'camel-case-expansion': false, 'strip-aliased': true })
+    .help()
+    .version(false)
+    .option('version', { alias: 'V', type: 'boolean', describe: 'print the version' })
+    .wrap(100);
+  for (const name of COMMANDS) {
+    const cmd = name === 'show' ? 'show <path>' : name;
+    y = y.command(cmd, DESCRIPTIONS[name], (b) => {
+      let withOpts = defineOptions(b, OPTIONS_BY_COMMAND[name]);
+      withOpts = defineOptions(withOpts, UNSUPPORTED_OPTIONS, true);
+      withOpts = withOpts.option('verbosity', {
+        alias: 'v',
+        type: 'number',
+        describe: 'log level 0..4 (-v0..-v4, -vvvv); default 2',
+      });
+      return name === 'show'
+        ? withOpts.positional('path', { type: 'string', describe: 'an image file or an images directory' })
+        : withOpts;
+    });
+  }
+  return y;
+}
+
+type Parsed = Record<string, unknown> & { _: (string | number)[] };
+
+/** yargs keeps every repetition of an option; like getopt, the last one counts. */
+function last<T>(v: unknown): T | undefined {
+  return (Array.isArray(v) ? v[v.length - 1] : v) as T | undefined;
+}
+function str(p: Parsed, k: string): string | undefined {
+  const v = last<string | number>(p[k]);
+  return v === undefined ? undefined : String(v);
+}
+function num(p: Parsed, k: string): number | undefined {
+  const v = last<number>(p[k]);
+  if (v === undefined) return undefined;
+  if (!Number.isFinite(v)) throw new TsdumpError('USAGE', `option --${k} needs a number`);
+  return v;
+}
+function bool(p: Parsed, k: string): boolean | undefined {
+  return last<boolean>(p[k]);
+}
+function strArray(p: Parsed, k: string): string[] | undefined {
+  const v = p[k];
+  if (v === undefined) return undefined;
+  return (Array.isArray(v) ? v : [v]).map(String);
+}
+
+/** The later of two opposite flags wins, as with getopt writing one variable. */
+function lastGiven(argv: readonly string[], a: readonly string[], b: readonly string[]): 'a' | 'b' | undefined {
+  let winner: 'a' | 'b' | undefined;
+  for (const t of argv) {
+    if (a.includes(t)) winner = 'a';
+    else if (b.includes(t)) winner = 'b';
+  }
+  return winner;
+}
+
+function refuseUnsupported(p: Parsed, argv: readonly string[]): void {
+  for (const o of UNSUPPORTED_OPTIONS) {
+    if (p[o.name] !== undefined) {
+      throw new TsdumpError('UNSUPPORTED', `option --${o.name} is not supported by tsdump yet`);
+    }
+  }
+  const withIds = argv.find((a) => /^--ext-unix-sk=/.test(a) || /^-x\S+$/.test(a));
+  if (withIds) throw new TsdumpError('UNSUPPORTED', `option ${withIds}: --ext-unix-sk with socket ids is not supported by tsdump yet`);
+}
+
+function usageMessage(yargsMessage: string, tokens: readonly string[]): string {
+  const m = /^Unknown arguments?: (.*)$/.exec(yargsMessage);
+  if (m) {
+    // yargs reports --no-foo as "foo"; name the option as the user wrote it
+    const spelled = (n: string): string =>
+      n.length === 1 ? `-${n}` : tokens.some((a) => a === `--no-${n}` || a.startsWith(`--no-${n}=`)) ? `--no-${n}` : `--${n}`;
+    const names = m[1]!.split(', ').map(spelled);
+    return `unknown option${names.length > 1 ? 's' : ''} ${names.join(', ')}`;
+  }
+  return yargsMessage.replace(/^Not enough non-option arguments: got 0, need at least 1$/, 'show needs a FILE or DIR');
+}
+
+export interface ParseContext extends ConfigSources {
+  /** Version printed by --version. */
+  version?: string;
+}
+
+/** Turns a command line (without "node cli.js") into what to run. */
+export async function parseCommandLine(argv: readonly string[], ctx: ParseContext = {}): Promise<Invocation> {
+  const parser = buildParser();
+  const helpRequested = argv.some((a) => a === '--help' || a === '-h');
+  if (argv.includes('--version') || argv.includes('-V')) {
+    return { command: 'help', text: `tsdump ${ctx.version ?? 'unknown'}\n` };
+  }
+  const found = findCommand(argv);
+  if (!found.name) {
+    if (helpRequested || argv.length === 0) {
+      const text = await parser.getHelp();
+      if (helpRequested) return { command: 'help', text: text + '\n' };
+      throw new TsdumpError('USAGE', `name a command: ${COMMANDS.join(', ')} (see tsdump --help)`);
+    }
+    const what = found.index >= 0 ? `unknown command ${argv[found.index]}` : 'no command given';
+    throw new TsdumpError('USAGE', `${what}; commands: ${COMMANDS.join(', ')}`);
+  }
+  const command = found.name;
+  // Config files go first so that the command line, read later, wins.
+  const config = helpRequested ? { files: [], args: [] } : loadConfig(argv, ctx);
+  const rest = argv.filter((_, i) => i !== found.index);
+  const { argv: tokens, verbosity } = extractVerbosity([...config.args, ...rest]);
+
+  const parsed = await new Promise<{ argv: Parsed; output: string }>((resolve, reject) => {
+    parser.parse([command, ...tokens], {}, (err, args, output) => {
+      if (err) reject(new TsdumpError('USAGE', usageMessage(err.message, tokens)));
+      else resolve({ argv: args as Parsed, output });
+    });
+  });
+  if (helpRequested) return { command: 'help', text: parsed.output + '\n' };
+  const p = parsed.argv;
+  refuseUnsupported(p, tokens);
+  const out: OutputOptions = { json: bool(p, 'json') ?? false, configFiles: config.files };
+
+  switch (command) {
+    case 'dump':
+    case 'pre-dump':
+      return { command, options: toDumpOptions(command, p, tokens, verbosity), ...out };
+    case 'check': {
+      const feature = str(p, 'feature');
+      return {
+        command,
+        all: Boolean(bool(p, 'all') || bool(p, 'extra') || bool(p, 'experimental')),
+        ...(feature !== undefined ? { feature } : {}),
+        refresh: bool(p, 'refresh') ?? false,
+        ...optional('logFile', str(p, 'log-file')),
+        ...optional('workDir', str(p, 'work-dir')),
+        verbosity,
+        ...out,
+      };
+    }
+    case 'show': {
+      const views = (['tree', 'mems', 'fds'] as const).filter((v) => bool(p, v));
+      if (views.length > 1) throw new TsdumpError('USAGE', `show: choose one of --tree, --mems, --fds`);
+      const view = views[0];
+      return {
+        command,
+        path: String(last(p.path)),
+        pretty: bool(p, 'pretty') ?? false,
+        ...(view ? { view } : {}),
+        ...out,
+      };
+    }
+    case 'page-server': {
+      const port = num(p, 'port');
+      if (port === undefined) throw new TsdumpError('USAGE', 'page-server needs --port');
+      return {
+        command,
+        imagesDir: str(p, 'images-dir') ?? '.',
+        ...optional('address', str(p, 'address')),
+        port,
+        daemon: bool(p, 'daemon') ?? false,
+        ...optional('pidfile', str(p, 'pidfile')),
+        ...optional('statusFd', num(p, 'status-fd')),
+        ...optional('logFile', str(p, 'log-file')),
+        ...optional('workDir', str(p, 'work-dir')),
+        verbosity,
+        ...out,
+      };
+    }
+  }
+}
+
+function optional<K extends string, V>(key: K, value: V | undefined): { [P in K]?: V } {
+  return (value === undefined ? {} : { [key]: value }) as { [P in K]?: V };
+}
+
+function toDumpOptions(command: 'dump' | 'pre-dump', p: Parsed, tokens: readonly string[], verbosity: number): DumpOptions {
+  const pid = num(p, 'tree');
+  if (pid === undefined) throw new TsdumpError('USAGE', `${command} needs -t/--tree PID`);
+  if (!Number.isInteger(pid) || pid <= 0) throw new TsdumpError('USAGE', `option --tree: ${pid} is not a PID`);
+
+  // grouped short flags (-Rj) escape the token scan; the parsed values still say which was given
+  const final =
+    lastGiven(tokens, ['-R', '--leave-running'], ['-s', '--leave-stopped']) ??
+    (bool(p, 'leave-running') ? 'a' : bool(p, 'leave-stopped') ? 'b' : undefined);
+  const usePageServer = bool(p, 'page-server') ?? false;
+  const address = str(p, 'address');
+  const port = num(p, 'port');
+  if (usePageServer && (address === undefined || port === undefined)) {
+    throw new TsdumpError('USAGE', '--page-server needs --address and --port');
+  }
+  if (!usePageServer && (address !== undefined || port !== undefined)) {
+    throw new TsdumpError('USAGE', '--address/--port only make sense with --page-server');
+  }
+  const ghost = str(p, 'ghost-limit');
+  const timeout = num(p, 'timeout');
+  if (timeout !== undefined && !(timeout > 0)) throw new TsdumpError('USAGE', `option --timeout: ${timeout} is not a positive number of seconds`);
+  const mode = str(p, 'pre-dump-mode');
+  if (mode !== undefined && mode !== 'splice' && mode !== 'read') {
+    throw new TsdumpError('USAGE', `option --pre-dump-mode: ${mode} is neither splice nor read`);
+  }
+
+  const o: DumpOptions = {
+    pid,
+    imagesDir: str(p, 'images-dir') ?? '.',
+    verbosity,
+    ...optional('workDir', str(p, 'work-dir')),
+    ...optional('logFile', str(p, 'log-file')),
+    ...(final === 'a' ? { leaveRunning: true } : {}),
+    ...(final === 'b' ? { leaveStopped: true } : {}),
+    ...optional('shellJob', bool(p, 'shell-job')),
+    ...optional('extUnixSk', bool(p, 'ext-unix-sk')),
+    ...optional('tcpEstablished', bool(p, 'tcp-established')),
+    ...optional('fileLocks', bool(p, 'file-locks')),
+    ...optional('freezeCgroup', str(p, 'freeze-cgroup')),
+    ...optional('timeout', timeout),
+    ...optional('actionScripts', strArray(p, 'action-script')),
+    ...optional('libDir', str(p, 'libdir')),
+    ...optional('ghostLimit', ghost === undefined ? undefined : parseSize(ghost, 'ghost-limit')),
+    ...optional('prevImagesDir', str(p, 'prev-images-dir')),
+    ...optional('trackMem', bool(p, 'track-mem')),
+    ...(usePageServer ? { pageServer: { address: address!, port: port! } } : {}),
+    ...optional('displayStats', bool(p, 'display-stats')),
+    ...optional('pidfile', str(p, 'pidfile')),
+    ...optional('statusFd', num(p, 'status-fd')),
+    ...optional('preDumpMode', mode as 'splice' | 'read' | undefined),
+  };
+  return o;
+}

@@ -1,0 +1,234 @@
+// Runs a parsed invocation: calls the library and prints its answer. Presentation only (text or
+// JSON, progress, the one-line error); every decision about the dump lives in the library.
+import { closeSync, mkdirSync, writeFileSync, writeSync } from 'node:fs';
+import { isAbsolute, resolve } from 'node:path';
+import { stat } from 'node:fs/promises';
+import type { DumpOptions } from '../dump/options.js';
+import { TsdumpError } from '../errors.js';
+import { check, formatCheckReport } from '../check.js';
+import { ProgressDisplay } from '../progress.js';
+import { openLog, type Logger } from '../log.js';
+import { formatDumpStats } from './stats.js';
+import type { DumpEvents, DumpResult } from '../dump/index.js';
+import type { Invocation } from './args.js';
+
+export interface Io {
+  stdout: { write(s: string): unknown };
+  stderr: { write(s: string): unknown; isTTY?: boolean; columns?: number };
+}
+
+interface DumpModule {
+  dump(options: DumpOptions, events?: DumpEvents): Promise<DumpResult>;
+  preDump?(options: DumpOptions, events?: DumpEvents): Promise<DumpResult>;
+  /** The DumpOptions fields the flow acts on. */
+  SUPPORTED_DUMP_OPTIONS?: readonly string[];
+}
+
+/**
+ * The dump's log: -o FILE relative to the work dir (default the images dir, created owner-only
+ * like -D), else warnings and errors on stderr.
+ */
+function openCommandLog(o: DumpOptions): Logger {
+  const workDir = resolve(o.workDir ?? o.imagesDir);
+  if (o.logFile !== undefined && !isAbsolute(o.logFile)) {
+    try {
+      mkdirSync(workDir, { recursive: true, mode: 0o700 });
+    } catch (err) {
+      throw new TsdumpError('IMAGE_IO', `work dir ${workDir}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+    }
+  }
+  return openLog({ ...(o.logFile !== undefined ? { file: o.logFile } : {}), workDir, ...(o.verbosity !== undefined ? { verbosity: o.verbosity } : {}) });
+}
+
+/**
+ * DumpOptions the dump flow honours today, when src/dump/index.ts does not say itself (by
+ * exporting SUPPORTED_DUMP_OPTIONS). Anything else set on the command line is refused by name
+ * rather than passed on to be ignored. workDir, logFile, verbosity and displayStats are served
+ * here (log file, stats display); shellJob changes nothing while terminals are refused anyway.
+ */
+const FLOW_OPTIONS_TODAY: readonly (keyof DumpOptions)[] = [
+  'pid',
+  'imagesDir',
+  'leaveRunning',
+  'leaveStopped',
+  'timeout',
+  'signal',
+  'shellJob',
+  'workDir',
+  'logFile',
+  'verbosity',
+  'displayStats',
+  'log',
+];
+
+const FLAG_OF: Record<keyof DumpOptions, string> = {
+  pid: '--tree',
+  imagesDir: '--images-dir',
+  workDir: '--work-dir',
+  leaveRunning: '--leave-running',
+  leaveStopped: '--leave-stopped',
+  shellJob: '--shell-job',
+  extUnixSk: '--ext-unix-sk',
+  tcpEstablished: '--tcp-established',
+  fileLocks: '--file-locks',
+  freezeCgroup: '--freeze-cgroup',
+  timeout: '--timeout',
+  actionScripts: '--action-script',
+  libDir: '--libdir',
+  ghostLimit: '--ghost-limit',
+  prevImagesDir: '--prev-images-dir',
+  trackMem: '--track-mem',
+  pageServer: '--page-server',
+  logFile: '--log-file',
+  verbosity: '--verbosity',
+  displayStats: '--display-stats',
+  pidfile: '--pidfile',
+  statusFd: '--status-fd',
+  preDumpMode: '--pre-dump-mode',
+  log: '(log)',
+  signal: '(signal)',
+};
+
+/** Refuses options the flow would not act on (false booleans are the default, so they pass). */
+export function refuseUnhonoured(command: string, o: DumpOptions, honoured: readonly string[]): void {
+  for (const [key, value] of Object.entries(o)) {
+    if (value === undefined || value === false || honoured.includes(key)) continue;
+    const flag = FLAG_OF[key as keyof DumpOptions] ?? key;
+    throw new TsdumpError('UNSUPPORTED', `option ${flag} is not supported by tsdump ${command} yet`);
+  }
+}
+
+function jsonReplacer(_key: string, value: unknown): unknown {
+  return typeof value === 'bigint' ? value.toString() : value;
+}
+
+/** The --json document of a dump: images dir, tasks, pages, timings (microseconds). */
+export function dumpJson(command: 'dump' | 'pre-dump', r: DumpResult): Record<string, unknown> {
+  return {
+    command,
+    imagesDir: r.imagesDir,
+    tasks: r.processes,
+    pages: {
+      scanned: r.counters.pagesScanned,
+      written: r.counters.pagesWritten,
+      zero: r.counters.pagesZero,
+      skippedParent: r.counters.pagesSkippedParent,
+      lazy: r.counters.pagesLazy,
+    },
+    timings: r.timings,
+    released: r.released,
+  };
+}
+
+/** The one-byte "ready" message of criu's --status-fd, then the descriptor is closed. */
+function signalReady(fd: number | undefined): void {
+  if (fd === undefined) return;
+  try {
+    writeSync(fd, Buffer.from([0]));
+    closeSync(fd);
+  } catch (err) {
+    throw new TsdumpError('USAGE', `--status-fd ${fd}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+  }
+}
+
+export async function run(inv: Invocation, io: Io): Promise<number> {
+  switch (inv.command) {
+    case 'help':
+      io.stdout.write(inv.text);
+      return 0;
+
+    case 'check': {
+      const report = await check({
+        all: inv.all,
+        ...(inv.feature !== undefined ? { feature: inv.feature } : {}),
+        refresh: inv.refresh,
+      });
+      io.stdout.write(inv.json ? JSON.stringify(report) + '\n' : formatCheckReport(report));
+      return report.ok ? 0 : 1;
+    }
+
+    case 'show': {
+      // loaded on demand: the image schemas are heavy and only show needs them
+      const show = await import('../show.js');
+      let isDir: boolean;
+      try {
+        isDir = (await stat(inv.path)).isDirectory();
+      } catch (err) {
+        throw new TsdumpError('IMAGE_IO', `${inv.path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+      }
+      if (!isDir && inv.view) throw new TsdumpError('USAGE', `show --${inv.view} needs an images directory, not a file`);
+      if (isDir && inv.pretty) throw new TsdumpError('USAGE', 'show --pretty applies to an image file, not a directory');
+      const text = isDir
+        ? await show.showDir(inv.path, inv.view ? { view: inv.view } : {})
+        : await show.showImage(inv.path, { pretty: inv.pretty });
+      io.stdout.write(text.endsWith('\n') ? text : text + '\n');
+      return 0;
+    }
+
+    case 'page-server': {
+      if (inv.daemon) throw new TsdumpError('UNSUPPORTED', 'option --daemon is not supported by tsdump yet');
+      const { runPageServer } = await import('../page-server.js');
+      if (inv.pidfile !== undefined) writeFileSync(inv.pidfile, `${process.pid}\n`, { mode: 0o600 });
+      const abort = new AbortController();
+      const onSignal = (sig: NodeJS.Signals): void => abort.abort(new TsdumpError('CANCELLED', `interrupted by ${sig}`));
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      try {
+        const result = await runPageServer({
+          imagesDir: inv.imagesDir,
+          port: inv.port,
+          ...(inv.address !== undefined ? { address: inv.address } : {}),
+          signal: abort.signal,
+          onListening: () => signalReady(inv.statusFd),
+        });
+        if (inv.json) io.stdout.write(JSON.stringify({ command: inv.command, ...result }, jsonReplacer) + '\n');
+        return 0;
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
+    }
+
+    case 'dump':
+    case 'pre-dump': {
+      // loaded on demand, like show: `check` and `--help` should not pay for the whole flow
+      const mod: DumpModule = await import('../dump/index.js');
+      const fn = inv.command === 'dump' ? mod.dump : mod.preDump;
+      if (typeof fn !== 'function') throw new TsdumpError('UNSUPPORTED', `${inv.command} is not available in this build yet`);
+      refuseUnhonoured(inv.command, inv.options, mod.SUPPORTED_DUMP_OPTIONS ?? FLOW_OPTIONS_TODAY);
+      const log = openCommandLog(inv.options);
+      // Ctrl-C or a termination request cancels the dump; the library releases the tree.
+      const abort = new AbortController();
+      const onSignal = (sig: NodeJS.Signals): void => abort.abort(new TsdumpError('CANCELLED', `interrupted by ${sig}`));
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      const display = ProgressDisplay.create(io.stderr, { json: inv.json });
+      try {
+        log.info(`tsdump ${inv.command} of pid ${inv.options.pid} into ${inv.options.imagesDir}`);
+        const result = await fn(
+          { ...inv.options, signal: abort.signal, log },
+          {
+            stage: (name) => {
+              log.info(name);
+              display?.update({ stage: name });
+            },
+          },
+        );
+        display?.finish();
+        log.info(`Dumping finished successfully`);
+        if (inv.json) io.stdout.write(JSON.stringify(dumpJson(inv.command, result), jsonReplacer) + '\n');
+        else if (inv.options.displayStats) io.stdout.write(formatDumpStats(result));
+        return 0;
+      } catch (err) {
+        // the log file keeps the reason too; on stderr the CLI prints it once, so not here
+        if (log.file !== undefined) log.error(err instanceof Error ? err.message : String(err));
+        throw err;
+      } finally {
+        log.close();
+        display?.finish();
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
+    }
+  }
+}
