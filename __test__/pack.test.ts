@@ -1,0 +1,78 @@
+// The published shape: `npm run pack:local` writes the main package and this machine's platform
+// package as pack/*.tgz; installed into an empty folder with no Rust toolchain on PATH, they
+// give a working `npx tsdump` whose native core comes from the platform package.
+import test from 'ava';
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { arch, tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { promisify } from 'node:util';
+
+const exec = promisify(execFile);
+const ROOT = new URL('..', import.meta.url).pathname;
+const PLATFORM = arch() === 'x64' ? 'linux-x64-gnu' : 'linux-arm64-gnu';
+
+/** PATH without any Rust toolchain directory. */
+function pathWithoutRust(): string {
+  return (process.env.PATH ?? '')
+    .split(delimiter)
+    .filter((d) => d && !existsSync(join(d, 'cargo')) && !existsSync(join(d, 'rustc')))
+    .join(delimiter);
+}
+
+function tarList(tgz: string): string[] {
+  return execFileSync('tar', ['-tzf', tgz], { encoding: 'utf8' }).trim().split('\n');
+}
+
+test('pack:local tarballs install into an empty folder and npx tsdump works without Rust', async (t) => {
+  // serialised with the other test files' TypeScript builds (pack:local runs build:ts)
+  execFileSync('flock', ['/tmp/tsdump-build-ts.lock', 'npm', 'run', 'pack:local'], { cwd: ROOT, stdio: 'ignore' });
+  const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+  const main = join(ROOT, 'pack', `tsdump-${version}.tgz`);
+  const platform = join(ROOT, 'pack', `tsdump-${PLATFORM}-${version}.tgz`);
+  t.deepEqual(readdirSync(join(ROOT, 'pack')).filter((f) => f.endsWith('.tgz')).sort(), [
+    `tsdump-${PLATFORM}-${version}.tgz`,
+    `tsdump-${version}.tgz`,
+  ].sort());
+
+  // the main package carries JavaScript and the loader, never a binary; the platform one the binary
+  const mainFiles = tarList(main);
+  t.true(mainFiles.includes('package/dist/cli.js'));
+  t.true(mainFiles.includes('package/native/index.cjs'));
+  t.false(mainFiles.some((f) => f.endsWith('.node')));
+  t.deepEqual(tarList(platform).sort(), ['package/README.md', 'package/package.json', `package/tsdump.${PLATFORM}.node`].sort());
+  const packedPkg = JSON.parse(execFileSync('tar', ['-xzOf', main, 'package/package.json'], { encoding: 'utf8' })) as {
+    optionalDependencies: Record<string, string>;
+    scripts: Record<string, string>;
+  };
+  t.is(packedPkg.optionalDependencies[`tsdump-${PLATFORM}`], version);
+  t.is(packedPkg.scripts.prepare, undefined);
+
+  const dir = mkdtempSync(join(tmpdir(), 'tsdump-pack-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'empty-consumer', private: true }));
+  const env = { ...process.env, PATH: pathWithoutRust(), npm_config_update_notifier: 'false' };
+  await t.throwsAsync(exec('cargo', ['--version'], { env }), undefined, 'a Rust toolchain is still on PATH');
+
+  await exec('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', main, platform], { cwd: dir, env });
+  t.true(existsSync(join(dir, 'node_modules', `tsdump-${PLATFORM}`, `tsdump.${PLATFORM}.node`)));
+  t.false(readdirSync(join(dir, 'node_modules', 'tsdump', 'native')).some((f) => f.endsWith('.node')));
+
+  const help = await exec('npx', ['--no-install', 'tsdump', '--help'], { cwd: dir, env });
+  t.regex(help.stdout, /tsdump dump/);
+  t.regex(help.stdout, /tsdump check/);
+
+  // the native core loads from the platform package: a kernel probe answers
+  const probe = await exec('npx', ['--no-install', 'tsdump', 'check', '--feature', 'vmsplice', '--json'], {
+    cwd: dir,
+    env: { ...env, TSDUMP_KERNDAT_CACHE: join(dir, 'kerndat.json') },
+  });
+  const report = JSON.parse(probe.stdout) as { features: { name: string; supported: boolean }[] };
+  t.deepEqual(report.features.map((f) => f.name), ['vmsplice']);
+
+  const refused = await exec('npx', ['--no-install', 'tsdump', 'dump', '-t', '1', '--lazy-pages'], { cwd: dir, env }).catch(
+    (e: { code: number; stderr: string }) => e,
+  );
+  t.is((refused as { code: number }).code, 1);
+  t.is((refused as { stderr: string }).stderr, 'tsdump: option --lazy-pages is not supported by tsdump yet\n');
+});

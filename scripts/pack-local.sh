@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Packs tsdump the way it is published: the main package (JavaScript, no binary) and the
+# per-platform package carrying this machine's .node, as pack/*.tgz. Installing both tarballs
+# into an empty folder gives a working `npx tsdump` without a Rust toolchain.
+#
+# As napi-rs's prepublish step does, the per-platform packages are added to the packed
+# package.json's optionalDependencies here rather than in the repository's, where they would
+# put unpublished packages into package-lock.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+case "$(uname -m)" in
+  x86_64) platform=linux-x64-gnu ;;
+  aarch64) platform=linux-arm64-gnu ;;
+  *) echo "pack-local: no platform package for $(uname -m)" >&2; exit 1 ;;
+esac
+binary="native/tsdump.$platform.node"
+
+# The binary is built only when missing: packing must not need Rust when a binary exists.
+[ -f "$binary" ] || npm run build:native
+npm run build:ts >/dev/null
+
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+mkdir -p "$stage/main" "$stage/platform" pack
+rm -f pack/*.tgz
+
+# main package: exactly what package.json "files" names, plus the README
+node - "$stage/main" <<'JS'
+const fs = require('node:fs');
+const path = require('node:path');
+const out = process.argv[2];
+const pkg = JSON.parse(fs.readFileSync('package.json', 'utf8'));
+const platforms = fs.readdirSync('npm').filter((d) => fs.existsSync(path.join('npm', d, 'package.json')));
+pkg.optionalDependencies = {};
+for (const d of platforms) {
+  const p = JSON.parse(fs.readFileSync(path.join('npm', d, 'package.json'), 'utf8'));
+  if (p.version !== pkg.version) throw new Error(`npm/${d} is version ${p.version}, tsdump is ${pkg.version}`);
+  pkg.optionalDependencies[p.name] = p.version;
+}
+delete pkg.scripts.prepare; // a tarball install must never try to build
+fs.writeFileSync(path.join(out, 'package.json'), JSON.stringify(pkg, null, 2) + '\n');
+for (const f of [...pkg.files, 'README.md']) fs.cpSync(f, path.join(out, f), { recursive: true });
+JS
+cp -r "npm/$platform/." "$stage/platform/"
+cp "$binary" "$stage/platform/"
+
+(cd "$stage/main" && npm pack --ignore-scripts --pack-destination "$root/pack" >/dev/null)
+(cd "$stage/platform" && npm pack --ignore-scripts --pack-destination "$root/pack" >/dev/null)
+ls -1 "$root"/pack/*.tgz
