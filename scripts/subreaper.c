@@ -73,8 +73,17 @@ int main(int argc, char **argv) {
         }
         if (pid == child) {
             child_status = status;
-            kill_leftovers();
+            break;
         }
+    }
+    /* Orphans keep arriving while the command's own children die: sweep until none is left. */
+    while (child_status >= 0) {
+        kill_leftovers();
+        usleep(20 * 1000);
+        pid_t r;
+        while ((r = waitpid(-1, &status, WNOHANG)) > 0) {
+        }
+        if (r < 0 && errno == ECHILD) break;
     }
     if (child_status < 0) return 2;
     if (WIFEXITED(child_status)) return WEXITSTATUS(child_status);
