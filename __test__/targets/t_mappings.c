@@ -35,9 +35,11 @@ static void maps_of(const void *addr, char *out, size_t size) {
             char range[64], perms[8], off[32], dev[16], ino[32], path[300] = "";
             sscanf(line, "%63s %7s %31s %15s %31s %299[^\n]", range, perms, off, dev, ino, path);
             /* Shared anonymous memory shows as "/dev/zero (deleted)"; a restorer may back it with
-             * a memfd ("/memfd:/dev/zero (deleted)"). Both are the same anonymous object to the
-             * program, so the name of its backing is not compared. */
-            if (strstr(path, "/dev/zero (deleted)")) snprintf(path, sizeof path, "[shared anon]");
+             * a memfd, named after the original ("/memfd:/dev/zero (deleted)") or not at all
+             * ("/memfd: (deleted)", CRIU's restore of an anonymous shared object). All are the same
+             * anonymous object to the program, so the name of its backing is not compared. */
+            if (strstr(path, "/dev/zero (deleted)") || !strcmp(path, "/memfd: (deleted)"))
+                snprintf(path, sizeof path, "[shared anon]");
             snprintf(out, size, "%s %s %s %s", range, perms, off, path);
             break;
         }
