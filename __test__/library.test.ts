@@ -1,0 +1,77 @@
+// The library (`import { dump } from 'tsdump'`): typed options and result, stage events,
+// cancellation through an AbortSignal, typed errors. Targets are started through a shell that
+// exits, so they are not children of this process (see refuseOwnChild in src/dump/index.ts).
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { dump, TsdumpError } from '../src/index.js';
+import { criuRestore, makeWorkDir } from './helpers/criu.js';
+import { TARGETS_DIR, killTree, procState, requestVerify, startTarget, waitGone } from './helpers/target.js';
+
+/** Starts a catalogue C target as an orphan (its launching shell exits at once). */
+async function startOrphan(name: string, work: string) {
+  const ctl = join(work, `ctl-${name}`);
+  await mkdir(ctl, { recursive: true });
+  spawn('sh', ['-c', `setsid ${join(TARGETS_DIR, name)} ${ctl} </dev/null >${ctl}/log 2>&1 &`], { stdio: 'ignore' });
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const ready = await readFile(join(ctl, 'ready'), 'utf8').catch(() => undefined);
+    if (ready) {
+      const pid = Number(/pid=(\d+)/.exec(ready)?.[1]);
+      return { name, pid, ctl, pids: [pid] };
+    }
+    if (Date.now() > deadline) throw new Error(`${name} not ready`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+test.serial('dump() reports stages in flow order and a result the reference CRIU restores', async (t) => {
+  const work = await makeWorkDir(t);
+  const target = await startOrphan('t_counter', work);
+  t.teardown(() => killTree(target.pid, target.ctl));
+  const stages: string[] = [];
+  const imagesDir = join(work, 'images');
+  const result = await dump({ pid: target.pid, imagesDir, shellJob: true }, { stage: (s) => stages.push(s) });
+  t.deepEqual(result.processes.map((p) => p.pid), [target.pid]);
+  t.is(result.released, 'killed');
+  t.true(result.counters.pagesWritten > 0);
+  const order = ['pre-dump scripts', 'collect pstree', `dump task ${target.pid}`, 'dump pstree', 'write inventory', 'finish'];
+  t.deepEqual(stages.filter((s) => order.includes(s)), order);
+  await waitGone([target.pid]);
+  await criuRestore(imagesDir);
+  t.is(await requestVerify(target), 'PASS');
+});
+
+test.serial('an aborted signal cancels the dump: CANCELLED, no inventory.img, the target runs on', async (t) => {
+  const work = await makeWorkDir(t);
+  const target = await startOrphan('t_counter', work);
+  t.teardown(() => killTree(target.pid, target.ctl));
+  const imagesDir = join(work, 'images');
+  const controller = new AbortController();
+  const err = await t.throwsAsync(
+    dump({ pid: target.pid, imagesDir, signal: controller.signal }, { stage: (s) => s === 'collect pstree' && controller.abort() }),
+    { instanceOf: TsdumpError },
+  );
+  t.is(err?.code, 'CANCELLED');
+  t.false(existsSync(join(imagesDir, 'inventory.img')));
+  t.notRegex(procState(target.pid) ?? 'gone', /^[tTZ]|gone/);
+  t.is(await requestVerify(target), 'PASS');
+});
+
+test.serial('a child of the calling process is refused with REFUSED_TARGET and left running', async (t) => {
+  const work = await makeWorkDir(t);
+  const target = await startTarget('t_counter', { dir: work });
+  t.teardown(() => killTree(target.pid, target.ctl, target.pids));
+  const err = await t.throwsAsync(dump({ pid: target.pid, imagesDir: join(work, 'images') }), { instanceOf: TsdumpError });
+  t.is(err?.code, 'REFUSED_TARGET');
+  t.regex(err?.message ?? '', new RegExp(`pid ${target.pid} is a child of this process`));
+  t.is(await requestVerify(target), 'PASS');
+});
+
+test('a missing pid is ESRCH_TARGET', async (t) => {
+  const work = await makeWorkDir(t);
+  const err = await t.throwsAsync(dump({ pid: 0x3ffffff, imagesDir: join(work, 'images') }), { instanceOf: TsdumpError });
+  t.is(err?.code, 'ESRCH_TARGET');
+});
