@@ -1,35 +1,16 @@
 // The library (`import { dump } from 'tsdump'`): typed options and result, stage events,
-// cancellation through an AbortSignal, typed errors. Targets are started through a shell that
-// exits, so they are not children of this process (see refuseOwnChild in src/dump/index.ts).
+// cancellation through an AbortSignal, typed errors. Targets are started detached, so they are
+// not children of this process (see refuseOwnChild in src/dump/index.ts).
 import test from 'ava';
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { dump, TsdumpError } from '../src/index.js';
 import { criuRestore, makeWorkDir } from './helpers/criu.js';
-import { TARGETS_DIR, killTree, procState, requestVerify, startTarget, waitGone } from './helpers/target.js';
-
-/** Starts a catalogue C target as an orphan (its launching shell exits at once). */
-async function startOrphan(name: string, work: string) {
-  const ctl = join(work, `ctl-${name}`);
-  await mkdir(ctl, { recursive: true });
-  spawn('sh', ['-c', `setsid ${join(TARGETS_DIR, name)} ${ctl} </dev/null >${ctl}/log 2>&1 &`], { stdio: 'ignore' });
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const ready = await readFile(join(ctl, 'ready'), 'utf8').catch(() => undefined);
-    if (ready) {
-      const pid = Number(/pid=(\d+)/.exec(ready)?.[1]);
-      return { name, pid, ctl, pids: [pid] };
-    }
-    if (Date.now() > deadline) throw new Error(`${name} not ready`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+import { killTree, procState, requestVerify, startDetachedTarget, startTarget, waitGone } from './helpers/target.js';
 
 test.serial('dump() reports stages in flow order and a result the reference CRIU restores', async (t) => {
   const work = await makeWorkDir(t);
-  const target = await startOrphan('t_counter', work);
+  const target = await startDetachedTarget('t_counter', { dir: work });
   t.teardown(() => killTree(target.pid, target.ctl));
   const stages: string[] = [];
   const imagesDir = join(work, 'images');
@@ -46,7 +27,7 @@ test.serial('dump() reports stages in flow order and a result the reference CRIU
 
 test.serial('an aborted signal cancels the dump: CANCELLED, no inventory.img, the target runs on', async (t) => {
   const work = await makeWorkDir(t);
-  const target = await startOrphan('t_counter', work);
+  const target = await startDetachedTarget('t_counter', { dir: work });
   t.teardown(() => killTree(target.pid, target.ctl));
   const imagesDir = join(work, 'images');
   const controller = new AbortController();

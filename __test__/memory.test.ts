@@ -2,66 +2,15 @@
 // for byte (checked against the checksums the target computed itself), zero and untouched pages
 // are not written, and the dump leaves the target's memory map and behaviour unchanged.
 import test from 'ava';
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { native, callNative } from '../src/native.js';
+import { makeWorkDir } from './helpers/criu.js';
+import { killTree, requestVerify, startDetachedTarget } from './helpers/target.js';
 
 const PAGE = 4096;
 
-interface CtlTarget {
-  pid: number;
-  ctl: string;
-  ready: Map<string, string>;
-  kill(): void;
-}
-
-/**
- * Starts build/targets/NAME with a control dir (see __test__/targets/common.h) and waits for
- * CTL/ready. The target is started through `setsid -f` so that it is not a child of this Node
- * process: libuv reaps its own children with waitpid(), and a waitpid from any thread of the
- * tracer's process can consume the tracee's ptrace stops meant for the tracer thread.
- */
-async function startCtlTarget(name: string): Promise<CtlTarget> {
-  const ctl = mkdtempSync(join(tmpdir(), `tsdump-${name}-`));
-  const out = openSync(join(ctl, 'log'), 'a', 0o600);
-  const child = spawn('setsid', ['-f', join('build/targets', name), ctl], { stdio: ['ignore', out, out] });
-  closeSync(out);
-  await new Promise((r) => child.on('exit', r));
-  let pid = 0;
-  const kill = (): void => {
-    if (pid <= 0) return;
-    try {
-      process.kill(-pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  };
-  for (const deadline = Date.now() + 20_000; !existsSync(join(ctl, 'ready')); ) {
-    if (existsSync(join(ctl, 'result')) || Date.now() > deadline) {
-      throw new Error(`${name} not ready: ${readFileSync(join(ctl, 'log'), 'utf8')}`);
-    }
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  const ready = new Map(
-    readFileSync(join(ctl, 'ready'), 'utf8')
-      .trim()
-      .split('\n')
-      .map((l) => l.split('=', 2) as [string, string]),
-  );
-  pid = Number(ready.get('pid'));
-  return { pid, ctl, ready, kill };
-}
-
-async function verify(t: CtlTarget): Promise<string> {
-  writeFileSync(join(t.ctl, 'verify'), '');
-  for (const deadline = Date.now() + 30_000; Date.now() < deadline; ) {
-    if (existsSync(join(t.ctl, 'result'))) return readFileSync(join(t.ctl, 'result'), 'utf8').trim();
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return 'TIMEOUT';
-}
 
 /** The target's checksum: FNV-1a (32-bit) over little-endian u32 words, and their 32-bit sum. */
 function checksum(buf: Buffer): string {
@@ -103,14 +52,13 @@ function rebuild(pages: Buffer, index: Map<bigint, number>, addr: bigint, len: n
 
 for (const mode of ['read', 'vmsplice'] as const) {
   test.serial(`dumpMemory(${mode}) reproduces the target's memory and skips zero pages`, async (t) => {
-    const target = await startCtlTarget('mem_layout');
+    const target = await startDetachedTarget('mem_layout', { dir: await makeWorkDir(t) });
     const images = mkdtempSync(join(tmpdir(), 'tsdump-memimg-'));
     const session = new native.Session();
-    t.teardown(() => {
-      target.kill();
+    t.teardown(async () => {
+      await killTree(target.pid, target.ctl, target.pids);
       session.close();
       rmSync(images, { recursive: true, force: true });
-      rmSync(target.ctl, { recursive: true, force: true });
     });
     const pid = target.pid;
     await callNative(() => session.seizeTree(pid));
@@ -121,8 +69,8 @@ for (const mode of ['read', 'vmsplice'] as const) {
       dump = await callNative(() => session.dumpMemory(pid, { imagesDir: images, pagesId: 1, mode }));
       t.is(readFileSync(`/proc/${pid}/maps`, 'utf8'), mapsBefore, 'memory map unchanged');
       // The shared object, through the parent's mapping and through the child's.
-      const child = Number(target.ready.get('child'));
-      const sharedAddr = BigInt('0x' + target.ready.get('shared_addr'));
+      const child = Number(target.info['child']!);
+      const sharedAddr = BigInt('0x' + target.info['shared_addr']!);
       const v = dump.vmas.find((x) => x.start <= sharedAddr && sharedAddr < x.end)!;
       shmem = [
         await callNative(() => session.dumpShmem(pid, { imagesDir: images, pagesId: 2, start: v.start, end: v.end })),
@@ -143,9 +91,9 @@ for (const mode of ['read', 'vmsplice'] as const) {
     t.true(dump.entries.every((e) => e.flags === 4), 'PE_PRESENT');
 
     const region = (name: string): { addr: bigint; len: number; sum: string } => ({
-      addr: BigInt('0x' + target.ready.get(`${name}_addr`)!),
-      len: Number(target.ready.get(`${name}_len`)),
-      sum: target.ready.get(`${name}_sum`)!,
+      addr: BigInt('0x' + target.info[`${name}_addr`]!),
+      len: Number(target.info[`${name}_len`]!),
+      sum: target.info[`${name}_sum`]!,
     });
     const memFile = readFileSync(join(target.ctl, 'mem_file'));
     for (const name of ['anon', 'untouched', 'zero', 'dontneed', 'filecow', 'protnone']) {
@@ -190,18 +138,17 @@ for (const mode of ['read', 'vmsplice'] as const) {
         `drain ${(dump.timings.drainNs / 1e6).toFixed(1)} ms`,
     );
 
-    t.is(await verify(target), 'PASS', 'the target finds its memory unchanged and keeps running');
+    t.is(await requestVerify(target), 'PASS', 'the target finds its memory unchanged and keeps running');
     t.regex(readFileSync(`/proc/${pid}/status`, 'utf8'), /TracerPid:\s+0\n/);
   });
 }
 
 test.serial('dumpMemory refuses a task this session has not seized', async (t) => {
-  const target = await startCtlTarget('mem_info');
+  const target = await startDetachedTarget('mem_info', { dir: await makeWorkDir(t) });
   const session = new native.Session();
-  t.teardown(() => {
-    target.kill();
+  t.teardown(async () => {
+    await killTree(target.pid, target.ctl, target.pids);
     session.close();
-    rmSync(target.ctl, { recursive: true, force: true });
   });
   const err = await t.throwsAsync(() =>
     callNative(() => session.dumpMemory(target.pid, { imagesDir: target.ctl, pagesId: 9, mode: 'read' })),
@@ -211,14 +158,13 @@ test.serial('dumpMemory refuses a task this session has not seized', async (t) =
 });
 
 test.serial('dumpMemory refuses an io_uring mapping by name and leaves the task as it was', async (t) => {
-  const target = await startCtlTarget('mem_uring');
+  const target = await startDetachedTarget('mem_uring', { dir: await makeWorkDir(t) });
   const images = mkdtempSync(join(tmpdir(), 'tsdump-memimg-'));
   const session = new native.Session();
-  t.teardown(() => {
-    target.kill();
+  t.teardown(async () => {
+    await killTree(target.pid, target.ctl, target.pids);
     session.close();
     rmSync(images, { recursive: true, force: true });
-    rmSync(target.ctl, { recursive: true, force: true });
   });
   await callNative(() => session.seizeTree(target.pid));
   const mapsBefore = readFileSync(`/proc/${target.pid}/maps`, 'utf8');
@@ -228,12 +174,12 @@ test.serial('dumpMemory refuses an io_uring mapping by name and leaves the task 
         callNative(() => session.dumpMemory(target.pid, { imagesDir: images, pagesId: 1, mode })),
       );
       t.is((err as { code?: string }).code, 'UNSUPPORTED_VMA');
-      t.regex(err!.message, new RegExp(`io_uring ring mapping at 0x${target.ready.get('ring')}`));
+      t.regex(err!.message, new RegExp(`io_uring ring mapping at 0x${target.info['ring']!}`));
       t.false(existsSync(join(images, 'pages-1.img')), 'no pages image left behind');
       t.is(readFileSync(`/proc/${target.pid}/maps`, 'utf8'), mapsBefore);
     }
   } finally {
     await callNative(() => session.releaseTree({ mode: 'resume' }));
   }
-  t.is(await verify(target), 'PASS');
+  t.is(await requestVerify(target), 'PASS');
 });

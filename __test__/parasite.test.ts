@@ -2,64 +2,13 @@
 // and the cure is invisible (registers, signal masks, memory map unchanged; the target finds all
 // its state intact and keeps running).
 import test from 'ava';
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { native, callNative } from '../src/native.js';
+import { makeWorkDir } from './helpers/criu.js';
+import { killTree, requestVerify, startDetachedTarget } from './helpers/target.js';
 
-interface CtlTarget {
-  pid: number;
-  ctl: string;
-  ready: Map<string, string>;
-  kill(): void;
-}
-
-/**
- * Starts build/targets/NAME with a control dir (see __test__/targets/common.h) and waits for
- * CTL/ready. The target is started through `setsid -f` so that it is not a child of this Node
- * process: libuv reaps its own children with waitpid(), and a waitpid from any thread of the
- * tracer's process can consume the tracee's ptrace stops meant for the tracer thread.
- */
-async function startCtlTarget(name: string): Promise<CtlTarget> {
-  const ctl = mkdtempSync(join(tmpdir(), `tsdump-${name}-`));
-  const out = openSync(join(ctl, 'log'), 'a', 0o600);
-  const child = spawn('setsid', ['-f', join('build/targets', name), ctl], { stdio: ['ignore', out, out] });
-  closeSync(out);
-  await new Promise((r) => child.on('exit', r));
-  let pid = 0;
-  const kill = (): void => {
-    if (pid <= 0) return;
-    try {
-      process.kill(-pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  };
-  for (const deadline = Date.now() + 20_000; !existsSync(join(ctl, 'ready')); ) {
-    if (existsSync(join(ctl, 'result')) || Date.now() > deadline) {
-      throw new Error(`${name} not ready: ${readFileSync(join(ctl, 'log'), 'utf8')}`);
-    }
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  const ready = new Map(
-    readFileSync(join(ctl, 'ready'), 'utf8')
-      .trim()
-      .split('\n')
-      .map((l) => l.split('=', 2) as [string, string]),
-  );
-  pid = Number(ready.get('pid'));
-  return { pid, ctl, ready, kill };
-}
-
-async function verify(t: CtlTarget): Promise<string> {
-  writeFileSync(join(t.ctl, 'verify'), '');
-  for (const deadline = Date.now() + 30_000; Date.now() < deadline; ) {
-    if (existsSync(join(t.ctl, 'result'))) return readFileSync(join(t.ctl, 'result'), 'utf8').trim();
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return 'TIMEOUT';
-}
 
 /** JSON with BigInts, for comparing register sets. */
 const dump = (v: unknown): string => JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? x.toString(16) : x));
@@ -72,17 +21,16 @@ function statusOf(pid: number, tid: number): Record<string, string> {
 }
 
 test.serial('parasiteInfo reads what the task set up, and the cure leaves no trace', async (t) => {
-  const target = await startCtlTarget('mem_info');
+  const target = await startDetachedTarget('mem_info', { dir: await makeWorkDir(t) });
   const images = mkdtempSync(join(tmpdir(), 'tsdump-parimg-'));
   const session = new native.Session();
-  t.teardown(() => {
-    target.kill();
+  t.teardown(async () => {
+    await killTree(target.pid, target.ctl, target.pids);
     session.close();
     rmSync(images, { recursive: true, force: true });
-    rmSync(target.ctl, { recursive: true, force: true });
   });
   const pid = target.pid;
-  const worker = Number(target.ready.get('worker'));
+  const worker = Number(target.info['worker']!);
   const tree = await callNative(() => session.seizeTree(pid));
   t.deepEqual(tree.processes[0]!.threads.map((x) => x.tid).sort(), [pid, worker].sort());
 
@@ -108,7 +56,7 @@ test.serial('parasiteInfo reads what the task set up, and the cure leaves no tra
 
   t.is(info.sigactions.length, 64);
   const usr1 = info.sigactions[10 - 1]!; // SIGUSR1
-  t.is(usr1.handler, BigInt('0x' + target.ready.get('handler')));
+  t.is(usr1.handler, BigInt('0x' + target.info['handler']!));
   t.is(usr1.flags & 0x10000004n, 0x10000004n, 'SA_SIGINFO|SA_RESTART');
   t.is(usr1.mask, 1n << 11n, 'mask {SIGUSR2}');
   t.is(info.sigactions[15 - 1]!.handler, 1n, 'SIGTERM is SIG_IGN');
@@ -118,7 +66,7 @@ test.serial('parasiteInfo reads what the task set up, and the cure leaves no tra
   t.is(info.itimers.virt.value.sec, 0);
   t.is(info.posixTimers.length, 1);
   const pt = info.posixTimers[0]!;
-  t.is(pt.id, Number(target.ready.get('timer')));
+  t.is(pt.id, Number(target.info['timer']!));
   t.is(pt.clockId, 1, 'CLOCK_MONOTONIC');
   t.is(pt.signo, 10);
   t.is(pt.interval.sec, 50);
@@ -131,13 +79,13 @@ test.serial('parasiteInfo reads what the task set up, and the cure leaves no tra
   const [main, wk] = info.threads;
   t.is(main!.tid, pid);
   t.is(main!.name, 'mem-main');
-  t.is(main!.altstackSp, BigInt('0x' + target.ready.get('altstack_main')));
-  t.is(main!.altstackSize, BigInt(target.ready.get('altstack_main_size')!));
+  t.is(main!.altstackSp, BigInt('0x' + target.info['altstack_main']!));
+  t.is(main!.altstackSize, BigInt(target.info['altstack_main_size']!));
   t.is(main!.blocked, 1n << 0n, 'SIGHUP blocked');
   t.is(main!.pdeathSig, 0);
   t.is(wk!.tid, worker);
   t.is(wk!.name, 'mem-worker');
-  t.is(wk!.altstackSp, BigInt('0x' + target.ready.get('altstack_worker')));
+  t.is(wk!.altstackSp, BigInt('0x' + target.info['altstack_worker']!));
   t.is(wk!.pdeathSig, 12, 'SIGUSR2');
   t.not(wk!.clearTidAddr, 0n, 'pthread threads have a clear-tid address');
   t.not(wk!.clearTidAddr, main!.clearTidAddr);
@@ -146,21 +94,20 @@ test.serial('parasiteInfo reads what the task set up, and the cure leaves no tra
   t.is(main!.creds.capEff, BigInt('0x' + statusBefore[0]!['CapEff']));
   t.true(info.syscalls > 64);
 
-  t.is(await verify(target), 'PASS');
+  t.is(await requestVerify(target), 'PASS');
   t.regex(readFileSync(`/proc/${pid}/status`, 'utf8'), /TracerPid:\s+0\n/);
 });
 
 test.serial('parasiteInfo refuses a task this session has not seized', async (t) => {
-  const target = await startCtlTarget('mem_info');
+  const target = await startDetachedTarget('mem_info', { dir: await makeWorkDir(t) });
   const session = new native.Session();
-  t.teardown(() => {
-    target.kill();
+  t.teardown(async () => {
+    await killTree(target.pid, target.ctl, target.pids);
     session.close();
-    rmSync(target.ctl, { recursive: true, force: true });
   });
   const mapsBefore = readFileSync(`/proc/${target.pid}/maps`, 'utf8');
   const err = await t.throwsAsync(() => callNative(() => session.parasiteInfo(target.pid)));
   t.regex(err!.message, /not seized by this session/);
   t.is(readFileSync(`/proc/${target.pid}/maps`, 'utf8'), mapsBefore);
-  t.is(await verify(target), 'PASS');
+  t.is(await requestVerify(target), 'PASS');
 });

@@ -70,6 +70,39 @@ export async function startTarget(name: string, opts: StartOptions): Promise<Tar
 }
 
 /**
+ * Like startTarget, but the target is not a child of this process (`setsid -f` starts it and
+ * exits). Tests that trace the target from this very process (napi calls, the library) need it:
+ * libuv reaps its own children with waitpid(), which would also swallow their ptrace stops.
+ */
+export async function startDetachedTarget(name: string, opts: StartOptions): Promise<Target> {
+  const exe = join(TARGETS_DIR, name);
+  if (!existsSync(exe)) throw new Error(`${exe} missing: run bash scripts/build-test-programs.sh`);
+  const ctl = join(opts.dir, `ctl-${name}`);
+  await mkdir(ctl, { recursive: true, mode: 0o700 });
+  const logFd = openSync(join(ctl, 'log'), 'a', 0o600);
+  try {
+    const launcher = spawn('setsid', ['-f', exe, ctl, ...(opts.args ?? [])], { stdio: ['ignore', logFd, logFd], cwd: ctl });
+    await new Promise((res) => launcher.once('exit', res));
+  } finally {
+    closeSync(logFd);
+  }
+  const deadline = Date.now() + (opts.timeoutMs ?? 15_000);
+  for (;;) {
+    const ready = readIfExists(join(ctl, 'ready'));
+    if (ready !== undefined) {
+      const info = parseKeyValues(ready);
+      const pid = Number(info.pid);
+      return { name, pid, ctl, info, pids: treePids(pid), exited: new Promise<void>(() => {}), log: () => readIfExists(join(ctl, 'log')) ?? '' };
+    }
+    const result = readIfExists(join(ctl, 'result'));
+    if (result !== undefined || Date.now() > deadline) {
+      throw new Error(`${name}: not ready: ${result?.trim() ?? 'timeout'}\n--- log ---\n${tail(readIfExists(join(ctl, 'log')) ?? '')}`);
+    }
+    await sleep(5);
+  }
+}
+
+/**
  * Spawns any program that speaks the CTL protocol (C targets, the Python state program) detached
  * in its own session with stdin=/dev/null and output appended to CTL/log, and waits for ready.
  */
