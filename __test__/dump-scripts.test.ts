@@ -1,24 +1,13 @@
 // Action scripts around a real dump: they run at CRIU's points with CRIU's environment, and a
 // failing pre-dump script aborts before the tree is touched.
 import test from 'ava';
-import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { catalogue, roundTrip } from './helpers/catalogue.js';
 import { makeWorkDir } from './helpers/criu.js';
 import { killTree, procState, requestVerify, startTarget } from './helpers/target.js';
-
-const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
-
-function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((res) =>
-    execFile(process.execPath, [CLI, ...args], { timeout: 120_000 }, (err, stdout, stderr) =>
-      res({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    ),
-  );
-}
+import { runTsdump } from './helpers/tsdump.js';
 
 async function script(dir: string, body: string): Promise<string> {
   const path = join(dir, 'action.sh');
@@ -34,7 +23,7 @@ test.serial('action scripts run at pre-dump and post-dump with CRTOOLS_* set, an
     pid = p;
     log = join(imagesDir, '..', 'actions.log');
     const s = await script(join(imagesDir, '..'), `echo "$CRTOOLS_SCRIPT_ACTION $CRTOOLS_INIT_PID $CRTOOLS_IMAGE_DIR" >> ${log}`);
-    const r = await cli(['dump', '-t', String(p), '-D', imagesDir, '--shell-job', '--action-script', s]);
+    const r = await runTsdump(['dump', '-t', String(p), '-D', imagesDir, '--shell-job', '--action-script', s]);
     if (r.code !== 0) throw new Error(r.stderr);
   });
   t.is(rt.result, 'PASS');
@@ -52,7 +41,7 @@ test.serial('a failing pre-dump script aborts the dump; the target is untouched 
   t.teardown(() => killTree(target.pid, target.ctl, target.pids));
   const imagesDir = join(work, 'images');
   const s = await script(work, '[ "$CRTOOLS_SCRIPT_ACTION" = pre-dump ] && exit 3; exit 0');
-  const r = await cli(['dump', '-t', String(target.pid), '-D', imagesDir, '--shell-job', '--action-script', s, '--json']);
+  const r = await runTsdump(['dump', '-t', String(target.pid), '-D', imagesDir, '--shell-job', '--action-script', s, '--json']);
   t.is(r.code, 1);
   t.regex(r.stdout, /"code":"ACTION_SCRIPT"/);
   t.false(existsSync(join(imagesDir, 'inventory.img')));

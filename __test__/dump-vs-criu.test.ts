@@ -2,13 +2,10 @@
 // reference CRIU, both image sets are decoded by crit, and every difference must be one this file
 // explains. A difference not listed here fails the test and names the image and field.
 import test from 'ava';
-import { execFile } from 'node:child_process';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { catalogue } from './helpers/catalogue.js';
 import { criuDump, critDecodeAll, makeWorkDir } from './helpers/criu.js';
-
-const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+import { tsdumpDump } from './helpers/tsdump.js';
 
 /**
  * Differences we expect, by image (file name without pid/ids) and field path (array indexes as
@@ -49,12 +46,6 @@ const ONLY_CRIU: Readonly<Record<string, string>> = {
   'timens-0.img': 'clock offsets, used only when the tree lives in its own time namespace',
 };
 
-function cli(args: string[]): Promise<void> {
-  return new Promise((res, rej) =>
-    execFile(process.execPath, [CLI, ...args], { timeout: 120_000 }, (err, _stdout, stderr) => (err ? rej(new Error(stderr)) : res())),
-  );
-}
-
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 
 function differences(a: Json, b: Json, path: string, out: string[]): void {
@@ -91,7 +82,7 @@ for (const name of SUBJECTS) {
     t.teardown(() => subject.kill());
     const ours = join(work, 'tsdump');
     const theirs = join(work, 'criu');
-    await cli(['dump', '-t', String(subject.pid), '-D', ours, '--shell-job', '--leave-running']);
+    await tsdumpDump(subject.pid, ours, ['--leave-running']);
     await criuDump(subject.pid, theirs, entry.dumpArgs ?? []);
     const [a, b] = await Promise.all([critDecodeAll(ours), critDecodeAll(theirs)]);
     const unexplained: string[] = [];
