@@ -8,6 +8,7 @@
 //! - `parasite`: code run inside a frozen task (syscall injection, the parasite blob).
 //! - `mem`: which pages to dump and draining them into pages images (or a socket).
 //! - `kerndat`: kernel feature probes shared by `tsdump check` and the dump.
+//! - `sockets`: sock_diag tables, and socket options and queues read through a duplicated fd.
 //! - `arch`: everything that differs between x86_64 and aarch64, one module each.
 
 pub mod arch;
@@ -19,5 +20,6 @@ pub mod kerndat;
 pub mod mem;
 pub mod pageserver;
 pub mod parasite;
+pub mod sockets;
 
 pub use error::{Error, ErrorCode, Result};

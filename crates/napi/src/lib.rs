@@ -8,6 +8,7 @@ mod memory;
 pub mod pageserver;
 mod parasite;
 mod session;
+pub mod sockets;
 mod tree;
 
 pub use errors::to_napi;

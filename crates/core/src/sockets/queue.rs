@@ -1,0 +1,128 @@
+//! A socket's receive queue, read without consuming it: MSG_PEEK with SO_PEEK_OFF advancing
+//! through the queue, on a duplicate of the target's socket (the queue belongs to the socket).
+//! The original peek offset is put back afterwards.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use nix::errno::Errno;
+
+use super::opts::int_opt;
+use crate::{Error, ErrorCode, Result};
+
+const SO_SNDBUF: i32 = 7;
+const SO_PEEK_OFF: i32 = 42;
+/// Largest message a message socket could hold: bounded by the sender's send buffer, which
+/// SO_SNDBUFFORCE can raise past the default maximum; 4 MiB covers every sane setting.
+const MAX_MESSAGE: usize = 4 << 20;
+
+fn set_peek_off(fd: BorrowedFd, v: i32) -> std::result::Result<(), Errno> {
+    // SAFETY: setsockopt reads one int from the pointer we pass.
+    let r = unsafe {
+        libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, SO_PEEK_OFF, (&v as *const i32).cast(), 4)
+    };
+    Errno::result(r).map(|_| ())
+}
+
+/// The queued messages (datagrams, or chunks of a byte stream) of the socket behind `fd`, oldest
+/// first. `messages` is true for dgram/seqpacket sockets, whose boundaries must be kept.
+pub fn peek_queue(fd: BorrowedFd, ctx: &str, messages: bool) -> Result<Vec<Vec<u8>>> {
+    let fail = |what: &str, e: Errno| Error::new(ErrorCode::Kernel, format!("{ctx}: {what}: {}", e.desc()));
+    let orig = int_opt(fd, libc::SOL_SOCKET, SO_PEEK_OFF).map_err(|e| fail("getsockopt(SO_PEEK_OFF)", e))?;
+    // CRIU reads a stream in pieces of the socket's send buffer less 32 bytes of header room;
+    // the same pieces keep the images alike.
+    let sndbuf = int_opt(fd, libc::SOL_SOCKET, SO_SNDBUF).map_err(|e| fail("getsockopt(SO_SNDBUF)", e))?;
+    let size = if messages { MAX_MESSAGE } else { (sndbuf.max(64) - 32) as usize };
+    set_peek_off(fd, 0).map_err(|e| fail("setsockopt(SO_PEEK_OFF)", e))?;
+    let result = peek_all(fd, ctx, size, messages);
+    let restored = set_peek_off(fd, orig).map_err(|e| fail("restoring SO_PEEK_OFF", e));
+    let out = result?;
+    restored?;
+    Ok(out)
+}
+
+fn peek_all(fd: BorrowedFd, ctx: &str, size: usize, messages: bool) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    let mut data = vec![0u8; size];
+    let mut control = [0u8; 1024];
+    loop {
+        let mut iov = libc::iovec { iov_base: data.as_mut_ptr().cast(), iov_len: data.len() };
+        // SAFETY: msghdr is plain data; zeroed is a valid empty header we then fill in.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = control.len() as _;
+        // SAFETY: recvmsg writes into the buffers msg points at, within their stated lengths.
+        let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        if n < 0 {
+            let e = Errno::last();
+            if e == Errno::EAGAIN {
+                return Ok(out);
+            }
+            if e == Errno::EINTR {
+                continue;
+            }
+            return Err(Error::new(ErrorCode::Kernel, format!("{ctx}: peeking the receive queue: {}", e.desc())));
+        }
+        refuse_control_data(&msg, ctx)?;
+        if msg.msg_flags & libc::MSG_TRUNC != 0 {
+            return Err(Error::new(
+                ErrorCode::Unsupported,
+                format!("{ctx}: a queued message is larger than {} bytes", data.len()),
+            ));
+        }
+        if n == 0 {
+            if !messages {
+                return Ok(out); // end of a stream whose writer shut down
+            }
+            return Err(Error::new(ErrorCode::Unsupported, format!("{ctx}: zero-length datagram queued")));
+        }
+        out.push(data[..n as usize].to_vec());
+    }
+}
+
+/// Messages carrying control data are not supported (as in CRIU 4.1): descriptors
+/// (SCM_RIGHTS), which peeking installed here and are closed before refusing, and sender
+/// credentials, which a restore could only fake with its own.
+fn refuse_control_data(msg: &libc::msghdr, ctx: &str) -> Result<()> {
+    let mut refused = false;
+    let mut other: Option<&str> = None;
+    // SAFETY: CMSG_* walk the control buffer the kernel filled, within msg_controllen.
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(msg) };
+    while !c.is_null() {
+        // SAFETY: c points at a complete cmsghdr inside the control buffer.
+        let h = unsafe { &*c };
+        if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_CREDENTIALS {
+            other = Some("sender credentials (SCM_CREDENTIALS, the receiver has SO_PASSCRED)");
+        } else if h.cmsg_level != libc::SOL_SOCKET || h.cmsg_type != libc::SCM_RIGHTS {
+            other = Some("control data");
+        }
+        if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_RIGHTS {
+            refused = true;
+            // SAFETY: the payload of SCM_RIGHTS is an array of ints ending at cmsg_len.
+            let base = unsafe { libc::CMSG_DATA(c) } as *const i32;
+            // SAFETY: computing the header length only.
+            let header = unsafe { libc::CMSG_LEN(0) } as usize;
+            let count = (h.cmsg_len as usize).saturating_sub(header) / 4;
+            for i in 0..count {
+                // SAFETY: i < count, inside the payload; each int is an fd now owned by us.
+                unsafe { libc::close(base.add(i).read_unaligned()) };
+            }
+        }
+        // SAFETY: advances within the same control buffer.
+        c = unsafe { libc::CMSG_NXTHDR(msg, c) };
+    }
+    if let Some(what) = other.filter(|_| !refused) {
+        return Err(Error::new(
+            ErrorCode::Unsupported,
+            format!("{ctx}: a queued message carries {what}; tsdump cannot dump that yet"),
+        ));
+    }
+    if refused || msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(Error::new(
+            ErrorCode::Unsupported,
+            format!("{ctx}: a queued message carries file descriptors (SCM_RIGHTS); tsdump cannot dump those yet"),
+        ));
+    }
+    Ok(())
+}

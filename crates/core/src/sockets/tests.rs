@@ -1,0 +1,82 @@
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+
+use super::*;
+
+fn ino_of(fd: i32) -> u32 {
+    let st = fs::metadata(format!("/proc/self/fd/{fd}")).unwrap();
+    st.ino() as u32
+}
+
+#[test]
+fn diag_sees_a_socketpair_with_its_peer_and_queue() {
+    let (a, b) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::empty()).unwrap();
+    nix::unistd::write(&a, b"hello there").unwrap();
+    let (ia, ib) = (ino_of(a.as_raw_fd()), ino_of(b.as_raw_fd()));
+    let all = unix_sockets().unwrap();
+    let sa = all.iter().find(|s| s.ino == ia).expect("socket a in unix_diag");
+    let sb = all.iter().find(|s| s.ino == ib).expect("socket b in unix_diag");
+    assert_eq!(sa.peer, ib);
+    assert_eq!(sb.peer, ia);
+    assert_eq!(sb.rqlen, 11);
+    assert_eq!(sa.sock_type, libc::SOCK_STREAM as u32);
+}
+
+#[test]
+fn peeking_keeps_the_queue_and_message_boundaries() {
+    let (a, b) = socketpair(AddressFamily::Unix, SockType::Datagram, None, SockFlag::empty()).unwrap();
+    nix::unistd::write(&a, b"one").unwrap();
+    nix::unistd::write(&a, b"second").unwrap();
+    let me = std::process::id() as i32;
+    let facts = inspect_socket(me, b.as_raw_fd()).unwrap();
+    assert_eq!(facts.family, libc::AF_UNIX);
+    let queue = peek_socket_queue(me, b.as_raw_fd()).unwrap();
+    assert_eq!(queue, vec![b"one".to_vec(), b"second".to_vec()]);
+    // Still queued, and the peek offset is back where it was.
+    assert_eq!(peek_socket_queue(me, b.as_raw_fd()).unwrap().len(), 2);
+    let mut buf = [0u8; 16];
+    assert_eq!(nix::unistd::read(&b, &mut buf).unwrap(), 3);
+}
+
+#[test]
+fn inet_listener_options_need_no_passcred() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let me = std::process::id() as i32;
+    let facts = inspect_socket(me, l.as_raw_fd()).unwrap();
+    assert_eq!(facts.family, libc::AF_INET);
+    assert!(facts.opts.acceptconn);
+    assert!(!facts.opts.passcred);
+    let ino = ino_of(l.as_raw_fd());
+    let all = inet_sockets(libc::AF_INET as u8, libc::IPPROTO_TCP as u8).unwrap();
+    let s = all.iter().find(|s| s.ino == ino).expect("listener in inet_diag");
+    assert_eq!(s.src_port, port);
+    assert_eq!(s.state, 10);
+    assert_eq!(s.src_addr[0].to_ne_bytes(), [127, 0, 0, 1]);
+}
+
+#[test]
+fn peeking_a_stream_stops_at_the_writers_shutdown() {
+    let (a, b) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::empty()).unwrap();
+    nix::unistd::write(&a, b"last words").unwrap();
+    nix::sys::socket::shutdown(a.as_raw_fd(), nix::sys::socket::Shutdown::Write).unwrap();
+    let me = std::process::id() as i32;
+    assert_eq!(peek_socket_queue(me, b.as_raw_fd()).unwrap(), vec![b"last words".to_vec()]);
+    let sk = unix_sockets().unwrap().into_iter().find(|s| s.ino == ino_of(a.as_raw_fd())).unwrap();
+    assert_eq!(sk.shutdown, 2, "SEND_SHUTDOWN on the writer");
+}
+
+#[test]
+fn queued_descriptors_are_refused_and_left_queued() {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    use std::io::IoSlice;
+    let (a, b) = socketpair(AddressFamily::Unix, SockType::Datagram, None, SockFlag::empty()).unwrap();
+    let fds = [a.as_raw_fd()];
+    sendmsg::<()>(a.as_raw_fd(), &[IoSlice::new(b"fd")], &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None).unwrap();
+    let me = std::process::id() as i32;
+    let err = peek_socket_queue(me, b.as_raw_fd()).unwrap_err();
+    assert_eq!(err.code, ErrorCode::Unsupported, "{err}");
+    let mut buf = [0u8; 8];
+    assert_eq!(nix::unistd::read(&b, &mut buf).unwrap(), 2, "the message is still queued");
+}

@@ -1,0 +1,193 @@
+//! Socket facts for the socket fd kinds: the kernel's tables (sock_diag) and what one socket
+//! descriptor of a task shows (options, queue, bound file). Like `files`, these need ptrace
+//! access to the task (pidfd_getfd), not the tracer thread.
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use tsdump_core::sockets;
+
+use crate::errors::to_napi;
+
+#[napi(object)]
+pub struct UnixSocketDiag {
+    pub ino: u32,
+    pub sock_type: u32,
+    pub state: u32,
+    pub peer: u32,
+    /// Bound address bytes: empty, a path, or a leading NUL for an abstract name.
+    pub name: Buffer,
+    pub vfs_dev: Option<u32>,
+    pub vfs_ino: Option<u32>,
+    pub icons: Vec<u32>,
+    pub rqlen: u32,
+    pub wqlen: u32,
+    pub shutdown: u32,
+}
+
+/// Every unix socket of this network namespace (unix_diag).
+#[napi]
+pub fn unix_sockets() -> Result<Vec<UnixSocketDiag>> {
+    let all = sockets::unix_sockets().map_err(to_napi)?;
+    Ok(all
+        .into_iter()
+        .map(|s| UnixSocketDiag {
+            ino: s.ino,
+            sock_type: s.sock_type,
+            state: s.state,
+            peer: s.peer,
+            name: s.name.into(),
+            vfs_dev: s.vfs.map(|v| v.0),
+            vfs_ino: s.vfs.map(|v| v.1),
+            icons: s.icons,
+            rqlen: s.rqlen,
+            wqlen: s.wqlen,
+            shutdown: s.shutdown as u32,
+        })
+        .collect())
+}
+
+#[napi(object)]
+pub struct InetSocketDiag {
+    pub ino: u32,
+    pub family: u32,
+    pub protocol: u32,
+    pub state: u32,
+    pub src_port: u32,
+    pub dst_port: u32,
+    /// Address words as CRIU stores them (memory order); 1 for IPv4, 4 for IPv6.
+    pub src_addr: Vec<u32>,
+    pub dst_addr: Vec<u32>,
+    pub ifindex: u32,
+    pub rqlen: u32,
+    pub wqlen: u32,
+    pub shutdown: u32,
+}
+
+/// Every socket of `family` (2 = AF_INET, 10 = AF_INET6) and `protocol` (6 = TCP, 17 = UDP).
+#[napi]
+pub fn inet_sockets(family: u32, protocol: u32) -> Result<Vec<InetSocketDiag>> {
+    let all = sockets::inet_sockets(family as u8, protocol as u8).map_err(to_napi)?;
+    let words = if family == AF_INET6 { 4 } else { 1 };
+    Ok(all
+        .into_iter()
+        .map(|s| InetSocketDiag {
+            ino: s.ino,
+            family: s.family as u32,
+            protocol: s.protocol as u32,
+            state: s.state as u32,
+            src_port: s.src_port as u32,
+            dst_port: s.dst_port as u32,
+            src_addr: s.src_addr[..words].to_vec(),
+            dst_addr: s.dst_addr[..words].to_vec(),
+            ifindex: s.ifindex,
+            rqlen: s.rqlen,
+            wqlen: s.wqlen,
+            shutdown: s.shutdown as u32,
+        })
+        .collect())
+}
+
+const AF_INET6: u32 = 10;
+
+#[napi(object)]
+pub struct SocketOptions {
+    pub sndbuf: u32,
+    pub rcvbuf: u32,
+    pub snd_tmo_sec: BigInt,
+    pub snd_tmo_usec: BigInt,
+    pub rcv_tmo_sec: BigInt,
+    pub rcv_tmo_usec: BigInt,
+    pub reuseaddr: bool,
+    pub reuseport: bool,
+    pub priority: u32,
+    pub rcvlowat: u32,
+    pub mark: u32,
+    pub passcred: bool,
+    pub passsec: bool,
+    pub dontroute: bool,
+    pub no_check: bool,
+    pub broadcast: bool,
+    pub keepalive: bool,
+    pub oobinline: bool,
+    pub linger: Option<u32>,
+    pub buf_lock: Option<u32>,
+    pub bound_dev: Option<String>,
+    pub filter: Vec<BigInt>,
+    pub tcp_keepcnt: Option<u32>,
+    pub tcp_keepidle: Option<u32>,
+    pub tcp_keepintvl: Option<u32>,
+    pub acceptconn: bool,
+}
+
+#[napi(object)]
+pub struct UnixSocketFile {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub path: String,
+    pub deleted: bool,
+}
+
+#[napi(object)]
+pub struct SocketInfo {
+    pub family: i32,
+    pub sock_type: i32,
+    pub protocol: i32,
+    pub opts: SocketOptions,
+    pub v6only: Option<bool>,
+    pub freebind: bool,
+    pub udp_cork: bool,
+    pub unix_file: Option<UnixSocketFile>,
+}
+
+/// The receive queue of the socket behind fd `fd` of `pid`, oldest message (or stream chunk)
+/// first, left in place.
+#[napi]
+pub fn peek_socket_queue(pid: i32, fd: i32) -> Result<Vec<Buffer>> {
+    let q = sockets::peek_socket_queue(pid, fd).map_err(to_napi)?;
+    Ok(q.into_iter().map(Buffer::from).collect())
+}
+
+/// Reads the socket behind fd `fd` of `pid` through a duplicate: identity, options, bound file.
+#[napi]
+pub fn inspect_socket(pid: i32, fd: i32) -> Result<SocketInfo> {
+    let f = sockets::inspect_socket(pid, fd).map_err(to_napi)?;
+    let o = f.opts;
+    Ok(SocketInfo {
+        family: f.family,
+        sock_type: f.sock_type,
+        protocol: f.protocol,
+        opts: SocketOptions {
+            sndbuf: o.sndbuf,
+            rcvbuf: o.rcvbuf,
+            snd_tmo_sec: BigInt::from(o.snd_tmo.0),
+            snd_tmo_usec: BigInt::from(o.snd_tmo.1),
+            rcv_tmo_sec: BigInt::from(o.rcv_tmo.0),
+            rcv_tmo_usec: BigInt::from(o.rcv_tmo.1),
+            reuseaddr: o.reuseaddr,
+            reuseport: o.reuseport,
+            priority: o.priority,
+            rcvlowat: o.rcvlowat,
+            mark: o.mark,
+            passcred: o.passcred,
+            passsec: o.passsec,
+            dontroute: o.dontroute,
+            no_check: o.no_check,
+            broadcast: o.broadcast,
+            keepalive: o.keepalive,
+            oobinline: o.oobinline,
+            linger: o.linger,
+            buf_lock: o.buf_lock,
+            bound_dev: o.bound_dev,
+            filter: o.filter.into_iter().map(BigInt::from).collect(),
+            tcp_keepcnt: o.tcp_keep.map(|k| k.0),
+            tcp_keepidle: o.tcp_keep.map(|k| k.1),
+            tcp_keepintvl: o.tcp_keep.map(|k| k.2),
+            acceptconn: o.acceptconn,
+        },
+        v6only: f.v6only,
+        freebind: f.freebind,
+        udp_cork: f.udp_cork,
+        unix_file: f.unix_file.map(|u| UnixSocketFile { mode: u.mode, uid: u.uid, gid: u.gid, path: u.path, deleted: u.deleted }),
+    })
+}
