@@ -1,0 +1,113 @@
+// What the kernel's sock_diag tables say about the sockets of this dump, read once per dump (the
+// tree is frozen, so the tables hold still), and which socket inodes the dumped tree holds — the
+// test for "is this peer inside the tree?" that decides between dumping a pair and refusing or
+// marking an external peer (CRIU's --ext-unix-sk).
+import { readdir, readlink } from 'node:fs/promises';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import type { InetSocketDiag, UnixSocketDiag } from '../../../native/index.js';
+import { callNative, native } from '../../native.js';
+import type { FdKindContext } from './kind.js';
+
+/** Dump-wide settings the socket kinds need from DumpOptions, and the dumped tree. */
+export interface SocketDumpSettings {
+  /** --ext-unix-sk: a unix socket may have its peer outside the tree (dgram peers with a name). */
+  readonly extUnixSk?: boolean;
+  /** --tcp-established: established TCP connections may be dumped. */
+  readonly tcpEstablished?: boolean;
+  /** Root-first pids of the dumped processes. */
+  readonly pids?: readonly number[];
+}
+
+let settings: SocketDumpSettings = {};
+
+/**
+ * Called by the dump once the tree is seized (src/dump/index.ts). Without it, sockets are dumped
+ * with both options off and the tree found as "the processes this process traces".
+ */
+export function configureSocketDump(s: SocketDumpSettings): void {
+  settings = s;
+}
+
+export function socketSettings(): SocketDumpSettings {
+  return settings;
+}
+
+interface Tables {
+  unix: Map<number, UnixSocketDiag>;
+  /** Listener inode by the inode of a client still waiting in its accept queue. */
+  inflight: Map<number, number>;
+  inet: Map<number, InetSocketDiag>;
+  treeInodes?: Promise<Set<number>>;
+}
+
+let tables: Tables | undefined;
+
+const AF_INET = 2;
+const AF_INET6 = 10;
+const IPPROTO_TCP = 6;
+const IPPROTO_UDP = 17;
+
+/** The diag tables of the current dump, fetched on the dump's first socket. */
+export async function socketTables(c: FdKindContext): Promise<Tables> {
+  if (c.firstTime('sockets:diag') || !tables) {
+    const unix = new Map<number, UnixSocketDiag>();
+    const inflight = new Map<number, number>();
+    for (const s of await callNative(() => native.unixSockets())) {
+      unix.set(s.ino, s);
+      for (const client of s.icons) inflight.set(client, s.ino);
+    }
+    const inet = new Map<number, InetSocketDiag>();
+    for (const family of [AF_INET, AF_INET6]) {
+      for (const proto of [IPPROTO_TCP, IPPROTO_UDP]) {
+        for (const s of await callNative(() => native.inetSockets(family, proto))) inet.set(s.ino, s);
+      }
+    }
+    tables = { unix, inflight, inet };
+  }
+  return tables;
+}
+
+/** Socket inodes held open by any process of the dumped tree. */
+export async function treeSocketInodes(c: FdKindContext): Promise<Set<number>> {
+  const t = await socketTables(c);
+  t.treeInodes ??= collectTreeInodes(settings.pids ?? tracedByUs());
+  return t.treeInodes;
+}
+
+async function collectTreeInodes(pids: readonly number[]): Promise<Set<number>> {
+  const inodes = new Set<number>();
+  for (const pid of pids) {
+    const dir = `/proc/${pid}/fd`;
+    for (const fd of await readdir(dir).catch(() => [] as string[])) {
+      const target = await readlink(`${dir}/${fd}`).catch(() => '');
+      const m = /^socket:\[(\d+)\]$/.exec(target);
+      if (m) inodes.add(Number(m[1]));
+    }
+  }
+  return inodes;
+}
+
+/** Processes whose tracer is one of our threads: the seized tree when nobody told us its pids. */
+function tracedByUs(): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let status: string;
+    try {
+      status = readFileSync(`/proc/${name}/status`, 'utf8');
+    } catch {
+      continue;
+    }
+    const tracer = /^TracerPid:\s*(\d+)/m.exec(status)?.[1];
+    if (tracer && tracer !== '0' && existsSync(`/proc/self/task/${tracer}`)) out.push(Number(name));
+  }
+  return out;
+}
+
+/** A unix address for messages: path, "@abstract" or "(unbound)". */
+export function unixName(name: Uint8Array): string {
+  if (name.length === 0) return '(unbound)';
+  if (name[0] === 0) return `@${Buffer.from(name.subarray(1)).toString('utf8')}`;
+  // Bound with the terminating NUL counted in the address length (as most programs do).
+  return Buffer.from(name).toString('utf8').replace(/\0+$/, '');
+}

@@ -1,0 +1,31 @@
+// Sockets (`socket:[INO]`): the family decides the entry — unix (./unix-socket.ts) or inet
+// (./inet-socket.ts). The socket is read through a pidfd_getfd duplicate of the task's fd.
+import type { SocketInfo } from '../../../native/index.js';
+import { callNative, native } from '../../native.js';
+import { TsdumpError } from '../../errors.js';
+import { linkInode, type FdKind } from './kind.js';
+import { unixSocketEntry } from './unix-socket.js';
+import { inetSocketEntry } from './inet-socket.js';
+
+const AF_UNIX = 1;
+const AF_INET = 2;
+const AF_INET6 = 10;
+const FAMILIES: Record<number, string> = { 16: 'netlink', 17: 'packet' };
+
+export const sockets: FdKind = {
+  name: 'sockets',
+  matches: (fd) => linkInode(fd.target, 'socket') !== undefined,
+  async entry(c) {
+    const ino = Number(linkInode(c.fd.target, 'socket')!);
+    const info: SocketInfo = await callNative(() => native.inspectSocket(c.pid, c.fd.fd));
+    if (info.family === AF_UNIX) {
+      return unixSocketEntry(c, ino, info, () => callNative(() => native.peekSocketQueue(c.pid, c.fd.fd)));
+    }
+    if (info.family === AF_INET || info.family === AF_INET6) return inetSocketEntry(c, ino, info);
+    const family = FAMILIES[info.family] ?? `family ${info.family}`;
+    throw new TsdumpError(
+      'UNSUPPORTED_FD',
+      `pid ${c.pid}: fd ${c.fd.fd} (${c.fd.target}): tsdump cannot dump ${family} sockets yet; close it or leave the process out of the tree`,
+    );
+  },
+};
