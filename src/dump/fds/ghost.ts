@@ -1,0 +1,118 @@
+// Deleted-but-open regular files ("ghost files"). The file table records the path it had; a
+// remap-fpath.img entry points that file at ghost-file-N.img, which carries the metadata and the
+// contents (up to --ghost-limit). Restore recreates the file next to the old path, opens it and
+// unlinks it again.
+import { create } from '@bufbuild/protobuf';
+import type { BigIntStats } from 'node:fs';
+import { open, stat } from 'node:fs/promises';
+import { fd_types } from '../../images/gen/fdinfo_pb.js';
+import { ghost_chunk_entrySchema, ghost_file_entrySchema } from '../../images/gen/ghost-file_pb.js';
+import { remap_file_path_entrySchema, remap_type } from '../../images/gen/remap-file-path_pb.js';
+import { TsdumpError } from '../../errors.js';
+import { S_IFMT, S_IFREG, type FdKind, type FdKindContext } from './kind.js';
+
+const DELETED = ' (deleted)';
+/** Like CRIU, small ghosts are stored in one piece and bigger ones in chunks that skip holes. */
+const CHUNKS_FROM = 3 * 4096;
+const PIECE = 64 * 1024;
+
+/** The ghost image id of every deleted file already stored in this dump, by (dev, ino). */
+const ghostIds = new Map<string, number>();
+
+export const ghostFiles: FdKind = {
+  name: 'deleted files',
+  matches: (fd) => fd.target.startsWith('/') && fd.target.endsWith(DELETED) && (fd.mode & S_IFMT) === S_IFREG,
+  async entry(c) {
+    const link = `/proc/${c.pid}/fd/${c.fd.fd}`;
+    const st = await stat(link, { bigint: true });
+    const path = c.fd.target.slice(0, -DELETED.length);
+    if (st.nlink !== 0n) {
+      // Still linked elsewhere: CRIU would add a link remap (--link-remap); not done here.
+      throw new TsdumpError(
+        'UNSUPPORTED_FD',
+        `pid ${c.pid}: fd ${c.fd.fd} (${c.fd.target}): tsdump cannot dump deleted files that still have other hard links yet`,
+      );
+    }
+    if (st.size > BigInt(c.ghostLimit)) {
+      throw new TsdumpError(
+        'UNSUPPORTED_FD',
+        `pid ${c.pid}: fd ${c.fd.fd} (${c.fd.target}): deleted file of ${st.size} bytes is larger than the ghost limit ` +
+          `(${c.ghostLimit} bytes); raise --ghost-limit to keep it in the images`,
+      );
+    }
+    const key = `${st.dev}:${st.ino}`;
+    let ghostId = ghostIds.get(key);
+    if (c.firstTime(`ghost:${key}`) || ghostId === undefined) {
+      ghostId = c.id;
+      ghostIds.set(key, ghostId);
+      await writeGhost(c, link, ghostId, st);
+    }
+    const remap = await c.image('remap-fpath.img');
+    await remap.append(
+      remap_file_path_entrySchema,
+      create(remap_file_path_entrySchema, { origId: c.id, remapId: ghostId, remapType: remap_type.GHOST }),
+    );
+    return {
+      type: fd_types.REG,
+      id: c.id,
+      reg: { id: c.id, flags: c.fileFlags, pos: c.fd.pos, fown: c.fown, name: path, mode: c.fd.mode, ...sized(c.fileFlags, st.size) },
+    };
+  },
+};
+
+/**
+ * st_dev in the kernel's own encoding (minor in the low 20 bits), as CRIU records a ghost's
+ * device: restore matches ghosts to file mappings by it.
+ */
+function kernelDev(dev: bigint): number {
+  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
+  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
+  return Number(((major << 20n) | minor) & 0xffffffffn);
+}
+
+/** CRIU leaves the size out for O_WRONLY|O_APPEND files (logs that others may grow). */
+function sized(flags: number, size: bigint): { size?: bigint } {
+  const O_ACCMODE = 3, O_WRONLY = 1, O_APPEND = 0o2000;
+  return (flags & O_ACCMODE) === O_WRONLY && flags & O_APPEND ? {} : { size };
+}
+
+
+async function writeGhost(c: FdKindContext, link: string, ghostId: number, st: BigIntStats): Promise<void> {
+  const chunks = st.size >= BigInt(CHUNKS_FROM);
+  const head = create(ghost_file_entrySchema, {
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    mode: Number(st.mode),
+    dev: kernelDev(st.dev),
+    ino: st.ino,
+    atim: { tvSec: st.atimeNs / 1_000_000_000n, tvUsec: (st.atimeNs % 1_000_000_000n) / 1000n },
+    mtim: { tvSec: st.mtimeNs / 1_000_000_000n, tvUsec: (st.mtimeNs % 1_000_000_000n) / 1000n },
+    ...(chunks ? { chunks: true, size: st.size } : {}),
+  });
+  const img = await c.image(`ghost-file-${ghostId.toString(16)}.img`);
+  // Read through /proc/PID/fd/N: works whatever the task's open mode, in bounded pieces.
+  const fh = await open(link, 'r');
+  try {
+    if (!chunks) {
+      const buf = Buffer.alloc(Number(st.size));
+      const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+      await img.append(ghost_file_entrySchema, head, buf.subarray(0, bytesRead));
+      return;
+    }
+    await img.append(ghost_file_entrySchema, head);
+    const buf = Buffer.alloc(PIECE);
+    for (let off = 0n; off < st.size; ) {
+      const want = Number(st.size - off < BigInt(PIECE) ? st.size - off : BigInt(PIECE));
+      const { bytesRead } = await fh.read(buf, 0, want, Number(off));
+      if (bytesRead === 0) break;
+      const piece = buf.subarray(0, bytesRead);
+      // An all-zero piece is left out: restore sizes the file first, so it reads back as zeros.
+      if (piece.some((b) => b !== 0)) {
+        await img.append(ghost_chunk_entrySchema, create(ghost_chunk_entrySchema, { len: BigInt(bytesRead), off }), Buffer.from(piece));
+      }
+      off += BigInt(bytesRead);
+    }
+  } finally {
+    await fh.close();
+  }
+}
