@@ -10,6 +10,7 @@ import { TsdumpError } from '../errors.js';
 import type { FdInfoEntry } from '../../native/index.js';
 import { S_IFMT, S_IFREG, type FdKind, type FdKindContext } from './fds/kind.js';
 import { FD_KINDS } from './fds/index.js';
+import { fdOwner } from './fds/owner.js';
 
 const O_CLOEXEC = 0o2000000;
 const FD_CLOEXEC = 1;
@@ -18,6 +19,9 @@ const FD_CLOEXEC = 1;
 const DEFAULT_GHOST_LIMIT = 1 << 20;
 
 const noOwner = () => ({ uid: 0, euid: 0, signum: 0, pidType: 0, pid: 0 });
+
+/** Asks plugins to take over a file; true if one did. */
+export type ExternalFileHandler = (file: { pid: number; fd: number; procPath: string; id: number; path: string }) => Promise<boolean>;
 
 interface OpenDescription {
   pid: number;
@@ -40,9 +44,17 @@ export class FileTable {
     private readonly ghostLimit = DEFAULT_GHOST_LIMIT,
   ) {}
 
-  static async create(dir: string, opts: { ghostLimit?: number } = {}): Promise<FileTable> {
-    return new FileTable(dir, await ImageWriter.create(dir, 'files.img'), opts.ghostLimit ?? DEFAULT_GHOST_LIMIT);
+  /**
+   * `external` is asked about files no kind handles (CRIU's dump_ext_file plugin point); when a
+   * plugin takes one, the file is recorded as EXT and the plugin keeps its own data.
+   */
+  static async create(dir: string, opts: { ghostLimit?: number; external?: ExternalFileHandler } = {}): Promise<FileTable> {
+    const table = new FileTable(dir, await ImageWriter.create(dir, 'files.img'), opts.ghostLimit ?? DEFAULT_GHOST_LIMIT);
+    table.external = opts.external;
+    return table;
   }
+
+  private external: ExternalFileHandler | undefined;
 
   /** The id of a file opened by path (exe, mappings): one per (path, flags) in the dump. */
   async pathFile(path: string, flags: number, st: { mode: number; size?: bigint }): Promise<number> {
@@ -65,7 +77,7 @@ export class FileTable {
 
   /** Dumps the open file behind `fd` of `pid` (once per open description); its fdinfo entry. */
   async fd(pid: number, fd: FdInfoEntry): Promise<fdinfo_entry> {
-    const kind = FD_KINDS.find((k) => k.matches(fd));
+    const kind = FD_KINDS.find((k) => k.matches(fd)) ?? this.externalKind(pid, fd);
     if (!kind) throw unsupported(pid, fd);
     const { id, type } = await this.description(pid, fd, kind);
     return create(fdinfo_entrySchema, { id, flags: fd.flags & O_CLOEXEC ? FD_CLOEXEC : 0, type, fd: fd.fd });
@@ -93,13 +105,29 @@ export class FileTable {
     return description;
   }
 
+  /** A kind for one file a plugin takes over, or undefined if there is no plugin to ask. */
+  private externalKind(pid: number, fd: FdInfoEntry): FdKind | undefined {
+    const external = this.external;
+    if (!external) return undefined;
+    return {
+      name: 'external files',
+      matches: () => true,
+      async entry(c) {
+        if (!(await external({ pid, fd: fd.fd, procPath: `/proc/${pid}/fd/${fd.fd}`, id: c.id, path: fd.target }))) {
+          throw unsupported(pid, fd);
+        }
+        return { type: fd_types.EXT, id: c.id, ext: { id: c.id, fown: c.fown } };
+      },
+    };
+  }
+
   private kindContext(pid: number, fd: FdInfoEntry, id: number): FdKindContext {
     return {
       pid,
       fd,
       id,
       fileFlags: fd.flags & ~O_CLOEXEC,
-      fown: noOwner(),
+      fown: fdOwner(pid, fd.fd),
       image: (fileName) => {
         let w = this.extraImages.get(fileName);
         if (!w) this.extraImages.set(fileName, (w = ImageWriter.create(this.dir, fileName)));

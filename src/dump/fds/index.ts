@@ -2,5 +2,14 @@
 import type { FdKind } from './kind.js';
 import { regularFiles } from './regular.js';
 import { pipes } from './pipe.js';
+import { eventfds } from './eventfd.js';
+import { signalfds } from './signalfd.js';
+import { timerfds } from './timerfd.js';
+import { eventpolls } from './eventpoll.js';
+import { inotifies } from './inotify.js';
+import { fanotifies } from './fanotify.js';
+import { fifos } from './fifo.js';
+import { ghostFiles } from './ghost.js';
+import { sockets } from './socket.js';
 
-export const FD_KINDS: readonly FdKind[] = [regularFiles, pipes];
+export const FD_KINDS: readonly FdKind[] = [regularFiles, pipes, eventfds, signalfds, timerfds, eventpolls, inotifies, fanotifies, fifos, ghostFiles, sockets];
