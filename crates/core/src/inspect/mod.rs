@@ -183,7 +183,10 @@ pub(crate) fn procfs_err(pid: i32, file: &str, e: procfs::ProcError) -> Error {
 }
 
 pub(crate) fn io_err(pid: i32, file: &str, e: std::io::Error) -> Error {
-    let code = if e.kind() == std::io::ErrorKind::NotFound {
+    // A task that died after the seize is a zombie until reaped: its files still exist but
+    // reading some of them (auxv, environ...) gives ESRCH instead of ENOENT.
+    let code = if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
+    {
         ErrorCode::EsrchTarget
     } else {
         ErrorCode::Procfs
