@@ -397,12 +397,7 @@ impl Injector {
             if r < 0 {
                 return Err(Error::from_errno(Errno::last(), tid, format_args!("{req:?} into injected code")));
             }
-            let st = loop {
-                match waitpid(p, Some(WaitPidFlag::__WALL)) {
-                    Err(Errno::EINTR) => continue,
-                    other => break other,
-                }
-            };
+            let st = wait_for(tid);
             let stop = match st {
                 Ok(WaitStatus::PtraceSyscall(_)) => Stop::Trap(None),
                 Ok(WaitStatus::Stopped(_, Signal::SIGTRAP)) => {
@@ -473,5 +468,23 @@ impl Injector {
 impl Drop for Injector {
     fn drop(&mut self) {
         let _ = self.cure();
+    }
+}
+
+/**
+ * Waits for the next event of `tid`, reaping the exits of this thread's other tracees meanwhile.
+ *
+ * A killed thread-group leader is reported only after its other (traced) threads are reaped, so
+ * waiting on the leader alone deadlocks when the whole task dies mid-call. `__WNOTHREAD` keeps
+ * the wait to this tracer thread's tracees: the Node process's own children are left to libuv.
+ * Events of other tracees that are not exits are dropped; they stay in their ptrace stop.
+ */
+fn wait_for(tid: i32) -> nix::Result<WaitStatus> {
+    loop {
+        match waitpid(None, Some(WaitPidFlag::__WALL | WaitPidFlag::__WNOTHREAD)) {
+            Err(Errno::EINTR) => continue,
+            Ok(st) if st.pid() != Some(Pid::from_raw(tid)) => continue,
+            other => return other,
+        }
     }
 }
