@@ -1,0 +1,432 @@
+// Bad input and faults: a dump that cannot finish — the target's child vanishes, the tree holds a
+// resource tsdump refuses, the images dir is read-only or fills up, tsdump is killed or told to
+// stop half-way — must end with a clear error, no inventory.img, and the tree running exactly as
+// before: not stopped, not traced, same signal masks, same mappings (no parasite left behind),
+// and its own self-check passing. Also here: --leave-running, and owner-only modes of every file
+// and directory a dump creates. Everything runs on real processes, with the real CLI as a
+// separate process (the way users run it), under the subreaper.
+import test, { type ExecutionContext } from 'ava';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, readlinkSync, statSync } from 'node:fs';
+import { mkdir, truncate, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { criuRestore, makeWorkDir, run } from './helpers/criu.js';
+import { belongsTo, isAlive, killTree, logTail, requestVerify, startTarget, waitGone, type Target } from './helpers/target.js';
+
+const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+
+// ---------------------------------------------------------------------------------------------
+// The CLI as a separate process
+
+interface CliResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  /** The error document --json prints on failure. */
+  error?: { code: string; message: string };
+  /** The success document. */
+  result?: { released?: string; tasks?: { pid: number }[] };
+}
+
+interface CliRun {
+  child: ChildProcess;
+  /** stderr so far (the -v3 log: one line per stage). */
+  stderr(): string;
+  done: Promise<CliResult>;
+}
+
+/** `tsdump dump -t PID -D DIR --shell-job --json -v3 [args]`; with umask0 under `umask 0`. */
+function startDump(pid: number, imagesDir: string, args: readonly string[] = [], opts: { umask0?: boolean } = {}): CliRun {
+  const dumpArgs = [CLI, 'dump', '-t', String(pid), '-D', imagesDir, '--shell-job', '--json', '-v3', ...args];
+  const child = opts.umask0
+    ? spawn('/bin/sh', ['-c', 'umask 0; exec "$@"', 'sh', process.execPath, ...dumpArgs], { stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(process.execPath, dumpArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr!.on('data', (b: Buffer) => (err += b.toString()));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+  const done = new Promise<CliResult>((resolve) => {
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      const r: CliResult = { code, signal, stdout: out, stderr: err };
+      const last = out.trim().split('\n').pop();
+      if (last?.startsWith('{')) {
+        const doc = JSON.parse(last) as { error?: CliResult['error'] };
+        if (doc.error) r.error = doc.error;
+        else r.result = doc as CliResult['result'];
+      }
+      resolve(r);
+    });
+  });
+  return { child, stderr: () => err, done };
+}
+
+function describe(r: CliResult): string {
+  return `exit ${r.code ?? r.signal}\n--- stdout ---\n${r.stdout}\n--- stderr ---\n${r.stderr}`;
+}
+
+async function until(what: string, cond: () => boolean, timeoutMs = 30_000, everyMs = 2): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
+
+function fileSize(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch {
+    return 0;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What "left as it was" means, read from /proc
+
+interface ThreadState {
+  state: string;
+  tracerPid: number;
+  sigBlk: string;
+}
+
+interface TreeSnapshot {
+  /** "pid/tid" → state of that thread. */
+  threads: Map<string, ThreadState>;
+  /** pid → /proc/PID/maps. */
+  maps: Map<number, string>;
+  /** pid → "fd → link target, flags" lines. */
+  fds: Map<number, string[]>;
+}
+
+function statusField(text: string, field: string): string {
+  const m = new RegExp(`^${field}:\\s*(.*)$`, 'm').exec(text);
+  if (!m) throw new Error(`no ${field} in status`);
+  return m[1]!.trim();
+}
+
+function fdTable(pid: number): string[] {
+  return readdirSync(`/proc/${pid}/fd`)
+    .map(Number)
+    .sort((a, b) => a - b)
+    .map((fd) => {
+      const flags = statusField(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'), 'flags');
+      return `${fd} -> ${readlinkSync(`/proc/${pid}/fd/${fd}`)} flags ${flags}`;
+    });
+}
+
+function snapshot(pids: readonly number[]): TreeSnapshot {
+  const threads = new Map<string, ThreadState>();
+  const maps = new Map<number, string>();
+  const fds = new Map<number, string[]>();
+  for (const pid of pids) {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+      threads.set(`${pid}/${tid}`, {
+        state: statusField(status, 'State'),
+        tracerPid: Number(statusField(status, 'TracerPid')),
+        sigBlk: statusField(status, 'SigBlk'),
+      });
+    }
+    maps.set(pid, readFileSync(`/proc/${pid}/maps`, 'utf8'));
+    fds.set(pid, fdTable(pid));
+  }
+  return { threads, maps, fds };
+}
+
+/**
+ * What a dumper killed by SIGKILL in the middle of a vmsplice page drain cannot take back (see
+ * crates/core/src/parasite/mod.rs and mem/drain.rs): the injector's anonymous rwx scratch mapping
+ * and the write ends of the drain's pipes (O_WRONLY|O_CLOEXEC), which the task itself opened.
+ */
+interface Residue {
+  mappings: string[];
+  fds: string[];
+}
+
+/**
+ * The tree runs as before: same threads, none stopped or traced, same masks, same mappings and
+ * fd tables. With `residue`, the drain's leftovers described above are tolerated (and returned,
+ * for the log) — nothing else.
+ */
+function assertUnchanged(t: ExecutionContext, before: TreeSnapshot, pids: readonly number[], residue?: Residue): void {
+  const after = snapshot(pids);
+  t.deepEqual([...after.threads.keys()].sort(), [...before.threads.keys()].sort(), 'the same threads');
+  for (const [key, was] of before.threads) {
+    const now = after.threads.get(key);
+    if (!now) continue;
+    t.false(/^[Tt]/.test(now.state), `${key} is left ${now.state}`);
+    t.is(now.tracerPid, 0, `${key} is still traced by ${now.tracerPid}`);
+    t.is(now.sigBlk, was.sigBlk, `${key}: blocked signals changed`);
+  }
+  for (const [pid, maps] of before.maps) {
+    let now = after.maps.get(pid) ?? '';
+    let fds = after.fds.get(pid) ?? [];
+    if (residue) {
+      const was = new Set(maps.split('\n'));
+      const extra = now.split('\n').filter((l) => !was.has(l));
+      // one anonymous private rwx mapping: the scratch area
+      if (extra.length === 1 && /^[0-9a-f]+-[0-9a-f]+ rwxp 00000000 00:00 0\s*$/.test(extra[0]!)) {
+        residue.mappings.push(`pid ${pid}: ${extra[0]!.trim()}`);
+        now = now.split('\n').filter((l) => l !== extra[0]).join('\n');
+      }
+      const had = new Set(before.fds.get(pid) ?? []);
+      const extraFds = fds.filter((f) => !had.has(f));
+      // write ends of pipes, O_WRONLY|O_CLOEXEC
+      if (extraFds.every((f) => /^\d+ -> pipe:\[\d+\] flags 02000001$/.test(f))) {
+        residue.fds.push(...extraFds.map((f) => `pid ${pid}: ${f}`));
+        fds = fds.filter((f) => had.has(f));
+      }
+    }
+    t.is(now, maps, `pid ${pid}: mappings changed (a parasite left behind?)`);
+    t.deepEqual(fds, before.fds.get(pid), `pid ${pid}: fd table changed`);
+  }
+}
+
+/** Every file the dump wrote is 0600 and every directory 0700, whatever the umask. */
+function assertOwnerOnly(t: ExecutionContext, dir: string, dirs: readonly string[] = [dir]): number {
+  for (const d of dirs) t.is(statSync(d).mode & 0o777, 0o700, `${d} mode ${(statSync(d).mode & 0o777).toString(8)}`);
+  let files = 0;
+  for (const name of readdirSync(dir)) {
+    const st = statSync(join(dir, name));
+    if (st.isDirectory()) {
+      files += assertOwnerOnly(t, join(dir, name));
+      continue;
+    }
+    t.is(st.mode & 0o777, 0o600, `${name} mode ${(st.mode & 0o777).toString(8)}`);
+    files++;
+  }
+  return files;
+}
+
+function noInventory(t: ExecutionContext, imagesDir: string): void {
+  t.false(existsSync(join(imagesDir, 'inventory.img')), 'an unfinished dump must not look complete');
+}
+
+interface FaultTarget extends Target {
+  child?: number;
+}
+
+/** f_faults (see __test__/targets/f_faults.c), killed in teardown. */
+async function startFaults(t: ExecutionContext, dir: string, args: readonly string[]): Promise<FaultTarget> {
+  const target = await startTarget('f_faults', { dir, args, timeoutMs: 60_000 });
+  t.teardown(() => killTree(target.pid, target.ctl, target.pids));
+  return { ...target, ...(target.info.child ? { child: Number(target.info.child) } : {}) };
+}
+
+async function verifyLive(t: ExecutionContext, target: Target, what: string): Promise<void> {
+  t.is(await requestVerify(target, { timeoutMs: 30_000 }), 'PASS', `${what}\n--- target log ---\n${logTail(target)}`);
+}
+
+/** A tmpfs mounted on dir for the test (unmounted in teardown, before the work dir goes). */
+async function mountTmpfs(t: ExecutionContext, dir: string, options: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const r = await run('mount', ['-t', 'tmpfs', '-o', options, 'tmpfs', dir]);
+  if (r.code !== 0) throw new Error(`mount tmpfs ${options} on ${dir}: ${r.stderr}`);
+  t.teardown(async () => {
+    await run('umount', [dir]);
+  });
+}
+
+const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+// Heavy tests (hundreds of MiB drained) and mounts: one at a time.
+
+test.serial('unsupported resource: a held flock without --file-locks is refused after the whole tree was examined, tree unchanged', async (t) => {
+  const work = await makeWorkDir(t);
+  const target = await startFaults(t, work, ['16', 'lock', 'child']);
+  const before = snapshot(target.pids);
+  const imagesDir = join(work, 'images');
+  const r = await startDump(target.pid, imagesDir).done;
+  t.is(r.code, 1, describe(r));
+  t.is(r.error?.code, 'UNSUPPORTED', describe(r));
+  t.regex(r.error?.message ?? '', new RegExp(`pid ${target.pid}: fd \\d+ holds a file lock.*--file-locks`));
+  // The refusal comes after every task's parasite and memory: the stages prove it got that far.
+  t.regex(r.stderr, new RegExp(`dump task ${target.child}\\b`));
+  noInventory(t, imagesDir);
+  assertOwnerOnly(t, imagesDir);
+  assertUnchanged(t, before, target.pids);
+  await verifyLive(t, target, 'flock still held, memory, masks and ticker intact');
+});
+
+test.serial('PID gone mid-dump: the child is killed while the root is drained; clear error, root unchanged', async (t) => {
+  const work = await makeWorkDir(t);
+  const target = await startFaults(t, work, ['256', 'child']);
+  const child = target.child!;
+  const before = snapshot([target.pid]);
+  const imagesDir = join(work, 'images');
+  const dump = startDump(target.pid, imagesDir);
+  // The root's stage begins once the whole tree is seized; its 256 MiB drain keeps the dump
+  // there while the child, already seized, is killed (SIGKILL reaches a ptrace-stopped task).
+  await until('the root being dumped', () => new RegExp(`dump task ${target.pid}\\b`).test(dump.stderr()));
+  process.kill(child, 'SIGKILL');
+  const r = await dump.done;
+  t.is(r.code, 1, describe(r));
+  t.log(`error: ${r.error?.code}: ${r.error?.message}`);
+  t.true(['ESRCH_TARGET', 'TARGET_GONE'].includes(r.error?.code ?? ''), describe(r));
+  t.regex(r.error?.message ?? '', new RegExp(`\\b${child}\\b`), 'the error names the vanished pid');
+  noInventory(t, imagesDir);
+  assertOwnerOnly(t, imagesDir);
+  assertUnchanged(t, before, [target.pid]);
+  await verifyLive(t, target, 'root intact after its child vanished mid-dump');
+});
+
+test.serial('images dir not writable (read-only mount, or a file): IMAGE_IO naming it, nothing seized', async (t) => {
+  const work = await makeWorkDir(t);
+  const target = await startFaults(t, work, ['4']);
+  const before = snapshot(target.pids);
+
+  const ro = join(work, 'ro');
+  await mountTmpfs(t, ro, 'ro,size=1M,mode=0700');
+  const r1 = await startDump(target.pid, ro).done;
+  t.is(r1.code, 1, describe(r1));
+  t.is(r1.error?.code, 'IMAGE_IO', describe(r1));
+  t.regex(r1.error?.message ?? '', new RegExp(`${escape(ro)}.*EROFS`));
+  t.deepEqual(readdirSync(ro), []);
+
+  const file = join(work, 'not-a-dir');
+  await writeFile(file, 'x', { mode: 0o600 });
+  const r2 = await startDump(target.pid, file).done;
+  t.is(r2.code, 1, describe(r2));
+  t.is(r2.error?.code, 'IMAGE_IO', describe(r2));
+  t.regex(r2.error?.message ?? '', new RegExp(escape(file)));
+
+  const under = join(file, 'images');
+  const r3 = await startDump(target.pid, under).done;
+  t.is(r3.code, 1, describe(r3));
+  t.is(r3.error?.code, 'IMAGE_IO', describe(r3));
+  t.regex(r3.error?.message ?? '', /ENOTDIR/);
+
+  for (const r of [r1, r2, r3]) t.notRegex(r.stderr, /collect pstree/, 'the tree must not be touched before the images dir is usable');
+  assertUnchanged(t, before, target.pids);
+  await verifyLive(t, target, 'untouched');
+});
+
+test.serial('images dir full (1 MiB tmpfs, 32 MiB target): IMAGE_IO naming the image, tree unchanged', async (t) => {
+  const work = await makeWorkDir(t);
+  const target = await startFaults(t, work, ['32', 'child']);
+  const before = snapshot(target.pids);
+  const imagesDir = join(work, 'small');
+  await mountTmpfs(t, imagesDir, 'size=1M,mode=0700');
+  const r = await startDump(target.pid, imagesDir).done;
+  t.is(r.code, 1, describe(r));
+  t.log(`error: ${r.error?.code}: ${r.error?.message}`);
+  t.is(r.error?.code, 'IMAGE_IO', describe(r));
+  t.regex(r.error?.message ?? '', new RegExp(`${escape(imagesDir)}/[\\w.-]+\\.img`), 'the error names the image');
+  t.regex(r.error?.message ?? '', /ENOSPC|No space left/);
+  noInventory(t, imagesDir);
+  assertOwnerOnly(t, imagesDir);
+  assertUnchanged(t, before, target.pids);
+  await verifyLive(t, target, 'intact after a dump that ran out of space');
+});
+
+const DRAIN_MIB = 512;
+
+/** Starts a dump of a DRAIN_MIB target and resolves once pages-1.img has grown past 64 MiB. */
+async function midDrain(t: ExecutionContext): Promise<{ target: FaultTarget; imagesDir: string; dump: CliRun; before: TreeSnapshot }> {
+  const work = await makeWorkDir(t);
+  const target = await startFaults(t, work, [String(DRAIN_MIB), 'child']);
+  const before = snapshot(target.pids);
+  const imagesDir = join(work, 'images');
+  const dump = startDump(target.pid, imagesDir);
+  const pages = join(imagesDir, 'pages-1.img');
+  await until('the page drain to pass 64 MiB', () => fileSize(pages) > 64 << 20 || dump.child.exitCode !== null, 60_000, 1);
+  if (dump.child.exitCode !== null) throw new Error(`dump ended before the drain was under way\n${describe(await dump.done)}`);
+  return { target, imagesDir, dump, before };
+}
+
+// KNOWN BUG (ava's `failing`: it reports when it starts passing). The root dies by SIGKILL while
+// it runs an injected vmsplice: the tracer waits for it with waitpid(leader, __WALL), but a dead
+// group leader is only reported once its other traced threads are reaped, which nobody does
+// (crates/core/src/parasite/inject.rs, resume_until). tsdump hangs for ever.
+test.serial('PID gone mid-dump: the root is SIGKILLed during its page drain; tsdump ends with a clear error', async (t) => {
+  const { target, imagesDir, dump } = await midDrain(t);
+  process.kill(target.pid, 'SIGKILL');
+  const r = await Promise.race([dump.done, sleep(20_000).then(() => undefined)]);
+  if (!r) {
+    dump.child.kill('SIGKILL');
+    await dump.done;
+    t.fail('tsdump still running 20 s after the root died (stuck waiting for the dead tracee)');
+    return;
+  }
+  t.is(r.code, 1, describe(r));
+  t.true(['ESRCH_TARGET', 'TARGET_GONE'].includes(r.error?.code ?? ''), describe(r));
+  noInventory(t, imagesDir);
+});
+
+test.serial('tsdump SIGKILLed during the page drain: the tree carries on untraced (known residue: drain pipes + scratch mapping)', async (t) => {
+  const { target, imagesDir, dump, before } = await midDrain(t);
+  const at = fileSize(join(imagesDir, 'pages-1.img'));
+  dump.child.kill('SIGKILL');
+  const r = await dump.done;
+  t.is(r.signal, 'SIGKILL', describe(r));
+  t.log(`killed with pages-1.img at ${(at / 2 ** 20).toFixed(0)} MiB of ${DRAIN_MIB}`);
+  noInventory(t, imagesDir);
+  assertOwnerOnly(t, imagesDir);
+  // Everything else must be as before; the residue is a known gap (reported), logged here so a
+  // fix shows up as an empty residue.
+  const residue: Residue = { mappings: [], fds: [] };
+  assertUnchanged(t, before, target.pids, residue);
+  t.log(`residue: ${residue.mappings.length} mapping(s), ${residue.fds.length} fd(s)\n${[...residue.mappings, ...residue.fds].join('\n')}`);
+  await verifyLive(t, target, 'memory, masks and ticker intact after the dumper died');
+});
+
+for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+  test.serial(`${sig} during the page drain: CANCELLED, tree released unchanged`, async (t) => {
+    const { target, imagesDir, dump, before } = await midDrain(t);
+    const pages = join(imagesDir, 'pages-1.img');
+    const at = fileSize(pages);
+    const sent = Date.now();
+    dump.child.kill(sig);
+    const r = await dump.done;
+    const latency = Date.now() - sent;
+    t.is(r.code, 1, describe(r));
+    t.is(r.error?.code, 'CANCELLED', describe(r));
+    t.regex(r.error?.message ?? '', new RegExp(`interrupted by ${sig}`));
+    // The drain runs inside one native call, which is not interruptible yet: the cancellation
+    // takes effect at the next call, once the drain is over.
+    t.log(`${sig} at ${(at / 2 ** 20).toFixed(0)} MiB; pages-1.img ended at ${(fileSize(pages) / 2 ** 20).toFixed(0)} MiB; exit after ${latency} ms`);
+    noInventory(t, imagesDir);
+    assertOwnerOnly(t, imagesDir);
+    assertUnchanged(t, before, target.pids);
+    await verifyLive(t, target, `intact after a dump cancelled by ${sig}`);
+  });
+}
+
+test.serial('--leave-running: the tree runs on unchanged; the images restore once the original is gone; modes owner-only under umask 0', async (t) => {
+  const work = await makeWorkDir(t);
+  const target = await startFaults(t, work, ['64', 'child']);
+  const child = target.child!;
+  const before = snapshot(target.pids);
+  // A directory three levels down that does not exist yet: every level is tsdump's to create.
+  const top = join(work, 'new');
+  const imagesDir = join(top, 'deeper', 'images');
+  const r = await startDump(target.pid, imagesDir, ['--leave-running'], { umask0: true }).done;
+  t.is(r.code, 0, describe(r));
+  t.is(r.result?.released, 'running');
+  t.deepEqual(r.result?.tasks?.map((p) => p.pid).sort(), [target.pid, child].sort());
+  t.true(existsSync(join(imagesDir, 'inventory.img')));
+  const files = assertOwnerOnly(t, imagesDir, [top, join(top, 'deeper'), imagesDir]);
+  t.true(files >= 10, `${files} files`);
+
+  // The target's stdout/stderr is CTL/log, which the live run below appends to. Restore insists
+  // that a regular file has the size it had at dump time, so that is put back before it.
+  const logPath = join(target.ctl, 'log');
+  const logSizeAtDump = statSync(logPath).size;
+
+  assertUnchanged(t, before, target.pids);
+  await verifyLive(t, target, 'live after --leave-running (ticker advances)');
+
+  // Restore needs the PIDs: stop the original first.
+  await killTree(target.pid, target.ctl, target.pids);
+  await waitGone(target.pids);
+  await truncate(logPath, logSizeAtDump);
+  await criuRestore(imagesDir);
+  t.true(isAlive(target.pid) && belongsTo(target.pid, target.ctl), 'restored root running under its pid');
+  t.true(isAlive(child), 'restored child running under its pid');
+  await verifyLive(t, target, 'restored from --leave-running images');
+});
