@@ -12,6 +12,7 @@
 pub mod drain;
 pub mod pagemap;
 pub mod shmem;
+pub mod track;
 pub mod vma;
 
 use std::fs::File;
@@ -75,6 +76,8 @@ pub struct MemDump {
     pub timings: Timings,
     /// Injected vmsplice calls (vmsplice mode).
     pub vmsplice_calls: u64,
+    /// Incremental dumps: pages left in the parent images (PE_PARENT entries, no data).
+    pub pages_in_parent: u64,
 }
 
 /// The scan: VMAs, decisions and the runs of pages to dump.
@@ -156,6 +159,8 @@ pub struct DumpOpts {
     pub mode: Mode,
     /// Pipes for the vmsplice source.
     pub pipes: usize,
+    /// Write only pages changed since the parent images (`track`); None dumps every page.
+    pub incremental: Option<track::Incremental>,
 }
 
 /// Scans `pid`'s memory and writes the selected pages to `opts.pages_path`. Vmsplice mode needs
@@ -164,6 +169,10 @@ pub fn dump_memory(pid: i32, opts: &DumpOpts, inj: Option<&mut Injector>) -> Res
     let t0 = Instant::now();
     let hide = inj.as_ref().map(|i| (i.scratch_addr(), i.scratch_addr() + i.scratch_len() as u64));
     let plan = plan(pid, hide)?;
+    let (runs, entries, pages_in_parent) = match &opts.incremental {
+        Some(inc) => track::split(pid, &plan.runs, inc)?,
+        None => (plan.runs.clone(), entries(&plan.runs), 0),
+    };
     let t1 = Instant::now();
     let mut sink = FdSink::create_file(&opts.pages_path)?;
     let readable = |addr: u64| {
@@ -173,11 +182,11 @@ pub fn dump_memory(pid: i32, opts: &DumpOpts, inj: Option<&mut Injector>) -> Res
     let mut vmsplice_calls = 0;
     let (mut vmsplice_ns, mut splice_ns) = (0, 0);
     match opts.mode {
-        Mode::Read => ReadSource::new(pid).drain(&plan.runs, &readable, &mut sink)?,
+        Mode::Read => ReadSource::new(pid).drain(&runs, &readable, &mut sink)?,
         Mode::Vmsplice => {
             let inj = inj.ok_or_else(|| Error::new(ErrorCode::Parasite, format!("pid {pid}: vmsplice mode needs an infected task")))?;
             let mut src = VmspliceSource::new(inj, opts.pipes)?;
-            let r = src.drain(&plan.runs, &readable, &mut sink);
+            let r = src.drain(&runs, &readable, &mut sink);
             vmsplice_calls = src.vmsplice_calls;
             (vmsplice_ns, splice_ns) = (src.vmsplice_ns, src.splice_ns);
             let fin = src.finish();
@@ -188,14 +197,12 @@ pub fn dump_memory(pid: i32, opts: &DumpOpts, inj: Option<&mut Injector>) -> Res
     let t2 = Instant::now();
     let ps = vma::page_size();
     let bytes = sink.written();
-    if bytes != plan.counts.dump * ps {
-        return Err(Error::new(
-            ErrorCode::ImageIo,
-            format!("pid {pid}: wrote {bytes} bytes for {} pages", plan.counts.dump),
-        ));
+    let to_write: u64 = runs.iter().map(|r| r.nr_pages).sum();
+    if bytes != to_write * ps {
+        return Err(Error::new(ErrorCode::ImageIo, format!("pid {pid}: wrote {bytes} bytes for {to_write} pages")));
     }
     Ok(MemDump {
-        entries: entries(&plan.runs),
+        entries,
         vmas: plan.vmas,
         counts: plan.counts,
         pages_written: bytes / ps,
@@ -208,6 +215,7 @@ pub fn dump_memory(pid: i32, opts: &DumpOpts, inj: Option<&mut Injector>) -> Res
             splice_ns,
         },
         vmsplice_calls,
+        pages_in_parent,
     })
 }
 

@@ -17,6 +17,14 @@ pub const PM_PRESENT: u64 = 1 << 63;
 pub const PM_SWAP: u64 = 1 << 62;
 pub const PM_FILE: u64 = 1 << 61;
 pub const PM_PFN_MASK: u64 = (1 << 55) - 1;
+/// The swap type of PTE markers (uffd-wp on an unpopulated page, guard, poison): the last of
+/// the 5-bit swap types. A marker is "swapped" in pagemap but holds no data.
+const SWP_PTE_MARKER: u64 = 31;
+
+/// A PTE marker's pagemap entry (type in bits 0..4, shown to CAP_SYS_ADMIN like PFNs).
+pub fn is_pte_marker(e: u64) -> bool {
+    e & PM_PRESENT == 0 && e & PM_SWAP != 0 && e & 0x1f == SWP_PTE_MARKER
+}
 
 /// Pages per pagemap read: bounds the buffer to 512 KiB whatever the VMA size.
 const CHUNK: usize = 64 * 1024;
@@ -110,7 +118,7 @@ pub fn page_wanted(d: Decision, e: u64, zero: &ZeroPfns, counts: &mut Counts) ->
     if d == Decision::Whole {
         return true;
     }
-    if e & (PM_PRESENT | PM_SWAP) == 0 {
+    if e & (PM_PRESENT | PM_SWAP) == 0 || is_pte_marker(e) {
         counts.absent += 1;
         return false;
     }
@@ -199,7 +207,7 @@ struct PageRegion {
 }
 
 /// Ranges of `[start, end)` whose pages match; Ok(None) when the kernel has no PAGEMAP_SCAN.
-fn pagemap_scan(pm: &File, start: u64, end: u64, inverted: u64, mask: u64, anyof: u64) -> Result<Option<Vec<(u64, u64)>>> {
+pub(crate) fn pagemap_scan(pm: &File, start: u64, end: u64, inverted: u64, mask: u64, anyof: u64) -> Result<Option<Vec<(u64, u64)>>> {
     let mut out: Vec<(u64, u64)> = Vec::new();
     let mut regions = vec![PageRegion::default(); 1024];
     let mut at = start;
@@ -255,6 +263,12 @@ pub fn scan_vma_fast(pm: &File, vma: &Vma, d: Decision, runs: &mut Vec<Run>, cou
         return Ok(false);
     };
     let Some(zero) = pagemap_scan(pm, vma.start, vma.end, 0, PAGE_IS_PFNZERO, 0)? else { return Ok(false) };
+    // Swapped-and-not-present pages may be PTE markers (uffd-wp tracking installs them on
+    // untouched pages): those are holes, told apart by their pagemap entries.
+    let Some(swapped) = pagemap_scan(pm, vma.start, vma.end, PAGE_IS_PRESENT, PAGE_IS_PRESENT | PAGE_IS_SWAPPED, 0)? else {
+        return Ok(false);
+    };
+    let want = if swapped.is_empty() { want } else { without(&want, &markers(pm, &swapped)?) };
     let mut dumped = 0;
     for (s, e) in want {
         runs.push(Run { vaddr: s, nr_pages: (e - s) / ps });
@@ -268,9 +282,68 @@ pub fn scan_vma_fast(pm: &File, vma: &Vma, d: Decision, runs: &mut Vec<Run>, cou
     Ok(true)
 }
 
+/// The PTE-marker pages among `ranges`, as sorted ranges.
+fn markers(pm: &File, ranges: &[(u64, u64)]) -> Result<Vec<(u64, u64)>> {
+    let ps = page_size();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &(s, e) in ranges {
+        let mut at = s;
+        while at < e {
+            let n = (CHUNK as u64).min((e - at) / ps) as usize;
+            let mut buf = vec![0u8; n * 8];
+            pm.read_exact_at(&mut buf, at / ps * 8)
+                .map_err(|err| Error::new(ErrorCode::Procfs, format!("reading pagemap at {at:#x}: {err}")))?;
+            for i in 0..n {
+                let entry = u64::from_ne_bytes(buf[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+                if !is_pte_marker(entry) {
+                    continue;
+                }
+                let a = at + i as u64 * ps;
+                match out.last_mut() {
+                    Some(l) if l.1 == a => l.1 = a + ps,
+                    _ => out.push((a, a + ps)),
+                }
+            }
+            at += n as u64 * ps;
+        }
+    }
+    Ok(out)
+}
+
+/// Sorted ranges `a` minus sorted ranges `b`.
+fn without(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut j = 0;
+    for &(s, e) in a {
+        let mut at = s;
+        while j < b.len() && b[j].1 <= at {
+            j += 1;
+        }
+        let mut k = j;
+        while k < b.len() && b[k].0 < e {
+            if b[k].0 > at {
+                out.push((at, b[k].0));
+            }
+            at = at.max(b[k].1);
+            k += 1;
+        }
+        if at < e {
+            out.push((at, e));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_cuts_ranges() {
+        assert_eq!(without(&[(0, 10), (20, 30)], &[(2, 4), (8, 22), (25, 26)]), vec![(0, 2), (4, 8), (22, 25), (26, 30)]);
+        assert_eq!(without(&[(0, 10)], &[]), vec![(0, 10)]);
+        assert_eq!(without(&[(0, 10)], &[(0, 10)]), vec![]);
+    }
 
     #[test]
     fn page_rules() {

@@ -73,7 +73,7 @@ fn check(mode: Mode) {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("pages-1.img");
     let maps_before = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    let opts = DumpOpts { pages_path: path.clone(), mode, pipes: 4 };
+    let opts = DumpOpts { pages_path: path.clone(), mode, pipes: 4, incremental: None };
     let dump = match mode {
         Mode::Read => dump_memory(pid, &opts, None).unwrap(),
         Mode::Vmsplice => {

@@ -1,0 +1,381 @@
+//! Dirty-page tracking between a pre-dump and the next (pre-)dump.
+//!
+//! Two methods:
+//! - soft-dirty: write "4" to /proc/PID/clear_refs, later pages with PM_SOFT_DIRTY (bit 55) in
+//!   pagemap were written. Needs CONFIG_MEM_SOFT_DIRTY (never on arm64).
+//! - uffd-wp: a userfaultfd created *inside the task* (injected syscalls) in async write-protect
+//!   mode (UFFD_FEATURE_WP_ASYNC): every private writable VMA is registered for WP and
+//!   write-protected; the kernel resolves write faults itself, clearing the PTE's uffd-wp bit,
+//!   and PAGEMAP_SCAN's PAGE_IS_WRITTEN reports exactly those pages. The userfaultfd stays open
+//!   in the task between the pre-dump and the dump (closing it would drop the protection); the
+//!   dump skips it in the fd table and closes it by an injected close.
+//!
+//! Whatever a method cannot vouch for counts as written: a VMA that could not be registered
+//! (or appeared after the arm) has no uffd-wp bits, so all its pages read as written.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+
+use nix::errno::Errno;
+
+use crate::arch::syscall::nr;
+use crate::error::{Error, ErrorCode, Result};
+use crate::parasite::Injector;
+
+use super::pagemap::{pagemap_scan, Run};
+use super::vma::{page_size, Decision};
+use super::{PagemapEntry, VmaReport, PE_PARENT, PE_PRESENT};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    SoftDirty,
+    UffdWp,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::SoftDirty => "soft-dirty",
+            Method::UffdWp => "uffd-wp",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Method> {
+        match s {
+            "soft-dirty" => Some(Method::SoftDirty),
+            "uffd-wp" => Some(Method::UffdWp),
+            _ => None,
+        }
+    }
+}
+
+const PM_SOFT_DIRTY: u64 = 1 << 55;
+const PAGE_IS_WRITTEN: u64 = 1 << 1;
+
+const UFFD_API: u64 = 0xAA;
+const UFFD_USER_MODE_ONLY: u64 = 1;
+const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
+// _IOWR(0xAA, 0x3F, struct uffdio_api): 24 bytes
+const UFFDIO_API: u64 = 0xC018_AA3F;
+// _IOWR(0xAA, 0x00, struct uffdio_register): 32 bytes
+const UFFDIO_REGISTER: u64 = 0xC020_AA00;
+// _IOWR(0xAA, 0x06, struct uffdio_writeprotect): 24 bytes
+const UFFDIO_WRITEPROTECT: u64 = 0xC018_AA06;
+const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
+const UFFDIO_WRITEPROTECT_MODE_WP: u64 = 1 << 0;
+
+/// userfaultfd features this kernel offers (asked on a userfaultfd of our own).
+pub fn uffd_features() -> Result<u64> {
+    // SAFETY: userfaultfd takes only flags; the fd is owned right after.
+    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, (libc::O_CLOEXEC as u64 | UFFD_USER_MODE_ONLY) as libc::c_long) };
+    if fd < 0 {
+        return Err(Error::new(ErrorCode::Kernel, format!("userfaultfd: {}", Errno::last().desc())));
+    }
+    // SAFETY: the kernel just returned this fd to us.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut api: [u64; 3] = [UFFD_API, 0, 0];
+    // SAFETY: UFFDIO_API with a 24-byte struct uffdio_api.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_API as libc::c_ulong, api.as_mut_ptr()) } < 0 {
+        return Err(Error::new(ErrorCode::Kernel, format!("UFFDIO_API: {}", Errno::last().desc())));
+    }
+    Ok(api[1])
+}
+
+/// The method this kernel supports: soft-dirty where it tracks (CRIU's way), else uffd-wp async
+/// with PAGEMAP_SCAN. None when neither works.
+pub fn pick_method(soft_dirty: bool) -> Option<Method> {
+    if soft_dirty {
+        return Some(Method::SoftDirty);
+    }
+    match uffd_features() {
+        Ok(f) if f & UFFD_FEATURE_WP_ASYNC != 0 => Some(Method::UffdWp),
+        _ => None,
+    }
+}
+
+/// What an arm left behind in the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Armed {
+    /// The userfaultfd's number in the task (uffd-wp).
+    pub fd: Option<i32>,
+    /// VMAs (pieces) registered and write-protected.
+    pub vmas: u64,
+    /// VMAs the kernel refused to register (always dumped whole next time).
+    pub refused: u64,
+}
+
+/// Whether a VMA is tracked: private anonymous memory, where the data is. (The kernel turns
+/// WP_UNPOPULATED on with WP_ASYNC, so untouched pages get PTE markers; the scan treats markers
+/// as holes, see pagemap::is_pte_marker.) Other VMAs are dumped whole every time.
+fn trackable(r: &VmaReport) -> bool {
+    r.decision == Decision::Anon && r.vma.inode == 0 && !r.vma.shared
+}
+
+/// Starts tracking `pid`'s writes from now on. `vmas` come from the plan of the same freeze
+/// (the parasite's own scratch already left out).
+pub fn arm(inj: &mut Injector, method: Method, vmas: &[VmaReport]) -> Result<Armed> {
+    match method {
+        Method::SoftDirty => {
+            let pid = inj.pid();
+            let path = format!("/proc/{pid}/clear_refs");
+            std::fs::write(&path, "4").map_err(|e| Error::new(ErrorCode::Procfs, format!("pid {pid}: writing 4 to {path}: {e}")))?;
+            Ok(Armed { fd: None, vmas: vmas.iter().filter(|r| trackable(r)).count() as u64, refused: 0 })
+        }
+        Method::UffdWp => arm_uffd(inj, vmas),
+    }
+}
+
+fn arm_uffd(inj: &mut Injector, vmas: &[VmaReport]) -> Result<Armed> {
+    let pid = inj.pid();
+    let features = uffd_features()?;
+    if features & UFFD_FEATURE_WP_ASYNC == 0 {
+        return Err(Error::new(ErrorCode::Unsupported, format!("pid {pid}: this kernel's userfaultfd lacks WP_ASYNC")));
+    }
+    let want = UFFD_FEATURE_WP_ASYNC;
+    let flags = libc::O_CLOEXEC as u64 | UFFD_USER_MODE_ONLY;
+    let fd = inj.syscall_ok(pid, libc::SYS_userfaultfd, [flags, 0, 0, 0, 0, 0], "userfaultfd")?;
+    let r = (|| -> Result<Armed> {
+        let off = Injector::DATA_OFFSET;
+        let mut api = Vec::with_capacity(24);
+        for v in [UFFD_API, want, 0] {
+            api.extend_from_slice(&v.to_ne_bytes());
+        }
+        inj.write(off, &api)?;
+        inj.syscall_ok(pid, libc::SYS_ioctl, [fd as u64, UFFDIO_API, inj.remote(off), 0, 0, 0], "ioctl(UFFDIO_API)")?;
+        let (mut done, mut refused) = (0, 0);
+        for r in vmas.iter().filter(|r| trackable(r)) {
+            let (start, len) = (r.vma.start, r.vma.len());
+            let mut reg = Vec::with_capacity(32);
+            for v in [start, len, UFFDIO_REGISTER_MODE_WP, 0] {
+                reg.extend_from_slice(&v.to_ne_bytes());
+            }
+            inj.write(off, &reg)?;
+            let rc = inj.syscall(pid, libc::SYS_ioctl, [fd as u64, UFFDIO_REGISTER, inj.remote(off), 0, 0, 0])?;
+            if rc < 0 {
+                refused += 1;
+                continue;
+            }
+            let mut wp = Vec::with_capacity(24);
+            for v in [start, len, UFFDIO_WRITEPROTECT_MODE_WP] {
+                wp.extend_from_slice(&v.to_ne_bytes());
+            }
+            inj.write(off, &wp)?;
+            let what = format!("ioctl(UFFDIO_WRITEPROTECT) {start:#x}-{:#x}", start + len);
+            inj.syscall_ok(pid, libc::SYS_ioctl, [fd as u64, UFFDIO_WRITEPROTECT, inj.remote(off), 0, 0, 0], &what)?;
+            done += 1;
+        }
+        Ok(Armed { fd: Some(fd as i32), vmas: done, refused })
+    })();
+    if r.is_err() {
+        let _ = inj.syscall(pid, nr::CLOSE, [fd as u64, 0, 0, 0, 0, 0]);
+    }
+    r
+}
+
+/// Whether fd `fd` of `pid` is a userfaultfd in async write-protect mode (ours, from an arm):
+/// a recorded number is checked before the task's fd is skipped or closed.
+pub fn is_tracking_uffd(pid: i32, fd: i32) -> bool {
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}"));
+    if !link.is_ok_and(|l| l.to_string_lossy() == "anon_inode:[userfaultfd]") {
+        return false;
+    }
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("API:"))
+        // "API:\taa:8000a000:80000000000001ff": api, features, ioctls in hex
+        .and_then(|v| v.trim().split(':').nth(1))
+        .and_then(|f| u64::from_str_radix(f, 16).ok())
+        .is_some_and(|f| f & UFFD_FEATURE_WP_ASYNC != 0)
+}
+
+/// Closes the task's userfaultfd `fd` (which ends the tracking).
+pub fn disarm(inj: &mut Injector, fd: i32) -> Result<()> {
+    let pid = inj.pid();
+    inj.syscall_ok(pid, nr::CLOSE, [fd as u64, 0, 0, 0, 0, 0], "close(userfaultfd)").map(|_| ())
+}
+
+/// An incremental scan: what the parent images hold, and how to tell written pages.
+#[derive(Debug, Clone)]
+pub struct Incremental {
+    pub method: Method,
+    /// Pages the parent images can give (their pagemap entries, present or in a grandparent),
+    /// sorted by address.
+    pub parent: Vec<Run>,
+}
+
+/// Written ranges of `[start, end)` since the arm.
+fn written(pm: &File, method: Method, start: u64, end: u64) -> Result<Vec<(u64, u64)>> {
+    match method {
+        Method::UffdWp => pagemap_scan(pm, start, end, 0, PAGE_IS_WRITTEN, 0)?
+            .ok_or_else(|| Error::new(ErrorCode::Unsupported, "PAGEMAP_SCAN is missing: cannot read uffd-wp tracking")),
+        Method::SoftDirty => {
+            let ps = page_size();
+            let n = ((end - start) / ps) as usize;
+            let mut buf = vec![0u8; n * 8];
+            pm.read_exact_at(&mut buf, start / ps * 8)
+                .map_err(|e| Error::new(ErrorCode::Procfs, format!("reading pagemap at {start:#x}: {e}")))?;
+            let mut out: Vec<(u64, u64)> = Vec::new();
+            for i in 0..n {
+                let e = u64::from_ne_bytes(buf[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+                if e & PM_SOFT_DIRTY == 0 {
+                    continue;
+                }
+                let a = start + i as u64 * ps;
+                match out.last_mut() {
+                    Some(l) if l.1 == a => l.1 = a + ps,
+                    _ => out.push((a, a + ps)),
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Cuts `[s, e)` by the sorted ranges `cover` into (piece, covered) in address order.
+fn cut(s: u64, e: u64, cover: &[(u64, u64)]) -> Vec<(u64, u64, bool)> {
+    let mut out = Vec::new();
+    let mut at = s;
+    let first = cover.partition_point(|c| c.1 <= s);
+    for &(cs, ce) in &cover[first..] {
+        if cs >= e {
+            break;
+        }
+        let (cs, ce) = (cs.max(at), ce.min(e));
+        if cs > at {
+            out.push((at, cs, false));
+        }
+        if ce > cs {
+            out.push((cs, ce, true));
+            at = ce;
+        }
+    }
+    if at < e {
+        out.push((at, e, false));
+    }
+    out
+}
+
+/// Splits the runs of a scan into pages to drain (written since the arm, or not in the parent)
+/// and pages left in the parent (PE_PARENT entries, no data). Returns (runs to drain, pagemap
+/// entries in address order, pages left in the parent).
+pub fn split(pid: i32, runs: &[Run], inc: &Incremental) -> Result<(Vec<Run>, Vec<PagemapEntry>, u64)> {
+    let ps = page_size();
+    let path = format!("/proc/{pid}/pagemap");
+    let pm = File::open(&path).map_err(|e| Error::new(ErrorCode::Procfs, format!("pid {pid}: opening {path}: {e}")))?;
+    let parent: Vec<(u64, u64)> = inc.parent.iter().map(|r| (r.vaddr, r.vaddr + r.nr_pages * ps)).collect();
+    let (mut drain, mut entries, mut in_parent) = (Vec::new(), Vec::<PagemapEntry>::new(), 0u64);
+    let push = |entries: &mut Vec<PagemapEntry>, s: u64, e: u64, flags: u32| {
+        let n = (e - s) / ps;
+        match entries.last_mut() {
+            Some(l) if l.flags == flags && l.vaddr + l.nr_pages as u64 * ps == s && l.nr_pages as u64 + n <= u32::MAX as u64 => {
+                l.nr_pages += n as u32
+            }
+            _ => entries.push(PagemapEntry { vaddr: s, nr_pages: n as u32, flags }),
+        }
+    };
+    for r in runs {
+        let (s, e) = (r.vaddr, r.vaddr + r.nr_pages * ps);
+        let w = written(&pm, inc.method, s, e).map_err(|err| Error::new(err.code, format!("pid {pid}: tracking scan: {}", err.message)))?;
+        for (ps_, pe, dirty) in cut(s, e, &w) {
+            // Clean pages come from the parent only where the parent really has them.
+            let pieces = if dirty { vec![(ps_, pe, false)] } else { cut(ps_, pe, &parent) };
+            for (a, b, from_parent) in pieces {
+                if from_parent {
+                    in_parent += (b - a) / ps;
+                    push(&mut entries, a, b, PE_PARENT);
+                } else {
+                    match drain.last_mut() {
+                        Some(Run { vaddr, nr_pages }) if *vaddr + *nr_pages * ps == a => *nr_pages += (b - a) / ps,
+                        _ => drain.push(Run { vaddr: a, nr_pages: (b - a) / ps }),
+                    }
+                    push(&mut entries, a, b, PE_PRESENT);
+                }
+            }
+        }
+    }
+    Ok((drain, entries, in_parent))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_marks_covered_pieces() {
+        assert_eq!(cut(0, 10, &[]), vec![(0, 10, false)]);
+        assert_eq!(cut(0, 10, &[(2, 4), (6, 12)]), vec![(0, 2, false), (2, 4, true), (4, 6, false), (6, 10, true)]);
+        assert_eq!(cut(5, 8, &[(0, 6)]), vec![(5, 6, true), (6, 8, false)]);
+    }
+
+    /// Arms uffd-wp on a mapping of our own (no injection: same ioctls), writes a few pages and
+    /// checks PAGE_IS_WRITTEN reports exactly those.
+    #[test]
+    fn uffd_wp_async_reports_written_pages() {
+        let f = match uffd_features() {
+            Ok(f) if f & UFFD_FEATURE_WP_ASYNC != 0 => f,
+            _ => return, // the kernel lacks it: nothing to test here
+        };
+        let _ = f;
+        let ps = page_size() as usize;
+        let n = 64;
+        // SAFETY: a private anonymous mapping of our own, unmapped at the end.
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), n * ps, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        } as *mut u8;
+        // SAFETY: inside the mapping.
+        unsafe {
+            libc::madvise(p.cast(), n * ps, libc::MADV_NOHUGEPAGE);
+            for i in 0..48 {
+                *p.add(i * ps) = 1;
+            }
+        }
+        // SAFETY: userfaultfd takes only flags.
+        let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, (libc::O_CLOEXEC as u64 | UFFD_USER_MODE_ONLY) as libc::c_long) } as i32;
+        assert!(fd >= 0);
+        // SAFETY: ours.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut api = [UFFD_API, UFFD_FEATURE_WP_ASYNC, 0];
+        let mut reg = [p as u64, (n * ps) as u64, UFFDIO_REGISTER_MODE_WP, 0];
+        let mut wp = [p as u64, (n * ps) as u64, UFFDIO_WRITEPROTECT_MODE_WP];
+        // SAFETY: the uffd ioctls with their structs of the right size.
+        unsafe {
+            assert_eq!(libc::ioctl(fd.as_raw_fd(), UFFDIO_API as libc::c_ulong, api.as_mut_ptr()), 0);
+            assert_eq!(libc::ioctl(fd.as_raw_fd(), UFFDIO_REGISTER as libc::c_ulong, reg.as_mut_ptr()), 0);
+            assert_eq!(libc::ioctl(fd.as_raw_fd(), UFFDIO_WRITEPROTECT as libc::c_ulong, wp.as_mut_ptr()), 0);
+            for i in [3usize, 4, 40] {
+                *p.add(i * ps) = 2;
+            }
+        }
+        let pm = File::open("/proc/self/pagemap").unwrap();
+        let w = written(&pm, Method::UffdWp, p as u64, p as u64 + (n * ps) as u64).unwrap();
+        // Untouched pages stay out of the scan (no markers read as swapped pages).
+        let v = super::super::Vma {
+            start: p as u64,
+            end: p as u64 + (n * ps) as u64,
+            prot: 3,
+            shared: false,
+            offset: 0,
+            dev: "00:00".into(),
+            inode: 0,
+            path: String::new(),
+            vm_flags: vec![],
+        };
+        let (mut runs, mut counts) = (Vec::new(), super::super::Counts::default());
+        assert!(super::super::pagemap::scan_vma_fast(&pm, &v, Decision::Anon, &mut runs, &mut counts).unwrap());
+        assert_eq!(counts.dump, 48);
+        let runs = [Run { vaddr: p as u64, nr_pages: 48 }];
+        let inc = Incremental { method: Method::UffdWp, parent: runs.to_vec() };
+        let (drain, entries, in_parent) = split(std::process::id() as i32, &runs, &inc).unwrap();
+        assert!(is_tracking_uffd(std::process::id() as i32, fd.as_raw_fd()));
+        drop(fd);
+        // SAFETY: unmapping what we mapped.
+        unsafe { libc::munmap(p.cast(), n * ps) };
+        let b = p as u64;
+        assert_eq!(w, vec![(b + 3 * ps as u64, b + 5 * ps as u64), (b + 40 * ps as u64, b + 41 * ps as u64)]);
+        assert_eq!(drain, vec![Run { vaddr: b + 3 * ps as u64, nr_pages: 2 }, Run { vaddr: b + 40 * ps as u64, nr_pages: 1 }]);
+        assert_eq!(in_parent, 45);
+        assert_eq!(entries.len(), 5);
+        assert_eq!(entries[0], PagemapEntry { vaddr: b, nr_pages: 3, flags: PE_PARENT });
+        assert_eq!(entries[1], PagemapEntry { vaddr: b + 3 * ps as u64, nr_pages: 2, flags: PE_PRESENT });
+    }
+}
