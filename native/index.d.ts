@@ -35,6 +35,11 @@ export declare class Session {
    */
   dumpShmem(pid: number, opts: DumpShmemOptions): Promise<ShmemDumpInfo>
   /**
+   * Ends the tracking a `dumpMemory({ arm })` started in `pid` (seized by this session): closes
+   * its userfaultfd `fd` in the task, if that still is one. For a run that fails after arming.
+   */
+  dropTracking(pid: number, fd: number): Promise<boolean>
+  /**
    * Sigactions, itimers, POSIX timers, misc for process `pid` and per-thread state for
    * `tids` (default: just `pid`). All must be seized by this session.
    */
@@ -116,6 +121,15 @@ export interface DumpMemoryOptions {
   mode: 'read' | 'vmsplice'
   /** Pipes in flight in vmsplice mode (default 8, at most 8). */
   pipes?: number
+  /**
+   * Incremental dump: write only pages written since the parent's tracking was armed; the
+   * parent's pagemap entries say which clean pages it can give (PE_PARENT, no data).
+   */
+  parent?: ParentPages
+  /** The task's userfaultfd left by a pre-dump: closed after the scan (if it still is one). */
+  closeFd?: number
+  /** Start tracking writes after the drain (pre-dump, dump --track-mem). */
+  arm?: 'uffd-wp' | 'soft-dirty'
 }
 
 export interface DumpShmemOptions {
@@ -264,6 +278,9 @@ export interface InotifyWatchInfo {
 /** Reads the socket behind fd `fd` of `pid` through a duplicate: identity, options, bound file. */
 export declare function inspectSocket(pid: number, fd: number): SocketInfo
 
+/** Whether fd `fd` of `pid` is a tracking userfaultfd (async write-protect) as a pre-dump leaves. */
+export declare function isTrackingFd(pid: number, fd: number): boolean
+
 export interface ItimerInfo {
   interval: TimeValue
   value: TimeValue
@@ -302,6 +319,10 @@ export interface MemoryDump {
   bytesWritten: number
   timings: MemoryTimings
   vmspliceCalls: number
+  /** Pages left in the parent images (PE_PARENT). */
+  pagesInParent: number
+  /** Set when `arm` was asked. */
+  tracking?: TrackingInfo
 }
 
 export interface MemoryTimings {
@@ -312,6 +333,12 @@ export interface MemoryTimings {
   vmspliceNs: number
   spliceNs: number
 }
+
+/**
+ * The memory tracking method this kernel offers: soft-dirty where it has it, else uffd-wp
+ * async with PAGEMAP_SCAN; null when neither.
+ */
+export declare function memoryTrackingMethod(): string | null
 
 export interface MmFieldsInfo {
   startCode: bigint
@@ -378,6 +405,11 @@ export interface ParasiteInfo {
   misc: TaskMiscInfo
   /** Injected syscalls it took. */
   syscalls: number
+}
+
+export interface ParentPages {
+  method: 'uffd-wp' | 'soft-dirty'
+  entries: Array<PagemapEntryInfo>
 }
 
 /**
@@ -738,6 +770,15 @@ export interface TimeValue {
   sec: number
   /** Microseconds (itimers) or nanoseconds (POSIX timers). */
   frac: number
+}
+
+export interface TrackingInfo {
+  method: 'uffd-wp' | 'soft-dirty'
+  /** uffd-wp: the userfaultfd's number in the task. */
+  fd?: number
+  vmas: number
+  /** VMAs the kernel would not register (dumped whole next time). */
+  refused: number
 }
 
 export interface UnixSocketDiag {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use tsdump_core::mem::{self, DumpOpts, Mode};
+use tsdump_core::mem::{self, track, DumpOpts, Mode};
 
 use crate::parasite::{check_traced_by_us, with_parasite};
 use crate::session::Session;
@@ -20,6 +20,32 @@ pub struct DumpMemoryOptions {
     pub mode: String,
     /// Pipes in flight in vmsplice mode (default 8, at most 8).
     pub pipes: Option<u32>,
+    /// Incremental dump: write only pages written since the parent's tracking was armed; the
+    /// parent's pagemap entries say which clean pages it can give (PE_PARENT, no data).
+    pub parent: Option<ParentPages>,
+    /// The task's userfaultfd left by a pre-dump: closed after the scan (if it still is one).
+    pub close_fd: Option<i32>,
+    /// Start tracking writes after the drain (pre-dump, dump --track-mem).
+    #[napi(ts_type = "'uffd-wp' | 'soft-dirty'")]
+    pub arm: Option<String>,
+}
+
+#[napi(object)]
+pub struct ParentPages {
+    #[napi(ts_type = "'uffd-wp' | 'soft-dirty'")]
+    pub method: String,
+    pub entries: Vec<PagemapEntryInfo>,
+}
+
+#[napi(object)]
+pub struct TrackingInfo {
+    #[napi(ts_type = "'uffd-wp' | 'soft-dirty'")]
+    pub method: String,
+    /// uffd-wp: the userfaultfd's number in the task.
+    pub fd: Option<i32>,
+    pub vmas: i64,
+    /// VMAs the kernel would not register (dumped whole next time).
+    pub refused: i64,
 }
 
 #[napi(object)]
@@ -75,6 +101,10 @@ pub struct MemoryDump {
     pub bytes_written: i64,
     pub timings: MemoryTimings,
     pub vmsplice_calls: i64,
+    /// Pages left in the parent images (PE_PARENT).
+    pub pages_in_parent: i64,
+    /// Set when `arm` was asked.
+    pub tracking: Option<TrackingInfo>,
 }
 
 fn big(v: u64) -> BigInt {
@@ -123,7 +153,29 @@ fn to_js(d: mem::MemDump, path: String) -> MemoryDump {
             splice_ns: d.timings.splice_ns as i64,
         },
         vmsplice_calls: d.vmsplice_calls as i64,
+        pages_in_parent: d.pages_in_parent as i64,
+        tracking: None,
     }
+}
+
+fn method(s: &str) -> Result<track::Method> {
+    track::Method::parse(s).ok_or_else(|| Error::from_reason(format!("UNSUPPORTED: tracking method {s:?} (want 'uffd-wp' or 'soft-dirty')")))
+}
+
+/// The memory tracking method this kernel offers: soft-dirty where it has it, else uffd-wp
+/// async with PAGEMAP_SCAN; null when neither.
+#[napi]
+#[cfg_attr(test, allow(dead_code))] // called from JavaScript only
+pub fn memory_tracking_method() -> Option<String> {
+    let soft_dirty = tsdump_core::kerndat::probe_all().iter().any(|p| p.name == "mem_dirty_track" && p.supported);
+    track::pick_method(soft_dirty).map(|m| m.as_str().to_string())
+}
+
+/// Whether fd `fd` of `pid` is a tracking userfaultfd (async write-protect) as a pre-dump leaves.
+#[napi]
+#[cfg_attr(test, allow(dead_code))] // called from JavaScript only
+pub fn is_tracking_fd(pid: i32, fd: i32) -> bool {
+    track::is_tracking_uffd(pid, fd)
 }
 
 #[napi]
@@ -139,18 +191,42 @@ impl Session {
         };
         let path = PathBuf::from(&opts.images_dir).join(format!("pages-{}.img", opts.pages_id));
         let pipes = opts.pipes.unwrap_or(8) as usize;
+        let incremental = match &opts.parent {
+            Some(p) => Some(track::Incremental {
+                method: method(&p.method)?,
+                parent: p.entries.iter().map(|e| mem::Run { vaddr: e.vaddr.get_u64().1, nr_pages: e.nr_pages as u64 }).collect(),
+            }),
+            None => None,
+        };
+        let arm = opts.arm.as_deref().map(method).transpose()?;
+        let close_fd = opts.close_fd;
         self.run(move |_| {
             check_traced_by_us(pid, pid)?;
-            let o = DumpOpts { pages_path: path.clone(), mode, pipes };
-            let d = match mode {
-                Mode::Read => mem::dump_memory(pid, &o, None),
-                Mode::Vmsplice => with_parasite(pid, |inj| mem::dump_memory(pid, &o, Some(inj))),
+            let o = DumpOpts { pages_path: path.clone(), mode, pipes, incremental };
+            let r = if mode == Mode::Read && arm.is_none() && close_fd.is_none() {
+                mem::dump_memory(pid, &o, None).map(|d| (d, None))
+            } else {
+                // One infection, one freeze: scan and drain, then end the old tracking and
+                // start the new one, so no write falls between two trackings.
+                with_parasite(pid, |inj| {
+                    let d = mem::dump_memory(pid, &o, Some(&mut *inj))?;
+                    if let Some(fd) = close_fd.filter(|&fd| track::is_tracking_uffd(pid, fd)) {
+                        track::disarm(inj, fd)?;
+                    }
+                    let armed = match arm {
+                        Some(m) => Some((m, track::arm(inj, m, &d.vmas)?)),
+                        None => None,
+                    };
+                    Ok((d, armed))
+                })
             };
-            let d = d.inspect_err(|_| {
+            let (d, armed) = r.inspect_err(|_| {
                 // A half-written pages image must not pass for a dump.
                 let _ = std::fs::remove_file(&path);
             })?;
-            Ok(to_js(d, path.display().to_string()))
+            let mut js = to_js(d, path.display().to_string());
+            js.tracking = armed.map(|(m, a)| TrackingInfo { method: m.as_str().to_string(), fd: a.fd, vmas: a.vmas as i64, refused: a.refused as i64 });
+            Ok(js)
         })
         .await
     }
@@ -205,5 +281,23 @@ impl Session {
                 .collect(),
             pages_written: d.pages_written as i64,
         })
+    }
+}
+
+#[napi]
+impl Session {
+    /// Ends the tracking a `dumpMemory({ arm })` started in `pid` (seized by this session): closes
+    /// its userfaultfd `fd` in the task, if that still is one. For a run that fails after arming.
+    #[napi]
+    pub async fn drop_tracking(&self, pid: i32, fd: i32) -> Result<bool> {
+        self.run(move |_| {
+            check_traced_by_us(pid, pid)?;
+            if !track::is_tracking_uffd(pid, fd) {
+                return Ok(false);
+            }
+            with_parasite(pid, |inj| track::disarm(inj, fd))?;
+            Ok(true)
+        })
+        .await
     }
 }
