@@ -6,6 +6,7 @@ import { mm_entrySchema, type mm_entry } from '../images/gen/mm_pb.js';
 import { vma_entrySchema, type vma_entry } from '../images/gen/vma_pb.js';
 import { pagemap_headSchema, pagemap_entrySchema } from '../images/gen/pagemap_pb.js';
 import { ImageWriter, pagemapEntry } from '../images/index.js';
+import { encodePagemapEntries } from '../images/pagemap.js';
 import { TsdumpError } from '../errors.js';
 import type { MemoryDump, ParasiteInfo, ProcessInspection, ShmemDumpInfo, VmaInfo } from '../../native/index.js';
 import type { FileTable } from './file-table.js';
@@ -157,6 +158,7 @@ async function vmaEntry(pid: number, vma: VmaInfo, files: FileTable): Promise<vm
 
 const PAGE_SIZE = 4096n;
 const PE_LAZY = 1 << 1;
+const PE_PRESENT = 1 << 2;
 
 /** Private anonymous memory can be served lazily (userfaultfd) at restore, as CRIU marks it. */
 function lazyCapable(vma: vma_entry): boolean {
@@ -174,7 +176,8 @@ export async function writePagemap(dir: string, pid: number, pagesId: number, me
   for (const e of memory.entries) {
     while (v < vmas.length && vmas[v]!.end <= e.vaddr) v++;
     const vma = vmas[v];
-    const flags = vma && vma.start <= e.vaddr && lazyCapable(vma) ? e.flags | PE_LAZY : e.flags;
+    // pages left in the parent stay plain PE_PARENT holes, as CRIU writes them
+    const flags = vma && vma.start <= e.vaddr && lazyCapable(vma) && e.flags & PE_PRESENT ? e.flags | PE_LAZY : e.flags;
     const prev = runs.at(-1);
     if (prev && prev.flags === flags && prev.vaddr + BigInt(prev.nrPages) * PAGE_SIZE === e.vaddr) prev.nrPages += e.nrPages;
     else runs.push({ vaddr: e.vaddr, nrPages: e.nrPages, flags });
@@ -182,7 +185,8 @@ export async function writePagemap(dir: string, pid: number, pagesId: number, me
   const w = await ImageWriter.create(dir, `pagemap-${pid}.img`);
   try {
     await w.append(pagemap_headSchema, create(pagemap_headSchema, { pagesId }));
-    for (const r of runs) await w.append(pagemap_entrySchema, pagemapEntry(r.vaddr, r.nrPages, r.flags));
+    // hand-encoded: the tree is frozen meanwhile, and the schema path costs ~20 us per entry
+    await w.appendEncoded(pagemap_entrySchema, encodePagemapEntries(runs), runs.length);
   } finally {
     await w.close();
   }

@@ -66,6 +66,22 @@ export class ImageWriter {
     if (this.pendingBytes >= FLUSH_AT) await this.flush();
   }
 
+  /**
+   * Adds `count` entries of `schema` already encoded (size + protobuf each, e.g. by
+   * encodePagemapEntries), for hot paths where encoding through the schema is too slow.
+   */
+  async appendEncoded(schema: DescMessage, bytes: Uint8Array, count: number): Promise<void> {
+    for (let i = 0; i < count; i++) {
+      const expected = schemaAt(this.type, this.count + i);
+      if (schema.typeName !== expected.typeName) {
+        throw new TsdumpError('IMAGE_FORMAT', `${this.path}: entry ${this.count + i} must be ${expected.typeName}, got ${schema.typeName}`);
+      }
+    }
+    this.queue(bytes);
+    this.count += count;
+    if (this.pendingBytes >= FLUSH_AT) await this.flush();
+  }
+
   async close(): Promise<void> {
     try {
       await this.flush();
