@@ -231,7 +231,26 @@ export interface CheckReport {
   ok: boolean;
   /** Required features that are missing. */
   missingRequired: string[];
+  /** How pre-dump and --track-mem find changed pages on this kernel. */
+  memoryTracking: MemoryTracking;
 }
+
+export type MemoryTracking = 'soft-dirty' | 'uffd-wp' | 'none';
+
+/** soft-dirty where the kernel tracks it (CRIU's method), else userfaultfd async write-protect
+ *  read back with PAGEMAP_SCAN (what tsdump adds), as src/dump/incremental.ts picks. */
+export function memoryTracking(features: readonly Pick<FeatureResult, 'name' | 'supported'>[]): MemoryTracking {
+  const has = (n: string) => features.some((f) => f.name === n && f.supported);
+  if (has('mem_dirty_track')) return 'soft-dirty';
+  if (has('uffd_wp_async') && has('pagemap_scan')) return 'uffd-wp';
+  return 'none';
+}
+
+const TRACKING_TEXT: Readonly<Record<MemoryTracking, string>> = {
+  'soft-dirty': 'soft-dirty bits (clear_refs)',
+  'uffd-wp': 'userfaultfd async write-protect + PAGEMAP_SCAN (no soft-dirty on this kernel)',
+  none: 'none: pre-dump and --track-mem are unavailable',
+};
 
 export async function check(opts: CheckOptions = {}): Promise<CheckReport> {
   if (opts.feature !== undefined && !(opts.feature in FEATURES)) {
@@ -246,7 +265,7 @@ export async function check(opts: CheckOptions = {}): Promise<CheckReport> {
   );
   const missingRequired = kd.features.filter((f) => f.required && !f.supported).map((f) => f.name);
   const ok = opts.feature !== undefined ? features.every((f) => f.supported) : missingRequired.length === 0;
-  return { kernel: kd.kernel, fromCache: kd.fromCache, features, ok, missingRequired };
+  return { kernel: kd.kernel, fromCache: kd.fromCache, features, ok, missingRequired, memoryTracking: memoryTracking(kd.features) };
 }
 
 /** The human-readable report `tsdump check` prints. */
@@ -255,6 +274,7 @@ export function formatCheckReport(r: CheckReport): string {
   const lines = r.features.map(
     (f) => `${f.name.padEnd(width)}  ${f.supported ? 'yes' : 'no '}  ${f.consequence}`,
   );
+  if (r.features.length > 1) lines.push(`memory tracking: ${TRACKING_TEXT[r.memoryTracking]}`);
   if (r.ok) lines.push('Looks good.');
   else if (r.missingRequired.length) lines.push(`Missing required features: ${r.missingRequired.join(', ')}`);
   else lines.push('Feature missing.');

@@ -6,6 +6,8 @@ import type { DumpStats } from './stats.js';
 import type { FileTable } from './file-table.js';
 import type { KobjIds } from './kobj-ids.js';
 import type { Cancellation } from './cancellation.js';
+import type { PluginHost } from '../plugins/index.js';
+import type { Incremental } from './incremental.js';
 
 export interface DumpContext {
   readonly options: DumpOptions;
@@ -15,10 +17,13 @@ export interface DumpContext {
   readonly files: FileTable;
   readonly kobjIds: KobjIds;
   readonly cancellation: Cancellation;
+  readonly plugins: PluginHost;
   readonly memoryMode: 'read' | 'vmsplice';
   /** fd tables (files_id) already written: tasks sharing one are dumped once. */
   readonly fdTablesDone: Set<number>;
   nextPagesId: number;
+  /** --prev-images-dir / --track-mem: the parent images and memory tracking (incremental.ts). */
+  readonly incremental?: Incremental | undefined;
   /** True the first time `key` is asked about in this dump (objects dumped once, e.g. shmem). */
   firstTime(key: string): boolean;
   /** A native call, cancellable between calls, with the core's errors typed. */

@@ -13,6 +13,7 @@ import type { ProcessInspection, SeizedProcessInfo } from '../../native/index.js
 import { leaderCore, threadCore, type ThreadFacts } from './core-image.js';
 import { buildMm, writePagemap, writeShmemPagemap } from './mm-image.js';
 import type { DumpContext } from './context.js';
+import { drainTaskMemory } from './task-memory.js';
 
 export interface DumpedTask {
   pid: number;
@@ -34,16 +35,10 @@ export async function dumpTask(ctx: DumpContext, task: SeizedProcessInfo): Promi
     threads.push({ state, parasite: info, robustList: await ctx.call(() => native.robustList(tid)) });
   }
   const ids = ctx.kobjIds.idsOf(pid, proc.namespaces);
+  await ctx.plugins.run('checkpointDevices', { pid });
 
   // Memory first among the images: CRIU numbers the exe and mapped files before fds.
-  const pagesId = ctx.nextPagesId++;
-  const memory = await ctx.stats.time('memdumpTime', () =>
-    ctx.call(() => ctx.session.dumpMemory(pid, { imagesDir: ctx.imagesDir, pagesId, mode: ctx.memoryMode })),
-  );
-  ctx.stats.counters.pagesScanned += memory.counts.scanned;
-  ctx.stats.counters.pagesWritten += memory.counts.written;
-  ctx.stats.counters.pagesZero += memory.counts.zero;
-  ctx.stats.timings.memwriteTime += Math.round(memory.timings.drainNs / 1000);
+  const { memory, pagesId } = await drainTaskMemory(ctx, pid);
   const mm = await buildMm(pid, proc, parasite, ctx.files);
   await writeImage(ctx.imagesDir, `mm-${pid}.img`, mm_entrySchema, [mm]);
   await writePagemap(ctx.imagesDir, pid, pagesId, memory, mm.vmas);
@@ -52,7 +47,11 @@ export async function dumpTask(ctx: DumpContext, task: SeizedProcessInfo): Promi
   if (!ctx.fdTablesDone.has(ids.filesId)) {
     ctx.fdTablesDone.add(ids.filesId);
     const fdinfo = [];
-    for (const fd of proc.fds) fdinfo.push(await ctx.files.fd(pid, fd));
+    for (const fd of proc.fds) {
+      // a pre-dump's tracking userfaultfd, closed in the task by now
+      if (await ctx.incremental?.hidesFd(pid, fd.fd)) continue;
+      fdinfo.push(await ctx.files.fd(pid, fd));
+    }
     await writeImage(ctx.imagesDir, `fdinfo-${ids.filesId}.img`, fdinfo_entrySchema, fdinfo);
   }
 

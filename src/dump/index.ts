@@ -12,8 +12,10 @@ import { DumpStats, type DumpCounters, type DumpTimings } from './stats.js';
 import { Cancellation } from './cancellation.js';
 import { nativeCaller, type DumpContext } from './context.js';
 import { FileTable } from './file-table.js';
+import { configureSocketDump } from './fds/socket-diag.js';
 import { KobjIds } from './kobj-ids.js';
 import { dumpTask, type DumpedTask } from './dump-task.js';
+import { dumpFileLocks } from './file-locks.js';
 import { writePstree } from './write-pstree.js';
 import { treeOrder, type TreeMember } from './tree-order.js';
 import { writeImage } from '../images/index.js';
@@ -21,8 +23,10 @@ import { core_entrySchema } from '../images/gen/core_pb.js';
 import { zombieCore } from './core-image.js';
 import { writeStats } from './write-stats.js';
 import { writeInventory } from './write-inventory.js';
+import { Incremental } from './incremental.js';
 
 export type { DumpOptions } from './options.js';
+export { preDump } from './pre-dump.js';
 
 /**
  * The DumpOptions this flow acts on. The CLI refuses any other option by name rather than let it
@@ -36,6 +40,8 @@ export const SUPPORTED_DUMP_OPTIONS: readonly (keyof DumpOptions)[] = [
   'leaveStopped',
   'shellJob',
   'extUnixSk',
+  'fileLocks',
+  'ghostLimit',
   'timeout',
   'freezeCgroup',
   'actionScripts',
@@ -45,6 +51,9 @@ export const SUPPORTED_DUMP_OPTIONS: readonly (keyof DumpOptions)[] = [
   'verbosity',
   'displayStats',
   'log',
+  'prevImagesDir',
+  'trackMem',
+  'preDumpMode',
 ];
 
 export interface DumpEvents {
@@ -80,6 +89,18 @@ export async function dump(options: DumpOptions, events: DumpEvents = {}): Promi
     plugins = await loadPlugins(options.libDir, { stage: 'dump', imagesDir, ...(log ? { log } : {}) });
     stage('pre-dump scripts');
     await scripts.run('pre-dump');
+    const incremental =
+      options.prevImagesDir !== undefined || options.trackMem
+        ? await Incremental.open({
+            imagesDir,
+            ...(options.prevImagesDir !== undefined ? { prevImagesDir: options.prevImagesDir } : {}),
+            // a tree that runs on keeps being tracked, for a dump after this one
+            arm: !!options.trackMem && !!options.leaveRunning,
+            useTracking: !!options.trackMem,
+            log: options.log,
+          })
+        : undefined;
+    await incremental?.linkParent();
     cancellation.throwIfCancelled();
 
     await refuseOwnChild(options.pid);
@@ -93,7 +114,14 @@ export async function dump(options: DumpOptions, events: DumpEvents = {}): Promi
       ),
     );
     stats.markFrozen();
+    configureSocketDump({ extUnixSk: !!options.extUnixSk, tcpEstablished: !!options.tcpEstablished, pids: tree.processes.map((p) => p.pid) });
+    let files: FileTable | undefined;
     try {
+      const host = plugins;
+      files = await FileTable.create(imagesDir, {
+        ...(options.ghostLimit !== undefined ? { ghostLimit: options.ghostLimit } : {}),
+        external: async (file) => (await host.run('dumpExtFile', file)).handled,
+      });
       const kobjIds = new KobjIds();
       const seenOnce = new Set<string>();
       const ctx: DumpContext = {
@@ -101,30 +129,41 @@ export async function dump(options: DumpOptions, events: DumpEvents = {}): Promi
         imagesDir,
         session,
         stats,
-        files: await FileTable.create(imagesDir),
+        files,
+        plugins: host,
         kobjIds,
         cancellation,
         memoryMode: 'vmsplice',
         fdTablesDone: new Set(),
         nextPagesId: 1,
+        incremental,
         firstTime: (key) => !seenOnce.has(key) && !!seenOnce.add(key),
         call,
       };
       const members = treeOrder(tree);
+      for (const p of tree.processes) await plugins.run('pauseDevices', { pid: p.pid });
       const tasks = await dumpTree(ctx, members, stage);
-      await ctx.files.close();
+      await plugins.run('dumpDevicesLate', { id: 0 });
+      stage('dump file locks');
+      await dumpFileLocks(imagesDir, tasks, options);
+      const table = files;
+      files = undefined;
+      await table.close();
       stage('dump pstree');
       await writePstree(imagesDir, tree.root, members);
       cancellation.throwIfCancelled();
       stats.markReleased();
       stats.finish();
       await writeStats(imagesDir, stats);
+      await incremental?.writeTrackFile();
       stage('write inventory');
       await writeInventory(imagesDir, { rootIds: kobjIds.dumperIds() });
       // CRIU runs post-dump before the tree is killed: a failing script keeps it alive.
       stage('post-dump scripts');
       await scripts.run('post-dump');
     } catch (err) {
+      // The dump's error is what matters; a writer that cannot even close adds nothing to it.
+      await files?.close().catch(() => undefined);
       await releaseAfterFailure(session, err);
       throw err;
     }
@@ -132,6 +171,7 @@ export async function dump(options: DumpOptions, events: DumpEvents = {}): Promi
     stage('finish');
     const released = options.leaveRunning ? 'running' : options.leaveStopped ? 'stopped' : 'killed';
     await call(() => session.releaseTree({ mode: released === 'running' ? 'resume' : released === 'stopped' ? 'stop' : 'kill' }));
+    if (released === 'running') for (const p of tree.processes) await plugins.run('resumeDevicesLate', { pid: p.pid });
     succeeded = true;
     return {
       imagesDir,
@@ -143,6 +183,7 @@ export async function dump(options: DumpOptions, events: DumpEvents = {}): Promi
   } finally {
     session.close();
     cancellation.dispose();
+    await plugins?.run('dumpFinish', { ok: succeeded });
     await plugins?.exit(succeeded);
   }
 }
@@ -162,7 +203,7 @@ async function dumpTree(ctx: DumpContext, members: readonly TreeMember[], stage:
 }
 
 /** Puts the tree back as it was; the dump's own error is what the caller hears about. */
-async function releaseAfterFailure(session: Session, cause: unknown): Promise<void> {
+export async function releaseAfterFailure(session: Session, cause: unknown): Promise<void> {
   try {
     await session.releaseTree({ mode: 'resume' });
   } catch (releaseErr) {
@@ -176,7 +217,7 @@ async function releaseAfterFailure(session: Session, cause: unknown): Promise<vo
  * for our tracer thread: libuv then reports a false exit and never reaps the real one. A tree
  * rooted at a child of this process must be dumped from another process (e.g. the tsdump CLI).
  */
-async function refuseOwnChild(pid: number): Promise<void> {
+export async function refuseOwnChild(pid: number): Promise<void> {
   let stat: string;
   try {
     stat = await readFile(`/proc/${pid}/stat`, 'utf8');

@@ -13,6 +13,8 @@ export interface InventoryFacts {
   rootIds: task_kobj_ids_entry;
   rootCgSet?: number;
   plugins?: string[];
+  /** Set by a pre-dump: CRIU's PRE_DUMP_SPLICE (1) or PRE_DUMP_READ (2). */
+  preDumpMode?: number;
 }
 
 export async function writeInventory(dir: string, facts: InventoryFacts): Promise<void> {
@@ -26,6 +28,7 @@ export async function writeInventory(dir: string, facts: InventoryFacts): Promis
     pluginsEntry: { plugins: facts.plugins ?? [] },
     dumpCriuRunId: randomUUID(),
     ...(facts.rootCgSet !== undefined ? { rootCgSet: facts.rootCgSet } : {}),
+    ...(facts.preDumpMode !== undefined ? { preDumpMode: facts.preDumpMode } : {}),
   });
   await writeImage(dir, 'inventory.img', inventory_entrySchema, [entry]);
 }

@@ -1,0 +1,40 @@
+// One task's private memory into pages-N.img + pagemap-PID.img: shared by the dump (dump-task.ts)
+// and the pre-dump (pre-dump.ts). With an incremental run only pages written since the parent are
+// drained, and tracking is ended or started in the same freeze.
+import type { MemoryDump } from '../../native/index.js';
+import type { vma_entry } from '../images/gen/vma_pb.js';
+import type { DumpContext } from './context.js';
+import type { Incremental } from './incremental.js';
+import { writePagemap } from './mm-image.js';
+
+export type MemoryContext = Pick<DumpContext, 'session' | 'imagesDir' | 'stats' | 'call' | 'memoryMode' | 'nextPagesId'> & {
+  incremental?: Incremental | undefined;
+};
+
+export interface TaskMemory {
+  memory: MemoryDump;
+  pagesId: number;
+}
+
+/** Drains `pid`'s memory (the pagemap is written separately: the dump adds lazy flags from mm). */
+export async function drainTaskMemory(ctx: MemoryContext, pid: number): Promise<TaskMemory> {
+  const pagesId = ctx.nextPagesId++;
+  const extra = (await ctx.incremental?.memoryOptions(pid)) ?? {};
+  const memory = await ctx.stats.time('memdumpTime', () =>
+    ctx.call(() => ctx.session.dumpMemory(pid, { imagesDir: ctx.imagesDir, pagesId, mode: ctx.memoryMode, ...extra })),
+  );
+  ctx.stats.counters.pagesScanned += memory.counts.scanned;
+  ctx.stats.counters.pagesWritten += memory.counts.written;
+  ctx.stats.counters.pagesZero += memory.counts.zero;
+  ctx.stats.counters.pagesSkippedParent += memory.pagesInParent;
+  ctx.stats.timings.memwriteTime += Math.round(memory.timings.drainNs / 1000);
+  await ctx.incremental?.record(pid, memory);
+  return { memory, pagesId };
+}
+
+/** drainTaskMemory + pagemap-PID.img, for runs that write no mm image (pre-dump). */
+export async function dumpTaskMemory(ctx: MemoryContext, pid: number, vmas: readonly vma_entry[] = []): Promise<TaskMemory> {
+  const m = await drainTaskMemory(ctx, pid);
+  await writePagemap(ctx.imagesDir, pid, m.pagesId, m.memory, vmas);
+  return m;
+}
