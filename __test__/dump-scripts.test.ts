@@ -48,3 +48,22 @@ test.serial('a failing pre-dump script aborts the dump; the target is untouched 
   t.notRegex(procState(target.pid) ?? '', /^[tT]/);
   t.is(await requestVerify(target), 'PASS');
 });
+
+test.serial("plugins from --libdir are called at CRIU's plugin points of a real dump, in order", async (t) => {
+  const entry = catalogue.find((e) => e.name === 't_counter')!;
+  let journalPath = '';
+  const rt = await roundTrip(t, entry, async (pid, imagesDir) => {
+    journalPath = join(imagesDir, 'hook-journal.jsonl');
+    const r = await runTsdump(['dump', '-t', String(pid), '-D', imagesDir, '--shell-job', '-L', 'examples/plugins']);
+    if (r.code !== 0) throw new Error(r.stderr);
+  });
+  t.is(rt.result, 'PASS');
+  const hooks = (await readFile(journalPath, 'utf8'))
+    .trim()
+    .split('\n')
+    .map((l) => (JSON.parse(l) as { hook: string }).hook);
+  t.deepEqual(
+    hooks.filter((h) => h !== 'dumpExtFile'),
+    ['init', 'pauseDevices', 'checkpointDevices', 'dumpDevicesLate', 'dumpFinish', 'exit'],
+  );
+});
