@@ -5,16 +5,14 @@
 import test from 'ava';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { catalogue, liveCheck, roundTrip, type CatalogueEntry } from './helpers/catalogue.js';
+import { catalogue, liveCheck, roundTrip } from './helpers/catalogue.js';
 import { critDecodeAll } from './helpers/criu.js';
-import { execFile } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { TsdumpCliError, tsdumpDump } from './helpers/tsdump.js';
 
 /**
  * Subjects tsdump refuses today, with the error it must give; anything not listed must
  * round-trip to PASS. An entry leaves this table when its feature lands.
  */
-const fd = (what: string) => ({ code: 'UNSUPPORTED_FD', match: new RegExp(`cannot dump ${what} yet`) });
 const REFUSED: Readonly<Record<string, { code: string; match: RegExp }>> = {
   // eventfd_file_entry cannot carry EFD_SEMAPHORE and CRIU's restore recreates eventfds in
   // counter mode: tsdump refuses rather than restore different behaviour.
@@ -23,31 +21,6 @@ const REFUSED: Readonly<Record<string, { code: string; match: RegExp }>> = {
   t_inotify: { code: 'UNSUPPORTED_FD', match: /cannot dump inotify descriptors with unread events/ },
   t_memfd: { code: 'UNSUPPORTED_VMA', match: /memfd:tsd-memfd/ },
 };
-
-const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
-
-class TsdumpCliError extends Error {
-  constructor(
-    message: string,
-    readonly code: string | undefined,
-  ) {
-    super(message);
-  }
-}
-
-/** `tsdump dump -t PID -D DIR --shell-job [args]` as a user runs it: another process than the target's parent. */
-async function tsdumpDump(pid: number, imagesDir: string, extraArgs: readonly string[]): Promise<void> {
-  const args = [CLI, 'dump', '-t', String(pid), '-D', imagesDir, '--shell-job', '--json', ...extraArgs];
-  const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((res) => {
-    execFile(process.execPath, args, { timeout: 120_000 }, (err, stdout, stderr) =>
-      res({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
-  if (code !== 0) {
-    const m = /\(([A-Z_]+)\)|"code":\s*"([A-Z_]+)"/.exec(stderr + stdout);
-    throw new TsdumpCliError(`tsdump dump exited ${code}: ${stderr.trim()}`, m?.[1] ?? m?.[2]);
-  }
-}
 
 for (const entry of catalogue) {
   const refused = REFUSED[entry.name];
