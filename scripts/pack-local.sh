@@ -19,18 +19,21 @@ binary="native/tsdump.$platform.node"
 
 # The binary is built only when missing: packing must not need Rust when a binary exists.
 [ -f "$binary" ] || npm run build:native
-npm run build:ts >/dev/null
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/main" "$stage/platform" pack
+# Compiled into the stage, not dist/: tests running meanwhile load dist/ and must not see it
+# half rewritten.
+npx tsc -p tsconfig.json --outDir "$stage/dist"
 rm -f pack/*.tgz
 
 # main package: exactly what package.json "files" names, plus the README
-node - "$stage/main" <<'JS'
+node - "$stage/main" "$stage/dist" <<'JS'
 const fs = require('node:fs');
 const path = require('node:path');
 const out = process.argv[2];
+const freshDist = process.argv[3];
 const pkg = JSON.parse(fs.readFileSync('package.json', 'utf8'));
 const platforms = fs.readdirSync('npm').filter((d) => fs.existsSync(path.join('npm', d, 'package.json')));
 pkg.optionalDependencies = {};
@@ -41,7 +44,7 @@ for (const d of platforms) {
 }
 delete pkg.scripts.prepare; // a tarball install must never try to build
 fs.writeFileSync(path.join(out, 'package.json'), JSON.stringify(pkg, null, 2) + '\n');
-for (const f of [...pkg.files, 'README.md']) fs.cpSync(f, path.join(out, f), { recursive: true });
+for (const f of [...pkg.files, 'README.md']) fs.cpSync(f === 'dist' ? freshDist : f, path.join(out, f), { recursive: true });
 JS
 cp -r "npm/$platform/." "$stage/platform/"
 cp "$binary" "$stage/platform/"
