@@ -5,5 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build-test-programs.sh
+npm run build:ts --silent  # tests run dist/cli.js; built once here, never while they run
 cargo test --workspace --exclude tsdump-napi --quiet
 exec build/subreaper npx ava "$@"
