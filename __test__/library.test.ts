@@ -13,8 +13,10 @@ test.serial('dump() reports stages in flow order and a result the reference CRIU
   const target = await startDetachedTarget('t_counter', { dir: work });
   t.teardown(() => killTree(target.pid, target.ctl));
   const stages: string[] = [];
+  const pages: number[] = [];
   const imagesDir = join(work, 'images');
-  const result = await dump({ pid: target.pid, imagesDir, shellJob: true }, { stage: (s) => stages.push(s) });
+  const result = await dump({ pid: target.pid, imagesDir, shellJob: true }, { stage: (s) => stages.push(s), pages: (n) => pages.push(n) });
+  t.deepEqual(pages, [result.counters.pagesWritten], 'one pages event per task, cumulative');
   t.deepEqual(result.processes.map((p) => p.pid), [target.pid]);
   t.is(result.released, 'killed');
   t.true(result.counters.pagesWritten > 0);

@@ -212,6 +212,7 @@ export async function run(inv: Invocation, io: Io): Promise<number> {
               log.info(name);
               display?.update({ stage: name });
             },
+            pages: (written) => display?.update({ pagesWritten: written }),
           },
         );
         display?.finish();

@@ -59,6 +59,8 @@ export const SUPPORTED_DUMP_OPTIONS: readonly (keyof DumpOptions)[] = [
 export interface DumpEvents {
   /** A stage begins (names follow ../shared/DESIGN.md). */
   stage?(name: string): void;
+  /** Pages written so far, after each task's memory is drained. */
+  pages?(written: number): void;
 }
 
 export interface DumpResult {
@@ -142,7 +144,7 @@ export async function dump(options: DumpOptions, events: DumpEvents = {}): Promi
       };
       const members = treeOrder(tree);
       for (const p of tree.processes) await plugins.run('pauseDevices', { pid: p.pid });
-      const tasks = await dumpTree(ctx, members, stage);
+      const tasks = await dumpTree(ctx, members, stage, () => events.pages?.(stats.counters.pagesWritten));
       await plugins.run('dumpDevicesLate', { id: 0 });
       stage('dump file locks');
       await dumpFileLocks(imagesDir, tasks, options);
@@ -188,7 +190,12 @@ export async function dump(options: DumpOptions, events: DumpEvents = {}): Promi
   }
 }
 
-async function dumpTree(ctx: DumpContext, members: readonly TreeMember[], stage: (name: string) => void): Promise<DumpedTask[]> {
+async function dumpTree(
+  ctx: DumpContext,
+  members: readonly TreeMember[],
+  stage: (name: string) => void,
+  taskDone: () => void,
+): Promise<DumpedTask[]> {
   const tasks: DumpedTask[] = [];
   for (const m of members) {
     ctx.cancellation.throwIfCancelled();
@@ -198,6 +205,7 @@ async function dumpTree(ctx: DumpContext, members: readonly TreeMember[], stage:
     }
     stage(`dump task ${m.proc.pid}`);
     tasks.push(await dumpTask(ctx, m.proc));
+    taskDone();
   }
   return tasks;
 }
