@@ -15,3 +15,28 @@ pub use self::x86_64::*;
 mod aarch64;
 #[cfg(target_arch = "aarch64")]
 pub use self::aarch64::*;
+
+use nix::errno::Errno;
+
+/// PTRACE_GETREGSET into a buffer of `cap` bytes; returns the bytes the kernel filled.
+pub fn getregset(tid: i32, note: u32, cap: usize) -> std::result::Result<Vec<u8>, Errno> {
+    let mut buf = vec![0u8; cap];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: iov points at `buf`, which outlives the call; the kernel writes at most iov_len bytes.
+    let rc = unsafe {
+        libc::ptrace(
+            libc::PTRACE_GETREGSET,
+            tid,
+            note as usize as *mut libc::c_void,
+            &mut iov,
+        )
+    };
+    if rc < 0 {
+        return Err(Errno::last());
+    }
+    buf.truncate(iov.iov_len);
+    Ok(buf)
+}

@@ -2,7 +2,7 @@
 //! `user_aarch64_fpsimd_context_entry` and the TLS register (NT_ARM_TLS). Same item names as the
 //! x86_64 module so callers stay architecture-neutral where they can.
 
-use nix::errno::Errno;
+use crate::arch::getregset;
 
 use crate::error::{Error, Result};
 
@@ -133,28 +133,6 @@ pub struct ThreadRegs {
     /// TPIDR_EL0 (NT_ARM_TLS).
     pub tls: u64,
     pub restart: SyscallRestart,
-}
-
-pub fn getregset(tid: i32, note: u32, cap: usize) -> std::result::Result<Vec<u8>, Errno> {
-    let mut buf = vec![0u8; cap];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: iov points at `buf`, which outlives the call; the kernel writes at most iov_len bytes.
-    let rc = unsafe {
-        libc::ptrace(
-            libc::PTRACE_GETREGSET,
-            tid,
-            note as usize as *mut libc::c_void,
-            &mut iov,
-        )
-    };
-    if rc < 0 {
-        return Err(Errno::last());
-    }
-    buf.truncate(iov.iov_len);
-    Ok(buf)
 }
 
 pub fn read_thread_regs(tid: i32) -> Result<ThreadRegs> {

@@ -6,6 +6,7 @@
 //! those CPUID leaf 0xD reports, which is also how the kernel lays out the ptrace buffer).
 
 use nix::errno::Errno;
+use crate::arch::getregset;
 
 use crate::error::{Error, Result};
 
@@ -375,29 +376,6 @@ pub struct ThreadRegs {
     /// GDT TLS slots 12..14 (what CRIU stores in thread_info.tls).
     pub tls: Vec<UserDesc>,
     pub restart: SyscallRestart,
-}
-
-/// PTRACE_GETREGSET into a buffer of `cap` bytes; returns the bytes the kernel filled.
-pub fn getregset(tid: i32, note: u32, cap: usize) -> std::result::Result<Vec<u8>, Errno> {
-    let mut buf = vec![0u8; cap];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: iov points at `buf`, which outlives the call; the kernel writes at most iov_len bytes.
-    let rc = unsafe {
-        libc::ptrace(
-            libc::PTRACE_GETREGSET,
-            tid,
-            note as usize as *mut libc::c_void,
-            &mut iov,
-        )
-    };
-    if rc < 0 {
-        return Err(Errno::last());
-    }
-    buf.truncate(iov.iov_len);
-    Ok(buf)
 }
 
 fn get_thread_area(tid: i32, idx: u32) -> std::result::Result<UserDesc, Errno> {
