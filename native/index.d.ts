@@ -40,6 +40,11 @@ export declare class Session {
    */
   dropTracking(pid: number, fd: number): Promise<boolean>
   /**
+   * Finishes the page-server transfer `dumpMemory({ pageServer })` started: CLOSE, and wait
+   * for the server to answer that its images are complete. False if nothing was sent.
+   */
+  closePageServer(): Promise<boolean>
+  /**
    * Sigactions, itimers, POSIX timers, misc for process `pid` and per-thread state for
    * `tids` (default: just `pid`). All must be seized by this session.
    */
@@ -130,6 +135,11 @@ export interface DumpMemoryOptions {
   closeFd?: number
   /** Start tracking writes after the drain (pre-dump, dump --track-mem). */
   arm?: 'uffd-wp' | 'soft-dirty'
+  /**
+   * Send the pages to this page server (one connection per session, opened by the first call,
+   * finished by `closePageServer`) instead of writing pages-<pagesId>.img.
+   */
+  pageServer?: PageServerAddress
 }
 
 export interface DumpShmemOptions {
@@ -366,6 +376,11 @@ export interface PagemapEntryInfo {
   nrPages: number
   /** PE_PRESENT (4) etc., as CRIU's pagemap_entry.flags. */
   flags: number
+}
+
+export interface PageServerAddress {
+  address: string
+  port: number
 }
 
 export interface PageServerImage {

@@ -38,10 +38,12 @@ export async function dumpTask(ctx: DumpContext, task: SeizedProcessInfo): Promi
   await ctx.plugins.run('checkpointDevices', { pid });
 
   // Memory first among the images: CRIU numbers the exe and mapped files before fds.
-  const { memory, pagesId } = await drainTaskMemory(ctx, pid);
+  const { pageServer } = ctx.options;
+  const { memory, pagesId } = await drainTaskMemory(ctx, pid, { pageServer });
   const mm = await buildMm(pid, proc, parasite, ctx.files);
   await writeImage(ctx.imagesDir, `mm-${pid}.img`, mm_entrySchema, [mm]);
-  await writePagemap(ctx.imagesDir, pid, pagesId, memory, mm.vmas);
+  // with a page server the pagemap went over the wire with the pages (the server writes it)
+  if (!pageServer) await writePagemap(ctx.imagesDir, pid, pagesId, memory, mm.vmas);
   await dumpSharedAnon(ctx, pid, proc);
 
   if (!ctx.fdTablesDone.has(ids.filesId)) {

@@ -54,6 +54,7 @@ export const SUPPORTED_DUMP_OPTIONS: readonly (keyof DumpOptions)[] = [
   'prevImagesDir',
   'trackMem',
   'preDumpMode',
+  'pageServer',
 ];
 
 export interface DumpEvents {
@@ -83,6 +84,10 @@ export async function dump(options: DumpOptions, events: DumpEvents = {}): Promi
   let plugins: PluginHost | undefined;
   let succeeded = false;
   try {
+    if (options.pageServer && (options.prevImagesDir !== undefined || options.trackMem)) {
+      // PE_PARENT holes would need the parent images on the server's side
+      throw new TsdumpError('UNSUPPORTED', 'option --page-server with --prev-images-dir/--track-mem is not supported by tsdump dump yet');
+    }
     stage('prepare images dir');
     const imagesDir = await prepareImagesDir(options.imagesDir);
     const log = options.log;
@@ -145,6 +150,11 @@ export async function dump(options: DumpOptions, events: DumpEvents = {}): Promi
       const members = treeOrder(tree);
       for (const p of tree.processes) await plugins.run('pauseDevices', { pid: p.pid });
       const tasks = await dumpTree(ctx, members, stage, () => events.pages?.(stats.counters.pagesWritten));
+      if (options.pageServer) {
+        stage('close page server');
+        // the server answers CLOSE once its pagemap and pages images are complete on disk
+        await call(() => session.closePageServer());
+      }
       await plugins.run('dumpDevicesLate', { id: 0 });
       stage('dump file locks');
       await dumpFileLocks(imagesDir, tasks, options);

@@ -16,12 +16,23 @@ export interface TaskMemory {
   pagesId: number;
 }
 
+export interface DrainOptions {
+  /**
+   * Send the pages to this page server instead of pages-N.img: the server writes the task's
+   * pagemap and pages images on its side (the session keeps one connection for the whole dump;
+   * `session.closePageServer()` finishes it), so nothing of the task's memory is written here.
+   */
+  readonly pageServer?: { readonly address: string; readonly port: number } | undefined;
+}
+
 /** Drains `pid`'s memory (the pagemap is written separately: the dump adds lazy flags from mm). */
-export async function drainTaskMemory(ctx: MemoryContext, pid: number): Promise<TaskMemory> {
-  const pagesId = ctx.nextPagesId++;
+export async function drainTaskMemory(ctx: MemoryContext, pid: number, opts: DrainOptions = {}): Promise<TaskMemory> {
+  // the server numbers its own pages images; no local id is used up
+  const pagesId = opts.pageServer ? 0 : ctx.nextPagesId++;
   const extra = (await ctx.incremental?.memoryOptions(pid)) ?? {};
+  const pageServer = opts.pageServer ? { pageServer: { address: opts.pageServer.address, port: opts.pageServer.port } } : {};
   const memory = await ctx.stats.time('memdumpTime', () =>
-    ctx.call(() => ctx.session.dumpMemory(pid, { imagesDir: ctx.imagesDir, pagesId, mode: ctx.memoryMode, ...extra })),
+    ctx.call(() => ctx.session.dumpMemory(pid, { imagesDir: ctx.imagesDir, pagesId, mode: ctx.memoryMode, ...extra, ...pageServer })),
   );
   ctx.stats.counters.pagesScanned += memory.counts.scanned;
   ctx.stats.counters.pagesWritten += memory.counts.written;

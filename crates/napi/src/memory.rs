@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use tsdump_core::mem::{self, track, DumpOpts, Mode};
+use tsdump_core::pageserver::PageServerClient;
 
 use crate::parasite::{check_traced_by_us, with_parasite};
 use crate::session::Session;
@@ -28,6 +29,15 @@ pub struct DumpMemoryOptions {
     /// Start tracking writes after the drain (pre-dump, dump --track-mem).
     #[napi(ts_type = "'uffd-wp' | 'soft-dirty'")]
     pub arm: Option<String>,
+    /// Send the pages to this page server (one connection per session, opened by the first call,
+    /// finished by `closePageServer`) instead of writing pages-<pagesId>.img.
+    pub page_server: Option<PageServerAddress>,
+}
+
+#[napi(object)]
+pub struct PageServerAddress {
+    pub address: String,
+    pub port: u32,
 }
 
 #[napi(object)]
@@ -200,16 +210,31 @@ impl Session {
         };
         let arm = opts.arm.as_deref().map(method).transpose()?;
         let close_fd = opts.close_fd;
-        self.run(move |_| {
+        let server = match opts.page_server {
+            Some(s) => Some((s.address, u16::try_from(s.port).map_err(|_| Error::from_reason(format!("USAGE: page server port {} out of range", s.port)))?)),
+            None => None,
+        };
+        self.run(move |state| {
             check_traced_by_us(pid, pid)?;
             let o = DumpOpts { pages_path: path.clone(), mode, pipes, incremental };
+            let mut client = match &server {
+                Some((address, port)) => Some(match state.page_server.take() {
+                    Some(c) => c,
+                    None => PageServerClient::connect(address, *port)?,
+                }),
+                None => None,
+            };
+            let mut drain = |inj: Option<&mut tsdump_core::parasite::Injector>| match client.as_mut() {
+                Some(c) => mem::dump_memory_to_page_server(pid, &o, inj, c),
+                None => mem::dump_memory(pid, &o, inj),
+            };
             let r = if mode == Mode::Read && arm.is_none() && close_fd.is_none() {
-                mem::dump_memory(pid, &o, None).map(|d| (d, None))
+                drain(None).map(|d| (d, None))
             } else {
                 // One infection, one freeze: scan and drain, then end the old tracking and
                 // start the new one, so no write falls between two trackings.
                 with_parasite(pid, |inj| {
-                    let d = mem::dump_memory(pid, &o, Some(&mut *inj))?;
+                    let d = drain(Some(&mut *inj))?;
                     if let Some(fd) = close_fd.filter(|&fd| track::is_tracking_uffd(pid, fd)) {
                         track::disarm(inj, fd)?;
                     }
@@ -222,9 +247,20 @@ impl Session {
             };
             let (d, armed) = r.inspect_err(|_| {
                 // A half-written pages image must not pass for a dump.
-                let _ = std::fs::remove_file(&path);
+                if server.is_none() {
+                    let _ = std::fs::remove_file(&path);
+                }
             })?;
-            let mut js = to_js(d, path.display().to_string());
+            // Kept only after a whole task went through: after an error the connection is
+            // dropped, and the server discards what it got.
+            let file = match (client, &server) {
+                (Some(c), Some((address, port))) => {
+                    state.page_server = Some(c);
+                    format!("page-server://{address}:{port}")
+                }
+                _ => path.display().to_string(),
+            };
+            let mut js = to_js(d, file);
             js.tracking = armed.map(|(m, a)| TrackingInfo { method: m.as_str().to_string(), fd: a.fd, vmas: a.vmas as i64, refused: a.refused as i64 });
             Ok(js)
         })
@@ -297,6 +333,20 @@ impl Session {
             }
             with_parasite(pid, |inj| track::disarm(inj, fd))?;
             Ok(true)
+        })
+        .await
+    }
+}
+
+#[napi]
+impl Session {
+    /// Finishes the page-server transfer `dumpMemory({ pageServer })` started: CLOSE, and wait
+    /// for the server to answer that its images are complete. False if nothing was sent.
+    #[napi]
+    pub async fn close_page_server(&self) -> Result<bool> {
+        self.run(|state| match state.page_server.take() {
+            Some(c) => c.close().map(|()| true),
+            None => Ok(false),
         })
         .await
     }

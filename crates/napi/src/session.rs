@@ -16,6 +16,9 @@ use crate::errors::to_napi;
 pub struct TracerState {
     /// The process tree this session has seized (crate::tree).
     pub tree: Option<tsdump_core::freezer::SeizedTree>,
+    /// The page server a dump sends its memory to (crate::memory), held from the first task's
+    /// drain to `closePageServer`.
+    pub page_server: Option<tsdump_core::pageserver::PageServerClient>,
 }
 
 type Job = Box<dyn FnOnce(&mut TracerState) + Send>;

@@ -166,6 +166,60 @@ pub struct DumpOpts {
 /// Scans `pid`'s memory and writes the selected pages to `opts.pages_path`. Vmsplice mode needs
 /// `inj` (an infected task); the caller cures it.
 pub fn dump_memory(pid: i32, opts: &DumpOpts, inj: Option<&mut Injector>) -> Result<MemDump> {
+    let path = opts.pages_path.clone();
+    dump_memory_with(pid, opts, inj, move |_, _| FdSink::create_file(&path))
+}
+
+/// Private anonymous memory, which CRIU marks PE_LAZY (served by userfaultfd in lazy mode).
+fn lazy_capable(r: &VmaReport) -> bool {
+    r.decision == Decision::Anon && !r.vma.path.starts_with("/dev/zero")
+}
+
+/// Like `dump_memory`, but the pages go to a page server: OPEN2 for the task, one ADD_F per
+/// drained piece (PE_PRESENT, plus PE_LAZY for private anonymous memory as the local pagemap
+/// has it). The caller sends CLOSE once every task is sent. Incremental dumps are refused here:
+/// their PE_PARENT holes would have to be interleaved with the pages in address order and the
+/// server would need the parent images.
+pub fn dump_memory_to_page_server(
+    pid: i32,
+    opts: &DumpOpts,
+    inj: Option<&mut Injector>,
+    client: &mut crate::pageserver::PageServerClient,
+) -> Result<MemDump> {
+    if opts.incremental.is_some() {
+        return Err(Error::new(ErrorCode::Unsupported, format!("pid {pid}: an incremental dump to a page server is not supported yet")));
+    }
+    let mut d = dump_memory_with(pid, opts, inj, |plan, runs| {
+        let flags: Vec<u32> = runs
+            .iter()
+            .map(|r| {
+                let i = plan.vmas.partition_point(|v| v.vma.end <= r.vaddr);
+                if plan.vmas.get(i).is_some_and(|v| v.vma.start <= r.vaddr && lazy_capable(v)) {
+                    PE_LAZY
+                } else {
+                    0
+                }
+            })
+            .collect();
+        client.open(crate::pageserver::ImageKind::Task, pid as u64)?;
+        Ok(crate::pageserver::PageServerSink::with_run_flags(client, runs, flags))
+    })?;
+    // What went over the wire carries the same flags, so report them.
+    for e in &mut d.entries {
+        let i = d.vmas.partition_point(|v| v.vma.end <= e.vaddr);
+        if d.vmas.get(i).is_some_and(|v| v.vma.start <= e.vaddr && lazy_capable(v)) {
+            e.flags |= PE_LAZY;
+        }
+    }
+    Ok(d)
+}
+
+/// The scan and the drain into the sink `make_sink` builds from the plan and the runs to write.
+fn dump_memory_with<S, F>(pid: i32, opts: &DumpOpts, inj: Option<&mut Injector>, make_sink: F) -> Result<MemDump>
+where
+    S: PageSink + Send,
+    F: FnOnce(&Plan, &[Run]) -> Result<S>,
+{
     let t0 = Instant::now();
     let hide = inj.as_ref().map(|i| (i.scratch_addr(), i.scratch_addr() + i.scratch_len() as u64));
     let plan = plan(pid, hide)?;
@@ -174,7 +228,7 @@ pub fn dump_memory(pid: i32, opts: &DumpOpts, inj: Option<&mut Injector>) -> Res
         None => (plan.runs.clone(), entries(&plan.runs), 0),
     };
     let t1 = Instant::now();
-    let mut sink = FdSink::create_file(&opts.pages_path)?;
+    let mut sink = make_sink(&plan, &runs)?;
     let readable = |addr: u64| {
         let i = plan.vmas.partition_point(|r| r.vma.end <= addr);
         plan.vmas.get(i).is_some_and(|r| r.vma.start <= addr && r.vma.readable())

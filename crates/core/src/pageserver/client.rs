@@ -233,7 +233,8 @@ impl PageServerClient {
 pub struct PageServerSink<'c> {
     client: &'c mut PageServerClient,
     runs: Vec<Run>,
-    flags: u32,
+    /// Flags of each run's entries.
+    flags: Vec<u32>,
     idx: usize,
     /// Pages of runs[idx] already sent.
     done: u64,
@@ -243,21 +244,29 @@ pub struct PageServerSink<'c> {
 impl<'c> PageServerSink<'c> {
     /// `flags` go into every entry (PE_PRESENT is implied; PE_LAZY as CRIU marks anon memory).
     pub fn new(client: &'c mut PageServerClient, runs: &[Run], flags: u32) -> PageServerSink<'c> {
-        PageServerSink { client, runs: runs.iter().copied().filter(|r| r.nr_pages > 0).collect(), flags, idx: 0, done: 0, written: 0 }
+        Self::with_run_flags(client, runs, vec![flags; runs.len()])
+    }
+
+    /// As `new`, with flags per run (`flags[i]` for `runs[i]`): PE_LAZY only where the memory is
+    /// private anonymous, as CRIU marks it.
+    pub fn with_run_flags(client: &'c mut PageServerClient, runs: &[Run], flags: Vec<u32>) -> PageServerSink<'c> {
+        let (runs, flags) = runs.iter().copied().zip(flags.into_iter().chain(std::iter::repeat(0))).filter(|(r, _)| r.nr_pages > 0).unzip();
+        PageServerSink { client, runs, flags, idx: 0, done: 0, written: 0 }
     }
 
     /// The next piece of at most `pages` pages: (vaddr, nr_pages) within the current run.
-    fn next_piece(&mut self, pages: u64) -> Result<(u64, u32)> {
+    fn next_piece(&mut self, pages: u64) -> Result<(u64, u32, u32)> {
         let ps = self.client.ps as u64;
         let run = *self.runs.get(self.idx).ok_or_else(|| self.client.err(format_args!("{} more pages than the runs hold", pages)))?;
         let n = pages.min(run.nr_pages - self.done).min(u64::from(u32::MAX));
         let vaddr = run.vaddr + self.done * ps;
+        let flags = self.flags[self.idx];
         self.done += n;
         if self.done == run.nr_pages {
             self.idx += 1;
             self.done = 0;
         }
-        Ok((vaddr, n as u32))
+        Ok((vaddr, n as u32, flags))
     }
 
     fn whole_pages(&self, len: usize) -> Result<u64> {
@@ -277,8 +286,8 @@ impl PageSink for PageServerSink<'_> {
     fn splice_from(&mut self, pipe: RawFd, len: usize) -> Result<()> {
         let mut pages = self.whole_pages(len)?;
         while pages > 0 {
-            let (vaddr, n) = self.next_piece(pages)?;
-            self.client.send_pages(vaddr, n, self.flags, pipe)?;
+            let (vaddr, n, flags) = self.next_piece(pages)?;
+            self.client.send_pages(vaddr, n, flags, pipe)?;
             pages -= u64::from(n);
             self.written += u64::from(n) * self.client.ps as u64;
         }
@@ -289,9 +298,9 @@ impl PageSink for PageServerSink<'_> {
         self.whole_pages(buf.len())?;
         let mut rest = buf;
         while !rest.is_empty() {
-            let (vaddr, n) = self.next_piece((rest.len() / self.client.ps) as u64)?;
+            let (vaddr, n, flags) = self.next_piece((rest.len() / self.client.ps) as u64)?;
             let (now, later) = rest.split_at(n as usize * self.client.ps);
-            self.client.send_pages_buf(vaddr, self.flags, now)?;
+            self.client.send_pages_buf(vaddr, flags, now)?;
             self.written += now.len() as u64;
             rest = later;
         }
