@@ -851,4 +851,5 @@ module.exports.peekPipe = nativeBinding.peekPipe
 module.exports.peekSocketQueue = nativeBinding.peekSocketQueue
 module.exports.robustList = nativeBinding.robustList
 module.exports.timerfdSettle = nativeBinding.timerfdSettle
+module.exports.ttyState = nativeBinding.ttyState
 module.exports.unixSockets = nativeBinding.unixSockets

@@ -711,6 +711,16 @@ export interface TaskMiscInfo {
   membarrierRegistrations?: bigint
 }
 
+export interface TermiosInfo {
+  iflag: number
+  oflag: number
+  cflag: number
+  lflag: number
+  line: number
+  /** The 19 control characters of the kernel's termios. */
+  cc: Array<number>
+}
+
 export interface ThreadParasiteInfo {
   tid: number
   altstackSp: bigint
@@ -794,6 +804,19 @@ export interface TrackingInfo {
   vmas: number
   /** VMAs the kernel would not register (dumped whole next time). */
   refused: number
+}
+
+/** Termios, locked termios, window size and TIOCGEXCL of the tty behind fd `fd` of `pid`. */
+export declare function ttyState(pid: number, fd: number): TtyStateInfo
+
+export interface TtyStateInfo {
+  termios: TermiosInfo
+  termiosLocked: TermiosInfo
+  wsRow: number
+  wsCol: number
+  wsXpixel: number
+  wsYpixel: number
+  exclusive: boolean
 }
 
 export interface UnixSocketDiag {

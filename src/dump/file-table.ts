@@ -48,13 +48,15 @@ export class FileTable {
    * `external` is asked about files no kind handles (CRIU's dump_ext_file plugin point); when a
    * plugin takes one, the file is recorded as EXT and the plugin keeps its own data.
    */
-  static async create(dir: string, opts: { ghostLimit?: number; external?: ExternalFileHandler } = {}): Promise<FileTable> {
+  static async create(dir: string, opts: { ghostLimit?: number; external?: ExternalFileHandler; shellJob?: boolean } = {}): Promise<FileTable> {
     const table = new FileTable(dir, await ImageWriter.create(dir, 'files.img'), opts.ghostLimit ?? DEFAULT_GHOST_LIMIT);
     table.external = opts.external;
+    table.shellJob = !!opts.shellJob;
     return table;
   }
 
   private external: ExternalFileHandler | undefined;
+  private shellJob = false;
 
   /** The id of a file opened by path (exe, mappings): one per (path, flags) in the dump. */
   async pathFile(path: string, flags: number, st: { mode: number; size?: bigint }): Promise<number> {
@@ -137,6 +139,7 @@ export class FileTable {
       pathFile: (path, flags, st) => this.pathFile(path, flags, st),
       fileEntry: (entry) => this.files.append(file_entrySchema, create(file_entrySchema, entry)),
       ghostLimit: this.ghostLimit,
+      shellJob: this.shellJob,
     };
   }
 }

@@ -128,6 +128,7 @@ export async function dump(options: DumpOptions, events: DumpEvents = {}): Promi
       files = await FileTable.create(imagesDir, {
         ...(options.ghostLimit !== undefined ? { ghostLimit: options.ghostLimit } : {}),
         external: async (file) => (await host.run('dumpExtFile', file)).handled,
+        shellJob: !!options.shellJob,
       });
       const kobjIds = new KobjIds();
       const seenOnce = new Set<string>();

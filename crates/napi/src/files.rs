@@ -103,3 +103,51 @@ pub fn path_by_handle(pid: i32, sdev: u32, ino: BigInt, handle_type: i32, handle
     let (_, ino, _) = ino.get_u64();
     files::path_by_handle(pid, sdev, ino, handle_type, &handle).map_err(to_napi)
 }
+
+#[napi(object)]
+pub struct TermiosInfo {
+    pub iflag: u32,
+    pub oflag: u32,
+    pub cflag: u32,
+    pub lflag: u32,
+    pub line: u32,
+    /// The 19 control characters of the kernel's termios.
+    pub cc: Vec<u32>,
+}
+
+#[napi(object)]
+pub struct TtyStateInfo {
+    pub termios: TermiosInfo,
+    pub termios_locked: TermiosInfo,
+    pub ws_row: u32,
+    pub ws_col: u32,
+    pub ws_xpixel: u32,
+    pub ws_ypixel: u32,
+    pub exclusive: bool,
+}
+
+fn termios_info(t: &files::KernelTermios) -> TermiosInfo {
+    TermiosInfo {
+        iflag: t.iflag,
+        oflag: t.oflag,
+        cflag: t.cflag,
+        lflag: t.lflag,
+        line: t.line.into(),
+        cc: t.cc.iter().map(|&c| c.into()).collect(),
+    }
+}
+
+/// Termios, locked termios, window size and TIOCGEXCL of the tty behind fd `fd` of `pid`.
+#[napi]
+pub fn tty_state(pid: i32, fd: i32) -> Result<TtyStateInfo> {
+    let s = files::tty_state(pid, fd).map_err(to_napi)?;
+    Ok(TtyStateInfo {
+        termios: termios_info(&s.termios),
+        termios_locked: termios_info(&s.termios_locked),
+        ws_row: s.winsize[0].into(),
+        ws_col: s.winsize[1].into(),
+        ws_xpixel: s.winsize[2].into(),
+        ws_ypixel: s.winsize[3].into(),
+        exclusive: s.exclusive,
+    })
+}

@@ -11,5 +11,7 @@ import { fanotifies } from './fanotify.js';
 import { fifos } from './fifo.js';
 import { ghostFiles } from './ghost.js';
 import { sockets } from './socket.js';
+import { terminals } from './tty.js';
 
-export const FD_KINDS: readonly FdKind[] = [regularFiles, pipes, eventfds, signalfds, timerfds, eventpolls, inotifies, fanotifies, fifos, ghostFiles, sockets];
+// Terminals first: regular files refuse /dev/pts paths, and a terminal is never a plain path.
+export const FD_KINDS: readonly FdKind[] = [terminals, regularFiles, pipes, eventfds, signalfds, timerfds, eventpolls, inotifies, fanotifies, fifos, ghostFiles, sockets];

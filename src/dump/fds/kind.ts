@@ -26,6 +26,8 @@ export interface FdKindContext {
   fileEntry(entry: FileEntryInit): Promise<void>;
   /** Largest deleted-but-open file kept as a ghost file (--ghost-limit), bytes. */
   readonly ghostLimit: number;
+  /** --shell-job: the tree's inherited terminal may be dumped (restore re-attaches its own). */
+  readonly shellJob: boolean;
   /** Registers a file opened by path (for kinds that refer to one) and answers its id. */
   pathFile(path: string, flags: number, st: { mode: number; size?: bigint }): Promise<number>;
 }

@@ -124,6 +124,71 @@ pub fn timerfd_settle(pid: i32, fd: i32) -> Result<((i64, i64), (i64, i64))> {
     ))
 }
 
+/// The kernel's `struct termios` (NCCS = 19, no speed fields), as TCGETS fills it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelTermios {
+    pub iflag: u32,
+    pub oflag: u32,
+    pub cflag: u32,
+    pub lflag: u32,
+    pub line: u8,
+    pub cc: [u8; 19],
+}
+
+/// Terminal settings of a tty: what restore needs to put the terminal back as it was.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TtyState {
+    pub termios: KernelTermios,
+    /// TIOCGLCKTRMIOS: the bits a non-root process may not change.
+    pub termios_locked: KernelTermios,
+    /// rows, cols, xpixel, ypixel.
+    pub winsize: [u16; 4],
+    /// TIOCGEXCL: exclusive mode (TIOCEXCL).
+    pub exclusive: bool,
+}
+
+const TCGETS: libc::c_ulong = 0x5401;
+const TIOCGWINSZ_REQ: libc::c_ulong = 0x5413;
+const TIOCGLCKTRMIOS: libc::c_ulong = 0x5456;
+const TIOCGEXCL: libc::c_ulong = 0x8004_5440;
+
+fn get_termios(fd: i32, req: libc::c_ulong) -> std::result::Result<KernelTermios, Errno> {
+    // Room for the kernel's 36-byte termios with slack.
+    let mut raw = [0u8; 64];
+    // SAFETY: TCGETS/TIOCGLCKTRMIOS write one kernel termios (36 bytes) into the 64-byte buffer.
+    let r = unsafe { libc::ioctl(fd, req as _, raw.as_mut_ptr()) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    let word = |i: usize| u32::from_ne_bytes([raw[i], raw[i + 1], raw[i + 2], raw[i + 3]]);
+    let mut cc = [0u8; 19];
+    cc.copy_from_slice(&raw[17..36]);
+    Ok(KernelTermios { iflag: word(0), oflag: word(4), cflag: word(8), lflag: word(12), line: raw[16], cc })
+}
+
+/// Termios, locked termios, window size and exclusive mode of the tty behind fd `fd` of `pid`,
+/// read on a pidfd_getfd duplicate (none of these need the tty to be our controlling terminal).
+pub fn tty_state(pid: i32, fd: i32) -> Result<TtyState> {
+    let dup = steal_fd(pid, fd)?;
+    let raw = dup.as_raw_fd();
+    let termios = get_termios(raw, TCGETS).map_err(|e| Error::from_errno(e, pid, format!("TCGETS on fd {fd}")))?;
+    let termios_locked =
+        get_termios(raw, TIOCGLCKTRMIOS).map_err(|e| Error::from_errno(e, pid, format!("TIOCGLCKTRMIOS on fd {fd}")))?;
+    let mut ws = [0u16; 4];
+    // SAFETY: TIOCGWINSZ writes one struct winsize (four u16) into the array.
+    let r = unsafe { libc::ioctl(raw, TIOCGWINSZ_REQ as _, ws.as_mut_ptr()) };
+    if r < 0 {
+        return Err(Error::from_errno(Errno::last(), pid, format!("TIOCGWINSZ on fd {fd}")));
+    }
+    let mut excl: libc::c_int = 0;
+    // SAFETY: TIOCGEXCL writes one int.
+    let r = unsafe { libc::ioctl(raw, TIOCGEXCL as _, &mut excl as *mut libc::c_int) };
+    if r < 0 {
+        return Err(Error::from_errno(Errno::last(), pid, format!("TIOCGEXCL on fd {fd}")));
+    }
+    Ok(TtyState { termios, termios_locked, winsize: ws, exclusive: excl != 0 })
+}
+
 /// Bytes waiting to be read from fd `fd` of task `pid` (FIONREAD on a duplicate): unread
 /// inotify events, for instance.
 pub fn queued_bytes(pid: i32, fd: i32) -> Result<u32> {
