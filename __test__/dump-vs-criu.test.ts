@@ -26,7 +26,7 @@ const EXPLAINED: readonly { image: RegExp; path: RegExp; why: string }[] = [
       'the live task is caught inside its sleep (ax -EINTR after restart handling) or just after it returned (ax 0); ' +
       'and after the first dump interrupted a clock_nanosleep, the task resumes in restart_syscall (orig_ax 219 instead of 230)',
   },
-  { image: /^core-\d+\.img$/, path: /^tc\.signals_s(\.signals)?$/, why: "a periodic timer's signal can be queued at the instant of one dump and not of the other" },
+  { image: /^core-\d+\.img$/, path: /^(tc\.signals_s|thread_core\.signals_p)(\..*)?$/, why: "a periodic timer's signal can be queued at the instant of one dump and not of the other" },
   { image: /^pstree\.img$/, path: /^threads\.\*$/, why: "CRIU 4.1.1 writes uninitialised thread ids for zombies; tsdump writes the zombie's pid" },
 ];
 
