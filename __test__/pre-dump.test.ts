@@ -107,14 +107,16 @@ async function restoreAndVerify(t: ExecutionContext, target: Target, dir: string
 
 test.serial('pre-dump then dump of a target that keeps rewriting pages restores from the chain', async (t) => {
   const dir = await makeWorkDir(t);
-  const target = await start(t, dir, 32, 1000);
+  // 200 pages/s: even a loaded machine taking 10 s between the two dumps rewrites fewer than
+  // half of the 8192 pages, so "most stay in the parent" does not depend on timing.
+  const target = await start(t, dir, 32, 200);
   const d1 = join(dir, 'd1');
   const pre = await preDump(t, target.pid, d1);
   t.is(pre.released, 'running');
   t.true(pre.pages.written >= 8192, `the pre-dump copies the 32 MiB region: ${pre.pages.written} pages`);
   await checkPreDumpDir(t, d1, target.pid);
 
-  await sleep(500); // at least ~500 rewrites while running (1000 pages/s)
+  await sleep(500); // at least ~100 rewrites while running (200 pages/s)
   const d2 = join(dir, 'd2');
   const dump = await finalDump(t, target.pid, d2, '../d1');
   t.is(await readlink(join(d2, 'parent')), '../d1');
@@ -123,7 +125,7 @@ test.serial('pre-dump then dump of a target that keeps rewriting pages restores 
   t.is(parentPages, dump.pages.skippedParent);
   t.true(parentPages > 4096, `most of the region stays in the parent: ${parentPages}`);
   t.true(dump.pages.written < pre.pages.written / 2, `only rewritten pages are written: ${dump.pages.written}`);
-  t.true(dump.pages.written >= 400, `the rewritten pages are written: ${dump.pages.written}`);
+  t.true(dump.pages.written >= 100, `the rewritten pages are written: ${dump.pages.written}`);
   t.is(pagesWith(entries, PE_PRESENT), dump.pages.written);
   await restoreAndVerify(t, target, d2);
 });
@@ -147,7 +149,8 @@ test.serial('after a pre-dump of an idle 256 MiB target the dump writes only the
 
 test.serial('a 3-step chain: pre-dump, pre-dump, dump, restored from the last', async (t) => {
   const dir = await makeWorkDir(t);
-  const target = await start(t, dir, 16, 300);
+  // 60 pages/s: fewer than half the 4096 pages change even if the steps are 30 s apart on a loaded machine.
+  const target = await start(t, dir, 16, 60);
   const [d1, d2, d3] = ['d1', 'd2', 'd3'].map((d) => join(dir, d)) as [string, string, string];
   const p1 = await preDump(t, target.pid, d1);
   await sleep(300);
