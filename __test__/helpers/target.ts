@@ -16,6 +16,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const TARGETS_DIR = join(REPO_ROOT, 'build/targets');
 
+/** How a spawned root ended (signal name or exit code). */
+export interface TargetExit {
+  code: number | null;
+  signal: string | null;
+}
+
 export interface Target {
   readonly name: string;
   /** PID of the tree's root; after a restore the same PID is the restored root. */
@@ -27,7 +33,7 @@ export interface Target {
   /** Processes of the tree when it became ready, root first (threads not included). */
   readonly pids: readonly number[];
   /** Settles when the originally spawned root exits (it is our child until then). */
-  readonly exited: Promise<void>;
+  readonly exited: Promise<TargetExit>;
   /** The target's log so far (for failure messages). */
   log(): string;
 }
@@ -92,7 +98,7 @@ export async function startDetachedTarget(name: string, opts: StartOptions): Pro
     if (ready !== undefined) {
       const info = parseKeyValues(ready);
       const pid = Number(info.pid);
-      return { name, pid, ctl, info, pids: treePids(pid), exited: new Promise<void>(() => {}), log: () => readIfExists(join(ctl, 'log')) ?? '' };
+      return { name, pid, ctl, info, pids: treePids(pid), exited: new Promise<TargetExit>(() => {}), log: () => readIfExists(join(ctl, 'log')) ?? '' };
     }
     const result = readIfExists(join(ctl, 'result'));
     if (result !== undefined || Date.now() > deadline) {
@@ -125,14 +131,14 @@ export async function spawnWithProtocol(
   }
   child.unref();
   let exitedEarly: string | undefined;
-  const exited = new Promise<void>((res) => {
+  const exited = new Promise<TargetExit>((res) => {
     child.once('exit', (code, signal) => {
       exitedEarly = `exited (code ${code}, signal ${signal})`;
-      res();
+      res({ code, signal });
     });
     child.once('error', (err) => {
       exitedEarly = `failed to start: ${err.message}`;
-      res();
+      res({ code: null, signal: null });
     });
   });
   const log = (): string => readIfExists(logPath) ?? '';
