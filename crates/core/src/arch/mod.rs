@@ -16,6 +16,33 @@ mod aarch64;
 #[cfg(target_arch = "aarch64")]
 pub use self::aarch64::*;
 
+/// Syscall numbers used by injection; libc carries each architecture's own table.
+pub mod nr {
+    pub const MMAP: i64 = libc::SYS_mmap;
+    pub const MUNMAP: i64 = libc::SYS_munmap;
+    pub const MPROTECT: i64 = libc::SYS_mprotect;
+    pub const RT_SIGACTION: i64 = libc::SYS_rt_sigaction;
+    pub const GETITIMER: i64 = libc::SYS_getitimer;
+    pub const TIMER_GETTIME: i64 = libc::SYS_timer_gettime;
+    pub const TIMER_GETOVERRUN: i64 = libc::SYS_timer_getoverrun;
+    pub const SIGALTSTACK: i64 = libc::SYS_sigaltstack;
+    pub const PRCTL: i64 = libc::SYS_prctl;
+    pub const UMASK: i64 = libc::SYS_umask;
+    pub const MEMBARRIER: i64 = libc::SYS_membarrier;
+    pub const GETGROUPS: i64 = libc::SYS_getgroups;
+    pub const GETRESUID: i64 = libc::SYS_getresuid;
+    pub const GETRESGID: i64 = libc::SYS_getresgid;
+    pub const SETFSUID: i64 = libc::SYS_setfsuid;
+    pub const SETFSGID: i64 = libc::SYS_setfsgid;
+    pub const CAPGET: i64 = libc::SYS_capget;
+    pub const PIPE2: i64 = libc::SYS_pipe2;
+    pub const CLOSE: i64 = libc::SYS_close;
+    pub const VMSPLICE: i64 = libc::SYS_vmsplice;
+    pub const GETTID: i64 = libc::SYS_gettid;
+    pub const GETPID: i64 = libc::SYS_getpid;
+    pub const NANOSLEEP: i64 = libc::SYS_nanosleep;
+}
+
 use nix::errno::Errno;
 
 /// PTRACE_GETREGSET into a buffer of `cap` bytes; returns the bytes the kernel filled.

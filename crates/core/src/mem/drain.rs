@@ -20,7 +20,7 @@ use nix::errno::Errno;
 use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use nix::unistd::Pid;
 
-use crate::arch::syscall::nr;
+use crate::arch::nr;
 use crate::error::{Error, ErrorCode, Result};
 use crate::parasite::Injector;
 

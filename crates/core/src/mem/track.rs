@@ -19,7 +19,7 @@ use std::os::unix::fs::FileExt;
 
 use nix::errno::Errno;
 
-use crate::arch::syscall::nr;
+use crate::arch::nr;
 use crate::error::{Error, ErrorCode, Result};
 use crate::parasite::Injector;
 

@@ -2,7 +2,7 @@
 //! asked through injected syscalls. Every call writes its answer into the scratch mapping; the
 //! answers come back with one process_vm_readv per command group.
 
-use crate::arch::syscall::nr;
+use crate::arch::nr;
 use crate::error::{Error, ErrorCode, Result};
 
 use super::inject::Injector;

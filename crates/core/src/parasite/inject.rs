@@ -28,7 +28,8 @@ use nix::sys::uio::{process_vm_readv, process_vm_writev, RemoteIoVec};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::arch::syscall::{self as sc, nr, SyscallRegs};
+use crate::arch::nr;
+use crate::arch::syscall::{self as sc, SyscallRegs};
 use crate::error::{Error, ErrorCode, Result};
 
 /// Default scratch size: room for result structs, a few thousand iovecs and the return frame.

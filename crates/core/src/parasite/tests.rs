@@ -170,10 +170,10 @@ fn a_task_stopped_in_a_syscall_restarts_it_after_the_cure() {
     seize(pid);
     let before = sc::get_regs(pid).unwrap();
     let mut inj = Injector::infect(pid, 4096 * 4).unwrap();
-    let r = inj.syscall(pid, sc::nr::GETPID, [0; 6]).unwrap();
+    let r = inj.syscall(pid, crate::arch::nr::GETPID, [0; 6]).unwrap();
     assert_eq!(r, pid as i64);
     // A failing call is reported as an error and changes nothing.
-    let e = inj.syscall_ok(pid, sc::nr::CLOSE, [100_000, 0, 0, 0, 0, 0], "close").unwrap_err();
+    let e = inj.syscall_ok(pid, crate::arch::nr::CLOSE, [100_000, 0, 0, 0, 0, 0], "close").unwrap_err();
     assert!(e.message.contains("Bad file"), "{e}");
     inj.cure().unwrap();
     assert_eq!(format!("{before:?}"), format!("{:?}", sc::get_regs(pid).unwrap()));
@@ -195,7 +195,7 @@ fn a_dead_target_is_reported_not_hung_on() {
     seize(pid);
     let mut inj = Injector::infect(pid, 4096).unwrap();
     kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
-    let e = inj.syscall(pid, sc::nr::GETPID, [0; 6]).unwrap_err();
+    let e = inj.syscall(pid, crate::arch::nr::GETPID, [0; 6]).unwrap_err();
     assert!(matches!(e.code, crate::ErrorCode::TargetGone | crate::ErrorCode::EsrchTarget), "{e}");
     assert!(inj.cure().is_err());
 }
@@ -210,12 +210,12 @@ fn kill_tracer_mid_syscall(target: i32, framed: bool) {
             seize(target);
             let mut inj = Injector::infect(target, 64 * 1024).unwrap();
             inj.set_framed(framed);
-            inj.syscall(target, sc::nr::GETPID, [0; 6]).unwrap();
+            inj.syscall(target, crate::arch::nr::GETPID, [0; 6]).unwrap();
             let ts: [u64; 2] = [0, 400_000_000];
             let off = Injector::DATA_OFFSET;
             inj.write(off, &[ts[0].to_ne_bytes(), ts[1].to_ne_bytes()].concat()).unwrap();
             nix::unistd::write(&wr, b"x").unwrap();
-            let _ = inj.syscall(target, sc::nr::NANOSLEEP, [inj.remote(off), 0, 0, 0, 0, 0]);
+            let _ = inj.syscall(target, crate::arch::nr::NANOSLEEP, [inj.remote(off), 0, 0, 0, 0, 0]);
             // Not reached in time: the parent kills us during the sleep.
             std::process::exit(3);
         }

@@ -162,32 +162,6 @@ pub fn build_sigframe(regs: &SyscallRegs, xstate: &[u8], sigmask: u64, altstack:
     (f, at + UC_OFF as u64)
 }
 
-/// Syscall numbers used by injection (the kernel's x86_64 table).
-pub mod nr {
-    pub const MMAP: i64 = libc::SYS_mmap;
-    pub const MUNMAP: i64 = libc::SYS_munmap;
-    pub const MPROTECT: i64 = libc::SYS_mprotect;
-    pub const RT_SIGACTION: i64 = libc::SYS_rt_sigaction;
-    pub const GETITIMER: i64 = libc::SYS_getitimer;
-    pub const TIMER_GETTIME: i64 = libc::SYS_timer_gettime;
-    pub const TIMER_GETOVERRUN: i64 = libc::SYS_timer_getoverrun;
-    pub const SIGALTSTACK: i64 = libc::SYS_sigaltstack;
-    pub const PRCTL: i64 = libc::SYS_prctl;
-    pub const UMASK: i64 = libc::SYS_umask;
-    pub const MEMBARRIER: i64 = libc::SYS_membarrier;
-    pub const GETGROUPS: i64 = libc::SYS_getgroups;
-    pub const GETRESUID: i64 = libc::SYS_getresuid;
-    pub const GETRESGID: i64 = libc::SYS_getresgid;
-    pub const SETFSUID: i64 = libc::SYS_setfsuid;
-    pub const SETFSGID: i64 = libc::SYS_setfsgid;
-    pub const CAPGET: i64 = libc::SYS_capget;
-    pub const PIPE2: i64 = libc::SYS_pipe2;
-    pub const CLOSE: i64 = libc::SYS_close;
-    pub const VMSPLICE: i64 = libc::SYS_vmsplice;
-    pub const GETTID: i64 = libc::SYS_gettid;
-    pub const GETPID: i64 = libc::SYS_getpid;
-    pub const NANOSLEEP: i64 = libc::SYS_nanosleep;
-}
 
 #[cfg(test)]
 mod tests {
