@@ -329,6 +329,8 @@ export interface MemoryDump {
   bytesWritten: number
   timings: MemoryTimings
   vmspliceCalls: number
+  /** vmsplice mode: why the resident parasite could not drain (absent when it did). */
+  blobRefused?: string
   /** Pages left in the parent images (PE_PARENT). */
   pagesInParent: number
   /** Set when `arm` was asked. */

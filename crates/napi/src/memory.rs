@@ -111,6 +111,8 @@ pub struct MemoryDump {
     pub bytes_written: i64,
     pub timings: MemoryTimings,
     pub vmsplice_calls: i64,
+    /// vmsplice mode: why the resident parasite could not drain (absent when it did).
+    pub blob_refused: Option<String>,
     /// Pages left in the parent images (PE_PARENT).
     pub pages_in_parent: i64,
     /// Set when `arm` was asked.
@@ -163,6 +165,7 @@ fn to_js(d: mem::MemDump, path: String) -> MemoryDump {
             splice_ns: d.timings.splice_ns as i64,
         },
         vmsplice_calls: d.vmsplice_calls as i64,
+        blob_refused: d.blob_refused,
         pages_in_parent: d.pages_in_parent as i64,
         tracking: None,
     }

@@ -1,9 +1,12 @@
 //! Moving the selected pages into a sink. Sources and sinks are separate choices:
 //! - `ReadSource`: the tracer copies pages with process_vm_readv (one copy), falling back to
 //!   pread on /proc/PID/mem for mappings without PROT_READ (FOLL_FORCE); works without injecting.
-//! - `VmspliceSource`: the task itself vmsplice(SPLICE_F_GIFT)s its pages into pipes (injected
-//!   syscall, one per pipe load) and the tracer splice()s them into the sink: page data never
-//!   passes through user space. Pipes are capped by /proc/sys/fs/pipe-max-size (no
+//! - `VmspliceSource`: the task itself vmsplice(SPLICE_F_GIFT)s its pages into pipes and the
+//!   tracer splice()s them into the sink: page data never passes through user space. The task's
+//!   side is the resident parasite (one socket round trip per pipe load; the blob owns the
+//!   pipes, so a tsdump that dies leaves the task neither SIGPIPE nor descriptors), or, where
+//!   the blob cannot run (no image for this architecture, another network namespace,
+//!   TSDUMP_PARASITE=inject), one injected syscall per pipe load. Pipes are capped by /proc/sys/fs/pipe-max-size (no
 //!   CAP_SYS_RESOURCE here), so several are filled per round. Mappings without PROT_READ are read
 //!   through /proc/PID/mem instead of being mprotect'ed, so the task's map is never changed.
 //! - `FdSink`: a file (pages-N.img) or a socket (a page server later); takes spliced pipes or
@@ -22,6 +25,7 @@ use nix::unistd::Pid;
 
 use crate::arch::nr;
 use crate::error::{Error, ErrorCode, Result};
+use crate::parasite::blob::Blob;
 use crate::parasite::Injector;
 
 use super::pagemap::Run;
@@ -188,14 +192,18 @@ struct Pipe {
     cap: usize,
 }
 
-/// Limits of the vmsplice source (MAX_PIPES iovec arrays of MAX_IOV must fit the scratch).
+/// Limits of the vmsplice source (for injected calls, MAX_PIPES iovec arrays of MAX_IOV must
+/// fit the scratch; the blob takes the same batches over its socket).
 const MAX_PIPES: usize = 8;
 /// The kernel's UIO_MAXIOV.
-const MAX_IOV: usize = 1024;
+const MAX_IOV: usize = crate::parasite::blob::MAX_IOV;
 
 /// The task vmsplices its own pages into pipes; we splice them into the sink.
 pub struct VmspliceSource<'a> {
     inj: &'a mut Injector,
+    blob: Option<Blob>,
+    /// Why the blob is not used (None when it is).
+    pub blob_refused: Option<String>,
     pipes: Vec<Pipe>,
     fallback: ReadSource,
     /// vmsplice calls made (one injected syscall each).
@@ -203,6 +211,14 @@ pub struct VmspliceSource<'a> {
     /// Time spent in injected vmsplice calls, and in splicing pipes into the sink.
     pub vmsplice_ns: u64,
     pub splice_ns: u64,
+}
+
+/// Opens the read end of a pipe the task made, through /proc/PID/fd (any fd kind would need
+/// pidfd_getfd; a pipe reopens as a new description of the same pipe).
+fn open_read_end(pid: i32, rfd: i32) -> Result<OwnedFd> {
+    let path = format!("/proc/{pid}/fd/{rfd}");
+    let f = std::fs::OpenOptions::new().read(true).open(&path).map_err(|e| Error::new(ErrorCode::Kernel, format!("pid {pid}: opening {path}: {e}")))?;
+    Ok(f.into())
 }
 
 /// /proc/sys/fs/pipe-max-size, the most an unprivileged F_SETPIPE_SZ may ask.
@@ -214,12 +230,36 @@ pub fn pipe_max_size() -> usize {
 }
 
 impl<'a> VmspliceSource<'a> {
-    /// Creates `npipes` pipes inside the task (injected pipe2), opens their read ends through
-    /// /proc/PID/fd and grows them to pipe-max-size.
+    /// Creates `npipes` pipes inside the task (by the resident parasite, or injected pipe2),
+    /// opens their read ends through /proc/PID/fd and grows them to pipe-max-size.
     pub fn new(inj: &'a mut Injector, npipes: usize) -> Result<VmspliceSource<'a>> {
         let pid = inj.pid();
-        let mut src = VmspliceSource { inj, pipes: Vec::new(), fallback: ReadSource::new(pid), vmsplice_calls: 0, vmsplice_ns: 0, splice_ns: 0 };
+        let mut src = VmspliceSource {
+            inj,
+            blob: None,
+            blob_refused: None,
+            pipes: Vec::new(),
+            fallback: ReadSource::new(pid),
+            vmsplice_calls: 0,
+            vmsplice_ns: 0,
+            splice_ns: 0,
+        };
         let want = pipe_max_size().min(4 << 20);
+        if std::env::var("TSDUMP_PARASITE").as_deref() == Ok("inject") {
+            src.blob_refused = Some("TSDUMP_PARASITE=inject".into());
+        } else {
+            match Blob::start(src.inj) {
+                Ok(b) => src.blob = Some(b),
+                Err(e) if e.code == ErrorCode::TargetGone => return Err(e),
+                Err(e) => src.blob_refused = Some(e.message),
+            }
+        }
+        if let Some(blob) = src.blob.as_mut() {
+            for (rfd, wfd, cap) in blob.pipes(src.inj, npipes.clamp(1, MAX_PIPES), want)? {
+                src.pipes.push(Pipe { task_fd: wfd, ours: open_read_end(pid, rfd)?, cap });
+            }
+            return Ok(src);
+        }
         let off = Injector::DATA_OFFSET;
         let fit = (src.inj.data_limit() - off) / (MAX_IOV * 16);
         if fit == 0 {
@@ -232,15 +272,14 @@ impl<'a> VmspliceSource<'a> {
             src.inj.read(off, &mut b)?;
             let rfd = i32::from_ne_bytes(b[0..4].try_into().expect("4"));
             let wfd = i32::from_ne_bytes(b[4..8].try_into().expect("4"));
-            let path = format!("/proc/{pid}/fd/{rfd}");
-            let opened = std::fs::OpenOptions::new().read(true).open(&path);
+            let opened = open_read_end(pid, rfd);
             // The task keeps only the write end, whatever happened.
             let closed = src.inj.syscall_ok(pid, nr::CLOSE, [rfd as u64, 0, 0, 0, 0, 0], "close(pipe read end)");
-            let ours: OwnedFd = match opened {
-                Ok(f) => f.into(),
+            let ours = match opened {
+                Ok(f) => f,
                 Err(e) => {
                     let _ = src.inj.syscall(pid, nr::CLOSE, [wfd as u64, 0, 0, 0, 0, 0]);
-                    return Err(Error::new(ErrorCode::Kernel, format!("pid {pid}: opening {path}: {e}")));
+                    return Err(e);
                 }
             };
             src.pipes.push(Pipe { task_fd: wfd, ours, cap: 0 });
@@ -258,12 +297,22 @@ impl<'a> VmspliceSource<'a> {
         Ok(src)
     }
 
+    /// Whether the resident parasite does the task's side.
+    pub fn uses_blob(&self) -> bool {
+        self.blob.is_some()
+    }
+
     /// Closes the task's pipe ends (ours close on drop).
     pub fn finish(mut self) -> Result<()> {
         self.close_task_ends()
     }
 
     fn close_task_ends(&mut self) -> Result<()> {
+        if let Some(blob) = self.blob.take() {
+            // The blob made the pipes and closes them.
+            self.pipes.clear();
+            return blob.stop(self.inj);
+        }
         let pid = self.inj.pid();
         let mut first_err = None;
         for p in self.pipes.drain(..) {
@@ -274,21 +323,17 @@ impl<'a> VmspliceSource<'a> {
         first_err.map_or(Ok(()), Err)
     }
 
-    /// Fills pipe `i` with the next pages of `queue` (one injected vmsplice); returns the bytes.
+    /// Fills pipe `i` with the next pages of `queue` (one vmsplice in the task); returns the bytes.
     fn fill(&mut self, i: usize, queue: &mut VecDeque<(u64, u64)>) -> Result<usize> {
         let pid = self.inj.pid();
-        let iov_base = Injector::DATA_OFFSET + i * MAX_IOV * 16;
         let cap = self.pipes[i].cap;
-        let mut iovs: Vec<u8> = Vec::with_capacity(MAX_IOV * 16);
+        let mut iovs: Vec<(u64, u64)> = Vec::with_capacity(MAX_IOV);
         let mut bytes = 0usize;
-        let mut count = 0usize;
-        while bytes < cap && count < MAX_IOV {
+        while bytes < cap && iovs.len() < MAX_IOV {
             let Some((addr, len)) = queue.front_mut() else { break };
             let take = (*len as usize).min(cap - bytes);
-            iovs.extend_from_slice(&addr.to_ne_bytes());
-            iovs.extend_from_slice(&(take as u64).to_ne_bytes());
+            iovs.push((*addr, take as u64));
             bytes += take;
-            count += 1;
             if take as u64 == *len {
                 queue.pop_front();
             } else {
@@ -296,15 +341,26 @@ impl<'a> VmspliceSource<'a> {
                 *len -= take as u64;
             }
         }
-        self.inj.write(iov_base, &iovs)?;
         let t0 = std::time::Instant::now();
-        let fd = self.pipes[i].task_fd as u64;
-        let flags = (libc::SPLICE_F_GIFT | libc::SPLICE_F_NONBLOCK) as u64;
-        let n = self.inj.syscall_ok(pid, nr::VMSPLICE, [fd, self.inj.remote(iov_base), count as u64, flags, 0, 0], "vmsplice")? as usize;
+        let fd = self.pipes[i].task_fd;
+        let flags = libc::SPLICE_F_GIFT | libc::SPLICE_F_NONBLOCK;
+        let r = match self.blob.as_mut() {
+            Some(blob) => blob.vmsplice(self.inj, fd, &iovs, flags)?,
+            None => {
+                let iov_base = Injector::DATA_OFFSET + i * MAX_IOV * 16;
+                let raw: Vec<u8> = iovs.iter().flat_map(|(a, l)| [a.to_ne_bytes(), l.to_ne_bytes()]).flatten().collect();
+                self.inj.write(iov_base, &raw)?;
+                let args = [fd as u64, self.inj.remote(iov_base), iovs.len() as u64, flags as u64, 0, 0];
+                self.inj.syscall(pid, nr::VMSPLICE, args)?
+            }
+        };
         self.vmsplice_calls += 1;
         self.vmsplice_ns += t0.elapsed().as_nanos() as u64;
-        if n != bytes {
-            return Err(Error::new(ErrorCode::Parasite, format!("pid {pid}: vmsplice moved {n} of {bytes} bytes")));
+        if r < 0 {
+            return Err(Error::new(ErrorCode::Parasite, format!("pid {pid}: vmsplice in the task: {}", Errno::from_raw(-r as i32).desc())));
+        }
+        if r as usize != bytes {
+            return Err(Error::new(ErrorCode::Parasite, format!("pid {pid}: vmsplice moved {r} of {bytes} bytes")));
         }
         Ok(bytes)
     }

@@ -74,8 +74,11 @@ pub struct MemDump {
     pub pages_written: u64,
     pub bytes_written: u64,
     pub timings: Timings,
-    /// Injected vmsplice calls (vmsplice mode).
+    /// vmsplice calls in the task (vmsplice mode).
     pub vmsplice_calls: u64,
+    /// vmsplice mode: None when the resident parasite drained, else why it could not (single
+    /// injected syscalls did the work).
+    pub blob_refused: Option<String>,
     /// Incremental dumps: pages left in the parent images (PE_PARENT entries, no data).
     pub pages_in_parent: u64,
 }
@@ -234,6 +237,7 @@ where
         plan.vmas.get(i).is_some_and(|r| r.vma.start <= addr && r.vma.readable())
     };
     let mut vmsplice_calls = 0;
+    let mut blob_refused = None;
     let (mut vmsplice_ns, mut splice_ns) = (0, 0);
     match opts.mode {
         Mode::Read => ReadSource::new(pid).drain(&runs, &readable, &mut sink)?,
@@ -242,6 +246,7 @@ where
             let mut src = VmspliceSource::new(inj, opts.pipes)?;
             let r = src.drain(&runs, &readable, &mut sink);
             vmsplice_calls = src.vmsplice_calls;
+            blob_refused = src.blob_refused.clone();
             (vmsplice_ns, splice_ns) = (src.vmsplice_ns, src.splice_ns);
             let fin = src.finish();
             r?;
@@ -269,6 +274,7 @@ where
             splice_ns,
         },
         vmsplice_calls,
+        blob_refused,
         pages_in_parent,
     })
 }

@@ -107,6 +107,7 @@ fn check(mode: Mode) {
     assert!(dump.vmas.iter().filter(|v| v.vma.path == "[vvar]").all(|v| v.pages_dumped == 0));
     if mode == Mode::Vmsplice {
         assert!(dump.vmsplice_calls >= 8);
+        assert_eq!(dump.blob_refused, None, "the resident parasite drained");
     }
     release(pid);
     std::fs::remove_dir_all(&dir).unwrap();

@@ -7,8 +7,8 @@
 //!
 //! How a call runs: registers and signal mask are saved on first contact with a thread and put
 //! back after every call, on success and on failure. Two protocols:
-//! - trap: `syscall; int3`, PTRACE_CONT, wait for the SIGTRAP (what CRIU's compel does). Used for
-//!   the borrowed-bytes calls and for the first call on each thread.
+//! - trap: `syscall; int3`, PTRACE_CONT, wait for the SIGTRAP (what CRIU's compel does). Used only
+//!   for the borrowed-bytes calls (the scratch mmap and its munmap), and where no frame exists.
 //! - framed (x86_64): the scratch holds an rt_sigframe rebuilt from the thread's saved state
 //!   (registers with the kernel's restart rules applied, mask, sigaltstack, XSAVE image) and the
 //!   code is `syscall; rt_sigreturn`. tsdump steps it with PTRACE_SYSCALL (enter, exit), then
@@ -121,6 +121,8 @@ pub struct Injector {
     framed: bool,
     /// Stop signals that arrived while our code ran; re-sent after the cure so they are not lost.
     pending_stops: Vec<(i32, Signal)>,
+    /// The thread running resident code, and whether it is in a ptrace stop.
+    resident: Option<(i32, bool)>,
     /// Syscalls run (for stats and tests).
     pub calls: u64,
     cured: bool,
@@ -141,6 +143,7 @@ impl Injector {
             frame_of: None,
             framed: sc::SIGFRAME_SUPPORTED,
             pending_stops: Vec::new(),
+            resident: None,
             calls: 0,
             cured: false,
         };
@@ -252,6 +255,9 @@ impl Injector {
         if self.cured {
             return Err(Error::new(ErrorCode::Parasite, format!("pid {}: parasite already cured", self.pid)));
         }
+        if matches!(self.resident, Some((t, _)) if t == tid) {
+            return Err(self.unexpected(tid, "the thread is running the resident parasite".into()));
+        }
         if self.framed && self.ensure_frame(tid)? {
             return self.run_framed(tid, nr, args);
         }
@@ -299,40 +305,57 @@ impl Injector {
     /// Builds (once) and writes (when another thread's is there) `tid`'s return frame. False
     /// when no frame can be had for this thread (the trap protocol is used then).
     fn ensure_frame(&mut self, tid: i32) -> Result<bool> {
+        if let Some((owner, _)) = self.resident.filter(|(owner, _)| *owner != tid) {
+            // The resident thread's way home lives in the frame slot.
+            return Err(self.unexpected(tid, format!("the return frame slot belongs to resident thread {owner}")));
+        }
         let saved = self.saved_for(tid)?;
         let frame_off = self.data_limit();
-        let at = self.scratch + frame_off as u64;
-        let (bytes, sp) = match saved.frame {
-            Some(f) => f,
-            None => {
-                let Ok(xstate) = sc::read_xstate(tid) else { return Ok(false) };
-                if xstate.len() < 576 || xstate.len() + 1024 > FRAME_SLOT {
-                    return Ok(false);
-                }
-                // rt_sigreturn also reinstates the sigaltstack from the frame: learn it first
-                // (one trap-protocol call, the only unframed one on this thread).
-                let ss = Self::DATA_OFFSET;
-                let r = self.run_trap(tid, self.scratch + TRAP_CODE_OFF as u64, nr::SIGALTSTACK, [0, self.remote(ss), 0, 0, 0, 0])?;
-                if r < 0 {
-                    return Ok(false);
-                }
-                let mut b = [0u8; 24];
-                self.read(ss, &mut b)?;
-                let word = |o: usize| u64::from_ne_bytes(b[o..o + 8].try_into().expect("8 bytes"));
-                let alt = (word(0), word(8) as u32 as i32, word(16));
-                let f = sc::build_sigframe(&saved.regs, &xstate, saved.sigmask, alt, at);
-                if let Some(s) = self.saved.get_mut(&tid) {
-                    s.frame = Some(f.clone());
-                }
-                f
+        if let Some((bytes, _)) = saved.frame {
+            if self.frame_of != Some(tid) {
+                self.write_at(frame_off, &bytes)?;
+                self.frame_of = Some(tid);
             }
-        };
-        if self.frame_of != Some(tid) {
-            self.write_at(frame_off, &bytes)?;
-            self.frame_of = Some(tid);
+            return Ok(true);
         }
-        let _ = sp;
+        let Ok(xstate) = sc::read_xstate(tid) else { return Ok(false) };
+        if xstate.len() < 576 || xstate.len() + 1024 > FRAME_SLOT {
+            return Ok(false);
+        }
+        // rt_sigreturn also reinstates the sigaltstack from the frame. The thread's first framed
+        // call is sigaltstack(NULL, &frame.uc_stack): the syscall writes the thread's altstack
+        // into the frame before anything can reach the rt_sigreturn, so even this first call
+        // needs no trap (the placeholder is never used).
+        let mut f = sc::build_sigframe(&saved.regs, &xstate, saved.sigmask, (0, libc::SS_DISABLE, 0), self.remote(frame_off));
+        self.write_at(frame_off, &f.0)?;
+        self.frame_of = Some(tid);
+        self.set_frame(tid, Some(f.clone()));
+        let ss_off = frame_off + sc::SIGFRAME_ALTSTACK_OFF;
+        let r = self.run_framed(tid, nr::SIGALTSTACK, [0, self.remote(ss_off), 0, 0, 0, 0]);
+        if !matches!(r, Ok(0)) {
+            self.set_frame(tid, None);
+            return r.map(|_| false);
+        }
+        let mut ss = [0u8; 24];
+        self.read(ss_off, &mut ss)?;
+        f.0[sc::SIGFRAME_ALTSTACK_OFF..sc::SIGFRAME_ALTSTACK_OFF + 24].copy_from_slice(&ss);
+        self.set_frame(tid, Some(f));
         Ok(true)
+    }
+
+    fn set_frame(&mut self, tid: i32, frame: Option<(Vec<u8>, u64)>) {
+        if let Some(s) = self.saved.get_mut(&tid) {
+            s.frame = frame;
+        }
+    }
+
+    /// The stack pointer with which rt_sigreturn takes `tid` home (its frame is written).
+    pub(crate) fn frame_sp(&mut self, tid: i32) -> Result<u64> {
+        if !self.framed || !self.ensure_frame(tid)? {
+            return Err(Error::new(ErrorCode::Unsupported, format!("pid {} tid {tid}: no return frame", self.pid)));
+        }
+        let frame = self.saved.get(&tid).and_then(|s| s.frame.as_ref()).map(|f| f.1);
+        frame.ok_or_else(|| self.unexpected(tid, "return frame missing".into()))
     }
 
     /// Trap protocol: registers, PTRACE_CONT, wait for the SIGTRAP of `int3`, registers back.
@@ -391,13 +414,24 @@ impl Injector {
     /// Resumes `tid` with `req` until a stop `want` accepts. Stop signals met on the way are
     /// kept for after the cure; group stops are stepped over.
     fn resume_until(&mut self, tid: i32, req: ptrace::Request, want: impl Fn(&Stop) -> bool) -> Result<Stop> {
+        self.run_until(tid, Some(req), req, want)
+    }
+
+    /// `resume_until` for a thread that may already be running (`first` = None: just wait);
+    /// later resumes use `then`.
+    fn run_until(&mut self, tid: i32, first: Option<ptrace::Request>, then: ptrace::Request, want: impl Fn(&Stop) -> bool) -> Result<Stop> {
         let p = Pid::from_raw(tid);
+        let mut next = first;
         loop {
-            // SAFETY: PTRACE_CONT/PTRACE_SYSCALL with no signal on a tracee we hold.
-            let r = unsafe { libc::ptrace(req as libc::c_uint, tid, 0usize, 0usize) };
-            if r < 0 {
-                return Err(Error::from_errno(Errno::last(), tid, format_args!("{req:?} into injected code")));
+            let req = next.unwrap_or(then);
+            if next.is_some() {
+                // SAFETY: PTRACE_CONT/PTRACE_SYSCALL with no signal on a tracee we hold.
+                let r = unsafe { libc::ptrace(req as libc::c_uint, tid, 0usize, 0usize) };
+                if r < 0 {
+                    return Err(Error::from_errno(Errno::last(), tid, format_args!("{req:?} into injected code")));
+                }
             }
+            next = Some(then);
             let st = wait_for(tid);
             let stop = match st {
                 Ok(WaitStatus::PtraceSyscall(_)) => Stop::Trap(None),
@@ -439,6 +473,115 @@ impl Injector {
         }
     }
 
+    /// Hands thread `tid` to resident code at `ip` (in the scratch) with stack pointer `sp` and
+    /// first argument `arg`: the thread's return frame in place, every signal blocked. The first
+    /// `checked` syscalls the code makes are stepped and their results returned; if they all
+    /// succeed the thread is left running (call `park_resident` to get it back), otherwise it
+    /// is parked and its registers and mask are put back before returning.
+    pub(crate) fn start_resident(&mut self, tid: i32, ip: u64, sp: u64, arg: u64, checked: usize) -> Result<(Vec<i64>, bool)> {
+        if !self.framed || !self.ensure_frame(tid)? {
+            return Err(Error::new(ErrorCode::Unsupported, format!("pid {} tid {tid}: no return frame for resident code", self.pid)));
+        }
+        let saved = self.saved_for(tid)?;
+        let mut regs = sc::syscall_regs(&saved.regs, ip, 0, &[arg, 0, 0, 0, 0, 0]);
+        sc::set_sp(&mut regs, sp);
+        self.resident = Some((tid, true));
+        let is_sys = |s: &Stop| matches!(s, Stop::Trap(None));
+        let stepped = sc::set_regs(tid, &regs).and_then(|_| set_sigmask(tid, u64::MAX)).and_then(|_| {
+            let mut results = Vec::new();
+            for _ in 0..checked {
+                self.resume_until(tid, ptrace::Request::PTRACE_SYSCALL, is_sys)?;
+                self.resume_until(tid, ptrace::Request::PTRACE_SYSCALL, is_sys)?;
+                let r = sc::syscall_result(&sc::get_regs(tid)?);
+                results.push(r);
+                if r < 0 {
+                    break;
+                }
+            }
+            Ok(results)
+        });
+        self.calls += 1;
+        match stepped {
+            Ok(results) if results.len() == checked && results.iter().all(|&r| r >= 0) => {
+                // SAFETY: PTRACE_CONT with no signal on a tracee we hold, in a syscall-exit stop.
+                if unsafe { libc::ptrace(libc::PTRACE_CONT, tid, 0usize, 0usize) } < 0 {
+                    let e = Error::from_errno(Errno::last(), tid, "PTRACE_CONT into resident code");
+                    self.park_resident()?;
+                    return Err(e);
+                }
+                self.resident = Some((tid, false));
+                Ok((results, true))
+            }
+            Ok(results) => {
+                self.park_resident()?;
+                Ok((results, false))
+            }
+            Err(e) => {
+                let parked = self.park_resident();
+                if e.code != ErrorCode::TargetGone {
+                    parked?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Looks, without blocking, at the thread running resident code: stop signals are kept for
+    /// after the cure and the thread resumed; a fault or an exit is an error.
+    pub(crate) fn check_resident(&mut self) -> Result<()> {
+        let Some((tid, false)) = self.resident else { return Ok(()) };
+        let cont = |tid: i32| {
+            // SAFETY: PTRACE_CONT with no signal on a tracee we hold.
+            if unsafe { libc::ptrace(libc::PTRACE_CONT, tid, 0usize, 0usize) } < 0 {
+                return Err(Error::from_errno(Errno::last(), tid, "PTRACE_CONT into resident code"));
+            }
+            Ok(())
+        };
+        match waitpid(Pid::from_raw(tid), Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => Ok(()),
+            Ok(WaitStatus::Stopped(_, s @ (Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU))) => {
+                self.pending_stops.push((tid, s));
+                cont(tid)
+            }
+            Ok(WaitStatus::PtraceEvent(..)) | Ok(WaitStatus::PtraceSyscall(_)) => cont(tid),
+            Ok(WaitStatus::Stopped(_, s)) => {
+                self.resident = Some((tid, true));
+                let ip = sc::get_regs(tid).map(|r| sc::instruction_pointer(&r)).unwrap_or(0);
+                Err(self.unexpected(tid, format!("resident parasite stopped by {s} at {ip:#x}")))
+            }
+            Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) | Err(Errno::ECHILD) => {
+                self.resident = None;
+                self.saved.remove(&tid);
+                Err(Error::new(ErrorCode::TargetGone, format!("pid {} tid {tid}: exited while running the resident parasite", self.pid)))
+            }
+            Ok(other) => Err(self.unexpected(tid, format!("wait status {other:?}"))),
+            Err(e) => Err(Error::from_errno(e, tid, "waiting for the resident parasite")),
+        }
+    }
+
+    /// Brings the thread running resident code back into a ptrace stop and puts its registers
+    /// and mask back. If the code already went home by itself (rt_sigreturn through its frame:
+    /// its channel closed), the thread holds its own state again and is only stopped.
+    pub(crate) fn park_resident(&mut self) -> Result<()> {
+        let Some((tid, stopped)) = self.resident.take() else { return Ok(()) };
+        if !stopped {
+            ptrace::interrupt(Pid::from_raw(tid)).map_err(|e| Error::from_errno(e, tid, "PTRACE_INTERRUPT"))?;
+            let r = self.run_until(tid, None, ptrace::Request::PTRACE_CONT, |s| matches!(s, Stop::EventStop));
+            if let Err(e) = r {
+                if e.code == ErrorCode::TargetGone {
+                    self.saved.remove(&tid);
+                }
+                return Err(e);
+            }
+        }
+        let ip = sc::instruction_pointer(&sc::get_regs(tid)?);
+        if !(self.scratch..self.scratch + self.scratch_len as u64).contains(&ip) {
+            return Ok(());
+        }
+        let saved = self.saved_for(tid)?;
+        self.finish(tid, &saved, Ok(0)).map(|_| ())
+    }
+
     fn unexpected(&self, tid: i32, what: String) -> Error {
         Error::new(ErrorCode::Parasite, format!("pid {} tid {tid}: {what}", self.pid))
     }
@@ -449,6 +592,8 @@ impl Injector {
         if self.cured {
             return Ok(());
         }
+        // Normally parked by its owner already; never unmap code a thread may still run.
+        self.park_resident()?;
         let r = self.borrowed_syscall(nr::MUNMAP, [self.scratch, self.scratch_len as u64, 0, 0, 0, 0]);
         self.cured = true;
         for (tid, s) in self.pending_stops.drain(..) {

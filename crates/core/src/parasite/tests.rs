@@ -115,6 +115,7 @@ fn info_is_read_and_the_cure_is_invisible() {
     std::thread::sleep(Duration::from_millis(100));
     seize(pid);
     let regs_before = sc::get_regs(pid).unwrap();
+    let fpu_before = sc::read_xstate(pid).unwrap();
     let maps_before = maps(pid);
     let c0 = counter(pid);
 
@@ -151,6 +152,7 @@ fn info_is_read_and_the_cure_is_invisible() {
     // The cure: registers, mask, map all as before; the umask round trip left no trace.
     let regs_after = sc::get_regs(pid).unwrap();
     assert_eq!(format!("{regs_before:?}"), format!("{regs_after:?}"));
+    assert_eq!(sc::read_xstate(pid).unwrap(), fpu_before, "FPU/vector state untouched");
     assert_eq!(maps(pid), maps_before);
     assert_eq!(counter(pid), c0);
     release(pid);
@@ -275,4 +277,122 @@ fn without_the_frame_the_same_kill_takes_the_task_down() {
     let st = waitpid(Pid::from_raw(pid), None).unwrap();
     assert!(matches!(st, WaitStatus::Signaled(_, Signal::SIGTRAP, _)), "{st:?}");
     std::mem::forget(child);
+}
+
+fn fd_table(pid: i32) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            format!("{} -> {}", e.file_name().to_string_lossy(), std::fs::read_link(e.path()).unwrap().display())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn the_resident_parasite_serves_and_its_cure_is_invisible() {
+    use super::blob::Blob;
+    let child = spawn(victim);
+    let pid = child.0;
+    std::thread::sleep(Duration::from_millis(100));
+    seize(pid);
+    let (regs_before, maps_before, fds_before, c0) = (sc::get_regs(pid).unwrap(), maps(pid), fd_table(pid), counter(pid));
+    let fpu_before = sc::read_xstate(pid).unwrap();
+    let mut inj = Injector::infect(pid, super::inject::DEFAULT_SCRATCH).unwrap();
+    let mut blob = Blob::start(&mut inj).unwrap();
+    assert_eq!(blob.syscall(&mut inj, crate::arch::nr::GETPID, [0; 6]).unwrap(), pid as i64);
+    let pipes = blob.pipes(&mut inj, 2, 1 << 20).unwrap();
+    assert_eq!(pipes.len(), 2);
+    assert_eq!(fd_table(pid).len(), fds_before.len() + 5, "two pipes and the channel");
+    // Gift the page holding COUNTER to the first pipe and read it back through /proc.
+    let page = (&raw const COUNTER as u64) & !4095;
+    let gifted = blob.vmsplice(&mut inj, pipes[0].1, &[(page, 4096)], libc::SPLICE_F_GIFT | libc::SPLICE_F_NONBLOCK).unwrap();
+    assert_eq!(gifted, 4096);
+    let mut got = vec![0u8; 4096];
+    let mut rd = std::fs::File::open(format!("/proc/{pid}/fd/{}", pipes[0].0)).unwrap();
+    std::io::Read::read_exact(&mut rd, &mut got).unwrap();
+    let off = (&raw const COUNTER as u64 - page) as usize;
+    assert_eq!(u64::from_ne_bytes(got[off..off + 8].try_into().unwrap()), c0);
+    // Only the blob's own pipes take vmsplice.
+    assert!(blob.vmsplice(&mut inj, 0, &[(page, 4096)], 0).unwrap() < 0);
+    assert!(blob.round_trips >= 5);
+    blob.stop(&mut inj).unwrap();
+    inj.cure().unwrap();
+    assert_eq!(format!("{regs_before:?}"), format!("{:?}", sc::get_regs(pid).unwrap()));
+    assert_eq!(sc::read_xstate(pid).unwrap(), fpu_before, "the blob leaves FPU/vector registers alone");
+    assert_eq!(maps(pid), maps_before);
+    assert_eq!(fd_table(pid), fds_before);
+    assert_eq!(counter(pid), c0);
+    release(pid);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(counter(pid) > c0, "the task carries on after release");
+    assert_eq!(status_field(pid, "SigBlk:"), "0000000000000001");
+}
+
+/// Forks a "tsdump" that seizes `target`, starts the resident parasite in it with two pipes and
+/// then waits; SIGKILLs that process while the blob is serving.
+fn kill_tracer_with_resident_parasite(target: i32) {
+    let (rd, wr) = nix::unistd::pipe().unwrap();
+    // SAFETY: the child only runs injection code and sleeps; it never returns into the harness.
+    match unsafe { fork() }.unwrap() {
+        ForkResult::Child => {
+            seize(target);
+            let mut inj = Injector::infect(target, super::inject::DEFAULT_SCRATCH).unwrap();
+            let mut blob = super::blob::Blob::start(&mut inj).unwrap();
+            blob.pipes(&mut inj, 2, 1 << 20).unwrap();
+            nix::unistd::write(&wr, b"x").unwrap();
+            std::thread::sleep(Duration::from_secs(30));
+            std::process::exit(3);
+        }
+        ForkResult::Parent { child } => {
+            drop(wr);
+            let mut b = [0u8; 1];
+            assert_eq!(nix::unistd::read(&rd, &mut b).unwrap(), 1);
+            kill(child, Signal::SIGKILL).unwrap();
+            assert!(matches!(waitpid(child, None).unwrap(), WaitStatus::Signaled(_, Signal::SIGKILL, _)));
+        }
+    }
+}
+
+#[test]
+fn the_resident_parasite_goes_home_when_tsdump_is_sigkilled() {
+    let child = spawn(victim);
+    let pid = child.0;
+    std::thread::sleep(Duration::from_millis(100));
+    let (blocked, fds_before, maps_before) = (status_field(pid, "SigBlk:"), fd_table(pid), maps(pid));
+    kill_tracer_with_resident_parasite(pid);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(status_field(pid, "TracerPid:"), "0");
+    assert_eq!(status_field(pid, "SigBlk:"), blocked, "signal mask back from the frame");
+    assert_eq!(fd_table(pid), fds_before, "the blob closed its pipes and its socket");
+    let was: std::collections::HashSet<&str> = maps_before.lines().collect();
+    let now = maps(pid);
+    let extra: Vec<&str> = now.lines().filter(|l| !was.contains(l)).collect();
+    assert_eq!(extra.len(), 1, "only the scratch mapping is left: {extra:?}");
+    let c0 = counter(pid);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(counter(pid) > c0, "the task runs its own loop again");
+    // The frame carried the thread's sigaltstack (written into it by the thread's first call).
+    seize(pid);
+    let mut inj = Injector::infect(pid, super::inject::DEFAULT_SCRATCH).unwrap();
+    let ti = info::collect(&mut inj, &[pid]).unwrap();
+    inj.cure().unwrap();
+    release(pid);
+    assert_eq!(ti.threads[0].altstack_size, 65536);
+
+    // A task that was inside a restartable syscall (pause) goes back into it.
+    let sleeper_child = spawn(sleeper);
+    let spid = sleeper_child.0;
+    std::thread::sleep(Duration::from_millis(50));
+    let sfds = fd_table(spid);
+    kill_tracer_with_resident_parasite(spid);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(status_field(spid, "TracerPid:"), "0");
+    assert!(status_field(spid, "State:").starts_with('S'), "back in pause()");
+    assert_eq!(fd_table(spid), sfds);
+    kill(Pid::from_raw(spid), Signal::SIGTERM).unwrap();
+    assert!(matches!(waitpid(Pid::from_raw(spid), None).unwrap(), WaitStatus::Signaled(_, Signal::SIGTERM, _)));
+    std::mem::forget(sleeper_child);
 }

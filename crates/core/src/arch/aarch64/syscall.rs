@@ -20,6 +20,9 @@ const NT_PRSTATUS: libc::c_int = 1;
 /// Return frames (rt_sigreturn to the task's own code if the tracer dies) are designed but not
 /// built for arm64 yet: injection falls back to trap-only code there.
 pub const SIGFRAME_SUPPORTED: bool = false;
+/// Offset of the frame's uc_stack (struct rt_sigframe: siginfo 128 bytes, then ucontext with
+/// uc_flags and uc_link before it); unused until the frame is built.
+pub const SIGFRAME_ALTSTACK_OFF: usize = 128 + 16;
 pub const FRAME_CODE: [u8; 16] = [0; 16];
 pub const SYSCALL_INSN_LEN: u64 = 4;
 

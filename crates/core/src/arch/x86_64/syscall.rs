@@ -76,6 +76,8 @@ pub const FRAME_CODE: [u8; 16] = [0x0f, 0x05, 0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f
 pub const SYSCALL_INSN_LEN: u64 = 2;
 /// Return frames are implemented on this architecture.
 pub const SIGFRAME_SUPPORTED: bool = true;
+/// Offset of the frame's uc_stack (a stack_t, as sigaltstack(2) writes it).
+pub const SIGFRAME_ALTSTACK_OFF: usize = UC_OFF + 16;
 
 const NT_X86_XSTATE: libc::c_int = 0x202;
 const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;

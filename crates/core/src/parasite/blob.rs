@@ -1,0 +1,334 @@
+//! The resident parasite: blob/parasite.c, built by build.rs, run by one thread of the task and
+//! driven over a unix socket (see the C file for its safety contract).
+//!
+//! Start: tsdump listens on a fresh abstract unix address, writes the blob, its arguments and
+//! the thread's return frame into the scratch mapping, and hands the thread to the blob with
+//! every signal blocked. The blob's socket() and connect() are stepped with PTRACE_SYSCALL so a
+//! failure there is caught in a stop (thread put back as it was); after that the thread runs
+//! freely and tsdump talks to it. The peer's SO_PEERCRED pid must be the task's.
+//! Stop: FINI (the blob closes the pipes it made), PTRACE_INTERRUPT the thread back into a
+//! stop, registers and mask back, then an injected close() of the blob's socket.
+//! While waiting for a reply tsdump also watches the thread's ptrace stops: stop signals are
+//! kept for after the cure, a fault ends the conversation with an error.
+
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+
+use crate::arch::{nr, syscall as sc};
+use crate::error::{Error, ErrorCode, Result};
+use crate::parasite::Injector;
+
+/// The blob image (empty when build.rs had no compiler for this architecture).
+pub static IMAGE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/parasite.bin"));
+
+const MAGIC: u64 = 0x7473_6470_6230_3031;
+const OP_SYSCALL: u32 = 1;
+const OP_PIPES: u32 = 2;
+const OP_VMSPLICE: u32 = 3;
+const OP_FINI: u32 = 4;
+/// Most iovecs one BLOB_VMSPLICE carries, and most pipes (proto.h).
+pub const MAX_IOV: usize = 1024;
+pub const MAX_PIPES: usize = 16;
+const REQ_LEN: usize = 64;
+const REP_LEN: usize = 8 + 8 * 3 * MAX_PIPES;
+/// Scratch bytes the blob takes below the return frame: code, arguments, and a stack holding
+/// one full request (16 KiB of iovecs) with room to spare.
+const AREA: usize = 96 * 1024;
+const ARGS_LEN: usize = 256;
+/// How long the blob may take to connect (it is running code we wrote: milliseconds).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running resident parasite.
+pub struct Blob {
+    tid: i32,
+    sock: OwnedFd,
+    /// The blob's socket's number in the task (closed by injection after the thread is parked).
+    task_fd: i32,
+    /// Descriptors the blob made in the task (closed by injection if FINI cannot be had).
+    made: Vec<i32>,
+    /// Round trips made (for stats).
+    pub round_trips: u64,
+}
+
+/// Whether a blob can run here: an image was built and the architecture has return frames.
+pub fn available() -> bool {
+    !IMAGE.is_empty() && sc::SIGFRAME_SUPPORTED
+}
+
+fn errno_err(pid: i32, what: &str) -> Error {
+    Error::from_errno(Errno::last(), pid, what)
+}
+
+fn net_ns(pid: &str) -> Option<std::fs::Metadata> {
+    std::fs::metadata(format!("/proc/{pid}/ns/net")).ok()
+}
+
+/// A listening SOCK_SEQPACKET socket on a fresh abstract address; returns it and the address.
+fn listen(pid: i32) -> Result<(OwnedFd, Vec<u8>)> {
+    // SAFETY: plain socket(2); the result is checked before being owned.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
+    if fd < 0 {
+        return Err(errno_err(pid, "socket for the parasite channel"));
+    }
+    // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut nonce = [0u8; 8];
+    // SAFETY: getrandom writes at most nonce.len() bytes into nonce.
+    unsafe { libc::getrandom(nonce.as_mut_ptr().cast(), nonce.len(), 0) };
+    let name = format!("tsdump-parasite-{}-{pid}-{:016x}", std::process::id(), u64::from_ne_bytes(nonce));
+    // sockaddr_un: family, then a NUL and the name (abstract namespace, never a file).
+    let mut addr = Vec::with_capacity(3 + name.len());
+    addr.extend_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
+    addr.push(0);
+    addr.extend_from_slice(name.as_bytes());
+    // SAFETY: addr holds a valid sockaddr_un prefix of addr.len() bytes.
+    if unsafe { libc::bind(fd, addr.as_ptr().cast(), addr.len() as u32) } < 0 {
+        return Err(errno_err(pid, "bind for the parasite channel"));
+    }
+    // SAFETY: listen on a bound socket we own.
+    if unsafe { libc::listen(fd, 1) } < 0 {
+        return Err(errno_err(pid, "listen for the parasite channel"));
+    }
+    Ok((sock, addr))
+}
+
+fn poll_in(fd: i32, ms: i32) -> Result<bool> {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one pollfd, valid for the call.
+    let r = unsafe { libc::poll(&mut p, 1, ms) };
+    if r < 0 && Errno::last() != Errno::EINTR {
+        return Err(Error::from_errno(Errno::last(), 0, "poll on the parasite channel"));
+    }
+    Ok(r > 0)
+}
+
+impl Blob {
+    /// Starts the blob in the task's main thread. Unsupported when this build has no blob, the
+    /// architecture has no return frame, or the task lives in another network namespace (the
+    /// abstract address would not reach it): callers fall back to injected syscalls.
+    pub fn start(inj: &mut Injector) -> Result<Blob> {
+        let pid = inj.pid();
+        if !available() {
+            return Err(Error::new(ErrorCode::Unsupported, format!("pid {pid}: no resident parasite in this build")));
+        }
+        let (ours, theirs) = (net_ns("self"), net_ns(&pid.to_string()));
+        let same = matches!((&ours, &theirs), (Some(a), Some(b)) if std::os::unix::fs::MetadataExt::ino(a) == std::os::unix::fs::MetadataExt::ino(b));
+        if !same {
+            return Err(Error::new(ErrorCode::Unsupported, format!("pid {pid}: in another network namespace")));
+        }
+        let base = inj.data_limit().checked_sub(AREA).filter(|&b| b >= Injector::DATA_OFFSET).ok_or_else(|| {
+            Error::new(ErrorCode::Parasite, format!("pid {pid}: scratch too small for the resident parasite"))
+        })?;
+        let code_len = IMAGE.len().div_ceil(64) * 64;
+        let args_off = base + code_len;
+        let (listener, addr) = listen(pid)?;
+        let frame_sp = inj.frame_sp(pid)?;
+        let mut args = vec![0u8; ARGS_LEN];
+        args[0..8].copy_from_slice(&MAGIC.to_ne_bytes());
+        args[8..16].copy_from_slice(&frame_sp.to_ne_bytes());
+        args[16..20].copy_from_slice(&(addr.len() as u32).to_ne_bytes());
+        args[24..24 + addr.len()].copy_from_slice(&addr);
+        inj.write(base, IMAGE)?;
+        inj.write(args_off, &args)?;
+        // The stack tops out just below the return frame, 16-byte aligned.
+        let sp = inj.remote(inj.data_limit()) & !15;
+        let (results, running) = inj.start_resident(pid, inj.remote(base), sp, inj.remote(args_off), 2)?;
+        if !running {
+            if let Some(&fd) = results.first().filter(|&&fd| fd >= 0) {
+                let _ = inj.syscall(pid, nr::CLOSE, [fd as u64, 0, 0, 0, 0, 0]);
+            }
+            let (what, r) = if results.len() < 2 { ("socket", results[0]) } else { ("connect", results[1]) };
+            return Err(Error::new(
+                ErrorCode::Parasite,
+                format!("pid {pid}: the resident parasite's {what}() failed: {}", Errno::from_raw(-r as i32).desc()),
+            ));
+        }
+        let task_fd = results[0] as i32;
+        let started = Self::accept(inj, listener.as_raw_fd()).and_then(|sock| {
+            let mut blob = Blob { tid: pid, sock, task_fd, made: Vec::new(), round_trips: 0 };
+            let hello = blob.reply(inj)?;
+            if hello.0 as u64 != MAGIC || hello.1[0] != task_fd as i64 {
+                return Err(Error::new(ErrorCode::Parasite, format!("pid {pid}: the resident parasite answered {:#x}", hello.0)));
+            }
+            Ok(blob)
+        });
+        match started {
+            Ok(b) => Ok(b),
+            Err(e) => {
+                // The blob keeps waiting on its socket: park it, then close the socket in the task.
+                let parked = inj.park_resident();
+                if e.code != ErrorCode::TargetGone && parked.is_ok() {
+                    let _ = inj.syscall(pid, nr::CLOSE, [task_fd as u64, 0, 0, 0, 0, 0]);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn accept(inj: &mut Injector, listener: i32) -> Result<OwnedFd> {
+        let pid = inj.pid();
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        loop {
+            // SAFETY: accept4 on our listening socket; peer address not wanted.
+            let fd = unsafe { libc::accept4(listener, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+            if fd >= 0 {
+                // SAFETY: fd was just returned by accept4 and is owned by nobody else.
+                let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+                let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+                let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+                // SAFETY: SO_PEERCRED writes a ucred of at most `len` bytes.
+                let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, (&mut cred as *mut libc::ucred).cast(), &mut len) };
+                if r < 0 || cred.pid != pid {
+                    // Somebody else found the address: ignore them, keep waiting for the task.
+                    continue;
+                }
+                return Ok(sock);
+            }
+            let e = Errno::last();
+            if e != Errno::EAGAIN && e != Errno::EINTR {
+                return Err(Error::from_errno(e, pid, "accepting the resident parasite"));
+            }
+            inj.check_resident()?;
+            if Instant::now() > deadline {
+                return Err(Error::new(ErrorCode::Parasite, format!("pid {pid}: the resident parasite did not connect in {CONNECT_TIMEOUT:?}")));
+            }
+            poll_in(listener, 10)?;
+        }
+    }
+
+    /// Sends one request.
+    fn send(&mut self, inj: &mut Injector, op: u32, n: u32, a: [u64; 7], payload: &[u8]) -> Result<()> {
+        let mut head = [0u8; REQ_LEN];
+        head[0..4].copy_from_slice(&op.to_ne_bytes());
+        head[4..8].copy_from_slice(&n.to_ne_bytes());
+        for (i, v) in a.iter().enumerate() {
+            head[8 + i * 8..16 + i * 8].copy_from_slice(&v.to_ne_bytes());
+        }
+        let iov = [IoSlice::new(&head), IoSlice::new(payload)];
+        let msg = libc::msghdr {
+            msg_name: std::ptr::null_mut(),
+            msg_namelen: 0,
+            msg_iov: iov.as_ptr() as *mut libc::iovec,
+            msg_iovlen: 2,
+            msg_control: std::ptr::null_mut(),
+            msg_controllen: 0,
+            msg_flags: 0,
+        };
+        // SAFETY: msg points at two live buffers (IoSlice is ABI-compatible with iovec).
+        let r = unsafe { libc::sendmsg(self.sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if r < 0 {
+            return Err(self.lost(inj, Errno::last().desc()));
+        }
+        Ok(())
+    }
+
+    /// Why the channel ended: the task died (its socket closed as it exited; the exit itself
+    /// may not be reported yet) or the blob gave up.
+    fn lost(&self, inj: &mut Injector, how: &str) -> Error {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            if let Err(e) = inj.check_resident() {
+                return e;
+            }
+            let stat = std::fs::read_to_string(format!("/proc/{}/task/{}/stat", inj.pid(), self.tid)).unwrap_or_default();
+            let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+            if matches!(state, None | Some('Z') | Some('X')) {
+                return Error::new(ErrorCode::TargetGone, format!("pid {} tid {}: exited during the dump", inj.pid(), self.tid));
+            }
+            if Instant::now() > deadline {
+                return Error::new(ErrorCode::Parasite, format!("tid {}: the resident parasite's channel {how}", self.tid));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits for one reply, watching the thread's ptrace stops meanwhile.
+    fn reply(&mut self, inj: &mut Injector) -> Result<(i64, [i64; 3 * MAX_PIPES])> {
+        let fd = self.sock.as_raw_fd();
+        loop {
+            if poll_in(fd, 20)? {
+                let mut buf = [0u8; REP_LEN];
+                // SAFETY: recv into a buffer of buf.len() bytes.
+                let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+                if n < 0 {
+                    let e = Errno::last();
+                    if e == Errno::EAGAIN || e == Errno::EINTR {
+                        continue;
+                    }
+                    return Err(self.lost(inj, e.desc()));
+                }
+                if n as usize != REP_LEN {
+                    return Err(self.lost(inj, "closed"));
+                }
+                self.round_trips += 1;
+                let word = |i: usize| i64::from_ne_bytes(buf[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+                let mut out = [0i64; 3 * MAX_PIPES];
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = word(1 + i);
+                }
+                return Ok((word(0), out));
+            }
+            inj.check_resident()?;
+        }
+    }
+
+    /// Runs syscall `nr` in the blob's thread; raw result (negative errno on failure).
+    pub fn syscall(&mut self, inj: &mut Injector, nr: i64, args: [u64; 6]) -> Result<i64> {
+        self.send(inj, OP_SYSCALL, 0, [nr as u64, args[0], args[1], args[2], args[3], args[4], args[5]], &[])?;
+        Ok(self.reply(inj)?.0)
+    }
+
+    /// Makes `n` pipes in the task, grown towards `want` bytes; returns (read fd, write fd,
+    /// capacity) of each. The blob keeps both ends until FINI or until its channel closes.
+    pub fn pipes(&mut self, inj: &mut Injector, n: usize, want: usize) -> Result<Vec<(i32, i32, usize)>> {
+        let n = n.min(MAX_PIPES);
+        self.send(inj, OP_PIPES, n as u32, [want as u64, 0, 0, 0, 0, 0, 0], &[])?;
+        let (r, out) = self.reply(inj)?;
+        if r < 0 {
+            return Err(Error::new(ErrorCode::Parasite, format!("pid {}: pipe2 in the task: {}", self.tid, Errno::from_raw(-r as i32).desc())));
+        }
+        let pipes: Vec<(i32, i32, usize)> =
+            (0..r as usize).map(|i| (out[3 * i] as i32, out[3 * i + 1] as i32, out[3 * i + 2].max(4096) as usize)).collect();
+        self.made.extend(pipes.iter().flat_map(|p| [p.0, p.1]));
+        Ok(pipes)
+    }
+
+    /// vmsplice(fd, iovs, flags) in the task, `fd` being one of the blob's pipes.
+    pub fn vmsplice(&mut self, inj: &mut Injector, fd: i32, iovs: &[(u64, u64)], flags: u32) -> Result<i64> {
+        if iovs.len() > MAX_IOV {
+            return Err(Error::new(ErrorCode::Parasite, format!("{} iovecs in one vmsplice (at most {MAX_IOV})", iovs.len())));
+        }
+        let mut payload = Vec::with_capacity(iovs.len() * 16);
+        for (base, len) in iovs {
+            payload.extend_from_slice(&base.to_ne_bytes());
+            payload.extend_from_slice(&len.to_ne_bytes());
+        }
+        self.send(inj, OP_VMSPLICE, iovs.len() as u32, [fd as u64, flags as u64, 0, 0, 0, 0, 0], &payload)?;
+        Ok(self.reply(inj)?.0)
+    }
+
+    /// Ends the blob: it closes its pipes; the thread is parked and put back as it was; its
+    /// socket is closed in the task.
+    pub fn stop(mut self, inj: &mut Injector) -> Result<()> {
+        let fini = self.send(inj, OP_FINI, 0, [0; 7], &[]).and_then(|_| self.reply(inj));
+        let parked = inj.park_resident();
+        if let Err(e) = &parked {
+            if e.code == ErrorCode::TargetGone {
+                return parked;
+            }
+        }
+        if fini.is_err() {
+            for &fd in &self.made {
+                let _ = inj.syscall(self.tid, nr::CLOSE, [fd as u64, 0, 0, 0, 0, 0]);
+            }
+        }
+        let closed = inj.syscall_ok(self.tid, nr::CLOSE, [self.task_fd as u64, 0, 0, 0, 0, 0], "close(parasite socket)");
+        drop(self.sock);
+        parked?;
+        fini?;
+        closed.map(|_| ())
+    }
+}
