@@ -19,7 +19,6 @@ const REFUSED: Readonly<Record<string, { code: string; match: RegExp }>> = {
   t_eventfd_semaphore: { code: 'UNSUPPORTED_FD', match: /cannot dump EFD_SEMAPHORE eventfds/ },
   // CRIU's inotify image keeps the watches but has no place for the queue of unread events.
   t_inotify: { code: 'UNSUPPORTED_FD', match: /cannot dump inotify descriptors with unread events/ },
-  t_memfd: { code: 'UNSUPPORTED_VMA', match: /memfd:tsd-memfd/ },
 };
 
 for (const entry of catalogue) {

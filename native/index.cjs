@@ -850,6 +850,7 @@ module.exports.pathByHandle = nativeBinding.pathByHandle
 module.exports.peekPipe = nativeBinding.peekPipe
 module.exports.peekSocketQueue = nativeBinding.peekSocketQueue
 module.exports.robustList = nativeBinding.robustList
+module.exports.shmemDevice = nativeBinding.shmemDevice
 module.exports.timerfdSettle = nativeBinding.timerfdSettle
 module.exports.ttyState = nativeBinding.ttyState
 module.exports.unixSockets = nativeBinding.unixSockets

@@ -45,6 +45,11 @@ export declare class Session {
    */
   closePageServer(): Promise<boolean>
   /**
+   * Dumps a memfd of `pid` (seized by this session) once: its inode's metadata, and its
+   * allocated pages into `imagesDir/pages-<pagesId>.img`. Callers dump each inode once.
+   */
+  dumpMemfd(pid: number, opts: DumpMemfdOptions): Promise<MemfdDumpInfo>
+  /**
    * Sigactions, itimers, POSIX timers, misc for process `pid` and per-thread state for
    * `tids` (default: just `pid`). All must be seized by this session.
    */
@@ -117,6 +122,17 @@ export interface CredsInfo {
   noNewPrivs: boolean
   seccompMode: number
   seccompFilters: number
+}
+
+export interface DumpMemfdOptions {
+  imagesDir: string
+  /** Used for the contents' pages image unless the memfd is empty (then nothing is written). */
+  pagesId: number
+  /** Reach the memfd through this fd of the task... */
+  fd?: number
+  /** ...or through its mapping `[start, end)` (a memfd whose fds are all closed). */
+  start?: bigint
+  end?: bigint
 }
 
 export interface DumpMemoryOptions {
@@ -311,6 +327,22 @@ export interface KerndatProbe {
   name: string
   supported: boolean
   detail: string
+}
+
+export interface MemfdDumpInfo {
+  /** The inode number: CRIU's shmid (pagemap-shmem-<shmid>.img). */
+  shmid: bigint
+  size: bigint
+  mode: number
+  uid: number
+  gid: number
+  /** F_GET_SEALS. */
+  seals: number
+  /** Absent for an empty memfd: no pages image and no pagemap are written then. */
+  pagesFile?: string
+  /** `vaddr` counts from the start of the file. */
+  entries: Array<PagemapEntryInfo>
+  pagesWritten: number
 }
 
 export interface MemoryCounts {
@@ -618,6 +650,20 @@ export interface SendImagesReport {
   /** Bytes written to the socket (headers + pages). */
   bytes: number
   elapsedNs: number
+}
+
+/**
+ * The device (st_dev) of the kernel's internal shmem mount: memfds and MAP_SHARED|MAP_ANONYMOUS
+ * objects live on it, so an fd or mapping named "/memfd:..." is a memfd only if it is there.
+ */
+export declare function shmemDevice(): ShmemDevice
+
+export interface ShmemDevice {
+  /** As stat() reports it (FdInfoEntry.dev). */
+  dev: bigint
+  /** As /proc/PID/maps prints it (VmaInfo.devMajor/devMinor). */
+  major: number
+  minor: number
 }
 
 export interface ShmemDumpInfo {

@@ -154,7 +154,7 @@ export const catalogue: readonly CatalogueEntry[] = [
   cTarget('t_zombie', 'two unreaped zombies (exit 42; killed by SIGTERM) and a live child; after restore waitpid gives exactly those statuses and the live child is still ours'),
   cTarget('t_ghost_file', 'an 8 KiB file unlinked while open (O_RDWR, offset 100) and an empty unlinked O_APPEND file: contents, offsets, flags, st_nlink 0, writes'),
   cTarget('t_fifo', 'a named FIFO open at both ends with 3 000 queued bytes, and a second FIFO read by a child with 500 queued bytes: same inode, exact bytes, data flows'),
-  cTarget('t_memfd', 'a 64 KiB memfd as fd (offset 1234) and MAP_SHARED mapping, and a sealed memfd: contents, offset, map<->fd sharing, name, seals enforced'),
+  cTarget('t_memfd', 'memfds: a sparse 128 KiB one as fd (offset 1234) and MAP_SHARED mapping; a sealed one (GROW|SHRINK|WRITE|SEAL, CLOEXEC); one only mapped (shared at an offset + a private COW page, no sealing allowed); one shared by parent and child (one description, offset 777) plus a read-only reopen: contents, holes, offsets, names, fd flags, map<->fd sharing both ways, seals enforced, one inode across tasks'),
   cTarget('t_unix_listen', 'a path-bound listening unix socket with an accepted connection (data queued both ways) and a bound dgram socket with 2 queued datagrams: addresses, data, new connections and datagrams after restore'),
   cTarget('t_inotify', 'an inotify watch (IN_CREATE|IN_DELETE) on a directory with one event queued: the queued event survives, the watch fires again with the same wd', {
     expect: 'fail',

@@ -14,6 +14,7 @@ import { leaderCore, threadCore, type ThreadFacts } from './core-image.js';
 import { buildMm, writePagemap, writeShmemPagemap } from './mm-image.js';
 import type { DumpContext } from './context.js';
 import { drainTaskMemory } from './task-memory.js';
+import { dumpMemfdInodes } from './memfd-inodes.js';
 
 export interface DumpedTask {
   pid: number;
@@ -45,6 +46,7 @@ export async function dumpTask(ctx: DumpContext, task: SeizedProcessInfo): Promi
   // with a page server the pagemap went over the wire with the pages (the server writes it)
   if (!pageServer) await writePagemap(ctx.imagesDir, pid, pagesId, memory, mm.vmas);
   await dumpSharedAnon(ctx, pid, proc);
+  await dumpMemfdInodes(ctx, pid, proc);
 
   if (!ctx.fdTablesDone.has(ids.filesId)) {
     ctx.fdTablesDone.add(ids.filesId);

@@ -8,7 +8,7 @@ import { file_entrySchema, fdinfo_entrySchema, fd_types, type fdinfo_entry } fro
 import { native } from '../native.js';
 import { TsdumpError } from '../errors.js';
 import type { FdInfoEntry } from '../../native/index.js';
-import { S_IFMT, S_IFREG, type FdKind, type FdKindContext } from './fds/kind.js';
+import { S_IFMT, S_IFREG, type FdKind, type FdKindContext, type FileEntryInit } from './fds/kind.js';
 import { FD_KINDS } from './fds/index.js';
 import { fdOwner } from './fds/owner.js';
 
@@ -33,6 +33,7 @@ interface OpenDescription {
 export class FileTable {
   private nextId = 1;
   private readonly byPath = new Map<string, number>();
+  private readonly byObject = new Map<string, number>();
   /** Open descriptions seen so far, by (dev, ino), to find shared ones with kcmp. */
   private readonly descriptions = new Map<string, OpenDescription[]>();
   private readonly extraImages = new Map<string, Promise<ImageWriter>>();
@@ -75,6 +76,27 @@ export class FileTable {
     const sized = (st.mode & S_IFMT) === S_IFREG && st.size !== undefined ? { size: st.size } : {};
     await this.files.append(file_entrySchema, create(file_entrySchema, { type: fd_types.REG, id, reg: { ...reg, ...sized } }));
     return id;
+  }
+
+  /**
+   * The id of a file entry that stands for an object rather than for an open description (a
+   * memfd some task only maps): built by `entry` under a new id the first time `key` is asked
+   * for in this dump, the same id afterwards.
+   */
+  async objectFile(key: string, entry: (id: number) => FileEntryInit): Promise<number> {
+    const known = this.byObject.get(key);
+    if (known !== undefined) return known;
+    const id = this.nextId++;
+    this.byObject.set(key, id);
+    await this.files.append(file_entrySchema, create(file_entrySchema, entry(id)));
+    return id;
+  }
+
+  /** A dump-wide extra image (pipes-data.img, memfd.img, ...), created on first use. */
+  image(fileName: string): Promise<ImageWriter> {
+    let w = this.extraImages.get(fileName);
+    if (!w) this.extraImages.set(fileName, (w = ImageWriter.create(this.dir, fileName)));
+    return w;
   }
 
   /** Dumps the open file behind `fd` of `pid` (once per open description); its fdinfo entry. */
@@ -130,11 +152,7 @@ export class FileTable {
       id,
       fileFlags: fd.flags & ~O_CLOEXEC,
       fown: fdOwner(pid, fd.fd),
-      image: (fileName) => {
-        let w = this.extraImages.get(fileName);
-        if (!w) this.extraImages.set(fileName, (w = ImageWriter.create(this.dir, fileName)));
-        return w;
-      },
+      image: (fileName) => this.image(fileName),
       firstTime: (key) => !this.seenKeys.has(key) && !!this.seenKeys.add(key),
       pathFile: (path, flags, st) => this.pathFile(path, flags, st),
       fileEntry: (entry) => this.files.append(file_entrySchema, create(file_entrySchema, entry)),

@@ -10,6 +10,7 @@ import { encodePagemapEntries } from '../images/pagemap.js';
 import { TsdumpError } from '../errors.js';
 import type { MemoryDump, ParasiteInfo, ProcessInspection, ShmemDumpInfo, VmaInfo } from '../../native/index.js';
 import type { FileTable } from './file-table.js';
+import { isMemfdVma, mappingOpenFlags, memfdMappingFile } from './fds/memfd.js';
 
 const MAP_SHARED = 0x1;
 const MAP_PRIVATE = 0x2;
@@ -28,6 +29,7 @@ const VMA_FILE_SHARED = 1 << 7;
 const VMA_ANON_SHARED = 1 << 8;
 const VMA_ANON_PRIVATE = 1 << 9;
 const VMA_AREA_VVAR = 1 << 12;
+const VMA_AREA_MEMFD = 1 << 14;
 
 /** VmFlags mnemonics that CRIU replays with madvise, and the advice number each stands for. */
 const MADVISE_FLAGS: Readonly<Record<string, number>> = {
@@ -136,6 +138,16 @@ async function vmaEntry(pid: number, vma: VmaInfo, files: FileTable): Promise<vm
         status: VMA_AREA_REGULAR | VMA_ANON_SHARED,
       });
     case 'file': {
+      if (isMemfdVma(vma)) {
+        // the memfd's contents are its inode's (memfd-inodes.ts); shmid names its MEMFD file entry
+        return entry({
+          pgoff: vma.pgoff,
+          shmid: BigInt(await memfdMappingFile(files, pid, vma)),
+          flags: vma.shared ? MAP_SHARED : MAP_PRIVATE,
+          status: VMA_AREA_REGULAR | (vma.shared ? VMA_FILE_SHARED : VMA_FILE_PRIVATE) | VMA_AREA_MEMFD,
+          fdflags: await mappingOpenFlags(pid, vma),
+        });
+      }
       if (vma.deleted || !vma.path) break;
       const writable = vma.shared && (vma.prot & PROT_WRITE || vma.vmFlags.includes('mw'));
       const fdflags = writable ? O_RDWR : 0;
@@ -170,7 +182,7 @@ function lazyCapable(vma: vma_entry): boolean {
  * pagemap-PID.img: the drained runs, marked lazy where CRIU would, and merged where runs touch
  * with equal flags (the pages file holds them back to back either way).
  */
-export async function writePagemap(dir: string, pid: number, pagesId: number, memory: MemoryDump, vmas: readonly vma_entry[]): Promise<void> {
+export async function writePagemap(dir: string, pid: number, pagesId: number, memory: Pick<MemoryDump, 'entries'>, vmas: readonly vma_entry[]): Promise<void> {
   const runs: { vaddr: bigint; nrPages: number; flags: number }[] = [];
   let v = 0;
   for (const e of memory.entries) {
@@ -192,8 +204,11 @@ export async function writePagemap(dir: string, pid: number, pagesId: number, me
   }
 }
 
-/** pagemap-shmem-INO.img: a shared anonymous object's pages, addressed by offset in the object. */
-export async function writeShmemPagemap(dir: string, shmem: ShmemDumpInfo, pagesId: number): Promise<void> {
+/**
+ * pagemap-shmem-INO.img: a shared anonymous object's (or a memfd's) pages, addressed by offset in
+ * the object.
+ */
+export async function writeShmemPagemap(dir: string, shmem: Pick<ShmemDumpInfo, 'shmid' | 'entries'>, pagesId: number): Promise<void> {
   const w = await ImageWriter.create(dir, `pagemap-shmem-${shmem.shmid}.img`);
   try {
     await w.append(pagemap_headSchema, create(pagemap_headSchema, { pagesId }));

@@ -151,3 +151,21 @@ pub fn tty_state(pid: i32, fd: i32) -> Result<TtyStateInfo> {
         exclusive: s.exclusive,
     })
 }
+
+/// The device (st_dev) of the kernel's internal shmem mount: memfds and MAP_SHARED|MAP_ANONYMOUS
+/// objects live on it, so an fd or mapping named "/memfd:..." is a memfd only if it is there.
+#[napi]
+pub fn shmem_device() -> Result<ShmemDevice> {
+    let dev = tsdump_core::mem::memfd::shmem_device().map_err(to_napi)?;
+    let (major, minor) = tsdump_core::mem::memfd::split_device(dev);
+    Ok(ShmemDevice { dev: BigInt::from(dev), major, minor })
+}
+
+#[napi(object)]
+pub struct ShmemDevice {
+    /// As stat() reports it (FdInfoEntry.dev).
+    pub dev: BigInt,
+    /// As /proc/PID/maps prints it (VmaInfo.devMajor/devMinor).
+    pub major: u32,
+    pub minor: u32,
+}

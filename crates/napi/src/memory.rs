@@ -354,3 +354,72 @@ impl Session {
         .await
     }
 }
+
+#[napi(object)]
+pub struct DumpMemfdOptions {
+    pub images_dir: String,
+    /// Used for the contents' pages image unless the memfd is empty (then nothing is written).
+    pub pages_id: u32,
+    /// Reach the memfd through this fd of the task...
+    pub fd: Option<i32>,
+    /// ...or through its mapping `[start, end)` (a memfd whose fds are all closed).
+    pub start: Option<BigInt>,
+    pub end: Option<BigInt>,
+}
+
+#[napi(object)]
+pub struct MemfdDumpInfo {
+    /// The inode number: CRIU's shmid (pagemap-shmem-<shmid>.img).
+    pub shmid: BigInt,
+    pub size: BigInt,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// F_GET_SEALS.
+    pub seals: u32,
+    /// Absent for an empty memfd: no pages image and no pagemap are written then.
+    pub pages_file: Option<String>,
+    /// `vaddr` counts from the start of the file.
+    pub entries: Vec<PagemapEntryInfo>,
+    pub pages_written: i64,
+}
+
+#[napi]
+impl Session {
+    /// Dumps a memfd of `pid` (seized by this session) once: its inode's metadata, and its
+    /// allocated pages into `imagesDir/pages-<pagesId>.img`. Callers dump each inode once.
+    #[napi]
+    pub async fn dump_memfd(&self, pid: i32, opts: DumpMemfdOptions) -> Result<MemfdDumpInfo> {
+        let source = match (opts.fd, &opts.start, &opts.end) {
+            (Some(fd), None, None) => mem::memfd::Source::Fd(fd),
+            (None, Some(s), Some(e)) => mem::memfd::Source::Mapping { start: s.get_u64().1, end: e.get_u64().1 },
+            _ => return Err(Error::from_reason("USAGE: dumpMemfd: give either fd or start and end")),
+        };
+        let path = PathBuf::from(&opts.images_dir).join(format!("pages-{}.img", opts.pages_id));
+        let (d, file) = self
+            .run(move |_| {
+                check_traced_by_us(pid, pid)?;
+                let d = mem::memfd::dump_memfd(pid, source, &path).inspect_err(|_| {
+                    let _ = std::fs::remove_file(&path);
+                })?;
+                let file = d.wrote_pages.then(|| path.display().to_string());
+                Ok((d, file))
+            })
+            .await?;
+        Ok(MemfdDumpInfo {
+            shmid: big(d.ino),
+            size: big(d.size),
+            mode: d.mode,
+            uid: d.uid,
+            gid: d.gid,
+            seals: d.seals,
+            pages_file: file,
+            entries: d
+                .entries
+                .into_iter()
+                .map(|e| PagemapEntryInfo { vaddr: big(e.vaddr), nr_pages: e.nr_pages, flags: e.flags })
+                .collect(),
+            pages_written: d.pages_written as i64,
+        })
+    }
+}

@@ -10,8 +10,10 @@ import { inotifies } from './inotify.js';
 import { fanotifies } from './fanotify.js';
 import { fifos } from './fifo.js';
 import { ghostFiles } from './ghost.js';
+import { memfds } from './memfd.js';
 import { sockets } from './socket.js';
 import { terminals } from './tty.js';
 
 // Terminals first: regular files refuse /dev/pts paths, and a terminal is never a plain path.
-export const FD_KINDS: readonly FdKind[] = [terminals, regularFiles, pipes, eventfds, signalfds, timerfds, eventpolls, inotifies, fanotifies, fifos, ghostFiles, sockets];
+// memfds before ghost files: their /proc name ("/memfd:NAME (deleted)") looks like a deleted file.
+export const FD_KINDS: readonly FdKind[] = [terminals, regularFiles, pipes, eventfds, signalfds, timerfds, eventpolls, inotifies, fanotifies, fifos, memfds, ghostFiles, sockets];

@@ -10,6 +10,7 @@
 //! released (write-protect snapshot) or into a page server.
 
 pub mod drain;
+pub mod memfd;
 pub mod pagemap;
 pub mod shmem;
 pub mod track;

@@ -1,7 +1,8 @@
 //! Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS, memfd), dumped once per object rather
-//! than per task, as CRIU does: the object is opened through /proc/PID/map_files/START-END, its
-//! allocated ranges found with SEEK_DATA/SEEK_HOLE (holes read as zeros on restore and are not
-//! written), and the pages written in order. Pagemap entries count `vaddr` from the start of the
+//! than per task, as CRIU does: the object is opened through /proc/PID/map_files/START-END (a
+//! memfd also through /proc/PID/fd/N, see `super::memfd`), its allocated ranges found with
+//! SEEK_DATA/SEEK_HOLE (holes read as zeros on restore and are not written), and the pages
+//! written in order. Pagemap entries count `vaddr` from the start of the
 //! object (CRIU's pagemap-shmem-INO.img), so every task mapping it, at any address, restores it.
 
 use std::fs::File;
@@ -74,9 +75,17 @@ pub fn data_ranges(f: &File, size: u64) -> Result<Vec<(u64, u64)>> {
 pub fn dump_shmem(pid: i32, start: u64, end: u64, pages_path: &Path) -> Result<ShmemDump> {
     let f = open_object(pid, start, end)?;
     let meta = f.metadata().map_err(|e| Error::new(ErrorCode::Procfs, format!("pid {pid}: fstat of shared mapping {start:#x}: {e}")))?;
-    let ps = page_size();
     let size = meta.size();
-    let ranges = data_ranges(&f, size)?;
+    let (entries, pages_written) = write_pages(&f, size, pages_path, &format!("pid {pid}: shared object mapped at {start:#x}"))?;
+    Ok(ShmemDump { ino: meta.ino(), size, entries, pages_written })
+}
+
+/// Writes the allocated pages of the shmem file `f` (`size` bytes) into `pages_path`, in order;
+/// the pagemap entries count `vaddr` from the start of the object. `what` names the object in
+/// errors. Returns the entries and the number of pages written.
+pub fn write_pages(f: &File, size: u64, pages_path: &Path, what: &str) -> Result<(Vec<PagemapEntry>, u64)> {
+    let ps = page_size();
+    let ranges = data_ranges(f, size)?;
     let mut sink = FdSink::create_file(pages_path)?;
     let mut buf = vec![0u8; 1 << 20];
     let mut entries = Vec::new();
@@ -84,14 +93,17 @@ pub fn dump_shmem(pid: i32, start: u64, end: u64, pages_path: &Path) -> Result<S
         let mut off = from;
         while off < to {
             let n = (buf.len() as u64).min(to - off) as usize;
-            f.read_exact_at(&mut buf[..n], off)
-                .map_err(|e| Error::new(ErrorCode::Kernel, format!("pid {pid}: reading shared object at {off:#x}: {e}")))?;
+            // The last page may run past the end of a size that is not page-aligned: zeros.
+            let avail = size.saturating_sub(off).min(n as u64) as usize;
+            f.read_exact_at(&mut buf[..avail], off)
+                .map_err(|e| Error::new(ErrorCode::Kernel, format!("{what}: reading at {off:#x}: {e}")))?;
+            buf[avail..n].fill(0);
             sink.write_buf(&buf[..n])?;
             off += n as u64;
         }
         entries.push(PagemapEntry { vaddr: from, nr_pages: ((to - from) / ps) as u32, flags: PE_PRESENT });
     }
-    Ok(ShmemDump { ino: meta.ino(), size, entries, pages_written: sink.written() / ps })
+    Ok((entries, sink.written() / ps))
 }
 
 #[cfg(test)]
