@@ -56,6 +56,12 @@ export declare class Session {
   parasiteInfo(pid: number, tids?: Array<number> | undefined | null): Promise<ParasiteInfo>
   constructor()
   /**
+   * Asks the work running on the tracer thread to stop at its next safe point (a page drain
+   * stops between two pipe loads) with a CANCELLED error; it cures and unwinds as on any error.
+   * Every later call that checks fails the same way: a session is not reused after this.
+   */
+  interrupt(): void
+  /**
    * Stops the tracer thread once queued work is done. Tasks still traced are detached by the
    * kernel when the thread exits, so callers release or kill them before closing.
    */

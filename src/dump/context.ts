@@ -33,6 +33,12 @@ export interface DumpContext {
 export function nativeCaller(cancellation: Cancellation) {
   return async <T>(fn: () => Promise<T> | T): Promise<T> => {
     cancellation.throwIfCancelled();
-    return callNative(fn);
+    try {
+      return await callNative(fn);
+    } catch (err) {
+      // work interrupted by the cancellation reports it with the cancellation's own words
+      cancellation.throwIfCancelled();
+      throw err;
+    }
   };
 }

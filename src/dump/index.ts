@@ -80,6 +80,7 @@ export async function dump(options: DumpOptions, events: DumpEvents = {}): Promi
   const stats = new DumpStats();
   const cancellation = new Cancellation(options.signal);
   const session = new native.Session();
+  cancellation.onCancel(() => session.interrupt());
   const call = nativeCaller(cancellation);
   let plugins: PluginHost | undefined;
   let succeeded = false;

@@ -29,6 +29,7 @@ export async function preDump(options: DumpOptions, events: DumpEvents = {}): Pr
   const stats = new DumpStats();
   const cancellation = new Cancellation(options.signal);
   const session = new native.Session();
+  cancellation.onCancel(() => session.interrupt());
   const call = nativeCaller(cancellation);
   try {
     stage('prepare images dir');

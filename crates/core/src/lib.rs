@@ -12,6 +12,7 @@
 //! - `arch`: everything that differs between x86_64 and aarch64, one module each.
 
 pub mod arch;
+pub mod cancel;
 pub mod error;
 pub mod files;
 pub mod freezer;

@@ -2,7 +2,8 @@
 //! so every request for a session's tasks must come from the same OS thread; running them there
 //! also keeps Node's event loop free (progress, signals, AbortSignal) while the kernel works.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
 
 use napi::bindgen_prelude::*;
@@ -27,6 +28,8 @@ type Job = Box<dyn FnOnce(&mut TracerState) + Send>;
 pub struct Session {
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<thread::JoinHandle<()>>,
+    /// Raised by `interrupt`; long work on the tracer thread checks it (tsdump_core::cancel).
+    interrupted: Arc<AtomicBool>,
 }
 
 #[napi]
@@ -34,16 +37,27 @@ impl Session {
     #[napi(constructor)]
     pub fn new() -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>();
+        let interrupted = Arc::new(AtomicBool::new(false));
+        let flag = interrupted.clone();
         let thread = thread::Builder::new()
             .name("tsdump-tracer".into())
             .spawn(move || {
+                tsdump_core::cancel::install(flag);
                 let mut state = TracerState::default();
                 for job in rx {
                     job(&mut state);
                 }
             })
             .map_err(|e| Error::from_reason(format!("KERNEL: cannot start the tracer thread: {e}")))?;
-        Ok(Session { jobs: Some(tx), thread: Some(thread) })
+        Ok(Session { jobs: Some(tx), thread: Some(thread), interrupted })
+    }
+
+    /// Asks the work running on the tracer thread to stop at its next safe point (a page drain
+    /// stops between two pipe loads) with a CANCELLED error; it cures and unwinds as on any error.
+    /// Every later call that checks fails the same way: a session is not reused after this.
+    #[napi]
+    pub fn interrupt(&self) {
+        self.interrupted.store(true, Ordering::Relaxed);
     }
 
     /// Stops the tracer thread once queued work is done. Tasks still traced are detached by the

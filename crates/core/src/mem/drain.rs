@@ -149,6 +149,7 @@ impl ReadSource {
         let mut addr = run.vaddr;
         let end = run.vaddr + run.nr_pages * ps;
         while addr < end {
+            crate::cancel::check("the page read")?;
             let n = (READ_BUF as u64).min(end - addr) as usize;
             let pid = self.pid;
             if readable {
@@ -427,6 +428,7 @@ impl PageSource for VmspliceSource<'_> {
                 let mut queue = VecDeque::new();
                 let flush = |this: &mut Self, queue: &mut VecDeque<(u64, u64)>| -> Result<()> {
                     while !queue.is_empty() {
+                        crate::cancel::check("the page drain")?;
                         let i = free_rx.recv().map_err(|_| stopped())?;
                         let bytes = this.fill(i, queue)?;
                         work_tx.send(Chunk::Pipe(i, bytes)).map_err(|_| stopped())?;
