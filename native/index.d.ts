@@ -83,6 +83,11 @@ export declare class Session {
   inspectProcess(pid: number): Promise<ProcessInspection>
   /** Registers, signal state, seccomp and rseq of a thread of the held tree. */
   threadState(tid: number): Promise<ThreadStateInfo>
+  /**
+   * One thread's seccomp mode and filters, for the seccomp stage that runs before any task is
+   * dumped (filter indexes in the core images depend on every thread of the tree).
+   */
+  seccompState(tid: number): Promise<SeccompStateInfo>
 }
 
 export interface AuxvEntry {
@@ -549,6 +554,20 @@ export interface ProcessInspection {
   sched: SchedInfo
 }
 
+/** Index, lock, packet mode and session of the pty master behind fd `fd` of `pid`. */
+export declare function ptyMaster(pid: number, fd: number): PtyMasterInfo
+
+export interface PtyMasterInfo {
+  /** N of the slave /dev/pts/N (TIOCGPTN). */
+  index: number
+  locked: boolean
+  packetMode: boolean
+  /** Session whose controlling terminal the pair is, 0 if none. */
+  sid: number
+  /** Foreground process group, 0 if none. */
+  pgrp: number
+}
+
 export interface ReleaseTreeOptions {
   /**
    * resume: detach (tasks found stopped stay stopped); stop: detach leaving every process
@@ -595,6 +614,14 @@ export interface SeccompFilterInfo {
   program: Buffer
   /** SECCOMP_FILTER_FLAG_* from PTRACE_SECCOMP_GET_METADATA, if available. */
   flags?: bigint
+}
+
+export interface SeccompStateInfo {
+  tid: number
+  /** 0 disabled, 1 strict, 2 filter (/proc/PID/task/TID/status). */
+  mode: number
+  /** Filter mode only: the thread's filters, oldest (first installed) first. */
+  filters: Array<SeccompFilterInfo>
 }
 
 export interface SeizedProcessInfo {
@@ -872,6 +899,12 @@ export interface TtyStateInfo {
   wsYpixel: number
   exclusive: boolean
 }
+
+/**
+ * The bytes waiting at one end of a pty pair (fd `fd` of `pid`), queued again at once through
+ * the other end (`peerFd` of `peerPid`) so the pair is left as it was. The tree must be frozen.
+ */
+export declare function ttyTakeQueued(pid: number, fd: number, peerPid: number, peerFd: number): Buffer
 
 export interface UnixSocketDiag {
   ino: number

@@ -8,6 +8,8 @@ import type { KobjIds } from './kobj-ids.js';
 import type { Cancellation } from './cancellation.js';
 import type { PluginHost } from '../plugins/index.js';
 import type { Incremental } from './incremental.js';
+import type { SeccompTable } from './write-seccomp.js';
+import type { CgroupMembership } from './write-cgroup.js';
 
 export interface DumpContext {
   readonly options: DumpOptions;
@@ -24,6 +26,10 @@ export interface DumpContext {
   nextPagesId: number;
   /** --prev-images-dir / --track-mem: the parent images and memory tracking (incremental.ts). */
   readonly incremental?: Incremental | undefined;
+  /** Each thread's seccomp mode and filter index, from the seccomp stage (write-seccomp.ts). */
+  readonly seccomp: SeccompTable;
+  /** Each thread's cgroup set and cgroup.img's contents (write-cgroup.ts). */
+  readonly cgroups: CgroupMembership;
   /** True the first time `key` is asked about in this dump (objects dumped once, e.g. shmem). */
   firstTime(key: string): boolean;
   /** A native call, cancellable between calls, with the core's errors typed. */

@@ -15,6 +15,7 @@ import type {
   UserDescInfo,
   ZombieInfo,
 } from '../../native/index.js';
+import type { ThreadSeccomp } from './write-seccomp.js';
 
 /** task_core.task_state values (CRIU's criu/include/pid.h; crit labels 3 "Zombie", which is wrong). */
 export const TASK_ALIVE = 1;
@@ -97,6 +98,10 @@ export interface ThreadFacts {
   state: ThreadStateInfo;
   parasite: ThreadParasiteInfo;
   robustList: { head: bigint; len: number };
+  /** What the seccomp stage (write-seccomp.ts) recorded for this thread, if anything. */
+  seccomp?: ThreadSeccomp | undefined;
+  /** The thread's cgroup set id (write-cgroup.ts). */
+  cgSet?: number | undefined;
 }
 
 /**
@@ -132,7 +137,10 @@ function threadParts(t: ThreadFacts, leader: boolean) {
         secbits: creds.securebits, groups: creds.groups, capAmb: capWords(creds.capAmb),
         ...(creds.noNewPrivs ? { noNewPrivs: 1 } : {}),
       },
-      ...(state.seccompMode ? { seccompMode: state.seccompMode } : {}),
+      // from the seccomp stage, not state.seccompMode: a TSYNC chain lives on the leader only
+      ...(t.seccomp ? { seccompMode: t.seccomp.mode } : {}),
+      ...(t.seccomp?.filter !== undefined ? { seccompFilter: t.seccomp.filter } : {}),
+      ...(t.cgSet !== undefined ? { cgSet: t.cgSet } : {}),
       comm: p.name,
       ...(state.rseq
         ? {

@@ -33,7 +33,7 @@ export async function dumpTask(ctx: DumpContext, task: SeizedProcessInfo): Promi
     const state = await ctx.call(() => ctx.session.threadState(tid));
     const info = parasite.threads.find((t) => t.tid === tid);
     if (!info) throw new TsdumpError('PARASITE', `pid ${pid}: no parasite report for thread ${tid}`);
-    threads.push({ state, parasite: info, robustList: await ctx.call(() => native.robustList(tid)) });
+    threads.push({ state, parasite: info, robustList: await ctx.call(() => native.robustList(tid)), seccomp: ctx.seccomp.get(tid), cgSet: ctx.cgroups.setOfThread(tid) });
   }
   const ids = ctx.kobjIds.idsOf(pid, proc.namespaces);
   await ctx.plugins.run('checkpointDevices', { pid });

@@ -23,6 +23,9 @@ import { core_entrySchema } from '../images/gen/core_pb.js';
 import { zombieCore } from './core-image.js';
 import { writeStats } from './write-stats.js';
 import { writeInventory } from './write-inventory.js';
+import { dumpSeccomp } from './write-seccomp.js';
+import { CgroupMembership } from './write-cgroup.js';
+import { beginPtyDump, finishPtyDump } from './fds/pty.js';
 import { Incremental } from './incremental.js';
 
 export type { DumpOptions } from './options.js';
@@ -118,11 +121,14 @@ export async function dump(options: DumpOptions, events: DumpEvents = {}): Promi
         session.seizeTree(options.pid, {
           ...(options.timeout ? { timeoutMs: options.timeout * 1000 } : {}),
           ...(options.freezeCgroup ? { freezeCgroup: options.freezeCgroup } : {}),
+          // as CRIU: the parasite's syscalls must get past the tasks' own seccomp filters
+          suspendSeccomp: true,
         }),
       ),
     );
     stats.markFrozen();
     configureSocketDump({ extUnixSk: !!options.extUnixSk, tcpEstablished: !!options.tcpEstablished, pids: tree.processes.map((p) => p.pid) });
+    beginPtyDump();
     let files: FileTable | undefined;
     try {
       const host = plugins;
@@ -132,6 +138,11 @@ export async function dump(options: DumpOptions, events: DumpEvents = {}): Promi
         shellJob: !!options.shellJob,
       });
       const kobjIds = new KobjIds();
+      stage('collect seccomp filters');
+      const seccomp = await dumpSeccomp(imagesDir, session, call, tree.processes);
+      const members = treeOrder(tree);
+      stage('collect cgroups');
+      const cgroups = await CgroupMembership.collect(members.flatMap((m) => (m.kind === 'live' ? [m.proc] : [])));
       const seenOnce = new Set<string>();
       const ctx: DumpContext = {
         options,
@@ -146,10 +157,11 @@ export async function dump(options: DumpOptions, events: DumpEvents = {}): Promi
         fdTablesDone: new Set(),
         nextPagesId: 1,
         incremental,
+        seccomp,
+        cgroups,
         firstTime: (key) => !seenOnce.has(key) && !!seenOnce.add(key),
         call,
       };
-      const members = treeOrder(tree);
       for (const p of tree.processes) await plugins.run('pauseDevices', { pid: p.pid });
       const tasks = await dumpTree(ctx, members, stage, () => events.pages?.(stats.counters.pagesWritten));
       if (options.pageServer) {
@@ -160,18 +172,22 @@ export async function dump(options: DumpOptions, events: DumpEvents = {}): Promi
       await plugins.run('dumpDevicesLate', { id: 0 });
       stage('dump file locks');
       await dumpFileLocks(imagesDir, tasks, options);
+      stage('tty post actions');
+      await finishPtyDump(files, { pids: tree.processes.map((p) => p.pid), shellJob: !!options.shellJob });
       const table = files;
       files = undefined;
       await table.close();
       stage('dump pstree');
       await writePstree(imagesDir, tree.root, members);
+      stage('dump cgroups');
+      await cgroups.write(imagesDir);
       cancellation.throwIfCancelled();
       stats.markReleased();
       stats.finish();
       await writeStats(imagesDir, stats);
       await incremental?.writeTrackFile();
       stage('write inventory');
-      await writeInventory(imagesDir, { rootIds: kobjIds.dumperIds() });
+      await writeInventory(imagesDir, { rootIds: kobjIds.dumperIds(), rootCgSet: cgroups.dumperSetId });
       // CRIU runs post-dump before the tree is killed: a failing script keeps it alive.
       stage('post-dump scripts');
       await scripts.run('post-dump');

@@ -980,3 +980,64 @@ impl Session {
         Ok(thread_info(t))
     }
 }
+
+// ---------------------------------------------------------------- seccomp
+
+#[napi(object)]
+pub struct SeccompStateInfo {
+    pub tid: i32,
+    /// 0 disabled, 1 strict, 2 filter (/proc/PID/task/TID/status).
+    pub mode: u32,
+    /// Filter mode only: the thread's filters, oldest (first installed) first.
+    pub filters: Vec<SeccompFilterInfo>,
+}
+
+#[napi]
+impl Session {
+    /// One thread's seccomp mode and filters, for the seccomp stage that runs before any task is
+    /// dumped (filter indexes in the core images depend on every thread of the tree).
+    #[napi]
+    pub async fn seccomp_state(&self, tid: i32) -> Result<SeccompStateInfo> {
+        let (mode, filters) = self
+            .run(move |state| {
+                let pid = state
+                    .tree
+                    .as_ref()
+                    .and_then(|t| t.owner_of(tid))
+                    .map(|p| p.pid)
+                    .ok_or_else(|| {
+                        CoreError::new(
+                            ErrorCode::Ptrace,
+                            format!("tid {tid}: not a thread of the tree this session holds"),
+                        )
+                    })?;
+                let file = format!("/proc/{pid}/task/{tid}/status");
+                let status = std::fs::read_to_string(&file).map_err(|e| {
+                    CoreError::new(ErrorCode::Procfs, format!("pid {pid}: {file}: {e}"))
+                })?;
+                let mode: u32 = inspect::parse::status_field(&status, "Seccomp")
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| {
+                        CoreError::new(
+                            ErrorCode::Procfs,
+                            format!("pid {pid}: {file}: no Seccomp line"),
+                        )
+                    })?;
+                let filters = inspect::thread::seccomp_filters(tid, mode)?;
+                Ok((mode, filters))
+            })
+            .await?;
+        Ok(SeccompStateInfo {
+            tid,
+            mode,
+            filters: filters
+                .into_iter()
+                .map(|f| SeccompFilterInfo {
+                    index: f.index,
+                    program: f.program.into(),
+                    flags: f.flags.map(big),
+                })
+                .collect(),
+        })
+    }
+}

@@ -1,17 +1,17 @@
-// Pseudo-terminal slaves (/dev/pts/N): CRIU's TTY. Only the terminal a job inherited from its
-// shell is dumpable, and only with --shell-job: its master lives outside the tree, so restore
-// cannot recreate the pair and instead re-attaches the restorer's own terminal in its place.
+// Pseudo-terminals: CRIU's TTY files. A /dev/pts/N slave is dumpable when its master is open in
+// the tree (the pair is recreated, see pty.ts), or with --shell-job when it is the terminal the
+// job inherited from its shell: that master lives outside the tree, so restore re-attaches the
+// restorer's own terminal in its place. Masters (/dev/ptmx) are in pty.ts.
 import { readFileSync } from 'node:fs';
 import { create } from '@bufbuild/protobuf';
 import { fd_types } from '../../images/gen/fdinfo_pb.js';
 import { TtyType, tty_info_entrySchema } from '../../images/gen/tty_pb.js';
 import { native } from '../../native.js';
-import { TsdumpError } from '../../errors.js';
 import type { FdKind } from './kind.js';
+import { ptyInfoId, ptyMasterEntry, recordSlave, type TtyParams } from './pty.js';
 
 const PTS = /^\/dev\/pts\/(\d+)$/;
 const PTMX = /^\/dev\/(pts\/)?ptmx$/;
-const O_RDWR = 2;
 
 /** Session, controlling tty (encoded dev_t) and its foreground group, from /proc/PID/stat. */
 function jobOf(pid: number): { sid: number; ttyNr: number; tpgid: number } {
@@ -41,55 +41,53 @@ function encodeDev(dev: bigint): number {
   return ((minor & 0xff) | (major << 8) | ((minor & ~0xff) << 12)) >>> 0;
 }
 
+/** Termios, locked termios, window size and exclusive mode of the terminal behind fd `fd` of `pid`. */
+function ttyParams(pid: number, fd: number): TtyParams {
+  const s = native.ttyState(pid, fd);
+  const termios = (t: typeof s.termios) => ({
+    cIflag: t.iflag,
+    cOflag: t.oflag,
+    cCflag: t.cflag,
+    cLflag: t.lflag,
+    cLine: t.line,
+    cIspeed: 0,
+    cOspeed: 0,
+    cCc: packControlChars(t.cc),
+  });
+  return {
+    termios: termios(s.termios),
+    termiosLocked: termios(s.termiosLocked),
+    winsize: { wsRow: s.wsRow, wsCol: s.wsCol, wsXpixel: s.wsXpixel, wsYpixel: s.wsYpixel },
+    exclusive: s.exclusive,
+  };
+}
+
 export const terminals: FdKind = {
   name: 'terminals',
   matches: (fd) => PTS.test(fd.target) || PTMX.test(fd.target),
   async entry(c) {
-    const where = `pid ${c.pid}: fd ${c.fd.fd} (${c.fd.target})`;
-    if (PTMX.test(c.fd.target)) {
-      throw new TsdumpError('UNSUPPORTED_FD', `${where}: tsdump cannot dump a pseudo-terminal master (ptmx) yet`);
-    }
-    if (!c.shellJob) {
-      throw new TsdumpError(
-        'UNSUPPORTED_FD',
-        `${where}: the process has a terminal open; dump it with --shell-job if it is the terminal inherited from a shell`,
-      );
-    }
+    if (PTMX.test(c.fd.target)) return ptyMasterEntry(c, ttyParams, encodeDev);
     const rdev = encodeDev(c.fd.rdev);
     const job = jobOf(c.pid);
-    if (job.ttyNr !== rdev) {
-      throw new TsdumpError(
-        'UNSUPPORTED_FD',
-        `${where}: only the inherited controlling terminal can be dumped with --shell-job; this pty is not the process's controlling terminal`,
-      );
-    }
+    // The task's own controlling terminal answers for its session; any other slave reports none
+    // (what TIOCGSID/TIOCGPGRP tell the task itself, which is where CRIU asks).
+    const ctty = job.ttyNr === rdev;
     const index = Number(PTS.exec(c.fd.target)![1]);
-    // One tty_info per terminal; its id is the pty index, unique among the /dev/pts slaves.
-    if (c.firstTime(`tty:${rdev}`)) {
-      const s = native.ttyState(c.pid, c.fd.fd);
-      const termios = (t: typeof s.termios) => ({
-        cIflag: t.iflag,
-        cOflag: t.oflag,
-        cCflag: t.cflag,
-        cLflag: t.lflag,
-        cLine: t.line,
-        cIspeed: 0,
-        cOspeed: 0,
-        cCc: packControlChars(t.cc),
-      });
+    const infoId = ptyInfoId(index, false);
+    // Whether the slave may be dumped (its master in the tree, or --shell-job's inherited
+    // terminal) is settled once every task's fds are known (finishPtyDump).
+    recordSlave(c, index, ctty, ctty ? job.sid : 0);
+    if (c.firstTime(`tty:${infoId}`)) {
       const info = create(tty_info_entrySchema, {
-        id: index,
+        id: infoId,
         type: TtyType.PTY,
         // Lock state and packet mode are master-side settings; a slave reports neither.
         locked: false,
-        exclusive: s.exclusive,
         packetMode: false,
-        sid: job.sid,
-        pgrp: job.tpgid > 0 ? job.tpgid : 0,
+        sid: ctty ? job.sid : 0,
+        pgrp: ctty && job.tpgid > 0 ? job.tpgid : 0,
         rdev,
-        termios: termios(s.termios),
-        termiosLocked: termios(s.termiosLocked),
-        winsize: { wsRow: s.wsRow, wsCol: s.wsCol, wsXpixel: s.wsXpixel, wsYpixel: s.wsYpixel },
+        ...ttyParams(c.pid, c.fd.fd),
         pty: { index },
         dev: Number(c.fd.dev),
         uid: c.fd.uid,
@@ -98,7 +96,7 @@ export const terminals: FdKind = {
       await (await c.image('tty-info.img')).append(tty_info_entrySchema, info);
     }
     // CRIU 4.x also names the slave by path (a REG entry) so restore can reopen it.
-    const regfId = await c.pathFile(c.fd.target, O_RDWR, { mode: c.fd.mode });
-    return { type: fd_types.TTY, id: c.id, tty: { id: c.id, ttyInfoId: index, flags: c.fileFlags, fown: c.fown, regfId } };
+    const regfId = await c.pathFile(c.fd.target, c.fileFlags, { mode: c.fd.mode });
+    return { type: fd_types.TTY, id: c.id, tty: { id: c.id, ttyInfoId: infoId, flags: c.fileFlags, fown: c.fown, regfId } };
   },
 };

@@ -11,6 +11,8 @@ use nix::errno::Errno;
 
 use crate::{Error, ErrorCode, Result};
 
+pub mod pty;
+
 /// Kernel objects `kcmp` can compare (values from linux/kcmp.h).
 #[derive(Debug, Clone, Copy)]
 #[repr(i32)]

@@ -383,8 +383,12 @@ impl Walk<'_> {
             .find(|t| t.tid == pid)
             .and_then(|t| t.stop_signal)
             .is_some();
-        if self.opts.suspend_seccomp && seccomp_mode != 0 {
+        if self.opts.suspend_seccomp {
+            // Seccomp is per thread: a strict-mode worker under a mode-0 leader needs it too.
             for t in &proc_.threads {
+                if procinfo::seccomp_mode(t.tid) == 0 {
+                    continue;
+                }
                 if let Err(e) = task::suspend_seccomp(t.tid) {
                     self.tree.processes.push(proc_);
                     return Err(e);
