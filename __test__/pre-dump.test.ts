@@ -4,16 +4,22 @@
 //   restore, the target checks every page against its generation table (PASS);
 // - an idle 256 MiB target: the dump after the pre-dump writes only a few pages, the rest are
 //   PE_PARENT entries, and the restore still has all 256 MiB right;
-// - a 3-step chain: pre-dump, pre-dump, dump, each against the one before.
+// - a 3-step chain: pre-dump, pre-dump, dump, each against the one before;
+// - --pre-dump-mode read: the pages are read after the tree is released (frozen time well below
+//   the read time on a 256 MiB target, the target running during the read), pages rewritten
+//   during and after the read are written again by the dump, and the chain restores;
+// - shared anonymous memory between a parent and its child: pre-dumped, written whole again by
+//   the dump (writes to it cannot be tracked, see crates/core/src/mem/track.rs), restored.
 // Tracking here is userfaultfd write-protect (async) + PAGEMAP_SCAN: this kernel has no
 // soft-dirty, so the reference CRIU cannot pre-dump at all (it aborts; see the last test) and
 // there is no CRIU chain to compare with; the images are checked with pycriu (crit) instead.
 import test, { type ExecutionContext } from 'ava';
 import { readdir, readFile, readlink } from 'node:fs/promises';
-import { readdirSync, readlinkSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CRIU, critDecodeAll, criuRestore, makeWorkDir, run } from './helpers/criu.js';
+import { CRIU, critDecode, critDecodeAll, criuRestore, makeWorkDir, run } from './helpers/criu.js';
 import { killTree, procState, requestVerify, startDetachedTarget, startTarget, type Target } from './helpers/target.js';
 import { preDump as libraryPreDump, TsdumpError } from '../src/index.js';
 import { existsSync } from 'node:fs';
@@ -248,5 +254,148 @@ test.serial('library: a pre-dump cancelled after arming the first task ends its 
     t.deepEqual(userfaultfds(pid), [], `pid ${pid} keeps no userfaultfd`);
     t.notRegex(procState(pid) ?? 'gone', /^[tTZ]|gone/);
   }
+  t.is(await requestVerify(target), 'PASS');
+});
+
+test.serial('--pre-dump-mode read: pages rewritten during and after the read are written again by the dump, which restores', async (t) => {
+  const dir = await makeWorkDir(t);
+  // 500 pages/s over 16384 pages: the read and the pause after it see a hundred rewrites or more,
+  // and fewer than half the region is rewritten unless the two runs are 16 s apart.
+  const target = await start(t, dir, 64, 500);
+  const d1 = join(dir, 'd1');
+  const pre = await preDump(t, target.pid, d1, ['--pre-dump-mode', 'read']);
+  const inv = (await critDecodeAll(d1)).get('inventory.img') as { entries: { pre_dump_mode?: number }[] };
+  t.is(inv.entries[0]?.pre_dump_mode, 2, 'inventory says PRE_DUMP_READ');
+  t.true(pre.pages.written >= 16384, `the read copies the 64 MiB region: ${pre.pages.written}`);
+  t.is(pagesWith(await pagemap(d1, target.pid), PE_PRESENT), pre.pages.written);
+  await sleep(300);
+  const d2 = join(dir, 'd2');
+  const dump = await finalDump(t, target.pid, d2, '../d1');
+  t.log(`read-mode pre-dump: ${pre.pages.written} pages, frozen ${pre.timings.frozenTime} us; dump: ${dump.pages.written} written, ${dump.pages.skippedParent} from the parent`);
+  t.true(dump.pages.written >= 100, `the rewritten pages are written again: ${dump.pages.written}`);
+  t.true(dump.pages.skippedParent > 8192, `the rest stays in the parent: ${dump.pages.skippedParent}`);
+  await restoreAndVerify(t, target, d2);
+});
+
+/** State letter and voluntary context switches of pid (procfs). */
+function sched(pid: number): { state: string; switches: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return { state: /^State:\s+(\S)/m.exec(status)?.[1] ?? '?', switches: Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1]) };
+}
+
+test.serial('--pre-dump-mode read releases the tree before reading: a 256 MiB target runs while its pages are read', async (t) => {
+  const dir = await makeWorkDir(t);
+  // wakes every 10 ms: while it runs its voluntary context switches go up, while frozen they cannot
+  const target = await startDetachedTarget('p_dirty', { dir, args: ['256', '500'], timeoutMs: 60_000 });
+  t.teardown(() => killTree(target.pid, target.ctl, target.pids));
+  const imagesDir = join(dir, 'd1');
+  const seen = new Map<string, { state: string; switches: number; at: bigint }>();
+  const r = await libraryPreDump(
+    { pid: target.pid, imagesDir, preDumpMode: 'read' },
+    {
+      stage: (s) => {
+        if (s === `read task ${target.pid}` || s === 'write inventory') seen.set(s, { ...sched(target.pid), at: process.hrtime.bigint() });
+      },
+    },
+  );
+  const before = seen.get(`read task ${target.pid}`);
+  const after = seen.get('write inventory');
+  if (!before || !after) return t.fail(`stages seen: ${[...seen.keys()].join(', ')}`);
+  const stats = (await critDecode(join(imagesDir, 'stats-dump'))) as { entries: { dump: { frozen_time: number; memdump_time: number } }[] };
+  const { frozen_time: frozen, memdump_time: memdump } = stats.entries[0]!.dump;
+  const readMs = Number(after.at - before.at) / 1e6;
+  t.log(`256 MiB read mode: frozen ${frozen} us, memdump ${memdump} us, total ${r.timings.totalTime} us; ` +
+    `during the ${readMs.toFixed(0)} ms read the target switched ${after.switches - before.switches} times (state ${before.state})`);
+  t.true(r.counters.pagesWritten >= 65536, `all 256 MiB read: ${r.counters.pagesWritten}`);
+  t.notRegex(before.state, /[tT]/, 'the target is not stopped when the read begins');
+  t.true(after.switches > before.switches, 'the target ran while its pages were read');
+  t.true(frozen < memdump, `frozen ${frozen} us < memdump ${memdump} us: the pages are read after the release`);
+  t.true(frozen < r.timings.totalTime / 2, `frozen ${frozen} us is a small part of ${r.timings.totalTime} us`);
+  t.is(r.timings.frozenTime, frozen);
+  t.is(await requestVerify(target), 'PASS');
+});
+
+interface ShmemPagemap {
+  file: string;
+  present: number;
+  parent: number;
+}
+
+/** pagemap-shmem-*.img of dir: present and PE_PARENT pages of each. */
+async function shmemPagemaps(dir: string): Promise<ShmemPagemap[]> {
+  const out: ShmemPagemap[] = [];
+  for (const [file, img] of await critDecodeAll(dir)) {
+    if (!file.startsWith('pagemap-shmem-')) continue;
+    const entries = (img as { entries: PagemapEntryJson[] }).entries.slice(1);
+    out.push({ file, present: pagesWith(entries, PE_PRESENT), parent: pagesWith(entries, PE_PARENT) });
+  }
+  return out.sort((a, b) => a.file.localeCompare(b.file));
+}
+
+test.serial('shared anonymous memory of a parent and its child: pre-dumped, written whole again by the dump, restored', async (t) => {
+  const dir = await makeWorkDir(t);
+  // 16 MiB private + 16 MiB shared, both processes rewriting 200 pages/s
+  const target = await startTarget('p_shdirty', { dir, args: ['16', '200'], timeoutMs: 60_000 });
+  t.teardown(() => killTree(target.pid, target.ctl, target.pids));
+  const d1 = join(dir, 'd1');
+  const pre = await preDump(t, target.pid, d1);
+  const preShared = await shmemPagemaps(d1);
+  t.is(preShared.length, 2, `the shared region and the shared generation table: ${JSON.stringify(preShared)}`);
+  t.true(preShared.some((s) => s.present >= 4096), `the 16 MiB shared region is pre-dumped: ${JSON.stringify(preShared)}`);
+  const preStats = (await critDecode(join(d1, 'stats-dump'))) as { entries: { dump: { shpages_written?: number } }[] };
+  t.is(Number(preStats.entries[0]!.dump.shpages_written), preShared.reduce((n, s) => n + s.present, 0));
+  await sleep(300);
+  const d2 = join(dir, 'd2');
+  const dump = await finalDump(t, target.pid, d2, '../d1');
+  const shared = await shmemPagemaps(d2);
+  t.deepEqual(shared.map((s) => s.file), preShared.map((s) => s.file), 'the same objects (shmid = inode)');
+  t.true(shared.every((s) => s.parent === 0), `shared memory is written whole, never from the parent: ${JSON.stringify(shared)}`);
+  t.true(shared.some((s) => s.present >= 4096));
+  // private memory is incremental as usual
+  t.true(dump.pages.skippedParent > 2048, `private pages left in the parent: ${dump.pages.skippedParent}`);
+  t.true(dump.pages.written < pre.pages.written / 2);
+  await restoreAndVerify(t, target, d2);
+});
+
+test.serial('--pre-dump-mode read failing after the release (the page server hangs up): tracking ended, the tree runs, no inventory', async (t) => {
+  const dir = await makeWorkDir(t);
+  const target = await start(t, dir, 16, 100);
+  // answers OPEN2, takes a little data, then resets the connection
+  const server = createServer((sock) => {
+    let got = 0;
+    sock.on('data', (b) => {
+      if (got === 0) sock.write(Buffer.from([0]));
+      got += b.length;
+      if (got > 64 * 1024) sock.resetAndDestroy();
+    });
+    sock.on('error', () => undefined);
+  });
+  await new Promise<void>((res) => server.listen(0, '127.0.0.1', res));
+  t.teardown(() => void server.close());
+  const port = (server.address() as AddressInfo).port;
+  const d1 = join(dir, 'd1');
+  const r = await runTsdump(['pre-dump', '-t', String(target.pid), '-D', d1, '--pre-dump-mode', 'read', '--page-server', '--address', '127.0.0.1', '--port', String(port), '--json']);
+  t.not(r.code, 0, r.stdout);
+  t.regex(r.stdout + r.stderr, /IMAGE_IO/);
+  t.false(existsSync(join(d1, 'inventory.img')), 'nothing passes for a finished pre-dump');
+  t.deepEqual(userfaultfds(target.pid), [], 'the tracking armed in the freeze was ended by seizing the tree again');
+  t.notRegex(procState(target.pid) ?? 'gone', /^[tTZ]|gone/);
+  t.is(await requestVerify(target), 'PASS');
+});
+
+test.serial('library: a read-mode pre-dump cancelled after the release ends the tracking it armed in the freeze', async (t) => {
+  const dir = await makeWorkDir(t);
+  const target = await startDetachedTarget('p_dirty', { dir, args: ['64', '100'], timeoutMs: 60_000 });
+  t.teardown(() => killTree(target.pid, target.ctl, target.pids));
+  const imagesDir = join(dir, 'd1');
+  const abort = new AbortController();
+  const err = await t.throwsAsync(
+    libraryPreDump({ pid: target.pid, imagesDir, preDumpMode: 'read', signal: abort.signal }, { stage: (s) => s.startsWith('read task ') && abort.abort() }),
+    { instanceOf: TsdumpError },
+  );
+  t.is(err?.code, 'CANCELLED');
+  t.false(existsSync(join(imagesDir, 'inventory.img')));
+  t.deepEqual(userfaultfds(target.pid), [], 'the tree was seized again to close the userfaultfd');
+  t.notRegex(procState(target.pid) ?? 'gone', /^[tTZ]|gone/);
   t.is(await requestVerify(target), 'PASS');
 });

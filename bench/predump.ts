@@ -3,17 +3,23 @@
 // test: prints numbers.
 //
 //   npx tsx bench/predump.ts [SIZE MiB, default 1024] [--fs tmpfs|disk] [--gap SECONDS, default 1]
+//                            [--modes splice,read]
 //
-// Per round, one fresh target (build/targets/p_dirty SIZE RATE):
+// Per round and pre-dump mode, one fresh target (build/targets/p_dirty SIZE RATE); the plain
+// dumps run on the first mode's target only:
 //   tsdump plain:        `tsdump dump -R`                                  → frozen time
 //   CRIU plain:          `criu dump -R` (stats-dump frozen_time)
-//   tsdump incremental:  `tsdump pre-dump`, GAP s running, `tsdump dump --prev-images-dir
-//                        --track-mem -R`                                   → frozen time of each
+//   tsdump incremental:  `tsdump pre-dump --pre-dump-mode MODE`, GAP s running, `tsdump dump
+//                        --prev-images-dir --track-mem -R`                 → frozen time of each
+//                        (read mode: the pages are read after the release, so the pre-dump's
+//                        frozen time no longer grows with SIZE; its total time is printed too)
 //   CRIU incremental:    tried last; not possible on this kernel (criu pre-dump aborts without
 //                        soft-dirty, leaving its parasite mapping in the target)
 // After every dump the target verifies itself live (its pages against its generation table).
 // Frozen times are the dumpers' own figures (stats frozen_time: from the tree stopped to
-// released), so process start-up is not counted for either tool.
+// released), so process start-up is not counted for either tool. This VM returns freed memory to
+// its host and touching it again costs 2-3 s/GiB, so (SIZE + 512) MiB is touched and freed
+// before each timed run (build/targets/mem_touch), as bench/memdump.ts does.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -30,6 +36,7 @@ const size = Number(args[0] && !args[0].startsWith('--') ? args[0] : '1024');
 const root = opt('fs', 'tmpfs') === 'disk' ? '/var/tmp' : '/dev/shm';
 const gapS = Number(opt('gap', '1'));
 const rounds = Number(opt('rounds', '2'));
+const modes = opt('modes', 'splice,read').split(',');
 const pages = size * 256;
 const rate = Math.max(1, Math.round(pages / 100)); // 1% of the pages per second
 
@@ -61,19 +68,27 @@ function verify(ctl: string): string {
 
 interface Run {
   frozenMs: number;
+  totalMs?: number;
   written: number;
   parent: number;
 }
 
+/** Touches and frees enough memory that the next run's images do not pay the VM's first touch. */
+function warm(ctl: string): void {
+  execFileSync('build/targets/mem_touch', [ctl, String(size + 512)]);
+}
+
 function tsdump(argv: string[]): Run {
+  warm('/tmp');
   const r = spawnSync('node', ['dist/cli.js', ...argv, '--json'], { encoding: 'utf8', maxBuffer: 1 << 24 });
   if (r.status !== 0) throw new Error(`tsdump ${argv.join(' ')}: ${r.stdout}${r.stderr}`);
-  const j = JSON.parse(r.stdout) as { pages: { written: number; skippedParent: number }; timings: { frozenTime: number } };
-  return { frozenMs: j.timings.frozenTime / 1000, written: j.pages.written, parent: j.pages.skippedParent };
+  const j = JSON.parse(r.stdout) as { pages: { written: number; skippedParent: number }; timings: { frozenTime: number; totalTime: number } };
+  return { frozenMs: j.timings.frozenTime / 1000, totalMs: j.timings.totalTime / 1000, written: j.pages.written, parent: j.pages.skippedParent };
 }
 
 function criuDump(pid: number, dir: string): Run {
   mkdirSync(dir, { recursive: true });
+  warm('/tmp');
   const r = spawnSync(CRIU, ['dump', '-t', String(pid), '-D', dir, '--shell-job', '-R', '-o', 'dump.log'], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`criu dump failed: ${readFileSync(join(dir, 'dump.log'), 'utf8').slice(-1500)}`);
   const st = JSON.parse(execFileSync(CRIT, ['decode', '-i', join(dir, 'stats-dump')], { encoding: 'utf8' })) as {
@@ -90,41 +105,49 @@ function criuPreDumpWorks(pid: number, dir: string): boolean {
 
 const fmt = (r: Run) => `${r.frozenMs.toFixed(1).padStart(8)} ms frozen, ${String(r.written).padStart(7)} pages written${r.parent ? `, ${r.parent} left in the parent` : ''}`;
 
-console.log(`target: ${size} MiB (${pages} pages), rewriting ${rate} pages/s (1%); images on ${root}; gap ${gapS} s; ${rounds} rounds`);
+console.log(`target: ${size} MiB (${pages} pages), rewriting ${rate} pages/s (1%); images on ${root}; gap ${gapS} s; ${rounds} rounds; modes ${modes.join(', ')}`);
 for (let round = 1; round <= rounds; round++) {
-  const work = mkdtempSync(join(root, 'tsdump-bench-predump-'));
-  const t = startTarget();
-  try {
-    sleep(1);
-    const plain = tsdump(['dump', '-t', String(t.pid), '-D', join(work, 'plain'), '--shell-job', '-R']);
-    const v1 = verify(t.ctl);
-    rmSync(join(work, 'plain'), { recursive: true, force: true });
-    // CRIU before tsdump's pre-dump: the tracking userfaultfd that leaves is nothing CRIU dumps
-    const criu = criuDump(t.pid, join(work, 'criu'));
-    rmSync(join(work, 'criu'), { recursive: true, force: true });
-    sleep(gapS);
-    const pre = tsdump(['pre-dump', '-t', String(t.pid), '-D', join(work, 'pre')]);
-    sleep(gapS);
-    const inc = tsdump(['dump', '-t', String(t.pid), '-D', join(work, 'inc'), '--shell-job', '-R', '--prev-images-dir', '../pre', '--track-mem']);
-    rmSync(join(work, 'pre'), { recursive: true, force: true });
-    rmSync(join(work, 'inc'), { recursive: true, force: true });
-    const v2 = verify(t.ctl);
-    // last: an aborted criu pre-dump leaves its parasite mapping behind in the target
-    const criuPre = criuPreDumpWorks(t.pid, join(work, 'criu-pre'));
-    console.log(`round ${round}:`);
-    console.log(`  tsdump plain dump      ${fmt(plain)}`);
-    console.log(`  tsdump pre-dump        ${fmt(pre)}`);
-    console.log(`  tsdump incremental     ${fmt(inc)}   (downtime ${(plain.frozenMs / inc.frozenMs).toFixed(1)}x shorter)`);
-    console.log(`  criu plain dump        ${fmt(criu)}`);
-    console.log(`  criu pre-dump          ${criuPre ? 'worked' : 'refused/aborted (no soft-dirty on this kernel)'}`);
-    console.log(`  target verified live:  ${v1} / ${v2}`);
-  } finally {
+  console.log(`round ${round}:`);
+  for (const [i, mode] of modes.entries()) {
+    const work = mkdtempSync(join(root, 'tsdump-bench-predump-'));
+    const t = startTarget();
     try {
-      process.kill(t.pid, 'SIGKILL');
-    } catch {
-      // gone
+      sleep(1);
+      let plain: Run | undefined;
+      let v1 = '';
+      if (i === 0) {
+        plain = tsdump(['dump', '-t', String(t.pid), '-D', join(work, 'plain'), '--shell-job', '-R']);
+        v1 = verify(t.ctl);
+        rmSync(join(work, 'plain'), { recursive: true, force: true });
+        // CRIU before tsdump's pre-dump: the tracking userfaultfd that leaves is nothing CRIU dumps
+        const criu = criuDump(t.pid, join(work, 'criu'));
+        rmSync(join(work, 'criu'), { recursive: true, force: true });
+        console.log(`  tsdump plain dump               ${fmt(plain)}`);
+        console.log(`  criu plain dump                 ${fmt(criu)}`);
+      }
+      sleep(gapS);
+      const pre = tsdump(['pre-dump', '-t', String(t.pid), '-D', join(work, 'pre'), '--pre-dump-mode', mode]);
+      sleep(gapS);
+      const inc = tsdump(['dump', '-t', String(t.pid), '-D', join(work, 'inc'), '--shell-job', '-R', '--prev-images-dir', '../pre', '--track-mem']);
+      rmSync(join(work, 'pre'), { recursive: true, force: true });
+      rmSync(join(work, 'inc'), { recursive: true, force: true });
+      const v2 = verify(t.ctl);
+      console.log(`  tsdump pre-dump (${mode.padEnd(6)})       ${fmt(pre)}, ${pre.totalMs!.toFixed(1)} ms in all`);
+      console.log(`  tsdump incremental after ${mode.padEnd(6)} ${fmt(inc)}${plain ? `   (downtime ${(plain.frozenMs / inc.frozenMs).toFixed(1)}x shorter than plain)` : ''}`);
+      if (i === modes.length - 1) {
+        // last: an aborted criu pre-dump leaves its parasite mapping behind in the target
+        const criuPre = criuPreDumpWorks(t.pid, join(work, 'criu-pre'));
+        console.log(`  criu pre-dump                   ${criuPre ? 'worked' : 'refused/aborted (no soft-dirty on this kernel)'}`);
+      }
+      console.log(`  target verified live (${mode}):  ${v1 ? `${v1} / ` : ''}${v2}`);
+    } finally {
+      try {
+        process.kill(t.pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+      rmSync(work, { recursive: true, force: true });
+      rmSync(t.ctl, { recursive: true, force: true });
     }
-    rmSync(work, { recursive: true, force: true });
-    rmSync(t.ctl, { recursive: true, force: true });
   }
 }

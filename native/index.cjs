@@ -837,6 +837,7 @@ module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __n
 module.exports = nativeBinding
 module.exports.PageServer = nativeBinding.PageServer
 module.exports.Session = nativeBinding.Session
+module.exports.discardPreDumpRead = nativeBinding.discardPreDumpRead
 module.exports.fdOwner = nativeBinding.fdOwner
 module.exports.fdQueuedBytes = nativeBinding.fdQueuedBytes
 module.exports.inetSockets = nativeBinding.inetSockets

@@ -50,10 +50,34 @@ export declare class Session {
    */
   dumpMemfd(pid: number, opts: DumpMemfdOptions): Promise<MemfdDumpInfo>
   /**
+   * Sends the shared anonymous object mapped at `[start, end)` in `pid` to the page server
+   * over the session's connection (the one `dumpMemory({ pageServer })` uses, opened here if
+   * none is yet): pagemap-shmem-<shmid> with the object's allocated pages, as CRIU's dump
+   * sends shared memory. Callers send each shmid once.
+   */
+  sendShmemToPageServer(pid: number, opts: SendShmemOptions): Promise<ShmemDumpInfo>
+  /**
    * Sigactions, itimers, POSIX timers, misc for process `pid` and per-thread state for
    * `tids` (default: just `pid`). All must be seized by this session.
    */
   parasiteInfo(pid: number, tids?: Array<number> | undefined | null): Promise<ParasiteInfo>
+  /**
+   * Scans `pid` (seized by this session) for a read-mode pre-dump and, in the same freeze,
+   * ends the parent's tracking and arms the new one. Read the pages with `readPreDump` once
+   * the tree is released.
+   */
+  preparePreDumpRead(pid: number, opts: PreparePreDumpOptions): Promise<PreparedPreDump>
+  /**
+   * Reads the pages `preparePreDumpRead` planned (the task runs meanwhile) into
+   * `imagesDir/pages-<pagesId>.img`, or to the page server.
+   */
+  readPreDump(id: number, opts: ReadPreDumpOptions): Promise<PreDumpReadResult>
+  /**
+   * A pre-dump's copy of the shared anonymous object mapped at `[start, end)` in `pid`, into
+   * `imagesDir/pages-<pagesId>.img` (the task need not be seized: pre-dumps read it after the
+   * release, see pre-dump.ts).
+   */
+  preDumpShmem(pid: number, opts: PreDumpShmemOptions): Promise<ShmemDumpInfo>
   constructor()
   /**
    * Asks the work running on the tracer thread to stop at its next safe point (a page drain
@@ -134,6 +158,9 @@ export interface CredsInfo {
   seccompMode: number
   seccompFilters: number
 }
+
+/** Drops a prepared read that will not be read (a pre-dump that failed before reading). */
+export declare function discardPreDumpRead(id: number): boolean
 
 export interface DumpMemfdOptions {
   imagesDir: string
@@ -514,6 +541,61 @@ export interface PosixTimerInfo {
   overrun: number
 }
 
+export interface PreDumpReadResult {
+  pid: number
+  pagesFile: string
+  /** What the pages image (or the server's pagemap) holds, by address. */
+  entries: Array<PagemapEntryInfo>
+  pagesWritten: number
+  /** Planned pages that could not be read any more (unmapped since the scan): left out. */
+  pagesLost: number
+  pagesInParent: number
+  /** The task exited during the read: nothing of it was kept. */
+  gone: boolean
+  readNs: number
+  readvCalls: number
+}
+
+export interface PreDumpShmemMapping {
+  start: bigint
+  end: bigint
+  /** The object's inode (CRIU's shmid). */
+  inode: bigint
+}
+
+export interface PreDumpShmemOptions {
+  imagesDir: string
+  pagesId: number
+  start: bigint
+  end: bigint
+}
+
+export interface PreparedPreDump {
+  /** What `readPreDump` takes. */
+  id: number
+  pagesScanned: number
+  pagesZero: number
+  /** Pages to read after the release. */
+  pagesPlanned: number
+  pagesInParent: number
+  scanNs: number
+  /** Shared anonymous mappings (MAP_SHARED|MAP_ANONYMOUS) seen by the scan. */
+  shmem: Array<PreDumpShmemMapping>
+  tracking?: TrackingInfo
+}
+
+export interface PreparePreDumpOptions {
+  /**
+   * As dumpMemory's: pages of the parent images written since its tracking are read again,
+   * the others are PE_PARENT entries.
+   */
+  parent?: ParentPages
+  /** The parent run's userfaultfd in the task: closed in this freeze (if it still is one). */
+  closeFd?: number
+  /** Start tracking writes in this freeze (a pre-dump always does). */
+  arm?: 'uffd-wp' | 'soft-dirty'
+}
+
 export interface ProcessInspection {
   pid: number
   comm: string
@@ -566,6 +648,13 @@ export interface PtyMasterInfo {
   sid: number
   /** Foreground process group, 0 if none. */
   pgrp: number
+}
+
+export interface ReadPreDumpOptions {
+  imagesDir: string
+  pagesId: number
+  /** Send to this page server (the session's connection, as dumpMemory's) instead. */
+  pageServer?: PageServerAddress
 }
 
 export interface ReleaseTreeOptions {
@@ -683,6 +772,14 @@ export interface SendImagesReport {
   /** Bytes written to the socket (headers + pages). */
   bytes: number
   elapsedNs: number
+}
+
+export interface SendShmemOptions {
+  /** The object's mapping in the task. */
+  start: bigint
+  end: bigint
+  address: string
+  port: number
 }
 
 /**

@@ -2,6 +2,8 @@
 // (what `tsdump page-server -D DIR --port P` runs), `sendImagesToPageServer` pushes an existing
 // dump's pagemaps and pages to one. Both run in Rust; page data never reaches JavaScript, which
 // only sees the reports.
+import { mkdir, readlink, symlink, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
 import { callNative, native } from './native.js';
 import { TsdumpError } from './errors.js';
 
@@ -16,6 +18,12 @@ export interface PageServerOptions {
   readonly signal?: AbortSignal;
   /** Called once the socket is bound, before any peer connects. */
   readonly onListening?: (info: { address: string; port: number }) => void;
+  /**
+   * The images of the previous (pre-)dump on this side, relative to imagesDir as CRIU takes it:
+   * linked as imagesDir/parent, so an incremental dump may send holes (pages the parent holds),
+   * each checked against the parent image. `criu page-server --prev-images-dir` does the same.
+   */
+  readonly prevImagesDir?: string;
 }
 
 export interface ReceivedImage {
@@ -50,6 +58,7 @@ export async function runPageServer(opts: PageServerOptions): Promise<PageServer
     throw new TsdumpError('USAGE', `page server: invalid port ${opts.port}`);
   }
   if (opts.signal?.aborted) throw cancelled('aborted before listening');
+  if (opts.prevImagesDir !== undefined) await linkParent(opts.imagesDir, opts.prevImagesDir);
   const address = opts.address ?? '0.0.0.0';
   const server = await callNative(() => native.PageServer.listen({ imagesDir: opts.imagesDir, address, port: opts.port }));
   const onAbort = (): void => server.cancel();
@@ -71,6 +80,23 @@ export async function runPageServer(opts: PageServerOptions): Promise<PageServer
     };
   } finally {
     opts.signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+/** imagesDir/parent → prev, replacing an old link (images dir created owner-only if missing). */
+async function linkParent(imagesDir: string, prev: string): Promise<void> {
+  const link = join(imagesDir, 'parent');
+  try {
+    await mkdir(imagesDir, { recursive: true, mode: 0o700 });
+    try {
+      await readlink(link);
+      await unlink(link);
+    } catch {
+      // no old link
+    }
+    await symlink(prev, link);
+  } catch (err) {
+    throw new TsdumpError('IMAGE_IO', `page server: linking ${link} to ${prev}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
   }
 }
 

@@ -80,6 +80,7 @@ const PAGE_SERVER: OptDef[] = [
   { name: 'daemon', short: 'd', type: 'boolean', desc: 'run in the background' },
   { name: 'pidfile', type: 'string', desc: 'write the daemon PID to FILE' },
   { name: 'status-fd', type: 'number', desc: "write '\\0' to this descriptor when listening" },
+  { name: 'prev-images-dir', type: 'string', desc: 'images of the previous (pre-)dump, the parent of what is received (relative to -D)' },
 ];
 
 /**
@@ -174,6 +175,7 @@ export type Invocation =
   | ({
       command: 'page-server';
       imagesDir: string;
+      prevImagesDir?: string;
       address?: string;
       port: number;
       daemon: boolean;
@@ -427,6 +429,7 @@ export async function parseCommandLine(argv: readonly string[], ctx: ParseContex
       return {
         command,
         imagesDir: str(p, 'images-dir') ?? '.',
+        ...optional('prevImagesDir', str(p, 'prev-images-dir')),
         ...optional('address', str(p, 'address')),
         port,
         daemon: bool(p, 'daemon') ?? false,

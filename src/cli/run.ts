@@ -178,6 +178,7 @@ export async function run(inv: Invocation, io: Io): Promise<number> {
           imagesDir: inv.imagesDir,
           port: inv.port,
           ...(inv.address !== undefined ? { address: inv.address } : {}),
+          ...(inv.prevImagesDir !== undefined ? { prevImagesDir: inv.prevImagesDir } : {}),
           signal: abort.signal,
           onListening: () => signalReady(inv.statusFd),
         });

@@ -88,6 +88,14 @@ export async function dumpTask(ctx: DumpContext, task: SeizedProcessInfo): Promi
 async function dumpSharedAnon(ctx: DumpContext, pid: number, proc: ProcessInspection): Promise<void> {
   for (const vma of proc.vmas) {
     if (vma.kind !== 'shmem_anon' || !ctx.firstTime(`shmem:${vma.inode}`)) continue;
+    const { pageServer } = ctx.options;
+    if (pageServer) {
+      // the server writes pagemap-shmem-ID.img and its pages, as with criu dump --page-server
+      const sent = await ctx.call(() => ctx.session.sendShmemToPageServer(pid, { start: vma.start, end: vma.end, ...pageServer }));
+      ctx.stats.counters.shpagesScanned += Number((vma.end - vma.start) / 4096n);
+      ctx.stats.counters.shpagesWritten += sent.pagesWritten;
+      continue;
+    }
     const pagesId = ctx.nextPagesId++;
     const shmem = await ctx.call(() =>
       ctx.session.dumpShmem(pid, { imagesDir: ctx.imagesDir, pagesId, start: vma.start, end: vma.end }),

@@ -6,6 +6,10 @@
 // run reads it back, writes only pages written since (PE_PARENT entries for the rest, where the
 // parent images really hold them), closes that userfaultfd in the task and leaves it out of
 // the fd table.
+//
+// With a page server the parent's pagemap is on the server's side; the run then records, per
+// task, the page ranges it sent (coverage in tsdump-track.json), which is what the next run may
+// leave in the parent. The server checks every such hole against its parent image.
 import { readFile, readlink, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { TsdumpError } from '../errors.js';
@@ -20,12 +24,27 @@ export type TrackingMethod = 'uffd-wp' | 'soft-dirty';
 
 export const TRACK_FILE = 'tsdump-track.json';
 const TRACK_FORMAT = 1;
+const PAGE = 4096n;
+
+/** A coverage range "START-END" (hex) as a pagemap entry. */
+function parseRange(r: string): PagemapEntryInfo {
+  const [a, b] = r.split('-').map((x) => BigInt(`0x${x}`)) as [bigint, bigint];
+  return { vaddr: a, nrPages: Number((b - a) / PAGE), flags: PE_PRESENT };
+}
+
+interface TrackedTask {
+  /** The task's start time (clock ticks since boot, /proc/PID/stat field 22). */
+  start: string;
+  /** uffd-wp: the userfaultfd's number in the task. */
+  fd?: number;
+  /** Memory sent to a page server: the page ranges the server's image holds, "START-END" in hex. */
+  coverage?: string[];
+}
 
 interface TrackFile {
   format: number;
   method: TrackingMethod;
-  /** Per pid: the task's start time (clock ticks since boot, /proc/PID/stat field 22) and fd. */
-  tasks: Record<string, { start: string; fd?: number }>;
+  tasks: Record<string, TrackedTask>;
 }
 
 /** A task's start time: a pid reused by another process since the pre-dump has another. */
@@ -52,12 +71,17 @@ export interface IncrementalOptions {
   arm: boolean;
   /** Use the parent's tracking to skip clean pages (dump --track-mem, pre-dump). */
   useTracking: boolean;
+  /** This run sends memory to a page server (--page-server): its parent images are there. */
+  pageServer?: boolean;
   log?: Logger | undefined;
 }
 
+/** What `record` needs of a task's memory run. */
+export type RecordedMemory = Pick<MemoryDump, 'tracking' | 'entries' | 'pagesInParent'> & { counts: Pick<MemoryDump['counts'], 'written'> };
+
 /** One run's view of its parent images and tracking; one per (pre-)dump. */
 export class Incremental {
-  private readonly recorded = new Map<number, { start: string; fd?: number }>();
+  private readonly recorded = new Map<number, TrackedTask>();
   private readonly valid = new Map<number, number | undefined>();
 
   private constructor(
@@ -109,9 +133,14 @@ export class Incremental {
     return this.parentTrack.method === 'soft-dirty' || (await this.parentFd(pid)) !== undefined;
   }
 
-  /** The pages the parent images hold for `pid` (present there or further up the chain). */
+  /**
+   * The pages the parent images hold for `pid` (present there or further up the chain): its
+   * pagemap here, or for a run to a page server the coverage the parent run recorded.
+   */
   private async parentEntries(pid: number): Promise<PagemapEntryInfo[]> {
     if (!this.parentDir) return [];
+    const coverage = this.parentTrack?.tasks[String(pid)]?.coverage;
+    if (this.opts.pageServer && coverage) return coverage.map(parseRange);
     let img;
     try {
       img = await readImage(join(this.parentDir, `pagemap-${pid}.img`));
@@ -144,15 +173,49 @@ export class Incremental {
     return (await this.parentFd(pid)) === fd;
   }
 
-  /** Notes what `dumpMemory` armed in `pid`, for the sidecar. */
-  async record(pid: number, memory: MemoryDump): Promise<void> {
-    const t = memory.tracking;
+  /** Notes what `dumpMemory` armed in `pid` and what it wrote, for the sidecar. */
+  async record(pid: number, memory: RecordedMemory): Promise<void> {
     const p = memory.pagesInParent;
     if (this.opts.useTracking && this.parentDir) this.opts.log?.info(`pid ${pid}: ${memory.counts.written} pages written, ${p} left in the parent`);
+    await this.armed(pid, memory.tracking);
+    this.covered(pid, memory.entries);
+  }
+
+  /** Notes the tracking armed in `pid` (a failed run ends it with `disarm`). */
+  async armed(pid: number, t: MemoryDump['tracking']): Promise<void> {
     if (!t) return;
     this.opts.log?.info(`pid ${pid}: tracking writes with ${t.method}${t.fd != null ? ` (fd ${t.fd})` : ''}: ${t.vmas} VMAs armed, ${t.refused} refused`);
     const start = (await startTime(pid)) ?? '';
     this.recorded.set(pid, { start, ...(t.fd != null ? { fd: t.fd } : {}) });
+  }
+
+  /**
+   * Notes the pages `pid`'s image holds, where a child run cannot read them back: on a page
+   * server. Pages left out (unreadable in a read-mode pre-dump) are in no entry, so no later run
+   * will point at the parent for them.
+   */
+  covered(pid: number, entries: readonly PagemapEntryInfo[]): void {
+    const t = this.recorded.get(pid);
+    if (!t || !this.opts.pageServer) return;
+    const ranges: [bigint, bigint][] = [];
+    for (const e of entries) {
+      if (!(e.flags & (PE_PRESENT | PE_PARENT))) continue;
+      const end = e.vaddr + BigInt(e.nrPages) * PAGE;
+      const last = ranges.at(-1);
+      if (last && last[1] === e.vaddr) last[1] = end;
+      else ranges.push([e.vaddr, end]);
+    }
+    t.coverage = ranges.map(([a, b]) => `${a.toString(16)}-${b.toString(16)}`);
+  }
+
+  /** Whether this run left a userfaultfd in some task (one `disarm` would close). */
+  hasArmed(): boolean {
+    return [...this.recorded.values()].some((t) => t.fd !== undefined);
+  }
+
+  /** A task that went away during the run: nothing about it is left for the next run. */
+  forget(pid: number): void {
+    this.recorded.delete(pid);
   }
 
   /**

@@ -88,10 +88,6 @@ export async function dump(options: DumpOptions, events: DumpEvents = {}): Promi
   let plugins: PluginHost | undefined;
   let succeeded = false;
   try {
-    if (options.pageServer && (options.prevImagesDir !== undefined || options.trackMem)) {
-      // PE_PARENT holes would need the parent images on the server's side
-      throw new TsdumpError('UNSUPPORTED', 'option --page-server with --prev-images-dir/--track-mem is not supported by tsdump dump yet');
-    }
     stage('prepare images dir');
     const imagesDir = await prepareImagesDir(options.imagesDir);
     const log = options.log;
@@ -108,6 +104,8 @@ export async function dump(options: DumpOptions, events: DumpEvents = {}): Promi
             // a tree that runs on keeps being tracked, for a dump after this one
             arm: !!options.trackMem && !!options.leaveRunning,
             useTracking: !!options.trackMem,
+            // the parent's pages are on the server, which checks every hole against them
+            pageServer: !!options.pageServer,
             log: options.log,
           })
         : undefined;

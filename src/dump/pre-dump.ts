@@ -1,11 +1,24 @@
-// `tsdump pre-dump`: copy a running tree's memory ahead of the dump, freezing it only for the
-// copy, and start tracking writes so the next (pre-)dump copies only what changed. Writes what
-// CRIU's cr_pre_dump_tasks writes: pagemap-PID.img + pages-N.img per task, stats-dump, and the
+// `tsdump pre-dump`: copy a running tree's memory ahead of the dump, freezing it as briefly as
+// the mode allows, and start tracking writes so the next (pre-)dump copies only what changed.
+// Writes what CRIU's cr_pre_dump_tasks writes: pagemap-PID.img + pages-N.img per task (or sends
+// them to a page server), pagemap-shmem-ID.img for shared anonymous memory, stats-dump, and the
 // inventory last (with pre_dump_mode); plus tsdump-track.json (incremental.ts) and a `parent`
 // link when chained with --prev-images-dir. The tree always runs on afterwards.
 //
-// Shared anonymous memory is not pre-dumped: the dump writes it whole.
+// Modes, as CRIU's --pre-dump-mode:
+// - splice (default): each task's pages are drained while the tree is frozen.
+// - read: while frozen only the VMAs and pagemap are scanned and the tracking armed; the pages
+//   are read with process_vm_readv after the release, so the freeze no longer grows with the
+//   memory. Pages written meanwhile are caught by the tracking (the next dump writes them again);
+//   pages unmapped meanwhile are left out of the pagemap (mem/predump.rs).
+//
+// Shared anonymous memory is copied after the release in both modes, whole: writes to it cannot be
+// tracked (a write through another task's mapping, e.g. a child forked after the pre-dump that
+// has exited since, leaves no trace in the tracked mappings; see mem/track.rs), so the dump writes
+// it whole again and never points at these copies. They make the pre-dump complete, as CRIU's is.
 import { native } from '../native.js';
+import { TsdumpError } from '../errors.js';
+import type { Session } from '../../native/index.js';
 import type { DumpOptions } from './options.js';
 import type { DumpEvents, DumpResult } from './index.js';
 import { refuseOwnChild, releaseAfterFailure } from './index.js';
@@ -16,13 +29,23 @@ import { DumpStats } from './stats.js';
 import { KobjIds } from './kobj-ids.js';
 import { treeOrder } from './tree-order.js';
 import { Incremental } from './incremental.js';
-import { dumpTaskMemory, type MemoryContext } from './task-memory.js';
+import { drainTaskMemory, type MemoryContext } from './task-memory.js';
+import { writePagemap, writeShmemPagemap } from './mm-image.js';
 import { writeStats } from './write-stats.js';
 import { writeInventory } from './write-inventory.js';
 
 /** CRIU's inventory pre_dump_mode values. */
 const PRE_DUMP_SPLICE = 1;
 const PRE_DUMP_READ = 2;
+
+const PAGE = 4096n;
+
+/** A shared anonymous object, through the first mapping seen. */
+interface SharedObject {
+  pid: number;
+  start: bigint;
+  end: bigint;
+}
 
 export async function preDump(options: DumpOptions, events: DumpEvents = {}): Promise<DumpResult> {
   const stage = (name: string) => events.stage?.(name);
@@ -31,6 +54,12 @@ export async function preDump(options: DumpOptions, events: DumpEvents = {}): Pr
   const session = new native.Session();
   cancellation.onCancel(() => session.interrupt());
   const call = nativeCaller(cancellation);
+  const { pageServer } = options;
+  const readMode = options.preDumpMode === 'read';
+  const seizeOptions = {
+    ...(options.timeout ? { timeoutMs: options.timeout * 1000 } : {}),
+    ...(options.freezeCgroup ? { freezeCgroup: options.freezeCgroup } : {}),
+  };
   try {
     stage('prepare images dir');
     const imagesDir = await prepareImagesDir(options.imagesDir);
@@ -40,6 +69,7 @@ export async function preDump(options: DumpOptions, events: DumpEvents = {}): Pr
       ...(options.prevImagesDir !== undefined ? { prevImagesDir: options.prevImagesDir } : {}),
       arm: true,
       useTracking: true,
+      pageServer: !!pageServer,
       log: options.log,
     });
     await incremental.linkParent();
@@ -47,35 +77,39 @@ export async function preDump(options: DumpOptions, events: DumpEvents = {}): Pr
 
     await refuseOwnChild(options.pid);
     stage('collect pstree');
-    const tree = await stats.time('freezingTime', () =>
-      call(() =>
-        session.seizeTree(options.pid, {
-          ...(options.timeout ? { timeoutMs: options.timeout * 1000 } : {}),
-          ...(options.freezeCgroup ? { freezeCgroup: options.freezeCgroup } : {}),
-        }),
-      ),
-    );
+    const tree = await stats.time('freezingTime', () => call(() => session.seizeTree(options.pid, seizeOptions)));
     stats.markFrozen();
+    const ctx: MemoryContext = { session, imagesDir, stats, call, memoryMode: 'vmsplice', nextPagesId: 1, incremental };
+    const shared = new Map<bigint, SharedObject>();
+    const toRead: { pid: number; id: number }[] = [];
     let rootIds;
     try {
-      const ctx: MemoryContext = {
-        session,
-        imagesDir,
-        stats,
-        call,
-        memoryMode: options.preDumpMode === 'read' ? 'read' : 'vmsplice',
-        nextPagesId: 1,
-        incremental,
-      };
       for (const m of treeOrder(tree)) {
         if (m.kind !== 'live') continue;
         cancellation.throwIfCancelled();
-        stage(`pre-dump task ${m.proc.pid}`);
-        await dumpTaskMemory(ctx, m.proc.pid);
+        const pid = m.proc.pid;
+        stage(`pre-dump task ${pid}`);
+        if (readMode) {
+          const opts = await incremental.memoryOptions(pid);
+          const p = await stats.time('memdumpTime', () => call(() => session.preparePreDumpRead(pid, opts)));
+          toRead.push({ pid, id: p.id });
+          await incremental.armed(pid, p.tracking);
+          stats.counters.pagesScanned += p.pagesScanned;
+          stats.counters.pagesZero += p.pagesZero;
+          for (const s of p.shmem) if (!shared.has(s.inode)) shared.set(s.inode, { pid, start: s.start, end: s.end });
+        } else {
+          const { memory, pagesId } = await drainTaskMemory(ctx, pid, { pageServer });
+          // with a page server the server writes the pagemap
+          if (!pageServer) await writePagemap(imagesDir, pid, pagesId, memory, []);
+          for (const v of memory.vmas) {
+            if (v.decision === 'shmem' && v.path.startsWith('/dev/zero') && !shared.has(v.inode)) shared.set(v.inode, { pid, start: v.start, end: v.end });
+          }
+        }
       }
       const root = await call(() => session.inspectProcess(tree.root));
       rootIds = new KobjIds().idsOf(tree.root, root.namespaces);
     } catch (err) {
+      for (const r of toRead) native.discardPreDumpRead(r.id);
       const left = await incremental.disarm(session);
       if (left.length && err instanceof Error) err.message += ` (and ending the tracking failed: ${left.join('; ')})`;
       await releaseAfterFailure(session, err);
@@ -85,11 +119,45 @@ export async function preDump(options: DumpOptions, events: DumpEvents = {}): Pr
     await call(() => session.releaseTree({ mode: 'resume' }));
     stats.markReleased();
 
+    try {
+      while (toRead.length) {
+        const { pid, id } = toRead.shift()!;
+        stage(`read task ${pid}`);
+        const pagesId = pageServer ? 0 : ctx.nextPagesId++;
+        const r = await stats.time('memdumpTime', () => call(() => session.readPreDump(id, { imagesDir, pagesId, pageServer })));
+        stats.counters.pagesWritten += r.pagesWritten;
+        stats.counters.pagesSkippedParent += r.pagesInParent;
+        if (r.pagesLost) options.log?.info(`pid ${pid}: ${r.pagesLost} pages unmapped since the scan, left out`);
+        if (r.gone) {
+          options.log?.info(`pid ${pid}: exited during the read; nothing of it is kept`);
+          incremental.forget(pid);
+        } else {
+          incremental.covered(pid, r.entries);
+        }
+        if (!pageServer) await writePagemap(imagesDir, pid, pagesId, r, []);
+        events.pages?.(stats.counters.pagesWritten);
+      }
+      for (const [inode, obj] of shared) {
+        stage(`pre-dump shared memory ${inode}`);
+        await preDumpShared(ctx, obj, pageServer, options);
+      }
+      if (pageServer) {
+        stage('close page server');
+        // the server answers CLOSE once its images are complete on disk
+        await call(() => session.closePageServer());
+      }
+    } catch (err) {
+      for (const r of toRead) native.discardPreDumpRead(r.id);
+      const left = await endTrackingReleased(session, options.pid, seizeOptions, incremental);
+      if (left.length && err instanceof Error) err.message += ` (and ending the tracking failed: ${left.join('; ')})`;
+      throw err;
+    }
+
     stats.finish();
     await writeStats(imagesDir, stats);
     await incremental.writeTrackFile();
     stage('write inventory');
-    await writeInventory(imagesDir, { rootIds, preDumpMode: options.preDumpMode === 'read' ? PRE_DUMP_READ : PRE_DUMP_SPLICE });
+    await writeInventory(imagesDir, { rootIds, preDumpMode: readMode ? PRE_DUMP_READ : PRE_DUMP_SPLICE });
     return {
       imagesDir,
       processes: tree.processes.map((p) => ({ pid: p.pid, ppid: p.ppid, threads: p.threads.map((t) => t.tid) })),
@@ -101,4 +169,50 @@ export async function preDump(options: DumpOptions, events: DumpEvents = {}): Pr
     session.close();
     cancellation.dispose();
   }
+}
+
+/** A pre-dump's copy of one shared anonymous object (after the release, see the top). */
+async function preDumpShared(ctx: MemoryContext, obj: SharedObject, pageServer: DumpOptions['pageServer'], options: DumpOptions): Promise<void> {
+  const { session, imagesDir, stats } = ctx;
+  try {
+    if (pageServer) {
+      const s = await ctx.call(() => session.sendShmemToPageServer(obj.pid, { start: obj.start, end: obj.end, ...pageServer }));
+      stats.counters.shpagesWritten += s.pagesWritten;
+    } else {
+      const pagesId = ctx.nextPagesId++;
+      const s = await ctx.call(() => session.preDumpShmem(obj.pid, { imagesDir, pagesId, start: obj.start, end: obj.end }));
+      await writeShmemPagemap(imagesDir, s, pagesId);
+      stats.counters.shpagesWritten += s.pagesWritten;
+    }
+    stats.counters.shpagesScanned += Number((obj.end - obj.start) / PAGE);
+  } catch (err) {
+    // unmapped (or its task gone) since the scan: the dump writes shared memory whole anyway
+    if (!(err instanceof TsdumpError && err.code === 'ESRCH_TARGET')) throw err;
+    options.log?.info(`pid ${obj.pid}: shared memory at ${obj.start.toString(16)} is gone: not pre-dumped`);
+  }
+}
+
+/**
+ * A read-mode pre-dump that fails after the release: the tasks keep the tracking armed in the
+ * freeze. Seizes the tree again to close those userfaultfds, and releases it. Returns failures.
+ */
+async function endTrackingReleased(
+  session: Session,
+  pid: number,
+  seizeOptions: { timeoutMs?: number; freezeCgroup?: string },
+  incremental: Incremental,
+): Promise<string[]> {
+  if (!incremental.hasArmed()) return [];
+  try {
+    await session.seizeTree(pid, seizeOptions);
+  } catch (err) {
+    return [`seizing the tree again: ${err instanceof Error ? err.message : String(err)}`];
+  }
+  const left = await incremental.disarm(session);
+  try {
+    await session.releaseTree({ mode: 'resume' });
+  } catch (err) {
+    left.push(`releasing the tree: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  return left;
 }

@@ -7,6 +7,7 @@ pub mod kerndat;
 mod memory;
 pub mod pageserver;
 mod parasite;
+mod predump;
 pub mod pty;
 mod session;
 pub mod sockets;

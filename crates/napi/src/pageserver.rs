@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use tsdump_core::pageserver::{self, ImageKind, PageServerClient, PageServerListener, SendStats};
 
 use crate::errors::to_napi;
+use crate::session::Session;
 
 /// Runs blocking core work on a fresh thread and resolves with its result.
 async fn on_thread<T, F>(name: &str, f: F) -> Result<T>
@@ -183,4 +184,51 @@ pub async fn page_server_send_images(opts: SendImagesOptions) -> Result<SendImag
         })
     })
     .await
+}
+
+#[napi(object)]
+pub struct SendShmemOptions {
+    /// The object's mapping in the task.
+    pub start: BigInt,
+    pub end: BigInt,
+    pub address: String,
+    pub port: u32,
+}
+
+#[napi]
+impl Session {
+    /// Sends the shared anonymous object mapped at `[start, end)` in `pid` to the page server
+    /// over the session's connection (the one `dumpMemory({ pageServer })` uses, opened here if
+    /// none is yet): pagemap-shmem-<shmid> with the object's allocated pages, as CRIU's dump
+    /// sends shared memory. Callers send each shmid once.
+    #[napi]
+    pub async fn send_shmem_to_page_server(&self, pid: i32, opts: SendShmemOptions) -> Result<crate::memory::ShmemDumpInfo> {
+        let (start, end) = (opts.start.get_u64().1, opts.end.get_u64().1);
+        let port = u16::try_from(opts.port).map_err(|_| Error::from_reason(format!("USAGE: page server port {} out of range", opts.port)))?;
+        let address = opts.address;
+        let d = self
+            .run(move |state| {
+                let mut c = crate::predump::take_client(state, &address, port)?;
+                let before = c.bytes_sent();
+                let r = pageserver::send_shmem(&mut c, pid, start, end);
+                // An error once something was sent drops the connection (the server discards
+                // what it got); one before (the mapping gone) leaves it usable.
+                if r.is_ok() || c.bytes_sent() == before {
+                    state.page_server = Some(c);
+                }
+                r
+            })
+            .await?;
+        Ok(crate::memory::ShmemDumpInfo {
+            shmid: BigInt::from(d.ino),
+            size: BigInt::from(d.size),
+            pages_file: "page-server".to_string(),
+            entries: d
+                .entries
+                .iter()
+                .map(|e| crate::memory::PagemapEntryInfo { vaddr: BigInt::from(e.vaddr), nr_pages: e.nr_pages, flags: e.flags })
+                .collect(),
+            pages_written: d.pages_written as i64,
+        })
+    }
 }

@@ -12,6 +12,7 @@
 pub mod drain;
 pub mod memfd;
 pub mod pagemap;
+pub mod predump;
 pub mod shmem;
 pub mod track;
 pub mod vma;
@@ -171,7 +172,7 @@ pub struct DumpOpts {
 /// `inj` (an infected task); the caller cures it.
 pub fn dump_memory(pid: i32, opts: &DumpOpts, inj: Option<&mut Injector>) -> Result<MemDump> {
     let path = opts.pages_path.clone();
-    dump_memory_with(pid, opts, inj, move |_, _| FdSink::create_file(&path))
+    dump_memory_with(pid, opts, inj, move |_, _, _| FdSink::create_file(&path))
 }
 
 /// Private anonymous memory, which CRIU marks PE_LAZY (served by userfaultfd in lazy mode).
@@ -179,39 +180,38 @@ fn lazy_capable(r: &VmaReport) -> bool {
     r.decision == Decision::Anon && !r.vma.path.starts_with("/dev/zero")
 }
 
-/// Like `dump_memory`, but the pages go to a page server: OPEN2 for the task, one ADD_F per
-/// drained piece (PE_PRESENT, plus PE_LAZY for private anonymous memory as the local pagemap
-/// has it). The caller sends CLOSE once every task is sent. Incremental dumps are refused here:
-/// their PE_PARENT holes would have to be interleaved with the pages in address order and the
-/// server would need the parent images.
+/// Like `dump_memory`, but the pages go to a page server: OPEN2 for the task, then the pagemap
+/// entries in address order, one ADD_F per drained piece (PE_PRESENT, plus PE_LAZY for private
+/// anonymous memory as the local pagemap has it) and the PE_PARENT entries of an incremental dump
+/// as holes between them. Holes are sent only if the server has a parent image for the task (its
+/// OPEN2 answer, as CRIU's client asks it); without one every page is sent. The server checks the
+/// holes against its parent. The caller sends CLOSE once every task is sent.
 pub fn dump_memory_to_page_server(
     pid: i32,
     opts: &DumpOpts,
     inj: Option<&mut Injector>,
     client: &mut crate::pageserver::PageServerClient,
 ) -> Result<MemDump> {
-    if opts.incremental.is_some() {
-        return Err(Error::new(ErrorCode::Unsupported, format!("pid {pid}: an incremental dump to a page server is not supported yet")));
-    }
-    let mut d = dump_memory_with(pid, opts, inj, |plan, runs| {
-        let flags: Vec<u32> = runs
-            .iter()
-            .map(|r| {
-                let i = plan.vmas.partition_point(|v| v.vma.end <= r.vaddr);
-                if plan.vmas.get(i).is_some_and(|v| v.vma.start <= r.vaddr && lazy_capable(v)) {
-                    PE_LAZY
-                } else {
-                    0
-                }
-            })
-            .collect();
-        client.open(crate::pageserver::ImageKind::Task, pid as u64)?;
-        Ok(crate::pageserver::PageServerSink::with_run_flags(client, runs, flags))
+    let has_parent = client.open(crate::pageserver::ImageKind::Task, pid as u64)?;
+    let whole;
+    let opts = if opts.incremental.is_some() && !has_parent {
+        whole = DumpOpts { pages_path: opts.pages_path.clone(), mode: opts.mode, pipes: opts.pipes, incremental: None };
+        &whole
+    } else {
+        opts
+    };
+    let lazy = |vmas: &[VmaReport], e: &PagemapEntry| {
+        let i = vmas.partition_point(|v| v.vma.end <= e.vaddr);
+        e.flags & PE_PRESENT != 0 && vmas.get(i).is_some_and(|v| v.vma.start <= e.vaddr && lazy_capable(v))
+    };
+    let mut d = dump_memory_with(pid, opts, inj, |plan, _runs, entries| {
+        let flagged: Vec<PagemapEntry> =
+            entries.iter().map(|e| PagemapEntry { flags: if lazy(&plan.vmas, e) { e.flags | PE_LAZY } else { e.flags }, ..e.clone() }).collect();
+        crate::pageserver::PageServerSink::with_entries(client, flagged)
     })?;
     // What went over the wire carries the same flags, so report them.
-    for e in &mut d.entries {
-        let i = d.vmas.partition_point(|v| v.vma.end <= e.vaddr);
-        if d.vmas.get(i).is_some_and(|v| v.vma.start <= e.vaddr && lazy_capable(v)) {
+    for e in d.entries.iter_mut() {
+        if lazy(&d.vmas, e) {
             e.flags |= PE_LAZY;
         }
     }
@@ -222,7 +222,7 @@ pub fn dump_memory_to_page_server(
 fn dump_memory_with<S, F>(pid: i32, opts: &DumpOpts, inj: Option<&mut Injector>, make_sink: F) -> Result<MemDump>
 where
     S: PageSink + Send,
-    F: FnOnce(&Plan, &[Run]) -> Result<S>,
+    F: FnOnce(&Plan, &[Run], &[PagemapEntry]) -> Result<S>,
 {
     let t0 = Instant::now();
     let hide = inj.as_ref().map(|i| (i.scratch_addr(), i.scratch_addr() + i.scratch_len() as u64));
@@ -232,7 +232,7 @@ where
         None => (plan.runs.clone(), entries(&plan.runs), 0),
     };
     let t1 = Instant::now();
-    let mut sink = make_sink(&plan, &runs)?;
+    let mut sink = make_sink(&plan, &runs, &entries)?;
     let readable = |addr: u64| {
         let i = plan.vmas.partition_point(|r| r.vma.end <= addr);
         plan.vmas.get(i).is_some_and(|r| r.vma.start <= addr && r.vma.readable())

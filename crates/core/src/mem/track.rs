@@ -12,6 +12,12 @@
 //!
 //! Whatever a method cannot vouch for counts as written: a VMA that could not be registered
 //! (or appeared after the arm) has no uffd-wp bits, so all its pages read as written.
+//!
+//! Only private anonymous memory is tracked. Both methods keep their bits in one mapping's page
+//! tables, and a shared object is written through other mappings too: another task's, or a child
+//! forked after the arm (its copy of the mapping is not armed) that may be gone by the dump. No
+//! bit anywhere then says the page changed (measured: `uffd_wp_cannot_vouch_for_shared_memory`),
+//! so shared memory is written whole by every dump, as CRIU does unless CRIU_TRACK_SHMEM is set.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -115,14 +121,16 @@ fn trackable(r: &VmaReport) -> bool {
 /// (the parasite's own scratch already left out).
 pub fn arm(inj: &mut Injector, method: Method, vmas: &[VmaReport]) -> Result<Armed> {
     match method {
-        Method::SoftDirty => {
-            let pid = inj.pid();
-            let path = format!("/proc/{pid}/clear_refs");
-            std::fs::write(&path, "4").map_err(|e| Error::new(ErrorCode::Procfs, format!("pid {pid}: writing 4 to {path}: {e}")))?;
-            Ok(Armed { fd: None, vmas: vmas.iter().filter(|r| trackable(r)).count() as u64, refused: 0 })
-        }
+        Method::SoftDirty => arm_soft_dirty(inj.pid(), vmas),
         Method::UffdWp => arm_uffd(inj, vmas),
     }
+}
+
+/// Soft-dirty needs no injection: clearing the bits of the whole address space restarts it.
+fn arm_soft_dirty(pid: i32, vmas: &[VmaReport]) -> Result<Armed> {
+    let path = format!("/proc/{pid}/clear_refs");
+    std::fs::write(&path, "4").map_err(|e| Error::new(ErrorCode::Procfs, format!("pid {pid}: writing 4 to {path}: {e}")))?;
+    Ok(Armed { fd: None, vmas: vmas.iter().filter(|r| trackable(r)).count() as u64, refused: 0 })
 }
 
 fn arm_uffd(inj: &mut Injector, vmas: &[VmaReport]) -> Result<Armed> {
@@ -214,21 +222,27 @@ fn written(pm: &File, method: Method, start: u64, end: u64) -> Result<Vec<(u64, 
             let mut buf = vec![0u8; n * 8];
             pm.read_exact_at(&mut buf, start / ps * 8)
                 .map_err(|e| Error::new(ErrorCode::Procfs, format!("reading pagemap at {start:#x}: {e}")))?;
-            let mut out: Vec<(u64, u64)> = Vec::new();
-            for i in 0..n {
-                let e = u64::from_ne_bytes(buf[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-                if e & PM_SOFT_DIRTY == 0 {
-                    continue;
-                }
-                let a = start + i as u64 * ps;
-                match out.last_mut() {
-                    Some(l) if l.1 == a => l.1 = a + ps,
-                    _ => out.push((a, a + ps)),
-                }
-            }
-            Ok(out)
+            let entries: Vec<u64> = buf.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))).collect();
+            Ok(soft_dirty_ranges(start, ps, &entries))
         }
     }
+}
+
+/// The soft-dirty pages among pagemap entries `entries` of consecutive pages from `start`, as
+/// sorted ranges. Pure, so the soft-dirty path is unit-tested on kernels without soft-dirty.
+fn soft_dirty_ranges(start: u64, ps: u64, entries: &[u64]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        if e & PM_SOFT_DIRTY == 0 {
+            continue;
+        }
+        let a = start + i as u64 * ps;
+        match out.last_mut() {
+            Some(l) if l.1 == a => l.1 = a + ps,
+            _ => out.push((a, a + ps)),
+        }
+    }
+    out
 }
 
 /// Cuts `[s, e)` by the sorted ranges `cover` into (piece, covered) in address order.
@@ -259,10 +273,21 @@ fn cut(s: u64, e: u64, cover: &[(u64, u64)]) -> Vec<(u64, u64, bool)> {
 /// and pages left in the parent (PE_PARENT entries, no data). Returns (runs to drain, pagemap
 /// entries in address order, pages left in the parent).
 pub fn split(pid: i32, runs: &[Run], inc: &Incremental) -> Result<(Vec<Run>, Vec<PagemapEntry>, u64)> {
-    let ps = page_size();
     let path = format!("/proc/{pid}/pagemap");
     let pm = File::open(&path).map_err(|e| Error::new(ErrorCode::Procfs, format!("pid {pid}: opening {path}: {e}")))?;
-    let parent: Vec<(u64, u64)> = inc.parent.iter().map(|r| (r.vaddr, r.vaddr + r.nr_pages * ps)).collect();
+    split_with(runs, &inc.parent, |s, e| {
+        written(&pm, inc.method, s, e).map_err(|err| Error::new(err.code, format!("pid {pid}: tracking scan: {}", err.message)))
+    })
+}
+
+/// `split` with the written ranges of `[start, end)` given by `written` (whatever the method).
+fn split_with(
+    runs: &[Run],
+    parent: &[Run],
+    mut written: impl FnMut(u64, u64) -> Result<Vec<(u64, u64)>>,
+) -> Result<(Vec<Run>, Vec<PagemapEntry>, u64)> {
+    let ps = page_size();
+    let parent: Vec<(u64, u64)> = parent.iter().map(|r| (r.vaddr, r.vaddr + r.nr_pages * ps)).collect();
     let (mut drain, mut entries, mut in_parent) = (Vec::new(), Vec::<PagemapEntry>::new(), 0u64);
     let push = |entries: &mut Vec<PagemapEntry>, s: u64, e: u64, flags: u32| {
         let n = (e - s) / ps;
@@ -275,7 +300,7 @@ pub fn split(pid: i32, runs: &[Run], inc: &Incremental) -> Result<(Vec<Run>, Vec
     };
     for r in runs {
         let (s, e) = (r.vaddr, r.vaddr + r.nr_pages * ps);
-        let w = written(&pm, inc.method, s, e).map_err(|err| Error::new(err.code, format!("pid {pid}: tracking scan: {}", err.message)))?;
+        let w = written(s, e)?;
         for (ps_, pe, dirty) in cut(s, e, &w) {
             // Clean pages come from the parent only where the parent really has them.
             let pieces = if dirty { vec![(ps_, pe, false)] } else { cut(ps_, pe, &parent) };
@@ -377,5 +402,144 @@ mod tests {
         assert_eq!(entries.len(), 5);
         assert_eq!(entries[0], PagemapEntry { vaddr: b, nr_pages: 3, flags: PE_PARENT });
         assert_eq!(entries[1], PagemapEntry { vaddr: b + 3 * ps as u64, nr_pages: 2, flags: PE_PRESENT });
+    }
+
+    #[test]
+    fn soft_dirty_pages_group_into_ranges() {
+        let sd = PM_SOFT_DIRTY | (1 << 63);
+        let entries = [0, sd, sd, 1 << 63, sd, 0, sd];
+        assert_eq!(soft_dirty_ranges(0x10000, 0x1000, &entries), vec![(0x11000, 0x13000), (0x14000, 0x15000), (0x16000, 0x17000)]);
+        assert_eq!(soft_dirty_ranges(0x10000, 0x1000, &[]), vec![]);
+    }
+
+    /// The soft-dirty decision path (this kernel has no soft-dirty, so it cannot run live): the
+    /// method is picked where the kernel tracks, and pagemap entries carrying bit 55 decide which
+    /// pages are drained and which stay in the parent, exactly like uffd-wp's written ranges do.
+    #[test]
+    fn soft_dirty_decides_what_is_drained() {
+        assert_eq!(pick_method(true), Some(Method::SoftDirty));
+        let ps = page_size();
+        let base = 0x7f00_0000_0000u64;
+        // 8 pages: pages 2 and 5 soft-dirty; the parent holds pages 0..6 only.
+        let mut pm = [1u64 << 63; 8];
+        pm[2] |= PM_SOFT_DIRTY;
+        pm[5] |= PM_SOFT_DIRTY;
+        let runs = [Run { vaddr: base, nr_pages: 8 }];
+        let parent = [Run { vaddr: base, nr_pages: 6 }];
+        let (drain, entries, in_parent) =
+            split_with(&runs, &parent, |s, e| Ok(soft_dirty_ranges(base, ps, &pm[((s - base) / ps) as usize..((e - base) / ps) as usize]))).unwrap();
+        let at = |i: u64| base + i * ps;
+        assert_eq!(drain, vec![Run { vaddr: at(2), nr_pages: 1 }, Run { vaddr: at(5), nr_pages: 3 }]);
+        assert_eq!(in_parent, 4);
+        assert_eq!(
+            entries,
+            vec![
+                PagemapEntry { vaddr: at(0), nr_pages: 2, flags: PE_PARENT },
+                PagemapEntry { vaddr: at(2), nr_pages: 1, flags: PE_PRESENT },
+                PagemapEntry { vaddr: at(3), nr_pages: 2, flags: PE_PARENT },
+                PagemapEntry { vaddr: at(5), nr_pages: 3, flags: PE_PRESENT },
+            ]
+        );
+    }
+
+    #[test]
+    fn soft_dirty_arm_writes_clear_refs() {
+        // Accepted whether or not the kernel tracks soft-dirty (without it the write is a no-op).
+        let a = arm_soft_dirty(std::process::id() as i32, &[]).unwrap();
+        assert_eq!(a, Armed { fd: None, vmas: 0, refused: 0 });
+    }
+
+    /// Why shared anonymous memory is not tracked (the dump writes it whole, as CRIU does unless
+    /// CRIU_TRACK_SHMEM is set): uffd-wp bits live in one mapping's page tables, so a write
+    /// through another mapping of the same object (another task, or a child forked after the arm
+    /// that exits before the dump) leaves the armed mapping's pages looking clean. A write
+    /// followed by a zap (MADV_DONTNEED) is caught on this kernel: the hole reads as written.
+    #[test]
+    fn uffd_wp_cannot_vouch_for_shared_memory() {
+        if !uffd_features().is_ok_and(|f| f & UFFD_FEATURE_WP_ASYNC != 0) {
+            return;
+        }
+        let ps = page_size() as usize;
+        let n = 8;
+        let len = n * ps;
+        // SAFETY: a shared anonymous mapping of our own, unmapped at the end.
+        let a = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0) } as *mut u8;
+        assert_ne!(a as *mut libc::c_void, libc::MAP_FAILED);
+        // SAFETY: inside the mapping; mremap with old_size 0 maps the same object a second time.
+        let b = unsafe {
+            for i in 0..n {
+                *a.add(i * ps) = 1;
+            }
+            libc::mremap(a.cast(), 0, len, libc::MREMAP_MAYMOVE)
+        } as *mut u8;
+        assert_ne!(b as *mut libc::c_void, libc::MAP_FAILED);
+        // SAFETY: userfaultfd takes only flags.
+        let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, (libc::O_CLOEXEC as u64 | UFFD_USER_MODE_ONLY) as libc::c_long) } as i32;
+        assert!(fd >= 0);
+        // SAFETY: ours.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut api = [UFFD_API, UFFD_FEATURE_WP_ASYNC, 0];
+        let mut reg = [a as u64, len as u64, UFFDIO_REGISTER_MODE_WP, 0];
+        let mut wp = [a as u64, len as u64, UFFDIO_WRITEPROTECT_MODE_WP];
+        // SAFETY: the uffd ioctls with their structs of the right size.
+        unsafe {
+            assert_eq!(libc::ioctl(fd.as_raw_fd(), UFFDIO_API as libc::c_ulong, api.as_mut_ptr()), 0);
+            assert_eq!(libc::ioctl(fd.as_raw_fd(), UFFDIO_REGISTER as libc::c_ulong, reg.as_mut_ptr()), 0, "shmem registers with WP_ASYNC");
+            assert_eq!(libc::ioctl(fd.as_raw_fd(), UFFDIO_WRITEPROTECT as libc::c_ulong, wp.as_mut_ptr()), 0);
+        }
+        let pm = File::open("/proc/self/pagemap").unwrap();
+        let page = |i: usize| (a as u64 + (i * ps) as u64, a as u64 + ((i + 1) * ps) as u64);
+        let is_written = |i: usize| !written(&pm, Method::UffdWp, page(i).0, page(i).1).unwrap().is_empty();
+        assert!(!is_written(0));
+        // SAFETY: inside the mappings.
+        unsafe {
+            *a.add(ps) = 2;
+            *b.add(2 * ps) = 3;
+            *a.add(3 * ps) = 4;
+            libc::madvise(a.add(3 * ps).cast(), ps, libc::MADV_DONTNEED);
+        }
+        assert!(is_written(1), "a write through the armed mapping is seen");
+        assert!(!is_written(2), "a write through another mapping of the object is not");
+        assert!(is_written(3), "a written page zapped since reads as written");
+        // SAFETY: the child only stores to memory and exits.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            // SAFETY: inside the mapping; _exit is async-signal-safe.
+            unsafe {
+                *a.add(4 * ps) = 9;
+                libc::_exit(0);
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+        // SAFETY: inside the mapping.
+        assert_eq!(unsafe { std::ptr::read_volatile(a.add(4 * ps)) }, 9);
+        assert!(!is_written(4), "a forked child's write, the child gone, leaves no trace");
+        drop(fd);
+        // SAFETY: unmapping what we mapped.
+        unsafe {
+            libc::munmap(a.cast(), len);
+            libc::munmap(b.cast(), len);
+        }
+    }
+
+    #[test]
+    fn only_private_anonymous_memory_is_tracked() {
+        let v = |shared: bool, inode: u64| super::super::Vma {
+            start: 0x1000,
+            end: 0x2000,
+            prot: 3,
+            shared,
+            offset: 0,
+            dev: "00:00".into(),
+            inode,
+            path: String::new(),
+            vm_flags: vec![],
+        };
+        let r = |vma, decision| VmaReport { vma, decision, reason: "", pages_dumped: 0 };
+        assert!(trackable(&r(v(false, 0), Decision::Anon)));
+        assert!(!trackable(&r(v(true, 5), Decision::Shmem)));
+        assert!(!trackable(&r(v(false, 7), Decision::FileCow)));
     }
 }

@@ -5,6 +5,7 @@
 //! protocol waits for an answer (OPEN2, PARENT, CLOSE), as CRIU's own client does.
 
 use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
@@ -14,7 +15,9 @@ use nix::errno::Errno;
 
 use crate::error::{Error, ErrorCode, Result};
 use crate::mem::pagemap::Run;
-use crate::mem::PageSink;
+use crate::mem::predump::ReadSink;
+use crate::mem::shmem::{self, ShmemDump};
+use crate::mem::{PageSink, PagemapEntry as MemEntry};
 
 use super::proto::{self, Header, ImageKind, PE_PRESENT};
 
@@ -229,44 +232,63 @@ impl PageServerClient {
 }
 
 /// A `PageSink` that turns the drained byte stream back into ADD_F commands: the drainer hands
-/// over pages in the order of `runs`, so each piece's address follows from the bytes seen so far.
+/// over pages in the order of the PE_PRESENT entries, so each piece's address follows from the
+/// bytes seen so far. Entries without data (PE_PARENT holes) are sent where they fall in address
+/// order: those before the first pages when the sink is made, the others right after the pages
+/// they follow, so the server's pagemap comes out sorted like a local one.
 pub struct PageServerSink<'c> {
     client: &'c mut PageServerClient,
-    runs: Vec<Run>,
-    /// Flags of each run's entries.
-    flags: Vec<u32>,
+    entries: Vec<MemEntry>,
     idx: usize,
-    /// Pages of runs[idx] already sent.
+    /// Pages of entries[idx] already sent.
     done: u64,
     written: u64,
 }
 
 impl<'c> PageServerSink<'c> {
-    /// `flags` go into every entry (PE_PRESENT is implied; PE_LAZY as CRIU marks anon memory).
-    pub fn new(client: &'c mut PageServerClient, runs: &[Run], flags: u32) -> PageServerSink<'c> {
-        Self::with_run_flags(client, runs, vec![flags; runs.len()])
+    /// Every run a PE_PRESENT entry with `flags` added (PE_LAZY as CRIU marks anon memory).
+    pub fn new(client: &'c mut PageServerClient, runs: &[Run], flags: u32) -> Result<PageServerSink<'c>> {
+        let entries = runs.iter().map(|r| MemEntry { vaddr: r.vaddr, nr_pages: r.nr_pages as u32, flags: flags | PE_PRESENT }).collect();
+        Self::with_entries(client, entries)
     }
 
-    /// As `new`, with flags per run (`flags[i]` for `runs[i]`): PE_LAZY only where the memory is
-    /// private anonymous, as CRIU marks it.
-    pub fn with_run_flags(client: &'c mut PageServerClient, runs: &[Run], flags: Vec<u32>) -> PageServerSink<'c> {
-        let (runs, flags) = runs.iter().copied().zip(flags.into_iter().chain(std::iter::repeat(0))).filter(|(r, _)| r.nr_pages > 0).unzip();
-        PageServerSink { client, runs, flags, idx: 0, done: 0, written: 0 }
+    /// `entries` in address order: PE_PRESENT ones take the drained pages, the others go as holes.
+    pub fn with_entries(client: &'c mut PageServerClient, entries: Vec<MemEntry>) -> Result<PageServerSink<'c>> {
+        let entries = entries.into_iter().filter(|e| e.nr_pages > 0).collect();
+        let mut s = PageServerSink { client, entries, idx: 0, done: 0, written: 0 };
+        s.send_holes()?;
+        Ok(s)
     }
 
-    /// The next piece of at most `pages` pages: (vaddr, nr_pages) within the current run.
+    /// Sends the holes from the current entry up to the next one with pages.
+    fn send_holes(&mut self) -> Result<()> {
+        while let Some(e) = self.entries.get(self.idx).filter(|e| e.flags & PE_PRESENT == 0) {
+            let (vaddr, nr, flags) = (e.vaddr, e.nr_pages, e.flags);
+            self.client.send_hole(vaddr, nr, flags)?;
+            self.idx += 1;
+        }
+        Ok(())
+    }
+
+    /// The next piece of at most `pages` pages: (vaddr, nr_pages, flags) within the current entry.
     fn next_piece(&mut self, pages: u64) -> Result<(u64, u32, u32)> {
         let ps = self.client.ps as u64;
-        let run = *self.runs.get(self.idx).ok_or_else(|| self.client.err(format_args!("{} more pages than the runs hold", pages)))?;
-        let n = pages.min(run.nr_pages - self.done).min(u64::from(u32::MAX));
-        let vaddr = run.vaddr + self.done * ps;
-        let flags = self.flags[self.idx];
-        self.done += n;
-        if self.done == run.nr_pages {
+        let e = self.entries.get(self.idx).ok_or_else(|| self.client.err(format_args!("{pages} more pages than the entries hold")))?;
+        let n = pages.min(u64::from(e.nr_pages) - self.done);
+        let vaddr = e.vaddr + self.done * ps;
+        Ok((vaddr, n as u32, e.flags & !PE_PRESENT))
+    }
+
+    /// After `n` pages of the current entry went out: on to the next entry (and its holes).
+    fn sent(&mut self, n: u32) -> Result<()> {
+        self.done += u64::from(n);
+        self.written += u64::from(n) * self.client.ps as u64;
+        if self.entries.get(self.idx).is_some_and(|e| self.done == u64::from(e.nr_pages)) {
             self.idx += 1;
             self.done = 0;
+            self.send_holes()?;
         }
-        Ok((vaddr, n as u32, flags))
+        Ok(())
     }
 
     fn whole_pages(&self, len: usize) -> Result<u64> {
@@ -276,9 +298,9 @@ impl<'c> PageServerSink<'c> {
         Ok((len / self.client.ps) as u64)
     }
 
-    /// True once every run was sent.
+    /// True once every entry was sent.
     pub fn finished(&self) -> bool {
-        self.idx == self.runs.len()
+        self.idx == self.entries.len()
     }
 }
 
@@ -289,7 +311,7 @@ impl PageSink for PageServerSink<'_> {
             let (vaddr, n, flags) = self.next_piece(pages)?;
             self.client.send_pages(vaddr, n, flags, pipe)?;
             pages -= u64::from(n);
-            self.written += u64::from(n) * self.client.ps as u64;
+            self.sent(n)?;
         }
         Ok(())
     }
@@ -301,8 +323,8 @@ impl PageSink for PageServerSink<'_> {
             let (vaddr, n, flags) = self.next_piece((rest.len() / self.client.ps) as u64)?;
             let (now, later) = rest.split_at(n as usize * self.client.ps);
             self.client.send_pages_buf(vaddr, flags, now)?;
-            self.written += now.len() as u64;
             rest = later;
+            self.sent(n)?;
         }
         Ok(())
     }
@@ -310,6 +332,56 @@ impl PageSink for PageServerSink<'_> {
     fn written(&self) -> u64 {
         self.written
     }
+}
+
+/// A read-mode pre-dump (pages read after the task was released) straight to the page server.
+impl ReadSink for PageServerClient {
+    fn pages(&mut self, vaddr: u64, buf: &[u8]) -> Result<()> {
+        self.send_pages_buf(vaddr, 0, buf)
+    }
+    fn hole(&mut self, entry: &MemEntry) -> Result<()> {
+        self.send_hole(entry.vaddr, entry.nr_pages, entry.flags)
+    }
+}
+
+/// Sends the shared anonymous object mapped at `[start, end)` in `pid` (whole: its allocated
+/// pages) as pagemap-shmem-INO, as CRIU's page-xfer does for shared memory (PS_TYPE_SHMEM, id =
+/// the shmid, `vaddr` counting from the start of the object). Page data goes with sendfile.
+pub fn send_shmem(client: &mut PageServerClient, pid: i32, start: u64, end: u64) -> Result<ShmemDump> {
+    let f = shmem::open_object(pid, start, end)?;
+    let meta = f.metadata().map_err(|e| Error::new(ErrorCode::Procfs, format!("pid {pid}: fstat of shared mapping {start:#x}: {e}")))?;
+    let ps = client.ps as u64;
+    let size = meta.size();
+    let ranges = shmem::data_ranges(&f, size)?;
+    client.open(ImageKind::Shmem, meta.ino())?;
+    let mut entries: Vec<MemEntry> = Vec::new();
+    let mut pages = 0;
+    for (from, to) in ranges {
+        // sendfile stops at the end of the object: a last partial page goes from a buffer
+        let full = to.min(size / ps * ps);
+        let mut at = from;
+        while at < full {
+            let n = ((full - at) / ps).min(u64::from(u32::MAX));
+            // SAFETY: lseek on a descriptor we own.
+            if unsafe { libc::lseek(f.as_raw_fd(), at as libc::off_t, libc::SEEK_SET) } < 0 {
+                return Err(client.err(format_args!("pid {pid}: seeking the shared object to {at:#x}: {}", Errno::last().desc())));
+            }
+            client.send_pages(at, n as u32, 0, f.as_raw_fd())?;
+            entries.push(MemEntry { vaddr: at, nr_pages: n as u32, flags: PE_PRESENT });
+            pages += n;
+            at += n * ps;
+        }
+        if at < to {
+            let mut buf = vec![0u8; (to - at) as usize];
+            let avail = (size.saturating_sub(at) as usize).min(buf.len());
+            f.read_exact_at(&mut buf[..avail], at)
+                .map_err(|e| Error::new(ErrorCode::Kernel, format!("pid {pid}: reading the shared object at {at:#x}: {e}")))?;
+            client.send_pages_buf(at, 0, &buf)?;
+            entries.push(MemEntry { vaddr: at, nr_pages: ((to - at) / ps) as u32, flags: PE_PRESENT });
+            pages += (to - at) / ps;
+        }
+    }
+    Ok(ShmemDump { ino: meta.ino(), size, entries, pages_written: pages })
 }
 
 /// Replays an existing pagemap image and its pages file (a local dump) to the page server:

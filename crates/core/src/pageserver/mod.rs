@@ -7,7 +7,7 @@ pub mod client;
 pub mod proto;
 pub mod server;
 
-pub use client::{send_pagemap_image, PageServerClient, PageServerSink, SendStats};
+pub use client::{send_pagemap_image, send_shmem, PageServerClient, PageServerSink, SendStats};
 pub use proto::{ImageKind, PE_LAZY, PE_PARENT, PE_PRESENT};
 pub use server::{ImageReport, PageServerListener, ServeReport};
 

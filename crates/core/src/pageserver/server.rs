@@ -18,7 +18,7 @@ use nix::errno::Errno;
 
 use crate::error::{Error, ErrorCode, Result};
 
-use super::proto::{self, Header, ImageKind, PagemapEntry, HEADER_LEN, PE_PRESENT};
+use super::proto::{self, Header, ImageKind, PagemapEntry, HEADER_LEN, PE_PARENT, PE_PRESENT};
 
 /// How often blocking waits look at the cancel flag.
 const TICK_MS: u16 = 200;
@@ -125,6 +125,9 @@ struct OpenImage {
     pages_path: PathBuf,
     entries: u64,
     nr_pages: u64,
+    /// What the parent image (DIR/parent/, as `criu page-server --prev-images-dir` links it) holds
+    /// for this image: sorted, merged page ranges of its PE_PRESENT and PE_PARENT entries.
+    parent: Option<Vec<(u64, u64)>>,
 }
 
 /// A finished image whose files still carry the .part suffix.
@@ -282,6 +285,18 @@ impl<'a> Session<'a> {
         self.dir.join("parent").join(kind.pagemap_name(id)).exists()
     }
 
+    /// The page ranges the parent image of (kind, id) can give, if there is one.
+    fn parent_coverage(&self, kind: ImageKind, id: u64) -> Result<Option<Vec<(u64, u64)>>> {
+        let path = self.dir.join("parent").join(kind.pagemap_name(id));
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(format_args!("reading the parent image {}", path.display()), e)),
+        };
+        let (_, entries) = proto::parse_pagemap(&bytes, &path.display().to_string())?;
+        Ok(Some(coverage(&entries, self.ps)))
+    }
+
     fn alloc_pages_id(&mut self) -> u32 {
         loop {
             let id = self.next_pages_id;
@@ -312,8 +327,17 @@ impl<'a> Session<'a> {
                 return Err(e);
             }
         };
-        self.cur = Some(OpenImage { kind, id, dst_id: dst, pagemap, pages, pagemap_path, pages_path, entries: 0, nr_pages: 0 });
-        Ok(self.has_parent(kind, id))
+        let parent = match self.parent_coverage(kind, id) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = std::fs::remove_file(part(&pagemap_path));
+                let _ = std::fs::remove_file(part(&pages_path));
+                return Err(e);
+            }
+        };
+        let has_parent = parent.is_some();
+        self.cur = Some(OpenImage { kind, id, dst_id: dst, pagemap, pages, pagemap_path, pages_path, entries: 0, nr_pages: 0, parent });
+        Ok(has_parent)
     }
 
     fn add(&mut self, h: &Header, flags: u32) -> Result<()> {
@@ -321,6 +345,19 @@ impl<'a> Session<'a> {
         if !dst_ok {
             // Old clients sent data without OPEN; CRIU opens implicitly, so do we.
             self.open(h.dst_id)?;
+        }
+        if flags & PE_PARENT != 0 {
+            // As CRIU's check_pagehole_in_parent: a hole the parent cannot fill would restore
+            // as pages that were never dumped.
+            let end = h.vaddr + u64::from(h.nr_pages) * self.ps;
+            let c = self.cur.as_ref().expect("opened above");
+            match &c.parent {
+                None => return Err(self.err(format_args!("a parent hole at {:#x} ({} pages) but there is no parent image (DIR/parent)", h.vaddr, h.nr_pages))),
+                Some(cov) if !covered(cov, h.vaddr, end) => {
+                    return Err(self.err(format_args!("the parent hole {:#x}-{end:#x} is not in the parent image", h.vaddr)))
+                }
+                Some(_) => {}
+            }
         }
         let entry = PagemapEntry { vaddr: h.vaddr, nr_pages: h.nr_pages, in_parent: None, flags: Some(flags) };
         let mut framed = Vec::with_capacity(28);
@@ -437,5 +474,46 @@ impl<'a> Session<'a> {
             let _ = std::fs::remove_file(part(&p.pagemap_path));
             let _ = std::fs::remove_file(part(&p.pages_path));
         }
+    }
+}
+
+/// Sorted, merged page ranges of the entries that hold pages (here or further up the chain).
+fn coverage(entries: &[PagemapEntry], ps: u64) -> Vec<(u64, u64)> {
+    let mut r: Vec<(u64, u64)> = entries
+        .iter()
+        .filter(|e| e.effective_flags() & (PE_PRESENT | PE_PARENT) != 0)
+        .map(|e| (e.vaddr, e.vaddr + u64::from(e.nr_pages) * ps))
+        .collect();
+    r.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(r.len());
+    for (s, e) in r {
+        match out.last_mut() {
+            Some(l) if l.1 >= s => l.1 = l.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
+/// Whether the sorted, merged ranges `cov` hold all of `[s, e)`.
+fn covered(cov: &[(u64, u64)], s: u64, e: u64) -> bool {
+    let i = cov.partition_point(|r| r.1 <= s);
+    cov.get(i).is_some_and(|&(rs, re)| rs <= s && e <= re)
+}
+
+#[cfg(test)]
+mod coverage_tests {
+    use super::*;
+
+    #[test]
+    fn holes_must_lie_in_the_parent() {
+        let e = |vaddr: u64, nr_pages: u32, flags: u32| PagemapEntry { vaddr, nr_pages, in_parent: None, flags: Some(flags) };
+        let cov = coverage(&[e(0x1000, 2, PE_PRESENT), e(0x3000, 1, PE_PARENT), e(0x8000, 1, proto::PE_LAZY), e(0x9000, 1, PE_PRESENT)], 0x1000);
+        assert_eq!(cov, vec![(0x1000, 0x4000), (0x9000, 0xa000)]);
+        assert!(covered(&cov, 0x1000, 0x4000));
+        assert!(covered(&cov, 0x2000, 0x3000));
+        assert!(!covered(&cov, 0x3000, 0x5000));
+        assert!(!covered(&cov, 0x8000, 0x9000), "lazy-only entries hold no pages");
+        assert!(!covered(&[], 0x1000, 0x2000));
     }
 }

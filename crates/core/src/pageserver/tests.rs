@@ -87,14 +87,14 @@ fn loopback_roundtrip_through_every_source() {
     let ps = ps() as u64;
     // Buffer source.
     c.send_pages_buf(0x10000, PE_LAZY, &[page(1), page(2)].concat()).unwrap();
-    // Hole.
-    c.send_hole(0x20000, 5, PE_PARENT).unwrap();
+    // Hole (lazy: no parent image here to hold PE_PARENT pages).
+    c.send_hole(0x20000, 5, PE_LAZY).unwrap();
     // Pipe source, through the PageSink adapter, split across two runs.
     let (r, w) = nix::unistd::pipe().unwrap();
     let mut wf = std::fs::File::from(w);
     wf.write_all(&[page(3), page(4), page(5)].concat()).unwrap();
     let runs = [Run { vaddr: 0x30000, nr_pages: 1 }, Run { vaddr: 0x40000, nr_pages: 2 }];
-    let mut sink = PageServerSink::new(&mut c, &runs, 0);
+    let mut sink = PageServerSink::new(&mut c, &runs, 0).unwrap();
     sink.splice_from(r.as_raw_fd(), 3 * ps as usize).unwrap();
     assert!(sink.finished());
     assert_eq!(sink.written(), 3 * ps);
@@ -120,7 +120,7 @@ fn loopback_roundtrip_through_every_source() {
     let got: Vec<(u64, u32, u32)> = entries.iter().map(|e| (e.vaddr, e.nr_pages, e.flags.unwrap())).collect();
     assert_eq!(
         got,
-        vec![(0x10000, 2, PE_PRESENT | PE_LAZY), (0x20000, 5, PE_PARENT), (0x30000, 1, PE_PRESENT), (0x40000, 2, PE_PRESENT), (0x50000, 1, PE_PRESENT)]
+        vec![(0x10000, 2, PE_PRESENT | PE_LAZY), (0x20000, 5, PE_LAZY), (0x30000, 1, PE_PRESENT), (0x40000, 2, PE_PRESENT), (0x50000, 1, PE_PRESENT)]
     );
     let pages = std::fs::read(dir.join("pages-65537.img")).unwrap();
     assert_eq!(pages, [page(1), page(2), page(3), page(4), page(5), page(6)].concat());
@@ -197,4 +197,69 @@ fn cancel_stops_a_waiting_server() {
     let err = s.handle.join().unwrap().unwrap_err();
     assert_eq!(err.code, crate::ErrorCode::Cancelled);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An incremental transfer: the second server's directory has the first one's as `parent`; its
+/// pagemap interleaves the holes with the pages in address order, and holes outside the parent
+/// (or with no parent at all) fail the transfer.
+#[test]
+fn parent_holes_are_checked_against_the_parent_image() {
+    let ps = ps() as u64;
+    let d1 = tmpdir("par1");
+    let s1 = serve(d1.clone());
+    let mut c = PageServerClient::connect("127.0.0.1", s1.port).unwrap();
+    assert!(!c.open(ImageKind::Task, 600).unwrap());
+    c.send_pages_buf(0x10000, 0, &[page(1), page(2), page(3), page(4)].concat()).unwrap();
+    c.close().unwrap();
+    s1.handle.join().unwrap().unwrap();
+
+    let d2 = tmpdir("par2");
+    std::fs::create_dir(&d2).unwrap();
+    std::os::unix::fs::symlink(&d1, d2.join("parent")).unwrap();
+    let s2 = serve(d2.clone());
+    let mut c = PageServerClient::connect("127.0.0.1", s2.port).unwrap();
+    assert!(c.open(ImageKind::Task, 600).unwrap(), "the parent has pagemap-600.img");
+    assert!(!c.has_parent(ImageKind::Task, 601).unwrap());
+    let (r, w) = nix::unistd::pipe().unwrap();
+    std::fs::File::from(w).write_all(&page(9)).unwrap();
+    let entries = vec![
+        crate::mem::PagemapEntry { vaddr: 0x10000, nr_pages: 1, flags: PE_PARENT },
+        crate::mem::PagemapEntry { vaddr: 0x11000, nr_pages: 1, flags: PE_PRESENT },
+        crate::mem::PagemapEntry { vaddr: 0x12000, nr_pages: 2, flags: PE_PARENT },
+    ];
+    let mut sink = PageServerSink::with_entries(&mut c, entries).unwrap();
+    sink.splice_from(r.as_raw_fd(), ps as usize).unwrap();
+    assert!(sink.finished(), "the trailing hole went right after the pages");
+    c.close().unwrap();
+    s2.handle.join().unwrap().unwrap();
+    let (_, got) = parse_pagemap(&std::fs::read(d2.join("pagemap-600.img")).unwrap(), "pm").unwrap();
+    let got: Vec<(u64, u32, u32)> = got.iter().map(|e| (e.vaddr, e.nr_pages, e.flags.unwrap())).collect();
+    assert_eq!(got, vec![(0x10000, 1, PE_PARENT), (0x11000, 1, PE_PRESENT), (0x12000, 2, PE_PARENT)]);
+    assert_eq!(std::fs::read(d2.join("pages-65537.img")).unwrap(), page(9));
+
+    // A hole reaching past what the parent holds.
+    let d3 = tmpdir("par3");
+    std::fs::create_dir(&d3).unwrap();
+    std::os::unix::fs::symlink(&d1, d3.join("parent")).unwrap();
+    let s3 = serve(d3.clone());
+    let mut c = PageServerClient::connect("127.0.0.1", s3.port).unwrap();
+    c.open(ImageKind::Task, 600).unwrap();
+    c.send_hole(0x13000, 2, PE_PARENT).unwrap();
+    let _ = c.close();
+    let err = s3.handle.join().unwrap().unwrap_err();
+    assert!(err.message.contains("0x13000-0x15000 is not in the parent image"), "{err}");
+    assert_eq!(std::fs::read_dir(&d3).unwrap().count(), 1, "only the parent link is left");
+
+    // A hole with no parent at all.
+    let d4 = tmpdir("par4");
+    let s4 = serve(d4.clone());
+    let mut c = PageServerClient::connect("127.0.0.1", s4.port).unwrap();
+    c.open(ImageKind::Task, 600).unwrap();
+    c.send_hole(0x10000, 1, PE_PARENT).unwrap();
+    let _ = c.close();
+    let err = s4.handle.join().unwrap().unwrap_err();
+    assert!(err.message.contains("no parent image"), "{err}");
+    for d in [d1, d2, d3, d4] {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }
