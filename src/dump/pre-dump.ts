@@ -59,6 +59,8 @@ export async function preDump(options: DumpOptions, events: DumpEvents = {}): Pr
   const seizeOptions = {
     ...(options.timeout ? { timeoutMs: options.timeout * 1000 } : {}),
     ...(options.freezeCgroup ? { freezeCgroup: options.freezeCgroup } : {}),
+    // as the dump: the parasite's syscalls (userfaultfd, ioctls) must get past the tasks' filters
+    suspendSeccomp: true,
   };
   try {
     stage('prepare images dir');
