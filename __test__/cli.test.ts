@@ -572,9 +572,9 @@ test('CLI dump -o -v4: the log file in the images dir has timestamped stage line
 test('CLI dump: an option the flow does not act on yet is refused by name and the target is untouched', async (t) => {
   const pid = sleeper(t);
   const dir = scratch(t, 'tsdump-refuse-');
-  const r = await cli(['dump', '-t', String(pid), '-D', dir, '--tcp-established']);
+  const r = await cli(['dump', '-t', String(pid), '-D', dir, '--pidfile', join(dir, 'pid')]);
   t.is(r.code, 1);
-  t.is(r.stderr, 'tsdump: option --tcp-established is not supported by tsdump dump yet\n');
+  t.is(r.stderr, 'tsdump: option --pidfile is not supported by tsdump dump yet\n');
   t.is(procState(pid), 'S');
   t.false(existsSync(join(dir, 'inventory.img')));
   t.is((await cli(['dump', '-t', String(pid), '-D', dir, '-R', '--no-tcp-established'])).code, 0, 'false is the default: accepted');

@@ -126,10 +126,14 @@ test.serial('t_tcp_listen: inet entries are what criu/sk-inet.c writes', async (
   // do_dump_one_inet_fd: family/type/proto from the socket, state/ports/addresses from
   // inet_diag (addresses as the raw words of the address, one for IPv4), backlog = idiag_wqueue
   // (a listener's max backlog), flags = the file's open flags (O_RDWR), ip_opts always present
-  // (freebind only when set), no v6only for AF_INET, shutdown only when not NONE.
+  // (freebind and TOS only when set, the TTL of every AF_INET socket), tcp_opts too (empty for
+  // UDP) — as CRIU 4.1.1's own dump of such sockets has them (checked in dump-tcp.test.ts) —
+  // no v6only for AF_INET, shutdown only when not NONE.
   const common = { family: 2, flags: 2, dst_port: 0, src_addr: [0x0100007f], dst_addr: [0] };
-  t.like(tcp, { ...common, type: 1, state: 10, src_port: Number(info.tcp_port), backlog: 16, ip_opts: {} });
-  t.like(udp, { ...common, type: 2, state: 7, src_port: Number(info.udp_port), backlog: 0, ip_opts: {} });
+  t.like(tcp, { ...common, type: 1, state: 10, src_port: Number(info.tcp_port), backlog: 16, ip_opts: { ttl: 64 } });
+  t.like(udp, { ...common, type: 2, state: 7, src_port: Number(info.udp_port), backlog: 0, ip_opts: { ttl: 64 }, tcp_opts: {} });
+  const sysctl = (name: string) => Number(readFileSync(`/proc/sys/net/ipv4/${name}`, 'utf8'));
+  t.like(tcp.tcp_opts as Json, { keepcnt: sysctl('tcp_keepalive_probes'), keepidle: sysctl('tcp_keepalive_time'), keepintvl: sysctl('tcp_keepalive_intvl') });
   for (const e of [tcp, udp]) {
     t.false('v6only' in e);
     t.false('shutdown' in e);

@@ -114,6 +114,22 @@ export declare class Session {
   seccompState(tid: number): Promise<SeccompStateInfo>
 }
 
+/**
+ * A TCP connection of a stopped task held in repair mode through a duplicate of its socket.
+ * `resume()` puts it back to work; `release()` closes the duplicate and leaves the socket in
+ * repair mode, so that killing the task closes the connection without a word to the peer.
+ */
+export declare class TcpRepairSocket {
+  /** Turns TCP_REPAIR on for the socket behind fd `fd` of `pid` (stopped, connection locked). */
+  static pause(pid: number, fd: number): TcpRepairSocket
+  /** Reads the connection's state and queues (nothing is consumed). */
+  save(): TcpStreamInfo
+  /** Leaves repair mode (SO_REUSEADDR restored). Once only; later calls do nothing. */
+  resume(): void
+  /** Closes our duplicate, leaving the socket in repair mode. Once only. */
+  release(): void
+}
+
 export interface AuxvEntry {
   key: bigint
   value: bigint
@@ -322,6 +338,17 @@ export interface InetSocketDiag {
   rqlen: number
   wqlen: number
   shutdown: number
+}
+
+/** IP_TTL/IP_TOS and TCP_NODELAY/TCP_CORK/TCP_KEEP* of the inet socket behind fd `fd` of `pid`. */
+export declare function inetSocketOptions(pid: number, fd: number): InetSocketOptions
+
+export interface InetSocketOptions {
+  /** IP_TTL / IP_TOS, for AF_INET sockets only. */
+  ttl?: number
+  tos?: number
+  /** For TCP sockets only. */
+  tcp?: TcpSocketOptions
 }
 
 /** Every socket of `family` (2 = AF_INET, 10 = AF_INET6) and `protocol` (6 = TCP, 17 = UDP). */
@@ -887,6 +914,44 @@ export interface TaskMiscInfo {
   childSubreaper: boolean
   /** MEMBARRIER_CMD_GET_REGISTRATIONS; absent where the kernel lacks it. */
   membarrierRegistrations?: bigint
+}
+
+export interface TcpRepairWindow {
+  sndWl1: number
+  sndWnd: number
+  maxWindow: number
+  rcvWnd: number
+  rcvWup: number
+}
+
+export interface TcpSocketOptions {
+  nodelay: boolean
+  cork: boolean
+  keepcnt: number
+  keepidle: number
+  keepintvl: number
+}
+
+/**
+ * One connection as TCP_REPAIR shows it: the fields of CRIU's tcp_stream_entry and the bytes of
+ * both queues.
+ */
+export interface TcpStreamInfo {
+  /** tcpi_state: 1 = ESTABLISHED, 8 = CLOSE_WAIT, ... */
+  state: number
+  inqLen: number
+  inqSeq: number
+  outqLen: number
+  outqSeq: number
+  unsqLen: number
+  optMask: number
+  sndWscale: number
+  rcvWscale: number
+  mssClamp: number
+  timestamp?: number
+  window?: TcpRepairWindow
+  inq: Buffer
+  outq: Buffer
 }
 
 export interface TermiosInfo {

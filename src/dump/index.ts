@@ -12,7 +12,8 @@ import { DumpStats, type DumpCounters, type DumpTimings } from './stats.js';
 import { Cancellation } from './cancellation.js';
 import { nativeCaller, type DumpContext } from './context.js';
 import { FileTable } from './file-table.js';
-import { configureSocketDump } from './fds/socket-diag.js';
+import { configureSocketDump, socketSettings } from './fds/socket-diag.js';
+import { NetworkLock, treeConnections } from './network-lock.js';
 import { KobjIds } from './kobj-ids.js';
 import { dumpTask, type DumpedTask } from './dump-task.js';
 import { dumpFileLocks } from './file-locks.js';
@@ -43,6 +44,7 @@ export const SUPPORTED_DUMP_OPTIONS: readonly (keyof DumpOptions)[] = [
   'leaveStopped',
   'shellJob',
   'extUnixSk',
+  'tcpEstablished',
   'fileLocks',
   'ghostLimit',
   'timeout',
@@ -128,7 +130,13 @@ export async function dump(options: DumpOptions, events: DumpEvents = {}): Promi
     configureSocketDump({ extUnixSk: !!options.extUnixSk, tcpEstablished: !!options.tcpEstablished, pids: tree.processes.map((p) => p.pid) });
     beginPtyDump();
     let files: FileTable | undefined;
+    let networkLock: NetworkLock | undefined;
     try {
+      if (options.tcpEstablished) {
+        stage('network lock');
+        networkLock = await NetworkLock.lock(await treeConnections(tree.processes.map((p) => p.pid)), options.log);
+        configureSocketDump({ ...socketSettings(), networkLock });
+      }
       const host = plugins;
       files = await FileTable.create(imagesDir, {
         ...(options.ghostLimit !== undefined ? { ghostLimit: options.ghostLimit } : {}),
@@ -192,12 +200,27 @@ export async function dump(options: DumpOptions, events: DumpEvents = {}): Promi
     } catch (err) {
       // The dump's error is what matters; a writer that cannot even close adds nothing to it.
       await files?.close().catch(() => undefined);
+      // as CRIU: the connections work again before the tree does
+      await networkLock?.unlock().catch((unlockErr: unknown) => {
+        if (err instanceof Error) err.message += ` (and ${unlockErr instanceof Error ? unlockErr.message : String(unlockErr)})`;
+      });
       await releaseAfterFailure(session, err);
       throw err;
     }
 
     stage('finish');
     const released = options.leaveRunning ? 'running' : options.leaveStopped ? 'stopped' : 'killed';
+    if (released === 'running') {
+      try {
+        await networkLock?.unlock();
+      } catch (err) {
+        await releaseAfterFailure(session, err);
+        throw err;
+      }
+    } else {
+      // killed or stopped: its connections end silently, locked until the restore lifts the rules
+      networkLock?.keep();
+    }
     await call(() => session.releaseTree({ mode: released === 'running' ? 'resume' : released === 'stopped' ? 'stop' : 'kill' }));
     if (released === 'running') for (const p of tree.processes) await plugins.run('resumeDevicesLate', { pid: p.pid });
     succeeded = true;

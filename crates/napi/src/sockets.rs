@@ -191,3 +191,130 @@ pub fn inspect_socket(pid: i32, fd: i32) -> Result<SocketInfo> {
         unix_file: f.unix_file.map(|u| UnixSocketFile { mode: u.mode, uid: u.uid, gid: u.gid, path: u.path, deleted: u.deleted }),
     })
 }
+
+#[napi(object)]
+pub struct TcpRepairWindow {
+    pub snd_wl1: u32,
+    pub snd_wnd: u32,
+    pub max_window: u32,
+    pub rcv_wnd: u32,
+    pub rcv_wup: u32,
+}
+
+/// One connection as TCP_REPAIR shows it: the fields of CRIU's tcp_stream_entry and the bytes of
+/// both queues.
+#[napi(object)]
+pub struct TcpStreamInfo {
+    /// tcpi_state: 1 = ESTABLISHED, 8 = CLOSE_WAIT, ...
+    pub state: u32,
+    pub inq_len: u32,
+    pub inq_seq: u32,
+    pub outq_len: u32,
+    pub outq_seq: u32,
+    pub unsq_len: u32,
+    pub opt_mask: u32,
+    pub snd_wscale: u32,
+    pub rcv_wscale: u32,
+    pub mss_clamp: u32,
+    pub timestamp: Option<u32>,
+    pub window: Option<TcpRepairWindow>,
+    pub inq: Buffer,
+    pub outq: Buffer,
+}
+
+/// A TCP connection of a stopped task held in repair mode through a duplicate of its socket.
+/// `resume()` puts it back to work; `release()` closes the duplicate and leaves the socket in
+/// repair mode, so that killing the task closes the connection without a word to the peer.
+#[napi]
+pub struct TcpRepairSocket {
+    inner: Option<sockets::TcpRepair>,
+    what: String,
+}
+
+#[napi]
+impl TcpRepairSocket {
+    /// Turns TCP_REPAIR on for the socket behind fd `fd` of `pid` (stopped, connection locked).
+    #[napi(factory)]
+    pub fn pause(pid: i32, fd: i32) -> Result<Self> {
+        let inner = sockets::TcpRepair::pause(pid, fd).map_err(to_napi)?;
+        Ok(TcpRepairSocket { inner: Some(inner), what: format!("pid {pid}: fd {fd}") })
+    }
+
+    fn held(&self) -> Result<&sockets::TcpRepair> {
+        self.inner
+            .as_ref()
+            .ok_or_else(|| Error::from_reason(format!("KERNEL: {}: the TCP repair handle was already resumed or released", self.what)))
+    }
+
+    /// Reads the connection's state and queues (nothing is consumed).
+    #[napi]
+    pub fn save(&self) -> Result<TcpStreamInfo> {
+        let s = self.held()?.save().map_err(to_napi)?;
+        Ok(TcpStreamInfo {
+            state: s.state as u32,
+            inq_len: s.inq_len,
+            inq_seq: s.inq_seq,
+            outq_len: s.outq_len,
+            outq_seq: s.outq_seq,
+            unsq_len: s.unsq_len,
+            opt_mask: s.opt_mask,
+            snd_wscale: s.snd_wscale,
+            rcv_wscale: s.rcv_wscale,
+            mss_clamp: s.mss_clamp,
+            timestamp: s.timestamp,
+            window: s.window.map(|w| TcpRepairWindow {
+                snd_wl1: w.snd_wl1,
+                snd_wnd: w.snd_wnd,
+                max_window: w.max_window,
+                rcv_wnd: w.rcv_wnd,
+                rcv_wup: w.rcv_wup,
+            }),
+            inq: s.inq.into(),
+            outq: s.outq.into(),
+        })
+    }
+
+    /// Leaves repair mode (SO_REUSEADDR restored). Once only; later calls do nothing.
+    #[napi]
+    pub fn resume(&mut self) -> Result<()> {
+        match self.inner.take() {
+            Some(r) => r.resume().map_err(to_napi),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes our duplicate, leaving the socket in repair mode. Once only.
+    #[napi]
+    pub fn release(&mut self) {
+        self.inner = None;
+    }
+}
+
+#[napi(object)]
+pub struct TcpSocketOptions {
+    pub nodelay: bool,
+    pub cork: bool,
+    pub keepcnt: u32,
+    pub keepidle: u32,
+    pub keepintvl: u32,
+}
+
+#[napi(object)]
+pub struct InetSocketOptions {
+    /// IP_TTL / IP_TOS, for AF_INET sockets only.
+    pub ttl: Option<u32>,
+    pub tos: Option<u32>,
+    /// For TCP sockets only.
+    pub tcp: Option<TcpSocketOptions>,
+}
+
+/// IP_TTL/IP_TOS and TCP_NODELAY/TCP_CORK/TCP_KEEP* of the inet socket behind fd `fd` of `pid`.
+#[napi]
+pub fn inet_socket_options(pid: i32, fd: i32) -> Result<InetSocketOptions> {
+    let o = sockets::inet_options(pid, fd).map_err(to_napi)?;
+    Ok(InetSocketOptions {
+        ttl: o.ttl,
+        tos: o.tos,
+        tcp: o.tcp.map(|t| TcpSocketOptions { nodelay: t.nodelay, cork: t.cork, keepcnt: t.keepcnt, keepidle: t.keepidle, keepintvl: t.keepintvl }),
+    })
+}

@@ -1,11 +1,15 @@
 // TCP and UDP sockets, IPv4 and IPv6 (CRIU's INETSK): inet_sk_entry from inet_diag and the socket
-// itself (criu/sk-inet.c). Listening TCP and bound/connected UDP sockets are dumped; an
-// established TCP connection needs --tcp-established (TCP_REPAIR), which tsdump cannot do yet.
+// itself (criu/sk-inet.c). Listening TCP and bound/connected UDP sockets are dumped as they are; an
+// established TCP connection needs --tcp-established: the dump holds it locked (../network-lock.ts)
+// and reads it in TCP_REPAIR mode into tcp-stream-INO.img (criu/sk-tcp.c dump_tcp_conn_state).
 // SO_PASSCRED/SO_PASSSEC are recorded as off: they mean nothing for inet sockets, and this kernel
 // refuses to report them (the reason the reference CRIU 4.1.1 cannot dump any inet socket here).
+import { create } from '@bufbuild/protobuf';
 import { fd_types } from '../../images/gen/fdinfo_pb.js';
 import { sk_shutdown } from '../../images/gen/sk-opts_pb.js';
-import type { SocketInfo } from '../../../native/index.js';
+import { tcp_stream_entrySchema } from '../../images/gen/tcp-stream_pb.js';
+import type { InetSocketOptions, SocketInfo } from '../../../native/index.js';
+import { callNative, native } from '../../native.js';
 import { TsdumpError } from '../../errors.js';
 import type { FdKindContext, FileEntryInit } from './kind.js';
 import { socketSettings, socketTables } from './socket-diag.js';
@@ -16,8 +20,20 @@ const SOCK_STREAM = 1;
 const SOCK_DGRAM = 2;
 const IPPROTO_TCP = 6;
 const IPPROTO_UDP = 17;
+const TCP_ESTABLISHED = 1;
+const TCP_FIN_WAIT1 = 4;
+const TCP_CLOSE_WAIT = 8;
 const TCP_CLOSE = 7;
 const TCP_LISTEN = 10;
+/** tcp_info.tcpi_options bits (linux/tcp.h). */
+const TCPI_OPT_TIMESTAMPS = 1;
+const TCPI_OPT_WSCALE = 4;
+/**
+ * Connection states tsdump dumps: established, and half-closed either way (our FIN queued, or
+ * the peer's received). CRIU's restore rebuilds the FINs (soccr/soccr.c libsoccr_restore); it
+ * knows the closing states too, which tsdump refuses until they are tested here.
+ */
+const DUMPABLE_STATES: ReadonlySet<number> = new Set([TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_CLOSE_WAIT]);
 const TCP_STATES = ['', 'ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT', 'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'LISTEN', 'CLOSING'];
 
 function refuse(c: FdKindContext, why: string, code: 'UNSUPPORTED_FD' | 'UNSUPPORTED' = 'UNSUPPORTED_FD'): TsdumpError {
@@ -52,17 +68,24 @@ export async function inetSocketEntry(c: FdKindContext, ino: number, info: Socke
     shutdown: 0,
   };
   const local = inetAddress(family, sk.srcAddr, sk.srcPort);
+  let state = sk.state;
   if (proto === IPPROTO_TCP && sk.state !== TCP_LISTEN && sk.state !== TCP_CLOSE) {
     const conn = `${TCP_STATES[sk.state] ?? sk.state} TCP connection ${local} -> ${inetAddress(family, sk.dstAddr, sk.dstPort)}`;
-    if (!socketSettings().tcpEstablished) {
+    const settings = socketSettings();
+    if (!settings.tcpEstablished) {
       throw refuse(c, `${conn}; established connections are dumped only with --tcp-established`);
     }
-    throw refuse(c, `${conn}: --tcp-established (TCP_REPAIR) is not implemented in tsdump yet`, 'UNSUPPORTED');
+    if (!DUMPABLE_STATES.has(sk.state)) {
+      throw refuse(c, `${conn}: only ESTABLISHED, FIN_WAIT1 and CLOSE_WAIT connections are dumped by tsdump yet`, 'UNSUPPORTED');
+    }
+    if (!settings.networkLock) throw refuse(c, `${conn}: the network is not locked`, 'UNSUPPORTED');
+    state = await dumpTcpStream(c, ino, conn);
   }
   if (proto === IPPROTO_TCP && sk.state === TCP_CLOSE && info.opts.acceptconn) {
     throw refuse(c, `TCP socket ${local} reports SO_ACCEPTCONN but inet_diag says closed`);
   }
   const shutdown = sk.shutdown as sk_shutdown;
+  const ipTcp = await callNative(() => native.inetSocketOptions(c.pid, c.fd.fd));
   return {
     type: fd_types.INETSK,
     id: c.id,
@@ -72,19 +95,83 @@ export async function inetSocketEntry(c: FdKindContext, ino: number, info: Socke
       family,
       type,
       proto,
-      state: sk.state,
+      state,
       srcPort: sk.srcPort,
       dstPort: sk.dstPort,
       flags: c.fileFlags,
-      // inet_diag's write-queue figure; for a listener, its backlog (what restore listen()s with).
+      // inet_diag's write-queue figure: for a listener its backlog (what restore listen()s with),
+      // for a connection the bytes not yet acknowledged (restore ignores it then).
       backlog: sk.wqlen,
       srcAddr: sk.srcAddr.slice(0, words),
       dstAddr: sk.dstAddr.slice(0, words),
       fown: c.fown,
       opts: skOpts({ ...info.opts, passcred: false, passsec: false }),
       ...(info.v6Only != null ? { v6only: info.v6Only } : {}),
-      ipOpts: info.freebind ? { freebind: true } : {},
+      ipOpts: ipOpts(info, ipTcp),
       ...(shutdown !== sk_shutdown.NONE ? { shutdown } : {}),
+      tcpOpts: tcpOpts(ipTcp),
     },
   };
+}
+
+/**
+ * ip_opts_entry as CRIU 4.1 fills it: freebind and TOS only when set; the TTL of every AF_INET
+ * socket (its effective value, 64 by default, which restore then sets explicitly).
+ */
+function ipOpts(info: SocketInfo, o: InetSocketOptions) {
+  return {
+    ...(info.freebind ? { freebind: true } : {}),
+    ...(o.tos ? { tos: o.tos } : {}),
+    ...(o.ttl != null ? { ttl: o.ttl } : {}),
+  };
+}
+
+/**
+ * tcp_opts_entry, written by CRIU 4.1 for every inet socket (empty for UDP): TCP_NODELAY and
+ * TCP_CORK only when on, the keepalive tuning always. (tcp_stream_entry's own cork/nodelay are
+ * the deprecated places for the first two.)
+ */
+function tcpOpts(o: InetSocketOptions) {
+  const t = o.tcp;
+  if (!t) return {};
+  return {
+    ...(t.nodelay ? { nodelay: true } : {}),
+    ...(t.cork ? { cork: true } : {}),
+    keepcnt: t.keepcnt,
+    keepidle: t.keepidle,
+    keepintvl: t.keepintvl,
+  };
+}
+
+/**
+ * Reads the connection in repair mode and writes tcp-stream-INO.img (INO in hex): the
+ * tcp_stream_entry, then the receive queue's bytes, then the send queue's. Returns the state
+ * TCP_INFO reports, which is what the inet entry records. The socket stays in repair mode, held
+ * by the network lock, until the dump ends.
+ */
+async function dumpTcpStream(c: FdKindContext, ino: number, conn: string): Promise<number> {
+  const lock = socketSettings().networkLock!;
+  const repair = await callNative(() => lock.repair(c.pid, c.fd.fd, ino));
+  const s = await callNative(() => repair.save());
+  if (!DUMPABLE_STATES.has(s.state)) {
+    throw refuse(c, `${conn} went to state ${TCP_STATES[s.state] ?? s.state} while the network was locked`, 'UNSUPPORTED');
+  }
+  const img = await c.image(`tcp-stream-${ino.toString(16)}.img`);
+  const entry = create(tcp_stream_entrySchema, {
+    inqLen: s.inqLen,
+    inqSeq: s.inqSeq,
+    outqLen: s.outqLen,
+    outqSeq: s.outqSeq,
+    optMask: s.optMask,
+    sndWscale: s.sndWscale,
+    mssClamp: s.mssClamp,
+    ...(s.optMask & TCPI_OPT_WSCALE ? { rcvWscale: s.rcvWscale } : {}),
+    ...(s.optMask & TCPI_OPT_TIMESTAMPS && s.timestamp != null ? { timestamp: s.timestamp } : {}),
+    unsqLen: s.unsqLen,
+    ...(s.window
+      ? { sndWl1: s.window.sndWl1, sndWnd: s.window.sndWnd, maxWindow: s.window.maxWindow, rcvWnd: s.window.rcvWnd, rcvWup: s.window.rcvWup }
+      : {}),
+  });
+  await img.append(tcp_stream_entrySchema, entry, Buffer.concat([s.inq, s.outq]));
+  return s.state;
 }

@@ -6,6 +6,7 @@ import { readdir, readlink } from 'node:fs/promises';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import type { InetSocketDiag, UnixSocketDiag } from '../../../native/index.js';
 import { callNative, native } from '../../native.js';
+import type { NetworkLock } from '../network-lock.js';
 import type { FdKindContext } from './kind.js';
 
 /** Dump-wide settings the socket kinds need from DumpOptions, and the dumped tree. */
@@ -14,6 +15,8 @@ export interface SocketDumpSettings {
   readonly extUnixSk?: boolean;
   /** --tcp-established: established TCP connections may be dumped. */
   readonly tcpEstablished?: boolean;
+  /** The tree's connections, locked for this dump; their sockets are read in repair mode. */
+  readonly networkLock?: NetworkLock;
   /** Root-first pids of the dumped processes. */
   readonly pids?: readonly number[];
 }
@@ -74,7 +77,8 @@ export async function treeSocketInodes(c: FdKindContext): Promise<Set<number>> {
   return t.treeInodes;
 }
 
-async function collectTreeInodes(pids: readonly number[]): Promise<Set<number>> {
+/** Socket inodes the fd tables of `pids` hold. */
+export async function collectTreeInodes(pids: readonly number[]): Promise<Set<number>> {
   const inodes = new Set<number>();
   for (const pid of pids) {
     const dir = `/proc/${pid}/fd`;

@@ -4,8 +4,10 @@
 //! no code runs in the target.
 
 pub mod diag;
+pub mod inet_opts;
 pub mod opts;
 pub mod queue;
+pub mod tcp_repair;
 
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -16,6 +18,8 @@ use nix::errno::Errno;
 pub use diag::{inet_sockets, unix_sockets, InetSockDiag, UnixSockDiag};
 pub use opts::{socket_opts, SockOpts};
 pub use queue::peek_queue;
+pub use inet_opts::{inet_options, InetOpts, TcpOpts};
+pub use tcp_repair::{TcpRepair, TcpStreamState, TcpWindow};
 
 use crate::files::steal_fd;
 use crate::{Error, ErrorCode, Result};
