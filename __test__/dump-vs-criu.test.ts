@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { catalogue } from './helpers/catalogue.js';
 import { criuDump, critDecodeAll, makeWorkDir } from './helpers/criu.js';
 import { tsdumpDump } from './helpers/tsdump.js';
+import { TARGETS_DIR } from './helpers/target.js';
 
 /**
  * Differences we expect, by image (file name without pid/ids) and field path (array indexes as
@@ -14,7 +15,7 @@ import { tsdumpDump } from './helpers/tsdump.js';
 const EXPLAINED: readonly { image: RegExp; path: RegExp; why: string; when?: (diff: string) => boolean }[] = [
   { image: /^inventory\.img$/, path: /^dump_criu_run_id$/, why: 'a random id per dump' },
   { image: /^stats-dump$/, path: /.*/, why: 'timings and page counters of two different dumps' },
-  { image: /^files\.img$/, path: /(^|\.)reg\.build_id$/, why: 'CRIU records ELF build-ids to check mapped files at restore; tsdump does not yet' },
+  { image: /^timens-0\.img$/, path: /^(monotonic|boottime)\.tv_n?sec$/, why: 'the clocks at the end of each dump: two dumps, two instants (checked for order below)' },
   { image: /^core-\d+\.img$/, path: /(^|\.)timers\.(real|virt|prof)\.(vsec|vusec)$|(^|\.)timers\.posix\.\*\.(vsec|vnsec|overrun)$/, why: 'armed timers run down between the two dumps of the live process' },
   { image: /^mm-\d+\.img$/, path: /^mm_brk$/, why: 'tsdump reads brk as the end of [heap] (page-aligned); CRIU asks the task (sys_brk(0))' },
   {
@@ -65,11 +66,34 @@ const PARTIAL: Readonly<Record<string, (e: Record<string, Json>) => Json>> = {
 };
 
 /** Images CRIU writes and tsdump does not, with the reason. */
-const ONLY_CRIU: Readonly<Record<string, string>> = {
-  'timens-0.img': 'clock offsets, used only when the tree lives in its own time namespace',
-};
+const ONLY_CRIU: Readonly<Record<string, string>> = {};
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
+
+function entriesOf(d: Map<string, unknown>, image: string): Record<string, Json>[] {
+  return (d.get(image) as { entries?: Record<string, Json>[] } | undefined)?.entries ?? [];
+}
+
+/** Path → build-id words of every regular file entry that has one (exe, libraries, ELF fds). */
+function buildIds(d: Map<string, unknown>): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const e of entriesOf(d, 'files.img')) {
+    const reg = e.reg as Record<string, Json> | undefined;
+    if (reg?.build_id) out.set(String(reg.name), JSON.stringify(reg.build_id));
+  }
+  return out;
+}
+
+/** timens-0.img's clocks in nanoseconds. */
+function clocks(d: Map<string, unknown>): { monotonic: bigint; boottime: bigint } | undefined {
+  const e = entriesOf(d, 'timens-0.img')[0];
+  if (!e) return undefined;
+  const ns = (ts: Json | undefined) => {
+    const t = ts as { tv_sec: number; tv_nsec: number };
+    return BigInt(t.tv_sec) * 1_000_000_000n + BigInt(t.tv_nsec);
+  };
+  return { monotonic: ns(e.monotonic), boottime: ns(e.boottime) };
+}
 
 function differences(a: Json, b: Json, path: string, out: string[]): void {
   if (Array.isArray(a) && Array.isArray(b)) {
@@ -136,5 +160,17 @@ for (const name of SUBJECTS) {
     }
     for (const image of a.keys()) if (!b.has(image)) unexplained.push(`${image}: written by tsdump only`);
     t.deepEqual(unexplained, [], unexplained.join('\n'));
+
+    // Not vacuous: the subject's executable and its libraries carry build-ids, equal to CRIU's.
+    const [ourIds, theirIds] = [buildIds(a), buildIds(b)];
+    t.true(theirIds.has(join(TARGETS_DIR, name)), `CRIU recorded build-ids for ${[...theirIds.keys()].join(', ')}`);
+    t.deepEqual(ourIds, theirIds);
+    // Both wrote the clocks of the host's time namespace; tsdump dumped first, moments earlier.
+    const [ourClocks, theirClocks] = [clocks(a), clocks(b)];
+    if (!ourClocks || !theirClocks) return t.fail('timens-0.img missing from an image set');
+    for (const k of ['monotonic', 'boottime'] as const) {
+      const gap = theirClocks[k] - ourClocks[k];
+      t.true(gap > 0n && gap < 120_000_000_000n, `${k}: tsdump ${ourClocks[k]} ns, CRIU ${theirClocks[k]} ns`);
+    }
   });
 }

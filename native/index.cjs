@@ -855,6 +855,7 @@ module.exports.peekSocketQueue = nativeBinding.peekSocketQueue
 module.exports.ptyMaster = nativeBinding.ptyMaster
 module.exports.robustList = nativeBinding.robustList
 module.exports.shmemDevice = nativeBinding.shmemDevice
+module.exports.timeNamespaceClocks = nativeBinding.timeNamespaceClocks
 module.exports.timerfdSettle = nativeBinding.timerfdSettle
 module.exports.ttyState = nativeBinding.ttyState
 module.exports.ttyTakeQueued = nativeBinding.ttyTakeQueued

@@ -141,6 +141,11 @@ export interface CgroupInfo {
   path: string
 }
 
+export interface ClockTime {
+  sec: number
+  nsec: number
+}
+
 export interface CredsInfo {
   uid: number
   euid: number
@@ -1008,6 +1013,14 @@ export interface ThreadStateInfo {
   /** null when no rseq area is registered */
   rseq?: RseqInfo
   sched: SchedInfo
+}
+
+/** CLOCK_MONOTONIC then CLOCK_BOOTTIME, back to back (the order CRIU reads them in). */
+export declare function timeNamespaceClocks(): TimeNamespaceClocks
+
+export interface TimeNamespaceClocks {
+  monotonic: ClockTime
+  boottime: ClockTime
 }
 
 /**

@@ -11,6 +11,7 @@ import type { FdInfoEntry } from '../../native/index.js';
 import { S_IFMT, S_IFREG, type FdKind, type FdKindContext, type FileEntryInit } from './fds/kind.js';
 import { FD_KINDS } from './fds/index.js';
 import { fdOwner } from './fds/owner.js';
+import { buildIdField } from './elf-build-id.js';
 
 const O_CLOEXEC = 0o2000000;
 const FD_CLOEXEC = 1;
@@ -22,6 +23,14 @@ const noOwner = () => ({ uid: 0, euid: 0, signum: 0, pidType: 0, pid: 0 });
 
 /** Asks plugins to take over a file; true if one did. */
 export type ExternalFileHandler = (file: { pid: number; fd: number; procPath: string; id: number; path: string }) => Promise<boolean>;
+
+/** What a path-named file entry records: mode, and size for the files restore validates. */
+export interface PathFileStat {
+  mode: number;
+  size?: bigint;
+  /** Where to read the file's contents (its build-id) from, if not from the path. */
+  source?: string;
+}
 
 interface OpenDescription {
   pid: number;
@@ -59,8 +68,12 @@ export class FileTable {
   private external: ExternalFileHandler | undefined;
   private shellJob = false;
 
-  /** The id of a file opened by path (exe, mappings): one per (path, flags) in the dump. */
-  async pathFile(path: string, flags: number, st: { mode: number; size?: bigint }): Promise<number> {
+  /**
+   * The id of a file opened by path (exe, mappings): one per (path, flags) in the dump. A regular
+   * file given with its size also gets its ELF build-id, read from `st.source` (a /proc link to
+   * the task's own file) or else from `path`.
+   */
+  async pathFile(path: string, flags: number, st: PathFileStat): Promise<number> {
     const key = `${flags}\0${path}`;
     const known = this.byPath.get(key);
     if (known !== undefined) return known;
@@ -70,10 +83,15 @@ export class FileTable {
   }
 
   /** A file entry of its own for a path (a task's cwd and root each get one, as in CRIU). */
-  async newPathFile(path: string, flags: number, st: { mode: number; size?: bigint }): Promise<number> {
+  async newPathFile(path: string, flags: number, st: PathFileStat): Promise<number> {
     const id = this.nextId++;
     const reg = { id, flags, pos: 0n, fown: noOwner(), name: path, mode: st.mode };
-    const sized = (st.mode & S_IFMT) === S_IFREG && st.size !== undefined ? { size: st.size } : {};
+    // A " (deleted)" name has nothing behind it to read; such a file's mapping is refused anyway.
+    const readable = st.source !== undefined || !path.endsWith(' (deleted)');
+    const sized =
+      (st.mode & S_IFMT) === S_IFREG && st.size !== undefined
+        ? { size: st.size, ...(readable ? await buildIdField(st.source ?? path, st.size, path) : {}) }
+        : {};
     await this.files.append(file_entrySchema, create(file_entrySchema, { type: fd_types.REG, id, reg: { ...reg, ...sized } }));
     return id;
   }

@@ -26,6 +26,7 @@ import { writeStats } from './write-stats.js';
 import { writeInventory } from './write-inventory.js';
 import { dumpSeccomp } from './write-seccomp.js';
 import { CgroupMembership } from './write-cgroup.js';
+import { TimeNamespace } from './write-timens.js';
 import { beginPtyDump, finishPtyDump } from './fds/pty.js';
 import { Incremental } from './incremental.js';
 
@@ -147,6 +148,8 @@ export async function dump(options: DumpOptions, events: DumpEvents = {}): Promi
       stage('collect seccomp filters');
       const seccomp = await dumpSeccomp(imagesDir, session, call, tree.processes);
       const members = treeOrder(tree);
+      stage('collect time namespace');
+      const timens = await TimeNamespace.collect(tree.processes.map((p) => p.pid));
       stage('collect cgroups');
       const cgroups = await CgroupMembership.collect(members.flatMap((m) => (m.kind === 'live' ? [m.proc] : [])));
       const seenOnce = new Set<string>();
@@ -187,6 +190,8 @@ export async function dump(options: DumpOptions, events: DumpEvents = {}): Promi
       await writePstree(imagesDir, tree.root, members);
       stage('dump cgroups');
       await cgroups.write(imagesDir);
+      stage('dump time namespace');
+      await timens.write(imagesDir, tasks.find((t) => t.pid === tree.root)?.ids.timeNsId);
       cancellation.throwIfCancelled();
       stats.markReleased();
       stats.finish();

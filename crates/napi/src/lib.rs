@@ -1,6 +1,7 @@
 //! N-API surface of tsdump. Thin: option/result structs mirror the TypeScript types, the work is
 //! done by tsdump-core.
 
+pub mod clock;
 mod errors;
 pub mod files;
 pub mod kerndat;

@@ -1,5 +1,6 @@
 // Regular files, directories and character devices (/dev/null, /dev/zero, ...): CRIU's REG.
 import { fd_types } from '../../images/gen/fdinfo_pb.js';
+import { buildIdField } from '../elf-build-id.js';
 import { S_IFIFO, S_IFMT, S_IFREG, type FdKind } from './kind.js';
 
 /** Terminals are their own kind (TTY): restore must re-attach them, not reopen a path. */
@@ -22,7 +23,11 @@ export const regularFiles: FdKind = {
     !fd.target.endsWith(' (deleted)') &&
     (fd.mode & S_IFMT) !== S_IFIFO &&
     !TERMINAL.test(fd.target),
-  async entry({ id, fd, fileFlags, fown }) {
+  async entry({ pid, id, fd, fileFlags, fown }) {
+    // CRIU validates what it records the size of: the size, and an ELF's build-id (read through
+    // the task's own descriptor, so it is the file the task has open).
+    const validated = (fd.mode & S_IFMT) === S_IFREG && !growingLog(fileFlags);
+    const buildId = validated ? await buildIdField(`/proc/${pid}/fd/${fd.fd}`, fd.size, `pid ${pid}: fd ${fd.fd} (${fd.target})`) : {};
     return {
       type: fd_types.REG,
       id,
@@ -33,7 +38,8 @@ export const regularFiles: FdKind = {
         fown,
         name: fd.target,
         mode: fd.mode,
-        ...((fd.mode & S_IFMT) === S_IFREG && !growingLog(fileFlags) ? { size: fd.size } : {}),
+        ...(validated ? { size: fd.size } : {}),
+        ...buildId,
       },
     };
   },
