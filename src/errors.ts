@@ -20,6 +20,8 @@ export const ERROR_CODES = [
   // TypeScript-only codes (no Rust counterpart): extension points that fail
   'ACTION_SCRIPT',
   'PLUGIN',
+  // the worker process that dumps a child of the caller died before answering (dump/own-child.ts)
+  'DUMP_WORKER',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

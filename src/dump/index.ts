@@ -1,6 +1,5 @@
 // `tsdump dump`: the flow, stage by stage (compare ../shared/DESIGN.md and CRIU's cr_dump_tasks).
 // Each stage lives in its own module; this file is the table of contents.
-import { readFile } from 'node:fs/promises';
 import { native } from '../native.js';
 import { TsdumpError } from '../errors.js';
 import type { SeizedTreeInfo, Session } from '../../native/index.js';
@@ -29,6 +28,7 @@ import { CgroupMembership } from './write-cgroup.js';
 import { TimeNamespace } from './write-timens.js';
 import { beginPtyDump, finishPtyDump } from './fds/pty.js';
 import { Incremental } from './incremental.js';
+import { isOwnChild, runInWorker } from './own-child.js';
 
 export type { DumpOptions } from './options.js';
 export { preDump } from './pre-dump.js';
@@ -82,6 +82,13 @@ export interface DumpResult {
 }
 
 export async function dump(options: DumpOptions, events: DumpEvents = {}): Promise<DumpResult> {
+  // our own child is dumped from a worker process (own-child.ts)
+  if (await isOwnChild(options.pid)) return runInWorker('dump', options, events);
+  return dumpInProcess(options, events);
+}
+
+/** The flow itself, traced from this process; `dump` is the entry point. */
+export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {}): Promise<DumpResult> {
   const stage = (name: string) => events.stage?.(name);
   const stats = new DumpStats();
   const cancellation = new Cancellation(options.signal);
@@ -276,22 +283,15 @@ export async function releaseAfterFailure(session: Session, cause: unknown): Pro
 
 /**
  * Node reaps its children on SIGCHLD with waitpid(), which also collects the ptrace stops meant
- * for our tracer thread: libuv then reports a false exit and never reaps the real one. A tree
- * rooted at a child of this process must be dumped from another process (e.g. the tsdump CLI).
+ * for our tracer thread: libuv then reports a false exit and never reaps the real one. `dump` and
+ * `preDump` send a tree rooted at our child to a worker process; the in-process flow refuses it.
  */
 export async function refuseOwnChild(pid: number): Promise<void> {
-  let stat: string;
-  try {
-    stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return; // the freezer reports a missing or inaccessible pid with its own typed error
-  }
-  const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-  if (ppid === process.pid) {
+  if (await isOwnChild(pid)) {
     throw new TsdumpError(
       'REFUSED_TARGET',
       `pid ${pid} is a child of this process (${process.pid}); Node's child reaping would steal ptrace stops. ` +
-        'Dump it from another process, e.g. `npx tsdump dump -t ' + pid + '`',
+        'Dump it with dump() or preDump(), which use a worker process for it',
     );
   }
 }

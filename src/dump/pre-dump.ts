@@ -33,6 +33,7 @@ import { drainTaskMemory, type MemoryContext } from './task-memory.js';
 import { writePagemap, writeShmemPagemap } from './mm-image.js';
 import { writeStats } from './write-stats.js';
 import { writeInventory } from './write-inventory.js';
+import { isOwnChild, runInWorker } from './own-child.js';
 
 /** CRIU's inventory pre_dump_mode values. */
 const PRE_DUMP_SPLICE = 1;
@@ -48,6 +49,13 @@ interface SharedObject {
 }
 
 export async function preDump(options: DumpOptions, events: DumpEvents = {}): Promise<DumpResult> {
+  // our own child is pre-dumped from a worker process (own-child.ts)
+  if (await isOwnChild(options.pid)) return runInWorker('preDump', options, events);
+  return preDumpInProcess(options, events);
+}
+
+/** The pre-dump itself, traced from this process; `preDump` is the entry point. */
+export async function preDumpInProcess(options: DumpOptions, events: DumpEvents = {}): Promise<DumpResult> {
   const stage = (name: string) => events.stage?.(name);
   const stats = new DumpStats();
   const cancellation = new Cancellation(options.signal);
