@@ -396,3 +396,41 @@ fn the_resident_parasite_goes_home_when_tsdump_is_sigkilled() {
     assert!(matches!(waitpid(Pid::from_raw(spid), None).unwrap(), WaitStatus::Signaled(_, Signal::SIGTERM, _)));
     std::mem::forget(sleeper_child);
 }
+
+fn fd_starved() -> ! {
+    // SAFETY: plain libc calls in the forked child: close everything above stderr and allow no
+    // new descriptor, so the parasite's socket() fails with EMFILE.
+    unsafe {
+        for fd in 3..1024 {
+            libc::close(fd);
+        }
+        let lim = libc::rlimit { rlim_cur: 3, rlim_max: 3 };
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        loop {
+            std::ptr::write_volatile(&raw mut COUNTER, std::ptr::read_volatile(&raw const COUNTER) + 1);
+        }
+    }
+}
+
+#[test]
+fn a_resident_parasite_that_cannot_connect_leaves_the_task_as_it_was() {
+    let child = spawn(fd_starved);
+    let pid = child.0;
+    std::thread::sleep(Duration::from_millis(100));
+    seize(pid);
+    let (regs_before, fds_before, fpu_before) = (sc::get_regs(pid).unwrap(), fd_table(pid), sc::read_xstate(pid).unwrap());
+    let mut inj = Injector::infect(pid, super::inject::DEFAULT_SCRATCH).unwrap();
+    let err = super::blob::Blob::start(&mut inj).err().expect("socket() must fail at RLIMIT_NOFILE 3");
+    assert!(err.message.contains("socket()") && err.message.contains("Too many open files"), "{err}");
+    // The failure was caught in a stop: the thread is back as it was and still takes calls.
+    assert_eq!(inj.syscall(pid, crate::arch::nr::GETPID, [0; 6]).unwrap(), pid as i64);
+    inj.cure().unwrap();
+    assert_eq!(format!("{regs_before:?}"), format!("{:?}", sc::get_regs(pid).unwrap()));
+    assert_eq!(sc::read_xstate(pid).unwrap(), fpu_before);
+    assert_eq!(fd_table(pid), fds_before);
+    let c0 = counter(pid);
+    release(pid);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(counter(pid) > c0, "the task carries on");
+    assert_eq!(status_field(pid, "TracerPid:"), "0");
+}
