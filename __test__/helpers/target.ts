@@ -77,8 +77,9 @@ export async function startTarget(name: string, opts: StartOptions): Promise<Tar
 
 /**
  * Like startTarget, but the target is not a child of this process (`setsid -f` starts it and
- * exits). Tests that trace the target from this very process (napi calls, the library) need it:
- * libuv reaps its own children with waitpid(), which would also swallow their ptrace stops.
+ * exits). Tests that trace the target from this very process through raw napi calls need it:
+ * libuv reaps its own children with waitpid(), which would also swallow their ptrace stops. (The
+ * library copes with its own children by dumping them from a forked worker, see own-child.ts.)
  */
 export async function startDetachedTarget(name: string, opts: StartOptions): Promise<Target> {
   const exe = join(TARGETS_DIR, name);
