@@ -75,3 +75,24 @@ test('pack:local tarballs install into an empty folder and npx tsdump works with
   t.is((refused as { code: number }).code, 1);
   t.is((refused as { stderr: string }).stderr, 'tsdump: option --lazy-pages is not supported by tsdump yet\n');
 });
+
+test('pack:local --target: the other architecture\'s platform package, cross-compiled, carries a binary for that CPU', async (t) => {
+  const other = arch() === 'x64' ? { name: 'aarch64', platform: 'linux-arm64-gnu', machine: 183 } : { name: 'x86_64', platform: 'linux-x64-gnu', machine: 62 };
+  await exec('bash', ['scripts/pack-local.sh', '--target', other.name], { cwd: ROOT, maxBuffer: 1 << 24 });
+  const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+  const tgz = join(ROOT, 'pack', 'cross', `tsdump-${other.platform}-${version}.tgz`);
+  const node = `package/tsdump.${other.platform}.node`;
+  t.deepEqual(tarList(tgz).sort(), ['package/README.md', 'package/package.json', node].sort());
+  const pkg = JSON.parse(execFileSync('tar', ['-xzOf', tgz, 'package/package.json'], { encoding: 'utf8' })) as { cpu: string[]; main: string };
+  t.deepEqual(pkg.cpu, [other.platform === 'linux-arm64-gnu' ? 'arm64' : 'x64']);
+  t.is(pkg.main, `tsdump.${other.platform}.node`);
+  // An ELF shared object for that machine (e_machine 183 = EM_AARCH64, 62 = EM_X86_64), 64-bit,
+  // little-endian: it cannot be loaded here, only checked.
+  const elf = execFileSync('tar', ['-xzOf', tgz, node], { maxBuffer: 1 << 26 });
+  t.deepEqual([...elf.subarray(0, 4)], [0x7f, 0x45, 0x4c, 0x46]);
+  t.is(elf[4], 2, 'ELFCLASS64');
+  t.is(elf[5], 1, 'little-endian');
+  t.is(elf.readUInt16LE(16), 3, 'ET_DYN');
+  t.is(elf.readUInt16LE(18), other.machine);
+  t.true(elf.includes(Buffer.from('napi_register_module_v1')), 'an N-API module');
+});
