@@ -31,6 +31,22 @@
  * the FIN queued behind the unsent bytes: the peer reads TARGET_BYTES then end of stream, and
  * answers MORE_IN only).
  *
+ * Closing states, where both ends shut down, each word given to both ends too:
+ *   "finwait2"  the target shuts down after its bytes and the peer, whose receive buffer holds
+ *               them all, acknowledges bytes and FIN: FIN_WAIT2, the send queue empty. After
+ *               verify the peer reads TARGET_BYTES and end of stream, sends MORE_IN and shuts
+ *               down; the target reads PEER_BYTES, MORE_IN, end of stream.
+ *   "lastack"   the peer shuts down after its bytes; once its FIN is in, the target writes and
+ *               shuts down: LAST_ACK, the FIN queued behind the bytes the peer's closed window
+ *               holds back.
+ *   "closing"   the target writes and shuts down first (FIN_WAIT1, its FIN held back as above);
+ *               the peer shuts down when CTL/shut appears in its own directory, so its FIN
+ *               reaches a target in FIN_WAIT1: CLOSING.
+ * In these three both ends, after the streams, wait until their socket reports TCP_CLOSE (its
+ * FIN acknowledged and the other's received): the shutdown completed on both sides.
+ * "synsent" (both ends): the target's connect() is left in SYN_SENT (the test drops the SYNs);
+ * see run_target_synsent.
+ *
  * On CTL/verify, both ends check the stream and carry on: the target reads the PEER_BYTES that
  * waited in its receive queue, the peer reads the TARGET_BYTES of the target's send queue (each
  * byte exactly once, in order), then the target sends MORE_OUT bytes and the peer answers with
@@ -159,8 +175,30 @@ static void check_stream(const char *what, int fd, size_t len, uint32_t seed) {
 }
 
 struct opts {
-    int go, netlink, v6, peershut, targetshut;
+    int go, netlink, v6, peershut, targetshut, finwait2, lastack, closing, synsent;
 };
+
+/* Who shuts down when, from the mode words (see the top of the file). */
+static int target_shuts(struct opts o) { return o.targetshut || o.finwait2 || o.lastack || o.closing; }
+static int peer_shuts_before_dump(struct opts o) { return o.peershut || o.lastack || o.closing; }
+static int both_shut(struct opts o) { return o.finwait2 || o.lastack || o.closing; }
+
+static int tcp_state(int fd) {
+    struct tcp_info ti;
+    socklen_t l = sizeof ti;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l) != 0) return -1;
+    return ti.tcpi_state;
+}
+
+/* Waits up to timeout_ms for the socket to reach state; 1 when it did. */
+static int wait_state(int fd, int state, int timeout_ms) {
+    long long deadline = tgt_now_ms() + timeout_ms;
+    while (tcp_state(fd) != state) {
+        if (tgt_now_ms() > deadline) return 0;
+        tgt_sleep_ms(5);
+    }
+    return 1;
+}
 
 static void expect_eof(const char *what, int fd) {
     char c;
@@ -174,7 +212,8 @@ static void run_peer(struct opts o) {
     struct sockaddr_storage sa;
     socklen_t salen = loopback(o.v6 == 1, 0, &sa);
     int ls = SYS(socket(sa.ss_family, SOCK_STREAM, 0));
-    int rcvbuf = o.go ? 65536 : 4096;
+    /* finwait2: room for all of the target's bytes, so that it sees them and its FIN acknowledged */
+    int rcvbuf = o.finwait2 ? 1 << 20 : o.go ? 65536 : 4096;
     /* Set on the listener, inherited by the accepted socket and announced in the handshake. */
     SYS(setsockopt(ls, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf));
     SYS(bind(ls, (struct sockaddr *)&sa, salen));
@@ -185,16 +224,22 @@ static void run_peer(struct opts o) {
     int c = SYS(accept(ls, NULL, NULL));
     close(ls);
     if (send_pattern(c, PEER_BYTES, SEED_PEER, 5000) != 0) tgt_die("sending the peer's bytes");
-    if (o.peershut) SYS(shutdown(c, SHUT_WR));
+    if (o.peershut || o.lastack) SYS(shutdown(c, SHUT_WR));
+    if (o.closing) {
+        while (!tgt_ctl_exists("shut")) tgt_sleep_ms(5);
+        SYS(shutdown(c, SHUT_WR));
+    }
     tgt_log("sent %d bytes; waiting for verify", PEER_BYTES);
     tgt_wait_verify(NULL);
 
     check_stream("the target's queued bytes", c, TARGET_BYTES, SEED_TARGET);
-    if (o.targetshut)
+    if (target_shuts(o))
         expect_eof("after the target's queued bytes", c);
     else
         check_stream("the target's bytes after the dump", c, MORE_OUT, SEED_MORE_OUT);
-    if (!o.peershut && send_pattern(c, MORE_IN, SEED_MORE_IN, 20000) != 0) FAIL("answering: %s", strerror(errno));
+    if (!peer_shuts_before_dump(o) && send_pattern(c, MORE_IN, SEED_MORE_IN, 20000) != 0) FAIL("answering: %s", strerror(errno));
+    if (o.finwait2) SYS(shutdown(c, SHUT_WR));
+    if (both_shut(o)) CHECK(wait_state(c, TCP_CLOSE, 20000), "the peer's socket never closed: state %d", tcp_state(c));
     tgt_publish_result();
     tgt_idle();
 }
@@ -225,6 +270,8 @@ static void run_target(int port, struct opts o) {
         tgt_ready(extra);
         while (!tgt_ctl_exists("go")) tgt_sleep_ms(5);
     }
+    /* lastack: the peer's FIN first */
+    if (o.lastack && !wait_state(s, TCP_CLOSE_WAIT, 5000)) tgt_die("the peer's FIN did not arrive (state %d)", tcp_state(s));
     /* Everything must fit in the send buffer at once: the peer reads nothing for now. */
     ssize_t off = 0;
     static uint8_t buf[TARGET_BYTES];
@@ -235,26 +282,31 @@ static void run_target(int port, struct opts o) {
         if (w <= 0) tgt_die("writing %d bytes stopped at %zd", TARGET_BYTES, off);
         off += w;
     }
-    if (o.targetshut) SYS(shutdown(s, SHUT_WR));
-    /* Wait for the queue to settle: everything the peer's window took was sent. */
+    if (target_shuts(o)) SYS(shutdown(s, SHUT_WR));
+    /* Wait for the queue to settle: everything the peer's window took was sent (finwait2: and
+       acknowledged, FIN included). */
     deadline = tgt_now_ms() + 5000;
     for (;;) {
         int outq = queued(s, SIOCOUTQ), unsent = queued(s, SIOCOUTQNSD);
         /* (our FIN, once queued, counts as one byte in both) */
-        if (go ? outq == TARGET_BYTES && unsent < outq : outq < TARGET_BYTES && unsent == outq) break;
+        if (o.finwait2 ? outq == 0 && tcp_state(s) == TCP_FIN_WAIT2
+            : go       ? outq == TARGET_BYTES && unsent < outq
+                       : outq < TARGET_BYTES && unsent == outq)
+            break;
         if (tgt_now_ms() > deadline) tgt_die("send queue never settled: outq %d unsent %d", outq, unsent);
         tgt_sleep_ms(5);
     }
     tgt_sleep_ms(50);
-    tgt_log("send queue: %d bytes, %d never sent", queued(s, SIOCOUTQ), queued(s, SIOCOUTQNSD));
+    tgt_log("send queue: %d bytes, %d never sent; state %d", queued(s, SIOCOUTQ), queued(s, SIOCOUTQNSD), tcp_state(s));
     if (go)
         tgt_publish("written", "yes\n");
     else
         tgt_ready(extra);
     tgt_wait_verify(NULL);
 
-    /* With targetshut the peer answers as soon as it has our bytes: its answer may follow. */
-    if (o.targetshut)
+    /* When the target shut down, the peer answers as soon as it has our bytes: its answer may
+       follow. */
+    if (target_shuts(o))
         CHECK(queued(s, SIOCINQ) >= PEER_BYTES, "bytes waiting in the receive queue: %d", queued(s, SIOCINQ));
     else
         CHECK_EQ("bytes waiting in the receive queue", queued(s, SIOCINQ), PEER_BYTES);
@@ -265,9 +317,53 @@ static void run_target(int port, struct opts o) {
     getsockopt(s, IPPROTO_TCP, TCP_NODELAY, &v, &l);
     CHECK_EQ("TCP_NODELAY", v, 1);
     check_stream("the peer's queued bytes", s, PEER_BYTES, SEED_PEER);
-    if (o.peershut) expect_eof("after the peer's queued bytes", s);
-    if (!o.targetshut && send_pattern(s, MORE_OUT, SEED_MORE_OUT, 20000) != 0) FAIL("sending after the dump: %s", strerror(errno));
-    if (!o.peershut) check_stream("the peer's answer", s, MORE_IN, SEED_MORE_IN);
+    if (peer_shuts_before_dump(o)) expect_eof("after the peer's queued bytes", s);
+    if (!target_shuts(o) && send_pattern(s, MORE_OUT, SEED_MORE_OUT, 20000) != 0) FAIL("sending after the dump: %s", strerror(errno));
+    if (!peer_shuts_before_dump(o)) check_stream("the peer's answer", s, MORE_IN, SEED_MORE_IN);
+    if (o.finwait2) expect_eof("after the peer's answer", s);
+    if (both_shut(o)) CHECK(wait_state(s, TCP_CLOSE, 20000), "the target's socket never closed: state %d", tcp_state(s));
+    tgt_publish_result();
+    tgt_idle();
+}
+
+/*
+ * synsent: the connection is still being opened when the dump comes (the test drops the SYNs to
+ * the peer's port): a non-blocking connect() left in SYN_SENT. After CTL/verify (and the rule
+ * gone) the handshake completes and the streams run, the target's bytes sent only now.
+ */
+static void run_target_synsent(int port, struct opts o) {
+    tgt_role = "target";
+    struct sockaddr_storage sa;
+    socklen_t salen = loopback(o.v6, port, &sa);
+    int s = SYS(socket(sa.ss_family, SOCK_STREAM, 0));
+    int big = 1 << 20, one = 1;
+    SYS(setsockopt(s, SOL_SOCKET, SO_SNDBUF, &big, sizeof big));
+    SYS(setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one));
+    SYS(fcntl(s, F_SETFL, O_NONBLOCK));
+    if (connect(s, (struct sockaddr *)&sa, salen) == 0 || errno != EINPROGRESS) tgt_die("connect did not stay in progress");
+    if (tcp_state(s) != TCP_SYN_SENT) tgt_die("state %d after connect, not SYN_SENT", tcp_state(s));
+    int lport = local_port(s);
+    char extra[96];
+    snprintf(extra, sizeof extra, "local_port=%d\npeer_port=%d\n", lport, port);
+    tgt_ready(extra);
+    tgt_wait_verify(NULL);
+
+    CHECK(wait_for(s, POLLOUT, 30000), "the connection never opened (state %d)", tcp_state(s));
+    int err = -1;
+    socklen_t l = sizeof err;
+    getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &l);
+    CHECK_EQ("SO_ERROR after connecting", err, 0);
+    CHECK_EQ("state after connecting", tcp_state(s), TCP_ESTABLISHED);
+    CHECK_EQ("local port", local_port(s), lport);
+    CHECK((fcntl(s, F_GETFL) & O_NONBLOCK) != 0, "O_NONBLOCK lost");
+    int v = 0;
+    l = sizeof v;
+    getsockopt(s, IPPROTO_TCP, TCP_NODELAY, &v, &l);
+    CHECK_EQ("TCP_NODELAY", v, 1);
+    if (send_pattern(s, TARGET_BYTES, SEED_TARGET, 20000) != 0) FAIL("sending: %s", strerror(errno));
+    check_stream("the peer's bytes", s, PEER_BYTES, SEED_PEER);
+    if (send_pattern(s, MORE_OUT, SEED_MORE_OUT, 20000) != 0) FAIL("sending more: %s", strerror(errno));
+    check_stream("the peer's answer", s, MORE_IN, SEED_MORE_IN);
     tgt_publish_result();
     tgt_idle();
 }
@@ -282,10 +378,15 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "mapped")) o.v6 = 2;
         o.peershut |= !strcmp(argv[i], "peershut");
         o.targetshut |= !strcmp(argv[i], "targetshut");
+        o.finwait2 |= !strcmp(argv[i], "finwait2");
+        o.lastack |= !strcmp(argv[i], "lastack");
+        o.closing |= !strcmp(argv[i], "closing");
+        o.synsent |= !strcmp(argv[i], "synsent");
     }
     if (argc >= 3 && !strcmp(argv[2], "peer")) run_peer(o);
+    if (argc >= 4 && !strcmp(argv[2], "target") && o.synsent) run_target_synsent(atoi(argv[3]), o);
     if (argc >= 4 && !strcmp(argv[2], "target")) run_target(atoi(argv[3]), o);
     fprintf(stderr, "usage: %s CTL peer [OPTS] | CTL target PORT [OPTS]\n"
-                    "OPTS: go netlink v6 mapped peershut targetshut\n", argv[0]);
+                    "OPTS: go netlink v6 mapped peershut targetshut finwait2 lastack closing synsent\n", argv[0]);
     return 2;
 }

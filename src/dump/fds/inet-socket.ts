@@ -21,19 +21,35 @@ const SOCK_DGRAM = 2;
 const IPPROTO_TCP = 6;
 const IPPROTO_UDP = 17;
 const TCP_ESTABLISHED = 1;
+const TCP_SYN_SENT = 2;
 const TCP_FIN_WAIT1 = 4;
-const TCP_CLOSE_WAIT = 8;
+const TCP_FIN_WAIT2 = 5;
 const TCP_CLOSE = 7;
+const TCP_CLOSE_WAIT = 8;
+const TCP_LAST_ACK = 9;
 const TCP_LISTEN = 10;
+const TCP_CLOSING = 11;
 /** tcp_info.tcpi_options bits (linux/tcp.h). */
 const TCPI_OPT_TIMESTAMPS = 1;
 const TCPI_OPT_WSCALE = 4;
 /**
- * Connection states tsdump dumps: established, and half-closed either way (our FIN queued, or
- * the peer's received). CRIU's restore rebuilds the FINs (soccr/soccr.c libsoccr_restore); it
- * knows the closing states too, which tsdump refuses until they are tested here.
+ * Connection states tsdump dumps, those CRIU dumps (criu/sk-inet.c can_dump_inet_sk):
+ * established; every state of a shutdown in progress — our FIN queued (FIN_WAIT1) or
+ * acknowledged (FIN_WAIT2), the peer's received (CLOSE_WAIT), or both (LAST_ACK, CLOSING), where
+ * the queue lengths leave the FINs out and CRIU's restore rebuilds them from the state
+ * (soccr/soccr.c libsoccr_restore); and a connect() still waiting for its SYN-ACK (SYN_SENT),
+ * which the restore sends again. TIME_WAIT belongs to no descriptor; SYN_RECV (a Fast Open
+ * connection accepted before its handshake ended) is refused, as CRIU refuses it.
  */
-const DUMPABLE_STATES: ReadonlySet<number> = new Set([TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_CLOSE_WAIT]);
+const DUMPABLE_STATES: ReadonlySet<number> = new Set([
+  TCP_ESTABLISHED,
+  TCP_SYN_SENT,
+  TCP_FIN_WAIT1,
+  TCP_FIN_WAIT2,
+  TCP_CLOSE_WAIT,
+  TCP_LAST_ACK,
+  TCP_CLOSING,
+]);
 const TCP_STATES = ['', 'ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT', 'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'LISTEN', 'CLOSING'];
 
 function refuse(c: FdKindContext, why: string, code: 'UNSUPPORTED_FD' | 'UNSUPPORTED' = 'UNSUPPORTED_FD'): TsdumpError {
@@ -76,7 +92,7 @@ export async function inetSocketEntry(c: FdKindContext, ino: number, info: Socke
       throw refuse(c, `${conn}; established connections are dumped only with --tcp-established`);
     }
     if (!DUMPABLE_STATES.has(sk.state)) {
-      throw refuse(c, `${conn}: only ESTABLISHED, FIN_WAIT1 and CLOSE_WAIT connections are dumped by tsdump yet`, 'UNSUPPORTED');
+      throw refuse(c, `${conn}: tsdump dumps connections in ${[...DUMPABLE_STATES].map((st) => TCP_STATES[st]).join(', ')} states only`, 'UNSUPPORTED');
     }
     if (!settings.networkLock) throw refuse(c, `${conn}: the network is not locked`, 'UNSUPPORTED');
     state = await dumpTcpStream(c, ino, conn);
