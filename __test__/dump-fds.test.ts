@@ -2,14 +2,14 @@
 // the same target, one dumped by the reference CRIU and one by tsdump, decoded with crit's own
 // decoder (pycriu), and the entries these kinds produce compared fd by fd. Every difference
 // that remains is expected and explained where it is normalised away below. Plus what the
-// catalogue does not cover: a signal-driven inotify instance with an owner (round trip to PASS)
-// and the --ghost-limit refusal.
+// catalogue does not cover: a signal-driven inotify instance with an owner (round trip to PASS),
+// the --ghost-limit refusal, and a deleted ELF held open, whose ghost's entry carries the build-id.
 import test, { type ExecutionContext } from 'ava';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { criuDump, critDecodeAll, makeWorkDir } from './helpers/criu.js';
+import { criuDump, critDecodeAll, makeWorkDir, run } from './helpers/criu.js';
 import { roundTrip, type CatalogueEntry } from './helpers/catalogue.js';
-import { killTree, logTail, requestVerify, startTarget, type Target } from './helpers/target.js';
+import { TARGETS_DIR, killTree, logTail, requestVerify, startTarget, type Target } from './helpers/target.js';
 import { TsdumpCliError, tsdumpDump } from './helpers/tsdump.js';
 
 type Json = Record<string, unknown>;
@@ -270,4 +270,29 @@ test.serial('t_fanotify: fanotify entries match CRIU', async (t) => {
   const [o] = fdViews(ours, ourCtl);
   t.is(o!.length, 1);
   t.deepEqual(o, c);
+});
+
+const ghostElf = oneOff('t_ghost_elf', 'a deleted copy of its own executable held open O_RDONLY at offset 7: every byte, nlink 0');
+
+test.serial('t_ghost_elf: tsdump dump → criu restore → verify (a deleted ELF, validated by its build-id)', async (t) => {
+  const rt = await roundTrip(t, ghostElf, (pid, dir) => tsdumpDump(pid, dir));
+  t.is(rt.result, 'PASS', rt.subject.describe());
+});
+
+test.serial('t_ghost_elf: the deleted ELF\'s entry carries its build-id, as CRIU\'s does', async (t) => {
+  const { criu, ours, criuCtl, ourCtl } = await dumpBoth(t, 't_ghost_elf');
+  const [c] = fdViews(criu, criuCtl);
+  const [o] = fdViews(ours, ourCtl);
+  t.is(o!.length, 1);
+  // reg entry (flags, offset, mode, size, build-id), remap type, ghost metadata and contents
+  t.deepEqual(o, c);
+  // The words are the program's own build-id (the ghost is a byte-for-byte copy of it) as binutils
+  // prints it, packed as CRIU packs it: zero-padded to 32-bit words, each little-endian.
+  const r = await run('readelf', ['-n', join(TARGETS_DIR, 't_ghost_elf')]);
+  const hex = /Build ID: ([0-9a-f]+)/.exec(r.stdout)?.[1];
+  t.truthy(hex, r.stdout);
+  const id = Buffer.from(hex ?? '', 'hex');
+  const padded = Buffer.concat([id, Buffer.alloc(((id.length + 3) & ~3) - id.length)]);
+  const words = Array.from({ length: padded.length / 4 }, (_, i) => padded.readUInt32LE(i * 4));
+  t.deepEqual((o![0]!.body as { reg: Json }).reg.build_id, words);
 });

@@ -1,7 +1,9 @@
 // Deleted-but-open regular files ("ghost files"). The file table records the path it had; a
 // remap-fpath.img entry points that file at ghost-file-N.img, which carries the metadata and the
 // contents (up to --ghost-limit). Restore recreates the file next to the old path, opens it and
-// unlinks it again.
+// unlinks it again. The same goes for a deleted file a task only maps or runs (a binary or library
+// replaced on disk): ../file-table.ts deletedPathFile reads it through /proc/PID/map_files or
+// /proc/PID/exe, as CRIU reads its mappings.
 import { create } from '@bufbuild/protobuf';
 import type { BigIntStats } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
@@ -9,7 +11,8 @@ import { fd_types } from '../../images/gen/fdinfo_pb.js';
 import { ghost_chunk_entrySchema, ghost_file_entrySchema } from '../../images/gen/ghost-file_pb.js';
 import { remap_file_path_entrySchema, remap_type } from '../../images/gen/remap-file-path_pb.js';
 import { TsdumpError } from '../../errors.js';
-import { S_IFMT, S_IFREG, type FdKind, type FdKindContext } from './kind.js';
+import { buildIdField } from '../elf-build-id.js';
+import { S_IFMT, S_IFREG, type FdKind, type FdKindContext, type FileEntryInit } from './kind.js';
 
 const DELETED = ' (deleted)';
 /** Like CRIU, small ghosts are stored in one piece and bigger ones in chunks that skip holes. */
@@ -19,45 +22,72 @@ const PIECE = 64 * 1024;
 /** The ghost image id of every deleted file already stored in this dump, by (dev, ino). */
 const ghostIds = new Map<string, number>();
 
+/** What writing a ghost needs from the file table. */
+export type GhostContext = Pick<FdKindContext, 'image' | 'firstTime' | 'ghostLimit'>;
+
+/** The reg_file_entry fields that belong to the opener, not to the file. */
+export interface GhostOpener {
+  /** The file entry's id. */
+  id: number;
+  flags: number;
+  pos: bigint;
+  fown: FdKindContext['fown'];
+}
+
+/**
+ * The file entry of a deleted regular file, readable through `link` (a /proc link of the task's)
+ * and once named `path`: its contents go to a ghost image (once per file in the dump) and a remap
+ * entry points the file entry at it. `what` names the user for messages.
+ */
+export async function ghostFileEntry(g: GhostContext, link: string, path: string, opener: GhostOpener, what: string): Promise<FileEntryInit> {
+  const st = await stat(link, { bigint: true });
+  if ((Number(st.mode) & S_IFMT) !== S_IFREG) {
+    throw new TsdumpError('UNSUPPORTED_FD', `${what}: deleted ${path} is not a regular file; tsdump keeps only regular ones as ghost files`);
+  }
+  if (st.nlink !== 0n) {
+    // Still linked elsewhere: CRIU would add a link remap (--link-remap); not done here.
+    throw new TsdumpError('UNSUPPORTED_FD', `${what}: tsdump cannot dump deleted files that still have other hard links yet`);
+  }
+  if (st.size > BigInt(g.ghostLimit)) {
+    throw new TsdumpError(
+      'UNSUPPORTED_FD',
+      `${what}: deleted file of ${st.size} bytes is larger than the ghost limit (${g.ghostLimit} bytes); raise --ghost-limit to keep it in the images`,
+    );
+  }
+  const key = `${st.dev}:${st.ino}`;
+  let ghostId = ghostIds.get(key);
+  if (g.firstTime(`ghost:${key}`) || ghostId === undefined) {
+    ghostId = opener.id;
+    ghostIds.set(key, ghostId);
+    await writeGhost(g, link, ghostId, st);
+  }
+  const remap = await g.image('remap-fpath.img');
+  await remap.append(
+    remap_file_path_entrySchema,
+    create(remap_file_path_entrySchema, { origId: opener.id, remapId: ghostId, remapType: remap_type.GHOST }),
+  );
+  const size = sized(opener.flags, st.size);
+  // As for any regular file whose size is recorded, CRIU adds the build-id, read from the deleted
+  // file itself; its restore checks it against the ghost it recreates.
+  const buildId = size.size !== undefined ? await buildIdField(link, st.size, what) : {};
+  return {
+    type: fd_types.REG,
+    id: opener.id,
+    reg: { id: opener.id, flags: opener.flags, pos: opener.pos, fown: opener.fown, name: path, mode: Number(st.mode), ...size, ...buildId },
+  };
+}
+
 export const ghostFiles: FdKind = {
   name: 'deleted files',
   matches: (fd) => fd.target.startsWith('/') && fd.target.endsWith(DELETED) && (fd.mode & S_IFMT) === S_IFREG,
-  async entry(c) {
-    const link = `/proc/${c.pid}/fd/${c.fd.fd}`;
-    const st = await stat(link, { bigint: true });
-    const path = c.fd.target.slice(0, -DELETED.length);
-    if (st.nlink !== 0n) {
-      // Still linked elsewhere: CRIU would add a link remap (--link-remap); not done here.
-      throw new TsdumpError(
-        'UNSUPPORTED_FD',
-        `pid ${c.pid}: fd ${c.fd.fd} (${c.fd.target}): tsdump cannot dump deleted files that still have other hard links yet`,
-      );
-    }
-    if (st.size > BigInt(c.ghostLimit)) {
-      throw new TsdumpError(
-        'UNSUPPORTED_FD',
-        `pid ${c.pid}: fd ${c.fd.fd} (${c.fd.target}): deleted file of ${st.size} bytes is larger than the ghost limit ` +
-          `(${c.ghostLimit} bytes); raise --ghost-limit to keep it in the images`,
-      );
-    }
-    const key = `${st.dev}:${st.ino}`;
-    let ghostId = ghostIds.get(key);
-    if (c.firstTime(`ghost:${key}`) || ghostId === undefined) {
-      ghostId = c.id;
-      ghostIds.set(key, ghostId);
-      await writeGhost(c, link, ghostId, st);
-    }
-    const remap = await c.image('remap-fpath.img');
-    await remap.append(
-      remap_file_path_entrySchema,
-      create(remap_file_path_entrySchema, { origId: c.id, remapId: ghostId, remapType: remap_type.GHOST }),
-    );
-    return {
-      type: fd_types.REG,
-      id: c.id,
-      reg: { id: c.id, flags: c.fileFlags, pos: c.fd.pos, fown: c.fown, name: path, mode: c.fd.mode, ...sized(c.fileFlags, st.size) },
-    };
-  },
+  entry: (c) =>
+    ghostFileEntry(
+      c,
+      `/proc/${c.pid}/fd/${c.fd.fd}`,
+      c.fd.target.slice(0, -DELETED.length),
+      { id: c.id, flags: c.fileFlags, pos: c.fd.pos, fown: c.fown },
+      `pid ${c.pid}: fd ${c.fd.fd} (${c.fd.target})`,
+    ),
 };
 
 /**
@@ -76,8 +106,7 @@ function sized(flags: number, size: bigint): { size?: bigint } {
   return (flags & O_ACCMODE) === O_WRONLY && flags & O_APPEND ? {} : { size };
 }
 
-
-async function writeGhost(c: FdKindContext, link: string, ghostId: number, st: BigIntStats): Promise<void> {
+async function writeGhost(c: GhostContext, link: string, ghostId: number, st: BigIntStats): Promise<void> {
   const chunks = st.size >= BigInt(CHUNKS_FROM);
   const head = create(ghost_file_entrySchema, {
     uid: Number(st.uid),
