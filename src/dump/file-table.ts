@@ -3,6 +3,7 @@
 // that name the same file; fdinfo-N.img then maps each task's fd numbers to those ids. What each
 // kind of file records lives in ./fds/.
 import { create } from '@bufbuild/protobuf';
+import { stat } from 'node:fs/promises';
 import { ImageWriter } from '../images/index.js';
 import { file_entrySchema, fdinfo_entrySchema, fd_types, type fdinfo_entry } from '../images/gen/fdinfo_pb.js';
 import { native } from '../native.js';
@@ -10,6 +11,7 @@ import { TsdumpError } from '../errors.js';
 import type { FdInfoEntry } from '../../native/index.js';
 import { S_IFMT, S_IFREG, type FdKind, type FdKindContext, type FileEntryInit } from './fds/kind.js';
 import { FD_KINDS } from './fds/index.js';
+import { ghostFileEntry, type GhostContext } from './fds/ghost.js';
 import { fdOwner } from './fds/owner.js';
 import { buildIdField } from './elf-build-id.js';
 
@@ -28,7 +30,10 @@ export type ExternalFileHandler = (file: { pid: number; fd: number; procPath: st
 export interface PathFileStat {
   mode: number;
   size?: bigint;
-  /** Where to read the file's contents (its build-id) from, if not from the path. */
+  /**
+   * The task's own link to the file (/proc/PID/exe, /proc/PID/map_files/...): the build-id is
+   * read there, and the path must still name that file.
+   */
   source?: string;
 }
 
@@ -82,11 +87,31 @@ export class FileTable {
     return id;
   }
 
+  /**
+   * The id of a deleted regular file a task runs or maps (a binary or library replaced on disk),
+   * read through `source` — /proc/PID/exe or /proc/PID/map_files/START-END — and kept as a ghost
+   * file under the path it had, as CRIU keeps it: one per (file, flags) in the dump, so the
+   * executable and its mappings share one entry. `what` names the user for messages.
+   */
+  async deletedPathFile(source: string, path: string, flags: number, what: string): Promise<number> {
+    const st = await stat(source, { bigint: true });
+    const key = `${flags}\0ghost:${st.dev}:${st.ino}`;
+    const known = this.byPath.get(key);
+    if (known !== undefined) return known;
+    const id = this.nextId++;
+    const entry = await ghostFileEntry(this.ghostContext(), source, path, { id, flags, pos: 0n, fown: noOwner() }, what);
+    await this.files.append(file_entrySchema, create(file_entrySchema, entry));
+    this.byPath.set(key, id);
+    return id;
+  }
+
   /** A file entry of its own for a path (a task's cwd and root each get one, as in CRIU). */
   async newPathFile(path: string, flags: number, st: PathFileStat): Promise<number> {
+    if (st.source !== undefined) await checkPathNamesSource(path, st.source);
     const id = this.nextId++;
     const reg = { id, flags, pos: 0n, fown: noOwner(), name: path, mode: st.mode };
-    // A " (deleted)" name has nothing behind it to read; such a file's mapping is refused anyway.
+    // A " (deleted)" name has nothing behind it to read (deleted files a task maps or runs are
+    // ghosts, see deletedPathFile).
     const readable = st.source !== undefined || !path.endsWith(' (deleted)');
     const sized =
       (st.mode & S_IFMT) === S_IFREG && st.size !== undefined
@@ -163,20 +188,54 @@ export class FileTable {
     };
   }
 
+  private ghostContext(): GhostContext {
+    return {
+      image: (fileName) => this.image(fileName),
+      firstTime: (key) => !this.seenKeys.has(key) && !!this.seenKeys.add(key),
+      ghostLimit: this.ghostLimit,
+    };
+  }
+
   private kindContext(pid: number, fd: FdInfoEntry, id: number): FdKindContext {
     return {
+      ...this.ghostContext(),
       pid,
       fd,
       id,
       fileFlags: fd.flags & ~O_CLOEXEC,
       fown: fdOwner(pid, fd.fd),
-      image: (fileName) => this.image(fileName),
-      firstTime: (key) => !this.seenKeys.has(key) && !!this.seenKeys.add(key),
       pathFile: (path, flags, st) => this.pathFile(path, flags, st),
       fileEntry: (entry) => this.files.append(file_entrySchema, create(file_entrySchema, entry)),
-      ghostLimit: this.ghostLimit,
       shellJob: this.shellJob,
     };
+  }
+}
+
+/**
+ * Restore opens a path-named file by its path, so the path must still name the file the task has
+ * (`source`, a /proc link): CRIU's dump checks the same (check_path_remap) and refuses a path
+ * that names another file ("Unaccessible path opened"), or needs --link-remap for a linked file
+ * whose path is gone. A deleted file (no links left) is a ghost instead, see deletedPathFile.
+ */
+async function checkPathNamesSource(path: string, source: string): Promise<void> {
+  const had = await stat(source, { bigint: true });
+  let now;
+  try {
+    now = await stat(path, { bigint: true });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ENOENT'
+        ? 'no longer exists, though the file still has links elsewhere; restoring it needs a link remap (CRIU\'s --link-remap), which tsdump does not do yet'
+        : `cannot be looked at: ${(err as Error).message}`;
+    throw new TsdumpError('UNSUPPORTED', `${source}: ${path} ${why}`, { cause: err });
+  }
+  if (now.dev !== had.dev || now.ino !== had.ino) {
+    throw new TsdumpError(
+      'UNSUPPORTED',
+      `${source}: ${path} now names another file (inode ${now.ino} on device ${now.dev}) than the one the task has ` +
+        `(inode ${had.ino} on device ${had.dev}); restore would open that one instead, so tsdump refuses it, as CRIU does`,
+    );
   }
 }
 

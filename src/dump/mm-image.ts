@@ -1,6 +1,14 @@
 // mm-PID.img (the address space: mm fields, VMAs, auxv) and pagemap-PID.img (which pages of it
 // are in pages-N.img). Page data itself is drained by the Rust core, never here.
-import { stat } from 'node:fs/promises';
+//
+// The executable and every file mapping are looked at through the task's own links
+// (/proc/PID/exe, /proc/PID/map_files/START-END), as CRIU opens them: the size and build-id
+// restore validates must be the mapped file's, and the path /proc/PID/maps prints may name
+// another file by now, which is refused (FileTable.newPathFile), as CRIU refuses it. A mapped
+// file that was deleted — a binary or library replaced on disk by a rename, the usual way of
+// upgrading one — is kept as a ghost file, as CRIU keeps it; restore recreates it beside
+// whatever now holds the path.
+import { stat, statfs } from 'node:fs/promises';
 import { create } from '@bufbuild/protobuf';
 import { mm_entrySchema, type mm_entry } from '../images/gen/mm_pb.js';
 import { vma_entrySchema, type vma_entry } from '../images/gen/vma_pb.js';
@@ -18,6 +26,8 @@ const MAP_ANONYMOUS = 0x20;
 const MAP_GROWSDOWN = 0x100;
 const PROT_WRITE = 0x2;
 const O_RDWR = 2;
+const HUGETLBFS_MAGIC = 0x958458f6;
+const DELETED = ' (deleted)';
 
 // vma_entry.status bits (CRIU's VMA_AREA_* / VMA_*).
 const VMA_AREA_REGULAR = 1 << 0;
@@ -59,8 +69,14 @@ export async function buildMm(
   files: FileTable,
 ): Promise<mm_entry> {
   if (!proc.exe) throw new TsdumpError('PROCFS', `pid ${pid}: /proc/${pid}/exe has no target`);
-  const exeStat = await stat(`/proc/${pid}/exe`);
-  const exeFileId = await files.pathFile(proc.exe, 0, { mode: exeStat.mode, size: BigInt(exeStat.size) });
+  const exeLink = `/proc/${pid}/exe`;
+  let exeFileId: number;
+  if (proc.exe.endsWith(DELETED)) {
+    exeFileId = await files.deletedPathFile(exeLink, proc.exe.slice(0, -DELETED.length), 0, `pid ${pid}: executable ${proc.exe}`);
+  } else {
+    const exeStat = await stat(exeLink);
+    exeFileId = await files.pathFile(proc.exe, 0, { mode: exeStat.mode, size: BigInt(exeStat.size), source: exeLink });
+  }
   const vmas: vma_entry[] = [];
   for (const vma of proc.vmas) {
     const entry = await vmaEntry(pid, vma, files);
@@ -148,11 +164,19 @@ async function vmaEntry(pid: number, vma: VmaInfo, files: FileTable): Promise<vm
           fdflags: await mappingOpenFlags(pid, vma),
         });
       }
-      if (vma.deleted || !vma.path) break;
+      if (!vma.path) break;
       const writable = vma.shared && (vma.prot & PROT_WRITE || vma.vmFlags.includes('mw'));
       const fdflags = writable ? O_RDWR : 0;
-      const st = await stat(`/proc/${pid}/map_files/${vma.start.toString(16)}-${vma.end.toString(16)}`);
-      const id = await files.pathFile(vma.path, fdflags, { mode: st.mode, size: BigInt(st.size) });
+      const source = `/proc/${pid}/map_files/${vma.start.toString(16)}-${vma.end.toString(16)}`;
+      let id: number;
+      if (vma.deleted) {
+        // hugetlbfs files (MAP_HUGETLB shared memory, hugetlb memfds) cannot be read into a ghost
+        if ((await statfs(source)).type === HUGETLBFS_MAGIC) break;
+        id = await files.deletedPathFile(source, vma.path, fdflags, `${at} (${vma.path}${DELETED})`);
+      } else {
+        const st = await stat(source);
+        id = await files.pathFile(vma.path, fdflags, { mode: st.mode, size: BigInt(st.size), source });
+      }
       return entry({
         pgoff: vma.pgoff,
         shmid: BigInt(id),
@@ -164,7 +188,12 @@ async function vmaEntry(pid: number, vma: VmaInfo, files: FileTable): Promise<vm
     default:
       break;
   }
-  const what = vma.deleted ? `mapping of deleted file ${vma.path ?? ''}` : `${vma.kind}${vma.shared ? ' shared' : ''} mapping ${vma.path ?? ''}`;
+  const what =
+    vma.kind === 'file' && vma.deleted
+      ? `mapping of deleted hugetlbfs file ${vma.path ?? ''}`
+      : vma.deleted
+        ? `mapping of deleted file ${vma.path ?? ''}`
+        : `${vma.kind}${vma.shared ? ' shared' : ''} mapping ${vma.path ?? ''}`;
   throw new TsdumpError('UNSUPPORTED_VMA', `${at}: tsdump cannot dump a ${what.trim()} yet`);
 }
 
