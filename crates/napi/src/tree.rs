@@ -963,22 +963,19 @@ impl Session {
     pub async fn thread_state(&self, tid: i32) -> Result<ThreadStateInfo> {
         let t = self
             .run(move |state| {
-                let pid = state
-                    .tree
-                    .as_ref()
-                    .and_then(|t| t.owner_of(tid))
-                    .map(|p| p.pid)
-                    .ok_or_else(|| {
-                        CoreError::new(
-                            ErrorCode::Ptrace,
-                            format!("tid {tid}: not a thread of the tree this session holds"),
-                        )
-                    })?;
+                let pid = held_process_of(state, tid)?;
                 inspect::thread::thread_state(pid, tid)
             })
             .await?;
         Ok(thread_info(t))
     }
+}
+
+/// The pid of the held tree's process that thread `tid` belongs to.
+fn held_process_of(state: &crate::session::TracerState, tid: i32) -> tsdump_core::Result<i32> {
+    state.tree.as_ref().and_then(|t| t.owner_of(tid)).map(|p| p.pid).ok_or_else(|| {
+        CoreError::new(ErrorCode::Ptrace, format!("tid {tid}: not a thread of the tree this session holds"))
+    })
 }
 
 // ---------------------------------------------------------------- seccomp
@@ -1000,17 +997,7 @@ impl Session {
     pub async fn seccomp_state(&self, tid: i32) -> Result<SeccompStateInfo> {
         let (mode, filters) = self
             .run(move |state| {
-                let pid = state
-                    .tree
-                    .as_ref()
-                    .and_then(|t| t.owner_of(tid))
-                    .map(|p| p.pid)
-                    .ok_or_else(|| {
-                        CoreError::new(
-                            ErrorCode::Ptrace,
-                            format!("tid {tid}: not a thread of the tree this session holds"),
-                        )
-                    })?;
+                let pid = held_process_of(state, tid)?;
                 let file = format!("/proc/{pid}/task/{tid}/status");
                 let status = std::fs::read_to_string(&file).map_err(|e| {
                     CoreError::new(ErrorCode::Procfs, format!("pid {pid}: {file}: {e}"))
