@@ -1,11 +1,11 @@
 // What every stage of one dump shares.
-import type { Session } from '../../native/index.js';
-import { callNative } from '../native.js';
+import type { SeizeTreeOptions, Session } from '../../native/index.js';
+import { callNative, native } from '../native.js';
 import type { DumpOptions } from './options.js';
-import type { DumpStats } from './stats.js';
+import { DumpStats } from './stats.js';
 import type { FileTable } from './file-table.js';
 import type { KobjIds } from './kobj-ids.js';
-import type { Cancellation } from './cancellation.js';
+import { Cancellation } from './cancellation.js';
 import type { PluginHost } from '../plugins/index.js';
 import type { Incremental } from './incremental.js';
 import type { SeccompTable } from './write-seccomp.js';
@@ -34,6 +34,28 @@ export interface DumpContext {
   firstTime(key: string): boolean;
   /** A native call, cancellable between calls, with the core's errors typed. */
   call<T>(fn: () => Promise<T> | T): Promise<T>;
+}
+
+/**
+ * What a run (dump or pre-dump) opens first: its stats, its session, a cancellation that also
+ * interrupts the session's native work, and the cancellable caller of native functions.
+ */
+export function openRun(options: DumpOptions) {
+  const stats = new DumpStats();
+  const cancellation = new Cancellation(options.signal);
+  const session = new native.Session();
+  cancellation.onCancel(() => session.interrupt());
+  return { stats, cancellation, session, call: nativeCaller(cancellation) };
+}
+
+/** How a run seizes the tree. */
+export function seizeOptions(options: DumpOptions): SeizeTreeOptions {
+  return {
+    ...(options.timeout ? { timeoutMs: options.timeout * 1000 } : {}),
+    ...(options.freezeCgroup ? { freezeCgroup: options.freezeCgroup } : {}),
+    // as CRIU: the parasite's syscalls (userfaultfd, ioctls...) must get past the tasks' filters
+    suspendSeccomp: true,
+  };
 }
 
 export function nativeCaller(cancellation: Cancellation) {

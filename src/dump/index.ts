@@ -1,15 +1,13 @@
 // `tsdump dump`: the flow, stage by stage (compare ../shared/DESIGN.md and CRIU's cr_dump_tasks).
 // Each stage lives in its own module; this file is the table of contents.
-import { native } from '../native.js';
 import { TsdumpError } from '../errors.js';
-import type { SeizedTreeInfo, Session } from '../../native/index.js';
+import type { Session } from '../../native/index.js';
 import type { DumpOptions } from './options.js';
 import { prepareImagesDir } from './images-dir.js';
 import { ActionScripts } from '../action-scripts.js';
 import { loadPlugins, type PluginHost } from '../plugins/index.js';
-import { DumpStats, type DumpCounters, type DumpTimings } from './stats.js';
-import { Cancellation } from './cancellation.js';
-import { nativeCaller, type DumpContext } from './context.js';
+import type { DumpCounters, DumpTimings } from './stats.js';
+import { openRun, seizeOptions, type DumpContext } from './context.js';
 import { FileTable } from './file-table.js';
 import { configureSocketDump, socketSettings } from './fds/socket-diag.js';
 import { NetworkLock, treeConnections } from './network-lock.js';
@@ -90,11 +88,7 @@ export async function dump(options: DumpOptions, events: DumpEvents = {}): Promi
 /** The flow itself, traced from this process; `dump` is the entry point. */
 export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {}): Promise<DumpResult> {
   const stage = (name: string) => events.stage?.(name);
-  const stats = new DumpStats();
-  const cancellation = new Cancellation(options.signal);
-  const session = new native.Session();
-  cancellation.onCancel(() => session.interrupt());
-  const call = nativeCaller(cancellation);
+  const { stats, cancellation, session, call } = openRun(options);
   let plugins: PluginHost | undefined;
   let succeeded = false;
   try {
@@ -126,12 +120,7 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
     stage('collect pstree');
     const tree = await stats.time('freezingTime', () =>
       call(() =>
-        session.seizeTree(options.pid, {
-          ...(options.timeout ? { timeoutMs: options.timeout * 1000 } : {}),
-          ...(options.freezeCgroup ? { freezeCgroup: options.freezeCgroup } : {}),
-          // as CRIU: the parasite's syscalls must get past the tasks' own seccomp filters
-          suspendSeccomp: true,
-        }),
+        session.seizeTree(options.pid, seizeOptions(options)),
       ),
     );
     stats.markFrozen();

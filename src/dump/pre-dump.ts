@@ -18,14 +18,12 @@
 // it whole again and never points at these copies. They make the pre-dump complete, as CRIU's is.
 import { native } from '../native.js';
 import { TsdumpError } from '../errors.js';
-import type { Session } from '../../native/index.js';
+import type { SeizeTreeOptions, Session } from '../../native/index.js';
 import type { DumpOptions } from './options.js';
 import type { DumpEvents, DumpResult } from './index.js';
 import { refuseOwnChild, releaseAfterFailure } from './index.js';
 import { prepareImagesDir } from './images-dir.js';
-import { Cancellation } from './cancellation.js';
-import { nativeCaller } from './context.js';
-import { DumpStats } from './stats.js';
+import { openRun, seizeOptions } from './context.js';
 import { KobjIds } from './kobj-ids.js';
 import { treeOrder } from './tree-order.js';
 import { Incremental } from './incremental.js';
@@ -57,19 +55,10 @@ export async function preDump(options: DumpOptions, events: DumpEvents = {}): Pr
 /** The pre-dump itself, traced from this process; `preDump` is the entry point. */
 export async function preDumpInProcess(options: DumpOptions, events: DumpEvents = {}): Promise<DumpResult> {
   const stage = (name: string) => events.stage?.(name);
-  const stats = new DumpStats();
-  const cancellation = new Cancellation(options.signal);
-  const session = new native.Session();
-  cancellation.onCancel(() => session.interrupt());
-  const call = nativeCaller(cancellation);
+  const { stats, cancellation, session, call } = openRun(options);
   const { pageServer } = options;
   const readMode = options.preDumpMode === 'read';
-  const seizeOptions = {
-    ...(options.timeout ? { timeoutMs: options.timeout * 1000 } : {}),
-    ...(options.freezeCgroup ? { freezeCgroup: options.freezeCgroup } : {}),
-    // as the dump: the parasite's syscalls (userfaultfd, ioctls) must get past the tasks' filters
-    suspendSeccomp: true,
-  };
+  const seize = seizeOptions(options);
   try {
     stage('prepare images dir');
     const imagesDir = await prepareImagesDir(options.imagesDir);
@@ -87,7 +76,7 @@ export async function preDumpInProcess(options: DumpOptions, events: DumpEvents 
 
     await refuseOwnChild(options.pid);
     stage('collect pstree');
-    const tree = await stats.time('freezingTime', () => call(() => session.seizeTree(options.pid, seizeOptions)));
+    const tree = await stats.time('freezingTime', () => call(() => session.seizeTree(options.pid, seize)));
     stats.markFrozen();
     const ctx: MemoryContext = { session, imagesDir, stats, call, memoryMode: 'vmsplice', nextPagesId: 1, incremental };
     const shared = new Map<bigint, SharedObject>();
@@ -158,7 +147,7 @@ export async function preDumpInProcess(options: DumpOptions, events: DumpEvents 
       }
     } catch (err) {
       for (const r of toRead) native.discardPreDumpRead(r.id);
-      const left = await endTrackingReleased(session, options.pid, seizeOptions, incremental);
+      const left = await endTrackingReleased(session, options.pid, seize, incremental);
       if (left.length && err instanceof Error) err.message += ` (and ending the tracking failed: ${left.join('; ')})`;
       throw err;
     }
@@ -209,12 +198,12 @@ async function preDumpShared(ctx: MemoryContext, obj: SharedObject, pageServer: 
 async function endTrackingReleased(
   session: Session,
   pid: number,
-  seizeOptions: { timeoutMs?: number; freezeCgroup?: string },
+  seize: SeizeTreeOptions,
   incremental: Incremental,
 ): Promise<string[]> {
   if (!incremental.hasArmed()) return [];
   try {
-    await session.seizeTree(pid, seizeOptions);
+    await session.seizeTree(pid, seize);
   } catch (err) {
     return [`seizing the tree again: ${err instanceof Error ? err.message : String(err)}`];
   }
