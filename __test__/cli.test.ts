@@ -417,7 +417,7 @@ test('log to stderr: timestamps only from -v3 up, as criu does on a terminal', (
 test('log file that cannot be created is an IMAGE_IO error naming it', (t) => {
   const err = t.throws(() => openLog({ file: 'x.log', workDir: '/nonexistent-work-dir' }));
   t.is((err as { code?: string }).code, 'IMAGE_IO');
-  t.is(err!.message, 'log file /nonexistent-work-dir/x.log: ENOENT');
+  t.is(err!.message, 'log file /nonexistent-work-dir/x.log: images dir /nonexistent-work-dir: does not exist');
 });
 
 // --- show --------------------------------------------------------------------------------------

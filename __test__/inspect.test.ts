@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { native, callNative } from '../src/native.js';
+import { native } from '../src/native.js';
 import { TsdumpError } from '../src/errors.js';
 
 const TARGET = join(import.meta.dirname, '..', 'build', 'targets', 'cap_target');
@@ -293,11 +293,11 @@ test('inspectProcess: VMAs equal /proc/PID/maps, fds equal the target fcntl view
 
 test('inspect errors name the pid; threadState needs a held thread', async (t) => {
   const s = session(t);
-  const err = await t.throwsAsync(callNative(() => s.inspectProcess(4_000_001)));
+  const err = await t.throwsAsync(s.inspectProcess(4_000_001));
   t.true(err instanceof TsdumpError);
   t.is((err as TsdumpError).code, 'ESRCH_TARGET');
   t.regex(err!.message, /4000001/);
-  const e2 = await t.throwsAsync(callNative(() => s.threadState(process.pid)));
+  const e2 = await t.throwsAsync(s.threadState(process.pid));
   t.is((e2 as TsdumpError).code, 'PTRACE');
 });
 

@@ -5,7 +5,8 @@ import test from 'ava';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { native, callNative } from '../src/native.js';
+import { native } from '../src/native.js';
+import { openImagesDir } from '../src/images/dir.js';
 import { makeWorkDir } from './helpers/criu.js';
 import { killTree, requestVerify, startDetachedTarget } from './helpers/target.js';
 
@@ -55,29 +56,30 @@ for (const mode of ['read', 'vmsplice'] as const) {
     const target = await startDetachedTarget('mem_layout', { dir: await makeWorkDir(t) });
     const images = mkdtempSync(join(tmpdir(), 'tsdump-memimg-'));
     const session = new native.Session();
+    session.useImagesDir(openImagesDir(images));
     t.teardown(async () => {
       await killTree(target.pid, target.ctl, target.pids);
       session.close();
       rmSync(images, { recursive: true, force: true });
     });
     const pid = target.pid;
-    await callNative(() => session.seizeTree(pid));
+    await session.seizeTree(pid);
     const mapsBefore = readFileSync(`/proc/${pid}/maps`, 'utf8');
     let dump: MemoryDump;
     let shmem: Awaited<ReturnType<typeof session.dumpShmem>>[] = [];
     try {
-      dump = await callNative(() => session.dumpMemory(pid, { imagesDir: images, pagesId: 1, mode }));
+      dump = await session.dumpMemory(pid, { pagesId: 1, mode });
       t.is(readFileSync(`/proc/${pid}/maps`, 'utf8'), mapsBefore, 'memory map unchanged');
       // The shared object, through the parent's mapping and through the child's.
       const child = Number(target.info['child']!);
       const sharedAddr = BigInt('0x' + target.info['shared_addr']!);
       const v = dump.vmas.find((x) => x.start <= sharedAddr && sharedAddr < x.end)!;
       shmem = [
-        await callNative(() => session.dumpShmem(pid, { imagesDir: images, pagesId: 2, start: v.start, end: v.end })),
-        await callNative(() => session.dumpShmem(child, { imagesDir: images, pagesId: 3, start: v.start, end: v.end })),
+        await session.dumpShmem(pid, { pagesId: 2, start: v.start, end: v.end }),
+        await session.dumpShmem(child, { pagesId: 3, start: v.start, end: v.end }),
       ];
     } finally {
-      await callNative(() => session.releaseTree({ mode: 'resume' }));
+      await session.releaseTree({ mode: 'resume' });
     }
 
     const pagesFile = join(images, 'pages-1.img');
@@ -146,12 +148,13 @@ for (const mode of ['read', 'vmsplice'] as const) {
 test.serial('dumpMemory refuses a task this session has not seized', async (t) => {
   const target = await startDetachedTarget('mem_info', { dir: await makeWorkDir(t) });
   const session = new native.Session();
+  session.useImagesDir(openImagesDir(target.ctl));
   t.teardown(async () => {
     await killTree(target.pid, target.ctl, target.pids);
     session.close();
   });
   const err = await t.throwsAsync(() =>
-    callNative(() => session.dumpMemory(target.pid, { imagesDir: target.ctl, pagesId: 9, mode: 'read' })),
+    session.dumpMemory(target.pid, { pagesId: 9, mode: 'read' }),
   );
   t.regex(err!.message, /not seized by this session/);
   t.false(existsSync(join(target.ctl, 'pages-9.img')));
@@ -161,17 +164,18 @@ test.serial('dumpMemory refuses an io_uring mapping by name and leaves the task 
   const target = await startDetachedTarget('mem_uring', { dir: await makeWorkDir(t) });
   const images = mkdtempSync(join(tmpdir(), 'tsdump-memimg-'));
   const session = new native.Session();
+  session.useImagesDir(openImagesDir(images));
   t.teardown(async () => {
     await killTree(target.pid, target.ctl, target.pids);
     session.close();
     rmSync(images, { recursive: true, force: true });
   });
-  await callNative(() => session.seizeTree(target.pid));
+  await session.seizeTree(target.pid);
   const mapsBefore = readFileSync(`/proc/${target.pid}/maps`, 'utf8');
   try {
     for (const mode of ['read', 'vmsplice'] as const) {
       const err = await t.throwsAsync(() =>
-        callNative(() => session.dumpMemory(target.pid, { imagesDir: images, pagesId: 1, mode })),
+        session.dumpMemory(target.pid, { pagesId: 1, mode }),
       );
       t.is((err as { code?: string }).code, 'UNSUPPORTED_VMA');
       t.regex(err!.message, new RegExp(`io_uring ring mapping at 0x${target.info['ring']!}`));
@@ -179,7 +183,7 @@ test.serial('dumpMemory refuses an io_uring mapping by name and leaves the task 
       t.is(readFileSync(`/proc/${target.pid}/maps`, 'utf8'), mapsBefore);
     }
   } finally {
-    await callNative(() => session.releaseTree({ mode: 'resume' }));
+    await session.releaseTree({ mode: 'resume' });
   }
   t.is(await requestVerify(target), 'PASS');
 });

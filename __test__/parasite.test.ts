@@ -5,7 +5,8 @@ import test from 'ava';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { native, callNative } from '../src/native.js';
+import { native } from '../src/native.js';
+import { openImagesDir } from '../src/images/dir.js';
 import { makeWorkDir } from './helpers/criu.js';
 import { killTree, requestVerify, startDetachedTarget } from './helpers/target.js';
 
@@ -24,6 +25,7 @@ test.serial('parasiteInfo reads what the task set up, and the cure leaves no tra
   const target = await startDetachedTarget('mem_info', { dir: await makeWorkDir(t) });
   const images = mkdtempSync(join(tmpdir(), 'tsdump-parimg-'));
   const session = new native.Session();
+  session.useImagesDir(openImagesDir(images));
   t.teardown(async () => {
     await killTree(target.pid, target.ctl, target.pids);
     session.close();
@@ -31,18 +33,18 @@ test.serial('parasiteInfo reads what the task set up, and the cure leaves no tra
   });
   const pid = target.pid;
   const worker = Number(target.info['worker']!);
-  const tree = await callNative(() => session.seizeTree(pid));
+  const tree = await session.seizeTree(pid);
   t.deepEqual(tree.processes[0]!.threads.map((x) => x.tid).sort(), [pid, worker].sort());
 
   const mapsBefore = readFileSync(`/proc/${pid}/maps`, 'utf8');
-  const before = await Promise.all([pid, worker].map((tid) => callNative(() => session.threadState(tid))));
+  const before = await Promise.all([pid, worker].map((tid) => session.threadState(tid)));
   const statusBefore = [pid, worker].map((tid) => statusOf(pid, tid));
   let info: Awaited<ReturnType<typeof session.parasiteInfo>>;
   try {
-    info = await callNative(() => session.parasiteInfo(pid, [pid, worker]));
+    info = await session.parasiteInfo(pid, [pid, worker]);
     // A second infection for the vmsplice drain, to check that cures compose.
-    await callNative(() => session.dumpMemory(pid, { imagesDir: images, pagesId: 1, mode: 'vmsplice' }));
-    const after = await Promise.all([pid, worker].map((tid) => callNative(() => session.threadState(tid))));
+    await session.dumpMemory(pid, { pagesId: 1, mode: 'vmsplice' });
+    const after = await Promise.all([pid, worker].map((tid) => session.threadState(tid)));
     for (let i = 0; i < 2; i++) {
       t.is(dump(after[i]!.regs.gpregs), dump(before[i]!.regs.gpregs), `registers of thread ${i}`);
       t.is(dump(after[i]!.regs.fpregsRaw), dump(before[i]!.regs.fpregsRaw), `FPU state of thread ${i}`);
@@ -51,7 +53,7 @@ test.serial('parasiteInfo reads what the task set up, and the cure leaves no tra
     t.is(readFileSync(`/proc/${pid}/maps`, 'utf8'), mapsBefore, 'memory map unchanged');
     t.deepEqual([pid, worker].map((tid) => statusOf(pid, tid)), statusBefore);
   } finally {
-    await callNative(() => session.releaseTree({ mode: 'resume' }));
+    await session.releaseTree({ mode: 'resume' });
   }
 
   t.is(info.sigactions.length, 64);
@@ -106,7 +108,7 @@ test.serial('parasiteInfo refuses a task this session has not seized', async (t)
     session.close();
   });
   const mapsBefore = readFileSync(`/proc/${target.pid}/maps`, 'utf8');
-  const err = await t.throwsAsync(() => callNative(() => session.parasiteInfo(target.pid)));
+  const err = await t.throwsAsync(() => session.parasiteInfo(target.pid));
   t.regex(err!.message, /not seized by this session/);
   t.is(readFileSync(`/proc/${target.pid}/maps`, 'utf8'), mapsBefore);
   t.is(await requestVerify(target), 'PASS');

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { native, callNative } from '../src/native.js';
+import { native } from '../src/native.js';
 import { TsdumpError } from '../src/errors.js';
 
 const TARGET = join(import.meta.dirname, '..', 'build', 'targets', 'cap_target');
@@ -90,7 +90,7 @@ function procState(pid: number): string {
 }
 
 async function expectCode(t: ExecutionContext, p: Promise<unknown>, code: string, re?: RegExp): Promise<void> {
-  const err = await t.throwsAsync(callNative(() => p));
+  const err = await t.throwsAsync(p);
   t.true(err instanceof TsdumpError, String(err));
   t.is((err as TsdumpError).code, code as TsdumpError['code'], err?.message);
   if (re) t.regex(err!.message, re);

@@ -835,6 +835,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.ImagesDir = nativeBinding.ImagesDir
 module.exports.PageServer = nativeBinding.PageServer
 module.exports.Session = nativeBinding.Session
 module.exports.TcpRepairSocket = nativeBinding.TcpRepairSocket

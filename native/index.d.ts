@@ -9,6 +9,38 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+export declare class ImagesDir {
+  /** Opens `path`; an existing directory must belong to us and be closed to others. */
+  static open(path: string, opts?: OpenImagesDirOptions | undefined | null): ImagesDir
+  /** The directory as named, absolute. */
+  get path(): string
+  /** Where files are created now (a sibling staging directory while a replacement is written). */
+  get workPath(): string
+  /** The directories `open` created, outermost first. */
+  madeDirs(): Array<string>
+  /** The checkpoint files the directory holds (images, stats, `parent`, the tracking sidecar). */
+  checkpointFiles(): Array<string>
+  /** Writes what follows aside, to be swapped in by `commit`. */
+  stageReplacement(): void
+  /**
+   * Creates `name` (0600, O_EXCL|O_NOFOLLOW) and returns its descriptor, which the caller
+   * owns and closes.
+   */
+  createFile(name: string): number
+  /** As `createFile`, after unlinking an existing `name` (a log of an earlier run). */
+  createFileReplacing(name: string): number
+  /** A link `name` → `target`; `replace` replaces an existing link of that name. */
+  symlink(target: string, name: string, replace?: boolean | undefined | null): void
+  /** Removes a file this run created. */
+  remove(name: string): void
+  /** The names this run created, in order. */
+  created(): Array<string>
+  /** The commit point (see tsdump_core::images_dir). */
+  commit(): ImagesDirCommit
+  /** After a failure: removes what this run created; returns what it could not remove. */
+  discard(): Array<string>
+}
+
 /** A bound page-server socket serving one connection. */
 export declare class PageServer {
   /** Binds the socket now, so callers know the port before a peer connects. */
@@ -24,14 +56,13 @@ export declare class PageServer {
 }
 
 export declare class Session {
-  /**
-   * Dumps the private memory of `pid` (seized by this session) into
-   * `imagesDir/pages-<pagesId>.img`.
-   */
+  /** The images directory this session's pages images go to (dumpMemory, dumpShmem, ...). */
+  useImagesDir(dir: ImagesDir): void
+  /** Dumps the private memory of `pid` (seized by this session) into pages-<pagesId>.img. */
   dumpMemory(pid: number, opts: DumpMemoryOptions): Promise<MemoryDump>
   /**
    * Dumps a shared anonymous object (MAP_SHARED|MAP_ANONYMOUS, memfd) once, through its
-   * mapping in `pid`, into `imagesDir/pages-<pagesId>.img`. Callers dump each shmid once.
+   * mapping in `pid`, into pages-<pagesId>.img. Callers dump each shmid once.
    */
   dumpShmem(pid: number, opts: DumpShmemOptions): Promise<ShmemDumpInfo>
   /**
@@ -46,7 +77,7 @@ export declare class Session {
   closePageServer(): Promise<boolean>
   /**
    * Dumps a memfd of `pid` (seized by this session) once: its inode's metadata, and its
-   * allocated pages into `imagesDir/pages-<pagesId>.img`. Callers dump each inode once.
+   * allocated pages into pages-<pagesId>.img. Callers dump each inode once.
    */
   dumpMemfd(pid: number, opts: DumpMemfdOptions): Promise<MemfdDumpInfo>
   /**
@@ -69,13 +100,13 @@ export declare class Session {
   preparePreDumpRead(pid: number, opts: PreparePreDumpOptions): Promise<PreparedPreDump>
   /**
    * Reads the pages `preparePreDumpRead` planned (the task runs meanwhile) into
-   * `imagesDir/pages-<pagesId>.img`, or to the page server.
+   * pages-<pagesId>.img, or to the page server.
    */
   readPreDump(id: number, opts: ReadPreDumpOptions): Promise<PreDumpReadResult>
   /**
    * A pre-dump's copy of the shared anonymous object mapped at `[start, end)` in `pid`, into
-   * `imagesDir/pages-<pagesId>.img` (the task need not be seized: pre-dumps read it after the
-   * release, see pre-dump.ts).
+   * pages-<pagesId>.img (the task need not be seized: pre-dumps read it after the release, see
+   * pre-dump.ts).
    */
   preDumpShmem(pid: number, opts: PreDumpShmemOptions): Promise<ShmemDumpInfo>
   constructor()
@@ -184,7 +215,6 @@ export interface CredsInfo {
 export declare function discardPreDumpRead(id: number): boolean
 
 export interface DumpMemfdOptions {
-  imagesDir: string
   /** Used for the contents' pages image unless the memfd is empty (then nothing is written). */
   pagesId: number
   /** Reach the memfd through this fd of the task... */
@@ -195,7 +225,6 @@ export interface DumpMemfdOptions {
 }
 
 export interface DumpMemoryOptions {
-  imagesDir: string
   pagesId: number
   /** 'read' (tracer copies, no injection) or 'vmsplice' (the task gifts pages into pipes). */
   mode: 'read' | 'vmsplice'
@@ -218,7 +247,6 @@ export interface DumpMemoryOptions {
 }
 
 export interface DumpShmemOptions {
-  imagesDir: string
   pagesId: number
   /** The mapping of the object in `pid` (a VMA with decision 'shmem'). */
   start: bigint
@@ -327,6 +355,13 @@ export interface GpRegsInfo {
   gs: bigint
   /** user_x86_regs_mode: NATIVE (64-bit) or COMPAT (cs == 0x23) */
   mode: 'native' | 'compat'
+}
+
+export interface ImagesDirCommit {
+  /** Checkpoint files of a replaced set that were deleted. */
+  replaced: number
+  /** Where leftovers of a replaced set stayed when they could not be moved back. */
+  leftOver?: string
 }
 
 export interface InetSocketDiag {
@@ -475,6 +510,13 @@ export interface NamespaceInfo {
   inode: bigint
 }
 
+export interface OpenImagesDirOptions {
+  /** Create the directory (and missing parents, 0700) when it does not exist. Default false. */
+  create?: boolean
+  /** It may belong to others (a log file's directory): no ownership check. Never for images. */
+  shared?: boolean
+}
+
 export interface PagemapEntryInfo {
   vaddr: bigint
   nrPages: number
@@ -596,7 +638,6 @@ export interface PreDumpShmemMapping {
 }
 
 export interface PreDumpShmemOptions {
-  imagesDir: string
   pagesId: number
   start: bigint
   end: bigint
@@ -683,7 +724,6 @@ export interface PtyMasterInfo {
 }
 
 export interface ReadPreDumpOptions {
-  imagesDir: string
   pagesId: number
   /** Send to this page server (the session's connection, as dumpMemory's) instead. */
   pageServer?: PageServerAddress

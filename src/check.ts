@@ -6,7 +6,7 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { release, version } from 'node:os';
 import { dirname } from 'node:path';
 import { TsdumpError } from './errors.js';
-import { callNative, native } from './native.js';
+import { native } from './native.js';
 
 export const DEFAULT_KERNDAT_CACHE = '/run/tsdump/kerndat.json';
 const CACHE_FORMAT = 1;
@@ -210,7 +210,7 @@ export async function kerndat(opts: KerndatOptions = {}): Promise<Kerndat> {
   if (cached) {
     return { ...key, probedAt: cached.probedAt, fromCache: true, features: cached.probes.map(describe) };
   }
-  const probes = await callNative(() => native.kerndatProbe());
+  const probes = await native.kerndatProbe();
   const data: CacheFile = { format: CACHE_FORMAT, ...key, probedAt: new Date().toISOString(), probes };
   writeCache(file, data);
   return { ...key, probedAt: data.probedAt, fromCache: false, features: probes.map(describe) };

@@ -22,6 +22,8 @@ export const ERROR_CODES = [
   'PLUGIN',
   // the worker process that dumps a child of the caller died before answering (dump/own-child.ts)
   'DUMP_WORKER',
+  // a bug in tsdump (an error nothing above typed); the message says where
+  'INTERNAL',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -1,10 +1,12 @@
 // The dump log, with CRIU's verbosity levels: 0 messages only, 1 errors, 2 warnings (default),
 // 3 info, 4 debug. Lines carry "(seconds.micros)" since the log was opened, as CRIU's do, so a
 // tsdump log reads like a criu log. Writes are synchronous: the log must survive a crash that
-// follows the line it explains.
-import { closeSync, openSync, writeSync } from 'node:fs';
-import { isAbsolute, resolve } from 'node:path';
+// follows the line it explains. The file is created through its directory's descriptor after
+// the old log's name is unlinked (src/images/dir.ts), so a link planted there is never followed.
+import { closeSync, writeSync } from 'node:fs';
+import { basename, dirname, isAbsolute, resolve } from 'node:path';
 import { TsdumpError } from './errors.js';
+import { openImagesDir } from './images/dir.js';
 
 export const LOG_MSG = 0;
 export const LOG_ERROR = 1;
@@ -56,10 +58,9 @@ export function openLog(opts: LogOptions = {}): Logger {
     path = isAbsolute(opts.file) ? opts.file : resolve(opts.workDir ?? '.', opts.file);
     // No directories are created (criu creates none either): the caller prepares the work dir.
     try {
-      fd = openSync(path, 'w', 0o600);
+      fd = openImagesDir(dirname(path), { shared: true }).createFileReplacing(basename(path));
     } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      throw new TsdumpError('IMAGE_IO', `log file ${path}: ${e.code ?? e.message}`, { cause: err });
+      throw new TsdumpError('IMAGE_IO', `log file ${path}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
     owned = true;
   } else {

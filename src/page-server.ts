@@ -2,9 +2,8 @@
 // (what `tsdump page-server -D DIR --port P` runs), `sendImagesToPageServer` pushes an existing
 // dump's pagemaps and pages to one. Both run in Rust; page data never reaches JavaScript, which
 // only sees the reports.
-import { mkdir, readlink, symlink, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
-import { callNative, native } from './native.js';
+import { native } from './native.js';
+import { openImagesDir } from './images/dir.js';
 import { TsdumpError } from './errors.js';
 
 export interface PageServerOptions {
@@ -58,14 +57,14 @@ export async function runPageServer(opts: PageServerOptions): Promise<PageServer
     throw new TsdumpError('USAGE', `page server: invalid port ${opts.port}`);
   }
   if (opts.signal?.aborted) throw cancelled('aborted before listening');
-  if (opts.prevImagesDir !== undefined) await linkParent(opts.imagesDir, opts.prevImagesDir);
+  if (opts.prevImagesDir !== undefined) linkParent(opts.imagesDir, opts.prevImagesDir);
   const address = opts.address ?? '0.0.0.0';
-  const server = await callNative(() => native.PageServer.listen({ imagesDir: opts.imagesDir, address, port: opts.port }));
+  const server = await native.PageServer.listen({ imagesDir: opts.imagesDir, address, port: opts.port });
   const onAbort = (): void => server.cancel();
   opts.signal?.addEventListener('abort', onAbort, { once: true });
   try {
     opts.onListening?.({ address, port: server.port });
-    const r = await callNative(() => server.serve());
+    const r = await server.serve();
     return {
       peer: r.peer,
       pageBytes: r.pageBytes,
@@ -84,20 +83,8 @@ export async function runPageServer(opts: PageServerOptions): Promise<PageServer
 }
 
 /** imagesDir/parent → prev, replacing an old link (images dir created owner-only if missing). */
-async function linkParent(imagesDir: string, prev: string): Promise<void> {
-  const link = join(imagesDir, 'parent');
-  try {
-    await mkdir(imagesDir, { recursive: true, mode: 0o700 });
-    try {
-      await readlink(link);
-      await unlink(link);
-    } catch {
-      // no old link
-    }
-    await symlink(prev, link);
-  } catch (err) {
-    throw new TsdumpError('IMAGE_IO', `page server: linking ${link} to ${prev}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
-  }
+function linkParent(imagesDir: string, prev: string): void {
+  openImagesDir(imagesDir, { create: true }).symlink(prev, 'parent', true);
 }
 
 export interface SendImagesOptions {
@@ -126,14 +113,12 @@ export interface SendImagesResult {
  * peer, image and address if the server goes away.
  */
 export async function sendImagesToPageServer(opts: SendImagesOptions): Promise<SendImagesResult> {
-  const r = await callNative(() =>
-    native.pageServerSendImages({
-      imagesDir: opts.imagesDir,
-      address: opts.address,
-      port: opts.port,
-      pids: [...opts.pids],
-      shmemIds: opts.shmemIds ? [...opts.shmemIds] : undefined,
-    }),
-  );
+  const r = await native.pageServerSendImages({
+    imagesDir: opts.imagesDir,
+    address: opts.address,
+    port: opts.port,
+    pids: [...opts.pids],
+    shmemIds: opts.shmemIds ? [...opts.shmemIds] : undefined,
+  });
   return { entries: r.entries, pages: r.pages, holes: r.holes, bytes: r.bytes, elapsedMs: r.elapsedNs / 1e6 };
 }

@@ -1,6 +1,6 @@
 // Runs a parsed invocation: calls the library and prints its answer. Presentation only (text or
 // JSON, progress, the one-line error); every decision about the dump lives in the library.
-import { closeSync, mkdirSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, writeFileSync, writeSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { stat } from 'node:fs/promises';
 import type { DumpOptions } from '../dump/options.js';
@@ -8,6 +8,7 @@ import { TsdumpError } from '../errors.js';
 import { check, formatCheckReport } from '../check.js';
 import { ProgressDisplay } from '../progress.js';
 import { openLog, type Logger } from '../log.js';
+import { openImagesDir } from '../images/dir.js';
 import { formatDumpStats } from './stats.js';
 import type { DumpEvents, DumpResult } from '../dump/index.js';
 import type { Invocation } from './args.js';
@@ -26,18 +27,13 @@ interface DumpModule {
 
 /**
  * The dump's log: -o FILE relative to the work dir (default the images dir, created owner-only
- * like -D), else warnings and errors on stderr.
+ * like -D, and refused like it when others could write there), else warnings and errors on stderr.
  */
-function openCommandLog(o: DumpOptions): Logger {
+function openCommandLog(o: DumpOptions): { log: Logger; made: string | undefined } {
   const workDir = resolve(o.workDir ?? o.imagesDir);
-  if (o.logFile !== undefined && !isAbsolute(o.logFile)) {
-    try {
-      mkdirSync(workDir, { recursive: true, mode: 0o700 });
-    } catch (err) {
-      throw new TsdumpError('IMAGE_IO', `work dir ${workDir}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
-    }
-  }
-  return openLog({ ...(o.logFile !== undefined ? { file: o.logFile } : {}), workDir, ...(o.verbosity !== undefined ? { verbosity: o.verbosity } : {}) });
+  const made = o.logFile !== undefined && !isAbsolute(o.logFile) ? openImagesDir(workDir, { create: true }).madeDirs().at(-1) : undefined;
+  const log = openLog({ ...(o.logFile !== undefined ? { file: o.logFile } : {}), workDir, ...(o.verbosity !== undefined ? { verbosity: o.verbosity } : {}) });
+  return { log, made };
 }
 
 /**
@@ -197,7 +193,7 @@ export async function run(inv: Invocation, io: Io): Promise<number> {
       const fn = inv.command === 'dump' ? mod.dump : mod.preDump;
       if (typeof fn !== 'function') throw new TsdumpError('UNSUPPORTED', `${inv.command} is not available in this build yet`);
       refuseUnhonoured(inv.command, inv.options, mod.SUPPORTED_DUMP_OPTIONS ?? FLOW_OPTIONS_TODAY);
-      const log = openCommandLog(inv.options);
+      const { log, made } = openCommandLog(inv.options);
       // Ctrl-C or a termination request cancels the dump; the library releases the tree.
       const abort = new AbortController();
       const onSignal = (sig: NodeJS.Signals): void => abort.abort(new TsdumpError('CANCELLED', `interrupted by ${sig}`));
@@ -206,6 +202,7 @@ export async function run(inv: Invocation, io: Io): Promise<number> {
       const display = ProgressDisplay.create(io.stderr, { json: inv.json });
       try {
         log.info(`tsdump ${inv.command} of pid ${inv.options.pid} into ${inv.options.imagesDir}`);
+        if (made !== undefined) log.info(`created ${made === resolve(inv.options.imagesDir) ? 'images' : 'work'} dir ${made} (owner-only)`);
         const result = await fn(
           { ...inv.options, signal: abort.signal, log },
           {

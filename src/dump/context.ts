@@ -1,6 +1,6 @@
 // What every stage of one dump shares.
 import type { SeizeTreeOptions, Session } from '../../native/index.js';
-import { callNative, native } from '../native.js';
+import { native } from '../native.js';
 import type { DumpOptions } from './options.js';
 import { DumpStats } from './stats.js';
 import type { FileTable } from './file-table.js';
@@ -10,10 +10,11 @@ import type { PluginHost } from '../plugins/index.js';
 import type { Incremental } from './incremental.js';
 import type { SeccompTable } from './write-seccomp.js';
 import type { CgroupMembership } from './write-cgroup.js';
+import type { ImagesDir } from '../images/dir.js';
 
 export interface DumpContext {
   readonly options: DumpOptions;
-  readonly imagesDir: string;
+  readonly imagesDir: ImagesDir;
   readonly session: Session;
   readonly stats: DumpStats;
   readonly files: FileTable;
@@ -62,7 +63,7 @@ export function nativeCaller(cancellation: Cancellation) {
   return async <T>(fn: () => Promise<T> | T): Promise<T> => {
     cancellation.throwIfCancelled();
     try {
-      return await callNative(fn);
+      return await fn();
     } catch (err) {
       // work interrupted by the cancellation reports it with the cancellation's own words
       cancellation.throwIfCancelled();

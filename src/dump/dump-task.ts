@@ -98,7 +98,7 @@ async function dumpSharedAnon(ctx: DumpContext, pid: number, proc: ProcessInspec
     }
     const pagesId = ctx.nextPagesId++;
     const shmem = await ctx.call(() =>
-      ctx.session.dumpShmem(pid, { imagesDir: ctx.imagesDir, pagesId, start: vma.start, end: vma.end }),
+      ctx.session.dumpShmem(pid, { pagesId, start: vma.start, end: vma.end }),
     );
     ctx.stats.counters.shpagesScanned += Number((vma.end - vma.start) / 4096n);
     ctx.stats.counters.shpagesWritten += shmem.pagesWritten;

@@ -5,6 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { create } from '@bufbuild/protobuf';
 import { writeImage } from '../images/index.js';
+import type { ImagesDir } from '../images/dir.js';
 import { file_lock_entrySchema, type file_lock_entry } from '../images/gen/file-lock_pb.js';
 import { native } from '../native.js';
 import { TsdumpError } from '../errors.js';
@@ -148,7 +149,7 @@ async function checkPosixLocksResolved(tasks: readonly LockedTask[], found: read
  * Writes filelocks.img when the tree holds locks (CRIU creates it only then too). Returns the
  * number of locks written. Refuses a tree holding locks when `fileLocks` is off.
  */
-export async function dumpFileLocks(imagesDir: string, tasks: readonly LockedTask[], opts: { fileLocks?: boolean | undefined }): Promise<number> {
+export async function dumpFileLocks(imagesDir: ImagesDir, tasks: readonly LockedTask[], opts: { fileLocks?: boolean | undefined }): Promise<number> {
   const locks = collectFileLocks(tasks);
   if (locks.length > 0 && !opts.fileLocks) {
     const first = locks[0]!;

@@ -5,6 +5,7 @@
 import { create } from '@bufbuild/protobuf';
 import { stat } from 'node:fs/promises';
 import { ImageWriter } from '../images/index.js';
+import type { ImagesDir } from '../images/dir.js';
 import { file_entrySchema, fdinfo_entrySchema, fd_types, type fdinfo_entry } from '../images/gen/fdinfo_pb.js';
 import { native } from '../native.js';
 import { TsdumpError } from '../errors.js';
@@ -54,7 +55,7 @@ export class FileTable {
   private readonly seenKeys = new Set<string>();
 
   private constructor(
-    private readonly dir: string,
+    private readonly dir: ImagesDir,
     private readonly files: ImageWriter,
     private readonly ghostLimit = DEFAULT_GHOST_LIMIT,
   ) {}
@@ -63,7 +64,7 @@ export class FileTable {
    * `external` is asked about files no kind handles (CRIU's dump_ext_file plugin point); when a
    * plugin takes one, the file is recorded as EXT and the plugin keeps its own data.
    */
-  static async create(dir: string, opts: { ghostLimit?: number; external?: ExternalFileHandler; shellJob?: boolean } = {}): Promise<FileTable> {
+  static async create(dir: ImagesDir, opts: { ghostLimit?: number; external?: ExternalFileHandler; shellJob?: boolean } = {}): Promise<FileTable> {
     const table = new FileTable(dir, await ImageWriter.create(dir, 'files.img'), opts.ghostLimit ?? DEFAULT_GHOST_LIMIT);
     table.external = opts.external;
     table.shellJob = !!opts.shellJob;

@@ -1,21 +1,18 @@
-// The images directory: created owner-only, checked writable up front, and stripped of a stale
-// inventory.img so that a dump interrupted half-way can never be mistaken for a complete one.
-import { mkdir, rm, stat, access, constants } from 'node:fs/promises';
-import { resolve } from 'node:path';
+// The images directory of a dump or pre-dump (src/images/dir.ts): opened once, created owner-only
+// when missing, refused when another user could write into it, and refused when it already holds
+// a checkpoint: a later dump must never damage a complete one.
 import { TsdumpError } from '../errors.js';
+import { openImagesDir, type ImagesDir } from '../images/dir.js';
+import type { DumpOptions } from './options.js';
 
-export async function prepareImagesDir(dir: string): Promise<string> {
-  const abs = resolve(dir);
-  try {
-    await mkdir(abs, { recursive: true, mode: 0o700 });
-    const st = await stat(abs);
-    if (!st.isDirectory()) throw new TsdumpError('IMAGE_IO', `images dir ${abs} is not a directory`);
-    await access(abs, constants.W_OK | constants.X_OK);
-    await rm(resolve(abs, 'inventory.img'), { force: true });
-  } catch (err) {
-    if (err instanceof TsdumpError) throw err;
-    const e = err as NodeJS.ErrnoException;
-    throw new TsdumpError('IMAGE_IO', `images dir ${abs}: ${e.code ?? ''} ${e.message}`.trim(), { cause: err });
+export function prepareImagesDir(options: Pick<DumpOptions, 'imagesDir' | 'log'>): ImagesDir {
+  const dir = openImagesDir(options.imagesDir, { create: true });
+  const made = dir.madeDirs();
+  if (made.length > 0) options.log?.info(`created images dir ${made.at(-1)} (owner-only)`);
+  const held = dir.checkpointFiles();
+  if (held.length > 0) {
+    const shown = held.length > 3 ? `${held.slice(0, 3).join(', ')}, ... (${held.length} files)` : held.join(', ');
+    throw new TsdumpError('IMAGE_IO', `images dir ${dir.path} already holds a checkpoint (${shown}); tsdump never writes over one: choose another directory`);
   }
-  return abs;
+  return dir;
 }

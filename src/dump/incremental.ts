@@ -10,10 +10,11 @@
 // With a page server the parent's pagemap is on the server's side; the run then records, per
 // task, the page ranges it sent (coverage in tsdump-track.json), which is what the next run may
 // leave in the parent. The server checks every such hole against its parent image.
-import { readFile, readlink, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { TsdumpError } from '../errors.js';
 import { readImage } from '../images/index.js';
+import { writeNewFile, type ImagesDir } from '../images/dir.js';
 import { pagemapPages, PE_PARENT, PE_PRESENT } from '../images/pagemap.js';
 import { pagemap_entrySchema, type pagemap_entry } from '../images/gen/pagemap_pb.js';
 import { native } from '../native.js';
@@ -64,7 +65,7 @@ export function trackingMethod(): TrackingMethod | undefined {
 }
 
 export interface IncrementalOptions {
-  imagesDir: string;
+  imagesDir: ImagesDir;
   /** --prev-images-dir, relative to imagesDir as CRIU takes it. */
   prevImagesDir?: string;
   /** Keep (or start) tracking after this run: pre-dump always, dump with --track-mem. */
@@ -97,7 +98,7 @@ export class Incremental {
       throw new TsdumpError('UNSUPPORTED', 'memory tracking is not available: the kernel has neither soft-dirty nor userfaultfd WP_ASYNC');
     }
     if (opts.prevImagesDir === undefined) return new Incremental(opts, method, undefined, undefined);
-    const parentDir = resolve(opts.imagesDir, opts.prevImagesDir);
+    const parentDir = resolve(opts.imagesDir.path, opts.prevImagesDir);
     try {
       await stat(join(parentDir, 'inventory.img'));
     } catch (err) {
@@ -240,23 +241,11 @@ export class Incremental {
   async writeTrackFile(): Promise<void> {
     if (!this.method || this.recorded.size === 0) return;
     const data: TrackFile = { format: TRACK_FORMAT, method: this.method, tasks: Object.fromEntries([...this.recorded].map(([p, t]) => [String(p), t])) };
-    await writeFile(join(this.opts.imagesDir, TRACK_FILE), JSON.stringify(data) + '\n', { mode: 0o600 });
+    await writeNewFile(this.opts.imagesDir, TRACK_FILE, JSON.stringify(data) + '\n');
   }
 
   /** The `parent` symlink CRIU's restore follows (the path as given, relative to the dir). */
-  async linkParent(): Promise<void> {
-    if (this.opts.prevImagesDir === undefined) return;
-    const link = join(this.opts.imagesDir, 'parent');
-    try {
-      await readlink(link);
-      await unlink(link);
-    } catch {
-      // no old link
-    }
-    try {
-      await symlink(this.opts.prevImagesDir, link);
-    } catch (err) {
-      throw new TsdumpError('IMAGE_IO', `creating ${link}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
-    }
+  linkParent(): void {
+    if (this.opts.prevImagesDir !== undefined) this.opts.imagesDir.symlink(this.opts.prevImagesDir, 'parent');
   }
 }

@@ -93,11 +93,12 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
   let succeeded = false;
   try {
     stage('prepare images dir');
-    const imagesDir = await prepareImagesDir(options.imagesDir);
+    const imagesDir = prepareImagesDir(options);
+    session.useImagesDir(imagesDir);
     const log = options.log;
-    const scripts = new ActionScripts(options.actionScripts ?? [], { imagesDir, initPid: options.pid, ...(log ? { log } : {}) });
+    const scripts = new ActionScripts(options.actionScripts ?? [], { imagesDir: imagesDir.path, initPid: options.pid, ...(log ? { log } : {}) });
     stage('load plugins');
-    plugins = await loadPlugins(options.libDir, { stage: 'dump', imagesDir, ...(log ? { log } : {}) });
+    plugins = await loadPlugins(options.libDir, { stage: 'dump', imagesDir: imagesDir.workPath, ...(log ? { log } : {}) });
     stage('pre-dump scripts');
     await scripts.run('pre-dump');
     const incremental =
@@ -113,7 +114,7 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
             log: options.log,
           })
         : undefined;
-    await incremental?.linkParent();
+    incremental?.linkParent();
     cancellation.throwIfCancelled();
 
     await refuseOwnChild(options.pid);
@@ -226,7 +227,7 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
     if (released === 'running') for (const p of tree.processes) await plugins.run('resumeDevicesLate', { pid: p.pid });
     succeeded = true;
     return {
-      imagesDir,
+      imagesDir: imagesDir.path,
       processes: tree.processes.map((p) => ({ pid: p.pid, ppid: p.ppid, threads: p.threads.map((t) => t.tid) })),
       counters: stats.counters,
       timings: stats.timings,

@@ -38,7 +38,7 @@ export async function dumpMemfdInodes(ctx: DumpContext, pid: number, proc: Proce
     const inodeId = memfdInodeId(h.ino, h.at);
     // used up only if there are pages to write (an empty memfd has none, as in CRIU)
     const pagesId = ctx.nextPagesId;
-    const info = await ctx.call(() => ctx.session.dumpMemfd(pid, { imagesDir: ctx.imagesDir, pagesId, ...h.via }));
+    const info = await ctx.call(() => ctx.session.dumpMemfd(pid, { pagesId, ...h.via }));
     if (info.pagesFile) {
       ctx.nextPagesId++;
       await writeShmemPagemap(ctx.imagesDir, info, pagesId);

@@ -13,7 +13,7 @@ import { create } from '@bufbuild/protobuf';
 import { mm_entrySchema, type mm_entry } from '../images/gen/mm_pb.js';
 import { vma_entrySchema, type vma_entry } from '../images/gen/vma_pb.js';
 import { pagemap_headSchema, pagemap_entrySchema } from '../images/gen/pagemap_pb.js';
-import { ImageWriter, pagemapEntry } from '../images/index.js';
+import { ImageWriter, pagemapEntry, type ImagesDir } from '../images/index.js';
 import { encodePagemapEntries } from '../images/pagemap.js';
 import { TsdumpError } from '../errors.js';
 import type { MemoryDump, ParasiteInfo, ProcessInspection, ShmemDumpInfo, VmaInfo } from '../../native/index.js';
@@ -211,7 +211,7 @@ function lazyCapable(vma: vma_entry): boolean {
  * pagemap-PID.img: the drained runs, marked lazy where CRIU would, and merged where runs touch
  * with equal flags (the pages file holds them back to back either way).
  */
-export async function writePagemap(dir: string, pid: number, pagesId: number, memory: Pick<MemoryDump, 'entries'>, vmas: readonly vma_entry[]): Promise<void> {
+export async function writePagemap(dir: ImagesDir, pid: number, pagesId: number, memory: Pick<MemoryDump, 'entries'>, vmas: readonly vma_entry[]): Promise<void> {
   const runs: { vaddr: bigint; nrPages: number; flags: number }[] = [];
   let v = 0;
   for (const e of memory.entries) {
@@ -237,7 +237,7 @@ export async function writePagemap(dir: string, pid: number, pagesId: number, me
  * pagemap-shmem-INO.img: a shared anonymous object's (or a memfd's) pages, addressed by offset in
  * the object.
  */
-export async function writeShmemPagemap(dir: string, shmem: Pick<ShmemDumpInfo, 'shmid' | 'entries'>, pagesId: number): Promise<void> {
+export async function writeShmemPagemap(dir: ImagesDir, shmem: Pick<ShmemDumpInfo, 'shmid' | 'entries'>, pagesId: number): Promise<void> {
   const w = await ImageWriter.create(dir, `pagemap-shmem-${shmem.shmid}.img`);
   try {
     await w.append(pagemap_headSchema, create(pagemap_headSchema, { pagesId }));

@@ -20,7 +20,7 @@ import { execFile } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { join } from 'node:path';
 import type { TcpRepairSocket } from '../../native/index.js';
-import { callNative, native } from '../native.js';
+import { native } from '../native.js';
 import { TsdumpError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { inetAddress } from './fds/inet-socket.js';
@@ -58,7 +58,7 @@ export async function treeConnections(pids: readonly number[]): Promise<TcpConne
   if (inodes.size === 0) return [];
   const out: TcpConnection[] = [];
   for (const family of [AF_INET, AF_INET6]) {
-    for (const s of await callNative(() => native.inetSockets(family, IPPROTO_TCP))) {
+    for (const s of await native.inetSockets(family, IPPROTO_TCP)) {
       if (!inodes.has(s.ino) || s.state === TCP_LISTEN || s.state === TCP_CLOSE) continue;
       out.push({ ino: s.ino, family, state: s.state, srcAddr: s.srcAddr, srcPort: s.srcPort, dstAddr: s.dstAddr, dstPort: s.dstPort });
     }

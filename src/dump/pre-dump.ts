@@ -61,7 +61,8 @@ export async function preDumpInProcess(options: DumpOptions, events: DumpEvents 
   const seize = seizeOptions(options);
   try {
     stage('prepare images dir');
-    const imagesDir = await prepareImagesDir(options.imagesDir);
+    const imagesDir = prepareImagesDir(options);
+    session.useImagesDir(imagesDir);
     // CRIU enforces tracking for a pre-dump whatever --track-mem says.
     const incremental = await Incremental.open({
       imagesDir,
@@ -71,7 +72,7 @@ export async function preDumpInProcess(options: DumpOptions, events: DumpEvents 
       pageServer: !!pageServer,
       log: options.log,
     });
-    await incremental.linkParent();
+    incremental.linkParent();
     cancellation.throwIfCancelled();
 
     await refuseOwnChild(options.pid);
@@ -123,7 +124,7 @@ export async function preDumpInProcess(options: DumpOptions, events: DumpEvents 
         const { pid, id } = toRead.shift()!;
         stage(`read task ${pid}`);
         const pagesId = pageServer ? 0 : ctx.nextPagesId++;
-        const r = await stats.time('memdumpTime', () => call(() => session.readPreDump(id, { imagesDir, pagesId, pageServer })));
+        const r = await stats.time('memdumpTime', () => call(() => session.readPreDump(id, { pagesId, pageServer })));
         stats.counters.pagesWritten += r.pagesWritten;
         stats.counters.pagesSkippedParent += r.pagesInParent;
         if (r.pagesLost) options.log?.info(`pid ${pid}: ${r.pagesLost} pages unmapped since the scan, left out`);
@@ -158,7 +159,7 @@ export async function preDumpInProcess(options: DumpOptions, events: DumpEvents 
     stage('write inventory');
     await writeInventory(imagesDir, { rootIds, preDumpMode: readMode ? PRE_DUMP_READ : PRE_DUMP_SPLICE });
     return {
-      imagesDir,
+      imagesDir: imagesDir.path,
       processes: tree.processes.map((p) => ({ pid: p.pid, ppid: p.ppid, threads: p.threads.map((t) => t.tid) })),
       counters: stats.counters,
       timings: stats.timings,
@@ -179,7 +180,7 @@ async function preDumpShared(ctx: MemoryContext, obj: SharedObject, pageServer: 
       stats.counters.shpagesWritten += s.pagesWritten;
     } else {
       const pagesId = ctx.nextPagesId++;
-      const s = await ctx.call(() => session.preDumpShmem(obj.pid, { imagesDir, pagesId, start: obj.start, end: obj.end }));
+      const s = await ctx.call(() => session.preDumpShmem(obj.pid, { pagesId, start: obj.start, end: obj.end }));
       await writeShmemPagemap(imagesDir, s, pagesId);
       stats.counters.shpagesWritten += s.pagesWritten;
     }

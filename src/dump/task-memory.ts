@@ -32,7 +32,7 @@ export async function drainTaskMemory(ctx: MemoryContext, pid: number, opts: Dra
   const extra = (await ctx.incremental?.memoryOptions(pid)) ?? {};
   const pageServer = opts.pageServer ? { pageServer: { address: opts.pageServer.address, port: opts.pageServer.port } } : {};
   const memory = await ctx.stats.time('memdumpTime', () =>
-    ctx.call(() => ctx.session.dumpMemory(pid, { imagesDir: ctx.imagesDir, pagesId, mode: ctx.memoryMode, ...extra, ...pageServer })),
+    ctx.call(() => ctx.session.dumpMemory(pid, { pagesId, mode: ctx.memoryMode, ...extra, ...pageServer })),
   );
   ctx.stats.counters.pagesScanned += memory.counts.scanned;
   ctx.stats.counters.pagesWritten += memory.counts.written;

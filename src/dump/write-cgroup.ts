@@ -21,6 +21,7 @@ import { opendir, open, stat } from 'node:fs/promises';
 import { readFileSync, statSync } from 'node:fs';
 import { create } from '@bufbuild/protobuf';
 import { writeImage } from '../images/index.js';
+import type { ImagesDir } from '../images/dir.js';
 import { cgroup_entrySchema } from '../images/gen/cgroup_pb.js';
 import { TsdumpError } from '../errors.js';
 import type { SeizedProcessInfo } from '../../native/index.js';
@@ -205,7 +206,7 @@ export class CgroupMembership {
   }
 
   /** Writes cgroup.img, unless every task shares the dumper's set (as CRIU, nothing to restore). */
-  async write(imagesDir: string): Promise<boolean> {
+  async write(imagesDir: ImagesDir): Promise<boolean> {
     if (this.rootSet === this.dumperSet && this.sets.length === 1) return false;
     const entry = create(cgroup_entrySchema, {
       sets: this.sets

@@ -3,6 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import { create } from '@bufbuild/protobuf';
 import { writeImage } from '../images/index.js';
+import type { ImagesDir } from '../images/dir.js';
 import { inventory_entrySchema, lsmtype } from '../images/gen/inventory_pb.js';
 import type { task_kobj_ids_entry } from '../images/gen/core_pb.js';
 
@@ -17,7 +18,7 @@ export interface InventoryFacts {
   preDumpMode?: number;
 }
 
-export async function writeInventory(dir: string, facts: InventoryFacts): Promise<void> {
+export async function writeInventory(dir: ImagesDir, facts: InventoryFacts): Promise<void> {
   const entry = create(inventory_entrySchema, {
     imgVersion: IMG_VERSION,
     fdinfoPerId: true,

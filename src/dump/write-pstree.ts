@@ -2,10 +2,11 @@
 // threads. Zombies are in it too: restore recreates them from their core image.
 import { create } from '@bufbuild/protobuf';
 import { writeImage } from '../images/index.js';
+import type { ImagesDir } from '../images/dir.js';
 import { pstree_entrySchema } from '../images/gen/pstree_pb.js';
 import type { TreeMember } from './tree-order.js';
 
-export async function writePstree(dir: string, root: number, members: readonly TreeMember[]): Promise<void> {
+export async function writePstree(dir: ImagesDir, root: number, members: readonly TreeMember[]): Promise<void> {
   const entries = members.map((m) => {
     const e =
       m.kind === 'live'

@@ -15,6 +15,7 @@
 //   in the kernel), and the image is written even when no thread has a filter.
 import { create } from '@bufbuild/protobuf';
 import { writeImage } from '../images/index.js';
+import type { ImagesDir } from '../images/dir.js';
 import { seccomp_entrySchema } from '../images/gen/seccomp_pb.js';
 import type { SeccompStateInfo, SeizedProcessInfo, Session } from '../../native/index.js';
 
@@ -69,7 +70,7 @@ function collapseTsync(threads: Chain[]): void {
  * seccomp.img and returns what each thread's core image must say.
  */
 export async function dumpSeccomp(
-  imagesDir: string,
+  imagesDir: ImagesDir,
   session: Session,
   call: <T>(fn: () => Promise<T> | T) => Promise<T>,
   processes: readonly SeizedProcessInfo[],

@@ -1,10 +1,11 @@
 // stats-dump: CRIU's record of how long the dump took and how many pages it moved.
 import { create } from '@bufbuild/protobuf';
 import { writeImage } from '../images/index.js';
+import type { ImagesDir } from '../images/dir.js';
 import { stats_entrySchema } from '../images/gen/stats_pb.js';
 import type { DumpStats } from './stats.js';
 
-export async function writeStats(dir: string, stats: DumpStats): Promise<void> {
+export async function writeStats(dir: ImagesDir, stats: DumpStats): Promise<void> {
   const { timings: t, counters: c } = stats;
   const entry = create(stats_entrySchema, {
     dump: {

@@ -13,8 +13,9 @@
 import { readFile, stat } from 'node:fs/promises';
 import { create } from '@bufbuild/protobuf';
 import { writeImage } from '../images/index.js';
+import type { ImagesDir } from '../images/dir.js';
 import { timens_entrySchema } from '../images/gen/timens_pb.js';
-import { callNative, native } from '../native.js';
+import { native } from '../native.js';
 import { TsdumpError } from '../errors.js';
 
 const NSEC_PER_SEC = 1_000_000_000n;
@@ -69,11 +70,11 @@ export class TimeNamespace {
   }
 
   /** Reads the clocks (the tree is still frozen) and writes the image. */
-  async write(imagesDir: string, rootTimeNsId: number | undefined): Promise<void> {
+  async write(imagesDir: ImagesDir, rootTimeNsId: number | undefined): Promise<void> {
     const name = this.imageName(rootTimeNsId);
     // Both offsets are read first, the clocks last and back to back: the values are "now".
     const shift = this.ownRoot === undefined ? undefined : await Promise.all([offsets('self'), offsets(this.ownRoot)]);
-    const clocks = await callNative(() => native.timeNamespaceClocks());
+    const clocks = await native.timeNamespaceClocks();
     let monotonic = BigInt(clocks.monotonic.sec) * NSEC_PER_SEC + BigInt(clocks.monotonic.nsec);
     let boottime = BigInt(clocks.boottime.sec) * NSEC_PER_SEC + BigInt(clocks.boottime.nsec);
     if (shift) {

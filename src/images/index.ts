@@ -8,3 +8,4 @@ export { readImage, readImagesDir } from './reader.js';
 export type { ImageFile } from './reader.js';
 export { ImageWriter, writeImage } from './writer.js';
 export { pagemapEntry, pagemapPages, PE_LAZY, PE_PARENT, PE_PRESENT } from './pagemap.js';
+export { openImagesDir, type ImagesDir } from './dir.js';

@@ -1,12 +1,13 @@
 // Streaming image writer: entries are buffered up to FLUSH_AT bytes and then written, so memory
-// stays bounded by the buffer plus the largest single payload, whatever the image's size.
+// stays bounded by the buffer plus the largest single payload, whatever the image's size. Files
+// are created through the run's images directory (./dir.ts), never by path.
 
-import { open, type FileHandle } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import type { DescMessage, MessageShape } from '@bufbuild/protobuf';
 import { TsdumpError } from '../errors.js';
 import { imageTypeForFile, type ImageType } from './catalog.js';
 import { checkExtra, encodeEntry, headBytes, imageError, missingRequired, schemaAt } from './codec.js';
+import { closeFd, imagesDirOf, writeAll, type ImagesDir } from './dir.js';
 
 const FLUSH_AT = 64 * 1024;
 
@@ -18,31 +19,36 @@ function ioError(file: string, offset: number, what: string, err: unknown): Tsdu
 export class ImageWriter {
   readonly path: string;
   readonly type: ImageType;
-  private readonly fh: FileHandle;
+  private readonly fd: number;
   private pending: Uint8Array[] = [];
   private pendingBytes = 0;
   private written = 0;
   private count = 0;
 
-  private constructor(path: string, type: ImageType, fh: FileHandle) {
+  private constructor(path: string, type: ImageType, fd: number) {
     this.path = path;
     this.type = type;
-    this.fh = fh;
+    this.fd = fd;
   }
 
-  /** Creates DIR/fileName (0600, must not exist); the file name decides the image type. */
-  static async create(dir: string, fileName: string): Promise<ImageWriter> {
-    const path = join(dir, fileName);
+  /**
+   * Creates fileName in the images directory (0600, must not exist, never through a link); the
+   * file name decides the image type. A directory given by path must exist.
+   */
+  static async create(dir: ImagesDir | string, fileName: string): Promise<ImageWriter> {
+    const images = imagesDirOf(dir);
+    const path = join(images.workPath, fileName);
     const type = imageTypeForFile(basename(fileName));
     if (!type) throw new TsdumpError('IMAGE_FORMAT', `${path}: byte 0: not a CRIU image file name`);
     if (type.head === 'raw') throw new TsdumpError('IMAGE_FORMAT', `${path}: byte 0: ${type.name} is a raw image, not written here`);
-    let fh: FileHandle;
+    let fd: number;
     try {
-      fh = await open(path, 'wx', 0o600);
+      fd = images.createFile(fileName);
     } catch (err) {
-      throw ioError(path, 0, 'cannot create image', err);
+      const why = err instanceof Error ? err.message.replace(`cannot create ${path}: `, '') : String(err);
+      throw new TsdumpError('IMAGE_IO', `${path}: byte 0: cannot create image: ${why}`, { cause: err });
     }
-    const w = new ImageWriter(path, type, fh);
+    const w = new ImageWriter(path, type, fd);
     w.queue(headBytes(type));
     return w;
   }
@@ -86,7 +92,7 @@ export class ImageWriter {
     try {
       await this.flush();
     } finally {
-      await this.fh.close();
+      await closeFd(this.fd);
     }
   }
 
@@ -102,11 +108,8 @@ export class ImageWriter {
     this.pendingBytes = 0;
     const buf = Buffer.concat(parts);
     try {
-      for (let off = 0; off < buf.length; ) {
-        const { bytesWritten } = await this.fh.write(buf, off, buf.length - off, null);
-        off += bytesWritten;
-        this.written += bytesWritten;
-      }
+      await writeAll(this.fd, buf);
+      this.written += buf.length;
     } catch (err) {
       throw ioError(this.path, this.written, 'cannot write image', err);
     }
@@ -115,7 +118,7 @@ export class ImageWriter {
 
 /** Writes an image whose entries all share one message type; `extras[i]` follows entry i. */
 export async function writeImage<Desc extends DescMessage>(
-  dir: string,
+  dir: ImagesDir | string,
   fileName: string,
   schema: Desc,
   entries: readonly MessageShape<Desc>[],

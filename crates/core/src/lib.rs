@@ -9,6 +9,7 @@
 //! - `mem`: which pages to dump and draining them into pages images (or a socket).
 //! - `kerndat`: kernel feature probes shared by `tsdump check` and the dump.
 //! - `sockets`: sock_diag tables, and socket options and queues read through a duplicated fd.
+//! - `images_dir`: the images directory, opened once; every file of a dump is created through it.
 //! - `arch`: everything that differs between x86_64 and aarch64, one module each.
 
 pub mod arch;
@@ -16,6 +17,7 @@ pub mod cancel;
 pub mod error;
 pub mod files;
 pub mod freezer;
+pub mod images_dir;
 pub mod inspect;
 pub mod kerndat;
 pub mod mem;

@@ -4,6 +4,7 @@
 pub mod clock;
 mod errors;
 pub mod files;
+pub mod images_dir;
 pub mod kerndat;
 mod memory;
 pub mod pageserver;

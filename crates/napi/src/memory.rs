@@ -1,8 +1,7 @@
 //! `session.dumpMemory(pid, opts)`: selects the pages of a seized task like CRIU does and writes
-//! them to DIR/pages-<id>.img (owner-only) from Rust; JavaScript gets the pagemap entries, the
-//! per-VMA decisions, counts and timings, never page data.
-
-use std::path::PathBuf;
+//! them to pages-<id>.img (owner-only) in the session's images directory (`useImagesDir`) from
+//! Rust; JavaScript gets the pagemap entries, the per-VMA decisions, counts and timings, never
+//! page data.
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -14,7 +13,6 @@ use crate::session::Session;
 
 #[napi(object)]
 pub struct DumpMemoryOptions {
-    pub images_dir: String,
     pub pages_id: u32,
     /// 'read' (tracer copies, no injection) or 'vmsplice' (the task gifts pages into pipes).
     #[napi(ts_type = "'read' | 'vmsplice'")]
@@ -193,8 +191,7 @@ pub fn is_tracking_fd(pid: i32, fd: i32) -> bool {
 
 #[napi]
 impl Session {
-    /// Dumps the private memory of `pid` (seized by this session) into
-    /// `imagesDir/pages-<pagesId>.img`.
+    /// Dumps the private memory of `pid` (seized by this session) into pages-<pagesId>.img.
     #[napi]
     pub async fn dump_memory(&self, pid: i32, opts: DumpMemoryOptions) -> Result<MemoryDump> {
         let mode = match opts.mode.as_str() {
@@ -202,7 +199,7 @@ impl Session {
             "vmsplice" => Mode::Vmsplice,
             m => return Err(Error::from_reason(format!("UNSUPPORTED: dumpMemory mode {m:?} (want 'read' or 'vmsplice')"))),
         };
-        let path = PathBuf::from(&opts.images_dir).join(format!("pages-{}.img", opts.pages_id));
+        let pages = self.pages_file(format!("pages-{}.img", opts.pages_id))?;
         let pipes = opts.pipes.unwrap_or(8) as usize;
         let incremental = match &opts.parent {
             Some(p) => Some(track::Incremental {
@@ -219,7 +216,7 @@ impl Session {
         };
         self.run(move |state| {
             check_traced_by_us(pid, pid)?;
-            let o = DumpOpts { pages_path: path.clone(), mode, pipes, incremental };
+            let o = DumpOpts { pages: pages.clone(), mode, pipes, incremental };
             let mut client = match &server {
                 Some((address, port)) => Some(match state.page_server.take() {
                     Some(c) => c,
@@ -251,7 +248,7 @@ impl Session {
             let (d, armed) = r.inspect_err(|_| {
                 // A half-written pages image must not pass for a dump.
                 if server.is_none() {
-                    let _ = std::fs::remove_file(&path);
+                    pages.remove();
                 }
             })?;
             // Kept only after a whole task went through: after an error the connection is
@@ -261,7 +258,7 @@ impl Session {
                     state.page_server = Some(c);
                     format!("page-server://{address}:{port}")
                 }
-                _ => path.display().to_string(),
+                _ => pages.display(),
             };
             let mut js = to_js(d, file);
             js.tracking = armed.map(|(m, a)| TrackingInfo { method: m.as_str().to_string(), fd: a.fd, vmas: a.vmas as i64, refused: a.refused as i64 });
@@ -273,7 +270,6 @@ impl Session {
 
 #[napi(object)]
 pub struct DumpShmemOptions {
-    pub images_dir: String,
     pub pages_id: u32,
     /// The mapping of the object in `pid` (a VMA with decision 'shmem').
     pub start: BigInt,
@@ -294,18 +290,16 @@ pub struct ShmemDumpInfo {
 #[napi]
 impl Session {
     /// Dumps a shared anonymous object (MAP_SHARED|MAP_ANONYMOUS, memfd) once, through its
-    /// mapping in `pid`, into `imagesDir/pages-<pagesId>.img`. Callers dump each shmid once.
+    /// mapping in `pid`, into pages-<pagesId>.img. Callers dump each shmid once.
     #[napi]
     pub async fn dump_shmem(&self, pid: i32, opts: DumpShmemOptions) -> Result<ShmemDumpInfo> {
         let (start, end) = (opts.start.get_u64().1, opts.end.get_u64().1);
-        let path = PathBuf::from(&opts.images_dir).join(format!("pages-{}.img", opts.pages_id));
+        let pages = self.pages_file(format!("pages-{}.img", opts.pages_id))?;
         let d = self
             .run(move |_| {
                 check_traced_by_us(pid, pid)?;
-                let d = mem::shmem::dump_shmem(pid, start, end, &path).inspect_err(|_| {
-                    let _ = std::fs::remove_file(&path);
-                })?;
-                Ok((d, path.display().to_string()))
+                let d = mem::shmem::dump_shmem(pid, start, end, &pages).inspect_err(|_| pages.remove())?;
+                Ok((d, pages.display()))
             })
             .await?;
         let (d, file) = d;
@@ -357,7 +351,6 @@ impl Session {
 
 #[napi(object)]
 pub struct DumpMemfdOptions {
-    pub images_dir: String,
     /// Used for the contents' pages image unless the memfd is empty (then nothing is written).
     pub pages_id: u32,
     /// Reach the memfd through this fd of the task...
@@ -387,7 +380,7 @@ pub struct MemfdDumpInfo {
 #[napi]
 impl Session {
     /// Dumps a memfd of `pid` (seized by this session) once: its inode's metadata, and its
-    /// allocated pages into `imagesDir/pages-<pagesId>.img`. Callers dump each inode once.
+    /// allocated pages into pages-<pagesId>.img. Callers dump each inode once.
     #[napi]
     pub async fn dump_memfd(&self, pid: i32, opts: DumpMemfdOptions) -> Result<MemfdDumpInfo> {
         let source = match (opts.fd, &opts.start, &opts.end) {
@@ -395,14 +388,12 @@ impl Session {
             (None, Some(s), Some(e)) => mem::memfd::Source::Mapping { start: s.get_u64().1, end: e.get_u64().1 },
             _ => return Err(Error::from_reason("USAGE: dumpMemfd: give either fd or start and end")),
         };
-        let path = PathBuf::from(&opts.images_dir).join(format!("pages-{}.img", opts.pages_id));
+        let pages = self.pages_file(format!("pages-{}.img", opts.pages_id))?;
         let (d, file) = self
             .run(move |_| {
                 check_traced_by_us(pid, pid)?;
-                let d = mem::memfd::dump_memfd(pid, source, &path).inspect_err(|_| {
-                    let _ = std::fs::remove_file(&path);
-                })?;
-                let file = d.wrote_pages.then(|| path.display().to_string());
+                let d = mem::memfd::dump_memfd(pid, source, &pages).inspect_err(|_| pages.remove())?;
+                let file = d.wrote_pages.then(|| pages.display());
                 Ok((d, file))
             })
             .await?;

@@ -5,7 +5,6 @@
 //! with the task's ptrace state); `discardPreDumpRead` drops one that will not be read.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
@@ -77,7 +76,6 @@ pub struct PreparedPreDump {
 
 #[napi(object)]
 pub struct ReadPreDumpOptions {
-    pub images_dir: String,
     pub pages_id: u32,
     /// Send to this page server (the session's connection, as dumpMemory's) instead.
     pub page_server: Option<PageServerAddress>,
@@ -164,13 +162,13 @@ impl Session {
     }
 
     /// Reads the pages `preparePreDumpRead` planned (the task runs meanwhile) into
-    /// `imagesDir/pages-<pagesId>.img`, or to the page server.
+    /// pages-<pagesId>.img, or to the page server.
     #[napi]
     pub async fn read_pre_dump(&self, id: u32, opts: ReadPreDumpOptions) -> Result<PreDumpReadResult> {
         let p = pending()
             .remove(&id)
             .ok_or_else(|| Error::from_reason(format!("USAGE: no pending pre-dump read {id} (read or discarded already)")))?;
-        let path = PathBuf::from(&opts.images_dir).join(format!("pages-{}.img", opts.pages_id));
+        let pages = self.pages_file(format!("pages-{}.img", opts.pages_id))?;
         let server = match &opts.page_server {
             Some(s) => Some((s.address.clone(), port(s)?)),
             None => None,
@@ -191,16 +189,15 @@ impl Session {
                     (out, format!("page-server://{address}:{port}"))
                 }
                 None => {
-                    let mut sink = FdSink::create_file(&path)?;
-                    let out = p.read(&mut sink).inspect_err(|_| {
-                        let _ = std::fs::remove_file(&path);
-                    })?;
+                    let mut sink = FdSink::create_file(&pages)?;
+                    let out = p.read(&mut sink).inspect_err(|_| pages.remove())?;
                     if out.gone && sink.written() > 0 {
                         // not the task's pages any more: an empty image, like its pagemap
                         drop(sink);
-                        FdSink::create_file(&path)?;
+                        pages.remove();
+                        FdSink::create_file(&pages)?;
                     }
-                    (out, path.display().to_string())
+                    (out, pages.display())
                 }
             };
             Ok(PreDumpReadResult {
@@ -219,18 +216,16 @@ impl Session {
     }
 
     /// A pre-dump's copy of the shared anonymous object mapped at `[start, end)` in `pid`, into
-    /// `imagesDir/pages-<pagesId>.img` (the task need not be seized: pre-dumps read it after the
-    /// release, see pre-dump.ts).
+    /// pages-<pagesId>.img (the task need not be seized: pre-dumps read it after the release, see
+    /// pre-dump.ts).
     #[napi]
     pub async fn pre_dump_shmem(&self, pid: i32, opts: PreDumpShmemOptions) -> Result<ShmemDumpInfo> {
         let (start, end) = (opts.start.get_u64().1, opts.end.get_u64().1);
-        let path = PathBuf::from(&opts.images_dir).join(format!("pages-{}.img", opts.pages_id));
+        let pages = self.pages_file(format!("pages-{}.img", opts.pages_id))?;
         let (d, file) = self
             .run(move |_| {
-                let d = mem::shmem::dump_shmem(pid, start, end, &path).inspect_err(|_| {
-                    let _ = std::fs::remove_file(&path);
-                })?;
-                Ok((d, path.display().to_string()))
+                let d = mem::shmem::dump_shmem(pid, start, end, &pages).inspect_err(|_| pages.remove())?;
+                Ok((d, pages.display()))
             })
             .await?;
         Ok(ShmemDumpInfo { shmid: big(d.ino), size: big(d.size), pages_file: file, entries: entries_js(&d.entries), pages_written: d.pages_written as i64 })
@@ -239,7 +234,6 @@ impl Session {
 
 #[napi(object)]
 pub struct PreDumpShmemOptions {
-    pub images_dir: String,
     pub pages_id: u32,
     pub start: BigInt,
     pub end: BigInt,

@@ -3,7 +3,7 @@
 //! also keeps Node's event loop free (progress, signals, AbortSignal) while the kernel works.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 
 use napi::bindgen_prelude::*;
@@ -30,6 +30,8 @@ pub struct Session {
     thread: Option<thread::JoinHandle<()>>,
     /// Raised by `interrupt`; long work on the tracer thread checks it (tsdump_core::cancel).
     interrupted: Arc<AtomicBool>,
+    /// Where pages images go (crate::images_dir).
+    pub(crate) images_dir: Mutex<Option<Arc<tsdump_core::images_dir::ImagesDir>>>,
 }
 
 #[napi]
@@ -49,7 +51,7 @@ impl Session {
                 }
             })
             .map_err(|e| Error::from_reason(format!("KERNEL: cannot start the tracer thread: {e}")))?;
-        Ok(Session { jobs: Some(tx), thread: Some(thread), interrupted })
+        Ok(Session { jobs: Some(tx), thread: Some(thread), interrupted, images_dir: Mutex::new(None) })
     }
 
     /// Asks the work running on the tracer thread to stop at its next safe point (a page drain

@@ -9,7 +9,7 @@ import { fd_types } from '../../images/gen/fdinfo_pb.js';
 import { sk_shutdown } from '../../images/gen/sk-opts_pb.js';
 import { tcp_stream_entrySchema } from '../../images/gen/tcp-stream_pb.js';
 import type { InetSocketOptions, SocketInfo } from '../../../native/index.js';
-import { callNative, native } from '../../native.js';
+import { native } from '../../native.js';
 import { TsdumpError } from '../../errors.js';
 import type { FdKindContext, FileEntryInit } from './kind.js';
 import { socketSettings, socketTables } from './socket-diag.js';
@@ -101,7 +101,7 @@ export async function inetSocketEntry(c: FdKindContext, ino: number, info: Socke
     throw refuse(c, `TCP socket ${local} reports SO_ACCEPTCONN but inet_diag says closed`);
   }
   const shutdown = sk.shutdown as sk_shutdown;
-  const ipTcp = await callNative(() => native.inetSocketOptions(c.pid, c.fd.fd));
+  const ipTcp = await native.inetSocketOptions(c.pid, c.fd.fd);
   return {
     type: fd_types.INETSK,
     id: c.id,
@@ -167,8 +167,8 @@ function tcpOpts(o: InetSocketOptions) {
  */
 async function dumpTcpStream(c: FdKindContext, ino: number, conn: string): Promise<number> {
   const lock = socketSettings().networkLock!;
-  const repair = await callNative(() => lock.repair(c.pid, c.fd.fd, ino));
-  const s = await callNative(() => repair.save());
+  const repair = await lock.repair(c.pid, c.fd.fd, ino);
+  const s = await repair.save();
   if (!DUMPABLE_STATES.has(s.state)) {
     throw refuse(c, `${conn} went to state ${TCP_STATES[s.state] ?? s.state} while the network was locked`, 'UNSUPPORTED');
   }

@@ -5,7 +5,7 @@
 import { readdir, readlink } from 'node:fs/promises';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import type { InetSocketDiag, UnixSocketDiag } from '../../../native/index.js';
-import { callNative, native } from '../../native.js';
+import { native } from '../../native.js';
 import type { NetworkLock } from '../network-lock.js';
 import type { FdKindContext } from './kind.js';
 
@@ -55,14 +55,14 @@ export async function socketTables(c: FdKindContext): Promise<Tables> {
   if (c.firstTime('sockets:diag') || !tables) {
     const unix = new Map<number, UnixSocketDiag>();
     const inflight = new Map<number, number>();
-    for (const s of await callNative(() => native.unixSockets())) {
+    for (const s of await native.unixSockets()) {
       unix.set(s.ino, s);
       for (const client of s.icons) inflight.set(client, s.ino);
     }
     const inet = new Map<number, InetSocketDiag>();
     for (const family of [AF_INET, AF_INET6]) {
       for (const proto of [IPPROTO_TCP, IPPROTO_UDP]) {
-        for (const s of await callNative(() => native.inetSockets(family, proto))) inet.set(s.ino, s);
+        for (const s of await native.inetSockets(family, proto)) inet.set(s.ino, s);
       }
     }
     tables = { unix, inflight, inet };

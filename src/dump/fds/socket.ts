@@ -1,7 +1,7 @@
 // Sockets (`socket:[INO]`): the family decides the entry — unix (./unix-socket.ts) or inet
 // (./inet-socket.ts). The socket is read through a pidfd_getfd duplicate of the task's fd.
 import type { SocketInfo } from '../../../native/index.js';
-import { callNative, native } from '../../native.js';
+import { native } from '../../native.js';
 import { TsdumpError } from '../../errors.js';
 import { linkInode, type FdKind } from './kind.js';
 import { unixSocketEntry } from './unix-socket.js';
@@ -17,9 +17,9 @@ export const sockets: FdKind = {
   matches: (fd) => linkInode(fd.target, 'socket') !== undefined,
   async entry(c) {
     const ino = Number(linkInode(c.fd.target, 'socket')!);
-    const info: SocketInfo = await callNative(() => native.inspectSocket(c.pid, c.fd.fd));
+    const info: SocketInfo = await native.inspectSocket(c.pid, c.fd.fd);
     if (info.family === AF_UNIX) {
-      return unixSocketEntry(c, ino, info, () => callNative(() => native.peekSocketQueue(c.pid, c.fd.fd)));
+      return unixSocketEntry(c, ino, info, async () => native.peekSocketQueue(c.pid, c.fd.fd));
     }
     if (info.family === AF_INET || info.family === AF_INET6) return inetSocketEntry(c, ino, info);
     const family = FAMILIES[info.family] ?? `family ${info.family}`;

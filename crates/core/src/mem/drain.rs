@@ -16,8 +16,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{IoSliceMut, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::Path;
+use std::os::unix::fs::FileExt;
 
 use nix::errno::Errno;
 use nix::sys::uio::{process_vm_readv, RemoteIoVec};
@@ -25,6 +24,7 @@ use nix::unistd::Pid;
 
 use crate::arch::nr;
 use crate::error::{Error, ErrorCode, Result};
+use crate::images_dir::NewFile;
 use crate::parasite::blob::Blob;
 use crate::parasite::Injector;
 
@@ -55,16 +55,10 @@ pub struct FdSink {
 }
 
 impl FdSink {
-    /// Creates (truncates) an image file owner-only.
-    pub fn create_file(path: &Path) -> Result<FdSink> {
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| Error::new(ErrorCode::ImageIo, format!("creating {}: {e}", path.display())))?;
-        Ok(FdSink { fd: f.into(), what: path.display().to_string(), written: 0 })
+    /// Creates an image file in its images directory (owner-only, never over an existing name).
+    pub fn create_file(file: &NewFile) -> Result<FdSink> {
+        let f = file.create()?;
+        Ok(FdSink { fd: f.into(), what: file.display(), written: 0 })
     }
 
     /// Any writable fd (a connected socket for a page server).

@@ -8,12 +8,12 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::sync::OnceLock;
 
 use nix::errno::Errno;
 
 use crate::error::{Error, ErrorCode, Result};
+use crate::images_dir::NewFile;
 
 use super::shmem::write_pages;
 use super::PagemapEntry;
@@ -92,9 +92,9 @@ fn seals_of(f: &File, what: &str) -> Result<u32> {
     Ok(r as u32)
 }
 
-/// Dumps the memfd `source` of `pid`: its metadata, and its allocated pages into `pages_path`
+/// Dumps the memfd `source` of `pid`: its metadata, and its allocated pages into `pages`
 /// (not created for an empty memfd).
-pub fn dump_memfd(pid: i32, source: Source, pages_path: &Path) -> Result<MemfdDump> {
+pub fn dump_memfd(pid: i32, source: Source, pages: &NewFile) -> Result<MemfdDump> {
     let path = source.proc_path(pid);
     let f = File::open(&path).map_err(|e| {
         let code = if e.kind() == std::io::ErrorKind::NotFound { ErrorCode::EsrchTarget } else { ErrorCode::Procfs };
@@ -111,7 +111,7 @@ pub fn dump_memfd(pid: i32, source: Source, pages_path: &Path) -> Result<MemfdDu
     }
     let seals = seals_of(&f, &what)?;
     let size = meta.size();
-    let (entries, pages_written) = if size == 0 { (Vec::new(), 0) } else { write_pages(&f, size, pages_path, &what)? };
+    let (entries, pages_written) = if size == 0 { (Vec::new(), 0) } else { write_pages(&f, size, pages, &what)? };
     Ok(MemfdDump {
         ino: meta.ino(),
         size,
@@ -128,6 +128,7 @@ pub fn dump_memfd(pid: i32, source: Source, pages_path: &Path) -> Result<MemfdDu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::images_dir::{ImagesDir, OpenOptions};
     use crate::mem::PE_PRESENT;
     use std::os::unix::fs::FileExt;
 
@@ -148,9 +149,9 @@ mod tests {
         // SAFETY: fcntl on an fd we own.
         assert_eq!(unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_GROW | libc::F_SEAL_SEAL) }, 0);
         let dir = std::env::temp_dir().join(format!("tsdump-memfd-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let images = std::sync::Arc::new(ImagesDir::open(&dir, OpenOptions::CREATE).unwrap());
         let pages = dir.join("pages-1.img");
-        let d = dump_memfd(std::process::id() as i32, Source::Fd(f.as_raw_fd()), &pages).unwrap();
+        let d = dump_memfd(std::process::id() as i32, Source::Fd(f.as_raw_fd()), &NewFile::new(&images, "pages-1.img")).unwrap();
         assert_eq!(d.ino, f.metadata().unwrap().ino());
         assert_eq!(d.size, 5 * 4096 + 100);
         assert_eq!(d.seals, (libc::F_SEAL_GROW | libc::F_SEAL_SEAL) as u32);
@@ -169,9 +170,11 @@ mod tests {
     #[test]
     fn an_empty_memfd_writes_no_pages_and_sealing_off_reads_as_seal_seal() {
         let f = memfd(c"t-empty", 0);
-        let pages = std::env::temp_dir().join(format!("tsdump-memfd-empty-{}.img", std::process::id()));
-        let d = dump_memfd(std::process::id() as i32, Source::Fd(f.as_raw_fd()), &pages).unwrap();
-        assert!(!d.wrote_pages && d.entries.is_empty() && !pages.exists());
+        let dir = std::env::temp_dir().join(format!("tsdump-memfd-empty-{}", std::process::id()));
+        let images = std::sync::Arc::new(ImagesDir::open(&dir, OpenOptions::CREATE).unwrap());
+        let d = dump_memfd(std::process::id() as i32, Source::Fd(f.as_raw_fd()), &NewFile::new(&images, "pages-1.img")).unwrap();
+        assert!(!d.wrote_pages && d.entries.is_empty() && !dir.join("pages-1.img").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(d.seals, libc::F_SEAL_SEAL as u32);
     }
 
@@ -179,7 +182,10 @@ mod tests {
     fn a_regular_file_is_not_a_memfd() {
         let path = std::env::temp_dir().join(format!("tsdump-not-memfd-{}", std::process::id()));
         let f = File::create(&path).unwrap();
-        let err = dump_memfd(std::process::id() as i32, Source::Fd(f.as_raw_fd()), Path::new("/nonexistent/pages.img")).unwrap_err();
+        let dir = std::env::temp_dir().join(format!("tsdump-not-memfd-d-{}", std::process::id()));
+        let images = std::sync::Arc::new(ImagesDir::open(&dir, OpenOptions::CREATE).unwrap());
+        let err = dump_memfd(std::process::id() as i32, Source::Fd(f.as_raw_fd()), &NewFile::new(&images, "pages-1.img")).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert_eq!(err.code, ErrorCode::UnsupportedFd, "{err}");
     }

@@ -18,7 +18,6 @@ pub mod track;
 pub mod vma;
 
 use std::fs::File;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::error::{Error, ErrorCode, Result};
@@ -160,7 +159,8 @@ pub fn entries(runs: &[Run]) -> Vec<PagemapEntry> {
 }
 
 pub struct DumpOpts {
-    pub pages_path: PathBuf,
+    /// pages-N.img in the images directory.
+    pub pages: crate::images_dir::NewFile,
     pub mode: Mode,
     /// Pipes for the vmsplice source.
     pub pipes: usize,
@@ -168,11 +168,10 @@ pub struct DumpOpts {
     pub incremental: Option<track::Incremental>,
 }
 
-/// Scans `pid`'s memory and writes the selected pages to `opts.pages_path`. Vmsplice mode needs
+/// Scans `pid`'s memory and writes the selected pages to `opts.pages`. Vmsplice mode needs
 /// `inj` (an infected task); the caller cures it.
 pub fn dump_memory(pid: i32, opts: &DumpOpts, inj: Option<&mut Injector>) -> Result<MemDump> {
-    let path = opts.pages_path.clone();
-    dump_memory_with(pid, opts, inj, move |_, _, _| FdSink::create_file(&path))
+    dump_memory_with(pid, opts, inj, |_, _, _| FdSink::create_file(&opts.pages))
 }
 
 /// Private anonymous memory, which CRIU marks PE_LAZY (served by userfaultfd in lazy mode).
@@ -195,7 +194,7 @@ pub fn dump_memory_to_page_server(
     let has_parent = client.open(crate::pageserver::ImageKind::Task, pid as u64)?;
     let whole;
     let opts = if opts.incremental.is_some() && !has_parent {
-        whole = DumpOpts { pages_path: opts.pages_path.clone(), mode: opts.mode, pipes: opts.pipes, incremental: None };
+        whole = DumpOpts { pages: opts.pages.clone(), mode: opts.mode, pipes: opts.pipes, incremental: None };
         &whole
     } else {
         opts

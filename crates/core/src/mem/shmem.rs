@@ -8,11 +8,11 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::Path;
 
 use nix::errno::Errno;
 
 use crate::error::{Error, ErrorCode, Result};
+use crate::images_dir::NewFile;
 
 use super::drain::{FdSink, PageSink};
 use super::vma::page_size;
@@ -71,22 +71,22 @@ pub fn data_ranges(f: &File, size: u64) -> Result<Vec<(u64, u64)>> {
     Ok(out)
 }
 
-/// Dumps the object mapped at `[start, end)` in `pid` into `pages_path`.
-pub fn dump_shmem(pid: i32, start: u64, end: u64, pages_path: &Path) -> Result<ShmemDump> {
+/// Dumps the object mapped at `[start, end)` in `pid` into `pages`.
+pub fn dump_shmem(pid: i32, start: u64, end: u64, pages: &NewFile) -> Result<ShmemDump> {
     let f = open_object(pid, start, end)?;
     let meta = f.metadata().map_err(|e| Error::new(ErrorCode::Procfs, format!("pid {pid}: fstat of shared mapping {start:#x}: {e}")))?;
     let size = meta.size();
-    let (entries, pages_written) = write_pages(&f, size, pages_path, &format!("pid {pid}: shared object mapped at {start:#x}"))?;
+    let (entries, pages_written) = write_pages(&f, size, pages, &format!("pid {pid}: shared object mapped at {start:#x}"))?;
     Ok(ShmemDump { ino: meta.ino(), size, entries, pages_written })
 }
 
-/// Writes the allocated pages of the shmem file `f` (`size` bytes) into `pages_path`, in order;
+/// Writes the allocated pages of the shmem file `f` (`size` bytes) into `pages`, in order;
 /// the pagemap entries count `vaddr` from the start of the object. `what` names the object in
 /// errors. Returns the entries and the number of pages written.
-pub fn write_pages(f: &File, size: u64, pages_path: &Path, what: &str) -> Result<(Vec<PagemapEntry>, u64)> {
+pub fn write_pages(f: &File, size: u64, pages: &NewFile, what: &str) -> Result<(Vec<PagemapEntry>, u64)> {
     let ps = page_size();
     let ranges = data_ranges(f, size)?;
-    let mut sink = FdSink::create_file(pages_path)?;
+    let mut sink = FdSink::create_file(pages)?;
     let mut buf = vec![0u8; 1 << 20];
     let mut entries = Vec::new();
     for &(from, to) in &ranges {

@@ -70,10 +70,10 @@ fn check(mode: Mode) {
     seize(pid);
     let r = read_regions(pid);
     let dir = std::env::temp_dir().join(format!("tsdump-mem-{}-{mode:?}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let images = std::sync::Arc::new(crate::images_dir::ImagesDir::open(&dir, crate::images_dir::OpenOptions::CREATE).unwrap());
     let path = dir.join("pages-1.img");
     let maps_before = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    let opts = DumpOpts { pages_path: path.clone(), mode, pipes: 4, incremental: None };
+    let opts = DumpOpts { pages: crate::images_dir::NewFile::new(&images, "pages-1.img"), mode, pipes: 4, incremental: None };
     let dump = match mode {
         Mode::Read => dump_memory(pid, &opts, None).unwrap(),
         Mode::Vmsplice => {

@@ -3,20 +3,21 @@
 //!
 //! Images are written under `NAME.part` and renamed to their real names only when the peer says
 //! CLOSE (after fsync), so a connection cut mid-stream leaves nothing that looks like a complete
-//! dump; the `.part` files are removed on any error. Page data goes socket → pipe → file with
+//! dump; the `.part` files are removed on any error. Every file is created through the directory's
+//! descriptor (crate::images_dir), never through a path a planted link could redirect. Page data goes socket → pipe → file with
 //! splice(2) and never enters user space.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
 
 use crate::error::{Error, ErrorCode, Result};
+use crate::images_dir::{ImagesDir, OpenOptions};
 
 use super::proto::{self, Header, ImageKind, PagemapEntry, HEADER_LEN, PE_PARENT, PE_PRESENT};
 
@@ -73,7 +74,7 @@ impl PageServerListener {
     /// Accepts one connection and serves it until CLOSE and the peer's hang-up. Images go into
     /// `dir` (created 0700 if missing). `cancel` is polled while waiting.
     pub fn serve_one(self, dir: &Path, cancel: &AtomicBool) -> Result<ServeReport> {
-        ensure_dir(dir)?;
+        let images = ImagesDir::open(dir, OpenOptions::CREATE)?;
         let sock = loop {
             if cancel.load(Ordering::Relaxed) {
                 return Err(Error::new(ErrorCode::Cancelled, format!("page server on port {}: cancelled while waiting for a connection", self.port)));
@@ -86,20 +87,12 @@ impl PageServerListener {
             }
         };
         drop(self.listener); // one session, like criu page-server
-        let mut s = Session::new(dir, sock, cancel)?;
+        let mut s = Session::new(dir, images, sock, cancel)?;
         let r = s.run();
         if r.is_err() {
             s.discard();
         }
         r.map(|()| ServeReport { peer: s.peer.clone(), images: std::mem::take(&mut s.committed), page_bytes: s.page_bytes })
-    }
-}
-
-fn ensure_dir(dir: &Path) -> Result<()> {
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
-        Err(e) => Err(io(format_args!("creating {}", dir.display()), e)),
     }
 }
 
@@ -139,6 +132,7 @@ struct Pending {
 
 struct Session<'a> {
     dir: PathBuf,
+    images: ImagesDir,
     sock: TcpStream,
     peer: String,
     cancel: &'a AtomicBool,
@@ -159,12 +153,20 @@ fn part(p: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn create_part(path: &Path) -> Result<File> {
-    OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(|e| io(format_args!("creating {}", path.display()), e))
+/// The name of `p` in the images directory, and of its `.part` file.
+fn name(p: &Path) -> String {
+    p.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+fn part_name(p: &Path) -> String {
+    format!("{}{PART}", name(p))
+}
+
+fn create_part(images: &ImagesDir, path: &Path) -> Result<File> {
+    images.create(&part_name(path)).map_err(|e| Error::new(e.code, format!("page server: {}", e.message)))
 }
 
 impl<'a> Session<'a> {
-    fn new(dir: &Path, sock: TcpStream, cancel: &'a AtomicBool) -> Result<Session<'a>> {
+    fn new(dir: &Path, images: ImagesDir, sock: TcpStream, cancel: &'a AtomicBool) -> Result<Session<'a>> {
         let peer = sock.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
         sock.set_nonblocking(false).map_err(|e| io(&peer, e))?;
         // Answers (has-parent, CLOSE status) must not wait for Nagle.
@@ -176,6 +178,7 @@ impl<'a> Session<'a> {
         let pipe_size = nix::fcntl::fcntl(&pipe_w, nix::fcntl::FcntlArg::F_GETPIPE_SZ).map_err(|e| io("sizing the transfer pipe", e.desc()))? as usize;
         Ok(Session {
             dir: dir.to_owned(),
+            images,
             sock,
             peer,
             cancel,
@@ -315,23 +318,23 @@ impl<'a> Session<'a> {
         let pages_id = self.alloc_pages_id();
         let pagemap_path = self.dir.join(kind.pagemap_name(id));
         let pages_path = self.dir.join(format!("pages-{pages_id}.img"));
-        let mut pagemap = BufWriter::new(create_part(&part(&pagemap_path))?);
+        let mut pagemap = BufWriter::new(create_part(&self.images, &pagemap_path)?);
         let opened = pagemap
             .write_all(&proto::pagemap_prologue(pages_id))
             .map_err(|e| io(format_args!("writing {}", part(&pagemap_path).display()), e))
-            .and_then(|()| create_part(&part(&pages_path)));
+            .and_then(|()| create_part(&self.images, &pages_path));
         let pages = match opened {
             Ok(f) => f,
             Err(e) => {
-                let _ = std::fs::remove_file(part(&pagemap_path));
+                self.images.remove(&part_name(&pagemap_path));
                 return Err(e);
             }
         };
         let parent = match self.parent_coverage(kind, id) {
             Ok(p) => p,
             Err(e) => {
-                let _ = std::fs::remove_file(part(&pagemap_path));
-                let _ = std::fs::remove_file(part(&pages_path));
+                self.images.remove(&part_name(&pagemap_path));
+                self.images.remove(&part_name(&pages_path));
                 return Err(e);
             }
         };
@@ -454,7 +457,7 @@ impl<'a> Session<'a> {
         self.finish_current()?;
         for p in std::mem::take(&mut self.pending) {
             for path in [&p.pages_path, &p.pagemap_path] {
-                std::fs::rename(part(path), path).map_err(|e| io(format_args!("renaming {} into place", part(path).display()), e))?;
+                self.images.rename(&part_name(path), &name(path)).map_err(|e| Error::new(e.code, format!("page server: {}", e.message)))?;
             }
             self.committed.push(p.report);
         }
@@ -467,12 +470,12 @@ impl<'a> Session<'a> {
     /// After an error: nothing that was not committed stays behind.
     fn discard(&mut self) {
         if let Some(c) = self.cur.take() {
-            let _ = std::fs::remove_file(part(&c.pagemap_path));
-            let _ = std::fs::remove_file(part(&c.pages_path));
+            self.images.remove(&part_name(&c.pagemap_path));
+            self.images.remove(&part_name(&c.pages_path));
         }
         for p in self.pending.drain(..) {
-            let _ = std::fs::remove_file(part(&p.pagemap_path));
-            let _ = std::fs::remove_file(part(&p.pages_path));
+            self.images.remove(&part_name(&p.pagemap_path));
+            self.images.remove(&part_name(&p.pages_path));
         }
     }
 }
