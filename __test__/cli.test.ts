@@ -237,6 +237,14 @@ test('unknown options and commands are usage errors naming them', async (t) => {
   await t.throwsAsync(parseCommandLine(['restore', '-t', '1'], ctx), { message: /unknown command restore/ });
 });
 
+test('operands: show takes one path, the other commands none', async (t) => {
+  await t.throwsAsync(parseCommandLine(['show'], ctx), { message: 'show needs a FILE or DIR' });
+  await t.throwsAsync(parseCommandLine(['show', 'a', 'b'], ctx), { message: 'unexpected argument b' });
+  await t.throwsAsync(parseCommandLine(['dump', '-t', '1', 'extra'], ctx), { message: 'unexpected argument extra' });
+  await t.throwsAsync(parseCommandLine(['check', 'x'], ctx), { message: 'unexpected argument x' });
+  await t.throwsAsync(parseCommandLine(['dump', '-t', '1', '--frob', '--no-bar'], ctx), { message: 'unknown options --frob, --no-bar' });
+});
+
 test('--help and --version answer without running anything', async (t) => {
   const help = (await parseCommandLine(['--help'], ctx)) as Extract<Invocation, { command: 'help' }>;
   for (const c of ['dump', 'pre-dump', 'check', 'show', 'page-server']) t.true(help.text.includes(`tsdump ${c}`), c);
@@ -244,6 +252,7 @@ test('--help and --version answer without running anything', async (t) => {
   t.regex(dumpHelp.text, /-t, --tree/);
   t.regex(dumpHelp.text, /--action-script/);
   t.false(dumpHelp.text.includes('lazy-pages')); // refused options are not advertised
+  t.is(((await parseCommandLine(['dump', '-h'], ctx)) as Extract<Invocation, { command: 'help' }>).text, dumpHelp.text);
   t.like(await parseCommandLine(['--version'], { ...ctx, version: '9.9.9' }), { command: 'help', text: 'tsdump 9.9.9\n' });
 });
 

@@ -1,6 +1,11 @@
 #!/usr/bin/env node
 // tsdump's command line: parse (src/cli/args.ts), run through the library (src/cli/run.ts),
 // and turn any failure into one line on stderr and exit status 1.
+//
+// Start-up is part of every dump's wall time: what a command does not need is never loaded (yargs
+// is imported by the parser only past --version, the dump flow, the image schemas and the native
+// core by run.ts only for the commands that use them), and dist/cli.js is this file bundled
+// (scripts/build-cli.mjs).
 import { readFileSync } from 'node:fs';
 import { parseCommandLine } from './cli/args.js';
 import { run } from './cli/run.js';

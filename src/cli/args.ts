@@ -1,7 +1,7 @@
 // The command line, CRIU's way: the same option names, short forms and configuration files, so
 // a criu command line works unchanged. This module is pure: argv (plus the configuration files
 // it names) in, a typed invocation out. Nothing here runs a dump.
-import yargs, { type Argv } from 'yargs';
+import type { Argv } from 'yargs';
 import type { DumpOptions } from '../dump/options.js';
 import { TsdumpError } from '../errors.js';
 import { loadConfig, type ConfigSources } from '../config.js';
@@ -269,27 +269,41 @@ function defineOptions(y: Argv, defs: readonly OptDef[], hidden = false): Argv {
   return y;
 }
 
-function buildParser(): Argv {
+/** How both parsers read argv (yargs-parser's configuration, which yargs passes on). */
+const PARSER_CONFIGURATION = { 'camel-case-expansion': false, 'strip-aliased': true } as const;
+
+/** CRIU's -v, in every command; extractVerbosity() reads its forms before the parse. */
+const VERBOSITY: OptDef = { name: 'verbosity', short: 'v', type: 'number', desc: 'log level 0..4 (-v0..-v4, -vvvv); default 2' };
+
+/** A command's options, the refused ones hidden, and CRIU's -v. */
+function commandOptions(y: Argv, name: CommandName): Argv {
+  const withOpts = defineOptions(y, [...OPTIONS_BY_COMMAND[name], VERBOSITY]);
+  return defineOptions(withOpts, UNSUPPORTED_OPTIONS, true);
+}
+
+/**
+ * Every command, for --help and `tsdump COMMAND --help`. yargs is loaded here only: its help
+ * renderer makes it a good part of the CLI's start-up, and running a command needs its parser
+ * alone (parseOptions()).
+ */
+async function helpParser(): Promise<Argv> {
+  const { default: yargs } = await import('yargs');
   let y = yargs()
     .scriptName('tsdump')
-    .usage('$0 <command> [options]\n\nCheckpoint live Linux process trees into CRIU-format images.')
     .strict()
     .exitProcess(false)
-    .parserConfiguration({ 'camel-case-expansion': false, 'strip-aliased': true })
+    .detectLocale(false)
+    .parserConfiguration(PARSER_CONFIGURATION)
+    .usage('$0 <command> [options]\n\nCheckpoint live Linux process trees into CRIU-format images.')
     .help()
+    .alias('help', 'h')
     .version(false)
     .option('version', { alias: 'V', type: 'boolean', describe: 'print the version' })
     .wrap(100);
   for (const name of COMMANDS) {
     const cmd = name === 'show' ? 'show <path>' : name;
     y = y.command(cmd, DESCRIPTIONS[name], (b) => {
-      let withOpts = defineOptions(b, OPTIONS_BY_COMMAND[name]);
-      withOpts = defineOptions(withOpts, UNSUPPORTED_OPTIONS, true);
-      withOpts = withOpts.option('verbosity', {
-        alias: 'v',
-        type: 'number',
-        describe: 'log level 0..4 (-v0..-v4, -vvvv); default 2',
-      });
+      const withOpts = commandOptions(b, name);
       return name === 'show'
         ? withOpts.positional('path', { type: 'string', describe: 'an image file or an images directory' })
         : withOpts;
@@ -343,16 +357,53 @@ function refuseUnsupported(p: Parsed, argv: readonly string[]): void {
   if (withIds) throw new TsdumpError('UNSUPPORTED', `option ${withIds}: --ext-unix-sk with socket ids is not supported by tsdump yet`);
 }
 
-function usageMessage(yargsMessage: string, tokens: readonly string[]): string {
-  const m = /^Unknown arguments?: (.*)$/.exec(yargsMessage);
-  if (m) {
-    // yargs reports --no-foo as "foo"; name the option as the user wrote it
-    const spelled = (n: string): string =>
-      n.length === 1 ? `-${n}` : tokens.some((a) => a === `--no-${n}` || a.startsWith(`--no-${n}=`)) ? `--no-${n}` : `--${n}`;
-    const names = m[1]!.split(', ').map(spelled);
-    return `unknown option${names.length > 1 ? 's' : ''} ${names.join(', ')}`;
+/** yargs' strict-mode complaint, with each name spelled as the user wrote it. */
+function unknownOptions(names: readonly string[], tokens: readonly string[]): string {
+  // yargs-parser reads --no-foo as foo=false; name the option as the user wrote it
+  const spelled = (n: string): string =>
+    n.length === 1 ? `-${n}` : tokens.some((a) => a === `--no-${n}` || a.startsWith(`--no-${n}=`)) ? `--no-${n}` : `--${n}`;
+  return `unknown option${names.length > 1 ? 's' : ''} ${names.map(spelled).join(', ')}`;
+}
+
+/**
+ * One command's options, read by yargs' own parser (yargs-parser) with yargs' strict check for
+ * unknown options, without loading yargs.
+ */
+async function parseOptions(name: CommandName, tokens: readonly string[]): Promise<Parsed> {
+  const { default: parser } = await import('yargs-parser');
+  const defs = [...OPTIONS_BY_COMMAND[name], VERBOSITY, ...UNSUPPORTED_OPTIONS];
+  const byType: Record<'boolean' | 'string' | 'number' | 'array', string[]> = { boolean: [], string: [], number: [], array: [] };
+  const alias: Record<string, string> = {};
+  const known = new Set(['_', '--']);
+  for (const d of defs) {
+    byType[d.type].push(d.name);
+    if (d.type === 'array') byType.string.push(d.name);
+    known.add(d.name);
+    if (d.short) {
+      alias[d.name] = d.short;
+      known.add(d.short);
+    }
   }
-  return yargsMessage.replace(/^Not enough non-option arguments: got 0, need at least 1$/, 'show needs a FILE or DIR');
+  const r = parser.detailed([...tokens], {
+    ...byType,
+    alias,
+    configuration: { ...PARSER_CONFIGURATION, 'parse-positional-numbers': false, 'populate--': true },
+  });
+  if (r.error) throw new TsdumpError('USAGE', r.error.message);
+  const unknown = Object.keys(r.argv).filter((k) => !known.has(k));
+  if (unknown.length > 0) throw new TsdumpError('USAGE', unknownOptions(unknown, tokens));
+  return r.argv as Parsed;
+}
+
+/** What yargs prints for `tsdump COMMAND ... --help`. */
+async function commandHelp(name: CommandName, tokens: readonly string[]): Promise<string> {
+  const parser = await helpParser();
+  return new Promise((resolve, reject) => {
+    parser.parse([name, ...tokens], {}, (err, _args, output) => {
+      if (err) reject(new TsdumpError('USAGE', err.message));
+      else resolve(output + '\n');
+    });
+  });
 }
 
 export interface ParseContext extends ConfigSources {
@@ -362,18 +413,14 @@ export interface ParseContext extends ConfigSources {
 
 /** Turns a command line (without "node cli.js") into what to run. */
 export async function parseCommandLine(argv: readonly string[], ctx: ParseContext = {}): Promise<Invocation> {
-  const parser = buildParser();
   const helpRequested = argv.some((a) => a === '--help' || a === '-h');
   if (argv.includes('--version') || argv.includes('-V')) {
     return { command: 'help', text: `tsdump ${ctx.version ?? 'unknown'}\n` };
   }
   const found = findCommand(argv);
   if (!found.name) {
-    if (helpRequested || argv.length === 0) {
-      const text = await parser.getHelp();
-      if (helpRequested) return { command: 'help', text: text + '\n' };
-      throw new TsdumpError('USAGE', `name a command: ${COMMANDS.join(', ')} (see tsdump --help)`);
-    }
+    if (helpRequested) return { command: 'help', text: (await (await helpParser()).getHelp()) + '\n' };
+    if (argv.length === 0) throw new TsdumpError('USAGE', `name a command: ${COMMANDS.join(', ')} (see tsdump --help)`);
     const what = found.index >= 0 ? `unknown command ${argv[found.index]}` : 'no command given';
     throw new TsdumpError('USAGE', `${what}; commands: ${COMMANDS.join(', ')}`);
   }
@@ -383,15 +430,14 @@ export async function parseCommandLine(argv: readonly string[], ctx: ParseContex
   const rest = argv.filter((_, i) => i !== found.index);
   const { argv: tokens, verbosity } = extractVerbosity([...config.args, ...rest]);
 
-  const parsed = await new Promise<{ argv: Parsed; output: string }>((resolve, reject) => {
-    parser.parse([command, ...tokens], {}, (err, args, output) => {
-      if (err) reject(new TsdumpError('USAGE', usageMessage(err.message, tokens)));
-      else resolve({ argv: args as Parsed, output });
-    });
-  });
-  if (helpRequested) return { command: 'help', text: parsed.output + '\n' };
-  const p = parsed.argv;
+  if (helpRequested) return { command: 'help', text: await commandHelp(command, tokens) };
+  const p = await parseOptions(command, tokens);
   refuseUnsupported(p, tokens);
+  // show takes one path; the others no operand at all
+  const operands = p._.map(String);
+  const wanted = command === 'show' ? 1 : 0;
+  if (operands.length < wanted) throw new TsdumpError('USAGE', 'show needs a FILE or DIR');
+  if (operands.length > wanted) throw new TsdumpError('USAGE', `unexpected argument ${operands[wanted]}`);
   const out: OutputOptions = { json: bool(p, 'json') ?? false, configFiles: config.files };
 
   switch (command) {
@@ -417,7 +463,7 @@ export async function parseCommandLine(argv: readonly string[], ctx: ParseContex
       const view = views[0];
       return {
         command,
-        path: String(last(p.path)),
+        path: operands[0]!,
         pretty: bool(p, 'pretty') ?? false,
         ...(view ? { view } : {}),
         ...out,

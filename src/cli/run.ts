@@ -5,7 +5,6 @@ import { isAbsolute, resolve } from 'node:path';
 import { stat } from 'node:fs/promises';
 import type { DumpOptions } from '../dump/options.js';
 import { TsdumpError } from '../errors.js';
-import { check, formatCheckReport } from '../check.js';
 import { ProgressDisplay } from '../progress.js';
 import { openLog, type Logger } from '../log.js';
 import { openImagesDir } from '../images/dir.js';
@@ -134,6 +133,8 @@ export async function run(inv: Invocation, io: Io): Promise<number> {
       return 0;
 
     case 'check': {
+      // loaded on demand, with the native core: --help and the other commands do not need them
+      const { check, formatCheckReport } = await import('../check.js');
       const report = await check({
         all: inv.all,
         ...(inv.feature !== undefined ? { feature: inv.feature } : {}),
@@ -144,7 +145,7 @@ export async function run(inv: Invocation, io: Io): Promise<number> {
     }
 
     case 'show': {
-      // loaded on demand: the image schemas are heavy and only show needs them
+      // loaded on demand: the image schemas are heavy and only show and the dumps need them
       const show = await import('../show.js');
       let isDir: boolean;
       try {
