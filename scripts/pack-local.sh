@@ -52,6 +52,7 @@ binary="native/tsdump.$platform.node"
 # Compiled into the stage, not dist/: tests running meanwhile load dist/ and must not see it
 # half rewritten.
 npx tsc -p tsconfig.json --outDir "$stage/dist"
+node scripts/build-cli.mjs "$stage/dist"
 rm -f pack/*.tgz
 
 # main package: exactly what package.json "files" names, plus the README
