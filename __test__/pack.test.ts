@@ -24,7 +24,7 @@ function tarList(tgz: string): string[] {
   return execFileSync('tar', ['-tzf', tgz], { encoding: 'utf8' }).trim().split('\n');
 }
 
-test('pack:local tarballs install into an empty folder and npx tsdump works without Rust', async (t) => {
+test('pack:local tarballs install into an empty folder and npx tsdump works without Rust; without the platform package it says what to install', async (t) => {
   execFileSync('npm', ['run', 'pack:local'], { cwd: ROOT, stdio: 'ignore' });
   const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
   const main = join(ROOT, 'pack', `tsdump-${version}.tgz`);
@@ -74,6 +74,24 @@ test('pack:local tarballs install into an empty folder and npx tsdump works with
   );
   t.is((refused as { code: number }).code, 1);
   t.is((refused as { stderr: string }).stderr, 'tsdump: option --lazy-pages is not supported by tsdump yet\n');
+
+  // Without its platform package (installed with --omit=optional): --help and --version need no
+  // native core, and a command that does says in one line which package to install.
+  const bare = mkdtempSync(join(tmpdir(), 'tsdump-pack-'));
+  t.teardown(() => rmSync(bare, { recursive: true, force: true }));
+  writeFileSync(join(bare, 'package.json'), JSON.stringify({ name: 'empty-consumer', private: true }));
+  await exec('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--omit=optional', main], { cwd: bare, env });
+  t.false(existsSync(join(bare, 'node_modules', `tsdump-${PLATFORM}`)));
+  t.regex((await exec('npx', ['--no-install', 'tsdump', '--help'], { cwd: bare, env })).stdout, /tsdump dump/);
+  t.is((await exec('npx', ['--no-install', 'tsdump', '--version'], { cwd: bare, env })).stdout, `tsdump ${version}\n`);
+  for (const args of [['check'], ['dump', '-t', '1', '-D', join(bare, 'images')]]) {
+    const r = (await exec('npx', ['--no-install', 'tsdump', ...args], { cwd: bare, env }).catch((e: unknown) => e)) as { code: number; stderr: string };
+    t.is(r.code, 1, args.join(' '));
+    t.is(
+      r.stderr,
+      `tsdump: the native core for ${PLATFORM} is missing: npm install tsdump-${PLATFORM}@${version} (an optional dependency of tsdump, left out by --omit=optional)\n`,
+    );
+  }
 });
 
 test('pack:local --target: the other architecture\'s platform package, cross-compiled, carries a binary for that CPU', async (t) => {

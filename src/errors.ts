@@ -24,6 +24,8 @@ export const ERROR_CODES = [
   'DUMP_WORKER',
   // a bug in tsdump (an error nothing above typed); the message says where
   'INTERNAL',
+  // the platform package with the native core is not installed, or does not load (native.ts)
+  'NATIVE_BINDING',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -7,7 +7,40 @@ import type * as Binding from '../native/index.js';
 import { TsdumpError, isErrorCode } from './errors.js';
 
 const require = createRequire(import.meta.url);
-const raw = require('../native/index.cjs') as typeof Binding;
+
+/** The prebuilt platform packages (package.json napi.targets, as npm/ names them). */
+const PLATFORMS = ['linux-x64-gnu', 'linux-arm64-gnu'];
+
+function loadBinding(): typeof Binding {
+  try {
+    return require('../native/index.cjs') as typeof Binding;
+  } catch (err) {
+    throw missingBinding(err);
+  }
+}
+
+/**
+ * The loader's own error is a page of causes (every file and package it tried); a user needs one
+ * line: which package, for which platform, and how to get it.
+ */
+function missingBinding(err: unknown): TsdumpError {
+  const fail = (message: string): TsdumpError => new TsdumpError('NATIVE_BINDING', message, { cause: err });
+  const report = process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined;
+  const platform = `${process.platform}-${process.arch}-${report?.header?.glibcVersionRuntime ? 'gnu' : 'musl'}`;
+  if (!PLATFORMS.includes(platform)) {
+    return fail(`tsdump has no native core for ${platform} (prebuilt: ${PLATFORMS.join(', ')}); build one from a checkout with Rust: npm run build`);
+  }
+  const pkg = `tsdump-${platform}`;
+  // one chained error per file and package tried: "Cannot find" for all of them means none is there
+  const reasons: string[] = [];
+  for (let e: unknown = err; e instanceof Error && reasons.length < 64; e = e.cause) reasons.push(e.message.split('\n')[0]!);
+  const reason = reasons.find((m) => !/^Cannot find (module|native binding)/.test(m));
+  if (reason !== undefined) return fail(`the native core ${pkg} did not load: ${reason}`);
+  const { version } = require('../package.json') as { version: string };
+  return fail(`the native core for ${platform} is missing: npm install ${pkg}@${version} (an optional dependency of tsdump, left out by --omit=optional)`);
+}
+
+const raw = loadBinding();
 
 /** The core's "CODE: message" errors as TsdumpErrors; anything else the binding throws (an
  * argument it could not convert) is a bug on our side: INTERNAL. */
