@@ -69,6 +69,9 @@ int main(int argc, char **argv) {
     uint64_t c0 = g_counter;
     tgt_wait_verify(NULL);
 
+    /* The worker must still be running. On a busy machine it may not have had the CPU since
+     * tgt_ready, so it gets a few seconds to move; a worker left stopped never does. */
+    for (int i = 0; i < 500 && g_counter == c0; i++) tgt_sleep_ms(10);
     CHECK(g_counter > c0, "worker counter stuck at %llu", (unsigned long long)g_counter);
     struct sigaction now;
     VSYS(sigaction(SIGUSR1, NULL, &now));
