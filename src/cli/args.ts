@@ -395,11 +395,21 @@ async function parseOptions(name: CommandName, tokens: readonly string[]): Promi
   return r.argv as Parsed;
 }
 
-/** What yargs prints for `tsdump COMMAND ... --help`. */
-async function commandHelp(name: CommandName, tokens: readonly string[]): Promise<string> {
+/**
+ * The help texts, rendered by yargs when the CLI is bundled (scripts/build-cli.mjs defines this
+ * constant), keyed by command ('' for tsdump --help): yargs' help renderer is most of --help's
+ * start-up. Unbundled (the library, the tests), yargs renders them on demand, the same way.
+ */
+declare const TSDUMP_HELP_TEXTS: Readonly<Record<string, string>> | undefined;
+
+/** What `tsdump --help` (no command) or `tsdump COMMAND ... --help` prints; other words do not change it. */
+export async function helpText(name: CommandName | undefined): Promise<string> {
+  const prebuilt = typeof TSDUMP_HELP_TEXTS === 'undefined' ? undefined : TSDUMP_HELP_TEXTS[name ?? ''];
+  if (prebuilt !== undefined) return prebuilt;
   const parser = await helpParser();
+  if (name === undefined) return (await parser.getHelp()) + '\n';
   return new Promise((resolve, reject) => {
-    parser.parse([name, ...tokens], {}, (err, _args, output) => {
+    parser.parse([name, '--help'], {}, (err, _args, output) => {
       if (err) reject(new TsdumpError('USAGE', err.message));
       else resolve(output + '\n');
     });
@@ -419,18 +429,17 @@ export async function parseCommandLine(argv: readonly string[], ctx: ParseContex
   }
   const found = findCommand(argv);
   if (!found.name) {
-    if (helpRequested) return { command: 'help', text: (await (await helpParser()).getHelp()) + '\n' };
+    if (helpRequested) return { command: 'help', text: await helpText(undefined) };
     if (argv.length === 0) throw new TsdumpError('USAGE', `name a command: ${COMMANDS.join(', ')} (see tsdump --help)`);
     const what = found.index >= 0 ? `unknown command ${argv[found.index]}` : 'no command given';
     throw new TsdumpError('USAGE', `${what}; commands: ${COMMANDS.join(', ')}`);
   }
   const command = found.name;
+  if (helpRequested) return { command: 'help', text: await helpText(command) };
   // Config files go first so that the command line, read later, wins.
-  const config = helpRequested ? { files: [], args: [] } : loadConfig(argv, ctx);
+  const config = loadConfig(argv, ctx);
   const rest = argv.filter((_, i) => i !== found.index);
   const { argv: tokens, verbosity } = extractVerbosity([...config.args, ...rest]);
-
-  if (helpRequested) return { command: 'help', text: await commandHelp(command, tokens) };
   const p = await parseOptions(command, tokens);
   refuseUnsupported(p, tokens);
   // show takes one path; the others no operand at all
