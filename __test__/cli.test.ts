@@ -288,6 +288,19 @@ test('CLI: --help exits 0 on stdout', async (t) => {
   t.is(r.stderr, '');
 });
 
+test('CLI: --help and --version never load the native core; a command that needs it says so in one line', async (t) => {
+  // the napi loader tries this path alone: no native core can load
+  const env = { NAPI_RS_NATIVE_LIBRARY_PATH: '/nonexistent/tsdump.node' };
+  for (const args of [['--version'], ['--help'], ['dump', '--help'], ['show', '--help']]) {
+    const r = await cli(args, env);
+    t.is(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+    t.is(r.stderr, '');
+  }
+  const r = await cli(['check'], env);
+  t.is(r.code, 1);
+  t.regex(r.stderr, /^tsdump: the native core for linux-\w+-gnu is missing: npm install tsdump-linux-\w+-gnu@[\d.]+ \(.*\)\n$/);
+});
+
 test('CLI: options from CRIU_CONFIG_FILE are applied (an unsupported one is refused by name)', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tsdump-cli-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));

@@ -21,6 +21,8 @@ import { pathToFileURL } from 'node:url';
 const outdir = process.argv[2] ?? 'dist';
 const common = { bundle: true, platform: 'node', format: 'esm', target: 'node20', logLevel: 'warning' };
 
+// args.ts is bundled alone into a temporary directory and run: it must not load the native core
+// (nor anything else --help does not need), and here it could not find it.
 async function renderHelpTexts() {
   const tmp = mkdtempSync(join(tmpdir(), 'tsdump-help-'));
   try {

@@ -8,12 +8,9 @@ import { basename, dirname, isAbsolute, resolve } from 'node:path';
 import { TsdumpError } from './errors.js';
 import { openImagesDir } from './images/dir.js';
 
-export const LOG_MSG = 0;
-export const LOG_ERROR = 1;
-export const LOG_WARN = 2;
-export const LOG_INFO = 3;
-export const LOG_DEBUG = 4;
-export const DEFAULT_VERBOSITY = LOG_WARN;
+import { DEFAULT_VERBOSITY, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_MSG, LOG_WARN } from './log-levels.js';
+
+export { DEFAULT_VERBOSITY, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_MSG, LOG_WARN };
 
 export interface Logger {
   readonly level: number;

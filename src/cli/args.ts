@@ -5,7 +5,7 @@ import type { Argv } from 'yargs';
 import type { DumpOptions } from '../dump/options.js';
 import { TsdumpError } from '../errors.js';
 import { loadConfig, type ConfigSources } from '../config.js';
-import { DEFAULT_VERBOSITY } from '../log.js';
+import { DEFAULT_VERBOSITY } from '../log-levels.js';
 
 export const COMMANDS = ['dump', 'pre-dump', 'check', 'show', 'page-server'] as const;
 export type CommandName = (typeof COMMANDS)[number];

@@ -6,8 +6,7 @@ import { stat } from 'node:fs/promises';
 import type { DumpOptions } from '../dump/options.js';
 import { TsdumpError } from '../errors.js';
 import { ProgressDisplay } from '../progress.js';
-import { openLog, type Logger } from '../log.js';
-import { openImagesDir } from '../images/dir.js';
+import type { Logger } from '../log.js';
 import { formatDumpStats } from './stats.js';
 import type { DumpEvents, DumpResult } from '../dump/index.js';
 import type { Invocation } from './args.js';
@@ -28,7 +27,9 @@ interface DumpModule {
  * The dump's log: -o FILE relative to the work dir (default the images dir, created owner-only
  * like -D, and refused like it when others could write there), else warnings and errors on stderr.
  */
-function openCommandLog(o: DumpOptions): { log: Logger; made: string | undefined } {
+async function openCommandLog(o: DumpOptions): Promise<{ log: Logger; made: string | undefined }> {
+  // loaded here, not with this module: the log opens its directory through the native core
+  const [{ openLog }, { openImagesDir }] = await Promise.all([import('../log.js'), import('../images/dir.js')]);
   const workDir = resolve(o.workDir ?? o.imagesDir);
   const made = o.logFile !== undefined && !isAbsolute(o.logFile) ? openImagesDir(workDir, { create: true }).madeDirs().at(-1) : undefined;
   const log = openLog({ ...(o.logFile !== undefined ? { file: o.logFile } : {}), workDir, ...(o.verbosity !== undefined ? { verbosity: o.verbosity } : {}) });
@@ -194,7 +195,7 @@ export async function run(inv: Invocation, io: Io): Promise<number> {
       const fn = inv.command === 'dump' ? mod.dump : mod.preDump;
       if (typeof fn !== 'function') throw new TsdumpError('UNSUPPORTED', `${inv.command} is not available in this build yet`);
       refuseUnhonoured(inv.command, inv.options, mod.SUPPORTED_DUMP_OPTIONS ?? FLOW_OPTIONS_TODAY);
-      const { log, made } = openCommandLog(inv.options);
+      const { log, made } = await openCommandLog(inv.options);
       // Ctrl-C or a termination request cancels the dump; the library releases the tree.
       const abort = new AbortController();
       const onSignal = (sig: NodeJS.Signals): void => abort.abort(new TsdumpError('CANCELLED', `interrupted by ${sig}`));
