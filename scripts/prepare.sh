@@ -10,7 +10,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ ${npm_command:-} == exec ]]; then
-  [[ -f dist/cli.js ]] || echo "tsdump: $PWD is not built yet: run npm install there first" >&2
+  if [[ ! -f dist/cli.js ]]; then
+    # npx shows a lifecycle script's output only when it fails, and failing here would leave
+    # its cache without this package: say it on the terminal
+    msg="tsdump: $PWD is not built yet: run npm install there first"
+    { echo "$msg" >/dev/tty; } 2>/dev/null || echo "$msg" >&2
+  fi
   exit 0
 fi
 exec npm run build
