@@ -48,6 +48,34 @@ export async function critTexts(files: readonly string[]): Promise<CritTexts> {
   return new Map(Object.entries(raw).map(([k, v]) => [k, Array.isArray(v) ? { plain: v[0], pretty: v[1] } : v]));
 }
 
+// What `crit x DIR ps|fds|mems|rss` prints, the four views in one interpreter; crit keeps a file
+// table cache in module globals, reset between views (and dirs) as a fresh crit would start.
+const EXPLORE = `
+import contextlib, io, json, sys
+from crit import __main__ as crit
+out = {}
+for what in ('ps', 'fds', 'mems', 'rss'):
+    crit.files_img = None
+    crit.files_cache.clear()
+    for ft in crit.file_types.values(): ft['img'] = None
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            crit.explore({'dir': sys.argv[1], 'what': what})
+        out[what] = {'text': buf.getvalue()}
+    except Exception as e:
+        out[what] = {'error': '%s: %s' % (type(e).__name__, e)}
+print(json.dumps(out))
+`;
+
+export type CritViews = Record<'ps' | 'fds' | 'mems' | 'rss', { text: string } | { error: string }>;
+
+/** `crit x DIR VIEW` for each of crit's four views: its stdout, or the exception crit died of. */
+export async function critExplore(dir: string): Promise<CritViews> {
+  const { stdout } = await python(EXPLORE, [dir]);
+  return JSON.parse(stdout) as CritViews;
+}
+
 export interface FieldFacts {
   name: string;
   number: number;

@@ -68,9 +68,11 @@ const CHECK: OptDef[] = [
 
 const SHOW: OptDef[] = [
   { name: 'pretty', type: 'boolean', desc: 'decode fields into readable values (FILE)' },
-  { name: 'tree', type: 'boolean', desc: 'summary of the process tree (DIR)' },
-  { name: 'mems', type: 'boolean', desc: 'summary of memory mappings per task (DIR)' },
-  { name: 'fds', type: 'boolean', desc: 'summary of open files per task (DIR)' },
+  { name: 'ps', type: 'boolean', desc: 'the process tree, as crit x DIR ps (DIR)' },
+  { name: 'tree', type: 'boolean', desc: 'same as --ps' },
+  { name: 'fds', type: 'boolean', desc: 'open files, cwd and root per process, as crit x DIR fds (DIR)' },
+  { name: 'mems', type: 'boolean', desc: 'every mapping per process, as crit x DIR mems (DIR)' },
+  { name: 'rss', type: 'boolean', desc: 'dumped pages beside the mappings they belong to, as crit x DIR rss (DIR)' },
 ];
 
 const PAGE_SERVER: OptDef[] = [
@@ -171,7 +173,7 @@ export type Invocation =
       workDir?: string;
       verbosity: number;
     } & OutputOptions)
-  | ({ command: 'show'; path: string; pretty: boolean; view?: 'tree' | 'mems' | 'fds' } & OutputOptions)
+  | ({ command: 'show'; path: string; pretty: boolean; view?: 'ps' | 'fds' | 'mems' | 'rss' } & OutputOptions)
   | ({
       command: 'page-server';
       imagesDir: string;
@@ -467,8 +469,8 @@ export async function parseCommandLine(argv: readonly string[], ctx: ParseContex
       };
     }
     case 'show': {
-      const views = (['tree', 'mems', 'fds'] as const).filter((v) => bool(p, v));
-      if (views.length > 1) throw new TsdumpError('USAGE', `show: choose one of --tree, --mems, --fds`);
+      const views = (['ps', 'fds', 'mems', 'rss'] as const).filter((v) => bool(p, v) || (v === 'ps' && bool(p, 'tree')));
+      if (views.length > 1) throw new TsdumpError('USAGE', `show: choose one of --ps, --fds, --mems, --rss`);
       const view = views[0];
       return {
         command,

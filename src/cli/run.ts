@@ -156,11 +156,18 @@ export async function run(inv: Invocation, io: Io): Promise<number> {
       }
       if (!isDir && inv.view) throw new TsdumpError('USAGE', `show --${inv.view} needs an images directory, not a file`);
       if (isDir && inv.pretty) throw new TsdumpError('USAGE', 'show --pretty applies to an image file, not a directory');
-      const text = isDir
-        ? await show.showDir(inv.path, inv.view ? { view: inv.view } : {})
-        : await show.showImage(inv.path, { pretty: inv.pretty });
-      io.stdout.write(text.endsWith('\n') ? text : text + '\n');
-      return 0;
+      if (!isDir) {
+        const text = await show.showImage(inv.path, { pretty: inv.pretty });
+        io.stdout.write(text.endsWith('\n') ? text : text + '\n');
+        return 0;
+      }
+      const shown = await show.showDir(inv.path, { ...(inv.view ? { view: inv.view } : {}), json: inv.json });
+      io.stdout.write(shown.output);
+      // an unfinished or damaged dump must not pass for a checkpoint: say so, and fail
+      if (shown.verdict === 'complete') return 0;
+      io.stderr.write(`tsdump: ${inv.path} is ${shown.verdict.toUpperCase()}:\n`);
+      for (const p of shown.problems) io.stderr.write(`tsdump:   ${p}\n`);
+      return 1;
     }
 
     case 'page-server': {

@@ -109,7 +109,8 @@ export function quotedPrintable(data: Uint8Array): string {
   return out;
 }
 
-function ipText(words: readonly number[]): string {
+/** An address as CRIU stores it (1 or 4 little-endian words of network-order bytes), as Python's ipaddress prints it. */
+export function ipText(words: readonly number[]): string {
   const bytes = Buffer.alloc(16);
   words.slice(0, 4).forEach((w, i) => bytes.writeUInt32LE(w >>> 0, i * 4));
   if (words.length === 1) return [...bytes.subarray(0, 4)].join('.');
