@@ -8,10 +8,10 @@ import test, { type ExecutionContext } from 'ava';
 import { cp, rm, truncate, writeFile } from 'node:fs/promises';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { critDecodeAll, makeWorkDir } from './helpers/criu.js';
+import { imageEntries, makeWorkDir } from './helpers/criu.js';
 import { critExplore } from './helpers/crit.js';
-import { killTree, startTarget, type Target } from './helpers/target.js';
-import { runTsdump, tsdumpDump, type CliRun } from './helpers/tsdump.js';
+import { killTree, startTarget } from './helpers/target.js';
+import { dumpRunningTarget, runTsdump, type CliRun } from './helpers/tsdump.js';
 
 type Json = Record<string, unknown>;
 const VIEWS = ['ps', 'fds', 'mems', 'rss'] as const;
@@ -23,25 +23,7 @@ function pagesBytes(dir: string): number {
     .reduce((s, f) => s + statSync(join(dir, f)).size, 0);
 }
 
-interface Dumped {
-  target: Target;
-  dir: string;
-  images: Map<string, unknown>;
-}
-
-/** Starts NAME, dumps it with tsdump (left running), decodes the images with pycriu. */
-async function dumped(t: ExecutionContext, name: string): Promise<Dumped> {
-  const work = await makeWorkDir(t);
-  const target = await startTarget(name, { dir: work });
-  t.teardown(() => killTree(target.pid, target.ctl, target.pids));
-  const dir = join(work, 'images');
-  await tsdumpDump(target.pid, dir, ['-R']);
-  return { target, dir, images: await critDecodeAll(dir) };
-}
-
-function entries(images: Map<string, unknown>, file: string): Json[] {
-  return ((images.get(file) as { entries?: Json[] } | undefined)?.entries ?? []);
-}
+const entries = imageEntries;
 
 async function showJson(args: string[]): Promise<{ run: CliRun; doc: Json }> {
   const run = await runTsdump(['show', ...args, '--json']);
@@ -50,7 +32,7 @@ async function showJson(args: string[]): Promise<{ run: CliRun; doc: Json }> {
 
 for (const name of ['t_unix_sockets', 't_tcp_listen', 't_forktree', 't_mappings', 't_zombie']) {
   test(`${name}: show's views of tsdump's dump print as crit x prints them, and their --json forms hold the images' facts`, async (t) => {
-    const { target, dir, images } = await dumped(t, name);
+    const { target, dir, images } = await dumpRunningTarget(t, name);
     const tree = entries(images, 'pstree.img');
     const pids = tree.map((p) => p.pid as number);
     const live = pids.filter((pid) => entries(images, `mm-${pid}.img`).length > 0);
@@ -165,7 +147,7 @@ async function damaged(src: string, work: string, label: string, damage: (dir: s
 }
 
 test('show calls out a directory that is not a finished dump: stderr, exit status 1, and the reason in --json', async (t) => {
-  const { target, dir, images } = await dumped(t, 't_forktree');
+  const { target, dir, images } = await dumpRunningTarget(t, 't_forktree');
   const work = join(dir, '..');
   const child = target.pids.find((p) => p !== target.pid)!;
 

@@ -21,8 +21,9 @@ function packageVersion(): string {
 }
 
 async function main(argv: string[]): Promise<number> {
-  const invocation = await parseCommandLine(argv, { version: packageVersion() });
-  return run(invocation, { stdout: process.stdout, stderr: process.stderr });
+  const version = packageVersion();
+  const invocation = await parseCommandLine(argv, { version });
+  return run(invocation, { version, stdout: process.stdout, stderr: process.stderr });
 }
 
 main(process.argv.slice(2)).then(

@@ -142,6 +142,11 @@ export async function critDecodeAll(dir: string): Promise<Map<string, unknown>> 
   return new Map(Object.entries(decoded));
 }
 
+/** The entries of one image of a critDecodeAll() result ([] when the image is absent). */
+export function imageEntries(images: Map<string, unknown>, file: string): Record<string, unknown>[] {
+  return (images.get(file) as { entries?: Record<string, unknown>[] } | undefined)?.entries ?? [];
+}
+
 /**
  * A fresh owner-only temporary directory for one test. Removed in teardown if the test passed;
  * kept (and its path logged) if it failed, so the images and logs can be inspected. Teardowns

@@ -1,7 +1,11 @@
 // Running tsdump as users do: the CLI (dist/cli.js, built by npm install / npm run build:ts) in
 // its own process, which is also what keeps the dumped tree from being a child of the tracer.
 import { execFile } from 'node:child_process';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { ExecutionContext } from 'ava';
+import { critDecodeAll, makeWorkDir } from './criu.js';
+import { killTree, startTarget, type Target } from './target.js';
 
 export const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
 
@@ -37,4 +41,24 @@ export async function tsdumpDump(pid: number, imagesDir: string, extraArgs: read
     throw new TsdumpCliError(`tsdump dump exited ${r.code}: ${r.stderr.trim()}`, code);
   }
   return JSON.parse(r.stdout) as unknown;
+}
+
+export interface DumpedTarget {
+  readonly target: Target;
+  /** The test's work directory (the target's CTL and the images are inside). */
+  readonly work: string;
+  /** The images, WORK/images. */
+  readonly dir: string;
+  /** Every image as pycriu decodes it (critDecodeAll). */
+  readonly images: Map<string, unknown>;
+}
+
+/** Starts the C target NAME, dumps it with `tsdump dump -R` (left running, killed in teardown), decodes the images. */
+export async function dumpRunningTarget(t: ExecutionContext, name: string): Promise<DumpedTarget> {
+  const work = await makeWorkDir(t);
+  const target = await startTarget(name, { dir: work });
+  t.teardown(() => killTree(target.pid, target.ctl, target.pids));
+  const dir = join(work, 'images');
+  await tsdumpDump(target.pid, dir, ['-R']);
+  return { target, work, dir, images: await critDecodeAll(dir) };
 }

@@ -7,7 +7,7 @@ import { TsdumpError } from '../errors.js';
 import { loadConfig, type ConfigSources } from '../config.js';
 import { DEFAULT_VERBOSITY } from '../log-levels.js';
 
-export const COMMANDS = ['dump', 'pre-dump', 'check', 'show', 'page-server'] as const;
+export const COMMANDS = ['dump', 'pre-dump', 'check', 'show', 'page-server', 'report'] as const;
 export type CommandName = (typeof COMMANDS)[number];
 
 type OptType = 'boolean' | 'string' | 'number' | 'array';
@@ -73,6 +73,11 @@ const SHOW: OptDef[] = [
   { name: 'fds', type: 'boolean', desc: 'open files, cwd and root per process, as crit x DIR fds (DIR)' },
   { name: 'mems', type: 'boolean', desc: 'every mapping per process, as crit x DIR mems (DIR)' },
   { name: 'rss', type: 'boolean', desc: 'dumped pages beside the mappings they belong to, as crit x DIR rss (DIR)' },
+];
+
+const REPORT: OptDef[] = [
+  { name: 'output', short: 'o', type: 'string', desc: 'write the HTML to FILE (owner-only) instead of stdout' },
+  { name: 'json', type: 'boolean', desc: 'print one machine-readable JSON result on stdout' },
 ];
 
 const PAGE_SERVER: OptDef[] = [
@@ -145,6 +150,8 @@ const OPTIONS_BY_COMMAND: Record<CommandName, OptDef[]> = {
   check: [...CHECK, ...COMMON],
   show: [...SHOW, ...COMMON],
   'page-server': [...PAGE_SERVER, ...COMMON],
+  // not a criu command: no criu log, work dir or configuration files
+  report: REPORT,
 };
 
 const DESCRIPTIONS: Record<CommandName, string> = {
@@ -153,6 +160,7 @@ const DESCRIPTIONS: Record<CommandName, string> = {
   check: 'report which kernel features a dump can use',
   show: 'print an image file (FILE) or summarise an images directory (DIR)',
   'page-server': 'receive pages of a dump over the network',
+  report: 'draw an images directory as one self-contained HTML page',
 };
 
 export interface OutputOptions {
@@ -187,6 +195,7 @@ export type Invocation =
       workDir?: string;
       verbosity: number;
     } & OutputOptions)
+  | ({ command: 'report'; dir: string; output?: string } & OutputOptions)
   | { command: 'help'; text: string };
 
 const VALUE_TYPES: ReadonlySet<OptType> = new Set(['string', 'number', 'array']);
@@ -303,9 +312,10 @@ async function helpParser(): Promise<Argv> {
     .option('version', { alias: 'V', type: 'boolean', describe: 'print the version' })
     .wrap(100);
   for (const name of COMMANDS) {
-    const cmd = name === 'show' ? 'show <path>' : name;
+    const cmd = name === 'show' ? 'show <path>' : name === 'report' ? 'report <dir>' : name;
     y = y.command(cmd, DESCRIPTIONS[name], (b) => {
       const withOpts = commandOptions(b, name);
+      if (name === 'report') return withOpts.positional('dir', { type: 'string', describe: 'an images directory' });
       return name === 'show'
         ? withOpts.positional('path', { type: 'string', describe: 'an image file or an images directory' })
         : withOpts;
@@ -439,15 +449,15 @@ export async function parseCommandLine(argv: readonly string[], ctx: ParseContex
   const command = found.name;
   if (helpRequested) return { command: 'help', text: await helpText(command) };
   // Config files go first so that the command line, read later, wins.
-  const config = loadConfig(argv, ctx);
+  const config = command === 'report' ? { files: [], args: [] } : loadConfig(argv, ctx);
   const rest = argv.filter((_, i) => i !== found.index);
   const { argv: tokens, verbosity } = extractVerbosity([...config.args, ...rest]);
   const p = await parseOptions(command, tokens);
   refuseUnsupported(p, tokens);
-  // show takes one path; the others no operand at all
+  // show takes one path, report one directory; the others no operand at all
   const operands = p._.map(String);
-  const wanted = command === 'show' ? 1 : 0;
-  if (operands.length < wanted) throw new TsdumpError('USAGE', 'show needs a FILE or DIR');
+  const wanted = command === 'show' || command === 'report' ? 1 : 0;
+  if (operands.length < wanted) throw new TsdumpError('USAGE', command === 'show' ? 'show needs a FILE or DIR' : 'report needs an images DIR');
   if (operands.length > wanted) throw new TsdumpError('USAGE', `unexpected argument ${operands[wanted]}`);
   const out: OutputOptions = { json: bool(p, 'json') ?? false, configFiles: config.files };
 
@@ -480,6 +490,8 @@ export async function parseCommandLine(argv: readonly string[], ctx: ParseContex
         ...out,
       };
     }
+    case 'report':
+      return { command, dir: operands[0]!, ...optional('output', str(p, 'output')), ...out };
     case 'page-server': {
       const port = num(p, 'port');
       if (port === undefined) throw new TsdumpError('USAGE', 'page-server needs --port');

@@ -12,6 +12,8 @@ import type { DumpEvents, DumpResult } from '../dump/index.js';
 import type { Invocation } from './args.js';
 
 export interface Io {
+  /** tsdump's version, for what records it (the report's footer). */
+  version?: string;
   stdout: { write(s: string): unknown };
   stderr: { write(s: string): unknown; isTTY?: boolean; columns?: number };
 }
@@ -167,6 +169,20 @@ export async function run(inv: Invocation, io: Io): Promise<number> {
       if (shown.verdict === 'complete') return 0;
       io.stderr.write(`tsdump: ${inv.path} is ${shown.verdict.toUpperCase()}:\n`);
       for (const p of shown.problems) io.stderr.write(`tsdump:   ${p}\n`);
+      return 1;
+    }
+
+    case 'report': {
+      // loaded on demand, like show
+      const { writeReport } = await import('../report/index.js');
+      const r = await writeReport(inv.dir, { ...(inv.output !== undefined ? { output: inv.output } : {}), version: io.version ?? 'unknown' });
+      if (inv.json) {
+        const { html: _html, ...rest } = r;
+        io.stdout.write(JSON.stringify({ command: 'report', ...rest }) + '\n');
+      } else if (inv.output === undefined) io.stdout.write(r.html);
+      if (r.verdict === 'complete') return 0;
+      io.stderr.write(`tsdump: ${inv.dir} is ${r.verdict.toUpperCase()} (the report says so too):\n`);
+      for (const p of r.problems) io.stderr.write(`tsdump:   ${p}\n`);
       return 1;
     }
 

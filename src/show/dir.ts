@@ -94,6 +94,7 @@ export async function loadDumpDir(dir: string): Promise<DumpDir> {
   } catch (err) {
     throw new TsdumpError('IMAGE_IO', `${dir}: cannot list the images directory: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
   }
+  const present = new Set(names);
   const problems: Problem[] = [];
   const incomplete = (message: string): void => void problems.push({ kind: 'incomplete', message });
   const inconsistent = (message: string): void => void problems.push({ kind: 'inconsistent', message });
@@ -107,7 +108,7 @@ export async function loadDumpDir(dir: string): Promise<DumpDir> {
   const one = <Desc extends DescMessage>(name: string, schema: Desc): MessageShape<Desc> | undefined => messagesOf(images.get(name), schema)[0];
 
   const inventory = one('inventory.img', inventory_entrySchema);
-  if (!inventory && !names.includes('inventory.img')) {
+  if (!inventory && !present.has('inventory.img')) {
     incomplete('no inventory.img: the dump did not finish (it failed, was interrupted or is still running), and criu restore refuses the directory');
   }
   const preDump = inventory !== undefined && isFieldSet(inventory, inventory_entrySchema.field.preDumpMode);
@@ -116,7 +117,7 @@ export async function loadDumpDir(dir: string): Promise<DumpDir> {
   let tree = messagesOf(images.get('pstree.img'), pstree_entrySchema).map((p) => ({ pid: p.pid, ppid: p.ppid, pgid: p.pgid, sid: p.sid, threads: p.threads }));
   if (tree.length === 0 && preDump) tree = pagemapPids.map((pid) => ({ pid, ppid: 0, pgid: 0, sid: 0, threads: [pid] }));
   if (tree.length === 0) {
-    const why = names.includes('pstree.img') ? 'pstree.img holds no process' : 'no pstree.img';
+    const why = present.has('pstree.img') ? 'pstree.img holds no process' : 'no pstree.img';
     throw new TsdumpError('IMAGE_FORMAT', `${dir}: ${why}: not a (finished) dump; ${names.length === 0 ? 'the directory is empty' : `it holds ${names.length} files`}`);
   }
 
@@ -127,7 +128,7 @@ export async function loadDumpDir(dir: string): Promise<DumpDir> {
   };
   const need = (name: string, why: string): boolean => {
     if (images.has(name)) return true;
-    if (!names.includes(name)) incomplete(`no ${name} (${why})`);
+    if (!present.has(name)) incomplete(`no ${name} (${why})`);
     return false;
   };
 
@@ -208,12 +209,12 @@ export async function loadDumpDir(dir: string): Promise<DumpDir> {
     if (head) shmem.push({ shmid: Number(m[1]), pagesId: head.pagesId, pagemap: messagesOf(img, pagemap_entrySchema) });
   }
 
-  const parentOk = names.includes('parent') && (await stat(join(dir, 'parent')).then((st) => st.isDirectory(), () => false));
+  const parentOk = present.has('parent') && (await stat(join(dir, 'parent')).then((st) => st.isDirectory(), () => false));
   const owners = [
     ...processes.flatMap((p) => (p.pagemap && p.pagesId !== undefined ? [{ label: `process ${p.pid}`, pagesId: p.pagesId, pagemap: p.pagemap }] : [])),
     ...shmem.map((m) => ({ label: `shared memory ${m.shmid}`, pagesId: m.pagesId, pagemap: m.pagemap })),
   ];
-  checkPages(names, images, owners, parentOk, problems);
+  checkPages(present, images, owners, parentOk, problems);
   const stats = one('stats-dump', stats_entrySchema)?.dump;
   return { dir, images, ...(inventory ? { inventory } : {}), preDump, processes, shmem, files, memfdInodes, ...(stats ? { stats } : {}), problems };
 }
@@ -255,7 +256,7 @@ function checkPagemap(name: string, entries: readonly pagemap_entry[], mm: mm_en
 
 /** Each pages-N.img holds exactly the pages its pagemaps say; parent pages need a parent. */
 function checkPages(
-  names: readonly string[],
+  present: ReadonlySet<string>,
   images: ReadonlyMap<string, ImageFile>,
   owners: readonly { label: string; pagesId: number; pagemap: readonly pagemap_entry[] }[],
   parentOk: boolean,
@@ -277,7 +278,7 @@ function checkPages(
     const img = images.get(name);
     const bytes = w.pages * BigInt(PAGE_SIZE);
     if (!img) {
-      if (!names.includes(name) && w.pages > 0n) problems.push({ kind: 'incomplete', message: `no ${name} (the ${w.pages} dumped pages of ${w.owners.join(', ')})` });
+      if (!present.has(name) && w.pages > 0n) problems.push({ kind: 'incomplete', message: `no ${name} (the ${w.pages} dumped pages of ${w.owners.join(', ')})` });
     } else if (BigInt(img.size) !== bytes) {
       problems.push({
         kind: BigInt(img.size) < bytes ? 'incomplete' : 'inconsistent',
@@ -286,7 +287,7 @@ function checkPages(
     }
   }
   if (fromParent && !parentOk) {
-    const why = names.includes('parent') ? 'the parent link leads to no directory' : 'there is no parent link (--prev-images-dir)';
+    const why = present.has('parent') ? 'the parent link leads to no directory' : 'there is no parent link (--prev-images-dir)';
     problems.push({ kind: 'incomplete', message: `pages are marked as in the parent images, but ${why}` });
   }
 }

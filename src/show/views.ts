@@ -53,6 +53,11 @@ export function vmaKind(v: vma_entry): string {
   return 'anon';
 }
 
+/** The file a mapping maps, if it maps one. */
+export function vmaFile(d: Pick<DumpDir, 'files'>, v: vma_entry): string | undefined {
+  return v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED) ? (d.files.get(Number(v.shmid))?.reg?.name ?? '?') : undefined;
+}
+
 export function protText(prot: number): string {
   return `${prot & 1 ? 'r' : '-'}${prot & 2 ? 'w' : '-'}${prot & 4 ? 'x' : '-'}`;
 }
@@ -235,8 +240,7 @@ export function viewText(d: DumpDir, view?: ShowDirView): string {
 }
 
 function vmaJson(d: DumpDir, v: vma_entry, pages?: { dumped: number; parent: number }): Record<string, unknown> {
-  const isFile = (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) !== 0;
-  const file = isFile ? d.files.get(Number(v.shmid))?.reg?.name : undefined;
+  const file = vmaFile(d, v);
   return {
     start: hex0x(v.start),
     end: hex0x(v.end),

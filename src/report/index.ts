@@ -1,0 +1,38 @@
+// `tsdump report DIR [-o FILE]`: the HTML picture of a dump (html.ts), written owner-only to FILE
+// (it names every file and socket the tree had open) or printed on stdout.
+
+import { writeFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { TsdumpError } from '../errors.js';
+import { loadDumpDir, verdict } from '../show/dir.js';
+import { renderReport } from './html.js';
+
+export interface ReportResult {
+  /** Where the report went (undefined: returned as `html`). */
+  readonly output?: string;
+  readonly html: string;
+  readonly bytes: number;
+  readonly processes: number;
+  readonly verdict: 'complete' | 'incomplete' | 'inconsistent';
+  readonly problems: readonly string[];
+}
+
+export async function writeReport(dir: string, options: { output?: string; version?: string } = {}): Promise<ReportResult> {
+  const d = await loadDumpDir(resolve(dir));
+  const html = renderReport(d, options.version !== undefined ? { version: options.version } : {});
+  if (options.output !== undefined) {
+    try {
+      await writeFile(options.output, html, { mode: 0o600 });
+    } catch (err) {
+      throw new TsdumpError('IMAGE_IO', `report ${options.output}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+    }
+  }
+  return {
+    ...(options.output !== undefined ? { output: options.output } : {}),
+    html,
+    bytes: Buffer.byteLength(html),
+    processes: d.processes.length,
+    verdict: verdict(d),
+    problems: d.problems.map((p) => `${p.kind}: ${p.message}`),
+  };
+}
