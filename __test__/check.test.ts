@@ -2,13 +2,14 @@
 // is compared with a fact obtained another way (another process, another interface, python's
 // own syscalls, the kernel version where a feature's presence follows from it), never with a
 // hard-coded yes/no.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { arch, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { check, kerndat, FEATURES, type FeatureResult } from '../src/check.js';
+import { CAPABILITIES, privileges } from '../src/privileges.js';
 
 const exec = promisify(execFile);
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -256,8 +257,142 @@ test('CLI: check --all --json prints one JSON document; --feature exit status fo
 
   const text = await exec(process.execPath, [CLI, 'check'], { env });
   t.regex(text.stdout, /Looks good\.\n$/);
+  // -o FILE -W DIR: the same report in the log, criu-stamped
+  const logDir = mkdtempSync(join(tmpdir(), 'tsdump-check-log-'));
+  t.teardown(() => rmSync(logDir, { recursive: true, force: true }));
+  await exec(process.execPath, [CLI, 'check', '-o', 'check.log', '-W', logDir], { env });
+  const logged = readFileSync(join(logDir, 'check.log'), 'utf8');
+  t.is(logged.replace(/^\(\d{2}\.\d{6}\) /gm, ''), text.stdout);
 
   const bad = await exec(process.execPath, [CLI, 'check', '--feature', 'warp_drive'], { env }).catch((e: { code: number; stderr: string }) => e);
   t.is((bad as { code: number }).code, 1);
   t.regex((bad as { stderr: string }).stderr, /^tsdump: unknown feature warp_drive; known: ptrace_seize, /);
+});
+
+// --- what this user may do ----------------------------------------------------------------------
+
+const NOBODY = 65534;
+const asNobody = (caps: string[] = []): string[] => [
+  `--reuid=${NOBODY}`,
+  `--regid=${NOBODY}`,
+  '--clear-groups',
+  `--inh-caps=${caps.length ? caps.map((c) => `+${c}`).join(',') : '-all'}`,
+  ...(caps.length ? [`--ambient-caps=${caps.map((c) => `+${c}`).join(',')}`] : []),
+];
+
+interface Ran {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function runAs(setpriv: string[], args: string[], home: string): Promise<Ran> {
+  return exec('setpriv', [...setpriv, process.execPath, CLI, ...args], {
+    env: { PATH: process.env.PATH, HOME: home, TSDUMP_KERNDAT_CACHE: join(home, 'kerndat.json') },
+  }).then(
+    (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+    (e: Ran) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+  );
+}
+
+/**
+ * A `sleep` running as `setpriv` makes it, holding no descriptor but 0-2 (one inherited from
+ * whatever started the tests could belong to root, which the user could not reopen); killed in
+ * teardown.
+ */
+function sleeper(t: ExecutionContext, setpriv: string[]): number {
+  const closeAndSleep = "import os; os.closerange(3, 65536); os.execvp('sleep', ['sleep', '300'])";
+  const child = spawn('setpriv', [...setpriv, '/usr/bin/python3', '-c', closeAndSleep], { stdio: 'ignore' });
+  const pid = child.pid!;
+  t.teardown(() => {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  });
+  return pid;
+}
+
+async function running(pid: number, comm: string): Promise<void> {
+  for (const deadline = Date.now() + 5000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 20))) {
+    if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === comm) return;
+  }
+  throw new Error(`${pid} never became ${comm}`);
+}
+
+test('check as a user who cannot dump says so, and what it can do; each claim holds when tried', async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'tsdump-nobody-'));
+  execFileSync('chown', [`${NOBODY}:${NOBODY}`, home]);
+  t.teardown(() => rmSync(home, { recursive: true, force: true }));
+  const nobody = asNobody();
+
+  const text = await runAs(nobody, ['check'], home);
+  t.is(text.code, 1, 'a user who cannot dump is not told all is well');
+  t.notRegex(text.stdout, /Looks good/);
+  t.regex(text.stdout, new RegExp(`^this user: uid ${NOBODY}, without CAP_NET_BIND_SERVICE, CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_CHECKPOINT_RESTORE`, 'm'));
+  t.regex(text.stdout, /^ {2}dump +no +a dump reads every mapping through \/proc\/PID\/map_files, which needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN$/m);
+  t.regex(text.stdout, new RegExp(`^ {2}pre-dump +partly +only processes of uid ${NOBODY} `, 'm'));
+  t.regex(text.stdout, /^ {2}show, report +yes /m);
+  t.regex(text.stdout, /^This user cannot dump: .*map_files.* Run tsdump as root, or give it CAP_CHECKPOINT_RESTORE/m);
+  const json = JSON.parse((await runAs(nobody, ['check', '--json'], home)).stdout) as { ok: boolean; privileges: { uid: number; canDump: boolean } };
+  t.like(json, { ok: false, privileges: { uid: NOBODY, canDump: false } });
+
+  // the claims, tried: no dump of its own process; a pre-dump of it; nothing of root's; show works
+  const own = sleeper(t, nobody);
+  const roots = sleeper(t, []);
+  await Promise.all([running(own, 'sleep'), running(roots, 'sleep')]);
+  const dump = await runAs(nobody, ['dump', '-t', String(own), '-D', join(home, 'd'), '-R'], home);
+  t.is(dump.code, 1);
+  t.regex(dump.stderr, /EPERM.*map_files/);
+  const pre = await runAs(nobody, ['pre-dump', '-t', String(own), '-D', join(home, 'p')], home);
+  t.is(pre.code, 0, pre.stderr);
+  const other = await runAs(nobody, ['pre-dump', '-t', String(roots), '-D', join(home, 'q')], home);
+  t.is(other.code, 1);
+  t.regex(other.stderr, new RegExp(`${roots}`));
+  t.is((await runAs(nobody, ['show', join(home, 'p')], home)).code, 0);
+
+  // with CAP_CHECKPOINT_RESTORE the same user dumps its own processes, and check says so
+  const cr = asNobody(['checkpoint_restore']);
+  const granted = await runAs(cr, ['check'], home);
+  t.is(granted.code, 0, granted.stdout);
+  t.regex(granted.stdout, new RegExp(`^ {2}dump +partly +only processes of uid ${NOBODY} \\(another user's need CAP_SYS_PTRACE\\)$`, 'm'));
+  t.regex(granted.stdout, /Looks good\.\n$/);
+  // (a fresh process: the pre-dump left its tracking userfaultfd in the first one)
+  const fresh = sleeper(t, nobody);
+  await running(fresh, 'sleep');
+  const works = await runAs(cr, ['dump', '-t', String(fresh), '-D', join(home, 'd2'), '-R'], home);
+  t.is(works.code, 0, works.stderr);
+  const refused = await runAs(cr, ['dump', '-t', String(roots), '-D', join(home, 'd3'), '-R'], home);
+  t.is(refused.code, 1);
+});
+
+test('privileges(): the answers follow the capabilities and yama, as the kernel decides them', (t) => {
+  const status = (capEff: bigint, uid = 1000): string => `Name:\tnode\nUid:\t${uid}\t${uid}\t${uid}\t${uid}\nCapEff:\t${capEff.toString(16).padStart(16, '0')}\n`;
+  const bit = (...caps: (keyof typeof CAPABILITIES)[]): bigint => caps.reduce((s, c) => s | (1n << BigInt(CAPABILITIES[c])), 0n);
+  const answers = (p: ReturnType<typeof privileges>): Record<string, string> => Object.fromEntries(p.abilities.map((a) => [a.what, a.answer]));
+
+  const none = privileges({ status: status(0n), yama: '0\n' });
+  t.false(none.canDump);
+  t.like(answers(none), { dump: 'no', 'pre-dump': 'partly', 'processes under seccomp': 'no', '--tcp-established': 'no', 'show, report': 'yes', 'page-server': 'partly' });
+  t.regex(none.remedy, /CAP_CHECKPOINT_RESTORE/);
+
+  const cr = privileges({ status: status(bit('CAP_CHECKPOINT_RESTORE')) });
+  t.true(cr.canDump);
+  t.like(answers(cr), { dump: 'partly', 'pre-dump': 'partly' });
+  t.like(answers(privileges({ status: status(bit('CAP_SYS_ADMIN')) })), { dump: 'partly', 'processes under seccomp': 'yes' });
+
+  const root = privileges({ status: status(bit('CAP_CHECKPOINT_RESTORE', 'CAP_SYS_PTRACE', 'CAP_SYS_ADMIN', 'CAP_NET_ADMIN', 'CAP_NET_BIND_SERVICE'), 0), yama: '1' });
+  t.true(root.canDump);
+  t.true(Object.values(answers(root)).every((a) => a === 'yes'));
+  t.is(root.remedy, '');
+
+  // yama: 1 narrows ptrace to descendants, 2 to CAP_SYS_PTRACE, 3 to nobody at all
+  t.like(answers(privileges({ status: status(bit('CAP_CHECKPOINT_RESTORE')), yama: '1' })), { dump: 'partly' });
+  t.regex(privileges({ status: status(bit('CAP_CHECKPOINT_RESTORE')), yama: '1' }).abilities[0]!.why, /PR_SET_PTRACER/);
+  t.false(privileges({ status: status(bit('CAP_CHECKPOINT_RESTORE')), yama: '2' }).canDump);
+  const three = privileges({ status: status(bit('CAP_CHECKPOINT_RESTORE', 'CAP_SYS_PTRACE', 'CAP_SYS_ADMIN'), 0), yama: '3' });
+  t.false(three.canDump);
+  t.regex(three.remedy, /reboot/);
+  t.like(answers(privileges({ status: status(0n), unprivilegedPortStart: '0' })), { 'page-server': 'yes' });
 });

@@ -254,6 +254,10 @@ test('--help and --version answer without running anything', async (t) => {
   t.false(dumpHelp.text.includes('lazy-pages')); // refused options are not advertised
   t.is(((await parseCommandLine(['dump', '-h'], ctx)) as Extract<Invocation, { command: 'help' }>).text, dumpHelp.text);
   t.like(await parseCommandLine(['--version'], { ...ctx, version: '9.9.9' }), { command: 'help', text: 'tsdump 9.9.9\n' });
+  // check has no images dir: its log goes to the current directory unless -W says otherwise
+  const checkHelp = (await parseCommandLine(['check', '--help'], ctx)) as Extract<Invocation, { command: 'help' }>;
+  t.regex(checkHelp.text, /-W, --work-dir +directory for the log file \(default: the current directory\)/);
+  t.regex(dumpHelp.text, /-W, --work-dir +directory for the log and stats \(default: images dir\)/);
 });
 
 // --- the built CLI ------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
 // `tsdump check`: what this kernel offers a dumper. The probes run in Rust (crates/core/src/
 // kerndat) against the real syscalls; their answers are cached like CRIU's criu.kdat, in a file
-// under /run (tmpfs, so gone at reboot) that is also keyed by boot id and kernel release, so a
-// stale answer can never outlive the kernel it describes.
+// under /run (tmpfs, so gone at reboot) that is also keyed by boot id, kernel release and the
+// prober's capabilities, so a stale answer can never outlive the kernel (or privileges) it describes.
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { release, version } from 'node:os';
 import { dirname } from 'node:path';
 import { TsdumpError } from './errors.js';
 import { native } from './native.js';
+import { privileges, type Privileges } from './privileges.js';
 
 export const DEFAULT_KERNDAT_CACHE = '/run/tsdump/kerndat.json';
 const CACHE_FORMAT = 1;
@@ -150,6 +151,8 @@ interface CacheFile {
   format: number;
   kernel: { release: string; version: string };
   bootId: string;
+  /** The prober's effective capabilities: a probe's answer can depend on them (seccomp, TCP repair). */
+  capEff: string;
   probedAt: string;
   probes: { name: string; supported: boolean; detail: string }[];
 }
@@ -166,7 +169,7 @@ function cachePath(opts: KerndatOptions): string {
   return opts.cacheFile ?? process.env.TSDUMP_KERNDAT_CACHE ?? DEFAULT_KERNDAT_CACHE;
 }
 
-function readCache(file: string, key: Pick<CacheFile, 'kernel' | 'bootId'>): CacheFile | undefined {
+function readCache(file: string, key: Pick<CacheFile, 'kernel' | 'bootId' | 'capEff'>): CacheFile | undefined {
   let parsed: CacheFile;
   try {
     parsed = JSON.parse(readFileSync(file, 'utf8')) as CacheFile;
@@ -177,6 +180,7 @@ function readCache(file: string, key: Pick<CacheFile, 'kernel' | 'bootId'>): Cac
   const valid =
     parsed.format === CACHE_FORMAT &&
     parsed.bootId === key.bootId &&
+    parsed.capEff === key.capEff &&
     parsed.kernel?.release === key.kernel.release &&
     parsed.kernel?.version === key.kernel.version &&
     Array.isArray(parsed.probes) &&
@@ -206,12 +210,13 @@ function describe(p: { name: string; supported: boolean; detail: string }): Feat
 export async function kerndat(opts: KerndatOptions = {}): Promise<Kerndat> {
   const key = { kernel: { release: release(), version: version() }, bootId: bootId() };
   const file = cachePath(opts);
-  const cached = opts.refresh ? undefined : readCache(file, key);
+  const capEff = /^CapEff:\s*(\S+)/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? 'unknown';
+  const cached = opts.refresh ? undefined : readCache(file, { ...key, capEff });
   if (cached) {
     return { ...key, probedAt: cached.probedAt, fromCache: true, features: cached.probes.map(describe) };
   }
   const probes = await native.kerndatProbe();
-  const data: CacheFile = { format: CACHE_FORMAT, ...key, probedAt: new Date().toISOString(), probes };
+  const data: CacheFile = { format: CACHE_FORMAT, ...key, capEff, probedAt: new Date().toISOString(), probes };
   writeCache(file, data);
   return { ...key, probedAt: data.probedAt, fromCache: false, features: probes.map(describe) };
 }
@@ -233,6 +238,8 @@ export interface CheckReport {
   missingRequired: string[];
   /** How pre-dump and --track-mem find changed pages on this kernel. */
   memoryTracking: MemoryTracking;
+  /** What the user running the check may do; `ok` also needs `canDump` (unless --feature). */
+  privileges: Privileges;
 }
 
 export type MemoryTracking = 'soft-dirty' | 'uffd-wp' | 'none';
@@ -264,8 +271,9 @@ export async function check(opts: CheckOptions = {}): Promise<CheckReport> {
     opts.feature !== undefined ? f.name === opts.feature : opts.all || f.required,
   );
   const missingRequired = kd.features.filter((f) => f.required && !f.supported).map((f) => f.name);
-  const ok = opts.feature !== undefined ? features.every((f) => f.supported) : missingRequired.length === 0;
-  return { kernel: kd.kernel, fromCache: kd.fromCache, features, ok, missingRequired, memoryTracking: memoryTracking(kd.features) };
+  const privs = privileges();
+  const ok = opts.feature !== undefined ? features.every((f) => f.supported) : missingRequired.length === 0 && privs.canDump;
+  return { kernel: kd.kernel, fromCache: kd.fromCache, features, ok, missingRequired, memoryTracking: memoryTracking(kd.features), privileges: privs };
 }
 
 /** The human-readable report `tsdump check` prints. */
@@ -275,8 +283,21 @@ export function formatCheckReport(r: CheckReport): string {
     (f) => `${f.name.padEnd(width)}  ${f.supported ? 'yes' : 'no '}  ${f.consequence}`,
   );
   if (r.features.length > 1) lines.push(`memory tracking: ${TRACKING_TEXT[r.memoryTracking]}`);
+  const p = r.privileges;
+  if (r.features.length > 1) {
+    const caps = Object.entries(p.capabilities);
+    const held = caps.filter(([, v]) => v).map(([k]) => k);
+    const lacking = caps.filter(([, v]) => !v).map(([k]) => k);
+    lines.push(
+      `this user: uid ${p.uid}${held.length ? `, with ${held.join(', ')}` : ''}${lacking.length ? `, without ${lacking.join(', ')}` : ''}` +
+        `${p.yamaPtraceScope !== undefined ? `; yama ptrace_scope ${p.yamaPtraceScope}` : ''}`,
+    );
+    const w = Math.max(...p.abilities.map((a) => a.what.length));
+    for (const a of p.abilities) lines.push(`  ${a.what.padEnd(w)}  ${a.answer.padEnd(6)}  ${a.why}`);
+  }
   if (r.ok) lines.push('Looks good.');
   else if (r.missingRequired.length) lines.push(`Missing required features: ${r.missingRequired.join(', ')}`);
+  else if (r.features.length > 1 && !p.canDump) lines.push(`This user cannot dump: ${p.abilities[0]!.why}. ${p.remedy}`);
   else lines.push('Feature missing.');
   return lines.join('\n') + '\n';
 }

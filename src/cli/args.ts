@@ -144,11 +144,16 @@ export const UNSUPPORTED_OPTIONS: readonly OptDef[] = [
   { name: 'restore-sibling', short: 'S', type: 'boolean', desc: '' },
 ];
 
+/** COMMON for a command without an images dir: the work dir defaults to the current directory. */
+const COMMON_NO_IMAGES: OptDef[] = COMMON.map((o) =>
+  o.name === 'work-dir' ? { ...o, desc: 'directory for the log file (default: the current directory)' } : o,
+);
+
 const OPTIONS_BY_COMMAND: Record<CommandName, OptDef[]> = {
   dump: [...DUMP, ...COMMON],
   'pre-dump': [...PRE_DUMP, ...COMMON],
-  check: [...CHECK, ...COMMON],
-  show: [...SHOW, ...COMMON],
+  check: [...CHECK, ...COMMON_NO_IMAGES],
+  show: [...SHOW, ...COMMON_NO_IMAGES],
   'page-server': [...PAGE_SERVER, ...COMMON],
   // not a criu command: no criu log, work dir or configuration files
   report: REPORT,

@@ -143,7 +143,15 @@ export async function run(inv: Invocation, io: Io): Promise<number> {
         ...(inv.feature !== undefined ? { feature: inv.feature } : {}),
         refresh: inv.refresh,
       });
-      io.stdout.write(inv.json ? JSON.stringify(report) + '\n' : formatCheckReport(report));
+      const text = formatCheckReport(report);
+      io.stdout.write(inv.json ? JSON.stringify(report) + '\n' : text);
+      if (inv.logFile !== undefined) {
+        // -o keeps the report in the log too, as criu check's log does
+        const { openLog } = await import('../log.js');
+        const log = openLog({ file: inv.logFile, workDir: resolve(inv.workDir ?? '.'), verbosity: inv.verbosity });
+        for (const line of text.trimEnd().split('\n')) log.msg(line);
+        log.close();
+      }
       return report.ok ? 0 : 1;
     }
 
