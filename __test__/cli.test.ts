@@ -8,7 +8,8 @@ import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { parseCommandLine, extractVerbosity, parseSize, UNSUPPORTED_OPTIONS, type Invocation } from '../src/cli/args.js';
+import { parseCommandLine, extractVerbosity, parseSize, EXAMPLES, UNSUPPORTED_OPTIONS, type Invocation } from '../src/cli/args.js';
+import { manPage } from '../src/cli/man.js';
 import { ProgressDisplay, renderProgressLine } from '../src/progress.js';
 import { formatDumpStats } from '../src/cli/stats.js';
 import { openLog, formatLogLine } from '../src/log.js';
@@ -247,17 +248,78 @@ test('operands: show takes one path, the other commands none', async (t) => {
 
 test('--help and --version answer without running anything', async (t) => {
   const help = (await parseCommandLine(['--help'], ctx)) as Extract<Invocation, { command: 'help' }>;
-  for (const c of ['dump', 'pre-dump', 'check', 'show', 'page-server']) t.true(help.text.includes(`tsdump ${c}`), c);
+  for (const c of ['dump', 'pre-dump', 'check', 'show', 'page-server', 'report', 'completion']) t.true(help.text.includes(`tsdump ${c}`), c);
   const dumpHelp = (await parseCommandLine(['dump', '--help'], ctx)) as Extract<Invocation, { command: 'help' }>;
   t.regex(dumpHelp.text, /-t, --tree/);
   t.regex(dumpHelp.text, /--action-script/);
-  t.false(dumpHelp.text.includes('lazy-pages')); // refused options are not advertised
+  // refused options are not offered as options, but named as refused
+  t.notRegex(dumpHelp.text, /^ +--lazy-pages/m);
+  t.regex(dumpHelp.text.replace(/\n/g, ' '), /CRIU options tsdump refuses \(not implemented yet; refused rather than ignored\): --root, .*--lazy-pages,/);
   t.is(((await parseCommandLine(['dump', '-h'], ctx)) as Extract<Invocation, { command: 'help' }>).text, dumpHelp.text);
   t.like(await parseCommandLine(['--version'], { ...ctx, version: '9.9.9' }), { command: 'help', text: 'tsdump 9.9.9\n' });
   // check has no images dir: its log goes to the current directory unless -W says otherwise
   const checkHelp = (await parseCommandLine(['check', '--help'], ctx)) as Extract<Invocation, { command: 'help' }>;
   t.regex(checkHelp.text, /-W, --work-dir +directory for the log file \(default: the current directory\)/);
   t.regex(dumpHelp.text, /-W, --work-dir +directory for the log and stats \(default: images dir\)/);
+});
+
+test('every command\'s --help has its examples and the refused criu options, and every example parses', async (t) => {
+  for (const [name, examples] of Object.entries(EXAMPLES)) {
+    const help = (await parseCommandLine([name, '--help'], ctx)) as Extract<Invocation, { command: 'help' }>;
+    t.true(examples.length > 0, name);
+    for (const [line, what] of examples) {
+      t.true(help.text.includes(`  ${line}\n      ${what}\n`), `${name} --help shows ${line}`);
+      // the example is a command line tsdump accepts (a shell redirection aside)
+      const words = line.replace(/ > \S+$/, '').split(' ').slice(1);
+      const inv = await parseCommandLine(words, ctx);
+      t.is(inv.command as string, name, line);
+    }
+    for (const o of UNSUPPORTED_OPTIONS) t.true(help.text.replace(/\n/g, ' ').includes(`--${o.name}`), `${name} --help names --${o.name}`);
+  }
+});
+
+test('man/tsdump.1 is what the command-line tables give (npm run gen:man), and groff reads it without a warning', (t) => {
+  const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+  const committed = readFileSync(join(ROOT, 'man', 'tsdump.1'), 'utf8');
+  t.is(committed, manPage(version), 'man/tsdump.1 is stale: run npm run gen:man');
+  for (const c of Object.keys(EXAMPLES)) t.true(committed.includes(`.SS "tsdump ${c.replace("-", "\\-")} `), c);
+  const rendered = execFileSync('groff', ['-man', '-Tutf8', '-ww', '-z', join(ROOT, 'man', 'tsdump.1')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  t.is(rendered, '');
+  // (grotty draws bold and underline by overstriking: drop the overstruck characters)
+  const text = execFileSync('groff', ['-man', '-Tascii', '-ww', join(ROOT, 'man', 'tsdump.1')], { encoding: 'utf8' }).replace(/.\x08/g, '');
+  t.regex(text, /REFUSED CRIU OPTIONS/);
+  t.regex(text.replace(/\s+/g, ' '), /tsdump dump -t 1234 -D \/tmp\/ckpt checkpoint the tree rooted at 1234/);
+});
+
+test('bash completion from yargs: commands, each command\'s options (never a refused one), the shells', async (t) => {
+  const bin = mkdtempSync(join(tmpdir(), 'tsdump-completion-'));
+  t.teardown(() => rmSync(bin, { recursive: true, force: true }));
+  (await import('node:fs')).writeFileSync(join(bin, 'tsdump'), `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(CLI)} "$@"\n`, { mode: 0o755 });
+  const script = await cli(['completion', 'bash']);
+  t.is(script.code, 0);
+  t.regex(script.stdout, /^###-begin-tsdump-completions-###/);
+  // bash itself runs the script's function, as it would on TAB
+  const complete = (words: string[]): string =>
+    execFileSync('bash', ['-c', `source <(tsdump completion bash); COMP_WORDS=("$@"); COMP_CWORD=$(( $# - 1 )); _tsdump_yargs_completions; echo "\${COMPREPLY[*]}"`, 'bash', ...words], {
+      encoding: 'utf8',
+      env: { PATH: `${bin}:${process.env.PATH}`, HOME: '/nonexistent-home' },
+    }).trim();
+  t.is(complete(['tsdump', '']), 'dump pre-dump check show page-server report completion');
+  t.is(complete(['tsdump', 'pre']), 'pre-dump');
+  t.is(complete(['tsdump', 'dump', '--tr']), '--tree --track-mem');
+  t.is(complete(['tsdump', 'dump', '-t', '1', '--leave']), '--leave-running --leave-stopped');
+  t.is(complete(['tsdump', 'dump', '--lazy']), '', 'refused options are not offered');
+  t.false(complete(['tsdump', 'dump', '-']).split(' ').some((w) => ['-r', '-M', '-J', '-S', '--root'].includes(w)), 'nor their short forms');
+  t.is(complete(['tsdump', 'show', '/tmp', '--m']), '--mems');
+  t.is(complete(['tsdump', 'completion', 'z']), 'zsh');
+
+  // zsh's script passes COMP_LINE and gets each candidate with its description
+  const zsh = await cli(['completion', 'zsh']);
+  t.regex(zsh.stdout, /^#compdef tsdump\n/);
+  t.regex(zsh.stdout, /_describe 'values' reply/);
+  const answers = await cli(['--get-yargs-completions', 'tsdump', 'dump', '--tr'], { COMP_LINE: 'tsdump dump --tr' });
+  t.true(answers.stdout.split('\n').includes('--tree:PID of the root of the tree to dump'), answers.stdout);
+  t.regex((await cli(['completion', 'fish'])).stderr, /^tsdump: completion: name one shell, bash or zsh/);
 });
 
 // --- the built CLI ------------------------------------------------------------------------------

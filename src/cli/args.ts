@@ -162,11 +162,103 @@ const OPTIONS_BY_COMMAND: Record<CommandName, OptDef[]> = {
 const DESCRIPTIONS: Record<CommandName, string> = {
   dump: 'checkpoint a process tree into CRIU images',
   'pre-dump': 'copy memory ahead of a dump (incremental), leaving the tree running',
-  check: 'report which kernel features a dump can use',
+  check: 'report which kernel features a dump can use, and what this user may do',
   show: 'print an image file (FILE) or summarise an images directory (DIR)',
   'page-server': 'receive pages of a dump over the network',
   report: 'draw an images directory as one self-contained HTML page',
 };
+
+/** What each command's --help (and the man page) shows as examples: [command line, what it does]. */
+export const EXAMPLES: Readonly<Record<CommandName, readonly (readonly [string, string])[]>> = {
+  dump: [
+    ['tsdump dump -t 1234 -D /tmp/ckpt', 'checkpoint the tree rooted at 1234 into /tmp/ckpt, then kill it'],
+    ['tsdump dump -t 1234 -D /tmp/ckpt -R --shell-job', 'leave it running; it was started from a shell'],
+    ['tsdump dump -t 1234 -D /tmp/ckpt -o dump.log -v4', 'with a full log in /tmp/ckpt/dump.log'],
+    ['tsdump dump -t 1234 -D d2 --prev-images-dir ../d1 --track-mem', 'after a pre-dump into d1: only the pages written since'],
+    ['tsdump dump -t 1234 -D d --page-server --address 10.0.0.2 --port 27', 'send the pages to a page server'],
+  ],
+  'pre-dump': [
+    ['tsdump pre-dump -t 1234 -D d1', "copy memory while the tree runs on, tracking later writes"],
+    ['tsdump pre-dump -t 1234 -D d1 --pre-dump-mode read', 'freeze only for the scan; read the pages after the release'],
+  ],
+  check: [
+    ['tsdump check', 'the features a dump needs, and what this user may do'],
+    ['tsdump check --all', 'every feature, each with what it means for a dump'],
+    ['tsdump check --feature uffd_wp_async', 'one feature; the exit status is the answer'],
+  ],
+  show: [
+    ['tsdump show /tmp/ckpt', 'each process, its memory and fds, the timings; exit 1 if not a finished dump'],
+    ['tsdump show /tmp/ckpt --mems', 'every mapping, as crit x /tmp/ckpt mems prints it (also --ps, --fds, --rss)'],
+    ['tsdump show /tmp/ckpt --fds --json', 'the open files and the peers at their other ends, as JSON'],
+    ['tsdump show /tmp/ckpt/core-1234.img --pretty', 'one image, as crit decode --pretty prints it'],
+  ],
+  'page-server': [
+    ['tsdump page-server -D /srv/ckpt --port 27', 'receive the pages of one dump, then exit'],
+    ['tsdump page-server -D /srv/d2 --port 27 --prev-images-dir ../d1', 'receive an incremental dump on top of d1'],
+  ],
+  report: [
+    ['tsdump report /tmp/ckpt -o ckpt.html', 'the dump as one HTML page: tree, address spaces, files, timeline'],
+    ['tsdump report /tmp/ckpt > ckpt.html', 'the same, on stdout'],
+  ],
+};
+
+/** A command's examples, each line over what it does (yargs' two columns would fold long lines). */
+export function examplesText(name: CommandName): string {
+  return ['Examples:', ...EXAMPLES[name].map(([line, what]) => `  ${line}\n      ${what}`)].join('\n');
+}
+
+/** The epilogue of every command's --help: criu's options that tsdump refuses by name. */
+export function refusedOptionsText(): string {
+  return `CRIU options tsdump refuses (not implemented yet; refused rather than ignored): ${UNSUPPORTED_OPTIONS.map((o) => `--${o.name}`).join(', ')}`;
+}
+
+export interface HelpOption {
+  /** "-t, --tree N" */
+  readonly flags: string;
+  readonly desc: string;
+}
+
+export interface HelpCommand {
+  readonly name: CommandName;
+  /** "tsdump show <path> [options]" */
+  readonly usage: string;
+  readonly description: string;
+  /** The command's own options (COMMON ones are in HelpModel.common). */
+  readonly options: readonly HelpOption[];
+  readonly examples: readonly (readonly [string, string])[];
+}
+
+/** Everything --help says, as data: the man page (src/cli/man.ts) is written from it. */
+export interface HelpModel {
+  readonly commands: readonly HelpCommand[];
+  /** Options of every criu command (all but report), and -v. */
+  readonly common: readonly HelpOption[];
+  /** criu's options that tsdump refuses by name. */
+  readonly refused: readonly string[];
+}
+
+function helpOption(d: OptDef): HelpOption {
+  const value = d.type === 'number' ? ' N' : d.type === 'string' || d.type === 'array' ? ' ARG' : '';
+  return { flags: `${d.short ? `-${d.short}, ` : ''}--${d.name}${value}`, desc: d.desc };
+}
+
+export function helpModel(): HelpModel {
+  const commonNames = new Set(COMMON.map((o) => o.name));
+  return {
+    commands: COMMANDS.map((name) => ({
+      name,
+      usage: `tsdump ${name}${name === 'show' ? ' <path>' : name === 'report' ? ' <dir>' : ''} [options]`,
+      description: DESCRIPTIONS[name],
+      options: OPTIONS_BY_COMMAND[name].filter((o) => !commonNames.has(o.name) || name === 'report').map(helpOption),
+      examples: EXAMPLES[name],
+    })),
+    common: [
+      ...COMMON.map((o) => helpOption(o.name === 'work-dir' ? { ...o, desc: 'directory for the log and stats (default: the images dir; for check and show, the current directory)' } : o)),
+      helpOption(VERBOSITY),
+    ],
+    refused: UNSUPPORTED_OPTIONS.map((o) => `--${o.name}`),
+  };
+}
 
 export interface OutputOptions {
   /** One JSON document on stdout instead of text. */
@@ -201,6 +293,8 @@ export type Invocation =
       verbosity: number;
     } & OutputOptions)
   | ({ command: 'report'; dir: string; output?: string } & OutputOptions)
+  /** A shell asking what may come next (the completion scripts' --get-yargs-completions WORDS). */
+  | { command: 'complete'; words: string[] }
   | { command: 'help'; text: string };
 
 const VALUE_TYPES: ReadonlySet<OptType> = new Set(['string', 'number', 'array']);
@@ -277,10 +371,12 @@ function defineOptions(y: Argv, defs: readonly OptDef[], hidden = false): Argv {
     y = y.option(d.name, {
       type,
       ...(d.type === 'array' ? { array: true } : {}),
-      ...(d.short ? { alias: d.short } : {}),
+      // a hidden option's alias would still be offered by shell completion: define it apart
+      ...(d.short && !hidden ? { alias: d.short } : {}),
       describe: d.desc,
       hidden,
     });
+    if (d.short && hidden) y = y.option(d.short, { type, hidden });
   }
   return y;
 }
@@ -297,10 +393,60 @@ function commandOptions(y: Argv, name: CommandName): Argv {
   return defineOptions(withOpts, UNSUPPORTED_OPTIONS, true);
 }
 
+export type Shell = 'bash' | 'zsh';
+
 /**
- * Every command, for --help and `tsdump COMMAND --help`. yargs is loaded here only: its help
- * renderer makes it a good part of the CLI's start-up, and running a command needs its parser
- * alone (parseOptions()).
+ * yargs decides between its bash and zsh forms (script, and candidates with or without their
+ * descriptions) from $SHELL when the parser is built; build it with the shell we mean.
+ */
+async function forShell<T>(shell: Shell, build: () => Promise<T>): Promise<T> {
+  const saved = { SHELL: process.env.SHELL, ZSH_NAME: process.env.ZSH_NAME };
+  process.env.SHELL = `/bin/${shell}`;
+  delete process.env.ZSH_NAME;
+  try {
+    return await build();
+  } finally {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
+}
+
+/** Runs fn, returning what it printed with console.log (where yargs prints completions). */
+async function printedBy(fn: () => unknown): Promise<string[]> {
+  const lines: string[] = [];
+  const log = console.log;
+  console.log = (...args: unknown[]) => void lines.push(args.map(String).join(' '));
+  try {
+    await fn();
+  } finally {
+    console.log = log;
+  }
+  return lines;
+}
+
+/** `tsdump completion [bash|zsh]`: yargs' completion script for tsdump. */
+export async function completionScript(shell: Shell): Promise<string> {
+  const { default: yargs } = await import('yargs');
+  const y = await forShell(shell, async () => yargs().scriptName('tsdump'));
+  return (await printedBy(() => y.showCompletionScript())).join('\n') + '\n';
+}
+
+/**
+ * The candidates for the word being completed, as yargs finds them in tsdump's commands and
+ * options (hidden, i.e. refused, options are never offered). WORDS start with "tsdump". The
+ * zsh script passes COMP_LINE in the environment; candidates then carry their descriptions.
+ */
+export async function completions(words: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<string[]> {
+  const parser = await forShell(env.COMP_LINE !== undefined ? 'zsh' : 'bash', helpParser);
+  return printedBy(() => parser.parseAsync(['--get-yargs-completions', ...words]));
+}
+
+/**
+ * Every command, for --help, `tsdump COMMAND --help` and shell completion. yargs is loaded here
+ * only: its help renderer makes it a good part of the CLI's start-up, and running a command
+ * needs its parser alone (parseOptions()).
  */
 async function helpParser(): Promise<Argv> {
   const { default: yargs } = await import('yargs');
@@ -315,18 +461,22 @@ async function helpParser(): Promise<Argv> {
     .alias('help', 'h')
     .version(false)
     .option('version', { alias: 'V', type: 'boolean', describe: 'print the version' })
+    .epilogue('tsdump COMMAND --help shows a command\'s options and examples; man tsdump shows them all.')
     .wrap(100);
   for (const name of COMMANDS) {
     const cmd = name === 'show' ? 'show <path>' : name === 'report' ? 'report <dir>' : name;
     y = y.command(cmd, DESCRIPTIONS[name], (b) => {
-      const withOpts = commandOptions(b, name);
+      const withOpts = commandOptions(b, name).epilogue(`${examplesText(name)}\n\n${refusedOptionsText()}`);
       if (name === 'report') return withOpts.positional('dir', { type: 'string', describe: 'an images directory' });
       return name === 'show'
         ? withOpts.positional('path', { type: 'string', describe: 'an image file or an images directory' })
         : withOpts;
     });
   }
-  return y;
+  // answered before yargs parses (parseCommandLine); declared for --help and for completion
+  return y.command('completion [shell]', 'print the shell completion script: tsdump completion bash >> ~/.bashrc', (b) =>
+    b.positional('shell', { type: 'string', choices: ['bash', 'zsh'], describe: 'default: from $SHELL' }),
+  );
 }
 
 type Parsed = Record<string, unknown> & { _: (string | number)[] };
@@ -366,7 +516,7 @@ function lastGiven(argv: readonly string[], a: readonly string[], b: readonly st
 
 function refuseUnsupported(p: Parsed, argv: readonly string[]): void {
   for (const o of UNSUPPORTED_OPTIONS) {
-    if (p[o.name] !== undefined) {
+    if (p[o.name] !== undefined || (o.short !== undefined && p[o.short] !== undefined)) {
       throw new TsdumpError('UNSUPPORTED', `option --${o.name} is not supported by tsdump yet`);
     }
   }
@@ -444,7 +594,15 @@ export async function parseCommandLine(argv: readonly string[], ctx: ParseContex
   if (argv.includes('--version') || argv.includes('-V')) {
     return { command: 'help', text: `tsdump ${ctx.version ?? 'unknown'}\n` };
   }
+  if (argv[0] === '--get-yargs-completions') return { command: 'complete', words: argv.slice(1) };
   const found = findCommand(argv);
+  if (found.index >= 0 && argv[found.index] === 'completion') {
+    const rest = argv.filter((a, i) => i !== found.index && !a.startsWith('-'));
+    const shell = rest[0] ?? (/zsh$/.test((ctx.env ?? process.env).SHELL ?? '') ? 'zsh' : 'bash');
+    if (rest.length > 1 || (shell !== 'bash' && shell !== 'zsh')) throw new TsdumpError('USAGE', `completion: name one shell, bash or zsh (not ${rest.join(' ')})`);
+    if (helpRequested) return { command: 'help', text: 'tsdump completion [bash|zsh]\n\nprint a completion script: tsdump completion bash >> ~/.bashrc, tsdump completion zsh > "${fpath[1]}/_tsdump"\n' };
+    return { command: 'help', text: await completionScript(shell) };
+  }
   if (!found.name) {
     if (helpRequested) return { command: 'help', text: await helpText(undefined) };
     if (argv.length === 0) throw new TsdumpError('USAGE', `name a command: ${COMMANDS.join(', ')} (see tsdump --help)`);

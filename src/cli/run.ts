@@ -135,6 +135,12 @@ export async function run(inv: Invocation, io: Io): Promise<number> {
       io.stdout.write(inv.text);
       return 0;
 
+    case 'complete': {
+      const { completions } = await import('./args.js');
+      for (const c of await completions(inv.words)) io.stdout.write(`${c}\n`);
+      return 0;
+    }
+
     case 'check': {
       // loaded on demand, with the native core: --help and the other commands do not need them
       const { check, formatCheckReport } = await import('../check.js');
