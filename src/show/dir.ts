@@ -27,6 +27,30 @@ export const PAGE_SIZE = 4096;
 /** core_entry.tc.task_state as CRIU writes it (compel's task states). */
 export const TASK_STATES: Readonly<Record<number, string>> = { 1: 'running', 2: 'zombie', 3: 'stopped' };
 
+/** vma_entry.status bits (CRIU's VMA_AREA_* and VMA_* flags). */
+export const VMA = {
+  REGULAR: 1 << 0,
+  STACK: 1 << 1,
+  VSYSCALL: 1 << 2,
+  VDSO: 1 << 3,
+  HEAP: 1 << 5,
+  FILE_PRIVATE: 1 << 6,
+  FILE_SHARED: 1 << 7,
+  ANON_SHARED: 1 << 8,
+  SYSVIPC: 1 << 10,
+  SOCKET: 1 << 11,
+  VVAR: 1 << 12,
+  AIORING: 1 << 13,
+  MEMFD: 1 << 14,
+} as const;
+
+/** Appends to the list under `key`, starting it if needed. */
+export function pushTo<K, V>(map: Map<K, V[]>, key: K, value: V): void {
+  const list = map.get(key);
+  if (list) list.push(value);
+  else map.set(key, [value]);
+}
+
 export interface Problem {
   /** incomplete: something a finished dump writes is not there; inconsistent: what is there disagrees. */
   readonly kind: 'incomplete' | 'inconsistent';
@@ -84,8 +108,6 @@ function messagesOf<Desc extends DescMessage>(image: ImageFile | undefined, sche
   return out;
 }
 
-const isLive = (p: { state: string }): boolean => p.state !== 'zombie';
-
 /** Reads DIR as one dump. Throws only when DIR cannot be listed or holds no process tree. */
 export async function loadDumpDir(dir: string): Promise<DumpDir> {
   let names: string[];
@@ -137,7 +159,7 @@ export async function loadDumpDir(dir: string): Promise<DumpDir> {
   const kids = new Map<number, typeof tree>();
   const roots: typeof tree = [];
   for (const p of tree) {
-    if (p.ppid !== 0 && byPid.has(p.ppid)) kids.set(p.ppid, [...(kids.get(p.ppid) ?? []), p]);
+    if (p.ppid !== 0 && byPid.has(p.ppid)) pushTo(kids, p.ppid, p);
     else {
       if (p.ppid !== 0) inconsistent(`pstree.img: process ${p.pid} has parent ${p.ppid}, which is not in the tree`);
       roots.push(p);
@@ -150,7 +172,7 @@ export async function loadDumpDir(dir: string): Promise<DumpDir> {
     const mm = one(mmName, mm_entrySchema);
     if (!preDump && need(mmName, `the memory map of process ${pid}`) && mm) {
       needFile(mm.exeFileId, `${mmName} (exe)`);
-      for (const v of mm.vmas) if (v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED)) needFile(Number(v.shmid), `${mmName} (mapping at 0x${v.start.toString(16)})`);
+      for (const v of mm.vmas) if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) needFile(Number(v.shmid), `${mmName} (mapping at 0x${v.start.toString(16)})`);
     }
     const pmName = `pagemap-${pid}.img`;
     const pmImage = images.get(pmName);
@@ -167,7 +189,7 @@ export async function loadDumpDir(dir: string): Promise<DumpDir> {
     if (!preDump) need(`core-${p.pid}.img`, `the registers and state of process ${p.pid}`);
     const state = core?.tc ? (TASK_STATES[core.tc.taskState] ?? `state ${core.tc.taskState}`) : 'unknown';
     const base = { pid: p.pid, ppid: p.ppid, pgid: p.pgid, sid: p.sid, threads: p.threads, depth, comm: core?.tc?.comm ?? '?', state };
-    if (!isLive({ state })) {
+    if (state === 'zombie') {
       processes.push({ ...base, ...(core ? { core } : {}) });
     } else if (preDump) {
       processes.push({ ...base, ...memoryOf(p.pid) });
@@ -219,8 +241,6 @@ export async function loadDumpDir(dir: string): Promise<DumpDir> {
   return { dir, images, ...(inventory ? { inventory } : {}), preDump, processes, shmem, files, memfdInodes, ...(stats ? { stats } : {}), problems };
 }
 
-const VMA_FILE_PRIVATE = 1 << 6;
-const VMA_FILE_SHARED = 1 << 7;
 
 /**
  * Pages a pagemap entry stores in this directory's pages file: present and not in a parent.
@@ -304,7 +324,7 @@ export function inTreeOrder(processes: readonly DumpProcess[]): DumpProcess[] {
   const pids = new Set(processes.map((p) => p.pid));
   const roots: DumpProcess[] = [];
   for (const p of processes) {
-    if (p.ppid !== 0 && pids.has(p.ppid)) kids.set(p.ppid, [...(kids.get(p.ppid) ?? []), p]);
+    if (p.ppid !== 0 && pids.has(p.ppid)) pushTo(kids, p.ppid, p);
     else roots.push(p);
   }
   const out: DumpProcess[] = [];

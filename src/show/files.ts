@@ -5,7 +5,7 @@
 
 import { ipText } from '../images/crit.js';
 import { fd_types, type file_entry } from '../images/gen/fdinfo_pb.js';
-import type { DumpDir } from './dir.js';
+import { pushTo, type DumpDir } from './dir.js';
 
 export interface FileInfo {
   /** file, directory, device, pipe, fifo, unix, tcp, udp, eventfd, epoll, memfd, tty, ... */
@@ -114,7 +114,7 @@ export function peersOf(d: Pick<DumpDir, 'processes' | 'files' | 'memfdInodes'>)
       const i = fileInfo(d, fd.type, fd.id);
       const ref = { pid: p.pid, fd: fd.fd };
       info.set(`${p.pid}/${fd.fd}`, i);
-      if (i.key) byKey.set(i.key, [...(byKey.get(i.key) ?? []), ref]);
+      if (i.key) pushTo(byKey, i.key, ref);
     }
   }
   // a listening or datagram socket is the peer of every socket naming it as theirs
@@ -122,7 +122,7 @@ export function peersOf(d: Pick<DumpDir, 'processes' | 'files' | 'memfdInodes'>)
   for (const p of d.processes) {
     for (const fd of p.fds ?? []) {
       const i = info.get(`${p.pid}/${fd.fd}`)!;
-      if (i.peerKey) namedBy.set(i.peerKey, [...(namedBy.get(i.peerKey) ?? []), { pid: p.pid, fd: fd.fd }]);
+      if (i.peerKey) pushTo(namedBy, i.peerKey, { pid: p.pid, fd: fd.fd });
     }
   }
   return (ref) => {

@@ -7,28 +7,12 @@ import { fd_types } from '../images/gen/fdinfo_pb.js';
 import type { vma_entry } from '../images/gen/vma_pb.js';
 import { quotedPrintable } from '../images/crit.js';
 import { PE_LAZY, PE_PARENT, pagemapPages } from '../images/pagemap.js';
-import { PAGE_SIZE, inTreeOrder, storedPages, verdict, type DumpDir, type DumpProcess } from './dir.js';
+import { PAGE_SIZE, VMA, inTreeOrder, storedPages, verdict, type DumpDir, type DumpProcess } from './dir.js';
 import { fileInfo, peersOf, type FdRef } from './files.js';
 
 export const SHOW_DIR_VIEWS = ['ps', 'fds', 'mems', 'rss'] as const;
 export type ShowDirView = (typeof SHOW_DIR_VIEWS)[number];
 
-// vma_entry.status bits (CRIU's VMA_AREA_* / VMA_*)
-const VMA = {
-  REGULAR: 1 << 0,
-  STACK: 1 << 1,
-  VSYSCALL: 1 << 2,
-  VDSO: 1 << 3,
-  HEAP: 1 << 5,
-  FILE_PRIVATE: 1 << 6,
-  FILE_SHARED: 1 << 7,
-  ANON_SHARED: 1 << 8,
-  SYSVIPC: 1 << 10,
-  SOCKET: 1 << 11,
-  VVAR: 1 << 12,
-  AIORING: 1 << 13,
-  MEMFD: 1 << 14,
-} as const;
 const MAP_GROWSDOWN = 0x100;
 
 const hex = (n: bigint | number): string => n.toString(16);
