@@ -6,7 +6,7 @@
 // screenshot and darkened where pages were dumped; the timeline; the descriptors and the other
 // ends of pipes and sockets; a damaged directory's problems.
 import test, { type ExecutionContext } from 'ava';
-import { cp, readFile, rm, stat } from 'node:fs/promises';
+import { cp, lstat, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { KIND_COLOURS } from '../src/report/html.js';
 import { launchBrowser, type Browser, type Page, type Png } from './helpers/browser.js';
@@ -207,7 +207,7 @@ test('report of processes talking over pipes and unix sockets: each descriptor l
   t.true(shown.problems.some((p) => p.startsWith('incomplete: no inventory.img')), shown.problems.join('\n'));
 });
 
-test('report without -o prints the page; with --json, what it wrote', async (t) => {
+test('report without -o prints the page; with --json, what it wrote; never through a planted link', async (t) => {
   const { work, dir } = await dumpRunningTarget(t, 't_counter');
   const out = await runTsdump(['report', dir]);
   t.is(out.code, 0, out.stderr);
@@ -216,6 +216,15 @@ test('report without -o prints the page; with --json, what it wrote', async (t) 
   const json = await runTsdump(['report', dir, '-o', file, '--json']);
   t.is(json.code, 0, json.stderr);
   t.like(JSON.parse(json.stdout), { command: 'report', output: file, bytes: (await stat(file)).size, processes: 1, verdict: 'complete', problems: [] });
+  // a link planted where the report goes is replaced, never written through
+  const victim = join(work, 'victim');
+  await writeFile(victim, 'keep me\n');
+  const planted = join(work, 'planted.html');
+  await symlink(victim, planted);
+  t.is((await runTsdump(['report', dir, '-o', planted])).code, 0);
+  t.is(await readFile(victim, 'utf8'), 'keep me\n');
+  t.true((await lstat(planted)).isFile());
+  t.regex(await readFile(planted, 'utf8'), /^<!DOCTYPE html>/);
   const missing = await runTsdump(['report', join(work, 'nope')]);
   t.is(missing.code, 1);
   t.regex(missing.stderr, /^tsdump: .*nope: cannot list the images directory: ENOENT\n$/);

@@ -1,9 +1,9 @@
 // `tsdump report DIR [-o FILE]`: the HTML picture of a dump (html.ts), written owner-only to FILE
 // (it names every file and socket the tree had open) or printed on stdout.
 
-import { writeFile } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { basename, dirname, resolve } from 'node:path';
 import { TsdumpError } from '../errors.js';
+import { closeFd, openImagesDir, writeAll } from '../images/dir.js';
 import { loadDumpDir, verdict } from '../show/dir.js';
 import { renderReport } from './html.js';
 
@@ -21,10 +21,19 @@ export async function writeReport(dir: string, options: { output?: string; versi
   const d = await loadDumpDir(resolve(dir));
   const html = renderReport(d, options.version !== undefined ? { version: options.version } : {});
   if (options.output !== undefined) {
+    // created the way the -o log is: through its directory's descriptor, replacing any old file
+    // by name, never writing through a link planted in its place
+    const path = resolve(options.output);
+    let fd: number;
     try {
-      await writeFile(options.output, html, { mode: 0o600 });
+      fd = openImagesDir(dirname(path), { shared: true }).createFileReplacing(basename(path));
     } catch (err) {
-      throw new TsdumpError('IMAGE_IO', `report ${options.output}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+      throw new TsdumpError('IMAGE_IO', `report ${path}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+    try {
+      await writeAll(fd, Buffer.from(html));
+    } finally {
+      await closeFd(fd);
     }
   }
   return {
