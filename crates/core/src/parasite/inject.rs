@@ -51,6 +51,31 @@ fn get_sigmask(tid: i32) -> Result<u64> {
     Ok(mask)
 }
 
+/// SIGTRAP's bit in a signal mask.
+const SIGTRAP_BIT: u64 = 1 << (libc::SIGTRAP - 1);
+
+/// The trap protocol leaves SIGTRAP unblocked, so a SIGTRAP already pending for the thread would
+/// be delivered (and consumed) by our trap: refused, as CRIU refuses it.
+fn refuse_pending_sigtrap(pid: i32, tid: i32) -> Result<()> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
+        .map_err(|e| {
+            let code = if e.kind() == std::io::ErrorKind::NotFound { ErrorCode::TargetGone } else { ErrorCode::Procfs };
+            Error::new(code, format!("pid {pid} tid {tid}: reading status: {e}"))
+        })?;
+    let pending = status
+        .lines()
+        .filter(|l| l.starts_with("SigPnd:") || l.starts_with("ShdPnd:"))
+        .filter_map(|l| u64::from_str_radix(l[7..].trim(), 16).ok())
+        .fold(0, |a, b| a | b);
+    if pending & SIGTRAP_BIT != 0 {
+        return Err(Error::new(
+            ErrorCode::Unsupported,
+            format!("pid {pid} tid {tid}: a SIGTRAP is pending; the dump's trap would consume it (wait until it is delivered)"),
+        ));
+    }
+    Ok(())
+}
+
 fn set_sigmask(tid: i32, mask: u64) -> Result<()> {
     // SAFETY: PTRACE_SETSIGMASK reads exactly 8 bytes from `mask`.
     let r = unsafe { libc::ptrace(libc::PTRACE_SETSIGMASK, tid, 8usize, &mask as *const u64) };
@@ -361,7 +386,11 @@ impl Injector {
     /// Trap protocol: registers, PTRACE_CONT, wait for the SIGTRAP of `int3`, registers back.
     fn run_trap(&mut self, tid: i32, ip: u64, nr: i64, args: [u64; 6]) -> Result<i64> {
         let saved = self.saved_for(tid)?;
-        set_sigmask(tid, u64::MAX)?;
+        refuse_pending_sigtrap(self.pid, tid)?;
+        // Everything blocked but SIGTRAP: the trap instruction forces a SIGTRAP, and a forced
+        // signal that is blocked makes the kernel reset its handler to SIG_DFL for good (the
+        // task's own SIGTRAP handler would be lost, and restored as address 0).
+        set_sigmask(tid, !SIGTRAP_BIT)?;
         let outcome = sc::set_regs(tid, &sc::syscall_regs(&saved.regs, ip, nr, &args)).and_then(|_| {
             match self.resume_until(tid, ptrace::Request::PTRACE_CONT, |s| matches!(s, Stop::Trap(Some(_))))? {
                 Stop::Trap(Some(code)) if code == sc::TRAP_SI_CODE => Ok(sc::syscall_result(&sc::get_regs(tid)?)),
