@@ -38,6 +38,12 @@ export interface PathFileStat {
   source?: string;
 }
 
+/** Where a description's entry goes in files.img (FdKindContext.announce and writeAfter). */
+interface EntryOrder {
+  announces?: string;
+  after?: { key: string; strict: boolean };
+}
+
 interface OpenDescription {
   pid: number;
   fd: number;
@@ -53,6 +59,11 @@ export class FileTable {
   private readonly descriptions = new Map<string, OpenDescription[]>();
   private readonly extraImages = new Map<string, Promise<ImageWriter>>();
   private readonly seenKeys = new Set<string>();
+  /** Keys announced so far, and those whose entries files.img holds (FdKindContext.announce). */
+  private readonly announcedKeys = new Set<string>();
+  private readonly writtenKeys = new Set<string>();
+  /** Entries held back until the entry of a key is written, by that key. */
+  private readonly held = new Map<string, { entry: FileEntryInit; announces: string | undefined }[]>();
 
   private constructor(
     private readonly dir: ImagesDir,
@@ -64,15 +75,20 @@ export class FileTable {
    * `external` is asked about files no kind handles (CRIU's dump_ext_file plugin point); when a
    * plugin takes one, the file is recorded as EXT and the plugin keeps its own data.
    */
-  static async create(dir: ImagesDir, opts: { ghostLimit?: number; external?: ExternalFileHandler; shellJob?: boolean } = {}): Promise<FileTable> {
+  static async create(
+    dir: ImagesDir,
+    opts: { ghostLimit?: number; external?: ExternalFileHandler; shellJob?: boolean; netNsId?: () => number } = {},
+  ): Promise<FileTable> {
     const table = new FileTable(dir, await ImageWriter.create(dir, 'files.img'), opts.ghostLimit ?? DEFAULT_GHOST_LIMIT);
     table.external = opts.external;
     table.shellJob = !!opts.shellJob;
+    table.netNsId = opts.netNsId;
     return table;
   }
 
   private external: ExternalFileHandler | undefined;
   private shellJob = false;
+  private netNsId: (() => number) | undefined;
 
   /**
    * The id of a file opened by path (exe, mappings): one per (path, flags) in the dump. A regular
@@ -152,6 +168,12 @@ export class FileTable {
   }
 
   async close(): Promise<void> {
+    // Nothing should be left waiting (every peer a socket names is dumped); if something is,
+    // its entry still belongs in the images.
+    for (const [key, waiting] of this.held) {
+      this.held.delete(key);
+      for (const w of waiting) await this.writeEntry(w.entry, w.announces);
+    }
     await this.files.close();
     for (const w of this.extraImages.values()) await (await w).close();
   }
@@ -164,13 +186,32 @@ export class FileTable {
       if (native.kcmp(d.pid, pid, 'file', d.fd, fd.fd)) return d;
     }
     const id = this.nextId++;
-    const entry = await kind.entry(this.kindContext(pid, fd, id));
-    const message = create(file_entrySchema, entry);
-    await this.files.append(file_entrySchema, message);
-    const description = { pid, fd: fd.fd, id, type: message.type };
+    const order: EntryOrder = {};
+    const entry = await kind.entry(this.kindContext(pid, fd, id, order));
+    const after = order.after;
+    if (order.announces !== undefined) this.announcedKeys.add(order.announces);
+    if (after && !this.writtenKeys.has(after.key) && (after.strict || !this.announcedKeys.has(after.key))) {
+      const waiting = this.held.get(after.key) ?? [];
+      waiting.push({ entry, announces: order.announces });
+      this.held.set(after.key, waiting);
+    } else {
+      await this.writeEntry(entry, order.announces);
+    }
+    const description = { pid, fd: fd.fd, id, type: entry.type ?? fd_types.UND };
     seen.push(description);
     this.descriptions.set(key, seen);
     return description;
+  }
+
+  /** Appends one entry to files.img, then the entries that were waiting for it. */
+  private async writeEntry(entry: FileEntryInit, announces: string | undefined): Promise<void> {
+    await this.files.append(file_entrySchema, create(file_entrySchema, entry));
+    if (announces === undefined) return;
+    this.writtenKeys.add(announces);
+    const waiting = this.held.get(announces) ?? [];
+    this.held.delete(announces);
+    // latest first, the order CRIU's dump writes them in (it stacks them on the peer)
+    for (const w of waiting.reverse()) await this.writeEntry(w.entry, w.announces);
   }
 
   /** A kind for one file a plugin takes over, or undefined if there is no plugin to ask. */
@@ -197,8 +238,10 @@ export class FileTable {
     };
   }
 
-  private kindContext(pid: number, fd: FdInfoEntry, id: number): FdKindContext {
+  private kindContext(pid: number, fd: FdInfoEntry, id: number, order: EntryOrder): FdKindContext {
     return {
+      announce: (key) => void (order.announces = key),
+      writeAfter: (key, strict) => void (order.after = { key, strict }),
       ...this.ghostContext(),
       pid,
       fd,
@@ -208,6 +251,7 @@ export class FileTable {
       pathFile: (path, flags, st) => this.pathFile(path, flags, st),
       fileEntry: (entry) => this.files.append(file_entrySchema, create(file_entrySchema, entry)),
       shellJob: this.shellJob,
+      netNsId: this.netNsId,
     };
   }
 }

@@ -136,12 +136,13 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
         configureSocketDump({ ...socketSettings(), networkLock });
       }
       const host = plugins;
+      const kobjIds = new KobjIds();
       files = await FileTable.create(imagesDir, {
+        netNsId: () => kobjIds.dumperNetNsId(),
         ...(options.ghostLimit !== undefined ? { ghostLimit: options.ghostLimit } : {}),
         external: async (file) => (await host.run('dumpExtFile', file)).handled,
         shellJob: !!options.shellJob,
       });
-      const kobjIds = new KobjIds();
       stage('collect seccomp filters');
       const seccomp = await dumpSeccomp(imagesDir, session, call, tree.processes);
       const members = treeOrder(tree);

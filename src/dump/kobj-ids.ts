@@ -68,6 +68,14 @@ export class KobjIds {
     return this.idsOf(process.pid, namespaces);
   }
 
+  /**
+   * The id of the net namespace tsdump runs in: the sockets it finds with sock_diag live there
+   * (CRIU records it as each socket's ns_id).
+   */
+  dumperNetNsId(): number {
+    return this.nsId('net', BigInt(statSync('/proc/self/ns/net').ino));
+  }
+
   private kobjId(kind: KobjKind, pid: number): number {
     const reps = this.reps.get(kind)!;
     for (const rep of reps) {

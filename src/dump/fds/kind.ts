@@ -28,6 +28,19 @@ export interface FdKindContext {
   readonly ghostLimit: number;
   /** --shell-job: the tree's inherited terminal may be dumped (restore re-attaches its own). */
   readonly shellJob: boolean;
+  /** The id of the net namespace the dumped sockets live in (socket entries' ns_id), if known. */
+  readonly netNsId: (() => number) | undefined;
+  /**
+   * Names this description's entry `key` for `writeAfter`: entries waiting on it are written
+   * right after it.
+   */
+  announce(key: string): void;
+  /**
+   * Holds this description's entry back until the entry announced as `key` is written: always
+   * when `strict` (restore resolves a unix socket's peer only among the sockets listed before
+   * it), else only if that entry has not been made yet (CRIU's order for a connected pair).
+   */
+  writeAfter(key: string, strict: boolean): void;
   /** Registers a file opened by path (for kinds that refer to one) and answers its id. */
   pathFile(path: string, flags: number, st: { mode: number; size?: bigint }): Promise<number>;
 }

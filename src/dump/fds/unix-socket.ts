@@ -26,6 +26,9 @@ const USK_EXTERN = 1;
  */
 let nextExternId = 0x7f000000;
 
+/** The files.img ordering key of the unix socket with inode `ino` (FdKindContext.announce). */
+const unixKey = (ino: number) => `unix:${ino}`;
+
 function refuse(c: FdKindContext, why: string): TsdumpError {
   return new TsdumpError('UNSUPPORTED_FD', `pid ${c.pid}: fd ${c.fd.fd} (${c.fd.target}): ${why}`);
 }
@@ -47,7 +50,11 @@ export async function unixSocketEntry(c: FdKindContext, ino: number, info: Socke
 
   let peer = sk.peer;
   if (peer !== 0) {
-    await checkPeer(c, sk, peer);
+    // Restore resolves a peer only among the sockets listed before: one that names a peer not
+    // naming it back (a dgram sender connected to a bound receiver) must come after that peer.
+    // A connected pair resolves either way; it is written in CRIU's order (after the peer if
+    // the peer's fd comes later). An outside peer's entry is already written.
+    if (await checkPeer(c, sk, peer)) c.writeAfter(unixKey(peer), tables.unix.get(peer)?.peer !== ino);
   } else if (sk.state === TCP_ESTABLISHED && sk.sockType !== SOCK_DGRAM) {
     // A connection not yet accept()ed: its peer is an embryo with no inode. Restore connects it
     // to the listener again, so the listener stands in as the peer.
@@ -56,6 +63,7 @@ export async function unixSocketEntry(c: FdKindContext, ino: number, info: Socke
       if (tables.unix.get(listener)?.state !== TCP_LISTEN) throw refuse(c, `in-flight connection to a socket that does not listen (${listener})`);
       if (sk.wqlen !== 0) throw refuse(c, 'in-flight connection with queued outgoing data');
       peer = listener;
+      c.writeAfter(unixKey(listener), true);
     } else if (shutdown !== sk_shutdown.BOTH) {
       throw refuse(c, 'connected unix socket whose peer is gone (dangling connection)');
     }
@@ -78,6 +86,7 @@ export async function unixSocketEntry(c: FdKindContext, ino: number, info: Socke
     nameDir = file.path.slice(0, file.path.length - rel.length - 1);
   }
 
+  c.announce(unixKey(ino));
   return {
     type: fd_types.UNIXSK,
     id: c.id,
@@ -94,6 +103,7 @@ export async function unixSocketEntry(c: FdKindContext, ino: number, info: Socke
       fown: c.fown,
       opts: skOpts(info.opts),
       name: sk.name,
+      ...(c.netNsId ? { nsId: c.netNsId() } : {}),
       ...(shutdown !== sk_shutdown.NONE ? { shutdown } : {}),
       ...(file ? { filePerms: { mode: file.mode, uid: file.uid, gid: file.gid } } : {}),
       ...(nameDir !== undefined ? { nameDir } : {}),
@@ -107,14 +117,14 @@ export async function unixSocketEntry(c: FdKindContext, ino: number, info: Socke
  * their own entries when their fds are dumped; an outside peer is refused unless --ext-unix-sk,
  * and even then only a named dgram peer (restore reconnects to the name) is accepted.
  */
-async function checkPeer(c: FdKindContext, sk: UnixSocketDiag, peerIno: number): Promise<void> {
+async function checkPeer(c: FdKindContext, sk: UnixSocketDiag, peerIno: number): Promise<boolean> {
   const tables = await socketTables(c);
   const peer = tables.unix.get(peerIno);
   if (!peer) throw refuse(c, `unix socket peer socket:[${peerIno}] not found in unix_diag`);
   if (peer.peer !== sk.ino && peer.name.length === 0) {
     throw refuse(c, `unix socket peer socket:[${peerIno}] is connected elsewhere and has no name to reach it by`);
   }
-  if ((await treeSocketInodes(c)).has(peerIno)) return;
+  if ((await treeSocketInodes(c)).has(peerIno)) return true;
   const where = `peer socket:[${peerIno}] (${unixName(peer.name)}) is outside the dumped tree`;
   if (!socketSettings().extUnixSk) {
     throw refuse(c, `unix socket ${where}; dump the peer's process too, or allow external peers with --ext-unix-sk`);
@@ -123,7 +133,7 @@ async function checkPeer(c: FdKindContext, sk: UnixSocketDiag, peerIno: number):
     throw refuse(c, `unix socket ${where}, and only dgram peers can be external (half of a stream connection cannot be restored)`);
   }
   if (peer.name.length === 0) throw refuse(c, `unix socket ${where} and has no name to reconnect to`);
-  if (!c.firstTime(`unix-extern:${peerIno}`)) return;
+  if (!c.firstTime(`unix-extern:${peerIno}`)) return false;
   const id = nextExternId++;
   await c.fileEntry({
     type: fd_types.UNIXSK,
@@ -142,4 +152,5 @@ async function checkPeer(c: FdKindContext, sk: UnixSocketDiag, peerIno: number):
       name: peer.name,
     },
   });
+  return false;
 }
