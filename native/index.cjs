@@ -847,6 +847,7 @@ module.exports.inetSockets = nativeBinding.inetSockets
 module.exports.inspectSocket = nativeBinding.inspectSocket
 module.exports.isTrackingFd = nativeBinding.isTrackingFd
 module.exports.kcmp = nativeBinding.kcmp
+module.exports.kcmpEpollTarget = nativeBinding.kcmpEpollTarget
 module.exports.kerndatProbe = nativeBinding.kerndatProbe
 module.exports.memoryTrackingMethod = nativeBinding.memoryTrackingMethod
 module.exports.pageServerSendImages = nativeBinding.pageServerSendImages

@@ -426,6 +426,12 @@ export interface ItimersInfo {
 /** Whether two tasks share a kernel object (for `file`, `idx1`/`idx2` are their fds). */
 export declare function kcmp(pid1: number, pid2: number, kind: 'file' | 'vm' | 'files' | 'fs' | 'sighand' | 'io' | 'sysvsem', idx1?: number, idx2?: number): boolean
 
+/**
+ * Whether fd `fd` of `pid` is the file the epoll set at fd `efd` of `epollPid` watches as
+ * target fd number `tfd` (its `toff`-th registration under that number): kcmp KCMP_EPOLL_TFD.
+ */
+export declare function kcmpEpollTarget(pid: number, fd: number, epollPid: number, efd: number, tfd: number, toff: number): boolean
+
 export declare function kerndatProbe(): Array<KerndatProbe>
 
 export interface KerndatProbe {

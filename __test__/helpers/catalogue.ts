@@ -174,6 +174,7 @@ export const catalogue: readonly CatalogueEntry[] = [
   cTarget('t_pty_session', 'a terminal emulator\'s layout: the root holds a pty master, its child leads a session whose controlling terminal is the raw-mode slave: session, foreground group, /dev/tty and the master index kept, bytes cross the pair'),
   cTarget('t_sigtrap', 'a SIGTRAP handler (SA_SIGINFO|SA_RESTART, sa_mask {SIGUSR1}): same handler address, flags and mask; raise() and int3 run it with its mask'),
   cTarget('t_unix_dgram_oneway', 'dgram senders connected one way (two in the root, one in a child, listed before their receivers) to a path-bound receiver with 4 queued datagrams, and one to an abstract-named receiver: peer names, queue order and boundaries, and every sender reaches its receiver after restore'),
+  cTarget('t_epoll_closed_tfd', 'an epoll set whose pipe and eventfd targets were added through fds since closed (the files moved to other fds), two registrations under one fd number, and an ordinary one: each file wakes the set with its own data and events, edge-triggering kept'),
   cTarget('t_tcp_listen', 'a listening TCP socket and a bound UDP socket on 127.0.0.1; after restore it accepts a connection and answers, and answers a datagram; address, port, SO_ACCEPTCONN, SO_REUSEADDR kept', INET, exerciseInet),
   {
     name: 'redis-server',

@@ -56,6 +56,7 @@ export async function dumpTask(ctx: DumpContext, task: SeizedProcessInfo): Promi
       if (await ctx.incremental?.hidesFd(pid, fd.fd)) continue;
       fdinfo.push(await ctx.files.fd(pid, fd));
     }
+    await ctx.files.taskFilesDone();
     await writeImage(ctx.imagesDir, `fdinfo-${ids.filesId}.img`, fdinfo_entrySchema, fdinfo);
   }
 

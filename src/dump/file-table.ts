@@ -10,7 +10,7 @@ import { file_entrySchema, fdinfo_entrySchema, fd_types, type fdinfo_entry } fro
 import { native } from '../native.js';
 import { TsdumpError } from '../errors.js';
 import type { FdInfoEntry } from '../../native/index.js';
-import { S_IFMT, S_IFREG, type FdKind, type FdKindContext, type FileEntryInit } from './fds/kind.js';
+import { AFTER_TASK_FILES, S_IFMT, S_IFREG, type FdKind, type FdKindContext, type FileEntryInit } from './fds/kind.js';
 import { FD_KINDS } from './fds/index.js';
 import { ghostFileEntry, type GhostContext } from './fds/ghost.js';
 import { fdOwner } from './fds/owner.js';
@@ -165,6 +165,13 @@ export class FileTable {
     if (!kind) throw unsupported(pid, fd);
     const { id, type } = await this.description(pid, fd, kind);
     return create(fdinfo_entrySchema, { id, flags: fd.flags & O_CLOEXEC ? FD_CLOEXEC : 0, type, fd: fd.fd });
+  }
+
+  /** The current task's fds are all dumped: writes the entries held for that (AFTER_TASK_FILES). */
+  async taskFilesDone(): Promise<void> {
+    const waiting = this.held.get(AFTER_TASK_FILES) ?? [];
+    this.held.delete(AFTER_TASK_FILES);
+    for (const w of waiting) await this.writeEntry(w.entry, w.announces);
   }
 
   async close(): Promise<void> {

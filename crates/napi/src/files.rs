@@ -25,6 +25,13 @@ pub fn kcmp(pid1: i32, pid2: i32, kind: String, idx1: Option<u32>, idx2: Option<
     files::kcmp_same(pid1, pid2, kind, idx1.unwrap_or(0).into(), idx2.unwrap_or(0).into()).map_err(to_napi)
 }
 
+/// Whether fd `fd` of `pid` is the file the epoll set at fd `efd` of `epollPid` watches as
+/// target fd number `tfd` (its `toff`-th registration under that number): kcmp KCMP_EPOLL_TFD.
+#[napi]
+pub fn kcmp_epoll_target(pid: i32, fd: i32, epoll_pid: i32, efd: i32, tfd: i32, toff: u32) -> Result<bool> {
+    files::kcmp_epoll_target(pid, fd, epoll_pid, efd, tfd, toff).map_err(to_napi)
+}
+
 #[napi(object)]
 pub struct PipeContents {
     /// The queued bytes (a pipe holds at most pipe-max-size, so this stays small).

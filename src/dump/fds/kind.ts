@@ -45,6 +45,12 @@ export interface FdKindContext {
   pathFile(path: string, flags: number, st: { mode: number; size?: bigint }): Promise<number>;
 }
 
+/**
+ * A writeAfter key that is written when the task's fd table is done (FileTable.taskFilesDone):
+ * where CRIU puts the entries it had to queue while it dumped the table.
+ */
+export const AFTER_TASK_FILES = 'task files done';
+
 export interface FdKind {
   /** Plural, for messages: "eventfds", "unix sockets". */
   readonly name: string;

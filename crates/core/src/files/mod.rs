@@ -37,6 +37,33 @@ pub fn kcmp_same(pid1: i32, pid2: i32, kind: KcmpType, idx1: u64, idx2: u64) -> 
     Ok(r == 0)
 }
 
+/// linux/kcmp.h's KCMP_EPOLL_TFD and struct kcmp_epoll_slot.
+const KCMP_EPOLL_TFD: i32 = 7;
+#[repr(C)]
+struct KcmpEpollSlot {
+    efd: u32,
+    tfd: u32,
+    toff: u32,
+}
+
+/// Whether fd `fd` of `pid` is the file registered in the epoll set at fd `efd` of `epoll_pid`
+/// as target fd number `tfd`, the `toff`-th registration under that number (kcmp
+/// KCMP_EPOLL_TFD): how a registration made through an fd closed since is found again.
+pub fn kcmp_epoll_target(pid: i32, fd: i32, epoll_pid: i32, efd: i32, tfd: i32, toff: u32) -> Result<bool> {
+    let slot = KcmpEpollSlot { efd: efd as u32, tfd: tfd as u32, toff };
+    // SAFETY: kcmp reads the slot struct we pass by pointer; the rest are integers.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid, epoll_pid, KCMP_EPOLL_TFD, fd, &slot as *const KcmpEpollSlot) };
+    if r < 0 {
+        let e = Errno::last();
+        // EBADF: `fd` is closed; ENOENT: no such registration.
+        if e == Errno::EBADF || e == Errno::ENOENT {
+            return Ok(false);
+        }
+        return Err(Error::from_errno(e, epoll_pid, format!("kcmp(KCMP_EPOLL_TFD) of epoll fd {efd} target {tfd} with pid {pid} fd {fd}")));
+    }
+    Ok(r == 0)
+}
+
 /// Duplicates fd `fd` of task `pid` into this process (needs ptrace access to `pid`).
 pub fn steal_fd(pid: i32, fd: i32) -> Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
