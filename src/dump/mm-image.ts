@@ -23,9 +23,6 @@ import { isMemfdVma, mappingOpenFlags, memfdMappingFile } from './fds/memfd.js';
 const MAP_SHARED = 0x1;
 const MAP_PRIVATE = 0x2;
 const MAP_ANONYMOUS = 0x20;
-const MAP_GROWSDOWN = 0x100;
-const PROT_WRITE = 0x2;
-const O_RDWR = 2;
 const HUGETLBFS_MAGIC = 0x958458f6;
 const DELETED = ' (deleted)';
 
@@ -41,8 +38,13 @@ const VMA_ANON_PRIVATE = 1 << 9;
 const VMA_AREA_VVAR = 1 << 12;
 const VMA_AREA_MEMFD = 1 << 14;
 
-/** VmFlags mnemonics that CRIU replays with madvise, and the advice number each stands for. */
+/**
+ * VmFlags mnemonics that CRIU replays with madvise, and the advice number each stands for; plus
+ * wipe-on-fork, which CRIU 4.1.1 drops and its restore replays all the same.
+ */
 const MADVISE_FLAGS: Readonly<Record<string, number>> = {
+  rr: 1, // MADV_RANDOM
+  sr: 2, // MADV_SEQUENTIAL
   dc: 10, // MADV_DONTFORK
   mg: 12, // MADV_MERGEABLE
   hg: 14, // MADV_HUGEPAGE
@@ -50,6 +52,18 @@ const MADVISE_FLAGS: Readonly<Record<string, number>> = {
   dd: 16, // MADV_DONTDUMP
   wf: 18, // MADV_WIPEONFORK
 };
+
+const MAP_LOCKED = 0x2000;
+/** VmFlags mnemonics that CRIU keeps as mmap flags (restore maps the VMA with them). */
+const MMAP_FLAGS: Readonly<Record<string, number>> = {
+  gd: 0x100, // MAP_GROWSDOWN
+  lo: MAP_LOCKED, // mlock()ed or mapped locked: restored populated, never served lazily
+  nr: 0x4000, // MAP_NORESERVE
+};
+
+function mmapFlags(vma: VmaInfo): number {
+  return vma.vmFlags.reduce((bits, f) => bits | (MMAP_FLAGS[f] ?? 0), 0);
+}
 
 function madvise(vma: VmaInfo): bigint {
   let bits = 0n;
@@ -124,12 +138,13 @@ async function vmaEntry(pid: number, vma: VmaInfo, files: FileTable): Promise<vm
     fd: -1n,
   };
   const madv = madvise(vma);
+  const extraFlags = mmapFlags(vma);
   const entry = (fields: { flags: number; status: number; pgoff?: bigint; shmid?: bigint; fdflags?: number }): vma_entry => {
-    const e = create(vma_entrySchema, { ...base, ...fields });
+    const e = create(vma_entrySchema, { ...base, ...fields, flags: fields.flags | extraFlags });
     if (madv) e.madv = madv;
     return e;
   };
-  const anon = MAP_PRIVATE | MAP_ANONYMOUS | (vma.vmFlags.includes('gd') ? MAP_GROWSDOWN : 0);
+  const anon = MAP_PRIVATE | MAP_ANONYMOUS;
   const at = `pid ${pid}: VMA ${vma.start.toString(16)}-${vma.end.toString(16)}`;
   switch (vma.kind) {
     case 'vsyscall':
@@ -165,17 +180,18 @@ async function vmaEntry(pid: number, vma: VmaInfo, files: FileTable): Promise<vm
         });
       }
       if (!vma.path) break;
-      const writable = vma.shared && (vma.prot & PROT_WRITE || vma.vmFlags.includes('mw'));
-      const fdflags = writable ? O_RDWR : 0;
+      // The mode the task opened the file with, as CRIU reads it from the map_files link: restore
+      // opens the file with it. The file entry itself carries no mode (one per file, as CRIU's).
+      const fdflags = await mappingOpenFlags(pid, vma);
       const source = `/proc/${pid}/map_files/${vma.start.toString(16)}-${vma.end.toString(16)}`;
       let id: number;
       if (vma.deleted) {
         // hugetlbfs files (MAP_HUGETLB shared memory, hugetlb memfds) cannot be read into a ghost
         if ((await statfs(source)).type === HUGETLBFS_MAGIC) break;
-        id = await files.deletedPathFile(source, vma.path, fdflags, `${at} (${vma.path}${DELETED})`);
+        id = await files.deletedPathFile(source, vma.path, 0, `${at} (${vma.path}${DELETED})`);
       } else {
         const st = await stat(source);
-        id = await files.pathFile(vma.path, fdflags, { mode: st.mode, size: BigInt(st.size), source });
+        id = await files.pathFile(vma.path, 0, { mode: st.mode, size: BigInt(st.size), source });
       }
       return entry({
         pgoff: vma.pgoff,
@@ -204,7 +220,9 @@ const PE_PRESENT = 1 << 2;
 /** Private anonymous memory can be served lazily (userfaultfd) at restore, as CRIU marks it. */
 function lazyCapable(vma: vma_entry): boolean {
   const special = VMA_AREA_VDSO | VMA_AREA_VSYSCALL | VMA_AREA_VVAR;
-  return (vma.flags & (MAP_ANONYMOUS | MAP_PRIVATE)) === (MAP_ANONYMOUS | MAP_PRIVATE) && (vma.status & special) === 0;
+  return (
+    (vma.flags & (MAP_ANONYMOUS | MAP_PRIVATE | MAP_LOCKED)) === (MAP_ANONYMOUS | MAP_PRIVATE) && (vma.status & special) === 0
+  );
 }
 
 /**
