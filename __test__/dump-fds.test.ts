@@ -201,6 +201,27 @@ test.serial('t_ghost_file: remap and ghost images match CRIU', async (t) => {
   t.is(entries(ours, 'remap-fpath.img').length, 2);
 });
 
+test.serial('t_ghost_sparse: ghost images match CRIU (data extents only, holes left out)', async (t) => {
+  const { criu, ours, criuCtl, ourCtl } = await dumpBoth(t, 't_ghost_sparse');
+  const [c] = fdViews(criu, criuCtl);
+  const [o] = fdViews(ours, ourCtl);
+  t.is(o!.length, 2);
+  t.deepEqual(o, c);
+  // not vacuous: the 2 GiB file went as its three extents, the 20 KiB one as its two
+  const chunks = o!.map((v) => ((v.body as Json).chunks as Json[]).map((ch) => [ch.off, ch.len]));
+  t.deepEqual(chunks, [
+    [
+      [1048576, 4096],
+      [1073741824, 8192],
+      [2147479552, 4096],
+    ],
+    [
+      [0, 4096],
+      [16384, 4096],
+    ],
+  ]);
+});
+
 /** Targets outside the catalogue (what they check is tsdump's own business): one-off entries. */
 function oneOff(name: string, verifies: string): CatalogueEntry {
   return {
@@ -254,7 +275,7 @@ test.serial('t_ghost_file: a deleted file over --ghost-limit is refused and the 
   const imagesDir = join(work, 'images');
   const err = await t.throwsAsync(tsdumpDump(target.pid, imagesDir, ['--ghost-limit', '4K']), { instanceOf: TsdumpCliError });
   t.is(err?.code, 'UNSUPPORTED_FD', err?.message);
-  t.regex(err?.message ?? '', /deleted file of 8192 bytes is larger than the ghost limit \(4096 bytes\)/);
+  t.regex(err?.message ?? '', /deleted file holding 8192 bytes \(size 8192\) is larger than the ghost limit \(4096 bytes\)/);
   t.false(existsSync(join(imagesDir, 'inventory.img')));
   t.is(await requestVerify(target), 'PASS');
 });

@@ -211,6 +211,17 @@ export interface CredsInfo {
   seccompFilters: number
 }
 
+export interface DataExtent {
+  offset: bigint
+  length: bigint
+}
+
+/**
+ * The data extents of the file at `path` below `size` (SEEK_DATA/SEEK_HOLE): what a sparse
+ * file holds, without its holes.
+ */
+export declare function dataExtents(path: string, size: bigint): Array<DataExtent>
+
 /** Drops a prepared read that will not be read (a pre-dump that failed before reading). */
 export declare function discardPreDumpRead(id: number): boolean
 

@@ -180,6 +180,7 @@ export const catalogue: readonly CatalogueEntry[] = [
     match: /^FAIL: MADV_WIPEONFORK: VmFlags '[a-z ]*' lacks wf; MADV_WIPEONFORK region not zero in a forked child$/,
     reason: 'CRIU 4.1.1 keeps the madvise flags it knows (criu/proc_parse.c) and wipe-on-fork is not among them, so the region is restored without it',
   }),
+  cTarget('t_ghost_sparse', 'deleted-but-open sparse files: 2 GiB holding 16 KiB in three extents (under the 1 MiB ghost limit by allocated space) and 20 KiB with a hole inside: sizes, contents, zeros, and the same data extents (SEEK_DATA/SEEK_HOLE) and st_blocks after restore, offsets'),
   cTarget('t_tcp_listen', 'a listening TCP socket and a bound UDP socket on 127.0.0.1; after restore it accepts a connection and answers, and answers a datagram; address, port, SO_ACCEPTCONN, SO_REUSEADDR kept', INET, exerciseInet),
   {
     name: 'redis-server',

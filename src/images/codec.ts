@@ -92,7 +92,7 @@ const roundUp = (n: number, to: number): number => Math.ceil(n / to) * to;
  * (a ghost file stored in one piece). `after` is the bytes after the entry, for ipc-msg, whose
  * payload is itself a run of size-prefixed messages.
  */
-function extraLength(type: ImageType, entry: Omit<ImageEntry, 'extra'>, index: number, after: Uint8Array): number | 'rest' {
+export function extraLength(type: ImageType, entry: Omit<ImageEntry, 'extra'>, index: number, after: Uint8Array): number | 'rest' {
   const rule = type.extra;
   if (!rule) return 0;
   const get = (name: string): number => numericField(entry, name);

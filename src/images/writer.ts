@@ -6,7 +6,7 @@ import { basename, join } from 'node:path';
 import type { DescMessage, MessageShape } from '@bufbuild/protobuf';
 import { TsdumpError } from '../errors.js';
 import { imageTypeForFile, type ImageType } from './catalog.js';
-import { checkExtra, encodeEntry, headBytes, imageError, missingRequired, schemaAt } from './codec.js';
+import { checkExtra, encodeEntry, extraLength, headBytes, imageError, missingRequired, schemaAt } from './codec.js';
 import { closeFd, imagesDirOf, writeAll, type ImagesDir } from './dir.js';
 
 const FLUSH_AT = 64 * 1024;
@@ -55,21 +55,41 @@ export class ImageWriter {
 
   /** Adds one entry; `extra` is the payload CRIU expects after it (its length is checked). */
   async append<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>, extra?: Uint8Array): Promise<void> {
-    const expected = schemaAt(this.type, this.count);
-    if (schema.typeName !== expected.typeName) {
-      throw new TsdumpError(
-        'IMAGE_FORMAT',
-        `${this.path}: byte ${this.written + this.pendingBytes}: entry ${this.count} must be ${expected.typeName}, got ${schema.typeName}`,
-      );
-    }
     const entry = extra ? { schema, message, extra } : { schema, message };
     const offset = this.written + this.pendingBytes;
-    const missing = missingRequired(schema, message);
-    if (missing) throw imageError(this.path, offset, `${schema.typeName} lacks required field ${missing}`);
+    this.checkEntry(schema, message, offset);
     checkExtra(this.type, entry, this.count, this.path, offset);
     for (const part of encodeEntry(entry)) this.queue(part);
     this.count++;
     if (this.pendingBytes >= FLUSH_AT) await this.flush();
+  }
+
+  /**
+   * Adds one entry whose `length`-byte payload is too big to hold at once: `pieces` yields it in
+   * parts, each written before the next is asked for (so a piece's buffer may be reused).
+   */
+  async appendStreamed<Desc extends DescMessage>(
+    schema: Desc,
+    message: MessageShape<Desc>,
+    length: number,
+    pieces: AsyncIterable<Uint8Array>,
+  ): Promise<void> {
+    const offset = this.written + this.pendingBytes;
+    const want = extraLength(this.type, { schema, message }, this.count, new Uint8Array());
+    if (want !== 'rest' && want !== length) {
+      throw imageError(this.path, offset, `${schema.typeName} needs a ${want}-byte payload, got ${length}`);
+    }
+    this.checkEntry(schema, message, offset);
+    for (const part of encodeEntry({ schema, message })) this.queue(part);
+    this.count++;
+    let have = 0;
+    for await (const piece of pieces) {
+      have += piece.length;
+      if (have > length) break;
+      this.queue(piece);
+      await this.flush();
+    }
+    if (have !== length) throw imageError(this.path, offset, `${schema.typeName} payload of ${have} bytes, ${length} promised`);
   }
 
   /**
@@ -94,6 +114,16 @@ export class ImageWriter {
     } finally {
       await closeFd(this.fd);
     }
+  }
+
+  /** The entry is the one this image takes next, and has its required fields. */
+  private checkEntry(schema: DescMessage, message: MessageShape<DescMessage>, offset: number): void {
+    const expected = schemaAt(this.type, this.count);
+    if (schema.typeName !== expected.typeName) {
+      throw new TsdumpError('IMAGE_FORMAT', `${this.path}: byte ${offset}: entry ${this.count} must be ${expected.typeName}, got ${schema.typeName}`);
+    }
+    const missing = missingRequired(schema, message);
+    if (missing) throw imageError(this.path, offset, `${schema.typeName} lacks required field ${missing}`);
   }
 
   private queue(bytes: Uint8Array): void {

@@ -33,6 +33,24 @@ pub fn kcmp_epoll_target(pid: i32, fd: i32, epoll_pid: i32, efd: i32, tfd: i32, 
 }
 
 #[napi(object)]
+pub struct DataExtent {
+    pub offset: BigInt,
+    pub length: BigInt,
+}
+
+/// The data extents of the file at `path` below `size` (SEEK_DATA/SEEK_HOLE): what a sparse
+/// file holds, without its holes.
+#[napi]
+pub fn data_extents(path: String, size: BigInt) -> Result<Vec<DataExtent>> {
+    let (_, size, _) = size.get_u64();
+    let extents = files::data_extents(&path, size).map_err(to_napi)?;
+    Ok(extents
+        .into_iter()
+        .map(|(o, l)| DataExtent { offset: BigInt::from(o), length: BigInt::from(l) })
+        .collect())
+}
+
+#[napi(object)]
 pub struct PipeContents {
     /// The queued bytes (a pipe holds at most pipe-max-size, so this stays small).
     pub data: Buffer,

@@ -6,18 +6,20 @@
 // /proc/PID/exe, as CRIU reads its mappings.
 import { create } from '@bufbuild/protobuf';
 import type { BigIntStats } from 'node:fs';
-import { open, stat } from 'node:fs/promises';
+import { open, stat, type FileHandle } from 'node:fs/promises';
 import { fd_types } from '../../images/gen/fdinfo_pb.js';
 import { ghost_chunk_entrySchema, ghost_file_entrySchema } from '../../images/gen/ghost-file_pb.js';
 import { remap_file_path_entrySchema, remap_type } from '../../images/gen/remap-file-path_pb.js';
 import { TsdumpError } from '../../errors.js';
+import { native } from '../../native.js';
 import { buildIdField } from '../elf-build-id.js';
 import { S_IFMT, S_IFREG, type FdKind, type FdKindContext, type FileEntryInit } from './kind.js';
 
 const DELETED = ' (deleted)';
 /** Like CRIU, small ghosts are stored in one piece and bigger ones in chunks that skip holes. */
 const CHUNKS_FROM = 3 * 4096;
-const PIECE = 64 * 1024;
+/** Read size while copying a chunk. */
+const PIECE = 1 << 20;
 
 /** The ghost image id of every deleted file already stored in this dump, by (dev, ino). */
 const ghostIds = new Map<string, number>();
@@ -48,10 +50,14 @@ export async function ghostFileEntry(g: GhostContext, link: string, path: string
     // Still linked elsewhere: CRIU would add a link remap (--link-remap); not done here.
     throw new TsdumpError('UNSUPPORTED_FD', `${what}: tsdump cannot dump deleted files that still have other hard links yet`);
   }
-  if (st.size > BigInt(g.ghostLimit)) {
+  // Only data is copied (holes stay holes), so the limit weighs the space the file takes, as
+  // CRIU's does: a huge sparse file holding a few KiB is no bigger than those.
+  const allocated = st.blocks * 512n;
+  if (allocated > BigInt(g.ghostLimit)) {
     throw new TsdumpError(
       'UNSUPPORTED_FD',
-      `${what}: deleted file of ${st.size} bytes is larger than the ghost limit (${g.ghostLimit} bytes); raise --ghost-limit to keep it in the images`,
+      `${what}: deleted file holding ${allocated} bytes (size ${st.size}) is larger than the ghost limit (${g.ghostLimit} bytes); ` +
+        'raise --ghost-limit to keep it in the images',
     );
   }
   const key = `${st.dev}:${st.ino}`;
@@ -129,19 +135,28 @@ async function writeGhost(c: GhostContext, link: string, ghostId: number, st: Bi
       return;
     }
     await img.append(ghost_file_entrySchema, head);
-    const buf = Buffer.alloc(PIECE);
-    for (let off = 0n; off < st.size; ) {
-      const want = Number(st.size - off < BigInt(PIECE) ? st.size - off : BigInt(PIECE));
-      const { bytesRead } = await fh.read(buf, 0, want, Number(off));
-      if (bytesRead === 0) break;
-      const piece = buf.subarray(0, bytesRead);
-      // An all-zero piece is left out: restore sizes the file first, so it reads back as zeros.
-      if (piece.some((b) => b !== 0)) {
-        await img.append(ghost_chunk_entrySchema, create(ghost_chunk_entrySchema, { len: BigInt(bytesRead), off }), Buffer.from(piece));
-      }
-      off += BigInt(bytesRead);
+    // One chunk per data extent, as CRIU writes them; restore sizes the file first, so the holes
+    // between stay holes.
+    for (const { offset, length } of native.dataExtents(link, st.size)) {
+      const chunk = create(ghost_chunk_entrySchema, { len: length, off: offset });
+      await img.appendStreamed(ghost_chunk_entrySchema, chunk, Number(length), readRange(fh, offset, length));
     }
   } finally {
     await fh.close();
+  }
+}
+
+/**
+ * `length` bytes of the file from `offset`, in pieces of one reused buffer; zeros past the end
+ * if the file shrank meanwhile (the chunk's length is already promised).
+ */
+async function* readRange(fh: FileHandle, offset: bigint, length: bigint): AsyncGenerator<Uint8Array> {
+  const buf = Buffer.alloc(PIECE);
+  for (let done = 0n; done < length; ) {
+    const want = Number(length - done < BigInt(PIECE) ? length - done : BigInt(PIECE));
+    const { bytesRead } = await fh.read(buf, 0, want, Number(offset + done));
+    if (bytesRead < want) buf.fill(0, bytesRead, want);
+    yield buf.subarray(0, want);
+    done += BigInt(want);
   }
 }

@@ -372,10 +372,62 @@ pub fn robust_list(tid: i32) -> Result<(u64, u64)> {
     Ok((head, len as u64))
 }
 
+/// The data extents (offset, length) of the file at `path` below `size`, as SEEK_DATA and
+/// SEEK_HOLE report them: holes are left out, so a sparse file is copied as what it holds. A file
+/// system without the two reports the whole file as data.
+pub fn data_extents(path: &str, size: u64) -> Result<Vec<(u64, u64)>> {
+    let file = File::open(path).map_err(|e| Error::new(ErrorCode::Kernel, format!("{path}: open: {e}")))?;
+    let fd = file.as_raw_fd();
+    let mut out = Vec::new();
+    let mut hole: u64 = 0;
+    while hole < size {
+        // SAFETY: lseek on an fd we own; no memory is passed.
+        let data = unsafe { libc::lseek(fd, hole as libc::off_t, libc::SEEK_DATA) };
+        if data < 0 {
+            match Errno::last() {
+                Errno::ENXIO => break, // nothing but hole from here
+                Errno::EINVAL if hole == 0 => return Ok(vec![(0, size)]),
+                e => return Err(Error::new(ErrorCode::Kernel, format!("{path}: lseek(SEEK_DATA, {hole}): {}", e.desc()))),
+            }
+        }
+        let data = data as u64;
+        if data >= size {
+            break;
+        }
+        // SAFETY: as above.
+        let end = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
+        if end < 0 {
+            return Err(Error::new(ErrorCode::Kernel, format!("{path}: lseek(SEEK_HOLE, {data}): {}", Errno::last().desc())));
+        }
+        hole = (end as u64).min(size);
+        out.push((data, hole - data));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn data_extents_skip_holes() {
+        let dir = std::env::temp_dir().join(format!("tsdump-extents-{}", std::process::id()));
+        let mut f = File::create(&dir).unwrap();
+        f.set_len(1 << 24).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&[1u8; 4096], 1 << 20).unwrap();
+        f.write_all_at(&[2u8; 10], (1 << 24) - 10).unwrap();
+        f.flush().unwrap();
+        let got = data_extents(dir.to_str().unwrap(), 1 << 24);
+        std::fs::remove_file(&dir).unwrap();
+        let got = got.unwrap();
+        // block granularity depends on the file system; the holes between must stay holes
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].0 <= 1 << 20 && got[0].0 + got[0].1 >= (1 << 20) + 4096 && got[0].1 < 1 << 20, "{got:?}");
+        assert_eq!(got[1].0 + got[1].1, 1 << 24, "{got:?}");
+        assert!(got[1].1 < 1 << 20, "{got:?}");
+    }
 
     #[test]
     fn peek_leaves_pipe_data_in_place() {
