@@ -2,7 +2,7 @@
 // (/dev/pts/N). tsdump records it as CRIU's TTY file (files.img + tty-info.img) and the reference
 // `criu restore --shell-job` re-attaches the restorer's own terminal, so both ends run under
 // `script`, each with a pty of its own, and the restored target verifies itself.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
@@ -68,29 +68,51 @@ async function ttyEntries(dir: string): Promise<{ tty: Json; reg: Json; info: Js
 /** The control characters CRIU packs four to a uint32, back as bytes (the first 19 are real). */
 const ccBytes = (words: number[]) => words.flatMap((w) => [w & 0xff, (w >> 8) & 0xff, (w >> 16) & 0xff, w >>> 24]).slice(0, 17);
 
+type Teardown = { teardown(fn: () => void): void };
+
+/**
+ * The target on its pty: refused without --shell-job (it runs on), dumped by tsdump with it;
+ * then a second instance from `start`, dumped by CRIU, for the entry-by-entry comparison.
+ */
+async function dumpBothOnPty(
+  t: ExecutionContext,
+  dir: string,
+  pid: number,
+  start: (t: Teardown, dir: string) => Promise<{ pid: number; ctl: string }>,
+): Promise<{ imagesDir: string; refDir: string; ref: { pid: number; ctl: string } }> {
+  const refused = await runTsdump(['dump', '-t', String(pid), '-D', join(dir, 'refused'), '--json']);
+  t.not(refused.code, 0);
+  t.regex(refused.stdout + refused.stderr, /UNSUPPORTED_FD[\s\S]*--shell-job/);
+  t.true(isAlive(pid));
+  const imagesDir = join(dir, 'images');
+  const dumped = await runTsdump(['dump', '-t', String(pid), '-D', imagesDir, '--shell-job']);
+  t.is(dumped.code, 0, dumped.stderr);
+  await waitFor('the dumped target to go', () => (isAlive(pid) ? undefined : true));
+  const ref = await start(t, join(dir, 'ref'));
+  const refDir = join(dir, 'criu');
+  await mkdir(refDir, { recursive: true, mode: 0o700 });
+  const criuDump = await run(CRIU, ['dump', '-t', String(ref.pid), '-D', refDir, '--shell-job', '-o', 'dump.log']);
+  t.is(criuDump.code, 0, readIfExists(join(refDir, 'dump.log')));
+  return { imagesDir, refDir, ref };
+}
+
+/** criu restore --shell-job under a pty of its own (the shell stays, so the pty is not hung up). */
+async function restoreOnPty(t: ExecutionContext, dir: string, imagesDir: string, pid: number): Promise<void> {
+  const restoreRc = join(dir, 'restore.rc');
+  const restorePid = underScript(`${CRIU} restore -D ${imagesDir} --shell-job -d -o restore.log; echo $? > ${restoreRc}; exec sleep 60`);
+  t.teardown(() => killPid(restorePid));
+  const rc = await waitFor('criu restore', () => readIfExists(restoreRc), 30_000);
+  t.is(rc.trim(), '0', readIfExists(join(imagesDir, 'restore.log'))?.split('\n').slice(-20).join('\n'));
+  t.true(isAlive(pid), 'restored under the same pid');
+}
+
 test.serial('the inherited terminal: tsdump dump --shell-job → criu restore --shell-job → verify', async (t) => {
   const dir = await makeWorkDir(t);
   const { pid, ctl } = await counterOnPty(t, dir);
   const pts = readlinkSync(`/proc/${pid}/fd/1`);
   t.regex(pts, /^\/dev\/pts\/\d+$/, 'the target must be on a pty');
 
-  // Without --shell-job the terminal is refused with a hint, and the target runs on.
-  const refused = await runTsdump(['dump', '-t', String(pid), '-D', join(dir, 'refused'), '--json']);
-  t.not(refused.code, 0);
-  t.regex(refused.stdout + refused.stderr, /UNSUPPORTED_FD[\s\S]*--shell-job/);
-  t.true(isAlive(pid));
-
-  const imagesDir = join(dir, 'images');
-  const dumped = await runTsdump(['dump', '-t', String(pid), '-D', imagesDir, '--shell-job']);
-  t.is(dumped.code, 0, dumped.stderr);
-  await waitFor('the dumped target to go', () => (isAlive(pid) ? undefined : true));
-
-  // The same kind of target dumped by CRIU, for the entry-by-entry comparison.
-  const ref = await counterOnPty(t, join(dir, 'ref'));
-  const refDir = join(dir, 'criu');
-  await mkdir(refDir, { recursive: true, mode: 0o700 });
-  const criuDump = await run(CRIU, ['dump', '-t', String(ref.pid), '-D', refDir, '--shell-job', '-o', 'dump.log']);
-  t.is(criuDump.code, 0, readIfExists(join(refDir, 'dump.log')));
+  const { imagesDir, refDir, ref } = await dumpBothOnPty(t, dir, pid, counterOnPty);
 
   const ours = await ttyEntries(imagesDir);
   const theirs = await ttyEntries(refDir);
@@ -121,13 +143,7 @@ test.serial('the inherited terminal: tsdump dump --shell-job → criu restore --
   t.deepEqual(ours.info.winsize, theirs.info.winsize);
   // Ids differ in value only (tsdump numbers tty-info by pty index, CRIU from 0).
 
-  // Restore under a pty of its own; the shell stays so the pty is not hung up under the target.
-  const restoreRc = join(dir, 'restore.rc');
-  const restorePid = underScript(`${CRIU} restore -D ${imagesDir} --shell-job -d -o restore.log; echo $? > ${restoreRc}; exec sleep 60`);
-  t.teardown(() => killPid(restorePid));
-  const rc = await waitFor('criu restore', () => readIfExists(restoreRc), 30_000);
-  t.is(rc.trim(), '0', readIfExists(join(imagesDir, 'restore.log'))?.split('\n').slice(-20).join('\n'));
-  t.true(isAlive(pid), 'restored under the same pid');
+  await restoreOnPty(t, dir, imagesDir, pid);
   t.regex(readlinkSync(`/proc/${pid}/fd/1`), /^\/dev\/pts\/\d+$/, 'the restored target is on the restorer\'s pty');
   t.is(await requestVerify({ name: 't_counter', pid, ctl }), 'PASS');
 });
@@ -150,4 +166,64 @@ test.serial('a pty that is not the controlling terminal is refused even with --s
   t.regex(r.stdout + r.stderr, /UNSUPPORTED_FD[\s\S]*not the process's controlling terminal/);
   t.false(existsSync(join(dir, 'images', 'inventory.img')));
   t.is(await requestVerify({ name: 't_counter', pid, ctl }), 'PASS');
+});
+
+/** t_dev_tty as a job of a shell on a pty of its own (`leader`: exec'd, leading the session). */
+async function devTtyOnPty(t: { teardown(fn: () => void): void }, dir: string, leader = false): Promise<{ pid: number; ctl: string }> {
+  const ctl = join(dir, 'ctl-t_dev_tty');
+  await mkdir(ctl, { recursive: true, mode: 0o700 });
+  const exe = `${join(TARGETS_DIR, 't_dev_tty')} ${ctl}`;
+  const scriptPid = underScript(leader ? `exec ${exe}` : `${exe}; exec sleep 600`);
+  t.teardown(() => killPid(scriptPid));
+  const ready = await waitFor('t_dev_tty ready', () => readIfExists(join(ctl, 'ready')) ?? readIfExists(join(ctl, 'result')));
+  const pid = Number(/^pid=(\d+)$/m.exec(ready)?.[1]);
+  if (!pid) throw new Error(`t_dev_tty: ${ready}`);
+  t.teardown(() => killPid(pid));
+  return { pid, ctl };
+}
+
+/** The CTTY file entry of a dump, with its REG entry and tty-info. */
+async function cttyEntries(dir: string): Promise<{ tty: Json; reg: Json; info: Json }> {
+  const files = entriesOf(await critDecode(join(dir, 'files.img')));
+  const infos = entriesOf(await critDecode(join(dir, 'tty-info.img')));
+  const info = infos.find((i) => i.type === 'CTTY')!;
+  const tty = files.find((e) => e.type === 'TTY' && e.tty.tty_info_id === info.id)!;
+  return { tty: tty.tty, reg: files.find((e) => e.id === tty.tty.regf_id)!.reg, info };
+}
+
+test.serial('/dev/tty of a shell job: tsdump dump --shell-job → criu restore --shell-job → verify; entries as CRIU\'s', async (t) => {
+  const dir = await makeWorkDir(t);
+  const { pid, ctl } = await devTtyOnPty(t, dir);
+  t.is(readlinkSync(`/proc/${pid}/fd/10`), '/dev/tty');
+
+  const { imagesDir, refDir, ref } = await dumpBothOnPty(t, dir, pid, (tt, d) => devTtyOnPty(tt, d));
+  const ours = await cttyEntries(imagesDir);
+  const theirs = await cttyEntries(refDir);
+  t.is(ours.tty.flags, theirs.tty.flags);
+  t.is(ours.tty.tty_info_id, theirs.tty.tty_info_id);
+  t.deepEqual({ ...ours.reg, id: 0 }, { ...theirs.reg, id: 0 });
+  // the session and foreground group are each instance's shell's; the rest is the same terminal kind
+  const { id: _a, sid: oursSid, pgrp: oursPgrp, ...oursInfo } = ours.info;
+  const { id: _b, sid: theirSid, pgrp: theirPgrp, ...theirInfo } = theirs.info;
+  for (const which of ['termios', 'termios_locked'] as const) {
+    // c_cc as in the pts comparison above: the packed bytes only
+    for (const info of [oursInfo, theirInfo]) info[which] = { ...info[which], c_cc: ccBytes(info[which].c_cc) };
+  }
+  t.deepEqual(oursInfo, theirInfo);
+  // a job of `sh -c`, which does no job control: session and foreground group are the shell's
+  t.true(oursSid > 0 && oursSid !== pid && oursPgrp === oursSid, `sid ${oursSid} pgrp ${oursPgrp}`);
+  t.true(theirSid > 0 && theirSid !== ref.pid && theirPgrp === theirSid, `sid ${theirSid} pgrp ${theirPgrp}`);
+
+  await restoreOnPty(t, dir, imagesDir, pid);
+  t.is(await requestVerify({ name: 't_dev_tty', pid, ctl }), 'PASS');
+});
+
+test.serial('/dev/tty of a session leader whose terminal is outside the tree is refused, and it runs on', async (t) => {
+  const dir = await makeWorkDir(t);
+  const { pid, ctl } = await devTtyOnPty(t, dir, true);
+  const r = await runTsdump(['dump', '-t', String(pid), '-D', join(dir, 'images'), '--shell-job', '--json']);
+  t.not(r.code, 0);
+  t.regex(r.stdout + r.stderr, /UNSUPPORTED_FD[\s\S]*leads its session/);
+  t.false(existsSync(join(dir, 'images', 'inventory.img')));
+  t.is(await requestVerify({ name: 't_dev_tty', pid, ctl }), 'PASS');
 });

@@ -35,6 +35,7 @@ let ends: End[] = [];
 /** Forgets the previous dump's terminals. */
 export function beginPtyDump(): void {
   ends = [];
+  cttys = [];
 }
 
 export const ptyInfoId = (index: number, master: boolean): number => index * 2 + (master ? 1 : 0);
@@ -95,6 +96,22 @@ export async function ptyMasterEntry(
   return { type: fd_types.TTY, id: c.id, tty: { id: c.id, ttyInfoId: infoId, flags: c.fileFlags, fown: c.fown, regfId } };
 }
 
+/** An fd on /dev/tty: the terminal of session `sid` (pts index, if a pty) reopened on restore. */
+interface CttyUser {
+  pid: number;
+  fd: number;
+  sid: number;
+  index: number | undefined;
+  leader: boolean;
+}
+
+let cttys: CttyUser[] = [];
+
+/** Remembers an fd on /dev/tty; whether its session gets a terminal back is decided at the end. */
+export function recordCtty(c: FdKindContext, sid: number, index: number | undefined, leader: boolean): void {
+  cttys.push({ pid: c.pid, fd: c.fd.fd, sid, index, leader });
+}
+
 /** Remembers a slave end; whether it may be dumped is decided once every task's fds are known. */
 export function recordSlave(c: FdKindContext, index: number, ctty: boolean, sid: number): void {
   ends.push({ kind: 'slave', index, pid: c.pid, fd: c.fd.fd, target: c.fd.target, infoId: ptyInfoId(index, false), ctty, sid });
@@ -134,6 +151,23 @@ export async function finishPtyDump(files: FileTable, tree: { pids: readonly num
       throw new TsdumpError(
         'UNSUPPORTED_FD',
         `pid ${e.pid}: fd ${e.fd} (${e.target}): the terminal of session ${e.sid}, whose leader is not in the tree; dump with --shell-job`,
+      );
+    }
+  }
+
+  for (const u of cttys) {
+    // its terminal is a pair the tree opened (restore makes it the session's again), or the
+    // one a shell job inherited, which restore replaces by its own
+    if (u.index !== undefined && mastered.has(u.index)) continue;
+    const where = `pid ${u.pid}: fd ${u.fd} (/dev/tty)`;
+    if (!tree.shellJob) {
+      throw new TsdumpError('UNSUPPORTED_FD', `${where}: the process's terminal is not in the tree; dump with --shell-job if it is the terminal inherited from a shell`);
+    }
+    if (u.leader) {
+      // criu restore opens the fds of a session leader before it gives it the restorer's terminal
+      throw new TsdumpError(
+        'UNSUPPORTED_FD',
+        `${where}: the process leads its session, whose terminal is outside the tree: criu restore --shell-job reopens /dev/tty before that session has a terminal`,
       );
     }
   }

@@ -3,15 +3,21 @@
 // job inherited from its shell: that master lives outside the tree, so restore re-attaches the
 // restorer's own terminal in its place. Masters (/dev/ptmx) are in pty.ts.
 import { readFileSync } from 'node:fs';
+import { readdir, readlink } from 'node:fs/promises';
 import { create } from '@bufbuild/protobuf';
 import { fd_types } from '../../images/gen/fdinfo_pb.js';
 import { TtyType, tty_info_entrySchema } from '../../images/gen/tty_pb.js';
 import { native } from '../../native.js';
-import type { FdKind } from './kind.js';
-import { ptyInfoId, ptyMasterEntry, recordSlave, type TtyParams } from './pty.js';
+import { TsdumpError } from '../../errors.js';
+import type { FdKind, FdKindContext, FileEntryInit } from './kind.js';
+import { ptyInfoId, ptyMasterEntry, recordCtty, recordSlave, type TtyParams } from './pty.js';
 
 const PTS = /^\/dev\/pts\/(\d+)$/;
 const PTMX = /^\/dev\/(pts\/)?ptmx$/;
+/** /dev/tty, the controlling-terminal alias (char 5:0); CRIU's CTTY driver, index 1006. */
+const CTTY = '/dev/tty';
+const CTTY_RDEV = 5n << 8n;
+const CTTY_INDEX = 1006;
 
 /** Session, controlling tty (encoded dev_t) and its foreground group, from /proc/PID/stat. */
 function jobOf(pid: number): { sid: number; ttyNr: number; tpgid: number } {
@@ -64,9 +70,10 @@ function ttyParams(pid: number, fd: number): TtyParams {
 
 export const terminals: FdKind = {
   name: 'terminals',
-  matches: (fd) => PTS.test(fd.target) || PTMX.test(fd.target),
+  matches: (fd) => PTS.test(fd.target) || PTMX.test(fd.target) || (fd.target === CTTY && fd.rdev === CTTY_RDEV),
   async entry(c) {
     if (PTMX.test(c.fd.target)) return ptyMasterEntry(c, ttyParams, encodeDev);
+    if (c.fd.target === CTTY) return cttyEntry(c);
     const rdev = encodeDev(c.fd.rdev);
     const job = jobOf(c.pid);
     // The task's own controlling terminal answers for its session; any other slave reports none
@@ -100,3 +107,63 @@ export const terminals: FdKind = {
     return { type: fd_types.TTY, id: c.id, tty: { id: c.id, ttyInfoId: infoId, flags: c.fileFlags, fown: c.fown, regfId } };
   },
 };
+
+/**
+ * An fd open on /dev/tty: restore reopens /dev/tty in the restored task once its session has a
+ * terminal again, so what is recorded is the terminal's settings (read through the fd, which
+ * reaches the real terminal) under CRIU's CTTY driver. Whether its session gets a terminal back
+ * is settled with the other terminals (finishPtyDump).
+ */
+async function cttyEntry(c: FdKindContext): Promise<FileEntryInit> {
+  const job = jobOf(c.pid);
+  const where = `pid ${c.pid}: fd ${c.fd.fd} (${CTTY})`;
+  if (job.ttyNr === 0) {
+    throw new TsdumpError('UNSUPPORTED_FD', `${where}: the process has no controlling terminal any more (hung up or left); restore could not reopen it`);
+  }
+  await refuseSecondCtty(c);
+  const index = ptsIndexOf(job.ttyNr);
+  recordCtty(c, job.sid, index, job.sid === c.pid);
+  const infoId = ptyInfoId(CTTY_INDEX, false);
+  if (c.firstTime(`tty:${infoId}`)) {
+    const info = create(tty_info_entrySchema, {
+      id: infoId,
+      type: TtyType.CTTY,
+      locked: false,
+      packetMode: false,
+      sid: job.sid,
+      pgrp: job.tpgid > 0 ? job.tpgid : 0,
+      rdev: encodeDev(c.fd.rdev),
+      ...ttyParams(c.pid, c.fd.fd),
+      dev: Number(c.fd.dev),
+      uid: c.fd.uid,
+      gid: c.fd.gid,
+    });
+    await (await c.image('tty-info.img')).append(tty_info_entrySchema, info);
+  }
+  const regfId = await c.pathFile(CTTY, c.fileFlags, { mode: c.fd.mode });
+  return { type: fd_types.TTY, id: c.id, tty: { id: c.id, ttyInfoId: infoId, flags: c.fileFlags, fown: c.fown, regfId } };
+}
+
+/**
+ * criu restore 4.1.1 opens each /dev/tty description of a task only after every other terminal
+ * of the task: two of them wait for each other forever. One description, dup'd, is fine.
+ */
+async function refuseSecondCtty(c: FdKindContext): Promise<void> {
+  for (const name of await readdir(`/proc/${c.pid}/fd`)) {
+    const fd = Number(name);
+    if (fd === c.fd.fd || (await readlink(`/proc/${c.pid}/fd/${name}`).catch(() => '')) !== CTTY) continue;
+    if (!native.kcmp(c.pid, c.pid, 'file', c.fd.fd, fd)) {
+      throw new TsdumpError(
+        'UNSUPPORTED_FD',
+        `pid ${c.pid}: fds ${c.fd.fd} and ${fd} are two separate opens of ${CTTY}; criu restore waits forever on a task holding two (one, dup'd, restores)`,
+      );
+    }
+  }
+}
+
+/** The /dev/pts/N index of a tty_nr (kernel dev encoding), or undefined for another terminal. */
+function ptsIndexOf(ttyNr: number): number | undefined {
+  const major = (ttyNr >> 8) & 0xfff;
+  const minor = (ttyNr & 0xff) | ((ttyNr >> 12) & 0xfff00);
+  return major >= 136 && major <= 143 ? (major - 136) * 256 + minor : undefined;
+}
