@@ -4,6 +4,8 @@
  * FAN_MODIFY in its ignored mask (surviving modification).
  * Verification: flags kept; writing CTL/file reports modify + close-write with an event fd on
  * that inode; opening CTL/file2 reports an open; nothing else arrives.
+ * With the argument "queued", CTL/file2 is also opened once before the dump, leaving one
+ * FAN_OPEN event unread; verification first expects to read exactly that event.
  */
 #include "common.h"
 #include <sys/fanotify.h>
@@ -42,8 +44,17 @@ int main(int argc, char **argv) {
     SYS(fanotify_mark(fd, FAN_MARK_ADD, FAN_MODIFY | FAN_CLOSE_WRITE, AT_FDCWD, file));
     SYS(fanotify_mark(fd, FAN_MARK_ADD, FAN_OPEN, AT_FDCWD, file2));
     SYS(fanotify_mark(fd, FAN_MARK_ADD | FAN_MARK_IGNORED_MASK | FAN_MARK_IGNORED_SURV_MODIFY, FAN_MODIFY, AT_FDCWD, file2));
+    int queued = argc > 2 && strcmp(argv[2], "queued") == 0;
+    if (queued) close(SYS(open(file2, O_RDONLY)));
     tgt_ready(NULL);
     tgt_wait_verify(NULL);
+
+    if (queued) {
+        uint64_t q1 = 0, q2 = 0;
+        int qother = 0;
+        collect(fd, st1.st_ino, st2.st_ino, &q1, &q2, &qother, 0, FAN_OPEN);
+        CHECK(q2 == FAN_OPEN && q1 == 0 && qother == 0, "queued FAN_OPEN on file2 lost");
+    }
 
     CHECK(fcntl(fd, F_GETFL) & O_NONBLOCK, "fanotify lost O_NONBLOCK");
     CHECK(fcntl(fd, F_GETFD) & FD_CLOEXEC, "fanotify lost FD_CLOEXEC");

@@ -74,6 +74,7 @@ const FLAG_OF: Record<keyof DumpOptions, string> = {
   actionScripts: '--action-script',
   libDir: '--libdir',
   ghostLimit: '--ghost-limit',
+  dropNotifyEvents: '--drop-notify-events',
   prevImagesDir: '--prev-images-dir',
   trackMem: '--track-mem',
   pageServer: '--page-server',

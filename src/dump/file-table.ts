@@ -15,6 +15,7 @@ import { FD_KINDS } from './fds/index.js';
 import { ghostFileEntry, type GhostContext } from './fds/ghost.js';
 import { fdOwner } from './fds/owner.js';
 import { buildIdField } from './elf-build-id.js';
+import type { Logger } from '../log.js';
 
 const O_CLOEXEC = 0o2000000;
 const FD_CLOEXEC = 1;
@@ -44,6 +45,23 @@ interface EntryOrder {
   after?: { key: string; strict: boolean };
 }
 
+export interface FileTableOptions {
+  /** --ghost-limit (default 1 MiB). */
+  ghostLimit?: number;
+  /**
+   * Asked about files no kind handles (CRIU's dump_ext_file plugin point); when a plugin takes
+   * one, the file is recorded as EXT and the plugin keeps its own data.
+   */
+  external?: ExternalFileHandler;
+  shellJob?: boolean;
+  /** The id of the net namespace the dumped sockets live in. */
+  netNsId?: () => number;
+  /** --drop-notify-events: inotify/fanotify groups with unread events are dumped without them. */
+  dropNotifyEvents?: boolean;
+  /** Where warnings go. */
+  log?: Pick<Logger, 'warn'>;
+}
+
 interface OpenDescription {
   pid: number;
   fd: number;
@@ -68,27 +86,12 @@ export class FileTable {
   private constructor(
     private readonly dir: ImagesDir,
     private readonly files: ImageWriter,
-    private readonly ghostLimit = DEFAULT_GHOST_LIMIT,
+    private readonly opts: FileTableOptions,
   ) {}
 
-  /**
-   * `external` is asked about files no kind handles (CRIU's dump_ext_file plugin point); when a
-   * plugin takes one, the file is recorded as EXT and the plugin keeps its own data.
-   */
-  static async create(
-    dir: ImagesDir,
-    opts: { ghostLimit?: number; external?: ExternalFileHandler; shellJob?: boolean; netNsId?: () => number } = {},
-  ): Promise<FileTable> {
-    const table = new FileTable(dir, await ImageWriter.create(dir, 'files.img'), opts.ghostLimit ?? DEFAULT_GHOST_LIMIT);
-    table.external = opts.external;
-    table.shellJob = !!opts.shellJob;
-    table.netNsId = opts.netNsId;
-    return table;
+  static async create(dir: ImagesDir, opts: FileTableOptions = {}): Promise<FileTable> {
+    return new FileTable(dir, await ImageWriter.create(dir, 'files.img'), opts);
   }
-
-  private external: ExternalFileHandler | undefined;
-  private shellJob = false;
-  private netNsId: (() => number) | undefined;
 
   /**
    * The id of a file opened by path (exe, mappings): one per (path, flags) in the dump. A regular
@@ -223,7 +226,7 @@ export class FileTable {
 
   /** A kind for one file a plugin takes over, or undefined if there is no plugin to ask. */
   private externalKind(pid: number, fd: FdInfoEntry): FdKind | undefined {
-    const external = this.external;
+    const external = this.opts.external;
     if (!external) return undefined;
     return {
       name: 'external files',
@@ -241,7 +244,7 @@ export class FileTable {
     return {
       image: (fileName) => this.image(fileName),
       firstTime: (key) => !this.seenKeys.has(key) && !!this.seenKeys.add(key),
-      ghostLimit: this.ghostLimit,
+      ghostLimit: this.opts.ghostLimit ?? DEFAULT_GHOST_LIMIT,
     };
   }
 
@@ -257,8 +260,10 @@ export class FileTable {
       fown: fdOwner(pid, fd.fd),
       pathFile: (path, flags, st) => this.pathFile(path, flags, st),
       fileEntry: (entry) => this.files.append(file_entrySchema, create(file_entrySchema, entry)),
-      shellJob: this.shellJob,
-      netNsId: this.netNsId,
+      shellJob: !!this.opts.shellJob,
+      netNsId: this.opts.netNsId,
+      dropNotifyEvents: !!this.opts.dropNotifyEvents,
+      warn: (text) => this.opts.log?.warn(text),
     };
   }
 }

@@ -46,6 +46,7 @@ export const SUPPORTED_DUMP_OPTIONS: readonly (keyof DumpOptions)[] = [
   'tcpEstablished',
   'fileLocks',
   'ghostLimit',
+  'dropNotifyEvents',
   'timeout',
   'freezeCgroup',
   'actionScripts',
@@ -140,6 +141,8 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
       files = await FileTable.create(imagesDir, {
         netNsId: () => kobjIds.dumperNetNsId(),
         ...(options.ghostLimit !== undefined ? { ghostLimit: options.ghostLimit } : {}),
+        dropNotifyEvents: !!options.dropNotifyEvents,
+        ...(options.log ? { log: options.log } : {}),
         external: async (file) => (await host.run('dumpExtFile', file)).handled,
         shellJob: !!options.shellJob,
       });

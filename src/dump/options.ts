@@ -31,6 +31,12 @@ export interface DumpOptions {
   libDir?: string;
   /** Largest deleted-but-open file kept as a ghost file, bytes (--ghost-limit). */
   ghostLimit?: number;
+  /**
+   * Dump inotify instances and fanotify groups that have unread events, dropping the events, as
+   * CRIU does (its images cannot carry them); a warning says how many (--drop-notify-events).
+   * Without it such a group is refused.
+   */
+  dropNotifyEvents?: boolean;
   /** Parent images of an incremental dump (--prev-images-dir), relative to imagesDir. */
   prevImagesDir?: string;
   /** Track memory changes for later incremental dumps (--track-mem). */

@@ -39,6 +39,7 @@ const WORKER_OPTIONS: { readonly [K in keyof Required<DumpOptions>]: 'copied' | 
   actionScripts: 'copied', // run by the worker, with our environment
   libDir: 'copied', // plugins are loaded and called in the worker
   ghostLimit: 'copied',
+  dropNotifyEvents: 'copied',
   prevImagesDir: 'copied',
   trackMem: 'copied',
   pageServer: 'copied',

@@ -9,6 +9,7 @@ import { native } from '../../native.js';
 import { isAnon } from './anon.js';
 import { fhEntry } from './inotify.js';
 import type { FdKind } from './kind.js';
+import { checkUnreadEvents } from './notify-queue.js';
 
 /** `key:hex key:hex ...` after the `fanotify ` prefix. */
 function fields(rest: string): Map<string, string> {
@@ -20,14 +21,6 @@ export const fanotifies: FdKind = {
   matches: (fd) => isAnon(fd, 'fanotify'),
   async entry(c) {
     const where = `pid ${c.pid}: fd ${c.fd.fd} (${c.fd.target})`;
-    const queued = native.fdQueuedBytes(c.pid, c.fd.fd);
-    if (queued > 0) {
-      throw new TsdumpError(
-        'UNSUPPORTED_FD',
-        `${where}: tsdump cannot dump fanotify groups with unread events (${queued} bytes queued; ` +
-          `CRIU's fanotify image keeps the marks, not the event queue); read them first`,
-      );
-    }
     const text = await readFile(`/proc/${c.pid}/fdinfo/${c.fd.fd}`, 'utf8');
     let faflags: number | undefined;
     let evflags = 0;
@@ -63,6 +56,10 @@ export const fanotifies: FdKind = {
       }
     }
     if (faflags === undefined) throw new TsdumpError('KERNEL', `${where}: fdinfo has no "fanotify flags:" line`);
+    // an event is its 24-byte metadata, plus info records (file handles, names, a pidfd) in a
+    // group made with FAN_REPORT_PIDFD, _FID, _DIR_FID, _NAME, _TARGET_FID or _MNT
+    const FAN_REPORT_INFO = 0x80 | 0x200 | 0x400 | 0x800 | 0x1000 | 0x4000;
+    checkUnreadEvents(c, { what: 'fanotify', min: 24, max: faflags & FAN_REPORT_INFO ? 24 + 2048 : 24 });
     return {
       type: fd_types.FANOTIFY,
       id: c.id,

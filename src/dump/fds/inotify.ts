@@ -5,6 +5,7 @@ import { TsdumpError } from '../../errors.js';
 import { native } from '../../native.js';
 import { isAnon } from './anon.js';
 import type { FdKind } from './kind.js';
+import { checkUnreadEvents } from './notify-queue.js';
 import type { InotifyWatchInfo } from '../../../native/index.js';
 
 const O_ACCMODE = 0o3;
@@ -17,15 +18,9 @@ export const inotifies: FdKind = {
   name: 'inotify instances',
   matches: (fd) => isAnon(fd, 'inotify'),
   async entry(c) {
-    // Unread events live only in the kernel queue and CRIU's image has no place for them.
-    const queued = native.fdQueuedBytes(c.pid, c.fd.fd);
-    if (queued > 0) {
-      throw new TsdumpError(
-        'UNSUPPORTED_FD',
-        `pid ${c.pid}: fd ${c.fd.fd} (${c.fd.target}): tsdump cannot dump inotify descriptors with unread events ` +
-          `(${queued} bytes queued; CRIU's inotify image keeps the watches, not the event queue); read them first`,
-      );
-    }
+    // struct inotify_event is 16 bytes, plus a NUL-padded name (at most NAME_MAX + 1, rounded
+    // up to the struct's alignment) for events in a watched directory
+    checkUnreadEvents(c, { what: 'inotify', min: 16, max: 16 + 256 + 16 });
     // CRIU's restore hands the recorded file flags to inotify_init1(), which takes only
     // IN_NONBLOCK (and IN_CLOEXEC, kept per fd): any other status flag (O_ASYNC) fails the restore.
     const extra = c.fileFlags & ~(O_ACCMODE | O_NONBLOCK);

@@ -30,6 +30,10 @@ export interface FdKindContext {
   readonly shellJob: boolean;
   /** The id of the net namespace the dumped sockets live in (socket entries' ns_id), if known. */
   readonly netNsId: (() => number) | undefined;
+  /** --drop-notify-events: dump inotify/fanotify groups without their unread events. */
+  readonly dropNotifyEvents: boolean;
+  /** A warning for the dump's log. */
+  warn(text: string): void;
   /**
    * Names this description's entry `key` for `writeAfter`: entries waiting on it are written
    * right after it.
