@@ -91,3 +91,16 @@ for (const c of NOTIFY_CASES) {
     t.regex(await requestVerify(ref), c.restored);
   });
 }
+
+test.serial('t_unix_scm: a file in flight tsdump cannot dump (an epoll) is refused naming the queue, and the tree runs on', async (t) => {
+  const work = await makeWorkDir(t);
+  const target = await startTarget('t_unix_scm', { dir: work, args: ['epoll'] });
+  t.teardown(() => killTree(target.pid, target.ctl, target.pids));
+  const imagesDir = join(work, 'images');
+  const err = await t.throwsAsync(tsdumpDump(target.pid, imagesDir), { instanceOf: TsdumpCliError });
+  t.is(err?.code, 'UNSUPPORTED_FD', err?.message);
+  t.regex(err?.message ?? '', new RegExp(`pid ${target.pid}: fd \\d+ \\(socket:\\[\\d+\\]\\): a queued message carries anon_inode:\\[eventpoll\\] \\(SCM_RIGHTS\\): .*eventpolls in flight`));
+  t.false(existsSync(join(imagesDir, 'inventory.img')));
+  // the peeks left every message and descriptor in place
+  t.is(await requestVerify(target), 'PASS');
+});

@@ -845,6 +845,7 @@ module.exports.fdOwner = nativeBinding.fdOwner
 module.exports.fdQueuedBytes = nativeBinding.fdQueuedBytes
 module.exports.inetSocketOptions = nativeBinding.inetSocketOptions
 module.exports.inetSockets = nativeBinding.inetSockets
+module.exports.inspectFd = nativeBinding.inspectFd
 module.exports.inspectSocket = nativeBinding.inspectSocket
 module.exports.isTrackingFd = nativeBinding.isTrackingFd
 module.exports.kcmp = nativeBinding.kcmp

@@ -417,6 +417,12 @@ export interface InotifyWatchInfo {
   fHandle: string
 }
 
+/**
+ * Fd `fd` of `pid` as the fd table lists it (fdinfo and a stat of the open file): for files
+ * outside any table, such as descriptors in flight in a socket queue, received here.
+ */
+export declare function inspectFd(pid: number, fd: number): FdInfoEntry
+
 /** Reads the socket behind fd `fd` of `pid` through a duplicate: identity, options, bound file. */
 export declare function inspectSocket(pid: number, fd: number): SocketInfo
 
@@ -603,7 +609,7 @@ export declare function peekPipe(pid: number, fd: number): PipeContents
  * The receive queue of the socket behind fd `fd` of `pid`, oldest message (or stream chunk)
  * first, left in place.
  */
-export declare function peekSocketQueue(pid: number, fd: number): Array<Buffer>
+export declare function peekSocketQueue(pid: number, fd: number): Array<QueuedMessage>
 
 export interface PendingSignalInfo {
   signo: number
@@ -738,6 +744,15 @@ export interface PtyMasterInfo {
   sid: number
   /** Foreground process group, 0 if none. */
   pgrp: number
+}
+
+export interface QueuedMessage {
+  data: Buffer
+  /**
+   * Descriptors the message carries (SCM_RIGHTS), installed in this process by the peek:
+   * the caller owns them and must close them.
+   */
+  fds: Array<number>
 }
 
 export interface ReadPreDumpOptions {

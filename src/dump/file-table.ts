@@ -3,6 +3,7 @@
 // that name the same file; fdinfo-N.img then maps each task's fd numbers to those ids. What each
 // kind of file records lives in ./fds/.
 import { create } from '@bufbuild/protobuf';
+import { closeSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { ImageWriter } from '../images/index.js';
 import type { ImagesDir } from '../images/dir.js';
@@ -80,6 +81,8 @@ export class FileTable {
   /** Keys announced so far, and those whose entries files.img holds (FdKindContext.announce). */
   private readonly announcedKeys = new Set<string>();
   private readonly writtenKeys = new Set<string>();
+  /** Descriptors of files in flight, held open here until close(). */
+  private readonly ownFds = new Set<number>();
   /** Entries held back until the entry of a key is written, by that key. */
   private readonly held = new Map<string, { entry: FileEntryInit; announces: string | undefined }[]>();
 
@@ -170,6 +173,36 @@ export class FileTable {
     return create(fdinfo_entrySchema, { id, flags: fd.flags & O_CLOEXEC ? FD_CLOEXEC : 0, type, fd: fd.fd });
   }
 
+  /** Takes `fds` (tsdump's own) to close at close(). */
+  adoptInFlight(fds: readonly number[]): void {
+    for (const fd of fds) this.ownFds.add(fd);
+  }
+
+  /**
+   * Files in flight (CRIU's dump_my_file): descriptors a socket queue carries, peeked into this
+   * process as `fds`. They stay open until close(), so later kcmp comparisons with the tree's
+   * fds still see them; each description gets a file entry (no fdinfo: restore hands the file
+   * to the queue's sender) and its id is answered.
+   */
+  async inFlightFiles(fds: readonly number[], where: string): Promise<number[]> {
+    this.adoptInFlight(fds);
+    const ids: number[] = [];
+    for (const fd of fds) {
+      const info = native.inspectFd(process.pid, fd);
+      const what = `${where}: a queued message carries ${info.target} (SCM_RIGHTS)`;
+      const kind = FD_KINDS.find((k) => k.matches(info));
+      if (!kind) throw new TsdumpError('UNSUPPORTED_FD', `${what}; tsdump cannot dump ${describeTarget(info.target)} in flight yet`);
+      try {
+        ids.push((await this.description(process.pid, info, kind)).id);
+      } catch (err) {
+        // the kinds name the file as an fd of tsdump's own: say where it really is
+        if (err instanceof TsdumpError && !err.message.startsWith(where)) err.message = `${what}: ${err.message}`;
+        throw err;
+      }
+    }
+    return ids;
+  }
+
   /** The current task's fds are all dumped: writes the entries held for that (AFTER_TASK_FILES). */
   async taskFilesDone(): Promise<void> {
     const waiting = this.held.get(AFTER_TASK_FILES) ?? [];
@@ -184,6 +217,8 @@ export class FileTable {
       this.held.delete(key);
       for (const w of waiting) await this.writeEntry(w.entry, w.announces);
     }
+    for (const fd of this.ownFds) closeSync(fd);
+    this.ownFds.clear();
     await this.files.close();
     for (const w of this.extraImages.values()) await (await w).close();
   }
@@ -196,8 +231,13 @@ export class FileTable {
       if (native.kcmp(d.pid, pid, 'file', d.fd, fd.fd)) return d;
     }
     const id = this.nextId++;
+    // known before its entry is made: a socket whose queue carries the socket itself finds it
+    const description = { pid, fd: fd.fd, id, type: fd_types.UND };
+    seen.push(description);
+    this.descriptions.set(key, seen);
     const order: EntryOrder = {};
     const entry = await kind.entry(this.kindContext(pid, fd, id, order));
+    description.type = entry.type ?? fd_types.UND;
     const after = order.after;
     if (order.announces !== undefined) this.announcedKeys.add(order.announces);
     if (after && !this.writtenKeys.has(after.key) && (after.strict || !this.announcedKeys.has(after.key))) {
@@ -207,9 +247,6 @@ export class FileTable {
     } else {
       await this.writeEntry(entry, order.announces);
     }
-    const description = { pid, fd: fd.fd, id, type: entry.type ?? fd_types.UND };
-    seen.push(description);
-    this.descriptions.set(key, seen);
     return description;
   }
 
@@ -263,6 +300,9 @@ export class FileTable {
       shellJob: !!this.opts.shellJob,
       netNsId: this.opts.netNsId,
       dropNotifyEvents: !!this.opts.dropNotifyEvents,
+      inFlight: pid === process.pid,
+      adoptInFlight: (fds) => this.adoptInFlight(fds),
+      inFlightFiles: (fds) => this.inFlightFiles(fds, `pid ${pid}: fd ${fd.fd} (${fd.target})`),
       warn: (text) => this.opts.log?.warn(text),
     };
   }

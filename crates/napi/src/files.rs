@@ -5,7 +5,10 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use tsdump_core::files::{self, KcmpType};
 
+use tsdump_core::inspect::FdEntry;
+
 use crate::errors::to_napi;
+use crate::tree::{big, EpollTargetInfo, FdInfoEntry, InotifyWatchInfo, TimerfdStateInfo};
 
 /// Whether two tasks share a kernel object (for `file`, `idx1`/`idx2` are their fds).
 #[napi(
@@ -193,4 +196,76 @@ pub struct ShmemDevice {
     /// As /proc/PID/maps prints it (VmaInfo.devMajor/devMinor).
     pub major: u32,
     pub minor: u32,
+}
+
+impl From<FdEntry> for FdInfoEntry {
+    fn from(f: FdEntry) -> Self {
+        let i = f.info;
+        FdInfoEntry {
+            fd: f.fd,
+            target: f.target,
+            pos: big(i.pos),
+            flags: i.flags,
+            mnt_id: i.mnt_id,
+            mode: f.mode,
+            dev: big(f.dev),
+            rdev: big(f.rdev),
+            ino: big(i.ino.unwrap_or(f.ino)),
+            size: big(f.size),
+            uid: f.uid,
+            gid: f.gid,
+            eventfd_count: i.eventfd_count.map(big),
+            eventfd_id: i.eventfd_id.map(big),
+            epoll_targets: i
+                .epoll
+                .iter()
+                .map(|e| EpollTargetInfo {
+                    tfd: e.tfd,
+                    events: e.events,
+                    data: big(e.data),
+                    pos: big(e.pos),
+                    ino: big(e.ino),
+                    sdev: big(e.sdev),
+                })
+                .collect(),
+            signalfd_mask: i.signalfd_mask.map(big),
+            inotify_watches: i
+                .inotify
+                .iter()
+                .map(|w| InotifyWatchInfo {
+                    wd: w.wd,
+                    ino: big(w.ino),
+                    sdev: big(w.sdev),
+                    mask: w.mask,
+                    ignored_mask: w.ignored_mask,
+                    fhandle_bytes: w.fhandle_bytes,
+                    fhandle_type: w.fhandle_type,
+                    f_handle: w.f_handle.clone(),
+                })
+                .collect(),
+            timerfd: i.timerfd.as_ref().map(|t| TimerfdStateInfo {
+                clockid: t.clockid,
+                ticks: big(t.ticks),
+                settime_flags: t.settime_flags,
+                value_sec: big(t.it_value.0),
+                value_nsec: big(t.it_value.1),
+                interval_sec: big(t.it_interval.0),
+                interval_nsec: big(t.it_interval.1),
+            }),
+            locks: i.locks.clone(),
+            extra: i
+                .other
+                .iter()
+                .map(|(k, v)| vec![k.clone(), v.clone()])
+                .collect(),
+        }
+    }
+}
+
+/// Fd `fd` of `pid` as the fd table lists it (fdinfo and a stat of the open file): for files
+/// outside any table, such as descriptors in flight in a socket queue, received here.
+#[napi]
+pub fn inspect_fd(pid: i32, fd: i32) -> Result<FdInfoEntry> {
+    let entry = tsdump_core::inspect::read_fd(pid, fd).map_err(to_napi)?;
+    entry.map(FdInfoEntry::from).ok_or_else(|| Error::from_reason(format!("ESRCH_TARGET: pid {pid}: fd {fd} is not open")))
 }

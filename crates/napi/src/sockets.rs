@@ -2,6 +2,8 @@
 //! descriptor of a task shows (options, queue, bound file). Like `files`, these need ptrace
 //! access to the task (pidfd_getfd), not the tracer thread.
 
+use std::os::fd::IntoRawFd;
+
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use tsdump_core::sockets;
@@ -140,12 +142,23 @@ pub struct SocketInfo {
     pub unix_file: Option<UnixSocketFile>,
 }
 
+#[napi(object)]
+pub struct QueuedMessage {
+    pub data: Buffer,
+    /// Descriptors the message carries (SCM_RIGHTS), installed in this process by the peek:
+    /// the caller owns them and must close them.
+    pub fds: Vec<i32>,
+}
+
 /// The receive queue of the socket behind fd `fd` of `pid`, oldest message (or stream chunk)
 /// first, left in place.
 #[napi]
-pub fn peek_socket_queue(pid: i32, fd: i32) -> Result<Vec<Buffer>> {
+pub fn peek_socket_queue(pid: i32, fd: i32) -> Result<Vec<QueuedMessage>> {
     let q = sockets::peek_socket_queue(pid, fd).map_err(to_napi)?;
-    Ok(q.into_iter().map(Buffer::from).collect())
+    Ok(q
+        .into_iter()
+        .map(|m| QueuedMessage { data: m.data.into(), fds: m.fds.into_iter().map(IntoRawFd::into_raw_fd).collect() })
+        .collect())
 }
 
 /// Reads the socket behind fd `fd` of `pid` through a duplicate: identity, options, bound file.

@@ -15,7 +15,7 @@ use tsdump_core::inspect::{self, thread::ThreadState};
 
 use crate::session::Session;
 
-fn big(v: u64) -> BigInt {
+pub(crate) fn big(v: u64) -> BigInt {
     BigInt::from(v)
 }
 
@@ -454,71 +454,7 @@ fn process_inspection(p: inspect::ProcessInfo) -> ProcessInspection {
         exe: p.exe,
         cwd: p.cwd,
         root: p.root,
-        fds: p
-            .fds
-            .into_iter()
-            .map(|f| {
-                let i = f.info;
-                FdInfoEntry {
-                    fd: f.fd,
-                    target: f.target,
-                    pos: big(i.pos),
-                    flags: i.flags,
-                    mnt_id: i.mnt_id,
-                    mode: f.mode,
-                    dev: big(f.dev),
-                    rdev: big(f.rdev),
-                    ino: big(i.ino.unwrap_or(f.ino)),
-                    size: big(f.size),
-                    uid: f.uid,
-                    gid: f.gid,
-                    eventfd_count: i.eventfd_count.map(big),
-                    eventfd_id: i.eventfd_id.map(big),
-                    epoll_targets: i
-                        .epoll
-                        .iter()
-                        .map(|e| EpollTargetInfo {
-                            tfd: e.tfd,
-                            events: e.events,
-                            data: big(e.data),
-                            pos: big(e.pos),
-                            ino: big(e.ino),
-                            sdev: big(e.sdev),
-                        })
-                        .collect(),
-                    signalfd_mask: i.signalfd_mask.map(big),
-                    inotify_watches: i
-                        .inotify
-                        .iter()
-                        .map(|w| InotifyWatchInfo {
-                            wd: w.wd,
-                            ino: big(w.ino),
-                            sdev: big(w.sdev),
-                            mask: w.mask,
-                            ignored_mask: w.ignored_mask,
-                            fhandle_bytes: w.fhandle_bytes,
-                            fhandle_type: w.fhandle_type,
-                            f_handle: w.f_handle.clone(),
-                        })
-                        .collect(),
-                    timerfd: i.timerfd.as_ref().map(|t| TimerfdStateInfo {
-                        clockid: t.clockid,
-                        ticks: big(t.ticks),
-                        settime_flags: t.settime_flags,
-                        value_sec: big(t.it_value.0),
-                        value_nsec: big(t.it_value.1),
-                        interval_sec: big(t.it_interval.0),
-                        interval_nsec: big(t.it_interval.1),
-                    }),
-                    locks: i.locks.clone(),
-                    extra: i
-                        .other
-                        .iter()
-                        .map(|(k, v)| vec![k.clone(), v.clone()])
-                        .collect(),
-                }
-            })
-            .collect(),
+        fds: p.fds.into_iter().map(FdInfoEntry::from).collect(),
         namespaces: p
             .namespaces
             .into_iter()

@@ -12,6 +12,8 @@ export const eventpolls: FdKind = {
   name: 'eventpolls',
   matches: (fd) => isAnon(fd, 'eventpoll'),
   async entry(c) {
+    // its targets are re-added through the fds of the task that holds it
+    if (c.inFlight) throw new TsdumpError('UNSUPPORTED_FD', 'tsdump cannot dump eventpolls in flight');
     // CRIU's restore re-adds each registration by fd number, in the same task: the fd it was
     // made with if that still holds the file, else another fd of the task that does.
     const tfds: number[] = [];

@@ -45,6 +45,15 @@ export interface FdKindContext {
    * it), else only if that entry has not been made yet (CRIU's order for a connected pair).
    */
   writeAfter(key: string, strict: boolean): void;
+  /**
+   * The file is in flight (an SCM_RIGHTS descriptor of a socket queue, now an fd of tsdump's own:
+   * `pid` is tsdump's): kinds that need the task it belongs to refuse it.
+   */
+  readonly inFlight: boolean;
+  /** Hands tsdump's own `fds` (from a socket queue) to the table, which closes them at the end. */
+  adoptInFlight(fds: readonly number[]): void;
+  /** The ids of files in flight (adopted `fds`), dumping each description once. */
+  inFlightFiles(fds: readonly number[]): Promise<number[]>;
   /** Registers a file opened by path (for kinds that refer to one) and answers its id. */
   pathFile(path: string, flags: number, st: { mode: number; size?: bigint }): Promise<number>;
 }

@@ -41,6 +41,8 @@ interface Tables {
   inflight: Map<number, number>;
   inet: Map<number, InetSocketDiag>;
   treeInodes?: Promise<Set<number>>;
+  /** Unix sockets in flight in the queues of the tree's sockets (in-flight.ts). */
+  inFlight?: Promise<Set<number>>;
 }
 
 let tables: Tables | undefined;
@@ -70,10 +72,15 @@ export async function socketTables(c: FdKindContext): Promise<Tables> {
   return tables;
 }
 
+/** The dumped processes (root first). */
+export function treePids(): readonly number[] {
+  return settings.pids ?? tracedByUs();
+}
+
 /** Socket inodes held open by any process of the dumped tree. */
 export async function treeSocketInodes(c: FdKindContext): Promise<Set<number>> {
   const t = await socketTables(c);
-  t.treeInodes ??= collectTreeInodes(settings.pids ?? tracedByUs());
+  t.treeInodes ??= collectTreeInodes(treePids());
   return t.treeInodes;
 }
 

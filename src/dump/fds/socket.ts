@@ -10,7 +10,7 @@ import { inetSocketEntry } from './inet-socket.js';
 const AF_UNIX = 1;
 const AF_INET = 2;
 const AF_INET6 = 10;
-const FAMILIES: Record<number, string> = { 16: 'netlink', 17: 'packet' };
+const FAMILIES: Record<number, string> = { 2: 'inet', 10: 'inet6', 16: 'netlink', 17: 'packet' };
 
 export const sockets: FdKind = {
   name: 'sockets',
@@ -20,6 +20,9 @@ export const sockets: FdKind = {
     const info: SocketInfo = await native.inspectSocket(c.pid, c.fd.fd);
     if (info.family === AF_UNIX) {
       return unixSocketEntry(c, ino, info, async () => native.peekSocketQueue(c.pid, c.fd.fd));
+    }
+    if (c.inFlight && info.family !== AF_UNIX) {
+      throw new TsdumpError('UNSUPPORTED_FD', `tsdump cannot dump ${FAMILIES[info.family] ?? 'inet'} sockets in flight yet`);
     }
     if (info.family === AF_INET || info.family === AF_INET6) return inetSocketEntry(c, ino, info);
     const family = FAMILIES[info.family] ?? `family ${info.family}`;

@@ -72,6 +72,8 @@ export const terminals: FdKind = {
   name: 'terminals',
   matches: (fd) => PTS.test(fd.target) || PTMX.test(fd.target) || (fd.target === CTTY && fd.rdev === CTTY_RDEV),
   async entry(c) {
+    // a terminal's session and pair are known through the task holding it (CRIU refuses too)
+    if (c.inFlight) throw new TsdumpError('UNSUPPORTED_FD', 'tsdump cannot dump terminals in flight');
     if (PTMX.test(c.fd.target)) return ptyMasterEntry(c, ttyParams, encodeDev);
     if (c.fd.target === CTTY) return cttyEntry(c);
     const rdev = encodeDev(c.fd.rdev);

@@ -6,11 +6,12 @@ import { create } from '@bufbuild/protobuf';
 import { fd_types } from '../../images/gen/fdinfo_pb.js';
 import { sk_packet_entrySchema } from '../../images/gen/sk-packet_pb.js';
 import { sk_shutdown } from '../../images/gen/sk-opts_pb.js';
-import type { SocketInfo, UnixSocketDiag } from '../../../native/index.js';
+import type { QueuedMessage, SocketInfo, UnixSocketDiag } from '../../../native/index.js';
 import { TsdumpError } from '../../errors.js';
 import type { FdKindContext, FileEntryInit } from './kind.js';
 import { socketSettings, socketTables, treeSocketInodes, unixName } from './socket-diag.js';
 import { skOpts } from './socket-opts.js';
+import { inFlightSocketInodes } from './in-flight.js';
 
 const SOCK_STREAM = 1;
 const SOCK_DGRAM = 2;
@@ -20,6 +21,8 @@ const TCP_CLOSE = 7;
 const TCP_LISTEN = 10;
 /** unix_sk_entry.uflags: the peer is outside the dump (criu/sk-unix.c USK_EXTERN). */
 const USK_EXTERN = 1;
+/** scm_entry.type of descriptors (SOL_SOCKET's SCM_RIGHTS). */
+const SCM_RIGHTS = 1;
 /**
  * Ids of the entries written for external peers. They have no fd of their own, so they live
  * apart from the file table's sequential ids; restore only needs them unique.
@@ -33,7 +36,7 @@ function refuse(c: FdKindContext, why: string): TsdumpError {
   return new TsdumpError('UNSUPPORTED_FD', `pid ${c.pid}: fd ${c.fd.fd} (${c.fd.target}): ${why}`);
 }
 
-export async function unixSocketEntry(c: FdKindContext, ino: number, info: SocketInfo, inspectQueue: () => Promise<Buffer[]>): Promise<FileEntryInit> {
+export async function unixSocketEntry(c: FdKindContext, ino: number, info: SocketInfo, inspectQueue: () => Promise<QueuedMessage[]>): Promise<FileEntryInit> {
   const tables = await socketTables(c);
   const sk = tables.unix.get(ino);
   if (!sk) throw refuse(c, 'unix socket not found in unix_diag (another network namespace?)');
@@ -72,9 +75,16 @@ export async function unixSocketEntry(c: FdKindContext, ino: number, info: Socke
   }
 
   if (sk.rqlen !== 0 && sk.state !== TCP_LISTEN) {
+    const messages = await inspectQueue();
+    // the descriptors in flight belong to the file table from here on, whatever happens next
+    c.adoptInFlight(messages.flatMap((m) => m.fds));
     const queue = await c.image('sk-queues.img');
-    for (const data of await inspectQueue()) {
-      await queue.append(sk_packet_entrySchema, create(sk_packet_entrySchema, { idFor: c.id, length: data.length }), data);
+    for (const m of messages) {
+      // SCM_RIGHTS names the files by id (dumped first, as CRIU does); restore has the sender
+      // send them again
+      const rights = await c.inFlightFiles(m.fds);
+      const entry = create(sk_packet_entrySchema, { idFor: c.id, length: m.data.length, scm: rights.length ? [{ type: SCM_RIGHTS, rights }] : [] });
+      await queue.append(sk_packet_entrySchema, entry, m.data);
     }
   }
 
@@ -124,7 +134,7 @@ async function checkPeer(c: FdKindContext, sk: UnixSocketDiag, peerIno: number):
   if (peer.peer !== sk.ino && peer.name.length === 0) {
     throw refuse(c, `unix socket peer socket:[${peerIno}] is connected elsewhere and has no name to reach it by`);
   }
-  if ((await treeSocketInodes(c)).has(peerIno)) return true;
+  if ((await treeSocketInodes(c)).has(peerIno) || (await inFlightSocketInodes(c)).has(peerIno)) return true;
   const where = `peer socket:[${peerIno}] (${unixName(peer.name)}) is outside the dumped tree`;
   if (!socketSettings().extUnixSk) {
     throw refuse(c, `unix socket ${where}; dump the peer's process too, or allow external peers with --ext-unix-sk`);

@@ -327,32 +327,37 @@ pub fn read_fds(pid: i32) -> Result<Vec<FdEntry>> {
     fds.sort_unstable();
     let mut out = Vec::with_capacity(fds.len());
     for fd in fds {
-        let Some(target) = link(pid, &format!("fd/{fd}")) else {
-            continue;
-        }; // closed meanwhile
-        let info = match std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")) {
-            Ok(t) => fdinfo::parse_fdinfo(&t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io_err(pid, &format!("fdinfo/{fd}"), e)),
-        };
-        let mut entry = FdEntry {
-            fd,
-            target,
-            info,
-            ..Default::default()
-        };
-        if let Ok(md) = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")) {
-            entry.mode = md.mode();
-            entry.dev = md.dev();
-            entry.rdev = md.rdev();
-            entry.ino = md.ino();
-            entry.size = md.size();
-            entry.uid = md.uid();
-            entry.gid = md.gid();
-        }
-        out.push(entry);
+        out.extend(read_fd(pid, fd)?);
     }
     Ok(out)
+}
+
+/// One fd of the table with its fdinfo and a stat of the open file; None if it is closed.
+pub fn read_fd(pid: i32, fd: i32) -> Result<Option<FdEntry>> {
+    let Some(target) = link(pid, &format!("fd/{fd}")) else {
+        return Ok(None);
+    };
+    let info = match std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")) {
+        Ok(t) => fdinfo::parse_fdinfo(&t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(pid, &format!("fdinfo/{fd}"), e)),
+    };
+    let mut entry = FdEntry {
+        fd,
+        target,
+        info,
+        ..Default::default()
+    };
+    if let Ok(md) = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")) {
+        entry.mode = md.mode();
+        entry.dev = md.dev();
+        entry.rdev = md.rdev();
+        entry.ino = md.ino();
+        entry.size = md.size();
+        entry.uid = md.uid();
+        entry.gid = md.gid();
+    }
+    Ok(Some(entry))
 }
 
 /// sched policy, rt priority and nice of one task.

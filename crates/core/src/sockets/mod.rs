@@ -17,7 +17,7 @@ use nix::errno::Errno;
 
 pub use diag::{inet_sockets, unix_sockets, InetSockDiag, UnixSockDiag};
 pub use opts::{socket_opts, SockOpts};
-pub use queue::peek_queue;
+pub use queue::{peek_queue, QueuedMessage};
 pub use inet_opts::{inet_options, InetOpts, TcpOpts};
 pub use tcp_repair::{TcpRepair, TcpStreamState, TcpWindow};
 
@@ -101,7 +101,7 @@ pub fn inspect_socket(pid: i32, fd: i32) -> Result<SocketFacts> {
 }
 
 /// The receive queue of the socket behind fd `fd` of task `pid`, left in place (see `queue`).
-pub fn peek_socket_queue(pid: i32, fd: i32) -> Result<Vec<Vec<u8>>> {
+pub fn peek_socket_queue(pid: i32, fd: i32) -> Result<Vec<QueuedMessage>> {
     let dup = steal_fd(pid, fd)?;
     let ctx = format!("pid {pid}: fd {fd}");
     let sock_type = opts::int_opt(dup.as_fd(), libc::SOL_SOCKET, opts::SO_TYPE)

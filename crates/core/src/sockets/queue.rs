@@ -2,7 +2,7 @@
 //! through the queue, on a duplicate of the target's socket (the queue belongs to the socket).
 //! The original peek offset is put back afterwards.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::errno::Errno;
 
@@ -23,9 +23,17 @@ fn set_peek_off(fd: BorrowedFd, v: i32) -> std::result::Result<(), Errno> {
     Errno::result(r).map(|_| ())
 }
 
+/// One queued message (or stream chunk) and the descriptors it carries (SCM_RIGHTS), which
+/// peeking installed in this process: duplicates of the files in flight.
+#[derive(Debug)]
+pub struct QueuedMessage {
+    pub data: Vec<u8>,
+    pub fds: Vec<OwnedFd>,
+}
+
 /// The queued messages (datagrams, or chunks of a byte stream) of the socket behind `fd`, oldest
 /// first. `messages` is true for dgram/seqpacket sockets, whose boundaries must be kept.
-pub fn peek_queue(fd: BorrowedFd, ctx: &str, messages: bool) -> Result<Vec<Vec<u8>>> {
+pub fn peek_queue(fd: BorrowedFd, ctx: &str, messages: bool) -> Result<Vec<QueuedMessage>> {
     let fail = |what: &str, e: Errno| Error::new(ErrorCode::Kernel, format!("{ctx}: {what}: {}", e.desc()));
     let orig = int_opt(fd, libc::SOL_SOCKET, SO_PEEK_OFF).map_err(|e| fail("getsockopt(SO_PEEK_OFF)", e))?;
     // CRIU reads a stream in pieces of the socket's send buffer less 32 bytes of header room;
@@ -40,10 +48,13 @@ pub fn peek_queue(fd: BorrowedFd, ctx: &str, messages: bool) -> Result<Vec<Vec<u
     Ok(out)
 }
 
-fn peek_all(fd: BorrowedFd, ctx: &str, size: usize, messages: bool) -> Result<Vec<Vec<u8>>> {
+/// Room for the largest SCM_RIGHTS the kernel passes (SCM_MAX_FD, 253 fds) and then some.
+const CONTROL_SIZE: usize = 4096;
+
+fn peek_all(fd: BorrowedFd, ctx: &str, size: usize, messages: bool) -> Result<Vec<QueuedMessage>> {
     let mut out = Vec::new();
     let mut data = vec![0u8; size];
-    let mut control = [0u8; 1024];
+    let mut control = [0u8; CONTROL_SIZE];
     loop {
         let mut iov = libc::iovec { iov_base: data.as_mut_ptr().cast(), iov_len: data.len() };
         // SAFETY: msghdr is plain data; zeroed is a valid empty header we then fill in.
@@ -64,7 +75,7 @@ fn peek_all(fd: BorrowedFd, ctx: &str, size: usize, messages: bool) -> Result<Ve
             }
             return Err(Error::new(ErrorCode::Kernel, format!("{ctx}: peeking the receive queue: {}", e.desc())));
         }
-        refuse_control_data(&msg, ctx)?;
+        let fds = control_fds(&msg, ctx)?;
         if msg.msg_flags & libc::MSG_TRUNC != 0 {
             return Err(Error::new(
                 ErrorCode::Unsupported,
@@ -77,52 +88,44 @@ fn peek_all(fd: BorrowedFd, ctx: &str, size: usize, messages: bool) -> Result<Ve
             }
             return Err(Error::new(ErrorCode::Unsupported, format!("{ctx}: zero-length datagram queued")));
         }
-        out.push(data[..n as usize].to_vec());
+        out.push(QueuedMessage { data: data[..n as usize].to_vec(), fds });
     }
 }
 
-/// Messages carrying control data are not supported (as in CRIU 4.1): descriptors
-/// (SCM_RIGHTS), which peeking installed here and are closed before refusing, and sender
-/// credentials, which a restore could only fake with its own.
-fn refuse_control_data(msg: &libc::msghdr, ctx: &str) -> Result<()> {
-    let mut refused = false;
+/// The descriptors a message carries (SCM_RIGHTS; the kernel merges several into one), now
+/// owned here. Other control data is refused, as CRIU refuses it: sender credentials (the
+/// receiver has SO_PASSCRED) could only be faked with the restorer's own.
+fn control_fds(msg: &libc::msghdr, ctx: &str) -> Result<Vec<OwnedFd>> {
+    let mut fds = Vec::new();
     let mut other: Option<&str> = None;
     // SAFETY: CMSG_* walk the control buffer the kernel filled, within msg_controllen.
     let mut c = unsafe { libc::CMSG_FIRSTHDR(msg) };
     while !c.is_null() {
         // SAFETY: c points at a complete cmsghdr inside the control buffer.
         let h = unsafe { &*c };
-        if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_CREDENTIALS {
-            other = Some("sender credentials (SCM_CREDENTIALS, the receiver has SO_PASSCRED)");
-        } else if h.cmsg_level != libc::SOL_SOCKET || h.cmsg_type != libc::SCM_RIGHTS {
-            other = Some("control data");
-        }
         if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_RIGHTS {
-            refused = true;
             // SAFETY: the payload of SCM_RIGHTS is an array of ints ending at cmsg_len.
             let base = unsafe { libc::CMSG_DATA(c) } as *const i32;
             // SAFETY: computing the header length only.
             let header = unsafe { libc::CMSG_LEN(0) } as usize;
             let count = (h.cmsg_len as usize).saturating_sub(header) / 4;
             for i in 0..count {
-                // SAFETY: i < count, inside the payload; each int is an fd now owned by us.
-                unsafe { libc::close(base.add(i).read_unaligned()) };
+                // SAFETY: i < count, inside the payload; each int is a fresh fd owned by nobody else.
+                fds.push(unsafe { OwnedFd::from_raw_fd(base.add(i).read_unaligned()) });
             }
+        } else if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_CREDENTIALS {
+            other = Some("sender credentials (SCM_CREDENTIALS, the receiver has SO_PASSCRED)");
+        } else {
+            other = Some("control data");
         }
         // SAFETY: advances within the same control buffer.
         c = unsafe { libc::CMSG_NXTHDR(msg, c) };
     }
-    if let Some(what) = other.filter(|_| !refused) {
-        return Err(Error::new(
-            ErrorCode::Unsupported,
-            format!("{ctx}: a queued message carries {what}; tsdump cannot dump that yet"),
-        ));
+    if let Some(what) = other {
+        return Err(Error::new(ErrorCode::Unsupported, format!("{ctx}: a queued message carries {what}; tsdump cannot dump that yet")));
     }
-    if refused || msg.msg_flags & libc::MSG_CTRUNC != 0 {
-        return Err(Error::new(
-            ErrorCode::Unsupported,
-            format!("{ctx}: a queued message carries file descriptors (SCM_RIGHTS); tsdump cannot dump those yet"),
-        ));
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(Error::new(ErrorCode::Unsupported, format!("{ctx}: a queued message carries more control data than {CONTROL_SIZE} bytes")));
     }
-    Ok(())
+    Ok(fds)
 }

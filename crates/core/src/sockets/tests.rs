@@ -32,7 +32,8 @@ fn peeking_keeps_the_queue_and_message_boundaries() {
     let facts = inspect_socket(me, b.as_raw_fd()).unwrap();
     assert_eq!(facts.family, libc::AF_UNIX);
     let queue = peek_socket_queue(me, b.as_raw_fd()).unwrap();
-    assert_eq!(queue, vec![b"one".to_vec(), b"second".to_vec()]);
+    let data: Vec<_> = queue.iter().map(|m| m.data.clone()).collect();
+    assert_eq!(data, vec![b"one".to_vec(), b"second".to_vec()]);
     // Still queued, and the peek offset is back where it was.
     assert_eq!(peek_socket_queue(me, b.as_raw_fd()).unwrap().len(), 2);
     let mut buf = [0u8; 16];
@@ -62,21 +63,32 @@ fn peeking_a_stream_stops_at_the_writers_shutdown() {
     nix::unistd::write(&a, b"last words").unwrap();
     nix::sys::socket::shutdown(a.as_raw_fd(), nix::sys::socket::Shutdown::Write).unwrap();
     let me = std::process::id() as i32;
-    assert_eq!(peek_socket_queue(me, b.as_raw_fd()).unwrap(), vec![b"last words".to_vec()]);
+    let queue = peek_socket_queue(me, b.as_raw_fd()).unwrap();
+    assert_eq!(queue.len(), 1);
+    assert_eq!(queue[0].data, b"last words");
     let sk = unix_sockets().unwrap().into_iter().find(|s| s.ino == ino_of(a.as_raw_fd())).unwrap();
     assert_eq!(sk.shutdown, 2, "SEND_SHUTDOWN on the writer");
 }
 
 #[test]
-fn queued_descriptors_are_refused_and_left_queued() {
+fn queued_descriptors_come_back_as_duplicates_and_stay_queued() {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     use std::io::IoSlice;
     let (a, b) = socketpair(AddressFamily::Unix, SockType::Datagram, None, SockFlag::empty()).unwrap();
-    let fds = [a.as_raw_fd()];
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let fds = [a.as_raw_fd(), r.as_raw_fd()];
     sendmsg::<()>(a.as_raw_fd(), &[IoSlice::new(b"fd")], &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None).unwrap();
+    nix::unistd::write(&a, b"plain").unwrap();
     let me = std::process::id() as i32;
-    let err = peek_socket_queue(me, b.as_raw_fd()).unwrap_err();
-    assert_eq!(err.code, ErrorCode::Unsupported, "{err}");
+    let queue = peek_socket_queue(me, b.as_raw_fd()).unwrap();
+    assert_eq!(queue.len(), 2);
+    assert_eq!(queue[0].data, b"fd");
+    assert_eq!(queue[0].fds.len(), 2);
+    assert!(queue[1].fds.is_empty());
+    // the same open files as the ones sent
+    assert!(crate::files::kcmp_same(me, me, crate::files::KcmpType::File, queue[0].fds[0].as_raw_fd() as u64, a.as_raw_fd() as u64).unwrap());
+    assert!(crate::files::kcmp_same(me, me, crate::files::KcmpType::File, queue[0].fds[1].as_raw_fd() as u64, r.as_raw_fd() as u64).unwrap());
+    drop(w);
     let mut buf = [0u8; 8];
     assert_eq!(nix::unistd::read(&b, &mut buf).unwrap(), 2, "the message is still queued");
 }
