@@ -2,7 +2,7 @@
 // in a tree that runs on, refusals and their options, and image comparisons with the reference
 // CRIU's dump of the same target where dump-vs-criu's whole-image comparison does not fit.
 import test, { type ExecutionContext } from 'ava';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { criuDump, criuRestore, makeWorkDir } from './helpers/criu.js';
 import { isAlive, killTree, requestVerify, startTarget, waitGone, type Target } from './helpers/target.js';
@@ -102,5 +102,47 @@ test.serial('t_unix_scm: a file in flight tsdump cannot dump (an epoll) is refus
   t.regex(err?.message ?? '', new RegExp(`pid ${target.pid}: fd \\d+ \\(socket:\\[\\d+\\]\\): a queued message carries anon_inode:\\[eventpoll\\] \\(SCM_RIGHTS\\): .*eventpolls in flight`));
   t.false(existsSync(join(imagesDir, 'inventory.img')));
   // the peeks left every message and descriptor in place
+  t.is(await requestVerify(target), 'PASS');
+});
+
+/** The link_remap.* files in a directory. */
+const linkRemapsIn = (dir: string) => readdirSync(dir).filter((n) => n.startsWith('link_remap.'));
+
+test.serial('t_link_remap: without --link-remap the files are refused naming the option, and the tree runs on', async (t) => {
+  const work = await makeWorkDir(t);
+  const target = await started(t, 't_link_remap', work);
+  const err = await t.throwsAsync(tsdumpDump(target.pid, join(work, 'images')), { instanceOf: TsdumpCliError });
+  t.is(err?.code, 'UNSUPPORTED_FD', err?.message);
+  t.regex(err?.message ?? '', /unlinked under this name but keeps 1 other hard link\(s\); dump with --link-remap/);
+  t.deepEqual(linkRemapsIn(target.ctl), []);
+  t.is(await requestVerify(target), 'PASS');
+});
+
+test.serial('t_link_remap: the links go again when the tree runs on (--leave-running) and when the dump fails', async (t) => {
+  const work = await makeWorkDir(t);
+  const target = await started(t, 't_link_remap', work);
+  const kept = await runTsdump(['dump', '-t', String(target.pid), '-D', join(work, 'kept'), '--shell-job', '--link-remap', '--leave-running']);
+  t.is(kept.code, 0, kept.stderr);
+  t.true(existsSync(join(work, 'kept', 'inventory.img')));
+  t.deepEqual(linkRemapsIn(target.ctl), []);
+  // a post-dump script that fails makes the dump fail after the links were made
+  const script = join(work, 'fail-post-dump.sh');
+  writeFileSync(script, '#!/bin/sh\n[ "$CRTOOLS_SCRIPT_ACTION" != post-dump ]\n', { mode: 0o700 });
+  const failed = await runTsdump(['dump', '-t', String(target.pid), '-D', join(work, 'failed'), '--shell-job', '--link-remap', '--action-script', script]);
+  t.not(failed.code, 0, failed.stderr);
+  t.regex(failed.stderr, /post-dump/);
+  t.deepEqual(linkRemapsIn(target.ctl), []);
+  t.is(await requestVerify(target), 'PASS');
+});
+
+test.serial('t_link_remap: a dump that kills the tree leaves the links for the restore, which removes them', async (t) => {
+  const work = await makeWorkDir(t);
+  const target = await started(t, 't_link_remap', work);
+  const imagesDir = join(work, 'images');
+  await tsdumpDump(target.pid, imagesDir, ['--link-remap']);
+  await waitGone(target.pids);
+  t.is(linkRemapsIn(target.ctl).length, 2, 'one link per file');
+  await criuRestore(imagesDir);
+  // the target checks that none is left
   t.is(await requestVerify(target), 'PASS');
 });

@@ -457,6 +457,13 @@ export interface KerndatProbe {
   detail: string
 }
 
+/**
+ * CRIU's link remap: hard-links the file behind `source` (/proc/PID/fd/N or map_files) as
+ * `name` in the directory `path` sat in (or the nearest one above that exists), following no
+ * symlink; answers the new link's path.
+ */
+export declare function linkRemap(source: string, path: string, name: string): string
+
 export interface MemfdDumpInfo {
   /** The inode number: CRIU's shmid (pagemap-shmem-<shmid>.img). */
   shmid: bigint
@@ -1178,6 +1185,9 @@ export interface UnixSocketFile {
 
 /** Every unix socket of this network namespace (unix_diag). */
 export declare function unixSockets(): Array<UnixSocketDiag>
+
+/** Removes a link made by linkRemap, if `path` still names that inode. */
+export declare function unlinkRemap(path: string, dev: bigint, ino: bigint): void
 
 /** `user_desc_t`: one GDT TLS slot. */
 export interface UserDescInfo {

@@ -182,6 +182,11 @@ export const catalogue: readonly CatalogueEntry[] = [
   }),
   cTarget('t_ghost_sparse', 'deleted-but-open sparse files: 2 GiB holding 16 KiB in three extents (under the 1 MiB ghost limit by allocated space) and 20 KiB with a hole inside: sizes, contents, zeros, and the same data extents (SEEK_DATA/SEEK_HOLE) and st_blocks after restore, offsets'),
   cTarget('t_unix_scm', 'SCM_RIGHTS in flight: a dgram queue holding a pipe end (its writer in the table, data queued), a regular file shared with fd 20, an eventfd, and a seqpacket socket whose peer stays in the table (queues both ways), a stream queue holding a file fd: message order, each fd the file it was (data, shared offset, counter), the in-flight socket talks to its peer'),
+  {
+    ...cTarget('t_link_remap', 'a file open at offset 5 and a file mapped MAP_SHARED, each unlinked under its name while another hard link keeps it: the fd and the mapping are those inodes (writes show under the other name), contents and offset kept, the old names still absent, no link_remap.* left behind'),
+    // without it both dumpers refuse the files (their names are gone, their contents are not ghosts)
+    dumpArgs: ['--link-remap'],
+  },
   cTarget('t_tcp_listen', 'a listening TCP socket and a bound UDP socket on 127.0.0.1; after restore it accepts a connection and answers, and answers a datagram; address, port, SO_ACCEPTCONN, SO_REUSEADDR kept', INET, exerciseInet),
   {
     name: 'redis-server',

@@ -75,6 +75,7 @@ const FLAG_OF: Record<keyof DumpOptions, string> = {
   libDir: '--libdir',
   ghostLimit: '--ghost-limit',
   dropNotifyEvents: '--drop-notify-events',
+  linkRemap: '--link-remap',
   prevImagesDir: '--prev-images-dir',
   trackMem: '--track-mem',
   pageServer: '--page-server',

@@ -8,6 +8,7 @@ import { stat } from 'node:fs/promises';
 import { ImageWriter } from '../images/index.js';
 import type { ImagesDir } from '../images/dir.js';
 import { file_entrySchema, fdinfo_entrySchema, fd_types, type fdinfo_entry } from '../images/gen/fdinfo_pb.js';
+import { remap_file_path_entrySchema, remap_type } from '../images/gen/remap-file-path_pb.js';
 import { native } from '../native.js';
 import { TsdumpError } from '../errors.js';
 import type { FdInfoEntry } from '../../native/index.js';
@@ -17,6 +18,7 @@ import { ghostFileEntry, type GhostContext } from './fds/ghost.js';
 import { fdOwner } from './fds/owner.js';
 import { buildIdField } from './elf-build-id.js';
 import type { Logger } from '../log.js';
+import type { LinkRemaps } from './link-remap.js';
 
 const O_CLOEXEC = 0o2000000;
 const FD_CLOEXEC = 1;
@@ -61,6 +63,8 @@ export interface FileTableOptions {
   dropNotifyEvents?: boolean;
   /** Where warnings go. */
   log?: Pick<Logger, 'warn'>;
+  /** --link-remap: files whose name is gone but that keep other links get a link remap. */
+  linkRemaps?: LinkRemaps;
 }
 
 interface OpenDescription {
@@ -130,8 +134,9 @@ export class FileTable {
 
   /** A file entry of its own for a path (a task's cwd and root each get one, as in CRIU). */
   async newPathFile(path: string, flags: number, st: PathFileStat): Promise<number> {
-    if (st.source !== undefined) await checkPathNamesSource(path, st.source);
+    const gone = st.source !== undefined && (await this.checkPath(path, st.source)) === 'gone';
     const id = this.nextId++;
+    if (gone) await this.remapLinked(id, st.source!, path);
     const reg = { id, flags, pos: 0n, fown: noOwner(), name: path, mode: st.mode };
     // A " (deleted)" name has nothing behind it to read (deleted files a task maps or runs are
     // ghosts, see deletedPathFile).
@@ -156,6 +161,36 @@ export class FileTable {
     this.byObject.set(key, id);
     await this.files.append(file_entrySchema, create(file_entrySchema, entry(id)));
     return id;
+  }
+
+  /**
+   * Whether `path` still names the file behind `source` (a /proc link of the task's): 'ok', or
+   * 'gone' when no file has that name any more and --link-remap may link it back (else refused);
+   * refused when the name now belongs to another file (see checkPathNamesSource).
+   */
+  async checkPath(path: string, source: string): Promise<'ok' | 'gone'> {
+    return checkPathNamesSource(path, source, this.opts.linkRemaps !== undefined);
+  }
+
+  /**
+   * Points file entry `origId` at a link remap of the file behind `source`, once named `path`:
+   * a REG entry for the new link (one per file in the dump) and a LINKED remap-fpath entry.
+   */
+  async remapLinked(origId: number, source: string, path: string): Promise<void> {
+    const remaps = this.opts.linkRemaps;
+    if (!remaps) throw new TsdumpError('UNSUPPORTED_FD', `${source}: ${path} is gone while the file keeps other links; dump with --link-remap`);
+    const st = await stat(source, { bigint: true });
+    const key = `linked:${st.dev}:${st.ino}`;
+    let remapId = this.byObject.get(key);
+    if (remapId === undefined) {
+      remapId = this.nextId++;
+      this.byObject.set(key, remapId);
+      const name = await remaps.create(source, path, remapId);
+      // what CRIU writes for the link: its name, nothing about the opener
+      await this.files.append(file_entrySchema, create(file_entrySchema, { type: fd_types.REG, id: remapId, reg: { id: remapId, flags: 0, pos: 0n, fown: noOwner(), name } }));
+    }
+    const remap = await this.image('remap-fpath.img');
+    await remap.append(remap_file_path_entrySchema, create(remap_file_path_entrySchema, { origId, remapId, remapType: remap_type.LINKED }));
   }
 
   /** A dump-wide extra image (pipes-data.img, memfd.img, ...), created on first use. */
@@ -282,6 +317,8 @@ export class FileTable {
       image: (fileName) => this.image(fileName),
       firstTime: (key) => !this.seenKeys.has(key) && !!this.seenKeys.add(key),
       ghostLimit: this.opts.ghostLimit ?? DEFAULT_GHOST_LIMIT,
+      remapLinked: (origId, source, path) => this.remapLinked(origId, source, path),
+      linkRemap: this.opts.linkRemaps !== undefined,
     };
   }
 
@@ -296,6 +333,7 @@ export class FileTable {
       fileFlags: fd.flags & ~O_CLOEXEC,
       fown: fdOwner(pid, fd.fd),
       pathFile: (path, flags, st) => this.pathFile(path, flags, st),
+      checkPath: (path, source) => this.checkPath(path, source),
       fileEntry: (entry) => this.files.append(file_entrySchema, create(file_entrySchema, entry)),
       shellJob: !!this.opts.shellJob,
       netNsId: this.opts.netNsId,
@@ -314,16 +352,17 @@ export class FileTable {
  * that names another file ("Unaccessible path opened"), or needs --link-remap for a linked file
  * whose path is gone. A deleted file (no links left) is a ghost instead, see deletedPathFile.
  */
-async function checkPathNamesSource(path: string, source: string): Promise<void> {
+async function checkPathNamesSource(path: string, source: string, linkRemap: boolean): Promise<'ok' | 'gone'> {
   const had = await stat(source, { bigint: true });
   let now;
   try {
     now = await stat(path, { bigint: true });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' && linkRemap) return 'gone';
     const why =
       code === 'ENOENT'
-        ? 'no longer exists, though the file still has links elsewhere; restoring it needs a link remap (CRIU\'s --link-remap), which tsdump does not do yet'
+        ? 'no longer exists, though the file still has links elsewhere; restoring it needs a link remap: dump with --link-remap'
         : `cannot be looked at: ${(err as Error).message}`;
     throw new TsdumpError('UNSUPPORTED', `${source}: ${path} ${why}`, { cause: err });
   }
@@ -334,6 +373,7 @@ async function checkPathNamesSource(path: string, source: string): Promise<void>
         `(inode ${had.ino} on device ${had.dev}); restore would open that one instead, so tsdump refuses it, as CRIU does`,
     );
   }
+  return 'ok';
 }
 
 function describeTarget(target: string): string {

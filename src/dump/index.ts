@@ -9,6 +9,7 @@ import { loadPlugins, type PluginHost } from '../plugins/index.js';
 import type { DumpCounters, DumpTimings } from './stats.js';
 import { openRun, seizeOptions, type DumpContext } from './context.js';
 import { FileTable } from './file-table.js';
+import { LinkRemaps } from './link-remap.js';
 import { configureSocketDump, socketSettings } from './fds/socket-diag.js';
 import { NetworkLock, treeConnections } from './network-lock.js';
 import { KobjIds } from './kobj-ids.js';
@@ -47,6 +48,7 @@ export const SUPPORTED_DUMP_OPTIONS: readonly (keyof DumpOptions)[] = [
   'fileLocks',
   'ghostLimit',
   'dropNotifyEvents',
+  'linkRemap',
   'timeout',
   'freezeCgroup',
   'actionScripts',
@@ -130,6 +132,7 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
     beginPtyDump();
     let files: FileTable | undefined;
     let networkLock: NetworkLock | undefined;
+    const linkRemaps = options.linkRemap ? new LinkRemaps() : undefined;
     try {
       if (options.tcpEstablished) {
         stage('network lock');
@@ -145,6 +148,7 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
         ...(options.log ? { log: options.log } : {}),
         external: async (file) => (await host.run('dumpExtFile', file)).handled,
         shellJob: !!options.shellJob,
+        ...(linkRemaps ? { linkRemaps } : {}),
       });
       stage('collect seccomp filters');
       const seccomp = await dumpSeccomp(imagesDir, session, call, tree.processes);
@@ -206,6 +210,9 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
     } catch (err) {
       // The dump's error is what matters; a writer that cannot even close adds nothing to it.
       await files?.close().catch(() => undefined);
+      // the links made for a restore that will not happen go again
+      const unremoved = linkRemaps?.rollback() ?? [];
+      if (unremoved.length > 0 && err instanceof Error) err.message += ` (and ${unremoved.join('; ')})`;
       // as CRIU: the connections work again before the tree does
       await networkLock?.unlock().catch((unlockErr: unknown) => {
         if (err instanceof Error) err.message += ` (and ${unlockErr instanceof Error ? unlockErr.message : String(unlockErr)})`;
@@ -217,6 +224,8 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
     stage('finish');
     const released = options.leaveRunning ? 'running' : options.leaveStopped ? 'stopped' : 'killed';
     if (released === 'running') {
+      // the tree keeps its files; link remaps are only for a restore of a tree that is gone (CRIU)
+      for (const failed of linkRemaps?.rollback() ?? []) options.log?.warn(failed);
       try {
         await networkLock?.unlock();
       } catch (err) {

@@ -37,6 +37,12 @@ export interface DumpOptions {
    * Without it such a group is refused.
    */
   dropNotifyEvents?: boolean;
+  /**
+   * Files held under a name that is gone while they keep other hard links get a hard link
+   * link_remap.ID beside them, which restore links back and removes (--link-remap, as CRIU).
+   * Removed again if the dump fails or the tree runs on.
+   */
+  linkRemap?: boolean;
   /** Parent images of an incremental dump (--prev-images-dir), relative to imagesDir. */
   prevImagesDir?: string;
   /** Track memory changes for later incremental dumps (--track-mem). */

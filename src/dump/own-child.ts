@@ -40,6 +40,7 @@ const WORKER_OPTIONS: { readonly [K in keyof Required<DumpOptions>]: 'copied' | 
   libDir: 'copied', // plugins are loaded and called in the worker
   ghostLimit: 'copied',
   dropNotifyEvents: 'copied',
+  linkRemap: 'copied',
   prevImagesDir: 'copied',
   trackMem: 'copied',
   pageServer: 'copied',

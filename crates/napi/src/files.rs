@@ -53,6 +53,20 @@ pub fn data_extents(path: String, size: BigInt) -> Result<Vec<DataExtent>> {
         .collect())
 }
 
+/// CRIU's link remap: hard-links the file behind `source` (/proc/PID/fd/N or map_files) as
+/// `name` in the directory `path` sat in (or the nearest one above that exists), following no
+/// symlink; answers the new link's path.
+#[napi]
+pub fn link_remap(source: String, path: String, name: String) -> Result<String> {
+    files::link_remap(&source, &path, &name).map_err(to_napi)
+}
+
+/// Removes a link made by linkRemap, if `path` still names that inode.
+#[napi]
+pub fn unlink_remap(path: String, dev: BigInt, ino: BigInt) -> Result<()> {
+    files::unlink_remap(&path, dev.get_u64().1, ino.get_u64().1).map_err(to_napi)
+}
+
 #[napi(object)]
 pub struct PipeContents {
     /// The queued bytes (a pipe holds at most pipe-max-size, so this stays small).

@@ -25,7 +25,7 @@ const PIECE = 1 << 20;
 const ghostIds = new Map<string, number>();
 
 /** What writing a ghost needs from the file table. */
-export type GhostContext = Pick<FdKindContext, 'image' | 'firstTime' | 'ghostLimit'>;
+export type GhostContext = Pick<FdKindContext, 'image' | 'firstTime' | 'ghostLimit' | 'remapLinked' | 'linkRemap'>;
 
 /** The reg_file_entry fields that belong to the opener, not to the file. */
 export interface GhostOpener {
@@ -47,8 +47,16 @@ export async function ghostFileEntry(g: GhostContext, link: string, path: string
     throw new TsdumpError('UNSUPPORTED_FD', `${what}: deleted ${path} is not a regular file; tsdump keeps only regular ones as ghost files`);
   }
   if (st.nlink !== 0n) {
-    // Still linked elsewhere: CRIU would add a link remap (--link-remap); not done here.
-    throw new TsdumpError('UNSUPPORTED_FD', `${what}: tsdump cannot dump deleted files that still have other hard links yet`);
+    // unlinked under this name only: the contents live on under another, a link remap names it
+    if (!g.linkRemap) {
+      throw new TsdumpError(
+        'UNSUPPORTED_FD',
+        `${what}: the file was unlinked under this name but keeps ${st.nlink} other hard link(s); dump with --link-remap ` +
+          '(a hard link beside it, link_remap.ID, that restore links back and removes)',
+      );
+    }
+    await g.remapLinked(opener.id, link, path);
+    return regEntry(link, path, opener, st, what);
   }
   // Only data is copied (holes stay holes), so the limit weighs the space the file takes, as
   // CRIU's does: a huge sparse file holding a few KiB is no bigger than those.
@@ -72,9 +80,14 @@ export async function ghostFileEntry(g: GhostContext, link: string, path: string
     remap_file_path_entrySchema,
     create(remap_file_path_entrySchema, { origId: opener.id, remapId: ghostId, remapType: remap_type.GHOST }),
   );
+  return regEntry(link, path, opener, st, what);
+}
+
+/** The opener's own entry of a remapped file: its old name, and what restore validates. */
+async function regEntry(link: string, path: string, opener: GhostOpener, st: BigIntStats, what: string): Promise<FileEntryInit> {
   const size = sized(opener.flags, st.size);
   // As for any regular file whose size is recorded, CRIU adds the build-id, read from the deleted
-  // file itself; its restore checks it against the ghost it recreates.
+  // file itself; its restore checks it against the file it brings back.
   const buildId = size.size !== undefined ? await buildIdField(link, st.size, what) : {};
   return {
     type: fd_types.REG,

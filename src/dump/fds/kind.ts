@@ -54,6 +54,15 @@ export interface FdKindContext {
   adoptInFlight(fds: readonly number[]): void;
   /** The ids of files in flight (adopted `fds`), dumping each description once. */
   inFlightFiles(fds: readonly number[]): Promise<number[]>;
+  /**
+   * Whether `path` still names the file behind `source` ('ok'), or is gone while the file keeps
+   * other links and --link-remap lets remapLinked bring it back ('gone'); refuses otherwise.
+   */
+  checkPath(path: string, source: string): Promise<'ok' | 'gone'>;
+  /** Points this file entry (`origId`) at a link remap of the file behind `source` (--link-remap). */
+  remapLinked(origId: number, source: string, path: string): Promise<void>;
+  /** --link-remap was given. */
+  readonly linkRemap: boolean;
   /** Registers a file opened by path (for kinds that refer to one) and answers its id. */
   pathFile(path: string, flags: number, st: { mode: number; size?: bigint }): Promise<number>;
 }

@@ -405,10 +405,110 @@ pub fn data_extents(path: &str, size: u64) -> Result<Vec<(u64, u64)>> {
     Ok(out)
 }
 
+/// Opens directory `dir` (absolute) without following any symlink on the way: a path the kernel
+/// printed (d_path) has none, so one met now is something swapped in since.
+fn open_dir_nofollow(dir: &str) -> std::result::Result<OwnedFd, Errno> {
+    let path = std::ffi::CString::new(dir).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: open_how is plain data; zeroed is valid and then filled in.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: openat2 reads the path and the open_how of the stated size.
+    let fd = unsafe {
+        libc::syscall(libc::SYS_openat2, libc::AT_FDCWD, path.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>())
+    };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: a fresh fd from the kernel, owned only here.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// The directory part of an absolute path ("/" for a top-level name).
+fn parent_of(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i],
+    }
+}
+
+/// CRIU's link remap: a new hard link named `name` to the file behind `source` (a /proc link of
+/// the task's: /proc/PID/fd/N or map_files), in the directory `path` sat in, or the nearest
+/// existing directory above it. The file must still have a link somewhere (a file with none is
+/// a ghost). Answers the new link's path.
+pub fn link_remap(source: &str, path: &str, name: &str) -> Result<String> {
+    let fail = |what: String, e: Errno| Error::new(ErrorCode::Kernel, format!("{source}: link remap of {path}: {what}: {}", e.desc()));
+    // O_RDONLY is 0: with O_PATH this opens the file for reference only
+    let src = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(source)
+        .map_err(|e| Error::new(ErrorCode::Kernel, format!("{source}: open: {e}")))?;
+    let cname = std::ffi::CString::new(name).map_err(|_| fail(format!("bad name {name:?}"), Errno::EINVAL))?;
+    let mut dir = parent_of(path);
+    loop {
+        match open_dir_nofollow(dir) {
+            Ok(dirfd) => {
+                // SAFETY: linkat with AT_EMPTY_PATH links the file of `src` (an fd we own).
+                let r = unsafe { libc::linkat(src.as_raw_fd(), c"".as_ptr(), dirfd.as_raw_fd(), cname.as_ptr(), libc::AT_EMPTY_PATH) };
+                if r < 0 {
+                    return Err(fail(format!("linkat into {dir}"), Errno::last()));
+                }
+                return Ok(if dir == "/" { format!("/{name}") } else { format!("{dir}/{name}") });
+            }
+            Err(Errno::ENOENT) if dir != "/" => dir = parent_of(dir),
+            Err(e) => return Err(fail(format!("opening {dir} (no symlinks followed)"), e)),
+        }
+    }
+}
+
+/// Removes a link `link_remap` made, if `path` still names the inode (`dev`, `ino`) it linked.
+pub fn unlink_remap(path: &str, dev: u64, ino: u64) -> Result<()> {
+    let fail = |what: &str, e: Errno| Error::new(ErrorCode::Kernel, format!("{path}: removing the link remap: {what}: {}", e.desc()));
+    let dirfd = open_dir_nofollow(parent_of(path)).map_err(|e| fail("opening its directory", e))?;
+    let name = std::ffi::CString::new(&path[path.rfind('/').map_or(0, |i| i + 1)..]).map_err(|_| fail("bad name", Errno::EINVAL))?;
+    // SAFETY: stat is plain data, filled by fstatat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstatat writes one struct stat into `st`.
+    if unsafe { libc::fstatat(dirfd.as_raw_fd(), name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } < 0 {
+        let e = Errno::last();
+        return if e == Errno::ENOENT { Ok(()) } else { Err(fail("stat", e)) };
+    }
+    if st.st_dev != dev || st.st_ino != ino {
+        return Ok(()); // someone else's file by now: not ours to remove
+    }
+    // SAFETY: unlinkat on a name in a directory fd we own.
+    if unsafe { libc::unlinkat(dirfd.as_raw_fd(), name.as_ptr(), 0) } < 0 {
+        return Err(fail("unlinkat", Errno::last()));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn link_remap_links_the_open_file_and_unlinks_only_it() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("tsdump-remap-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        let keep = dir.join("keep");
+        std::fs::write(&keep, b"data").unwrap();
+        let f = File::open(&keep).unwrap();
+        let gone = dir.join("sub/gone"); // its directory does not exist: the link goes one up
+        let made = link_remap(&format!("/proc/self/fd/{}", f.as_raw_fd()), gone.to_str().unwrap(), "link_remap.7").unwrap();
+        assert_eq!(made, dir.join("link_remap.7").to_str().unwrap());
+        let md = std::fs::metadata(&made).unwrap();
+        assert_eq!((md.dev(), md.ino(), md.nlink()), (f.metadata().unwrap().dev(), f.metadata().unwrap().ino(), 2));
+        // another inode there is left alone; ours is removed
+        unlink_remap(&made, md.dev(), md.ino() + 1).unwrap();
+        assert!(std::path::Path::new(&made).exists());
+        unlink_remap(&made, md.dev(), md.ino()).unwrap();
+        assert!(!std::path::Path::new(&made).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn data_extents_skip_holes() {
