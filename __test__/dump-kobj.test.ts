@@ -146,3 +146,15 @@ test.serial('t_link_remap: a dump that kills the tree leaves the links for the r
   // the target checks that none is left
   t.is(await requestVerify(target), 'PASS');
 });
+
+test.serial('t_pidfd: a pidfd of a process outside the tree is refused, and the tree runs on', async (t) => {
+  const work = await makeWorkDir(t);
+  const target = await startTarget('t_pidfd', { dir: work, args: ['outside'] });
+  t.teardown(() => killTree(target.pid, target.ctl, target.pids));
+  const imagesDir = join(work, 'images');
+  const err = await t.throwsAsync(tsdumpDump(target.pid, imagesDir), { instanceOf: TsdumpCliError });
+  t.is(err?.code, 'UNSUPPORTED_FD', err?.message);
+  t.regex(err?.message ?? '', /fd 13 \(anon_inode:\[pidfd\]\): a pidfd of pid \d+, which is not in the dumped tree/);
+  t.false(existsSync(join(imagesDir, 'inventory.img')));
+  t.is(await requestVerify(target), 'PASS');
+});

@@ -13,7 +13,8 @@ import { ghostFiles } from './ghost.js';
 import { memfds } from './memfd.js';
 import { sockets } from './socket.js';
 import { terminals } from './tty.js';
+import { pidfds } from './pidfd.js';
 
 // Terminals first: regular files refuse /dev/pts paths, and a terminal is never a plain path.
 // memfds before ghost files: their /proc name ("/memfd:NAME (deleted)") looks like a deleted file.
-export const FD_KINDS: readonly FdKind[] = [terminals, regularFiles, pipes, eventfds, signalfds, timerfds, eventpolls, inotifies, fanotifies, fifos, memfds, ghostFiles, sockets];
+export const FD_KINDS: readonly FdKind[] = [terminals, regularFiles, pipes, eventfds, signalfds, timerfds, eventpolls, inotifies, fanotifies, fifos, memfds, ghostFiles, sockets, pidfds];
