@@ -8,9 +8,25 @@ import { criuDump, criuRestore, makeWorkDir } from './helpers/criu.js';
 import { isAlive, killTree, requestVerify, startTarget, waitGone, type Target } from './helpers/target.js';
 import { TsdumpCliError, runTsdump, tsdumpDump } from './helpers/tsdump.js';
 
-async function started(t: ExecutionContext, name: string, dir: string): Promise<Target> {
-  const target = await startTarget(name, { dir });
+async function started(t: ExecutionContext, name: string, dir: string, args: readonly string[] = []): Promise<Target> {
+  const target = await startTarget(name, { dir, args });
   t.teardown(() => killTree(target.pid, target.ctl, target.pids));
+  return target;
+}
+
+/**
+ * Starts `name` (with `args`), has tsdump refuse it with `code` and a message matching `match`,
+ * and checks nothing looks dumped and the target still verifies itself. The target, for more.
+ */
+async function refusedAndRunsOn(t: ExecutionContext, name: string, args: readonly string[], code: string, match: RegExp): Promise<Target> {
+  const work = await makeWorkDir(t);
+  const target = await started(t, name, work, args);
+  const imagesDir = join(work, 'images');
+  const err = await t.throwsAsync(tsdumpDump(target.pid, imagesDir), { instanceOf: TsdumpCliError });
+  t.is(err?.code, code, err?.message);
+  t.regex(err?.message ?? '', match);
+  t.false(existsSync(join(imagesDir, 'inventory.img')), 'a refused dump must not look complete');
+  t.is(await requestVerify(target), 'PASS');
   return target;
 }
 
@@ -24,15 +40,7 @@ test.serial('t_sigtrap: a --leave-running dump leaves the SIGTRAP handler in pla
 });
 
 test.serial('t_sigtrap: a pending SIGTRAP is refused (the trap would consume it) and the tree runs on', async (t) => {
-  const work = await makeWorkDir(t);
-  const target = await startTarget('t_sigtrap', { dir: work, args: ['pending'] });
-  t.teardown(() => killTree(target.pid, target.ctl, target.pids));
-  const imagesDir = join(work, 'images');
-  const err = await t.throwsAsync(tsdumpDump(target.pid, imagesDir), { instanceOf: TsdumpCliError });
-  t.is(err?.code, 'UNSUPPORTED', err?.message);
-  t.regex(err?.message ?? '', /a SIGTRAP is pending/);
-  t.false(existsSync(join(imagesDir, 'inventory.img')));
-  t.is(await requestVerify(target), 'PASS');
+  await refusedAndRunsOn(t, 't_sigtrap', ['pending'], 'UNSUPPORTED', /a SIGTRAP is pending/);
 });
 
 /**
@@ -57,21 +65,12 @@ const NOTIFY_CASES = [
 
 for (const c of NOTIFY_CASES) {
   test.serial(`${c.name}: unread events are refused, naming --drop-notify-events; the tree runs on`, async (t) => {
-    const work = await makeWorkDir(t);
-    const target = await startTarget(c.name, { dir: work, args: c.args });
-    t.teardown(() => killTree(target.pid, target.ctl, target.pids));
-    const imagesDir = join(work, 'images');
-    const err = await t.throwsAsync(tsdumpDump(target.pid, imagesDir), { instanceOf: TsdumpCliError });
-    t.is(err?.code, 'UNSUPPORTED_FD', err?.message);
-    t.regex(err?.message ?? '', /with unread events .*pass --drop-notify-events/);
-    t.false(existsSync(join(imagesDir, 'inventory.img')));
-    t.is(await requestVerify(target), 'PASS');
+    await refusedAndRunsOn(t, c.name, c.args, 'UNSUPPORTED_FD', /with unread events .*pass --drop-notify-events/);
   });
 
   test.serial(`${c.name}: --drop-notify-events dumps without the events, warns with their count, and restores as CRIU's dump does`, async (t) => {
     const work = await makeWorkDir(t);
-    const target = await startTarget(c.name, { dir: work, args: c.args });
-    t.teardown(() => killTree(target.pid, target.ctl, target.pids));
+    const target = await started(t, c.name, work, c.args);
     const imagesDir = join(work, 'images');
     const r = await runTsdump(['dump', '-t', String(target.pid), '-D', imagesDir, '--shell-job', '--drop-notify-events']);
     t.is(r.code, 0, r.stderr);
@@ -82,8 +81,7 @@ for (const c of NOTIFY_CASES) {
     // the watches came back, the queue did not: the one check that fails is the queued event's
     t.regex(await requestVerify(target), c.restored);
     // and that is what the reference CRIU's own dump of the same state restores to
-    const ref = await startTarget(c.name, { dir: join(work, 'ref'), args: c.args });
-    t.teardown(() => killTree(ref.pid, ref.ctl, ref.pids));
+    const ref = await started(t, c.name, join(work, 'ref'), c.args);
     const refImages = join(work, 'ref', 'images');
     await criuDump(ref.pid, refImages);
     await waitGone(ref.pids);
@@ -93,29 +91,22 @@ for (const c of NOTIFY_CASES) {
 }
 
 test.serial('t_unix_scm: a file in flight tsdump cannot dump (an epoll) is refused naming the queue, and the tree runs on', async (t) => {
-  const work = await makeWorkDir(t);
-  const target = await startTarget('t_unix_scm', { dir: work, args: ['epoll'] });
-  t.teardown(() => killTree(target.pid, target.ctl, target.pids));
-  const imagesDir = join(work, 'images');
-  const err = await t.throwsAsync(tsdumpDump(target.pid, imagesDir), { instanceOf: TsdumpCliError });
-  t.is(err?.code, 'UNSUPPORTED_FD', err?.message);
-  t.regex(err?.message ?? '', new RegExp(`pid ${target.pid}: fd \\d+ \\(socket:\\[\\d+\\]\\): a queued message carries anon_inode:\\[eventpoll\\] \\(SCM_RIGHTS\\): .*eventpolls in flight`));
-  t.false(existsSync(join(imagesDir, 'inventory.img')));
-  // the peeks left every message and descriptor in place
-  t.is(await requestVerify(target), 'PASS');
+  // the verification after the refusal proves the peeks left every message and descriptor in place
+  await refusedAndRunsOn(
+    t,
+    't_unix_scm',
+    ['epoll'],
+    'UNSUPPORTED_FD',
+    /pid \d+: fd \d+ \(socket:\[\d+\]\): a queued message carries anon_inode:\[eventpoll\] \(SCM_RIGHTS\): .*eventpolls in flight/,
+  );
 });
 
 /** The link_remap.* files in a directory. */
 const linkRemapsIn = (dir: string) => readdirSync(dir).filter((n) => n.startsWith('link_remap.'));
 
 test.serial('t_link_remap: without --link-remap the files are refused naming the option, and the tree runs on', async (t) => {
-  const work = await makeWorkDir(t);
-  const target = await started(t, 't_link_remap', work);
-  const err = await t.throwsAsync(tsdumpDump(target.pid, join(work, 'images')), { instanceOf: TsdumpCliError });
-  t.is(err?.code, 'UNSUPPORTED_FD', err?.message);
-  t.regex(err?.message ?? '', /unlinked under this name but keeps 1 other hard link\(s\); dump with --link-remap/);
+  const target = await refusedAndRunsOn(t, 't_link_remap', [], 'UNSUPPORTED_FD', /unlinked under this name but keeps 1 other hard link\(s\); dump with --link-remap/);
   t.deepEqual(linkRemapsIn(target.ctl), []);
-  t.is(await requestVerify(target), 'PASS');
 });
 
 test.serial('t_link_remap: the links go again when the tree runs on (--leave-running) and when the dump fails', async (t) => {
@@ -148,13 +139,5 @@ test.serial('t_link_remap: a dump that kills the tree leaves the links for the r
 });
 
 test.serial('t_pidfd: a pidfd of a process outside the tree is refused, and the tree runs on', async (t) => {
-  const work = await makeWorkDir(t);
-  const target = await startTarget('t_pidfd', { dir: work, args: ['outside'] });
-  t.teardown(() => killTree(target.pid, target.ctl, target.pids));
-  const imagesDir = join(work, 'images');
-  const err = await t.throwsAsync(tsdumpDump(target.pid, imagesDir), { instanceOf: TsdumpCliError });
-  t.is(err?.code, 'UNSUPPORTED_FD', err?.message);
-  t.regex(err?.message ?? '', /fd 13 \(anon_inode:\[pidfd\]\): a pidfd of pid \d+, which is not in the dumped tree/);
-  t.false(existsSync(join(imagesDir, 'inventory.img')));
-  t.is(await requestVerify(target), 'PASS');
+  await refusedAndRunsOn(t, 't_pidfd', ['outside'], 'UNSUPPORTED_FD', /fd 13 \(anon_inode:\[pidfd\]\): a pidfd of pid \d+, which is not in the dumped tree/);
 });
