@@ -141,3 +141,12 @@ test.serial('t_link_remap: a dump that kills the tree leaves the links for the r
 test.serial('t_pidfd: a pidfd of a process outside the tree is refused, and the tree runs on', async (t) => {
   await refusedAndRunsOn(t, 't_pidfd', ['outside'], 'UNSUPPORTED_FD', /fd 13 \(anon_inode:\[pidfd\]\): a pidfd of pid \d+, which is not in the dumped tree/);
 });
+
+for (const [dev, path, what] of [
+  ['fuse', '/dev/fuse', /fd 24 \(\/dev\/fuse\): tsdump cannot dump character device 10:229/],
+  ['tun', '/dev/net/tun', /fd 24 \(\/dev\/net\/tun\): tsdump cannot dump a tun\/tap device/],
+] as const) {
+  test.serial(`t_devices: ${path} (state a reopen cannot bring back) is refused, and the tree runs on`, async (t) => {
+    await refusedAndRunsOn(t, 't_devices', [dev], 'UNSUPPORTED_FD', what);
+  });
+}

@@ -188,6 +188,7 @@ export const catalogue: readonly CatalogueEntry[] = [
     dumpArgs: ['--link-remap'],
   },
   cTarget('t_pidfd', 'pidfds on a live child (blocking and PIDFD_NONBLOCK) and on a reaped one: same pid behind each, flags kept, pidfd_send_signal and waitid(P_PIDFD) reach the child, the reaped one is readable and names no process'),
+  cTarget('t_devices', 'memory character devices held open: /dev/null O_RDWR, /dev/urandom, /dev/full and /dev/kmsg write-only: same devices and access modes, urandom reads, full refuses writes with ENOSPC'),
   cTarget('t_tcp_listen', 'a listening TCP socket and a bound UDP socket on 127.0.0.1; after restore it accepts a connection and answers, and answers a datagram; address, port, SO_ACCEPTCONN, SO_REUSEADDR kept', INET, exerciseInet),
   {
     name: 'redis-server',

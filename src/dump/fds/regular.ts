@@ -2,7 +2,8 @@
 import { statfs } from 'node:fs/promises';
 import { fd_types } from '../../images/gen/fdinfo_pb.js';
 import { buildIdField } from '../elf-build-id.js';
-import { S_IFIFO, S_IFMT, S_IFREG, type FdKind } from './kind.js';
+import { TsdumpError } from '../../errors.js';
+import { S_IFCHR, S_IFIFO, S_IFMT, S_IFREG, type FdKind } from './kind.js';
 
 /** Terminals are their own kind (TTY): restore must re-attach them, not reopen a path. */
 const TERMINAL = /^\/dev\/(pts\/|tty|console$)/;
@@ -18,6 +19,35 @@ const O_APPEND = 0o2000;
  */
 const growingLog = (flags: number) => (flags & O_ACCMODE) === O_WRONLY && (flags & O_APPEND) !== 0;
 
+const MEM_MAJOR = 1n;
+const MISC_MAJOR = 10n;
+const TUN_MINOR = 200n;
+const AUTOFS_MINOR = 235n;
+
+/**
+ * Character devices are reopened by name on restore, which is all there is to the memory
+ * devices (/dev/null, zero, full, random, urandom, kmsg...) and the autofs control device; any
+ * other keeps state a fresh open would not have (a FUSE connection, a tun interface, a KVM
+ * handle...), so it is refused, as CRIU refuses it.
+ */
+function refuseStatefulDevice(where: string, rdev: bigint): void {
+  const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
+  const minor = (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn);
+  if (major === MEM_MAJOR || (major === MISC_MAJOR && minor === AUTOFS_MINOR)) return;
+  const what =
+    major === MISC_MAJOR && minor === TUN_MINOR
+      ? 'a tun/tap device (its network interface would have to be recreated, with the network namespace)'
+      : `character device ${major}:${minor}: reopening it by name would not bring back its state`;
+  throw new TsdumpError('UNSUPPORTED_FD', `${where}: tsdump cannot dump ${what}`);
+}
+
+/** A position restore does not set (CRIU's -1). */
+const NO_POSITION = (1n << 64n) - 1n;
+const KMSG = (MEM_MAJOR << 8n) | 11n;
+
+/** /dev/kmsg opened write-only cannot be seeked, not even to 0: CRIU records no position for it. */
+const unseekable = (rdev: bigint, flags: number, pos: bigint) => rdev === KMSG && (flags & O_ACCMODE) === O_WRONLY && pos === 0n;
+
 export const regularFiles: FdKind = {
   name: 'regular files',
   matches: (fd) =>
@@ -27,6 +57,7 @@ export const regularFiles: FdKind = {
     !TERMINAL.test(fd.target),
   async entry({ pid, id, fd, fileFlags, fown, checkPath, remapLinked }) {
     const source = `/proc/${pid}/fd/${fd.fd}`;
+    if ((fd.mode & S_IFMT) === S_IFCHR) refuseStatefulDevice(`pid ${pid}: fd ${fd.fd} (${fd.target})`, fd.rdev);
     // Restore reopens the file by its name: the name must still be the file's (CRIU's
     // check_path_remap), or be linked back (--link-remap). /proc files are not checked, as in
     // CRIU: their inode numbers are made up on each lookup.
@@ -43,7 +74,7 @@ export const regularFiles: FdKind = {
       reg: {
         id,
         flags: fileFlags,
-        pos: fd.pos,
+        pos: unseekable(fd.rdev, fileFlags, fd.pos) ? NO_POSITION : fd.pos,
         fown,
         name: fd.target,
         mode: fd.mode,
