@@ -396,7 +396,7 @@ test.serial('t_replaced_map: a replaced mapped file over --ghost-limit is refuse
   const images = join(work, 'images');
   const err = await t.throwsAsync(tsdumpDump(target.pid, images, ['--ghost-limit', '4K']), { instanceOf: TsdumpCliError });
   t.is(err?.code, 'UNSUPPORTED_FD', err?.message);
-  t.regex(err?.message ?? '', /VMA [0-9a-f]+-[0-9a-f]+ \(.*\/mapped\.bin \(deleted\)\): deleted file of 12288 bytes is larger than the ghost limit \(4096 bytes\)/);
+  t.regex(err?.message ?? '', /VMA [0-9a-f]+-[0-9a-f]+ \(.*\/mapped\.bin \(deleted\)\): deleted file holding 12288 bytes \(size 12288\) is larger than the ghost limit \(4096 bytes\)/);
   t.false(existsSync(join(images, 'inventory.img')));
   t.is(await requestVerify(target), 'PASS');
 });
