@@ -150,3 +150,7 @@ for (const [dev, path, what] of [
     await refusedAndRunsOn(t, 't_devices', [dev], 'UNSUPPORTED_FD', what);
   });
 }
+
+test.serial('t_netlink: a netlink socket with an unread answer is refused, and the tree runs on', async (t) => {
+  await refusedAndRunsOn(t, 't_netlink', ['unread'], 'UNSUPPORTED_FD', /fd 10 \(socket:\[\d+\]\): a netlink socket with unread messages/);
+});

@@ -83,7 +83,7 @@ interface Pair {
 async function startPair(
   t: ExecutionContext,
   dir: string,
-  opts: { unacked?: boolean; netlink?: boolean; v6?: boolean; mapped?: boolean; shut?: Shut; synsent?: boolean } = {},
+  opts: { unacked?: boolean; packet?: boolean; v6?: boolean; mapped?: boolean; shut?: Shut; synsent?: boolean } = {},
 ): Promise<Pair & { ackDrop?: string[]; synDrop?: string[] }> {
   const peerDir = join(dir, 'peer');
   const targetDir = join(dir, 'target');
@@ -104,7 +104,7 @@ async function startPair(
       await run('iptables', ['-w', '-D', ...synDrop]);
     });
   }
-  const args = ['target', String(peerPort), ...go, ...(opts.netlink ? ['netlink'] : []), ...(v6 ? ['v6'] : []), ...(mapped ? ['mapped'] : []), ...shut];
+  const args = ['target', String(peerPort), ...go, ...(opts.packet ? ['packet'] : []), ...(v6 ? ['v6'] : []), ...(mapped ? ['mapped'] : []), ...shut];
   const target = await startTarget('t_tcp_established', { dir: targetDir, args });
   t.teardown(() => killTree(target.pid, target.ctl));
   const localPort = Number(target.info.local_port);
@@ -441,14 +441,14 @@ test.serial('t_tcp_established: --leave-running hands the connection back and le
 
 test.serial('t_tcp_established: a dump failing after the connection went into repair mode puts it back and removes the rules', async (t) => {
   const dir = await makeWorkDir(t);
-  // fd 3 the connection, fd 4 a netlink socket tsdump refuses: the file table fails on the
+  // fd 3 the connection, fd 4 a packet socket tsdump refuses: the file table fails on the
   // second, with the first already in repair mode and the network locked.
-  const pair = await startPair(t, dir, { netlink: true });
+  const pair = await startPair(t, dir, { packet: true });
   const before = await rules();
   const imagesDir = join(dir, 'images');
   const err = await t.throwsAsync(tsdumpDump(pair.target.pid, imagesDir, ['--tcp-established', '-v4', '-o', 'dump.log']), { instanceOf: TsdumpCliError });
   t.is(err?.code, 'UNSUPPORTED_FD');
-  t.regex(err?.message ?? '', /netlink sockets/);
+  t.regex(err?.message ?? '', /packet sockets/);
   t.is(await rules(), before, 'no rule left');
   t.is(await settledState(pair.target.pid), 'S');
   t.deepEqual(await verifyBoth(pair), ['PASS', 'PASS']);

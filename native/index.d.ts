@@ -319,6 +319,9 @@ export interface FdOwnerInfo {
 /** Bytes waiting to be read from `fd` of `pid` (FIONREAD on a pidfd_getfd duplicate). */
 export declare function fdQueuedBytes(pid: number, fd: number): number
 
+/** Whether fd `fd` of `pid` has data to read (poll on a pidfd_getfd duplicate). */
+export declare function fdReadable(pid: number, fd: number): boolean
+
 /** `user_x86_fpregs_entry` (the FXSAVE area) plus the xsave extension. */
 export interface FpRegsInfo {
   cwd: number
@@ -539,6 +542,21 @@ export interface NamespaceInfo {
   kind: string
   inode: bigint
 }
+
+export interface NetlinkSocketDiag {
+  ino: number
+  protocol: number
+  /** NETLINK_UNCONNECTED (0) or NETLINK_CONNECTED (1). */
+  state: number
+  portid: number
+  dstPortid: number
+  dstGroup: number
+  /** Multicast groups it listens to, 32-bit words of the kernel's bitmap. */
+  groups: Array<number>
+}
+
+/** Every bound netlink socket of this network namespace (netlink_diag). */
+export declare function netlinkSockets(): Array<NetlinkSocketDiag>
 
 export interface OpenImagesDirOptions {
   /** Create the directory (and missing parents, 0700) when it does not exist. Default false. */

@@ -189,6 +189,7 @@ export const catalogue: readonly CatalogueEntry[] = [
   },
   cTarget('t_pidfd', 'pidfds on a live child (blocking and PIDFD_NONBLOCK) and on a reaped one: same pid behind each, flags kept, pidfd_send_signal and waitid(P_PIDFD) reach the child, the reaped one is readable and names no process'),
   cTarget('t_devices', 'memory character devices held open: /dev/null O_RDWR, /dev/urandom, /dev/full and /dev/kmsg write-only: same devices and access modes, urandom reads, full refuses writes with ENOSPC'),
+  cTarget('t_netlink', 'netlink sockets: NETLINK_ROUTE bound to its port id in a multicast group with SO_RCVBUF set, an unbound one, a NETLINK_GENERIC one bound to an explicit port id and connected: protocols, port ids, groups and buffer kept, each still answered by the kernel'),
   cTarget('t_tcp_listen', 'a listening TCP socket and a bound UDP socket on 127.0.0.1; after restore it accepts a connection and answers, and answers a datagram; address, port, SO_ACCEPTCONN, SO_REUSEADDR kept', INET, exerciseInet),
   {
     name: 'redis-server',

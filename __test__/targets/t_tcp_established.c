@@ -19,7 +19,7 @@
  *                                       first congestion window (10 segments) and the peer's
  *                                       window stays open: the window the target last heard of
  *                                       — what a dump records — stays true.
- *                                       With "netlink" it also holds a netlink socket, opened
+ *                                       With "packet" it also holds a packet socket, opened
  *                                       after the connection, which tsdump refuses: a dump that
  *                                       fails after the connection went into repair mode.
  *
@@ -59,7 +59,6 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/ioctl.h>
-#include <linux/netlink.h>
 #include <sys/socket.h>
 
 #define PEER_BYTES 3000
@@ -175,7 +174,7 @@ static void check_stream(const char *what, int fd, size_t len, uint32_t seed) {
 }
 
 struct opts {
-    int go, netlink, v6, peershut, targetshut, finwait2, lastack, closing, synsent;
+    int go, packet, v6, peershut, targetshut, finwait2, lastack, closing, synsent;
 };
 
 /* Who shuts down when, from the mode words (see the top of the file). */
@@ -257,7 +256,7 @@ static void run_target(int port, struct opts o) {
     SYS(connect(s, (struct sockaddr *)&sa, salen));
     SYS(setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one));
     SYS(fcntl(s, F_SETFL, O_NONBLOCK));
-    if (o.netlink) SYS(socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE));
+    if (o.packet) SYS(socket(AF_PACKET, SOCK_DGRAM, 0));
     long long deadline = tgt_now_ms() + 5000;
     while (queued(s, SIOCINQ) != PEER_BYTES) {
         if (tgt_now_ms() > deadline) tgt_die("the peer's %d bytes did not arrive (queued %d)", PEER_BYTES, queued(s, SIOCINQ));
@@ -373,7 +372,7 @@ int main(int argc, char **argv) {
     struct opts o = {0};
     for (int i = 3; i < argc; i++) {
         o.go |= !strcmp(argv[i], "go");
-        o.netlink |= !strcmp(argv[i], "netlink");
+        o.packet |= !strcmp(argv[i], "packet");
         o.v6 |= !strcmp(argv[i], "v6");
         if (!strcmp(argv[i], "mapped")) o.v6 = 2;
         o.peershut |= !strcmp(argv[i], "peershut");
@@ -387,6 +386,6 @@ int main(int argc, char **argv) {
     if (argc >= 4 && !strcmp(argv[2], "target") && o.synsent) run_target_synsent(atoi(argv[3]), o);
     if (argc >= 4 && !strcmp(argv[2], "target")) run_target(atoi(argv[3]), o);
     fprintf(stderr, "usage: %s CTL peer [OPTS] | CTL target PORT [OPTS]\n"
-                    "OPTS: go netlink v6 mapped peershut targetshut finwait2 lastack closing synsent\n", argv[0]);
+                    "OPTS: go packet v6 mapped peershut targetshut finwait2 lastack closing synsent\n", argv[0]);
     return 2;
 }

@@ -67,6 +67,12 @@ pub fn unlink_remap(path: String, dev: BigInt, ino: BigInt) -> Result<()> {
     files::unlink_remap(&path, dev.get_u64().1, ino.get_u64().1).map_err(to_napi)
 }
 
+/// Whether fd `fd` of `pid` has data to read (poll on a pidfd_getfd duplicate).
+#[napi]
+pub fn fd_readable(pid: i32, fd: i32) -> Result<bool> {
+    files::readable(pid, fd).map_err(to_napi)
+}
+
 #[napi(object)]
 pub struct PipeContents {
     /// The queued bytes (a pipe holds at most pipe-max-size, so this stays small).

@@ -49,6 +49,37 @@ pub fn unix_sockets() -> Result<Vec<UnixSocketDiag>> {
 }
 
 #[napi(object)]
+pub struct NetlinkSocketDiag {
+    pub ino: u32,
+    pub protocol: u32,
+    /// NETLINK_UNCONNECTED (0) or NETLINK_CONNECTED (1).
+    pub state: u32,
+    pub portid: u32,
+    pub dst_portid: u32,
+    pub dst_group: u32,
+    /// Multicast groups it listens to, 32-bit words of the kernel's bitmap.
+    pub groups: Vec<u32>,
+}
+
+/// Every bound netlink socket of this network namespace (netlink_diag).
+#[napi]
+pub fn netlink_sockets() -> Result<Vec<NetlinkSocketDiag>> {
+    let all = sockets::netlink_sockets().map_err(to_napi)?;
+    Ok(all
+        .into_iter()
+        .map(|s| NetlinkSocketDiag {
+            ino: s.ino,
+            protocol: s.protocol as u32,
+            state: s.state as u32,
+            portid: s.portid,
+            dst_portid: s.dst_portid,
+            dst_group: s.dst_group,
+            groups: s.groups,
+        })
+        .collect())
+}
+
+#[napi(object)]
 pub struct InetSocketDiag {
     pub ino: u32,
     pub family: u32,

@@ -4,7 +4,7 @@
 // marking an external peer (CRIU's --ext-unix-sk).
 import { readdir, readlink } from 'node:fs/promises';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import type { InetSocketDiag, UnixSocketDiag } from '../../../native/index.js';
+import type { InetSocketDiag, NetlinkSocketDiag, UnixSocketDiag } from '../../../native/index.js';
 import { native } from '../../native.js';
 import type { NetworkLock } from '../network-lock.js';
 import type { FdKindContext } from './kind.js';
@@ -40,6 +40,8 @@ interface Tables {
   /** Listener inode by the inode of a client still waiting in its accept queue. */
   inflight: Map<number, number>;
   inet: Map<number, InetSocketDiag>;
+  /** Bound netlink sockets (unbound ones are not in netlink_diag). */
+  netlink: Map<number, NetlinkSocketDiag>;
   treeInodes?: Promise<Set<number>>;
   /** Unix sockets in flight in the queues of the tree's sockets (in-flight.ts). */
   inFlight?: Promise<Set<number>>;
@@ -67,7 +69,9 @@ export async function socketTables(c: FdKindContext): Promise<Tables> {
         for (const s of await native.inetSockets(family, proto)) inet.set(s.ino, s);
       }
     }
-    tables = { unix, inflight, inet };
+    const netlink = new Map<number, NetlinkSocketDiag>();
+    for (const s of native.netlinkSockets()) netlink.set(s.ino, s);
+    tables = { unix, inflight, inet, netlink };
   }
   return tables;
 }

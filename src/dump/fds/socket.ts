@@ -6,10 +6,12 @@ import { TsdumpError } from '../../errors.js';
 import { linkInode, type FdKind } from './kind.js';
 import { unixSocketEntry } from './unix-socket.js';
 import { inetSocketEntry } from './inet-socket.js';
+import { netlinkSocketEntry } from './netlink-socket.js';
 
 const AF_UNIX = 1;
 const AF_INET = 2;
 const AF_INET6 = 10;
+const AF_NETLINK = 16;
 const FAMILIES: Record<number, string> = { 2: 'inet', 10: 'inet6', 16: 'netlink', 17: 'packet' };
 
 export const sockets: FdKind = {
@@ -25,6 +27,7 @@ export const sockets: FdKind = {
       throw new TsdumpError('UNSUPPORTED_FD', `tsdump cannot dump ${FAMILIES[info.family] ?? 'inet'} sockets in flight yet`);
     }
     if (info.family === AF_INET || info.family === AF_INET6) return inetSocketEntry(c, ino, info);
+    if (info.family === AF_NETLINK) return netlinkSocketEntry(c, ino, info);
     const family = FAMILIES[info.family] ?? `family ${info.family}`;
     throw new TsdumpError(
       'UNSUPPORTED_FD',

@@ -231,6 +231,19 @@ pub fn queued_bytes(pid: i32, fd: i32) -> Result<u32> {
     Ok(n.max(0) as u32)
 }
 
+/// Whether fd `fd` of task `pid` has something to read (poll on a duplicate, without waiting):
+/// for files FIONREAD knows nothing of, such as netlink sockets.
+pub fn readable(pid: i32, fd: i32) -> Result<bool> {
+    let dup = steal_fd(pid, fd)?;
+    let mut p = libc::pollfd { fd: dup.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: poll reads and writes the one pollfd we pass; timeout 0 never blocks.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    if r < 0 {
+        return Err(Error::from_errno(Errno::last(), pid, format!("poll on fd {fd}")));
+    }
+    Ok(r > 0 && p.revents & libc::POLLIN != 0)
+}
+
 /// The path, as task `pid` sees it, of the inode a file handle names (an inotify watch's
 /// `f_handle`). `sdev` is the kernel's device number from fdinfo (minor in the low 20 bits);
 /// each of the task's mounts of that device is tried as the handle's mount, and the answer is

@@ -76,6 +76,26 @@ pub struct InetSockDiag {
     pub shutdown: u8,
 }
 
+// linux/netlink_diag.h
+const NDIAG_PROTO_ALL: u8 = 255;
+const NDIAG_SHOW_GROUPS: u32 = 0x2;
+const NETLINK_DIAG_GROUPS: u16 = 1;
+const NETLINK_DIAG_MSG_LEN: usize = 28;
+
+/// One bound netlink socket as netlink_diag reports it (unbound ones are not listed).
+#[derive(Debug, Clone, Default)]
+pub struct NetlinkSockDiag {
+    pub ino: u32,
+    pub protocol: u8,
+    /// NETLINK_UNCONNECTED (0) or NETLINK_CONNECTED (1).
+    pub state: u8,
+    pub portid: u32,
+    pub dst_portid: u32,
+    pub dst_group: u32,
+    /// The multicast groups it listens to, as 32-bit words of the kernel's bitmap.
+    pub groups: Vec<u32>,
+}
+
 fn netlink_socket() -> Result<OwnedFd> {
     // SAFETY: socket() takes plain integers and returns a new fd or -1.
     let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_SOCK_DIAG) };
@@ -228,6 +248,38 @@ pub fn inet_sockets(family: u8, protocol: u8) -> Result<Vec<InetSockDiag>> {
         for (ty, data) in attributes(p, INET_DIAG_MSG_LEN) {
             if ty == INET_DIAG_SHUTDOWN {
                 s.shutdown = data.first().copied().unwrap_or(0);
+            }
+        }
+        out.push(s);
+    })?;
+    Ok(out)
+}
+
+/// Every bound netlink socket of this network namespace, of every protocol.
+pub fn netlink_sockets() -> Result<Vec<NetlinkSockDiag>> {
+    // struct netlink_diag_req: family, protocol, pad16, ino, show, cookie[2]
+    let mut body = vec![0u8; 20];
+    body[0] = libc::AF_NETLINK as u8;
+    body[1] = NDIAG_PROTO_ALL;
+    body[8..12].copy_from_slice(&NDIAG_SHOW_GROUPS.to_ne_bytes());
+    let mut out = Vec::new();
+    dump_request("netlink", &body, |p| {
+        if p.len() < NETLINK_DIAG_MSG_LEN {
+            return;
+        }
+        // netlink_diag_msg: family, type, protocol, state, portid, dst_portid, dst_group, ino, cookie[2]
+        let mut s = NetlinkSockDiag {
+            protocol: p[2],
+            state: p[3],
+            portid: u32_at(p, 4),
+            dst_portid: u32_at(p, 8),
+            dst_group: u32_at(p, 12),
+            ino: u32_at(p, 16),
+            groups: Vec::new(),
+        };
+        for (ty, data) in attributes(p, NETLINK_DIAG_MSG_LEN) {
+            if ty == NETLINK_DIAG_GROUPS {
+                s.groups = data.chunks_exact(4).map(|c| u32::from_ne_bytes(c.try_into().unwrap())).collect();
             }
         }
         out.push(s);

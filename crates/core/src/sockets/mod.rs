@@ -15,7 +15,7 @@ use std::os::unix::fs::MetadataExt;
 
 use nix::errno::Errno;
 
-pub use diag::{inet_sockets, unix_sockets, InetSockDiag, UnixSockDiag};
+pub use diag::{inet_sockets, netlink_sockets, unix_sockets, InetSockDiag, NetlinkSockDiag, UnixSockDiag};
 pub use opts::{socket_opts, SockOpts};
 pub use queue::{peek_queue, QueuedMessage};
 pub use inet_opts::{inet_options, InetOpts, TcpOpts};
