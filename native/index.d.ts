@@ -405,7 +405,10 @@ export interface InetSocketOptions {
   tcp?: TcpSocketOptions
 }
 
-/** Every socket of `family` (2 = AF_INET, 10 = AF_INET6) and `protocol` (6 = TCP, 17 = UDP). */
+/**
+ * Every socket of `family` (2 = AF_INET, 10 = AF_INET6) and `protocol` (6 = TCP, 17 = UDP,
+ * 262 = MPTCP).
+ */
 export declare function inetSockets(family: number, protocol: number): Array<InetSocketDiag>
 
 export interface InotifyWatchInfo {

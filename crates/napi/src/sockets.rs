@@ -96,17 +96,18 @@ pub struct InetSocketDiag {
     pub shutdown: u32,
 }
 
-/// Every socket of `family` (2 = AF_INET, 10 = AF_INET6) and `protocol` (6 = TCP, 17 = UDP).
+/// Every socket of `family` (2 = AF_INET, 10 = AF_INET6) and `protocol` (6 = TCP, 17 = UDP,
+/// 262 = MPTCP).
 #[napi]
 pub fn inet_sockets(family: u32, protocol: u32) -> Result<Vec<InetSocketDiag>> {
-    let all = sockets::inet_sockets(family as u8, protocol as u8).map_err(to_napi)?;
+    let all = sockets::inet_sockets(family as u8, protocol).map_err(to_napi)?;
     let words = if family == AF_INET6 { 4 } else { 1 };
     Ok(all
         .into_iter()
         .map(|s| InetSocketDiag {
             ino: s.ino,
             family: s.family as u32,
-            protocol: s.protocol as u32,
+            protocol: s.protocol,
             state: s.state as u32,
             src_port: s.src_port as u32,
             dst_port: s.dst_port as u32,

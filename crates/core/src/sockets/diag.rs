@@ -32,6 +32,9 @@ const UNIX_DIAG_MSG_LEN: usize = 16;
 // linux/inet_diag.h
 const INET_DIAG_SHUTDOWN: u16 = 8;
 const INET_DIAG_MSG_LEN: usize = 72;
+const INET_DIAG_REQ_V2_LEN: usize = 56;
+/// The request attribute naming a protocol beyond u8 (IPPROTO_MPTCP, 262), Linux 5.7+.
+const INET_DIAG_REQ_PROTOCOL: u16 = 3;
 
 /// One unix socket as unix_diag reports it.
 #[derive(Debug, Clone, Default)]
@@ -57,12 +60,12 @@ pub struct UnixSockDiag {
     pub shutdown: u8,
 }
 
-/// One TCP or UDP socket as inet_diag reports it.
+/// One TCP, UDP or MPTCP socket as inet_diag reports it.
 #[derive(Debug, Clone, Default)]
 pub struct InetSockDiag {
     pub ino: u32,
     pub family: u8,
-    pub protocol: u8,
+    pub protocol: u32,
     pub state: u8,
     pub src_port: u16,
     pub dst_port: u16,
@@ -215,13 +218,21 @@ pub fn unix_sockets() -> Result<Vec<UnixSockDiag>> {
     Ok(out)
 }
 
-/// Every socket of `family` (AF_INET/AF_INET6) and `protocol` (IPPROTO_TCP/UDP) in any state.
-pub fn inet_sockets(family: u8, protocol: u8) -> Result<Vec<InetSockDiag>> {
+/// Every socket of `family` (AF_INET/AF_INET6) and `protocol` (IPPROTO_TCP/UDP/MPTCP) in any
+/// state. An MPTCP socket is listed once, by the inode of its descriptor; its TCP subflows also
+/// appear under IPPROTO_TCP with that same inode.
+pub fn inet_sockets(family: u8, protocol: u32) -> Result<Vec<InetSockDiag>> {
     // struct inet_diag_req_v2: family, protocol, ext, pad, states, inet_diag_sockid (48 bytes)
-    let mut body = vec![0u8; 56];
+    let mut body = vec![0u8; INET_DIAG_REQ_V2_LEN];
     body[0] = family;
-    body[1] = protocol;
+    body[1] = protocol as u8;
     body[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
+    if protocol > u8::MAX as u32 {
+        // nlattr { len, type } + u32: the kernel reads the protocol from here, not from the u8
+        body.extend_from_slice(&8u16.to_ne_bytes());
+        body.extend_from_slice(&INET_DIAG_REQ_PROTOCOL.to_ne_bytes());
+        body.extend_from_slice(&protocol.to_ne_bytes());
+    }
     let mut out = Vec::new();
     let what = format!("inet family {family} protocol {protocol}");
     dump_request(&what, &body, |p| {

@@ -1,5 +1,7 @@
 //! The IP- and TCP-level options CRIU 4.1 records beside an inet socket (ip_opts_entry's TTL and
-//! TOS, tcp_opts_entry), read with getsockopt on a duplicate of the target's socket.
+//! TOS, tcp_opts_entry), read with getsockopt on a duplicate of the target's socket. An MPTCP
+//! socket answers the TCP-level ones for its subflows but has no IP_TTL (EOPNOTSUPP): its TTL is
+//! left out, as if never set.
 
 use std::os::fd::AsFd;
 
@@ -18,14 +20,15 @@ const TCP_CORK: i32 = 3;
 const TCP_KEEPIDLE: i32 = 4;
 const TCP_KEEPINTVL: i32 = 5;
 const TCP_KEEPCNT: i32 = 6;
+pub const IPPROTO_MPTCP: i32 = 262;
 
 /// Socket options CRIU 4.1 records beside an inet socket (ip_opts_entry, tcp_opts_entry).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InetOpts {
-    /// IP_TTL and IP_TOS of an AF_INET socket (not asked of AF_INET6 ones).
+    /// IP_TTL and IP_TOS of an AF_INET socket (not asked of AF_INET6 ones; no TTL for MPTCP).
     pub ttl: Option<u32>,
     pub tos: Option<u32>,
-    /// TCP_NODELAY, TCP_CORK and the keepalive tuning of a TCP socket.
+    /// TCP_NODELAY, TCP_CORK and the keepalive tuning of a TCP or MPTCP socket.
     pub tcp: Option<TcpOpts>,
 }
 
@@ -48,11 +51,14 @@ pub fn inet_options(pid: i32, fd: i32) -> Result<InetOpts> {
     let family = get(libc::SOL_SOCKET, SO_DOMAIN, "SO_DOMAIN")?;
     let protocol = get(libc::SOL_SOCKET, SO_PROTOCOL, "SO_PROTOCOL")?;
     let mut o = InetOpts::default();
+    let mptcp = protocol == IPPROTO_MPTCP;
     if family == libc::AF_INET {
-        o.ttl = Some(get(SOL_IP, IP_TTL, "IP_TTL")? as u32);
+        if !mptcp {
+            o.ttl = Some(get(SOL_IP, IP_TTL, "IP_TTL")? as u32);
+        }
         o.tos = Some(get(SOL_IP, IP_TOS, "IP_TOS")? as u32);
     }
-    if protocol == libc::IPPROTO_TCP {
+    if protocol == libc::IPPROTO_TCP || mptcp {
         o.tcp = Some(TcpOpts {
             nodelay: get(SOL_TCP, TCP_NODELAY, "TCP_NODELAY")? != 0,
             cork: get(SOL_TCP, TCP_CORK, "TCP_CORK")? != 0,
@@ -67,7 +73,7 @@ pub fn inet_options(pid: i32, fd: i32) -> Result<InetOpts> {
 #[cfg(test)]
 mod tests {
     use std::net::{TcpListener, TcpStream};
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsRawFd, FromRawFd};
 
     use super::*;
 
@@ -83,6 +89,18 @@ mod tests {
         assert!(tcp.nodelay);
         assert!(!tcp.cork);
         assert!(tcp.keepidle > 0);
+    }
+
+    #[test]
+    fn mptcp_sockets_have_tcp_options_and_no_ttl() {
+        // SAFETY: socket() takes plain integers; the fd is wrapped right away.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, IPPROTO_MPTCP) };
+        assert!(fd >= 0, "socket(IPPROTO_MPTCP): {} (is net.mptcp.enabled 1?)", Errno::last().desc());
+        // SAFETY: a fresh fd owned only here.
+        let sk = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let o = inet_options(std::process::id() as i32, sk.as_raw_fd()).unwrap();
+        assert_eq!((o.ttl, o.tos), (None, Some(0)));
+        assert!(o.tcp.unwrap().keepidle > 0);
     }
 
     #[test]

@@ -73,7 +73,8 @@ pub fn inspect_socket(pid: i32, fd: i32) -> Result<SocketFacts> {
     let sock_type = get(libc::SOL_SOCKET, opts::SO_TYPE, "SO_TYPE")?;
     let protocol = get(libc::SOL_SOCKET, opts::SO_PROTOCOL, "SO_PROTOCOL")?;
     let inet = family == libc::AF_INET || family == libc::AF_INET6;
-    let opts = socket_opts(sk, &ctx, inet && protocol == libc::IPPROTO_TCP)?;
+    let stream = protocol == libc::IPPROTO_TCP || protocol == inet_opts::IPPROTO_MPTCP;
+    let opts = socket_opts(sk, &ctx, inet && stream)?;
     let mut facts = SocketFacts {
         family,
         sock_type,

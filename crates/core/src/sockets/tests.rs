@@ -50,7 +50,7 @@ fn inet_listener_options_need_no_passcred() {
     assert!(facts.opts.acceptconn);
     assert!(!facts.opts.passcred);
     let ino = ino_of(l.as_raw_fd());
-    let all = inet_sockets(libc::AF_INET as u8, libc::IPPROTO_TCP as u8).unwrap();
+    let all = inet_sockets(libc::AF_INET as u8, libc::IPPROTO_TCP as u32).unwrap();
     let s = all.iter().find(|s| s.ino == ino).expect("listener in inet_diag");
     assert_eq!(s.src_port, port);
     assert_eq!(s.state, 10);
@@ -91,4 +91,32 @@ fn queued_descriptors_come_back_as_duplicates_and_stay_queued() {
     drop(w);
     let mut buf = [0u8; 8];
     assert_eq!(nix::unistd::read(&b, &mut buf).unwrap(), 2, "the message is still queued");
+}
+
+#[test]
+fn diag_lists_an_mptcp_listener_by_its_descriptor_inode() {
+    // SAFETY: socket() takes plain integers; the fd is wrapped right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, inet_opts::IPPROTO_MPTCP) };
+    assert!(fd >= 0, "socket(IPPROTO_MPTCP): {} (is net.mptcp.enabled 1?)", Errno::last().desc());
+    // SAFETY: a fresh fd owned only here.
+    let sk = unsafe { OwnedFd::from_raw_fd(fd) };
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr { s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be() },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: bind reads a sockaddr_in of the size we pass; listen takes plain integers.
+    let r = unsafe { libc::bind(sk.as_raw_fd(), (&addr as *const libc::sockaddr_in).cast(), size_of::<libc::sockaddr_in>() as u32) };
+    assert_eq!(r, 0, "bind: {}", Errno::last().desc());
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::listen(sk.as_raw_fd(), 37) }, 0);
+    let ino = ino_of(sk.as_raw_fd());
+    let all = inet_sockets(libc::AF_INET as u8, inet_opts::IPPROTO_MPTCP as u32).unwrap();
+    let s = all.iter().find(|s| s.ino == ino).expect("the MPTCP listener in the MPTCP table");
+    assert_eq!((s.state, s.wqlen, s.protocol), (10, 37, 262));
+    assert!(s.src_port > 0);
+    // Only MPTCP sockets there: a TCP listener of ours is not.
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    assert!(!all.iter().any(|s| s.ino == ino_of(tcp.as_raw_fd())));
 }
