@@ -25,7 +25,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CRIU, critDecodeAll, criuRestore, makeWorkDir, run, summarizeLog } from './helpers/criu.js';
-import { REPO_ROOT, isAlive, killTree, procState, publish, requestVerify, startTarget, type Target } from './helpers/target.js';
+import { REPO_ROOT, isAlive, killTree, publish, requestVerify, settledState, startTarget, type Target } from './helpers/target.js';
 import { TsdumpCliError, runTsdump, tsdumpDump } from './helpers/tsdump.js';
 
 type Json = Record<string, unknown>;
@@ -182,19 +182,6 @@ function lockRules(p: Pick<Pair, 'peerPort' | 'localPort' | 'v6'>): string[] {
     `-A INPUT -s ${host} -d ${host} ${mark} --sport ${p.peerPort} --dport ${p.localPort} -j DROP`,
     `-A OUTPUT -s ${host} -d ${host} ${mark} --sport ${p.localPort} --dport ${p.peerPort} -j DROP`,
   ];
-}
-
-/**
- * The process state once the target is back in its polling sleep: right after a release it may
- * still be caught running ('R'), which is as much "not stopped" as 'S'.
- */
-async function settledState(pid: number): Promise<string | undefined> {
-  let state = procState(pid);
-  for (let i = 0; i < 100 && state === 'R'; i++) {
-    await sleep(10);
-    state = procState(pid);
-  }
-  return state;
 }
 
 async function verifyBoth(p: Pair): Promise<[string, string]> {

@@ -205,6 +205,19 @@ export function procState(pid: number): string | undefined {
 }
 
 /**
+ * The process state once the target is back in its polling sleep: right after a release it may
+ * still be caught running ('R'), which is as much "not stopped" as 'S'.
+ */
+export async function settledState(pid: number): Promise<string | undefined> {
+  let state = procState(pid);
+  for (let i = 0; i < 100 && state === 'R'; i++) {
+    await sleep(10);
+    state = procState(pid);
+  }
+  return state;
+}
+
+/**
  * Whether pid is (still, or again after a restore) one of ours: its command line or its cwd
  * mentions `marker` (the CTL or work directory). PIDs are recycled, and a test must never kill a
  * process that merely inherited a PID from its dead target.

@@ -68,6 +68,7 @@ const FLAG_OF: Record<keyof DumpOptions, string> = {
   shellJob: '--shell-job',
   extUnixSk: '--ext-unix-sk',
   tcpEstablished: '--tcp-established',
+  tcpClose: '--tcp-close',
   fileLocks: '--file-locks',
   freezeCgroup: '--freeze-cgroup',
   timeout: '--timeout',

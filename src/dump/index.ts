@@ -45,6 +45,7 @@ export const SUPPORTED_DUMP_OPTIONS: readonly (keyof DumpOptions)[] = [
   'shellJob',
   'extUnixSk',
   'tcpEstablished',
+  'tcpClose',
   'fileLocks',
   'ghostLimit',
   'dropNotifyEvents',
@@ -128,13 +129,20 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
       ),
     );
     stats.markFrozen();
-    configureSocketDump({ extUnixSk: !!options.extUnixSk, tcpEstablished: !!options.tcpEstablished, pids: tree.processes.map((p) => p.pid) });
+    configureSocketDump({
+      extUnixSk: !!options.extUnixSk,
+      tcpEstablished: !!options.tcpEstablished,
+      tcpClose: !!options.tcpClose,
+      pids: tree.processes.map((p) => p.pid),
+      ...(options.log ? { log: options.log } : {}),
+    });
     beginPtyDump();
     let files: FileTable | undefined;
     let networkLock: NetworkLock | undefined;
     const linkRemaps = options.linkRemap ? new LinkRemaps() : undefined;
     try {
-      if (options.tcpEstablished) {
+      // --tcp-close wins, as in CRIU: connections restored closed need neither lock nor state
+      if (options.tcpEstablished && !options.tcpClose) {
         stage('network lock');
         networkLock = await NetworkLock.lock(await treeConnections(tree.processes.map((p) => p.pid)), options.log);
         configureSocketDump({ ...socketSettings(), networkLock });
@@ -203,7 +211,7 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
       await writeStats(imagesDir, stats);
       await incremental?.writeTrackFile();
       stage('write inventory');
-      await writeInventory(imagesDir, { rootIds: kobjIds.dumperIds(), rootCgSet: cgroups.dumperSetId });
+      await writeInventory(imagesDir, { rootIds: kobjIds.dumperIds(), rootCgSet: cgroups.dumperSetId, tcpClose: !!options.tcpClose });
       // CRIU runs post-dump before the tree is killed: a failing script keeps it alive.
       stage('post-dump scripts');
       await scripts.run('post-dump');

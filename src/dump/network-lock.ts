@@ -24,7 +24,7 @@ import { native } from '../native.js';
 import { TsdumpError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { inetAddress } from './fds/inet-socket.js';
-import { collectTreeInodes } from './fds/socket-diag.js';
+import { collectTreeInodes, mptcpSockets } from './fds/socket-diag.js';
 
 const AF_INET = 2;
 const AF_INET6 = 10;
@@ -52,14 +52,20 @@ interface Rule {
   readonly spec: readonly string[];
 }
 
-/** The TCP sockets of `pids` that are neither listening nor closed, by inode. */
+/**
+ * The TCP sockets of `pids` that are neither listening nor closed, by inode. MPTCP sockets are
+ * left out: their subflows are listed as TCP under the socket's inode, but they cannot be
+ * repaired (the dump refuses them, or closes them with --tcp-close).
+ */
 export async function treeConnections(pids: readonly number[]): Promise<TcpConnection[]> {
   const inodes = await collectTreeInodes(pids);
   if (inodes.size === 0) return [];
+  // a kernel without MPTCP has no MPTCP socket to leave out (and answers ENOENT)
+  const mptcp = await mptcpSockets().catch(() => new Map<number, unknown>());
   const out: TcpConnection[] = [];
   for (const family of [AF_INET, AF_INET6]) {
     for (const s of await native.inetSockets(family, IPPROTO_TCP)) {
-      if (!inodes.has(s.ino) || s.state === TCP_LISTEN || s.state === TCP_CLOSE) continue;
+      if (!inodes.has(s.ino) || mptcp.has(s.ino) || s.state === TCP_LISTEN || s.state === TCP_CLOSE) continue;
       out.push({ ino: s.ino, family, state: s.state, srcAddr: s.srcAddr, srcPort: s.srcPort, dstAddr: s.dstAddr, dstPort: s.dstPort });
     }
   }

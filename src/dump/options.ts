@@ -19,6 +19,11 @@ export interface DumpOptions {
   extUnixSk?: boolean;
   /** Dump established TCP connections through TCP_REPAIR (--tcp-established). */
   tcpEstablished?: boolean;
+  /**
+   * Dump connected TCP (and MPTCP) sockets without their state, for `criu restore --tcp-close` to
+   * bring back closed; neither locked nor read in repair mode (--tcp-close).
+   */
+  tcpClose?: boolean;
   /** Dump file locks (-l/--file-locks). */
   fileLocks?: boolean;
   /** Freeze this cgroup (v1 freezer or v2 cgroup.freeze) before seizing (--freeze-cgroup). */

@@ -33,6 +33,7 @@ const WORKER_OPTIONS: { readonly [K in keyof Required<DumpOptions>]: 'copied' | 
   shellJob: 'copied',
   extUnixSk: 'copied',
   tcpEstablished: 'copied',
+  tcpClose: 'copied',
   fileLocks: 'copied',
   freezeCgroup: 'copied',
   timeout: 'copied',

@@ -16,6 +16,8 @@ export interface InventoryFacts {
   plugins?: string[];
   /** Set by a pre-dump: CRIU's PRE_DUMP_SPLICE (1) or PRE_DUMP_READ (2). */
   preDumpMode?: number;
+  /** --tcp-close: `criu restore` then insists on --tcp-close too (criu/image.c). */
+  tcpClose?: boolean;
 }
 
 export async function writeInventory(dir: ImagesDir, facts: InventoryFacts): Promise<void> {
@@ -30,6 +32,7 @@ export async function writeInventory(dir: ImagesDir, facts: InventoryFacts): Pro
     dumpCriuRunId: randomUUID(),
     ...(facts.rootCgSet !== undefined ? { rootCgSet: facts.rootCgSet } : {}),
     ...(facts.preDumpMode !== undefined ? { preDumpMode: facts.preDumpMode } : {}),
+    ...(facts.tcpClose ? { tcpClose: true } : {}),
   });
   await writeImage(dir, 'inventory.img', inventory_entrySchema, [entry]);
 }

@@ -1,9 +1,18 @@
-// TCP and UDP sockets, IPv4 and IPv6 (CRIU's INETSK): inet_sk_entry from inet_diag and the socket
-// itself (criu/sk-inet.c). Listening TCP and bound/connected UDP sockets are dumped as they are; an
-// established TCP connection needs --tcp-established: the dump holds it locked (../network-lock.ts)
-// and reads it in TCP_REPAIR mode into tcp-stream-INO.img (criu/sk-tcp.c dump_tcp_conn_state).
+// TCP, MPTCP and UDP sockets, IPv4 and IPv6 (CRIU's INETSK): inet_sk_entry from inet_diag and the
+// socket itself (criu/sk-inet.c). Listening TCP and bound/connected UDP sockets are dumped as they
+// are; an established TCP connection needs --tcp-established: the dump holds it locked
+// (../network-lock.ts) and reads it in TCP_REPAIR mode into tcp-stream-INO.img (criu/sk-tcp.c
+// dump_tcp_conn_state). With --tcp-close instead, connections are recorded without their state
+// and `criu restore --tcp-close` brings them back shut down: the program reads EOF and lets go.
 // SO_PASSCRED/SO_PASSSEC are recorded as off: they mean nothing for inet sockets, and this kernel
 // refuses to report them (the reason the reference CRIU 4.1.1 cannot dump any inet socket here).
+//
+// MPTCP (IPPROTO_MPTCP, what Go >= 1.24 listens with): `criu restore` 4.1.1 creates an inet
+// socket with the image's protocol, so an unconnected or bound MPTCP socket comes back as one;
+// but it listen()s only on IPPROTO_TCP entries ("Wrong socket in listen state") and rebuilds
+// connections only through TCP_REPAIR, which MPTCP lacks. So an MPTCP listener is recorded as a
+// TCP listener on the same address, with the same options — the restored program accepts plain
+// TCP (MPTCP clients fall back to TCP) — and an MPTCP connection needs --tcp-close.
 import { create } from '@bufbuild/protobuf';
 import { fd_types } from '../../images/gen/fdinfo_pb.js';
 import { sk_shutdown } from '../../images/gen/sk-opts_pb.js';
@@ -12,7 +21,7 @@ import type { InetSocketOptions, SocketInfo } from '../../../native/index.js';
 import { native } from '../../native.js';
 import { TsdumpError } from '../../errors.js';
 import type { FdKindContext, FileEntryInit } from './kind.js';
-import { socketSettings, socketTables } from './socket-diag.js';
+import { mptcpSocket, socketSettings, socketTables } from './socket-diag.js';
 import { skOpts } from './socket-opts.js';
 
 const AF_INET6 = 10;
@@ -20,6 +29,7 @@ const SOCK_STREAM = 1;
 const SOCK_DGRAM = 2;
 const IPPROTO_TCP = 6;
 const IPPROTO_UDP = 17;
+const IPPROTO_MPTCP = 262;
 const TCP_ESTABLISHED = 1;
 const TCP_SYN_SENT = 2;
 const TCP_FIN_WAIT1 = 4;
@@ -56,6 +66,26 @@ function refuse(c: FdKindContext, why: string, code: 'UNSUPPORTED_FD' | 'UNSUPPO
   return new TsdumpError(code, `pid ${c.pid}: fd ${c.fd.fd} (${c.fd.target}): ${why}`);
 }
 
+const SOCK_TYPES: Readonly<Record<number, string>> = { 1: 'SOCK_STREAM', 2: 'SOCK_DGRAM', 3: 'SOCK_RAW', 5: 'SOCK_SEQPACKET' };
+const IP_PROTOCOLS: Readonly<Record<number, string>> = {
+  0: 'IPPROTO_IP',
+  1: 'IPPROTO_ICMP',
+  6: 'IPPROTO_TCP',
+  17: 'IPPROTO_UDP',
+  33: 'IPPROTO_DCCP',
+  58: 'IPPROTO_ICMPV6',
+  132: 'IPPROTO_SCTP',
+  136: 'IPPROTO_UDPLITE',
+  255: 'IPPROTO_RAW',
+  262: 'IPPROTO_MPTCP',
+};
+
+/** "AF_INET6 SOCK_DGRAM socket of protocol IPPROTO_ICMPV6 (58)": the socket() arguments. */
+function socketKind(family: number, type: number, proto: number): string {
+  const name = (names: Readonly<Record<number, string>>, v: number) => names[v] ?? String(v);
+  return `${family === AF_INET6 ? 'AF_INET6' : 'AF_INET'} ${name(SOCK_TYPES, type)} socket of protocol ${name(IP_PROTOCOLS, proto)} (${proto})`;
+}
+
 /** "127.0.0.1:80" / "[::1]:80" from CRIU's address words (memory order). */
 export function inetAddress(family: number, words: readonly number[], port: number): string {
   const bytes = Buffer.alloc(words.length * 4);
@@ -68,13 +98,15 @@ export function inetAddress(family: number, words: readonly number[], port: numb
 
 export async function inetSocketEntry(c: FdKindContext, ino: number, info: SocketInfo): Promise<FileEntryInit> {
   const { family, sockType: type, protocol: proto } = info;
-  if (!((type === SOCK_STREAM && proto === IPPROTO_TCP) || (type === SOCK_DGRAM && proto === IPPROTO_UDP))) {
-    throw refuse(c, `inet socket of type ${type} protocol ${proto}; only TCP and UDP are supported`);
+  const mptcp = type === SOCK_STREAM && proto === IPPROTO_MPTCP;
+  const stream = mptcp || (type === SOCK_STREAM && proto === IPPROTO_TCP);
+  if (!stream && !(type === SOCK_DGRAM && proto === IPPROTO_UDP)) {
+    throw refuse(c, `${socketKind(family, type, proto)}: tsdump dumps TCP, MPTCP and UDP sockets only; close it or leave the process out of the tree`);
   }
   if (info.udpCork) throw refuse(c, 'corked UDP socket (UDP_CORK)');
   const words = family === AF_INET6 ? 4 : 1;
   // A socket neither bound nor connected is not in inet_diag's tables (CRIU's gen_uncon_sk).
-  const sk = (await socketTables(c)).inet.get(ino) ?? {
+  const sk = (mptcp ? await mptcpSocket(c, ino) : undefined) ?? (await socketTables(c)).inet.get(ino) ?? {
     state: TCP_CLOSE,
     srcPort: 0,
     dstPort: 0,
@@ -85,20 +117,42 @@ export async function inetSocketEntry(c: FdKindContext, ino: number, info: Socke
   };
   const local = inetAddress(family, sk.srcAddr, sk.srcPort);
   let state = sk.state;
-  if (proto === IPPROTO_TCP && sk.state !== TCP_LISTEN && sk.state !== TCP_CLOSE) {
-    const conn = `${TCP_STATES[sk.state] ?? sk.state} TCP connection ${local} -> ${inetAddress(family, sk.dstAddr, sk.dstPort)}`;
+  // what `criu restore` will socket() (see the head of this file)
+  let restoredProto = proto;
+  if (stream && sk.state !== TCP_LISTEN && sk.state !== TCP_CLOSE) {
+    const conn = `${TCP_STATES[sk.state] ?? sk.state} ${mptcp ? 'MPTCP' : 'TCP'} connection ${local} -> ${inetAddress(family, sk.dstAddr, sk.dstPort)}`;
     const settings = socketSettings();
-    if (!settings.tcpEstablished) {
-      throw refuse(c, `${conn}; established connections are dumped only with --tcp-established`);
+    if (mptcp && !settings.tcpClose) {
+      throw refuse(
+        c,
+        `${conn}: MPTCP (IPPROTO_MPTCP) has no repair mode (TCP_REPAIR), so neither tsdump nor CRIU can carry the connection over; ` +
+          'dump with --tcp-close to have criu restore --tcp-close bring it back closed (the program sees its peer hang up), ' +
+          'or run the program without MPTCP (Go: GODEBUG=multipathtcp=0)',
+      );
+    }
+    if (!settings.tcpEstablished && !settings.tcpClose) {
+      throw refuse(c, `${conn}; established connections are dumped only with --tcp-established (carried over) or --tcp-close (restored closed)`);
     }
     if (!DUMPABLE_STATES.has(sk.state)) {
       throw refuse(c, `${conn}: tsdump dumps connections in ${[...DUMPABLE_STATES].map((st) => TCP_STATES[st]).join(', ')} states only`, 'UNSUPPORTED');
     }
-    if (!settings.networkLock) throw refuse(c, `${conn}: the network is not locked`, 'UNSUPPORTED');
-    state = await dumpTcpStream(c, ino, conn);
+    if (settings.tcpClose) {
+      // criu restore --tcp-close recreates it as a TCP socket and shuts it down; no state needed
+      restoredProto = IPPROTO_TCP;
+    } else {
+      if (!settings.networkLock) throw refuse(c, `${conn}: the network is not locked`, 'UNSUPPORTED');
+      state = await dumpTcpStream(c, ino, conn);
+    }
   }
-  if (proto === IPPROTO_TCP && sk.state === TCP_CLOSE && info.opts.acceptconn) {
-    throw refuse(c, `TCP socket ${local} reports SO_ACCEPTCONN but inet_diag says closed`);
+  if (stream && sk.state === TCP_CLOSE && info.opts.acceptconn) {
+    throw refuse(c, `${mptcp ? 'MPTCP' : 'TCP'} socket ${local} reports SO_ACCEPTCONN but inet_diag says closed`);
+  }
+  if (mptcp && sk.state === TCP_LISTEN) {
+    restoredProto = IPPROTO_TCP;
+    socketSettings().log?.warn(
+      `pid ${c.pid}: fd ${c.fd.fd}: MPTCP listener ${local} is dumped as a TCP listener (criu restore listens on IPPROTO_TCP sockets only); ` +
+        'after the restore it accepts TCP, and MPTCP clients fall back to TCP',
+    );
   }
   const shutdown = sk.shutdown as sk_shutdown;
   const ipTcp = await native.inetSocketOptions(c.pid, c.fd.fd);
@@ -110,7 +164,7 @@ export async function inetSocketEntry(c: FdKindContext, ino: number, info: Socke
       ino,
       family,
       type,
-      proto,
+      proto: restoredProto,
       state,
       srcPort: sk.srcPort,
       dstPort: sk.dstPort,
@@ -121,13 +175,23 @@ export async function inetSocketEntry(c: FdKindContext, ino: number, info: Socke
       srcAddr: sk.srcAddr.slice(0, words),
       dstAddr: sk.dstAddr.slice(0, words),
       fown: c.fown,
-      opts: skOpts({ ...info.opts, passcred: false, passsec: false }),
+      opts: skOpts(socketOptions(info, restoredProto)),
       ...(info.v6Only != null ? { v6only: info.v6Only } : {}),
       ipOpts: ipOpts(info, ipTcp),
       ...(shutdown !== sk_shutdown.NONE ? { shutdown } : {}),
-      tcpOpts: tcpOpts(ipTcp),
+      tcpOpts: restoredProto === IPPROTO_TCP ? tcpOpts(ipTcp) : {},
     },
   };
+}
+
+/**
+ * The socket-level options, as restore will set them on a socket of `restoredProto`. An MPTCP
+ * socket refuses SO_BUF_LOCK (EOPNOTSUPP, which fails the restore), so it is left out: the
+ * buffer sizes restore sets lock them anyway.
+ */
+function socketOptions(info: SocketInfo, restoredProto: number): SocketInfo['opts'] {
+  const { bufLock, ...opts } = info.opts;
+  return { ...opts, passcred: false, passsec: false, ...(restoredProto !== IPPROTO_MPTCP && bufLock != null ? { bufLock } : {}) };
 }
 
 /**

@@ -7,6 +7,7 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import type { InetSocketDiag, NetlinkSocketDiag, UnixSocketDiag } from '../../../native/index.js';
 import { native } from '../../native.js';
 import type { NetworkLock } from '../network-lock.js';
+import type { Logger } from '../../log.js';
 import type { FdKindContext } from './kind.js';
 
 /** Dump-wide settings the socket kinds need from DumpOptions, and the dumped tree. */
@@ -15,10 +16,14 @@ export interface SocketDumpSettings {
   readonly extUnixSk?: boolean;
   /** --tcp-established: established TCP connections may be dumped. */
   readonly tcpEstablished?: boolean;
+  /** --tcp-close: connected TCP/MPTCP sockets are dumped stateless, for a restore that closes them. */
+  readonly tcpClose?: boolean;
   /** The tree's connections, locked for this dump; their sockets are read in repair mode. */
   readonly networkLock?: NetworkLock;
   /** Root-first pids of the dumped processes. */
   readonly pids?: readonly number[];
+  /** The dump's log, for what is dumped differently than it runs (an MPTCP listener). */
+  readonly log?: Logger;
 }
 
 let settings: SocketDumpSettings = {};
@@ -45,6 +50,8 @@ interface Tables {
   treeInodes?: Promise<Set<number>>;
   /** Unix sockets in flight in the queues of the tree's sockets (in-flight.ts). */
   inFlight?: Promise<Set<number>>;
+  /** MPTCP sockets by inode, asked for when the dump meets its first one (see mptcpSocket). */
+  mptcp?: Promise<Map<number, InetSocketDiag>>;
 }
 
 let tables: Tables | undefined;
@@ -53,6 +60,7 @@ const AF_INET = 2;
 const AF_INET6 = 10;
 const IPPROTO_TCP = 6;
 const IPPROTO_UDP = 17;
+const IPPROTO_MPTCP = 262;
 
 /** The diag tables of the current dump, fetched on the dump's first socket. */
 export async function socketTables(c: FdKindContext): Promise<Tables> {
@@ -79,6 +87,25 @@ export async function socketTables(c: FdKindContext): Promise<Tables> {
 /** The dumped processes (root first). */
 export function treePids(): readonly number[] {
   return settings.pids ?? tracedByUs();
+}
+
+/**
+ * inet_diag's MPTCP entry for the socket `ino` (its TCP subflows are in `inet` under the same
+ * inode, but the MPTCP entry is the socket the task holds).
+ */
+export async function mptcpSocket(c: FdKindContext, ino: number): Promise<InetSocketDiag | undefined> {
+  const t = await socketTables(c);
+  t.mptcp ??= mptcpSockets();
+  return (await t.mptcp).get(ino);
+}
+
+/** Every MPTCP socket of this network namespace, by inode. */
+export async function mptcpSockets(): Promise<Map<number, InetSocketDiag>> {
+  const out = new Map<number, InetSocketDiag>();
+  for (const family of [AF_INET, AF_INET6]) {
+    for (const s of native.inetSockets(family, IPPROTO_MPTCP)) out.set(s.ino, s);
+  }
+  return out;
 }
 
 /** Socket inodes held open by any process of the dumped tree. */
