@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Compiles the helpers the test suite runs: the subreaper wrapper and the C test targets in
-# __test__/targets/. Outputs go to build/ (ignored by git). Rebuilds only what changed.
+# Compiles the helpers the test suite runs: the subreaper wrapper, the C test targets in
+# __test__/targets/ and the Go one (__test__/targets/go_http, a Go >= 1.24 HTTP server). Outputs
+# go to build/ (ignored by git). Rebuilds only what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p build/targets
@@ -21,3 +22,22 @@ for src in __test__/targets/*.c; do
   name=$(basename "$src" .c)
   build "build/targets/$name" "$src" -pthread -lrt
 done
+
+# Go >= 1.24: its net.Listen("tcp") opens MPTCP sockets, the point of this subject. The toolchain
+# that is here is used as it is (GOTOOLCHAIN=local: no download of another one).
+go_src=__test__/targets/go_http
+go_out=build/targets/go_http
+go=$(command -v go || true)
+[[ -z $go && -x /usr/local/go/bin/go ]] && go=/usr/local/go/bin/go
+if [[ -z $go ]]; then
+  echo "build-test-programs: no Go toolchain (go not on PATH nor in /usr/local/go/bin): the go_http test subject needs Go >= 1.24" >&2
+  exit 1
+fi
+if [[ ! -x $go_out || -n $(find "$go_src" -newer "$go_out" -type f) ]]; then
+  go_version=$(GOTOOLCHAIN=local "$go" env GOVERSION)
+  if [[ ! $go_version =~ ^go1\.([0-9]+) ]] || (( BASH_REMATCH[1] < 24 )); then
+    echo "build-test-programs: $go is $go_version; the go_http test subject needs Go >= 1.24" >&2
+    exit 1
+  fi
+  (cd "$go_src" && GOTOOLCHAIN=local GOFLAGS=-mod=mod "$go" build -trimpath -o "$OLDPWD/$go_out" .)
+fi

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { criuRestore, makeWorkDir } from './criu.js';
 import { belongsTo, isAlive, killTree, logTail, requestVerify, startTarget, waitGone, type Target } from './target.js';
-import { startNodeHttp, startPython, startRedis } from './programs.js';
+import { startGoHttp, startNodeHttp, startPython, startRedis } from './programs.js';
 
 /** A running subject of a round trip: a C target or a real program. */
 export interface Subject {
@@ -225,6 +225,22 @@ export const catalogue: readonly CatalogueEntry[] = [
     reference: { expect: 'pass' },
     criuCanDump: true,
     start: (dir) => startPython(dir),
+  },
+  {
+    name: 'go-http-mptcp',
+    verifies:
+      'a Go >= 1.24 HTTP server, its net.Listen("tcp") an MPTCP listener, holding 2 000 items, 300 parked goroutines and a ticker, with 3 idle keep-alive clients outside the tree (2 TCP, 1 MPTCP); ' +
+      'after dump and restore with --tcp-close it serves the same state, lets the restored connections go and the clients reconnect; its listener is TCP after the restore',
+    reference: {
+      expect: 'cannot-dump',
+      match: /Unsupported proto 262/,
+      reason: 'CRIU 4.1.1 dumps inet sockets of protocol IP, TCP, UDP and UDPLITE only (criu/sk-inet.c can_dump_ipproto), not IPPROTO_MPTCP',
+    },
+    criuCanDump: false,
+    // MPTCP has no TCP_REPAIR: its connections can only come back closed
+    dumpArgs: ['--tcp-close'],
+    restoreArgs: ['--tcp-close'],
+    start: (dir) => startGoHttp(dir),
   },
 ];
 

@@ -8,13 +8,13 @@
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { request } from 'node:http';
+import { Agent, request } from 'node:http';
 import { createConnection, createServer, type NetConnectOpts } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Subject } from './catalogue.js';
-import { killTree, logTail, requestVerify, spawnWithProtocol, treePids } from './target.js';
+import { TARGETS_DIR, killTree, logTail, requestVerify, spawnWithProtocol, treePids } from './target.js';
 
 const PROGRAMS_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../programs');
 
@@ -307,5 +307,154 @@ export async function startPython(workDir: string): Promise<Subject> {
     verify: () => requestVerify(target),
     kill: () => killTree(target.pid, ctl, target.pids),
     describe: () => `--- python log ---\n${logTail(target)}`,
+  };
+}
+
+export const GO_HTTP = join(TARGETS_DIR, 'go_http');
+
+interface GoState {
+  readonly hits: number;
+  readonly count: number;
+  readonly checksum: string;
+  readonly parked: string;
+  readonly ticking: number;
+  readonly listenerProto: number;
+}
+
+/** GET path over a fresh connection (closed after the answer) or through a keep-alive agent. */
+function goGet(port: number, path: string, agent?: Agent): Promise<{ body: string; reused: boolean }> {
+  return new Promise((res, rej) => {
+    const req = request(
+      { host: '127.0.0.1', port, path, agent: agent ?? false, ...(agent ? {} : { headers: { connection: 'close' } }), timeout: 10_000 },
+      (resp) => {
+        let body = '';
+        resp.on('data', (b: Buffer) => (body += b.toString()));
+        resp.on('end', () => (resp.statusCode === 200 ? res({ body, reused: req.reusedSocket }) : rej(new Error(`GET ${path}: HTTP ${resp.statusCode}`))));
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`GET ${path}: timeout`)));
+    req.on('error', rej);
+    req.end();
+  });
+}
+
+/** The kernel's start time of `pid` (clock ticks since boot): a restored process has a new one. */
+function startTime(pid: number): string | undefined {
+  const stat = readIfExists(`/proc/${pid}/stat`);
+  return stat?.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+}
+
+/** go_http client: one MPTCP keep-alive connection; a GET /state per line written to it. */
+function startMptcpClient(port: number, dir: string) {
+  const child = spawn(GO_HTTP, ['client', String(port)], { cwd: dir, stdio: ['pipe', 'pipe', 'inherit'] });
+  child.on('error', () => undefined);
+  let out = '';
+  child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+  let lines = 0;
+  return {
+    pid: child.pid,
+    /** One request; resolves to the client's line ("ok mptcp=BOOL {...}" or "error ..."). */
+    async get(): Promise<string> {
+      const want = ++lines;
+      child.stdin.write('\n');
+      const deadline = Date.now() + 15_000;
+      for (;;) {
+        const got = out.split('\n');
+        if (got.length > want) return got[want - 1]!;
+        if (Date.now() > deadline) throw new Error(`MPTCP client: no answer (output so far: ${out})`);
+        await sleep(10);
+      }
+    },
+    stop: () => void child.kill('SIGKILL'),
+  };
+}
+
+/**
+ * A Go >= 1.24 HTTP server (__test__/targets/go_http, built by scripts/build-test-programs.sh)
+ * whose net.Listen("tcp") opened an MPTCP listener, holding 2 000 items, 300 parked goroutines
+ * and a ticker, with three idle keep-alive clients outside the tree: two TCP ones (an http.Agent
+ * of this process) and an MPTCP one (go_http client). verify() tells a restored server (a new
+ * start time) from the live one:
+ *   - same items, parked goroutines' digest, hits + 1, the ticker still ticking;
+ *   - live: the listener is MPTCP, the server holds the 3 idle connections, the clients reuse
+ *     them (the MPTCP one still MPTCP);
+ *   - restored (criu restore --tcp-close): the server let the restored connections go (they
+ *     come back shut down), the listener is TCP (criu restore listens on TCP sockets only), and
+ *     every client's next request succeeds over a new connection (the MPTCP client falling back
+ *     to TCP).
+ */
+export async function startGoHttp(workDir: string): Promise<Subject> {
+  const dir = join(workDir, 'go-http');
+  await mkdir(dir, { mode: 0o700 });
+  const readyFile = join(dir, 'ready');
+  const { pid, log } = spawnDetached(GO_HTTP, ['serve', readyFile], dir);
+  const agent = new Agent({ keepAlive: true, maxSockets: 2 });
+  let mptcp: ReturnType<typeof startMptcpClient> | undefined;
+  const kill = async (): Promise<void> => {
+    agent.destroy();
+    mptcp?.stop();
+    await killTree(pid, dir);
+  };
+  let port: number;
+  let before: GoState;
+  let started: string | undefined;
+  try {
+    const ready = await until('go http server', 15_000, async () => readIfExists(readyFile), log);
+    if (!ready.includes(`pid=${pid}\n`)) throw new Error(`ready file names another pid: ${ready}`);
+    // Without MPTCP (net.mptcp.enabled=0, or a Go < 1.24) this subject would prove nothing.
+    if (!ready.includes('proto=262\n')) throw new Error(`the Go server's listener is not MPTCP: ${ready}`);
+    port = Number(/port=(\d+)/.exec(ready)![1]);
+    await Promise.all([goGet(port, '/state', agent), goGet(port, '/state', agent)]);
+    mptcp = startMptcpClient(port, dir);
+    const line = await mptcp.get();
+    if (!line.startsWith('ok mptcp=true ')) throw new Error(`MPTCP client: ${line}`);
+    before = JSON.parse((await goGet(port, '/state')).body) as GoState;
+    if (before.count !== 2000) throw new Error(`server holds ${before.count} items`);
+    started = startTime(pid);
+  } catch (e) {
+    await kill();
+    throw e;
+  }
+  const client = mptcp;
+  return {
+    name: 'go-http-mptcp',
+    pid,
+    pids: treePids(pid),
+    marker: dir,
+    async verify() {
+      const problems: string[] = [];
+      try {
+        const restored = startTime(pid) !== started;
+        // this check's own connection, plus the idle clients' while they are held
+        const open = restored ? 1 : 4;
+        let openNow: number;
+        const deadline = Date.now() + 10_000;
+        for (;;) {
+          openNow = (JSON.parse((await goGet(port, '/conns')).body) as { open: number }).open;
+          if (openNow === open || Date.now() > deadline) break;
+          await sleep(50);
+        }
+        if (openNow !== open) problems.push(`the server holds ${openNow} connection(s), want ${open}`);
+        const now = JSON.parse((await goGet(port, '/state')).body) as GoState;
+        if (now.checksum !== before.checksum || now.count !== before.count) problems.push('items changed');
+        if (now.parked !== before.parked) problems.push(`parked goroutines answer ${now.parked}, want ${before.parked}`);
+        if (now.hits !== before.hits + 1) problems.push(`hits ${now.hits}, want ${before.hits + 1}`);
+        if (!(now.ticking > before.ticking)) problems.push(`ticker stopped at ${now.ticking}`);
+        const wantProto = restored ? 6 : 262;
+        if (now.listenerProto !== wantProto) problems.push(`listener protocol ${now.listenerProto}, want ${wantProto}`);
+        const tcp = await Promise.all([goGet(port, '/state', agent), goGet(port, '/state', agent)]);
+        tcp.forEach((r, i) => {
+          if (r.reused === restored) problems.push(`TCP client ${i}: ${r.reused ? 'reused its connection' : 'had to reconnect'}`);
+        });
+        const line = await client.get();
+        const wantLine = `ok mptcp=${!restored} `;
+        if (!line.startsWith(wantLine)) problems.push(`MPTCP client: ${line.slice(0, 120)} (want ${wantLine.trim()})`);
+        return problems.length === 0 ? 'PASS' : `FAIL: ${problems.join('; ')}`;
+      } catch (e) {
+        return `FAIL: ${[...problems, e instanceof Error ? e.message : String(e)].join('; ')}`;
+      }
+    },
+    kill,
+    describe: () => `--- go http log ---\n${log().split('\n').slice(-30).join('\n')}`,
   };
 }
