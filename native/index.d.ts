@@ -58,6 +58,12 @@ export declare class PageServer {
 export declare class Session {
   /** The images directory this session's pages images go to (dumpMemory, dumpShmem, ...). */
   useImagesDir(dir: ImagesDir): void
+  /**
+   * Dumps a SysV segment's contents (its allocated pages, `vaddr` counted from its start:
+   * pagemap-shmem-<shmid>) through a read-only attachment of our own, detached after. On the
+   * tracer thread, which holds the page-server connection.
+   */
+  dumpSysvShm(opts: DumpSysvShmOptions): Promise<ShmemDumpInfo>
   /** Dumps the private memory of `pid` (seized by this session) into pages-<pagesId>.img. */
   dumpMemory(pid: number, opts: DumpMemoryOptions): Promise<MemoryDump>
   /**
@@ -264,6 +270,17 @@ export interface DumpShmemOptions {
   end: bigint
 }
 
+export interface DumpSysvShmOptions {
+  /** Whose IPC namespace the segment is in (ours if omitted). */
+  nsPid?: number
+  shmid: number
+  size: bigint
+  /** Local dump: `pages-<pagesId>.img` in the session's images directory. */
+  pagesId?: number
+  /** Or to the page server, over the session's connection. */
+  pageServer?: PageServerAddress
+}
+
 export interface EpollTargetInfo {
   tfd: number
   events: number
@@ -432,6 +449,40 @@ export declare function inspectFd(pid: number, fd: number): FdInfoEntry
 /** Reads the socket behind fd `fd` of `pid` through a duplicate: identity, options, bound file. */
 export declare function inspectSocket(pid: number, fd: number): SocketInfo
 
+export interface IpcDescInfo {
+  key: number
+  id: number
+  uid: number
+  gid: number
+  cuid: number
+  cgid: number
+  mode: number
+}
+
+/** The IPC sysctls of the namespace of `nsPid` (ours if omitted). */
+export declare function ipcVars(nsPid?: number | undefined | null): IpcVarsInfo
+
+export interface IpcVarsInfo {
+  semCtls: Array<number>
+  msgCtlmax: number
+  msgCtlmnb: number
+  msgCtlmni: number
+  autoMsgmni: number
+  shmCtlmax: bigint
+  shmCtlall: bigint
+  shmCtlmni: number
+  shmRmidForced: number
+  mqQueuesMax: number
+  mqMsgMax: number
+  mqMsgsizeMax: number
+  mqMsgDefault?: number
+  mqMsgsizeDefault?: number
+  /** None while at the initial -1. */
+  msgNextId?: number
+  semNextId?: number
+  shmNextId?: number
+}
+
 /** Whether fd `fd` of `pid` is a tracking userfaultfd (async write-protect) as a pre-dump leaves. */
 export declare function isTrackingFd(pid: number, fd: number): boolean
 
@@ -538,6 +589,14 @@ export interface MmFieldsInfo {
   argEnd: bigint
   envStart: bigint
   envEnd: bigint
+}
+
+export interface MsgQueueInfo {
+  desc: IpcDescInfo
+  qbytes: number
+  qnum: number
+  lspid: number
+  lrpid: number
 }
 
 export interface NamespaceInfo {
@@ -886,6 +945,13 @@ export interface SeizeTreeOptions {
   suspendSeccomp?: boolean
 }
 
+export interface SemSetInfo {
+  desc: IpcDescInfo
+  values: Array<number>
+  /** The last process to operate on each semaphore (0: none yet). */
+  pids: Array<number>
+}
+
 export interface SendImagesOptions {
   /** Directory holding pagemap-*.img and their pages-*.img. */
   imagesDir: string
@@ -914,6 +980,14 @@ export interface SendShmemOptions {
   port: number
 }
 
+export interface ShmAttachmentInfo {
+  start: bigint
+  end: bigint
+  pgoff: bigint
+  shmid: number
+  key: number
+}
+
 /**
  * The device (st_dev) of the kernel's internal shmem mount: memfds and MAP_SHARED|MAP_ANONYMOUS
  * objects live on it, so an fd or mapping named "/memfd:..." is a memfd only if it is there.
@@ -936,6 +1010,15 @@ export interface ShmemDumpInfo {
   /** `vaddr` counts from the start of the object. */
   entries: Array<PagemapEntryInfo>
   pagesWritten: number
+}
+
+export interface ShmSegmentInfo {
+  desc: IpcDescInfo
+  size: bigint
+  /** One per VMA mapping it, in any process of the namespace. */
+  nattch: number
+  cpid: number
+  lpid: number
 }
 
 export interface SigActionInfo {
@@ -1010,6 +1093,32 @@ export interface SyscallRestartInfo {
   /** Instruction pointer and return register the image should hold. */
   ip: bigint
   ax: bigint
+}
+
+/**
+ * Processes, other than `exclude`, of the IPC namespace with inode `nsInode` that attach
+ * segment `shmid`.
+ */
+export declare function sysvAttachedBy(shmid: number, nsInode: bigint, exclude: Array<number>): Array<number>
+
+/** The SysV segments task `pid` has attached (its /SYSV mappings), in address order. */
+export declare function sysvAttachments(pid: number): Array<ShmAttachmentInfo>
+
+export interface SysvMessage {
+  mtype: number
+  text: Buffer
+}
+
+/** The `qnum` messages of queue `msqid`, oldest first; they stay queued. */
+export declare function sysvMessages(nsPid: number | undefined | null, msqid: number, qnum: number): Array<SysvMessage>
+
+/** Every SysV object of the IPC namespace of `nsPid` (ours if omitted). */
+export declare function sysvObjects(nsPid?: number | undefined | null): SysvObjectsInfo
+
+export interface SysvObjectsInfo {
+  shm: Array<ShmSegmentInfo>
+  sem: Array<SemSetInfo>
+  msg: Array<MsgQueueInfo>
 }
 
 export interface TaskMiscInfo {

@@ -10,6 +10,7 @@
 //! - `kerndat`: kernel feature probes shared by `tsdump check` and the dump.
 //! - `sockets`: sock_diag tables, and socket options and queues read through a duplicated fd.
 //! - `images_dir`: the images directory, opened once; every file of a dump is created through it.
+//! - `ipc`: SysV shared memory, semaphores and message queues of an IPC namespace.
 //! - `arch`: everything that differs between x86_64 and aarch64, one module each.
 
 pub mod arch;
@@ -19,6 +20,7 @@ pub mod files;
 pub mod freezer;
 pub mod images_dir;
 pub mod inspect;
+pub mod ipc;
 pub mod kerndat;
 pub mod mem;
 pub mod pageserver;

@@ -5,6 +5,7 @@ pub mod clock;
 mod errors;
 pub mod files;
 pub mod images_dir;
+pub mod ipc;
 pub mod kerndat;
 mod memory;
 pub mod pageserver;
