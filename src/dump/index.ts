@@ -25,6 +25,7 @@ import { writeInventory } from './write-inventory.js';
 import { dumpSeccomp } from './write-seccomp.js';
 import { CgroupMembership } from './write-cgroup.js';
 import { TimeNamespace } from './write-timens.js';
+import { SysvIpc } from './sysv-ipc.js';
 import { beginPtyDump, finishPtyDump } from './fds/pty.js';
 import { Incremental } from './incremental.js';
 import { isOwnChild, runInWorker } from './own-child.js';
@@ -163,6 +164,9 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
       const members = treeOrder(tree);
       stage('collect time namespace');
       const timens = await TimeNamespace.collect(tree.processes.map((p) => p.pid));
+      stage('collect ipc namespace');
+      const sysvIpc = await SysvIpc.collect(tree.processes.map((p) => p.pid), options.log);
+      if (sysvIpc.privateNamespace) kobjIds.ownNamespace('ipc');
       stage('collect cgroups');
       const cgroups = await CgroupMembership.collect(members.flatMap((m) => (m.kind === 'live' ? [m.proc] : [])));
       const seenOnce = new Set<string>();
@@ -205,6 +209,8 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
       await cgroups.write(imagesDir);
       stage('dump time namespace');
       await timens.write(imagesDir, tasks.find((t) => t.pid === tree.root)?.ids.timeNsId);
+      stage('dump ipc namespace');
+      await sysvIpc.write(ctx, tasks.find((t) => t.pid === tree.root)?.ids.ipcNsId);
       cancellation.throwIfCancelled();
       stats.markReleased();
       stats.finish();

@@ -31,14 +31,29 @@ export class KobjIds {
   private readonly reps = new Map<KobjKind, { pid: number; id: number }[]>();
   private readonly ns = new Map<string, number>();
   private nextNsId = 1;
+  /** Namespace kinds the tree shares with us but is restored in one of its own (sysv-ipc.ts). */
+  private readonly ownNamespaces = new Set<string>();
 
   constructor() {
     // tsdump itself takes id 1 of every kind, as CRIU does: the tree never shares with us.
     for (const kind of KOBJ_KINDS) this.reps.set(kind, [{ pid: process.pid, id: 1 }]);
   }
 
+  /**
+   * The tree's namespace of this kind gets an id of its own even where it is ours, so that
+   * restore creates a fresh one for the root (for the tree's SysV objects, see sysv-ipc.ts).
+   * Call before the first task's ids are taken.
+   */
+  ownNamespace(kind: 'ipc'): void {
+    this.ownNamespaces.add(kind);
+  }
+
   /** The ids of process `pid` (namespaces from its /proc/PID/ns inodes). */
   idsOf(pid: number, namespaces: readonly NamespaceRef[]): task_kobj_ids_entry {
+    return this.ids(pid, namespaces, false);
+  }
+
+  private ids(pid: number, namespaces: readonly NamespaceRef[], dumper: boolean): task_kobj_ids_entry {
     const ids = create(task_kobj_ids_entrySchema, {
       vmId: this.kobjId('vm', pid),
       filesId: this.kobjId('files', pid),
@@ -47,7 +62,7 @@ export class KobjIds {
     });
     for (const [kind, field] of NS_ORDER) {
       const ns = namespaces.find((n) => n.kind === kind);
-      if (ns) ids[field] = this.nsId(kind, ns.inode);
+      if (ns) ids[field] = this.nsId(kind, ns.inode, !dumper && this.ownNamespaces.has(kind));
     }
     return ids;
   }
@@ -65,7 +80,7 @@ export class KobjIds {
         return []; // a namespace kind this kernel lacks
       }
     });
-    return this.idsOf(process.pid, namespaces);
+    return this.ids(process.pid, namespaces, true);
   }
 
   /**
@@ -86,8 +101,8 @@ export class KobjIds {
     return id;
   }
 
-  private nsId(kind: string, inode: bigint): number {
-    const key = `${kind}:${inode}`;
+  private nsId(kind: string, inode: bigint, ownCopy: boolean): number {
+    const key = `${kind}:${inode}${ownCopy ? ':tree' : ''}`;
     let id = this.ns.get(key);
     if (id === undefined) {
       id = this.nextNsId++;

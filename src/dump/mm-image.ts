@@ -35,6 +35,7 @@ const VMA_FILE_PRIVATE = 1 << 6;
 const VMA_FILE_SHARED = 1 << 7;
 const VMA_ANON_SHARED = 1 << 8;
 const VMA_ANON_PRIVATE = 1 << 9;
+const VMA_AREA_SYSVIPC = 1 << 10;
 const VMA_AREA_VVAR = 1 << 12;
 const VMA_AREA_MEMFD = 1 << 14;
 
@@ -167,6 +168,16 @@ async function vmaEntry(pid: number, vma: VmaInfo, files: FileTable): Promise<vm
         shmid: vma.inode,
         flags: MAP_SHARED | MAP_ANONYMOUS,
         status: VMA_AREA_REGULAR | VMA_ANON_SHARED,
+      });
+    case 'sysv_shm':
+      // SysV shared memory: shmid is the segment's id (its inode), its contents are the IPC
+      // namespace's (sysv-ipc.ts, which also checked that restore can re-attach it)
+      return entry({
+        pgoff: vma.pgoff,
+        shmid: vma.inode,
+        flags: MAP_SHARED | MAP_ANONYMOUS,
+        status: VMA_AREA_REGULAR | VMA_ANON_SHARED | VMA_AREA_SYSVIPC,
+        fdflags: vma.prot & PROT_WRITE || vma.vmFlags.includes('mw') ? O_RDWR : 0,
       });
     case 'file': {
       if (isMemfdVma(vma)) {
