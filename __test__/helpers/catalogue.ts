@@ -10,6 +10,7 @@ import type { ExecutionContext } from 'ava';
 import { criuRestore, makeWorkDir } from './criu.js';
 import { belongsTo, isAlive, killTree, logTail, requestVerify, startTarget, waitGone, type Target } from './target.js';
 import { startGoHttp, startNodeHttp, startPython, startRedis } from './programs.js';
+import { startPostgres } from './postgres.js';
 
 /** A running subject of a round trip: a C target or a real program. */
 export interface Subject {
@@ -241,6 +242,23 @@ export const catalogue: readonly CatalogueEntry[] = [
     dumpArgs: ['--tcp-close'],
     restoreArgs: ['--tcp-close'],
     start: (dir) => startGoHttp(dir),
+  },
+  {
+    name: 'postgresql',
+    verifies:
+      'PostgreSQL 15 (postmaster and its 5 workers, each attaching the cluster\'s SysV interlock segment) with 100 000 rows and a client connection held open; ' +
+      'restored in an IPC namespace of its own holding that segment, the held session still has its temporary table and settings and writes a row, and a new connection sees every row',
+    reference: {
+      ...INET,
+      reason:
+        `${INET_REASON}; past that, it refuses the SysV segment of a tree in its own IPC namespace ` +
+        '("Task N with SysVIPC shmem map @ADDR doesn\'t live in IPC ns", shown on t_sysv_ipc by dump-sysv-ipc.test.ts)',
+    },
+    criuCanDump: false,
+    // the held client connection is carried over (TCP_REPAIR)
+    dumpArgs: ['--tcp-established'],
+    restoreArgs: ['--tcp-established'],
+    start: (dir) => startPostgres(dir),
   },
 ];
 

@@ -21,7 +21,7 @@ const PROGRAMS_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../progra
 export const REDIS_SERVER = process.env.TSDUMP_REDIS_SERVER ?? '/usr/bin/redis-server';
 export const REDIS_KEYS = 100_000;
 
-function readIfExists(path: string): string | undefined {
+export function readIfExists(path: string): string | undefined {
   try {
     return readFileSync(path, 'utf8');
   } catch {
@@ -339,7 +339,7 @@ function goGet(port: number, path: string, agent?: Agent): Promise<{ body: strin
 }
 
 /** The kernel's start time of `pid` (clock ticks since boot): a restored process has a new one. */
-function startTime(pid: number): string | undefined {
+export function startTime(pid: number): string | undefined {
   const stat = readIfExists(`/proc/${pid}/stat`);
   return stat?.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
 }
