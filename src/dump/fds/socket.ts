@@ -12,7 +12,7 @@ const AF_UNIX = 1;
 const AF_INET = 2;
 const AF_INET6 = 10;
 const AF_NETLINK = 16;
-const FAMILIES: Record<number, string> = { 2: 'inet', 10: 'inet6', 16: 'netlink', 17: 'packet' };
+const FAMILIES: Record<number, [string, string]> = { 2: ['inet', 'AF_INET'], 10: ['inet6', 'AF_INET6'], 16: ['netlink', 'AF_NETLINK'], 17: ['packet', 'AF_PACKET'] };
 
 export const sockets: FdKind = {
   name: 'sockets',
@@ -24,14 +24,17 @@ export const sockets: FdKind = {
       return unixSocketEntry(c, ino, info, async () => native.peekSocketQueue(c.pid, c.fd.fd));
     }
     if (c.inFlight && info.family !== AF_UNIX) {
-      throw new TsdumpError('UNSUPPORTED_FD', `tsdump cannot dump ${FAMILIES[info.family] ?? 'inet'} sockets in flight yet`);
+      throw new TsdumpError('UNSUPPORTED_FD', `tsdump cannot dump ${FAMILIES[info.family]?.[0] ?? 'inet'} sockets in flight yet`);
     }
     if (info.family === AF_INET || info.family === AF_INET6) return inetSocketEntry(c, ino, info);
     if (info.family === AF_NETLINK) return netlinkSocketEntry(c, ino, info);
-    const family = FAMILIES[info.family] ?? `family ${info.family}`;
+    // named as socket(2) is given them: family, then protocol
+    const [name, af] = FAMILIES[info.family] ?? ['', `family ${info.family}`];
+    const proto = `protocol ${info.protocol}`;
     throw new TsdumpError(
       'UNSUPPORTED_FD',
-      `pid ${c.pid}: fd ${c.fd.fd} (${c.fd.target}): tsdump cannot dump ${family} sockets yet; close it or leave the process out of the tree`,
+      `pid ${c.pid}: fd ${c.fd.fd} (${c.fd.target}): tsdump cannot dump ${name ? `${name} sockets` : 'sockets'} (${af}, ${proto}) yet; ` +
+        'close it or leave the process out of the tree',
     );
   },
 };

@@ -124,7 +124,7 @@ pub fn plan(pid: i32, hide: Option<(u64, u64)>) -> Result<Plan> {
         if d == Decision::Unsupported {
             return Err(Error::new(
                 ErrorCode::UnsupportedVma,
-                format!("pid {pid}: {reason} at {:#x}-{:#x} ({})", v.start, v.end, v.path),
+                format!("pid {pid}: {reason} at {:#x}-{:#x} ({}){}", v.start, v.end, v.path, vma::unsupported_advice(&v)),
             ));
         }
         let before = counts.dump;

@@ -89,6 +89,18 @@ pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 #[cfg(target_arch = "aarch64")]
 pub const TASK_SIZE: u64 = 1 << 48;
 
+/// What a user can do about a mapping `decide` calls Unsupported (appended to the refusal).
+pub fn unsupported_advice(v: &Vma) -> &'static str {
+    if v.path.starts_with("anon_inode:[io_uring]") {
+        "; neither tsdump nor CRIU 4.1.1 can checkpoint an io_uring instance: run the program without io_uring \
+         (Node.js/libuv: UV_USE_IO_URING=0), or leave the process out of the tree"
+    } else if v.path.starts_with("/[aio]") {
+        "; tsdump cannot dump Linux AIO contexts (io_setup) yet: leave the process out of the tree"
+    } else {
+        "; tsdump cannot dump it yet: unmap it or leave the process out of the tree"
+    }
+}
+
 /// The decision for one VMA, and a short reason when it is not dumped as private pages.
 pub fn decide(v: &Vma) -> (Decision, &'static str) {
     match v.path.as_str() {
