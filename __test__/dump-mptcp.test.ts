@@ -21,6 +21,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { CRIU, CriuError, critDecodeAll, criuRestore, makeWorkDir, run, summarizeLog } from './helpers/criu.js';
 import { REPO_ROOT, killTree, publish, requestVerify, settledState, startTarget, type Target } from './helpers/target.js';
 import { TsdumpCliError, tsdumpDump } from './helpers/tsdump.js';
+import { lockRulesNaming } from './helpers/iptables.js';
 
 type Json = Record<string, unknown>;
 
@@ -64,9 +65,6 @@ async function verify(s: Subject, expect: 'live' | 'closed'): Promise<string> {
   return requestVerify(s.target, { timeoutMs: 30_000 });
 }
 
-async function rules(): Promise<string> {
-  return (await run('iptables', ['-w', '-S'])).stdout + (await run('ip6tables', ['-w', '-S'])).stdout;
-}
 
 function entriesOf(images: Map<string, unknown>, name: string): Json[] {
   return ((images.get(name) as { entries?: Json[] } | undefined)?.entries ?? []) as Json[];
@@ -84,7 +82,6 @@ async function inetEntries(dir: string): Promise<{ images: Map<string, unknown>;
 test.serial('t_mptcp: without --tcp-close the MPTCP connection is refused by name and the target runs on', async (t) => {
   const dir = await makeWorkDir(t);
   const s = await startSubject(t, dir);
-  const before = await rules();
   for (const args of [[], ['--tcp-established']]) {
     const imagesDir = join(dir, `images${args.length}`);
     const err = await t.throwsAsync(tsdumpDump(s.target.pid, imagesDir, args), { instanceOf: TsdumpCliError });
@@ -96,7 +93,7 @@ test.serial('t_mptcp: without --tcp-close the MPTCP connection is refused by nam
     );
     t.false(existsSync(join(imagesDir, 'inventory.img')));
     // --tcp-established locked the outside client's TCP connection first: unlocked again
-    t.is(await rules(), before, 'no iptables rule left');
+    t.deepEqual(await lockRulesNaming([s.port]), [], 'no lock rule left');
     t.is(await settledState(s.target.pid), 'S');
   }
   t.is(await verify(s, 'live'), 'PASS');
@@ -106,13 +103,12 @@ test.serial('t_mptcp: without --tcp-close the MPTCP connection is refused by nam
 test.serial('t_mptcp: dump --tcp-close → criu restore --tcp-close: listener back as TCP, MPTCP sockets as MPTCP, connections closed', async (t) => {
   const dir = await makeWorkDir(t);
   const s = await startSubject(t, dir);
-  const before = await rules();
   const imagesDir = join(dir, 'images');
   await tsdumpDump(s.target.pid, imagesDir, ['--tcp-close']);
   await s.target.exited;
   // Not locked: the killed target's kernel closed the outside connection the ordinary way.
   t.is(await s.clientEnded, 'end');
-  t.is(await rules(), before, 'no iptables rule');
+  t.deepEqual(await lockRulesNaming([s.port]), [], 'no lock rule');
 
   const { images, isks } = await inetEntries(imagesDir);
   t.true((entriesOf(images, 'inventory.img')[0] as Json).tcp_close as boolean, 'inventory.img says tcp_close');
@@ -160,7 +156,6 @@ test.serial('t_tcp_established: --tcp-close writes the inet entry and inventory 
   t.teardown(() => killTree(peer.pid, peer.ctl));
   const target = await startTarget('t_tcp_established', { dir: await subdir(dir, 'target'), args: ['target', peer.info.port!] });
   t.teardown(() => killTree(target.pid, target.ctl));
-  const before = await rules();
 
   const theirDir = await subdir(dir, 'criu');
   const r = await run(CRIU, ['dump', '-t', String(target.pid), '-D', theirDir, '--shell-job', '--tcp-close', '-R', '-v4', '-o', 'dump.log'], {
@@ -169,7 +164,7 @@ test.serial('t_tcp_established: --tcp-close writes the inet entry and inventory 
   t.is(r.code, 0, summarizeLog(await readFile(join(theirDir, 'dump.log'), 'utf8')));
   const ourDir = join(dir, 'tsdump');
   await tsdumpDump(target.pid, ourDir, ['--tcp-close', '--leave-running']);
-  t.is(await rules(), before);
+  t.deepEqual(await lockRulesNaming([Number(peer.info.port)]), []);
 
   const ours = await inetEntries(ourDir);
   const theirs = await inetEntries(theirDir);
