@@ -68,24 +68,25 @@ export class SysvIpc {
         );
       }
     }
+    const own = rootNs !== ours;
+    const all = native.sysvObjects(own ? root : undefined);
+    // where no segment is attached at all, no task of the tree maps one: its maps go unread
     const attachments = new Map<number, { pid: number; a: ShmAttachmentInfo }[]>();
-    for (const pid of pids) {
-      for (const a of await native.sysvAttachments(pid)) {
+    for (const pid of all.shm.some((s) => s.nattch > 0) ? pids : []) {
+      for (const a of native.sysvAttachments(pid)) {
         const list = attachments.get(a.shmid) ?? [];
         list.push({ pid, a });
         attachments.set(a.shmid, list);
       }
     }
-    if (rootNs !== ours) {
+    if (own) {
       // the root's own namespace, whole, as CRIU dumps it
-      const objects = await native.sysvObjects(root);
-      await checkLayouts(objects.shm, attachments);
-      return new SysvIpc(root, objects, false);
+      await checkLayouts(all.shm, attachments);
+      return new SysvIpc(root, all, false);
     }
     if (attachments.size === 0) return new SysvIpc(undefined, undefined, false);
 
     const tree = new Set(pids);
-    const all = await native.sysvObjects(undefined);
     const shm = all.shm.filter((s) => attachments.has(s.desc.id) || (s.nattch === 0 && tree.has(s.cpid)));
     for (const s of shm) {
       const ofTree = attachments.get(s.desc.id)?.length ?? 0;
@@ -101,11 +102,6 @@ export class SysvIpc {
         'are dumped as an IPC namespace of its own: after the restore they are private to it',
     );
     return new SysvIpc(undefined, { shm, sem, msg }, true);
-  }
-
-  /** True when the dump writes ipcns-*.img (for a root whose ipc_ns_id differs from ours). */
-  get dumpsNamespace(): boolean {
-    return this.objects !== undefined;
   }
 
   /** Writes ipcns-{var,shm,msg,sem}-ID.img and each segment's pages; `ipcNsId` is the root's. */
@@ -208,7 +204,7 @@ function padded(b: Uint8Array, to: number): Buffer {
  */
 async function refuseSharedSegment(s: ShmSegmentInfo, ofTree: number, pids: readonly number[], ns: bigint): Promise<never> {
   const what = named('shared memory segment', s.desc, 'shmid');
-  const outside = await native.sysvAttachedBy(s.desc.id, ns, [...pids, process.pid]);
+  const outside = native.sysvAttachedBy(s.desc.id, ns, [...pids, process.pid]);
   const who = outside.length > 0 ? `also attached by ${await describePid(outside[0]!)}, outside the dumped tree` : `attached ${s.nattch} times, only ${ofTree} of them by the dumped tree`;
   throw new TsdumpError('UNSUPPORTED', `${what} is ${who}. ${SHARED_ADVICE}`);
 }
