@@ -14,12 +14,13 @@
 //    both dumps are compared image by image.
 import test, { type ExecutionContext } from 'ava';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { copyFile, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CriuError, critDecodeAll, criuDump, criuRestore, makeWorkDir, run } from './helpers/criu.js';
 import { killTree, publish, requestVerify, startTarget, type Target } from './helpers/target.js';
 import { TsdumpCliError, tsdumpDump } from './helpers/tsdump.js';
 import { readImage } from '../src/images/index.js';
+import { runPageServer } from '../src/page-server.js';
 import type { ipc_shm_entry } from '../src/images/gen/ipc-shm_pb.js';
 
 type Json = Record<string, unknown>;
@@ -151,6 +152,31 @@ test.serial('t_sysv_ipc: the tree\'s SysV objects become its own IPC namespace, 
   await criuRestore(imagesDir);
   t.is(await verify(target, 'restored'), 'PASS');
   t.is(await verify(other, 'live'), 'PASS', 'the other tree kept its objects');
+});
+
+test.serial('t_sysv_ipc: with --page-server the segments\' contents go to the page server, and restore from there', async (t) => {
+  const dir = await makeWorkDir(t);
+  const target = await startSysv(t, join(dir, 'a'));
+  const serverDir = join(dir, 'server');
+  const ac = new AbortController();
+  t.teardown(() => ac.abort());
+  let bound!: (port: number) => void;
+  const port = new Promise<number>((res) => (bound = res));
+  const serving = runPageServer({ imagesDir: serverDir, address: '127.0.0.1', port: 0, signal: ac.signal, onListening: (l) => bound(l.port) });
+  serving.catch(() => undefined);
+  const imagesDir = join(dir, 'images');
+  await tsdumpDump(target.pid, imagesDir, ['--page-server', '--address', '127.0.0.1', '--port', String(await port)]);
+  const received = await serving;
+  await target.exited;
+  t.deepEqual(
+    received.images.filter((i) => i.kind === 'shmem').map((i) => i.id).sort((x, y) => x - y),
+    [...target.ids.shm].sort((x, y) => x - y),
+    'one pagemap-shmem per segment, on the server',
+  );
+  // as a migration does: the server's page images join the local ones
+  for (const f of await readdir(serverDir)) if (/^(pagemap-.*|pages-\d+)\.img$/.test(f)) await copyFile(join(serverDir, f), join(imagesDir, f));
+  await criuRestore(imagesDir);
+  t.is(await verify(target, 'restored'), 'PASS');
 });
 
 for (const what of ['shm', 'sem'] as const) {

@@ -190,6 +190,9 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
       };
       for (const p of tree.processes) await plugins.run('pauseDevices', { pid: p.pid });
       const tasks = await dumpTree(ctx, members, stage, () => events.pages?.(stats.counters.pagesWritten));
+      // before the page server closes: segments' pages go there too
+      stage('dump ipc namespace');
+      await sysvIpc.write(ctx, tasks.find((t) => t.pid === tree.root)?.ids.ipcNsId);
       if (options.pageServer) {
         stage('close page server');
         // the server answers CLOSE once its pagemap and pages images are complete on disk
@@ -209,8 +212,6 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
       await cgroups.write(imagesDir);
       stage('dump time namespace');
       await timens.write(imagesDir, tasks.find((t) => t.pid === tree.root)?.ids.timeNsId);
-      stage('dump ipc namespace');
-      await sysvIpc.write(ctx, tasks.find((t) => t.pid === tree.root)?.ids.ipcNsId);
       cancellation.throwIfCancelled();
       stats.markReleased();
       stats.finish();
