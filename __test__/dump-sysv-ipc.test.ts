@@ -20,7 +20,7 @@ import { CriuError, critDecodeAll, criuDump, criuRestore, makeWorkDir, run } fro
 import { killTree, publish, requestVerify, startTarget, type Target } from './helpers/target.js';
 import { TsdumpCliError, tsdumpDump } from './helpers/tsdump.js';
 import { readImage } from '../src/images/index.js';
-import { runPageServer } from '../src/page-server.js';
+import { tsdumpPageServer } from './helpers/page-server.js';
 import type { ipc_shm_entry } from '../src/images/gen/ipc-shm_pb.js';
 
 type Json = Record<string, unknown>;
@@ -158,15 +158,10 @@ test.serial('t_sysv_ipc: with --page-server the segments\' contents go to the pa
   const dir = await makeWorkDir(t);
   const target = await startSysv(t, join(dir, 'a'));
   const serverDir = join(dir, 'server');
-  const ac = new AbortController();
-  t.teardown(() => ac.abort());
-  let bound!: (port: number) => void;
-  const port = new Promise<number>((res) => (bound = res));
-  const serving = runPageServer({ imagesDir: serverDir, address: '127.0.0.1', port: 0, signal: ac.signal, onListening: (l) => bound(l.port) });
-  serving.catch(() => undefined);
+  const server = await tsdumpPageServer(t, serverDir);
   const imagesDir = join(dir, 'images');
-  await tsdumpDump(target.pid, imagesDir, ['--page-server', '--address', '127.0.0.1', '--port', String(await port)]);
-  const received = await serving;
+  await tsdumpDump(target.pid, imagesDir, ['--page-server', '--address', '127.0.0.1', '--port', String(server.port)]);
+  const received = await server.done;
   await target.exited;
   t.deepEqual(
     received.images.filter((i) => i.kind === 'shmem').map((i) => i.id).sort((x, y) => x - y),

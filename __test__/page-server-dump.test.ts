@@ -16,7 +16,8 @@ import { copyFile, mkdir, readdir, readFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { runPageServer, type PageServerResult } from '../src/page-server.js';
+import type { PageServerResult } from '../src/page-server.js';
+import { tsdumpPageServer } from './helpers/page-server.js';
 import { catalogue, liveCheck, roundTrip, type CatalogueEntry } from './helpers/catalogue.js';
 import { CRIU, critDecode, criuRestore, makeWorkDir } from './helpers/criu.js';
 import { freePort } from './helpers/programs.js';
@@ -127,13 +128,7 @@ for (const name of ['t_memory', 't_forktree', 't_mappings']) {
     let localPagemap: Flags | undefined;
     const rt = await roundTrip(t, entry(name), async (pid, imagesDir, extraArgs) => {
       const serverDir = join(imagesDir, '..', 'tsdump-page-server');
-      const ac = new AbortController();
-      t.teardown(() => ac.abort());
-      let bound!: (port: number) => void;
-      const port = new Promise<number>((res) => (bound = res));
-      const serving = runPageServer({ imagesDir: serverDir, address: '127.0.0.1', port: 0, signal: ac.signal, onListening: (l) => bound(l.port) });
-      serving.catch(() => undefined); // awaited below; a failed dump aborts it in teardown
-      const p = await Promise.race([port, serving.then(() => Promise.reject(new Error('page server ended before listening')))]);
+      const { port: p, done: serving } = await tsdumpPageServer(t, serverDir);
       const out = (await tsdumpDump(pid, imagesDir, [...extraArgs, '--page-server', '--address', '127.0.0.1', '--port', String(p)])) as {
         pages?: { written?: number };
       };
@@ -207,14 +202,8 @@ interface Server {
 async function startServer(t: ExecutionContext, kind: 'criu' | 'tsdump', dir: string, prev?: string): Promise<Server> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   if (kind === 'tsdump') {
-    const ac = new AbortController();
-    t.teardown(() => ac.abort());
-    let bound!: (port: number) => void;
-    const port = new Promise<number>((res) => (bound = res));
-    const serving = runPageServer({ imagesDir: dir, address: '127.0.0.1', port: 0, signal: ac.signal, onListening: (l) => bound(l.port), ...(prev ? { prevImagesDir: prev } : {}) });
-    serving.catch(() => undefined);
-    const p = await Promise.race([port, serving.then(() => Promise.reject(new Error('page server ended before listening')))]);
-    return { port: p, done: serving.then(() => undefined) };
+    const s = await tsdumpPageServer(t, dir, prev);
+    return { port: s.port, done: s.done.then(() => undefined) };
   }
   const port = await freePort();
   const args = ['page-server', '-D', dir, '--address', '127.0.0.1', '--port', String(port), '-o', 'page-server.log', '-v4', ...(prev ? ['--prev-images-dir', prev] : [])];

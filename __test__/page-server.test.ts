@@ -12,6 +12,7 @@ import { connect, createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runPageServer, sendImagesToPageServer, type PageServerResult } from '../src/page-server.js';
+import { tsdumpPageServer } from './helpers/page-server.js';
 import { TsdumpError } from '../src/errors.js';
 import { catalogue, roundTrip, type CatalogueEntry } from './helpers/catalogue.js';
 import { CRIU, criuDump, makeWorkDir } from './helpers/criu.js';
@@ -96,13 +97,7 @@ for (const name of ['t_memory', 't_counter']) {
     let serverDir = '';
     const rt = await roundTrip(t, entry(name), async (pid, imagesDir, extraArgs) => {
       serverDir = join(imagesDir, '..', 'page-server');
-      const ac = new AbortController();
-      t.teardown(() => ac.abort());
-      let bound!: (port: number) => void;
-      const port = new Promise<number>((res) => (bound = res));
-      const serving = runPageServer({ imagesDir: serverDir, address: '127.0.0.1', port: 0, signal: ac.signal, onListening: (l) => bound(l.port) });
-      serving.catch(() => undefined); // awaited below; a dump failure aborts it in teardown
-      const p = await Promise.race([port, serving.then(() => Promise.reject(new Error('page server ended before listening')))]);
+      const { port: p, done: serving } = await tsdumpPageServer(t, serverDir);
       await criuDump(pid, imagesDir, [...extraArgs, '--page-server', '--address', '127.0.0.1', '--port', String(p)]);
       received = await serving;
       // CRIU sent every page to us: nothing page-related is local.
@@ -147,14 +142,9 @@ test.serial('tsdump client → tsdump page server → criu restore (t_memory)', 
   const rt = await roundTrip(t, entry('t_memory'), async (pid, imagesDir, extraArgs) => {
     await criuDump(pid, imagesDir, extraArgs);
     const serverDir = join(imagesDir, '..', 'tsdump-page-server');
-    const ac = new AbortController();
-    t.teardown(() => ac.abort());
-    let bound!: (port: number) => void;
-    const port = new Promise<number>((res) => (bound = res));
-    const serving = runPageServer({ imagesDir: serverDir, address: '127.0.0.1', port: 0, signal: ac.signal, onListening: (l) => bound(l.port) });
-    serving.catch(() => undefined);
-    const sent = await sendImagesToPageServer({ imagesDir, address: '127.0.0.1', port: await port, ...(await pagemapIds(imagesDir)) });
-    const got = await serving;
+    const server = await tsdumpPageServer(t, serverDir);
+    const sent = await sendImagesToPageServer({ imagesDir, address: '127.0.0.1', port: server.port, ...(await pagemapIds(imagesDir)) });
+    const got = await server.done;
     t.is(got.pageBytes, sent.pages * PAGE);
     const moved = await installPageImages(serverDir, imagesDir);
     t.deepEqual(moved, [`pagemap-${pid}.img`, 'pages-65537.img']);
