@@ -141,7 +141,14 @@ impl OwnAttachment {
             Ok(addr as u64)
         })?;
         let page = crate::mem::vma::page_size();
-        Ok(OwnAttachment { start, end: start + size.div_ceil(page) * page })
+        let att = OwnAttachment { start, end: start + size.div_ceil(page) * page };
+        // A process we fork meanwhile (Node's child_process, a test) would inherit it and count
+        // in the segment's nattch: not ours to give.
+        // SAFETY: madvise on the range shmat just mapped for us.
+        if unsafe { libc::madvise(start as *mut libc::c_void, (att.end - att.start) as usize, libc::MADV_DONTFORK) } != 0 {
+            return Err(Error::new(ErrorCode::Kernel, format!("madvise(MADV_DONTFORK) on our attachment of shmid {shmid}: {}", Errno::last().desc())));
+        }
+        Ok(att)
     }
 
     /// Where the segment is reachable as a file: /proc/self/map_files/START-END.

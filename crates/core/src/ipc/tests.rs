@@ -90,6 +90,7 @@ fn attachments_list_the_sysv_mappings_of_a_task() {
         let mine: Vec<_> = a.iter().filter(|a| a.shmid == id as u64).collect();
         assert_eq!(mine.len(), 1);
         assert_eq!((mine[0].start, mine[0].end - mine[0].start, mine[0].pgoff, mine[0].key), (p as u64, 2 * 4096, 0, 0));
-        assert_eq!(by, vec![me]);
+        // (a test forking meanwhile would add its child: other tests run in this process too)
+        assert!(by.contains(&me), "{by:?}");
     }
 }
