@@ -88,7 +88,7 @@ export class KobjIds {
    * (CRIU records it as each socket's ns_id).
    */
   dumperNetNsId(): number {
-    return this.nsId('net', BigInt(statSync('/proc/self/ns/net').ino));
+    return this.nsId('net', BigInt(statSync('/proc/self/ns/net').ino), false);
   }
 
   private kobjId(kind: KobjKind, pid: number): number {

@@ -23,6 +23,8 @@ import { isMemfdVma, mappingOpenFlags, memfdMappingFile } from './fds/memfd.js';
 const MAP_SHARED = 0x1;
 const MAP_PRIVATE = 0x2;
 const MAP_ANONYMOUS = 0x20;
+const PROT_WRITE = 0x2;
+const O_RDWR = 2;
 const HUGETLBFS_MAGIC = 0x958458f6;
 const DELETED = ' (deleted)';
 
