@@ -43,7 +43,8 @@ for (const f of readdirSync(outdir, { withFileTypes: true })) {
 
 await build({
   ...common,
-  entryPoints: ['src/cli.ts'],
+  // own-child.ts forks './worker.js' beside the module it runs from: in the bundle that is dist/
+  entryPoints: { cli: 'src/cli.ts', worker: 'src/dump/worker.ts' },
   outdir,
   splitting: true,
   chunkNames: 'cli-[name]-[hash]',
