@@ -154,3 +154,9 @@ for (const [dev, path, what] of [
 test.serial('t_netlink: a netlink socket with an unread answer is refused, and the tree runs on', async (t) => {
   await refusedAndRunsOn(t, 't_netlink', ['unread'], 'UNSUPPORTED_FD', /fd 10 \(socket:\[\d+\]\): a netlink socket with unread messages/);
 });
+
+for (const mode of ['named', 'unlinked']) {
+  test.serial(`t_mqueue: a POSIX message queue (${mode}) is refused, naming it, and the tree runs on`, async (t) => {
+    await refusedAndRunsOn(t, 't_mqueue', [mode], 'UNSUPPORTED_FD', /fd 20: a POSIX message queue \(mq_open "\/tsdump-test-\d+(, unlinked)?"\)/);
+  });
+}

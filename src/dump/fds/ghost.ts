@@ -6,13 +6,14 @@
 // /proc/PID/exe, as CRIU reads its mappings.
 import { create } from '@bufbuild/protobuf';
 import type { BigIntStats } from 'node:fs';
-import { open, stat, type FileHandle } from 'node:fs/promises';
+import { open, stat, statfs, type FileHandle } from 'node:fs/promises';
 import { fd_types } from '../../images/gen/fdinfo_pb.js';
 import { ghost_chunk_entrySchema, ghost_file_entrySchema } from '../../images/gen/ghost-file_pb.js';
 import { remap_file_path_entrySchema, remap_type } from '../../images/gen/remap-file-path_pb.js';
 import { TsdumpError } from '../../errors.js';
 import { native } from '../../native.js';
 import { buildIdField } from '../elf-build-id.js';
+import { MQUEUE_MAGIC, refuseMessageQueue } from './regular.js';
 import { S_IFMT, S_IFREG, type FdKind, type FdKindContext, type FileEntryInit } from './kind.js';
 
 const DELETED = ' (deleted)';
@@ -99,14 +100,17 @@ async function regEntry(link: string, path: string, opener: GhostOpener, st: Big
 export const ghostFiles: FdKind = {
   name: 'deleted files',
   matches: (fd) => fd.target.startsWith('/') && fd.target.endsWith(DELETED) && (fd.mode & S_IFMT) === S_IFREG,
-  entry: (c) =>
-    ghostFileEntry(
+  entry: async (c) => {
+    const source = `/proc/${c.pid}/fd/${c.fd.fd}`;
+    if ((await statfs(source)).type === MQUEUE_MAGIC) refuseMessageQueue(`pid ${c.pid}: fd ${c.fd.fd}`, c.fd.target);
+    return ghostFileEntry(
       c,
-      `/proc/${c.pid}/fd/${c.fd.fd}`,
+      source,
       c.fd.target.slice(0, -DELETED.length),
       { id: c.id, flags: c.fileFlags, pos: c.fd.pos, fown: c.fown },
       `pid ${c.pid}: fd ${c.fd.fd} (${c.fd.target})`,
-    ),
+    );
+  },
 };
 
 /**

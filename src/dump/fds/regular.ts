@@ -9,6 +9,7 @@ import { S_IFCHR, S_IFIFO, S_IFMT, S_IFREG, type FdKind } from './kind.js';
 const TERMINAL = /^\/dev\/(pts\/|tty|console$)/;
 
 const PROC_SUPER_MAGIC = 0x9fa0;
+export const MQUEUE_MAGIC = 0x19800202;
 const O_ACCMODE = 3;
 const O_WRONLY = 1;
 const O_APPEND = 0o2000;
@@ -41,6 +42,19 @@ function refuseStatefulDevice(where: string, rdev: bigint): void {
   throw new TsdumpError('UNSUPPORTED_FD', `${where}: tsdump cannot dump ${what}`);
 }
 
+/**
+ * A POSIX message queue (mq_open) looks like a regular file, but what matters is its queued
+ * messages, which no CRIU image carries (nor can a host-namespace dump re-open its name): refused.
+ */
+export function refuseMessageQueue(where: string, target: string): never {
+  const name = target.endsWith(' (deleted)') ? `${target.slice(0, -10)}, unlinked` : target;
+  throw new TsdumpError(
+    'UNSUPPORTED_FD',
+    `${where}: a POSIX message queue (mq_open "${name}"): tsdump cannot dump message queues yet; ` +
+      'close it or leave the process out of the tree',
+  );
+}
+
 /** A position restore does not set (CRIU's -1). */
 const NO_POSITION = (1n << 64n) - 1n;
 const KMSG = (MEM_MAJOR << 8n) | 11n;
@@ -61,7 +75,9 @@ export const regularFiles: FdKind = {
     // Restore reopens the file by its name: the name must still be the file's (CRIU's
     // check_path_remap), or be linked back (--link-remap). /proc files are not checked, as in
     // CRIU: their inode numbers are made up on each lookup.
-    if ((await statfs(source)).type !== PROC_SUPER_MAGIC && (await checkPath(fd.target, source)) === 'gone') {
+    const fsType = (await statfs(source)).type;
+    if (fsType === MQUEUE_MAGIC) refuseMessageQueue(`pid ${pid}: fd ${fd.fd}`, fd.target);
+    if (fsType !== PROC_SUPER_MAGIC && (await checkPath(fd.target, source)) === 'gone') {
       await remapLinked(id, source, fd.target);
     }
     // CRIU validates what it records the size of: the size, and an ELF's build-id (read through
