@@ -335,8 +335,17 @@ test('check as a user who cannot dump says so, and what it can do; each claim ho
   t.regex(text.stdout, new RegExp(`^ {2}pre-dump +partly +only processes of uid ${NOBODY} `, 'm'));
   t.regex(text.stdout, /^ {2}show, report +yes /m);
   t.regex(text.stdout, /^This user cannot dump: .*map_files.* Run tsdump as root, or give it CAP_CHECKPOINT_RESTORE/m);
-  const json = JSON.parse((await runAs(nobody, ['check', '--json'], home)).stdout) as { ok: boolean; privileges: { uid: number; canDump: boolean } };
+  const json = JSON.parse((await runAs(nobody, ['check', '--json'], home)).stdout) as {
+    ok: boolean;
+    privileges: { uid: number; canDump: boolean };
+    features: { name: string; supported: boolean }[];
+    memoryTracking: string;
+  };
   t.like(json, { ok: false, privileges: { uid: NOBODY, canDump: false } });
+  // the pre-dump below tracks with a user-mode-only userfaultfd, which this user may open
+  const all = JSON.parse((await runAs(nobody, ['check', '--all', '--json'], home)).stdout) as typeof json;
+  t.true(all.features.find((f) => f.name === 'uffd')?.supported, 'userfaultfd as the tracking opens it');
+  t.is(all.memoryTracking, 'uffd-wp');
 
   // the claims, tried: no dump of its own process; a pre-dump of it; nothing of root's; show works
   const own = sleeper(t, nobody);

@@ -10,7 +10,7 @@ import { native } from './native.js';
 import { privileges, type Privileges } from './privileges.js';
 
 export const DEFAULT_KERNDAT_CACHE = '/run/tsdump/kerndat.json';
-const CACHE_FORMAT = 1;
+const CACHE_FORMAT = 2; // bump when a probe changes what it answers
 
 interface FeatureInfo {
   /** Needed by every dump: `check` fails without it. */

@@ -116,8 +116,11 @@ pub(super) fn pagemap_scan() -> Probe {
 pub(super) fn userfaultfd() -> [Probe; 2] {
     const UFFD: &str = "uffd";
     const WP: &str = "uffd_wp_async";
+    // As the tracking opens it (mem::track): user-mode faults only, which is all write-protect
+    // tracking needs and all an unprivileged user gets when vm.unprivileged_userfaultfd is 0.
+    let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | crate::mem::track::UFFD_USER_MODE_ONLY;
     // SAFETY: userfaultfd takes only flags; the fd is owned right after.
-    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) };
+    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, flags as libc::c_long) };
     if fd < 0 {
         let e = Errno::last();
         return [Probe::from_errno(UFFD, "userfaultfd", e), Probe::from_errno(WP, "userfaultfd", e)];

@@ -59,7 +59,7 @@ const PM_SOFT_DIRTY: u64 = 1 << 55;
 const PAGE_IS_WRITTEN: u64 = 1 << 1;
 
 const UFFD_API: u64 = 0xAA;
-const UFFD_USER_MODE_ONLY: u64 = 1;
+pub(crate) const UFFD_USER_MODE_ONLY: u64 = 1;
 const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
 // _IOWR(0xAA, 0x3F, struct uffdio_api): 24 bytes
 const UFFDIO_API: u64 = 0xC018_AA3F;
