@@ -11,16 +11,14 @@
 // or tsdump's); the pages left in the parent travel as holes the server checks, and the restore
 // from the server's directory (the local images copied in, as a migration does) walks the chain.
 import test, { type ExecutionContext } from 'ava';
-import { spawn } from 'node:child_process';
 import { copyFile, mkdir, readdir, readFile } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { PageServerResult } from '../src/page-server.js';
 import { tsdumpPageServer } from './helpers/page-server.js';
 import { catalogue, liveCheck, roundTrip, type CatalogueEntry } from './helpers/catalogue.js';
-import { CRIU, critDecode, criuRestore, makeWorkDir } from './helpers/criu.js';
-import { freePort } from './helpers/programs.js';
+import { critDecode, criuRestore, makeWorkDir } from './helpers/criu.js';
+import { isPageImage, misbehavingPageServer, startCriuPageServer } from './helpers/page-server.js';
 import { killTree, requestVerify, startTarget, waitGone } from './helpers/target.js';
 import { runTsdump, tsdumpDump } from './helpers/tsdump.js';
 
@@ -32,22 +30,6 @@ function entry(name: string): CatalogueEntry {
   const e = catalogue.find((c) => c.name === name);
   if (!e) throw new Error(`no catalogue entry ${name}`);
   return e;
-}
-
-const isPageImage = (f: string): boolean => /^(pagemap-.*|pages-\d+)\.img$/.test(f);
-
-/** Whether something listens on TCP `port`, read from /proc/net/tcp: `criu page-server` serves
- *  exactly one connection, so probing it by connecting would use it up. */
-async function listening(port: number): Promise<boolean> {
-  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
-  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    const text = await readFile(table, 'utf8').catch(() => '');
-    for (const line of text.split('\n').slice(1)) {
-      const cols = line.trim().split(/\s+/);
-      if (cols[1]?.endsWith(hex) && cols[3] === '0A') return true;
-    }
-  }
-  return false;
 }
 
 /** Copies the server's pagemap/pages images into the local images dir, as a migration would. */
@@ -91,22 +73,13 @@ for (const name of ['t_memory', 't_forktree', 't_mappings']) {
     let moved: string[] = [];
     const rt = await roundTrip(t, entry(name), async (pid, imagesDir, extraArgs) => {
       serverDir = join(imagesDir, '..', 'criu-page-server');
-      await mkdir(serverDir, { mode: 0o700 });
-      const port = await freePort();
-      const child = spawn(CRIU, ['page-server', '-D', serverDir, '--address', '127.0.0.1', '--port', String(port), '-o', 'page-server.log', '-v4'], {
-        stdio: 'ignore',
-      });
-      const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
+      const ps = await startCriuPageServer(serverDir);
       t.teardown(() => {
-        if (child.exitCode === null) child.kill('SIGKILL');
+        if (ps.child.exitCode === null) ps.child.kill('SIGKILL');
       });
-      const deadline = Date.now() + 10_000;
-      while (!(await listening(port))) {
-        if (child.exitCode !== null || Date.now() > deadline) throw new Error(`criu page-server did not listen on ${port}`);
-        await sleep(20);
-      }
+      const port = ps.port;
       await tsdumpDump(pid, imagesDir, [...extraArgs, '--page-server', '--address', '127.0.0.1', '--port', String(port)]);
-      const code = await Promise.race([exited, sleep(10_000).then(() => 'timeout' as const)]);
+      const code = await Promise.race([ps.done.then((d) => d.code), sleep(10_000).then(() => 'timeout' as const)]);
       serverLog = await readFile(join(serverDir, 'page-server.log'), 'utf8').catch(() => '');
       t.is(code, 0, `criu page-server exit; log tail:\n${serverLog.slice(-1500)}`);
       // the task's memory went to the server only
@@ -158,18 +131,9 @@ for (const name of ['t_memory', 't_forktree', 't_mappings']) {
 test.serial('a page server that hangs up mid-stream: the dump fails clearly and the target keeps running', async (t) => {
   const result = await liveCheck(t, entry('t_memory'), async (subject, workDir) => {
     // takes the OPEN2 and a little data, then resets the connection
-    const server = createServer((sock) => {
-      let got = 0;
-      sock.on('data', (b) => {
-        if (got === 0) sock.write(Buffer.from([0])); // OPEN2 answer: no parent
-        got += b.length;
-        if (got > 8 * 1024) sock.resetAndDestroy();
-      });
-      sock.on('error', () => undefined);
+    const port = await misbehavingPageServer(t, (sock, received) => {
+      if (received > 8 * 1024) sock.resetAndDestroy();
     });
-    await new Promise<void>((res) => server.listen(0, '127.0.0.1', res));
-    t.teardown(() => server.close());
-    const port = (server.address() as AddressInfo).port;
     const imagesDir = join(workDir, 'images');
     const r = await runTsdump(['dump', '-t', String(subject.pid), '-D', imagesDir, '--shell-job', '--json', '--page-server', '--address', '127.0.0.1', '--port', String(port)], 60_000);
     t.not(r.code, 0, r.stdout);
@@ -205,23 +169,15 @@ async function startServer(t: ExecutionContext, kind: 'criu' | 'tsdump', dir: st
     const s = await tsdumpPageServer(t, dir, prev);
     return { port: s.port, done: s.done.then(() => undefined) };
   }
-  const port = await freePort();
-  const args = ['page-server', '-D', dir, '--address', '127.0.0.1', '--port', String(port), '-o', 'page-server.log', '-v4', ...(prev ? ['--prev-images-dir', prev] : [])];
-  const child = spawn(CRIU, args, { stdio: 'ignore' });
-  const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
+  const ps = await startCriuPageServer(dir, prev ? ['--prev-images-dir', prev] : []);
   t.teardown(() => {
-    if (child.exitCode === null) child.kill('SIGKILL');
+    if (ps.child.exitCode === null) ps.child.kill('SIGKILL');
   });
-  const deadline = Date.now() + 10_000;
-  while (!(await listening(port))) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`criu page-server did not listen on ${port}`);
-    await sleep(20);
-  }
-  const done = exited.then(async (code) => {
-    if (code !== 0) throw new Error(`criu page-server exited ${code}:\n${(await readFile(join(dir, 'page-server.log'), 'utf8').catch(() => '')).slice(-2000)}`);
+  const done = ps.done.then(({ code, log }) => {
+    if (code !== 0) throw new Error(`criu page-server exited ${code}:\n${log.slice(-2000)}`);
   });
   done.catch(() => undefined);
-  return { port, done };
+  return { port: ps.port, done };
 }
 
 const serverArgs = (s: Server) => ['--page-server', '--address', '127.0.0.1', '--port', String(s.port)];

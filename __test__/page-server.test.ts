@@ -6,16 +6,15 @@
 // - A peer that goes away mid-stream is a clear error on both sides, and the receiver leaves
 //   nothing complete-looking behind.
 import test from 'ava';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { copyFile, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { runPageServer, sendImagesToPageServer, type PageServerResult } from '../src/page-server.js';
 import { tsdumpPageServer } from './helpers/page-server.js';
 import { TsdumpError } from '../src/errors.js';
 import { catalogue, roundTrip, type CatalogueEntry } from './helpers/catalogue.js';
-import { CRIU, criuDump, makeWorkDir } from './helpers/criu.js';
+import { criuDump, makeWorkDir } from './helpers/criu.js';
+import { installPageImages, isPageImage, startCriuPageServer } from './helpers/page-server.js';
 import { freePort } from './helpers/programs.js';
 import { killTree, startTarget } from './helpers/target.js';
 
@@ -27,68 +26,12 @@ function entry(name: string): CatalogueEntry {
   return e;
 }
 
-const isPageImage = (f: string): boolean => /^(pagemap-.*|pages-\d+)\.img$/.test(f);
-
 /** Task and shmem ids of the pagemaps in dir. */
 async function pagemapIds(dir: string): Promise<{ pids: number[]; shmemIds: number[] }> {
   const files = await readdir(dir);
   const pids = files.flatMap((f) => /^pagemap-(\d+)\.img$/.exec(f)?.[1] ?? []).map(Number);
   const shmemIds = files.flatMap((f) => /^pagemap-shmem-(\d+)\.img$/.exec(f)?.[1] ?? []).map(Number);
   return { pids, shmemIds };
-}
-
-/** Moves the page images of `from` into `to` (replacing any there), as a migration would. */
-async function installPageImages(from: string, to: string): Promise<string[]> {
-  for (const f of (await readdir(to)).filter(isPageImage)) await rm(join(to, f));
-  const moved = (await readdir(from)).filter(isPageImage).sort();
-  for (const f of moved) await copyFile(join(from, f), join(to, f));
-  return moved;
-}
-
-/** Whether something listens on TCP `port` (read from /proc/net/tcp, so no connection is made:
- *  `criu page-server` serves exactly one). */
-async function listening(port: number): Promise<boolean> {
-  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
-  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    const text = await readFile(table, 'utf8').catch(() => '');
-    for (const line of text.split('\n').slice(1)) {
-      const cols = line.trim().split(/\s+/);
-      if (cols[1]?.endsWith(hex) && cols[3] === '0A') return true;
-    }
-  }
-  return false;
-}
-
-interface CriuPageServer {
-  readonly port: number;
-  readonly done: Promise<{ code: number | null; log: string }>;
-  readonly child: ChildProcess;
-}
-
-/** Starts the reference `criu page-server -D dir` on a free loopback port and waits until it listens. */
-async function startCriuPageServer(dir: string): Promise<CriuPageServer> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  const port = await freePort();
-  const child = spawn(CRIU, ['page-server', '-D', dir, '--address', '127.0.0.1', '--port', String(port), '-o', 'page-server.log', '-v4'], {
-    stdio: 'ignore',
-  });
-  const done = new Promise<{ code: number | null; log: string }>((res) => {
-    child.once('exit', (code) => {
-      void readFile(join(dir, 'page-server.log'), 'utf8')
-        .catch(() => '')
-        .then((log) => res({ code, log }));
-    });
-  });
-  const deadline = Date.now() + 10_000;
-  while (!(await listening(port))) {
-    if (child.exitCode !== null || Date.now() > deadline) {
-      child.kill('SIGKILL');
-      const { log } = await done;
-      throw new Error(`criu page-server did not start listening on ${port}\n${log.slice(-2000)}`);
-    }
-    await sleep(20);
-  }
-  return { port, done, child };
 }
 
 for (const name of ['t_memory', 't_counter']) {

@@ -87,6 +87,13 @@ export declare class Session {
    */
   dumpMemfd(pid: number, opts: DumpMemfdOptions): Promise<MemfdDumpInfo>
   /**
+   * Opens the connection `dumpMemory`, `readPreDump` and `sendShmemToPageServer` send through,
+   * and waits for the server's first answer: a server that is down or busy with another
+   * client fails here, before the tree is frozen. Interruptible
+   * (`interrupt`) like the transfers.
+   */
+  connectPageServer(opts: PageServerConnectOptions): Promise<void>
+  /**
    * Sends the shared anonymous object mapped at `[start, end)` in `pid` to the page server
    * over the session's connection (the one `dumpMemory({ pageServer })` uses, opened here if
    * none is yet): pagemap-shmem-<shmid> with the object's allocated pages, as CRIU's dump
@@ -635,6 +642,11 @@ export interface PagemapEntryInfo {
 }
 
 export interface PageServerAddress {
+  address: string
+  port: number
+}
+
+export interface PageServerConnectOptions {
   address: string
   port: number
 }

@@ -123,6 +123,12 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
     cancellation.throwIfCancelled();
 
     await refuseOwnChild(options.pid);
+    const server = options.pageServer;
+    if (server) {
+      // as CRIU: a server that is down or refuses us fails the dump before the tree is frozen
+      stage('connect to page server');
+      await call(() => session.connectPageServer(server));
+    }
     stage('collect pstree');
     const tree = await stats.time('freezingTime', () =>
       call(() =>

@@ -76,6 +76,10 @@ export async function preDumpInProcess(options: DumpOptions, events: DumpEvents 
     cancellation.throwIfCancelled();
 
     await refuseOwnChild(options.pid);
+    if (pageServer) {
+      stage('connect to page server');
+      await call(() => session.connectPageServer(pageServer));
+    }
     stage('collect pstree');
     const tree = await stats.time('freezingTime', () => call(() => session.seizeTree(options.pid, seize)));
     stats.markFrozen();

@@ -18,6 +18,12 @@ pub fn install(flag: Arc<AtomicBool>) {
     FLAG.with(|f| *f.borrow_mut() = Some(flag));
 }
 
+/// The calling thread's flag, for work that waits in the kernel and looks at it between waits
+/// (a fresh flag, never raised, on a thread without one).
+pub fn flag() -> Arc<AtomicBool> {
+    FLAG.with(|f| f.borrow().clone()).unwrap_or_default()
+}
+
 /// Err(Cancelled) once the calling thread's flag is raised; `what` names the interrupted work.
 pub fn check(what: &str) -> Result<()> {
     let raised = FLAG.with(|f| f.borrow().as_ref().is_some_and(|f| f.load(Ordering::Relaxed)));

@@ -6,7 +6,6 @@
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use tsdump_core::mem::{self, track, DumpOpts, Mode};
-use tsdump_core::pageserver::PageServerClient;
 
 use crate::parasite::{check_traced_by_us, with_parasite};
 use crate::session::Session;
@@ -218,10 +217,7 @@ impl Session {
             check_traced_by_us(pid, pid)?;
             let o = DumpOpts { pages: pages.clone(), mode, pipes, incremental };
             let mut client = match &server {
-                Some((address, port)) => Some(match state.page_server.take() {
-                    Some(c) => c,
-                    None => PageServerClient::connect(address, *port)?,
-                }),
+                Some((address, port)) => Some(crate::pageserver::take_client(state, address, *port)?),
                 None => None,
             };
             let mut drain = |inj: Option<&mut tsdump_core::parasite::Injector>| match client.as_mut() {

@@ -1,6 +1,6 @@
 //! N-API surface of the page server (tsdump_core::pageserver): `PageServer.listen(...)` +
-//! `serve()` for the receiver, and `pageServerSendImages(...)` to push a local dump's pagemaps
-//! and pages to a page server. Each blocking session runs on its own thread; JavaScript only sees
+//! `serve()` for the receiver, `session.connectPageServer(...)` for a dump's connection, and
+//! `pageServerSendImages(...)` to push a local dump's pagemaps and pages to a page server. Each blocking session runs on its own thread; JavaScript only sees
 //! reports, never page data.
 
 use std::path::PathBuf;
@@ -11,10 +11,11 @@ use std::time::Instant;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use tokio::sync::oneshot;
+use tsdump_core::error::{Error as CoreError, ErrorCode};
 use tsdump_core::pageserver::{self, ImageKind, PageServerClient, PageServerListener, SendStats};
 
 use crate::errors::to_napi;
-use crate::session::Session;
+use crate::session::{Session, TracerState};
 
 /// Runs blocking core work on a fresh thread and resolves with its result.
 async fn on_thread<T, F>(name: &str, f: F) -> Result<T>
@@ -134,6 +135,39 @@ impl PageServer {
     }
 }
 
+/// The session's page-server connection, opened by `connectPageServer` before the tree was
+/// seized. One lost to an error is not reopened: the server discarded what it got on it.
+pub(crate) fn take_client(state: &mut TracerState, address: &str, port: u16) -> tsdump_core::Result<PageServerClient> {
+    state.page_server.take().ok_or_else(|| {
+        CoreError::new(ErrorCode::ImageIo, format!("page server {address}:{port}: not connected (connectPageServer opens the connection; one lost to an error is not reopened)"))
+    })
+}
+
+#[napi(object)]
+pub struct PageServerConnectOptions {
+    pub address: String,
+    pub port: u32,
+}
+
+#[napi]
+impl Session {
+    /// Opens the connection `dumpMemory`, `readPreDump` and `sendShmemToPageServer` send through,
+    /// and waits for the server's first answer: a server that is down or busy with another
+    /// client fails here, before the tree is frozen. Interruptible
+    /// (`interrupt`) like the transfers.
+    #[napi]
+    pub async fn connect_page_server(&self, opts: PageServerConnectOptions) -> Result<()> {
+        let port = u16::try_from(opts.port).map_err(|_| Error::from_reason(format!("USAGE: page server port {} out of range", opts.port)))?;
+        self.run(move |state| {
+            let mut c = PageServerClient::connect(&opts.address, port)?;
+            c.ping()?;
+            state.page_server = Some(c);
+            Ok(())
+        })
+        .await
+    }
+}
+
 #[napi(object)]
 pub struct SendImagesOptions {
     /// Directory holding pagemap-*.img and their pages-*.img.
@@ -208,7 +242,7 @@ impl Session {
         let address = opts.address;
         let d = self
             .run(move |state| {
-                let mut c = crate::predump::take_client(state, &address, port)?;
+                let mut c = take_client(state, &address, port)?;
                 let before = c.bytes_sent();
                 let r = pageserver::send_shmem(&mut c, pid, start, end);
                 // An error once something was sent drops the connection (the server discards

@@ -13,11 +13,12 @@ use napi_derive::napi;
 use tsdump_core::error::{Error as CoreError, ErrorCode};
 use tsdump_core::mem::predump::{self, PendingRead};
 use tsdump_core::mem::{self, track, FdSink, PageSink};
-use tsdump_core::pageserver::{ImageKind, PageServerClient};
+use tsdump_core::pageserver::ImageKind;
 
 use crate::memory::{PageServerAddress, PagemapEntryInfo, ParentPages, ShmemDumpInfo, TrackingInfo};
 use crate::parasite::{check_traced_by_us, with_parasite};
-use crate::session::{Session, TracerState};
+use crate::pageserver::take_client;
+use crate::session::Session;
 
 static PENDING: Mutex<BTreeMap<u32, PendingRead>> = Mutex::new(BTreeMap::new());
 static NEXT_ID: AtomicU32 = AtomicU32::new(1);
@@ -95,14 +96,6 @@ pub struct PreDumpReadResult {
     pub gone: bool,
     pub read_ns: i64,
     pub readv_calls: i64,
-}
-
-/// The session's page-server connection, opened by the first user.
-pub(crate) fn take_client(state: &mut TracerState, address: &str, port: u16) -> tsdump_core::Result<PageServerClient> {
-    match state.page_server.take() {
-        Some(c) => Ok(c),
-        None => PageServerClient::connect(address, port),
-    }
 }
 
 pub(crate) fn port(s: &PageServerAddress) -> Result<u16> {

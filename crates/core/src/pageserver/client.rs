@@ -2,12 +2,12 @@
 //!
 //! Page data moves kernel-side: from a pipe with splice(2), from a file with sendfile(2). The
 //! socket is corked so headers and pages leave in full segments; it is uncorked only where the
-//! protocol waits for an answer (OPEN2, PARENT, CLOSE), as CRIU's own client does.
+//! protocol waits for an answer (OPEN2, PARENT, CLOSE), as CRIU's own client does. Every wait watches the calling thread's cancellation flag
+//! (crate::cancel): an interrupted dump is never held by a server that stopped answering.
 
-use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{FileExt, MetadataExt};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::time::Duration;
 
@@ -19,9 +19,10 @@ use crate::mem::predump::ReadSink;
 use crate::mem::shmem::{self, ShmemDump};
 use crate::mem::{PageSink, PagemapEntry as MemEntry};
 
+use super::conn::{secs, Conn, Fail, SendFail};
 use super::proto::{self, Header, ImageKind, PE_PRESENT};
 
-/// How long we wait for a connection, an answer, or for the peer to take more data.
+/// How long we wait for a connection, and for an answer or for the peer to take more data.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -31,7 +32,7 @@ fn page_size() -> usize {
 
 /// A connection to a page server.
 pub struct PageServerClient {
-    sock: TcpStream,
+    conn: Conn,
     peer: String,
     /// The image OPEN2 selected: (kind, id, dst_id).
     open: Option<(ImageKind, u64, u64)>,
@@ -53,23 +54,31 @@ impl PageServerClient {
     pub fn connect(address: &str, port: u16) -> Result<PageServerClient> {
         let peer = format!("{address}:{port}");
         let fail = |what: String| Error::new(ErrorCode::ImageIo, format!("page server {peer}: {what}"));
+        let cancel = crate::cancel::flag();
         let addrs = (address, port).to_socket_addrs().map_err(|e| fail(format!("cannot resolve: {e}")))?;
         let mut last = None;
+        let mut sock = None;
         for a in addrs {
-            match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
-                Ok(sock) => {
-                    sock.set_read_timeout(Some(IO_TIMEOUT)).and_then(|_| sock.set_write_timeout(Some(IO_TIMEOUT))).map_err(|e| fail(format!("socket timeouts: {e}")))?;
-                    let c = PageServerClient { sock, peer: peer.clone(), open: None, ps: page_size(), bytes_sent: 0 };
-                    c.cork(true)?;
-                    return Ok(c);
+            match Conn::connect(a, CONNECT_TIMEOUT, &cancel) {
+                Ok(s) => {
+                    sock = Some(s);
+                    break;
                 }
+                Err(Fail::Cancelled) => return Err(Error::new(ErrorCode::Cancelled, format!("page server {peer}: interrupted while connecting"))),
                 Err(e) => last = Some(e),
             }
         }
-        Err(fail(match last {
-            Some(e) => format!("cannot connect: {e}"),
-            None => "no address to connect to".into(),
-        }))
+        let Some(sock) = sock else {
+            return Err(fail(match last {
+                Some(Fail::Idle(d)) => format!("cannot connect: no answer in {}", secs(d)),
+                Some(e) => format!("cannot connect: {e}"),
+                None => "no address to connect to".into(),
+            }));
+        };
+        let conn = Conn::new(sock, cancel, Some(IO_TIMEOUT)).map_err(|e| fail(format!("socket set-up: {e}")))?;
+        let c = PageServerClient { conn, peer: peer.clone(), open: None, ps: page_size(), bytes_sent: 0 };
+        c.cork(true)?;
+        Ok(c)
     }
 
     pub fn peer(&self) -> &str {
@@ -88,13 +97,10 @@ impl PageServerClient {
         Error::new(ErrorCode::ImageIo, format!("page server {}{img}: {what}", self.peer))
     }
 
-    fn io_err(&self, what: impl std::fmt::Display, e: std::io::Error) -> Error {
-        match e.kind() {
-            ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof => {
-                self.err(format_args!("{what}: the peer closed the connection"))
-            }
-            ErrorKind::WouldBlock | ErrorKind::TimedOut => self.err(format_args!("{what}: no progress for {}s", IO_TIMEOUT.as_secs())),
-            _ => self.err(format_args!("{what}: {e}")),
+    fn fail(&self, what: impl std::fmt::Display, f: Fail) -> Error {
+        match f {
+            Fail::Cancelled => Error::new(ErrorCode::Cancelled, self.err(format_args!("interrupted while {what}")).message),
+            f => self.err(format_args!("{what}: {f}")),
         }
     }
 
@@ -102,7 +108,7 @@ impl PageServerClient {
         let v: libc::c_int = on.into();
         // SAFETY: setsockopt reads sizeof(int) bytes from a live local for the socket we own.
         let rc = unsafe {
-            libc::setsockopt(self.sock.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_CORK, (&v as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t)
+            libc::setsockopt(self.conn.fd(), libc::IPPROTO_TCP, libc::TCP_CORK, (&v as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t)
         };
         if rc < 0 {
             return Err(self.err(format_args!("TCP_CORK: {}", Errno::last().desc())));
@@ -112,7 +118,7 @@ impl PageServerClient {
 
     fn send_header(&mut self, h: Header, what: &str) -> Result<()> {
         let b = h.to_bytes();
-        self.sock.write_all(&b).map_err(|e| self.io_err(format_args!("sending {what}"), e))?;
+        self.conn.write_all(&b).map_err(|e| self.fail(format_args!("sending {what}"), e))?;
         self.bytes_sent += b.len() as u64;
         Ok(())
     }
@@ -122,9 +128,9 @@ impl PageServerClient {
         self.send_header(h, what)?;
         self.cork(false)?;
         let mut b = [0u8; N];
-        let r = self.sock.read_exact(&mut b);
+        let r = self.conn.read_exact(&mut b);
         self.cork(true)?;
-        r.map_err(|e| self.io_err(format_args!("waiting for the answer to {what}"), e))?;
+        r.map_err(|e| self.fail(format_args!("waiting for the answer to {what}"), e))?;
         Ok(b)
     }
 
@@ -142,6 +148,13 @@ impl PageServerClient {
         let dst = proto::encode_dst(kind, id);
         let b = self.ask::<4>(Header { cmd: proto::PS_IOV_PARENT, dst_id: dst, ..Header::default() }, "PARENT")?;
         Ok(i32::from_ne_bytes(b) != 0)
+    }
+
+    /// A question every page server answers without side effects (PARENT of task 0): once
+    /// answered, the server is serving this connection (we are not queued behind another
+    /// client). Dumps ask it before they freeze the tree.
+    pub fn ping(&mut self) -> Result<()> {
+        self.has_parent(ImageKind::Task, 0).map(|_| ())
     }
 
     fn dst(&self, what: &str) -> Result<u64> {
@@ -168,7 +181,7 @@ impl PageServerClient {
             return Err(self.err(format_args!("vaddr {vaddr:#x}: {} bytes is not a whole number of pages", buf.len())));
         }
         self.add_header(vaddr, (buf.len() / self.ps) as u32, flags | PE_PRESENT, "ADD_F")?;
-        self.sock.write_all(buf).map_err(|e| self.io_err(format_args!("sending pages at vaddr {vaddr:#x}"), e))?;
+        self.conn.write_all(buf).map_err(|e| self.fail(format_args!("sending pages at vaddr {vaddr:#x}"), e))?;
         self.bytes_sent += buf.len() as u64;
         Ok(())
     }
@@ -189,34 +202,13 @@ impl PageServerClient {
             return Err(self.err(format_args!("vaddr {vaddr:#x}: fstat of source fd {src}: {}", Errno::last().desc())));
         }
         let is_pipe = st.st_mode & libc::S_IFMT == libc::S_IFIFO;
-        let sk = self.sock.as_raw_fd();
-        let mut left = len;
-        while left > 0 {
-            let n = if is_pipe {
-                // SAFETY: both descriptors are open; no offsets are passed.
-                unsafe { libc::splice(src, std::ptr::null_mut(), sk, std::ptr::null_mut(), left, libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE) }
-            } else {
-                // SAFETY: both descriptors are open; a null offset uses and advances the file position.
-                unsafe { libc::sendfile(sk, src, std::ptr::null_mut(), left) }
-            };
-            if n < 0 {
-                let e = Errno::last();
-                if e == Errno::EINTR {
-                    continue;
-                }
-                let done = len - left;
-                return Err(self.io_err(
-                    format_args!("sending pages at vaddr {vaddr:#x} ({done} of {len} bytes sent)"),
-                    std::io::Error::from_raw_os_error(e as i32),
-                ));
-            }
-            if n == 0 {
-                return Err(self.err(format_args!("vaddr {vaddr:#x}: the page source ran dry with {left} of {len} bytes to send")));
-            }
-            left -= n as usize;
-            self.bytes_sent += n as u64;
-        }
-        Ok(())
+        let mut sent = 0;
+        let r = self.conn.send_from(src, is_pipe, len, &mut sent);
+        self.bytes_sent += sent;
+        r.map_err(|e| match e {
+            SendFail::Peer(f) => self.fail(format_args!("sending pages at vaddr {vaddr:#x} ({sent} of {len} bytes sent)"), f),
+            SendFail::SourceDry { left } => self.err(format_args!("vaddr {vaddr:#x}: the page source ran dry with {left} of {len} bytes to send")),
+        })
     }
 
     /// PS_IOV_CLOSE: the server finishes its images and answers 0 once they are complete.
@@ -226,7 +218,7 @@ impl PageServerClient {
         if status != 0 {
             return Err(self.err(format_args!("CLOSE answered status {status}")));
         }
-        let _ = self.sock.shutdown(Shutdown::Both);
+        self.conn.shutdown();
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 //! (splice/sendfile) on both sides and never crosses into JavaScript.
 
 pub mod client;
+mod conn;
 pub mod proto;
 pub mod server;
 

@@ -263,3 +263,40 @@ fn parent_holes_are_checked_against_the_parent_image() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+/// Item 11 of issue 12: a page server that stops reading holds the sender in the kernel; the
+/// thread's cancellation flag must end the wait (within a tick), not the 60 s I/O timeout.
+#[test]
+fn cancel_reaches_a_client_blocked_on_a_stalled_server() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    // answers OPEN2, then never reads again
+    let stalled = thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut h = [0u8; HEADER_LEN];
+        std::io::Read::read_exact(&mut s, &mut h).unwrap();
+        s.write_all(&[0]).unwrap();
+        thread::sleep(std::time::Duration::from_secs(3));
+        drop(s);
+    });
+    let flag = Arc::new(AtomicBool::new(false));
+    let raise = flag.clone();
+    let sender = thread::spawn(move || {
+        crate::cancel::install(flag);
+        let mut c = PageServerClient::connect("127.0.0.1", port).unwrap();
+        c.open(ImageKind::Task, 88).unwrap();
+        let big = vec![0u8; 64 << 20];
+        let r = c.send_pages_buf(0x10000, 0, &big);
+        (r, std::time::Instant::now())
+    });
+    thread::sleep(std::time::Duration::from_millis(500));
+    let raised = std::time::Instant::now();
+    raise.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (r, ended) = sender.join().unwrap();
+    let err = r.unwrap_err();
+    assert_eq!(err.code, crate::ErrorCode::Cancelled, "{err}");
+    assert!(err.message.contains("pid 88") && err.message.contains("interrupted while sending pages"), "{err}");
+    // well below the stalled server's 3 s, let alone the 60 s I/O timeout
+    assert!(ended.duration_since(raised) < std::time::Duration::from_secs(2), "{:?}", ended.duration_since(raised));
+    stalled.join().unwrap();
+}

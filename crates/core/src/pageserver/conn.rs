@@ -1,0 +1,233 @@
+//! The page-server connection: a TCP socket driven non-blocking so that every wait for the peer
+//! also watches the caller's cancellation flag and a no-progress timeout. A peer that stops
+//! answering therefore holds a frozen tree no longer than a cancellation takes to arrive (one
+//! TICK). Page data moves kernel-side (splice/sendfile).
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+
+/// How often a wait looks at the cancellation flag: a cancellation arrives within about this.
+pub const TICK: Duration = Duration::from_millis(50);
+
+/// Why a transfer stopped.
+#[derive(Debug)]
+pub enum Fail {
+    /// The caller's cancellation flag was raised.
+    Cancelled,
+    /// The peer made no progress for this long.
+    Idle(Duration),
+    /// The connection was not made in time.
+    Deadline,
+    /// The peer went away: end of stream where data was due, reset, broken pipe.
+    Closed,
+    Io(io::Error),
+}
+
+impl std::fmt::Display for Fail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fail::Cancelled => write!(f, "cancelled"),
+            Fail::Idle(d) => write!(f, "no progress for {}", secs(*d)),
+            Fail::Deadline => write!(f, "too slow (deadline passed)"),
+            Fail::Closed => write!(f, "the peer closed the connection"),
+            Fail::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+pub fn secs(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+fn classify(e: io::Error) -> Fail {
+    match e.kind() {
+        ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted | ErrorKind::UnexpectedEof => Fail::Closed,
+        _ => Fail::Io(e),
+    }
+}
+
+/// What ends a wait besides readiness: cancellation, the idle timeout, a deadline.
+struct Waiter {
+    cancel: Arc<AtomicBool>,
+    idle: Option<Duration>,
+    deadline: Option<Instant>,
+    /// When the peer last moved data.
+    progress: Instant,
+}
+
+impl Waiter {
+    /// Waits until `fd` is ready for `events` (or in error: the next operation says which).
+    fn wait(&self, fd: RawFd, events: libc::c_short) -> Result<(), Fail> {
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(Fail::Cancelled);
+            }
+            let now = Instant::now();
+            let mut slice = TICK;
+            if let Some(idle) = self.idle {
+                let until = self.progress + idle;
+                if now >= until {
+                    return Err(Fail::Idle(idle));
+                }
+                slice = slice.min(until - now);
+            }
+            if let Some(d) = self.deadline {
+                if now >= d {
+                    return Err(Fail::Deadline);
+                }
+                slice = slice.min(d - now);
+            }
+            let mut p = libc::pollfd { fd, events, revents: 0 };
+            let ms = slice.as_millis().clamp(1, i32::MAX as u128) as i32;
+            // SAFETY: one pollfd on the stack for a descriptor the caller keeps open.
+            let n = unsafe { libc::poll(&mut p, 1, ms) };
+            if n > 0 {
+                return Ok(());
+            }
+            if n < 0 && Errno::last() != Errno::EINTR {
+                return Err(Fail::Io(io::Error::last_os_error()));
+            }
+        }
+    }
+
+    fn moved(&mut self) {
+        self.progress = Instant::now();
+    }
+}
+
+pub struct Conn {
+    sock: TcpStream,
+    w: Waiter,
+}
+
+impl Conn {
+    /// Wraps a connected socket (made non-blocking here). `cancel` ends any wait once raised;
+    /// `idle` bounds every wait for the peer (None: wait as long as it takes).
+    pub fn new(sock: TcpStream, cancel: Arc<AtomicBool>, idle: Option<Duration>) -> io::Result<Conn> {
+        sock.set_nonblocking(true)?;
+        Ok(Conn { sock, w: Waiter { cancel, idle, deadline: None, progress: Instant::now() } })
+    }
+
+    /// Connects to `addr` within `timeout`, watching `cancel`.
+    pub fn connect(addr: SocketAddr, timeout: Duration, cancel: &Arc<AtomicBool>) -> Result<TcpStream, Fail> {
+        let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+        let fd: OwnedFd = socket::socket(family, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None).map_err(|e| Fail::Io(e.into()))?;
+        match socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(addr)) {
+            Ok(()) => {}
+            Err(Errno::EINPROGRESS) => {
+                let w = Waiter { cancel: cancel.clone(), idle: None, deadline: Some(Instant::now() + timeout), progress: Instant::now() };
+                w.wait(fd.as_raw_fd(), libc::POLLOUT).map_err(|e| if matches!(e, Fail::Deadline) { Fail::Idle(timeout) } else { e })?;
+                let err = socket::getsockopt(&fd, sockopt::SocketError).map_err(|e| Fail::Io(e.into()))?;
+                if err != 0 {
+                    return Err(Fail::Io(io::Error::from_raw_os_error(err)));
+                }
+            }
+            Err(e) => return Err(Fail::Io(e.into())),
+        }
+        Ok(TcpStream::from(fd))
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    /// Reads what is available (waiting for something); 0 at the end of the stream.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, Fail> {
+        loop {
+            match (&self.sock).read(buf) {
+                Ok(n) => {
+                    if n > 0 {
+                        self.w.moved();
+                    }
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => self.w.wait(self.sock.as_raw_fd(), libc::POLLIN)?,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(classify(e)),
+            }
+        }
+    }
+
+    /// Fills `buf`; Closed if the stream ends first.
+    pub fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), Fail> {
+        let mut got = 0;
+        while got < buf.len() {
+            match self.read(&mut buf[got..])? {
+                0 => return Err(Fail::Closed),
+                n => got += n,
+            }
+        }
+        Ok(())
+    }
+
+    pub fn write_all(&mut self, mut buf: &[u8]) -> Result<(), Fail> {
+        while !buf.is_empty() {
+            match (&self.sock).write(buf) {
+                Ok(0) => return Err(Fail::Closed),
+                Ok(n) => {
+                    buf = &buf[n..];
+                    self.w.moved();
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => self.w.wait(self.sock.as_raw_fd(), libc::POLLOUT)?,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(classify(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `len` bytes read from `src`: a pipe (spliced) or a file from its current offset
+    /// (sendfile, which advances it). `sent` counts what went out, also on failure.
+    pub fn send_from(&mut self, src: RawFd, is_pipe: bool, len: usize, sent: &mut u64) -> Result<(), SendFail> {
+        let sk = self.sock.as_raw_fd();
+        let mut left = len;
+        while left > 0 {
+            let n = if is_pipe {
+                // SAFETY: both descriptors are open; no offsets are passed.
+                unsafe { libc::splice(src, std::ptr::null_mut(), sk, std::ptr::null_mut(), left, libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE) }
+            } else {
+                // SAFETY: both descriptors are open; a null offset uses and advances the file position.
+                unsafe { libc::sendfile(sk, src, std::ptr::null_mut(), left) }
+            };
+            if n < 0 {
+                match Errno::last() {
+                    Errno::EINTR => {}
+                    Errno::EAGAIN => self.w.wait(sk, libc::POLLOUT).map_err(SendFail::Peer)?,
+                    e => return Err(SendFail::Peer(classify(io::Error::from_raw_os_error(e as i32)))),
+                }
+                continue;
+            }
+            if n == 0 {
+                return Err(SendFail::SourceDry { left });
+            }
+            left -= n as usize;
+            *sent += n as u64;
+            self.w.moved();
+        }
+        Ok(())
+    }
+
+    /// Ends the connection politely: our half of TCP. Best effort.
+    pub fn shutdown(&mut self) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// Why `send_from` stopped.
+#[derive(Debug)]
+pub enum SendFail {
+    Peer(Fail),
+    /// The source ended with `left` bytes still to send.
+    SourceDry { left: usize },
+}
