@@ -1,4 +1,6 @@
 // Nobody holds a page-server transfer hostage:
+// - tsdump's page server drops a client that connects and stays silent (--idle-timeout) and
+//   serves the real dump queued behind it, which restores to PASS.
 // - A dump blocked on a page server that stopped reading (its tree frozen) is cancelled at once
 //   by SIGTERM (CLI) or an AbortSignal (library), not after the 60 s I/O timeout, and the tree
 //   is released untouched and verifies itself.
@@ -6,15 +8,49 @@ import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
+import { connect as tcpConnect } from 'node:net';
 import { join } from 'node:path';
 import { dump } from '../src/index.js';
 import { TsdumpError } from '../src/errors.js';
-import { makeWorkDir } from './helpers/criu.js';
-import { misbehavingPageServer } from './helpers/page-server.js';
+import { catalogue, roundTrip, type CatalogueEntry } from './helpers/catalogue.js';
+import { criuDump, makeWorkDir } from './helpers/criu.js';
+import { installPageImages, misbehavingPageServer, startTsdumpPageServer } from './helpers/page-server.js';
 import { killTree, procState, requestVerify, startDetachedTarget, type Target } from './helpers/target.js';
 import { CLI } from './helpers/tsdump.js';
 
+function entry(name: string): CatalogueEntry {
+  const e = catalogue.find((c) => c.name === name);
+  if (!e) throw new Error(`no catalogue entry ${name}`);
+  return e;
+}
+
 const psArgs = (port: number): string[] => ['--page-server', '--address', '127.0.0.1', '--port', String(port)];
+
+test.serial('tsdump page-server drops a silent client after --idle-timeout and serves the criu dump queued behind it (t_memory)', async (t) => {
+  let stderr = '';
+  let idlePeer = '';
+  const rt = await roundTrip(t, entry('t_memory'), async (pid, imagesDir, extraArgs) => {
+    const serverDir = join(imagesDir, '..', 'srv');
+    const ps = await startTsdumpPageServer(serverDir, ['--idle-timeout', '1']);
+    t.teardown(() => {
+      if (ps.child.exitCode === null) ps.child.kill('SIGKILL');
+    });
+    // connects first and says nothing: before, it held the only session for good
+    const idle = tcpConnect({ host: '127.0.0.1', port: ps.port });
+    idle.on('error', () => undefined);
+    t.teardown(() => void idle.destroy());
+    await once(idle, 'connect');
+    idlePeer = `127.0.0.1:${idle.localPort}`;
+    await criuDump(pid, imagesDir, [...extraArgs, ...psArgs(ps.port)]);
+    const { code, log } = await ps.done;
+    stderr = ps.stderr();
+    t.is(code, 0, log);
+    const moved = await installPageImages(serverDir, imagesDir);
+    t.true(moved.includes(`pagemap-${pid}.img`), moved.join(' '));
+  });
+  t.is(rt.result, 'PASS', rt.subject.describe());
+  t.regex(stderr, new RegExp(`dropped client ${idlePeer.replace(/\./g, '\\.')}: .*sent nothing for 1 s \\(idle timeout\\)`));
+});
 
 /** A page server that takes `takeBytes` of the stream, then stops reading; `stalled` settles then. */
 async function stalledServer(t: ExecutionContext, takeBytes: number): Promise<{ port: number; stalled: Promise<void> }> {

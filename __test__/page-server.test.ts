@@ -116,22 +116,36 @@ async function cutPeer(port: number, claimed: number, given: number): Promise<vo
   s.destroy();
 }
 
-test.serial('receiver: a peer that disconnects mid-stream → IMAGE_IO, no images left', async (t) => {
+test.serial('receiver: a peer that disconnects mid-stream is dropped (IMAGE_IO), no images left, the server waits on', async (t) => {
   const work = await makeWorkDir(t);
   const dir = join(work, 'srv');
+  const ac = new AbortController();
   let port = 0;
   let listeningNow!: () => void;
   const up = new Promise<void>((res) => (listeningNow = res));
-  const serving = runPageServer({ imagesDir: dir, address: '127.0.0.1', port: 0, onListening: (l) => ((port = l.port), listeningNow()) });
+  let droppedNow!: (e: TsdumpError) => void;
+  const dropped = new Promise<TsdumpError>((res) => (droppedNow = res));
+  const serving = runPageServer({
+    imagesDir: dir,
+    address: '127.0.0.1',
+    port: 0,
+    signal: ac.signal,
+    onListening: (l) => ((port = l.port), listeningNow()),
+    onClientDropped: ({ error }) => droppedNow(error),
+  });
+  serving.catch(() => undefined);
   await up;
   await cutPeer(port, 64, 3);
-  const err = await t.throwsAsync(serving, { instanceOf: TsdumpError });
-  t.is((err as TsdumpError).code, 'IMAGE_IO');
-  t.regex(err!.message, /pid 4242/);
-  t.regex(err!.message, /0x7f0000001000/);
-  t.regex(err!.message, /closed in the middle/);
-  t.regex(err!.message, /12288 of 262144 bytes/);
+  const err = await dropped;
+  t.is(err.code, 'IMAGE_IO');
+  t.regex(err.message, /pid 4242/);
+  t.regex(err.message, /0x7f0000001000/);
+  t.regex(err.message, /closed in the middle/);
+  t.regex(err.message, /12288 of 262144 bytes/);
   t.deepEqual(await readdir(dir), [], 'no pagemap, pages or .part files');
+  // still serving: only the caller ends it
+  ac.abort();
+  t.is(((await t.throwsAsync(serving, { instanceOf: TsdumpError })) as TsdumpError).code, 'CANCELLED');
 });
 
 test.serial('client: a page server that goes away mid-stream → IMAGE_IO naming the peer and pid', async (t) => {

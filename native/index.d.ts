@@ -41,17 +41,21 @@ export declare class ImagesDir {
   discard(): Array<string>
 }
 
-/** A bound page-server socket serving one connection. */
+/** A bound page-server socket serving one client at a time until one completes. */
 export declare class PageServer {
   /** Binds the socket now, so callers know the port before a peer connects. */
   static listen(opts: PageServerListenOptions): PageServer
   get port(): number
   /**
-   * Accepts one connection and writes the images it sends; resolves after CLOSE. Rejects
-   * (IMAGE_IO) if the peer goes away early, leaving no complete-looking images behind.
+   * Accepts the next client and serves it: `served` once it sent CLOSE and hung up, `dropped`
+   * if it failed (it timed out, hung up early, broke the protocol), leaving
+   * nothing of it behind. Rejects only when cancelled or when the listener itself fails.
    */
-  serve(): Promise<PageServerReport>
-  /** Makes a pending or running `serve()` reject with CANCELLED (within ~200 ms). */
+  serveNext(): Promise<PageServerOutcome>
+  /**
+   * Makes a waiting or running `serveNext()` reject with CANCELLED (within ~50 ms), removing
+   * what the client sent.
+   */
   cancel(): void
 }
 
@@ -237,6 +241,14 @@ export declare function dataExtents(path: string, size: bigint): Array<DataExten
 
 /** Drops a prepared read that will not be read (a pre-dump that failed before reading). */
 export declare function discardPreDumpRead(id: number): boolean
+
+/** A client the server gave up on; what it sent was removed. */
+export interface DroppedClient {
+  peer: string
+  /** The error code, as thrown errors carry it. */
+  code: string
+  message: string
+}
 
 export interface DumpMemfdOptions {
   /** Used for the contents' pages image unless the memfd is empty (then nothing is written). */
@@ -668,6 +680,14 @@ export interface PageServerListenOptions {
   address?: string
   /** 0 picks a free port (see `port`). */
   port: number
+  /** How long a client may stay silent before it is dropped (default 60 s; 0: no limit). */
+  idleTimeoutMs?: number
+}
+
+/** How serving one client ended: exactly one of the two is set. */
+export interface PageServerOutcome {
+  served?: PageServerReport
+  dropped?: DroppedClient
 }
 
 export interface PageServerReport {

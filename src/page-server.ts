@@ -4,7 +4,7 @@
 // only sees the reports.
 import { native } from './native.js';
 import { openImagesDir } from './images/dir.js';
-import { TsdumpError } from './errors.js';
+import { TsdumpError, isErrorCode } from './errors.js';
 
 export interface PageServerOptions {
   /** Directory the received pagemap-*.img and pages-*.img go into (created 0700 if missing). */
@@ -13,10 +13,17 @@ export interface PageServerOptions {
   readonly address?: string;
   /** TCP port; 0 picks a free one (reported through onListening). */
   readonly port: number;
+  /** Seconds a connected client may stay silent before it is dropped (default 60; 0: no limit). */
+  readonly idleTimeout?: number;
   /** Aborting stops waiting/receiving: the promise rejects with CANCELLED and partial images are removed. */
   readonly signal?: AbortSignal;
   /** Called once the socket is bound, before any peer connects. */
   readonly onListening?: (info: { address: string; port: number }) => void;
+  /**
+   * Called for each client that failed and was dropped (silent or too slow, gone before CLOSE,
+   * broke the protocol); what it sent was removed and the server waits for the next.
+   */
+  readonly onClientDropped?: (info: { peer: string; error: TsdumpError }) => void;
   /**
    * The images of the previous (pre-)dump on this side, relative to imagesDir as CRIU takes it:
    * linked as imagesDir/parent, so an incremental dump may send holes (pages the parent holds),
@@ -47,36 +54,48 @@ function cancelled(what: string): TsdumpError {
 }
 
 /**
- * Serves one connection like `criu page-server`: listens, accepts a single peer (`criu dump
- * --page-server` or tsdump), writes the images it sends and resolves once the peer sent CLOSE.
- * Images only get their final names at CLOSE, so a peer that disconnects mid-stream makes this
- * reject (IMAGE_IO) and leaves nothing complete-looking in imagesDir.
+ * Serves like `criu page-server`: listens, takes a peer (`criu dump --page-server` or tsdump),
+ * writes the images it sends and resolves once the peer sent CLOSE. Images only get their final
+ * names at CLOSE. Unlike CRIU's, a peer that fails does not end the server: it is dropped (see
+ * onClientDropped), nothing it sent stays, and the next peer is served.
  */
 export async function runPageServer(opts: PageServerOptions): Promise<PageServerResult> {
   if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) {
     throw new TsdumpError('USAGE', `page server: invalid port ${opts.port}`);
   }
+  const idle = opts.idleTimeout;
+  if (idle !== undefined && !(idle >= 0 && idle * 1000 <= 0xffffffff)) throw new TsdumpError('USAGE', `page server: invalid idle timeout ${idle}`);
   if (opts.signal?.aborted) throw cancelled('aborted before listening');
   if (opts.prevImagesDir !== undefined) linkParent(opts.imagesDir, opts.prevImagesDir);
   const address = opts.address ?? '0.0.0.0';
-  const server = await native.PageServer.listen({ imagesDir: opts.imagesDir, address, port: opts.port });
+  const server = await native.PageServer.listen({
+    imagesDir: opts.imagesDir,
+    address,
+    port: opts.port,
+    ...(idle !== undefined ? { idleTimeoutMs: Math.round(idle * 1000) } : {}),
+  });
   const onAbort = (): void => server.cancel();
   opts.signal?.addEventListener('abort', onAbort, { once: true });
   try {
     opts.onListening?.({ address, port: server.port });
-    const r = await server.serve();
-    return {
-      peer: r.peer,
-      pageBytes: r.pageBytes,
-      images: r.images.map((i) => ({
-        kind: i.kind === 'shmem' ? 'shmem' : 'pid',
-        id: i.id,
-        pagemapFile: i.pagemapFile,
-        pagesFile: i.pagesFile,
-        entries: i.entries,
-        pages: i.pages,
-      })),
-    };
+    for (;;) {
+      const { served, dropped } = await server.serveNext();
+      if (served) {
+        return {
+          peer: served.peer,
+          pageBytes: served.pageBytes,
+          images: served.images.map((i) => ({
+            kind: i.kind === 'shmem' ? 'shmem' : 'pid',
+            id: i.id,
+            pagemapFile: i.pagemapFile,
+            pagesFile: i.pagesFile,
+            entries: i.entries,
+            pages: i.pages,
+          })),
+        };
+      }
+      if (dropped) opts.onClientDropped?.({ peer: dropped.peer, error: new TsdumpError(isErrorCode(dropped.code) ? dropped.code : 'IMAGE_IO', dropped.message) });
+    }
   } finally {
     opts.signal?.removeEventListener('abort', onAbort);
   }

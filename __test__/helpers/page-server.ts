@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { ExecutionContext } from 'ava';
 import { CRIU } from './criu.js';
 import { freePort } from './programs.js';
+import { CLI } from './tsdump.js';
 import { runPageServer, type PageServerResult } from '../../src/page-server.js';
 
 export const isPageImage = (f: string): boolean => /^(pagemap-.*|pages-\d+)\.img$/.test(f);
@@ -55,6 +56,20 @@ export async function startCriuPageServer(dir: string, extraArgs: readonly strin
   const done = new Promise<{ code: number | null; log: string }>((res) => child.once('exit', (code) => void log().then((l) => res({ code, log: l }))));
   await waitListening(port, child, 'criu page-server', log);
   return { port, child, done };
+}
+
+/** Starts `tsdump page-server -D dir` (+ extraArgs) on a free loopback port and waits until it listens. */
+export async function startTsdumpPageServer(dir: string, extraArgs: readonly string[] = []): Promise<ServerProcess & { stderr(): string }> {
+  const port = await freePort();
+  const args = [CLI, 'page-server', '-D', dir, '--address', '127.0.0.1', '--port', String(port), '--json', ...extraArgs];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr!.on('data', (b: Buffer) => (err += b.toString()));
+  const done = new Promise<{ code: number | null; log: string }>((res) => child.once('close', (code) => res({ code, log: out + err })));
+  await waitListening(port, child, 'tsdump page-server', async () => out + err);
+  return { port, child, done, stderr: () => err };
 }
 
 /** Moves the page images of `from` into `to` (replacing any there), as a migration would. */

@@ -87,6 +87,7 @@ const PAGE_SERVER: OptDef[] = [
   { name: 'images-dir', short: 'D', type: 'string', desc: 'directory for the received images' },
   { name: 'address', type: 'string', desc: 'address to listen on' },
   { name: 'port', type: 'number', desc: 'port to listen on' },
+  { name: 'idle-timeout', type: 'number', desc: 'seconds a client may stay silent before it is dropped (default 60, 0: no limit)' },
   { name: 'daemon', short: 'd', type: 'boolean', desc: 'run in the background' },
   { name: 'pidfile', type: 'string', desc: 'write the daemon PID to FILE' },
   { name: 'status-fd', type: 'number', desc: "write '\\0' to this descriptor when listening" },
@@ -286,6 +287,7 @@ export type Invocation =
       prevImagesDir?: string;
       address?: string;
       port: number;
+      idleTimeout?: number;
       daemon: boolean;
       pidfile?: string;
       statusFd?: number;
@@ -659,12 +661,15 @@ export async function parseCommandLine(argv: readonly string[], ctx: ParseContex
     case 'page-server': {
       const port = num(p, 'port');
       if (port === undefined) throw new TsdumpError('USAGE', 'page-server needs --port');
+      const idle = num(p, 'idle-timeout');
+      if (idle !== undefined && !(idle >= 0)) throw new TsdumpError('USAGE', `option --idle-timeout: ${idle} is not a number of seconds`);
       return {
         command,
         imagesDir: str(p, 'images-dir') ?? '.',
         ...optional('prevImagesDir', str(p, 'prev-images-dir')),
         ...optional('address', str(p, 'address')),
         port,
+        ...optional('idleTimeout', idle),
         daemon: bool(p, 'daemon') ?? false,
         ...optional('pidfile', str(p, 'pidfile')),
         ...optional('statusFd', num(p, 'status-fd')),

@@ -217,8 +217,10 @@ export async function run(inv: Invocation, io: Io): Promise<number> {
           port: inv.port,
           ...(inv.address !== undefined ? { address: inv.address } : {}),
           ...(inv.prevImagesDir !== undefined ? { prevImagesDir: inv.prevImagesDir } : {}),
+          ...(inv.idleTimeout !== undefined ? { idleTimeout: inv.idleTimeout } : {}),
           signal: abort.signal,
           onListening: () => signalReady(inv.statusFd),
+          onClientDropped: ({ peer, error }) => io.stderr.write(`tsdump page-server: dropped client ${peer}: ${error.message}; waiting for the next one\n`),
         });
         if (inv.json) io.stdout.write(JSON.stringify({ command: inv.command, ...result }, jsonReplacer) + '\n');
         return 0;

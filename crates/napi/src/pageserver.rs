@@ -1,18 +1,18 @@
 //! N-API surface of the page server (tsdump_core::pageserver): `PageServer.listen(...)` +
-//! `serve()` for the receiver, `session.connectPageServer(...)` for a dump's connection, and
-//! `pageServerSendImages(...)` to push a local dump's pagemaps and pages to a page server. Each blocking session runs on its own thread; JavaScript only sees
-//! reports, never page data.
+//! `serveNext()` for the receiver, `session.connectPageServer(...)` for a dump's connection, and
+//! `pageServerSendImages(...)` to push a local dump's pagemaps and pages to a page server. Each
+//! blocking session runs on its own thread; JavaScript only sees reports, never page data.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use tokio::sync::oneshot;
 use tsdump_core::error::{Error as CoreError, ErrorCode};
-use tsdump_core::pageserver::{self, ImageKind, PageServerClient, PageServerListener, SendStats};
+use tsdump_core::pageserver::{self, ImageKind, Outcome, PageServerClient, PageServerListener, SendStats, Timeouts};
 
 use crate::errors::to_napi;
 use crate::session::{Session, TracerState};
@@ -40,6 +40,10 @@ fn kind_str(k: ImageKind) -> String {
     k.as_str().to_string()
 }
 
+fn port_of(port: u32) -> Result<u16> {
+    u16::try_from(port).map_err(|_| Error::from_reason(format!("USAGE: page server port {port} out of range")))
+}
+
 #[napi(object)]
 pub struct PageServerListenOptions {
     /// Where received images go (created 0700 if missing).
@@ -48,6 +52,8 @@ pub struct PageServerListenOptions {
     pub address: Option<String>,
     /// 0 picks a free port (see `port`).
     pub port: u32,
+    /// How long a client may stay silent before it is dropped (default 60 s; 0: no limit).
+    pub idle_timeout_ms: Option<u32>,
 }
 
 #[napi(object)]
@@ -68,13 +74,30 @@ pub struct PageServerReport {
     pub page_bytes: i64,
 }
 
-/// A bound page-server socket serving one connection.
+/// A client the server gave up on; what it sent was removed.
+#[napi(object)]
+pub struct DroppedClient {
+    pub peer: String,
+    /// The error code, as thrown errors carry it.
+    pub code: String,
+    pub message: String,
+}
+
+/// How serving one client ended: exactly one of the two is set.
+#[napi(object)]
+pub struct PageServerOutcome {
+    pub served: Option<PageServerReport>,
+    pub dropped: Option<DroppedClient>,
+}
+
+/// A bound page-server socket serving one client at a time until one completes.
 #[napi]
 pub struct PageServer {
     port: u32,
     dir: PathBuf,
     cancel: Arc<AtomicBool>,
-    listener: Mutex<Option<PageServerListener>>,
+    listener: Arc<PageServerListener>,
+    busy: Arc<AtomicBool>,
 }
 
 #[napi]
@@ -82,13 +105,17 @@ impl PageServer {
     /// Binds the socket now, so callers know the port before a peer connects.
     #[napi(factory)]
     pub fn listen(opts: PageServerListenOptions) -> Result<PageServer> {
-        let port = u16::try_from(opts.port).map_err(|_| Error::from_reason(format!("USAGE: port {} out of range", opts.port)))?;
-        let l = PageServerListener::bind(opts.address.as_deref().unwrap_or("0.0.0.0"), port).map_err(to_napi)?;
+        let port = port_of(opts.port)?;
+        let mut l = PageServerListener::bind(opts.address.as_deref().unwrap_or("0.0.0.0"), port).map_err(to_napi)?;
+        if let Some(ms) = opts.idle_timeout_ms {
+            l.set_timeouts(Timeouts { idle: (ms > 0).then(|| Duration::from_millis(u64::from(ms))), ..Timeouts::default() });
+        }
         Ok(PageServer {
             port: u32::from(l.port()),
             dir: PathBuf::from(opts.images_dir),
             cancel: Arc::new(AtomicBool::new(false)),
-            listener: Mutex::new(Some(l)),
+            listener: Arc::new(l),
+            busy: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -97,38 +124,50 @@ impl PageServer {
         self.port
     }
 
-    /// Accepts one connection and writes the images it sends; resolves after CLOSE. Rejects
-    /// (IMAGE_IO) if the peer goes away early, leaving no complete-looking images behind.
+    /// Accepts the next client and serves it: `served` once it sent CLOSE and hung up, `dropped`
+    /// if it failed (it timed out, hung up early, broke the protocol), leaving
+    /// nothing of it behind. Rejects only when cancelled or when the listener itself fails.
     #[napi]
-    pub async fn serve(&self) -> Result<PageServerReport> {
-        let l = self
-            .listener
-            .lock()
-            .map_err(|_| Error::from_reason("KERNEL: page server state poisoned"))?
-            .take()
-            .ok_or_else(|| Error::from_reason("USAGE: this page server already served its connection"))?;
-        let dir = self.dir.clone();
-        let cancel = self.cancel.clone();
-        let r = on_thread("tsdump-pagesrv", move || l.serve_one(&dir, &cancel)).await?;
-        Ok(PageServerReport {
-            peer: r.peer,
-            page_bytes: r.page_bytes as i64,
-            images: r
-                .images
-                .into_iter()
-                .map(|i| PageServerImage {
-                    kind: kind_str(i.kind),
-                    id: i.id as i64,
-                    pagemap_file: i.pagemap_file,
-                    pages_file: i.pages_file,
-                    entries: i.entries as i64,
-                    pages: i.pages as i64,
-                })
-                .collect(),
+    pub async fn serve_next(&self) -> Result<PageServerOutcome> {
+        if self.busy.swap(true, Ordering::AcqRel) {
+            return Err(Error::from_reason("USAGE: this page server is already serving a client"));
+        }
+        let (l, dir, cancel, busy) = (self.listener.clone(), self.dir.clone(), self.cancel.clone(), self.busy.clone());
+        let r = on_thread("tsdump-pagesrv", move || {
+            let r = l.serve_next(&dir, &cancel);
+            busy.store(false, Ordering::Release);
+            r
+        })
+        .await?;
+        Ok(match r {
+            Outcome::Served(r) => PageServerOutcome {
+                served: Some(PageServerReport {
+                    peer: r.peer,
+                    page_bytes: r.page_bytes as i64,
+                    images: r
+                        .images
+                        .into_iter()
+                        .map(|i| PageServerImage {
+                            kind: kind_str(i.kind),
+                            id: i.id as i64,
+                            pagemap_file: i.pagemap_file,
+                            pages_file: i.pages_file,
+                            entries: i.entries as i64,
+                            pages: i.pages as i64,
+                        })
+                        .collect(),
+                }),
+                dropped: None,
+            },
+            Outcome::Dropped { peer, error } => PageServerOutcome {
+                served: None,
+                dropped: Some(DroppedClient { peer, code: error.code.as_str().to_string(), message: error.message }),
+            },
         })
     }
 
-    /// Makes a pending or running `serve()` reject with CANCELLED (within ~200 ms).
+    /// Makes a waiting or running `serveNext()` reject with CANCELLED (within ~50 ms), removing
+    /// what the client sent.
     #[napi]
     pub fn cancel(&self) {
         self.cancel.store(true, Ordering::Relaxed);
@@ -157,7 +196,7 @@ impl Session {
     /// (`interrupt`) like the transfers.
     #[napi]
     pub async fn connect_page_server(&self, opts: PageServerConnectOptions) -> Result<()> {
-        let port = u16::try_from(opts.port).map_err(|_| Error::from_reason(format!("USAGE: page server port {} out of range", opts.port)))?;
+        let port = port_of(opts.port)?;
         self.run(move |state| {
             let mut c = PageServerClient::connect(&opts.address, port)?;
             c.ping()?;
@@ -193,7 +232,7 @@ pub struct SendImagesReport {
 /// Sends existing pagemap/pages images to a page server (OPEN2, ADD_F/holes, CLOSE + ack).
 #[napi]
 pub async fn page_server_send_images(opts: SendImagesOptions) -> Result<SendImagesReport> {
-    let port = u16::try_from(opts.port).map_err(|_| Error::from_reason(format!("USAGE: port {} out of range", opts.port)))?;
+    let port = port_of(opts.port)?;
     let dir = PathBuf::from(opts.images_dir);
     let mut what: Vec<(ImageKind, u64)> = opts.pids.iter().map(|&p| (ImageKind::Task, p as u64)).collect();
     what.extend(opts.shmem_ids.unwrap_or_default().iter().map(|&s| (ImageKind::Shmem, s as u64)));
@@ -238,7 +277,7 @@ impl Session {
     #[napi]
     pub async fn send_shmem_to_page_server(&self, pid: i32, opts: SendShmemOptions) -> Result<crate::memory::ShmemDumpInfo> {
         let (start, end) = (opts.start.get_u64().1, opts.end.get_u64().1);
-        let port = u16::try_from(opts.port).map_err(|_| Error::from_reason(format!("USAGE: page server port {} out of range", opts.port)))?;
+        let port = port_of(opts.port)?;
         let address = opts.address;
         let d = self
             .run(move |state| {

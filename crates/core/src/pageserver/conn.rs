@@ -1,7 +1,8 @@
-//! The page-server connection: a TCP socket driven non-blocking so that every wait for the peer
-//! also watches the caller's cancellation flag and a no-progress timeout. A peer that stops
-//! answering therefore holds a frozen tree no longer than a cancellation takes to arrive (one
-//! TICK). Page data moves kernel-side (splice/sendfile).
+//! The page-server connection, one type for both ends: a TCP socket driven non-blocking so that
+//! every wait for the peer also watches the caller's cancellation flag and the timeouts. A peer
+//! that stops answering therefore holds a frozen tree no longer than a cancellation takes to
+//! arrive (one TICK), and a server never waits on one client longer than its timeouts allow.
+//! Page data moves kernel-side (splice/sendfile).
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -23,7 +24,7 @@ pub enum Fail {
     Cancelled,
     /// The peer made no progress for this long.
     Idle(Duration),
-    /// The connection was not made in time.
+    /// The deadline set with `set_deadline` passed.
     Deadline,
     /// The peer went away: end of stream where data was due, reset, broken pipe.
     Closed,
@@ -142,6 +143,11 @@ impl Conn {
         self.sock.as_raw_fd()
     }
 
+    /// Every wait from now on ends at `deadline` too (None: no deadline).
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.w.deadline = deadline;
+    }
+
     /// Reads what is available (waiting for something); 0 at the end of the stream.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, Fail> {
         loop {
@@ -216,6 +222,27 @@ impl Conn {
             self.w.moved();
         }
         Ok(())
+    }
+
+    /// Moves up to `max` bytes of the stream into the pipe `pipe_w`, waiting for some; 0 at the
+    /// end of the stream.
+    pub fn splice_into(&mut self, pipe_w: RawFd, max: usize) -> Result<usize, Fail> {
+        let sk = self.sock.as_raw_fd();
+        loop {
+            // SAFETY: both descriptors are open; no offsets. NONBLOCK only concerns the pipe side.
+            let n = unsafe { libc::splice(sk, std::ptr::null_mut(), pipe_w, std::ptr::null_mut(), max, libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK) };
+            if n >= 0 {
+                if n > 0 {
+                    self.w.moved();
+                }
+                return Ok(n as usize);
+            }
+            match Errno::last() {
+                Errno::EINTR => {}
+                Errno::EAGAIN => self.w.wait(sk, libc::POLLIN)?,
+                e => return Err(classify(io::Error::from_raw_os_error(e as i32))),
+            }
+        }
     }
 
     /// Ends the connection politely: our half of TCP. Best effort.

@@ -10,7 +10,7 @@ pub mod server;
 
 pub use client::{send_pagemap_image, send_shmem, PageServerClient, PageServerSink, SendStats};
 pub use proto::{ImageKind, PE_LAZY, PE_PARENT, PE_PRESENT};
-pub use server::{ImageReport, PageServerListener, ServeReport};
+pub use server::{ImageReport, Outcome, PageServerListener, ServeReport, Timeouts, DEFAULT_IDLE_TIMEOUT};
 
 #[cfg(test)]
 mod tests;

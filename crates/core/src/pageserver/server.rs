@@ -1,29 +1,56 @@
-//! The receiving side, like `criu page-server`: accepts one connection and writes the pagemap and
-//! pages images it is sent into a directory.
+//! The receiving side, like `criu page-server`: accepts a client and writes the pagemap and pages
+//! images it is sent into a directory.
 //!
 //! Images are written under `NAME.part` and renamed to their real names only when the peer says
 //! CLOSE (after fsync), so a connection cut mid-stream leaves nothing that looks like a complete
 //! dump; the `.part` files are removed on any error. Every file is created through the directory's
-//! descriptor (crate::images_dir), never through a path a planted link could redirect. Page data goes socket → pipe → file with
-//! splice(2) and never enters user space.
+//! descriptor (crate::images_dir), never through a path a planted link could redirect. Page data
+//! goes socket → pipe → file with splice(2) and never enters user space.
+//!
+//! Unlike CRIU's, this server is not held by a client that fails: one that stays silent (idle
+//! timeout) or trickles (slow-client timeout), or one that hangs up before CLOSE is dropped,
+//! everything it sent is removed, and the next client is accepted.
 
 use std::fs::File;
-use std::io::{BufWriter, ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::io::{BufWriter, ErrorKind, Write};
+use std::net::{TcpListener, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
 use crate::error::{Error, ErrorCode, Result};
 use crate::images_dir::{ImagesDir, OpenOptions};
 
+use super::conn::{secs, Conn, Fail, TICK};
 use super::proto::{self, Header, ImageKind, PagemapEntry, HEADER_LEN, PE_PARENT, PE_PRESENT};
 
-/// How often blocking waits look at the cancel flag.
-const TICK_MS: u16 = 200;
 const PART: &str = ".part";
+
+/// How long the server waits on a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Longest silence of a client: before its first command, between commands and inside one
+    /// (None: no limit).
+    pub idle: Option<Duration>,
+    /// Slow-client timeout, as Apache's mod_reqtimeout: once a command's first byte is in, the
+    /// command (its header, its pages) must arrive within this grace plus its size at
+    /// `min_rate` bytes/s.
+    pub grace: Duration,
+    pub min_rate: u64,
+}
+
+impl Default for Timeouts {
+    /// Idle: as long as tsdump's client waits for an answer.
+    fn default() -> Timeouts {
+        Timeouts { idle: Some(DEFAULT_IDLE_TIMEOUT), grace: Duration::from_secs(10), min_rate: 64 << 10 }
+    }
+}
+
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn io(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
     Error::new(ErrorCode::ImageIo, format!("page server: {what}: {e}"))
@@ -50,10 +77,21 @@ pub struct ServeReport {
     pub page_bytes: u64,
 }
 
-/// A bound listening socket; `serve_one` takes the first connection.
+/// How one client's session ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The client sent CLOSE and hung up: its images are complete on disk.
+    Served(ServeReport),
+    /// The client failed (timed out, hung up before CLOSE, broke the protocol):
+    /// what it sent that CLOSE had not committed is removed, and the listener takes the next one.
+    Dropped { peer: String, error: Error },
+}
+
+/// A bound listening socket; `serve_next` takes the next connection.
 pub struct PageServerListener {
     listener: TcpListener,
     port: u16,
+    timeouts: Timeouts,
 }
 
 impl PageServerListener {
@@ -64,35 +102,60 @@ impl PageServerListener {
         let listener = TcpListener::bind(addr).map_err(|e| io(&what, e))?;
         listener.set_nonblocking(true).map_err(|e| io(&what, e))?;
         let port = listener.local_addr().map_err(|e| io(&what, e))?.port();
-        Ok(PageServerListener { listener, port })
+        Ok(PageServerListener { listener, port, timeouts: Timeouts::default() })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// Accepts one connection and serves it until CLOSE and the peer's hang-up. Images go into
-    /// `dir` (created 0700 if missing). `cancel` is polled while waiting.
-    pub fn serve_one(self, dir: &Path, cancel: &AtomicBool) -> Result<ServeReport> {
+    pub fn set_timeouts(&mut self, t: Timeouts) {
+        self.timeouts = t;
+    }
+
+    /// Accepts the next connection and serves it until CLOSE and the peer's hang-up. Images go
+    /// into `dir` (created 0700 if missing). Errors only when `cancel` is raised (what the
+    /// client sent is removed) or the listener fails; a failing client is an Outcome::Dropped.
+    pub fn serve_next(&self, dir: &Path, cancel: &Arc<AtomicBool>) -> Result<Outcome> {
         let images = ImagesDir::open(dir, OpenOptions::CREATE)?;
-        let sock = loop {
+        let (sock, addr) = loop {
             if cancel.load(Ordering::Relaxed) {
                 return Err(Error::new(ErrorCode::Cancelled, format!("page server on port {}: cancelled while waiting for a connection", self.port)));
             }
             wait_readable(self.listener.as_fd(), "accepting a connection")?;
             match self.listener.accept() {
-                Ok((s, _)) => break s,
+                Ok(a) => break a,
                 Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(io(format_args!("accepting on port {}", self.port), e)),
             }
         };
-        drop(self.listener); // one session, like criu page-server
-        let mut s = Session::new(dir, images, sock, cancel)?;
-        let r = s.run();
-        if r.is_err() {
-            s.discard();
+        let peer = addr.to_string();
+        let dropped = |error: Error| Ok(Outcome::Dropped { peer: peer.clone(), error });
+        // answers (has-parent, CLOSE status) must not wait for Nagle
+        if let Err(e) = sock.set_nodelay(true) {
+            return dropped(io(format_args!("peer {peer}"), e));
         }
-        r.map(|()| ServeReport { peer: s.peer.clone(), images: std::mem::take(&mut s.committed), page_bytes: s.page_bytes })
+        let conn = match Conn::new(sock, cancel.clone(), self.timeouts.idle) {
+            Ok(c) => c,
+            Err(e) => return dropped(io(format_args!("peer {peer}"), e)),
+        };
+        let mut s = match Session::new(dir, images, conn, peer.clone(), self.timeouts) {
+            Ok(s) => s,
+            Err(e) => return dropped(e),
+        };
+        match s.run() {
+            Ok(()) => {
+                s.conn.shutdown();
+                Ok(Outcome::Served(ServeReport { peer, images: std::mem::take(&mut s.committed), page_bytes: s.page_bytes }))
+            }
+            Err(e) => {
+                s.discard();
+                if e.code == ErrorCode::Cancelled {
+                    return Err(e);
+                }
+                dropped(e)
+            }
+        }
     }
 }
 
@@ -100,7 +163,7 @@ impl PageServerListener {
 fn wait_readable(fd: BorrowedFd<'_>, what: &str) -> Result<bool> {
     let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
     // SAFETY: one pollfd on the stack for a descriptor borrowed for the call.
-    let n = unsafe { libc::poll(&mut p, 1, i32::from(TICK_MS)) };
+    let n = unsafe { libc::poll(&mut p, 1, TICK.as_millis() as i32) };
     if n < 0 {
         let e = Errno::last();
         return if e == Errno::EINTR { Ok(false) } else { Err(io(what, e.desc())) };
@@ -130,12 +193,11 @@ struct Pending {
     pages_path: PathBuf,
 }
 
-struct Session<'a> {
+struct Session {
     dir: PathBuf,
     images: ImagesDir,
-    sock: TcpStream,
+    conn: Conn,
     peer: String,
-    cancel: &'a AtomicBool,
     pipe_r: OwnedFd,
     pipe_w: OwnedFd,
     pipe_size: usize,
@@ -145,6 +207,9 @@ struct Session<'a> {
     committed: Vec<ImageReport>,
     next_pages_id: u32,
     page_bytes: u64,
+    timeouts: Timeouts,
+    /// When the first byte of the current command arrived (the slow-client clock).
+    command_start: Instant,
 }
 
 fn part(p: &Path) -> PathBuf {
@@ -165,12 +230,8 @@ fn create_part(images: &ImagesDir, path: &Path) -> Result<File> {
     images.create(&part_name(path)).map_err(|e| Error::new(e.code, format!("page server: {}", e.message)))
 }
 
-impl<'a> Session<'a> {
-    fn new(dir: &Path, images: ImagesDir, sock: TcpStream, cancel: &'a AtomicBool) -> Result<Session<'a>> {
-        let peer = sock.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
-        sock.set_nonblocking(false).map_err(|e| io(&peer, e))?;
-        // Answers (has-parent, CLOSE status) must not wait for Nagle.
-        sock.set_nodelay(true).map_err(|e| io(&peer, e))?;
+impl Session {
+    fn new(dir: &Path, images: ImagesDir, conn: Conn, peer: String, timeouts: Timeouts) -> Result<Session> {
         let (pipe_r, pipe_w) = nix::unistd::pipe().map_err(|e| io("creating the transfer pipe", e.desc()))?;
         // Bigger pipes mean fewer splice calls; the size is capped by fs/pipe-max-size.
         let max = crate::mem::drain::pipe_max_size();
@@ -179,9 +240,8 @@ impl<'a> Session<'a> {
         Ok(Session {
             dir: dir.to_owned(),
             images,
-            sock,
+            conn,
             peer,
-            cancel,
             pipe_r,
             pipe_w,
             pipe_size,
@@ -191,6 +251,8 @@ impl<'a> Session<'a> {
             committed: Vec::new(),
             next_pages_id: proto::FIRST_SERVER_PAGES_ID,
             page_bytes: 0,
+            timeouts,
+            command_start: Instant::now(),
         })
     }
 
@@ -202,42 +264,44 @@ impl<'a> Session<'a> {
         Error::new(ErrorCode::ImageIo, format!("page server: peer {}{img}: {what}", self.peer))
     }
 
-    fn check_cancel(&self) -> Result<()> {
-        if self.cancel.load(Ordering::Relaxed) {
-            return Err(Error::new(ErrorCode::Cancelled, format!("page server: peer {}: cancelled", self.peer)));
-        }
-        Ok(())
-    }
-
-    fn wait_data(&self) -> Result<()> {
-        loop {
-            self.check_cancel()?;
-            if wait_readable(self.sock.as_fd(), "waiting for the peer")? {
-                return Ok(());
+    /// An error for a transfer that stopped while `what`.
+    fn fail(&self, what: impl std::fmt::Display, f: Fail) -> Error {
+        match f {
+            Fail::Cancelled => Error::new(ErrorCode::Cancelled, format!("page server: peer {}: cancelled", self.peer)),
+            Fail::Idle(d) => self.err(format_args!("{what}: the client sent nothing for {} (idle timeout)", secs(d))),
+            Fail::Deadline => {
+                let t = self.timeouts;
+                self.err(format_args!("{what}: the client is too slow (slow-client timeout: {} per command, pages at {} KiB/s at least)", secs(t.grace), t.min_rate >> 10))
             }
+            f => self.err(format_args!("{what}: {f}")),
         }
     }
 
-    /// The next header, or None on a clean hang-up between commands.
+    /// The next header, or None on a hang-up between commands.
     fn read_header(&mut self) -> Result<Option<Header>> {
         let mut b = [0u8; HEADER_LEN];
         let mut got = 0;
+        // between commands only the idle timeout runs
+        self.conn.set_deadline(None);
         while got < HEADER_LEN {
-            self.wait_data()?;
-            match self.sock.read(&mut b[got..]) {
-                Ok(0) if got == 0 => return Ok(None),
-                Ok(0) => return Err(self.err(format_args!("the connection closed inside a command header ({got} of {HEADER_LEN} bytes)"))),
-                Ok(n) => got += n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => return Err(self.err("the connection was reset")),
-                Err(e) => return Err(self.err(format_args!("reading a command: {e}"))),
+            match self.conn.read(&mut b[got..]) {
+                Ok(0) | Err(Fail::Closed) if got == 0 => return Ok(None),
+                Ok(0) | Err(Fail::Closed) => return Err(self.err(format_args!("the connection closed inside a command header ({got} of {HEADER_LEN} bytes)"))),
+                Ok(n) => {
+                    if got == 0 {
+                        self.command_start = Instant::now();
+                        self.conn.set_deadline(Some(self.command_start + self.timeouts.grace));
+                    }
+                    got += n;
+                }
+                Err(f) => return Err(self.fail("waiting for a command", f)),
             }
         }
         Ok(Some(Header::from_bytes(&b)))
     }
 
     fn reply(&mut self, b: &[u8], what: &str) -> Result<()> {
-        self.sock.write_all(b).map_err(|e| self.err(format_args!("answering {what}: {e}")))
+        self.conn.write_all(b).map_err(|f| self.fail(format_args!("answering {what}"), f))
     }
 
     fn run(&mut self) -> Result<()> {
@@ -315,6 +379,7 @@ impl<'a> Session<'a> {
     fn open(&mut self, dst: u64) -> Result<bool> {
         let (kind, id) = self.decode(dst)?;
         self.finish_current()?;
+        self.forget_pending(kind, id);
         let pages_id = self.alloc_pages_id();
         let pagemap_path = self.dir.join(kind.pagemap_name(id));
         let pages_path = self.dir.join(format!("pages-{pages_id}.img"));
@@ -372,6 +437,8 @@ impl<'a> Session<'a> {
             return Ok(());
         }
         let len = u64::from(h.nr_pages) * self.ps;
+        let allowed = self.timeouts.grace + Duration::from_secs_f64(len as f64 / self.timeouts.min_rate.max(1) as f64);
+        self.conn.set_deadline(Some(self.command_start + allowed));
         self.receive_pages(h.vaddr, len)?;
         let c = self.cur.as_mut().expect("opened above");
         c.nr_pages += u64::from(h.nr_pages);
@@ -380,26 +447,16 @@ impl<'a> Session<'a> {
 
     /// Moves `len` bytes from the socket into the pages file through the pipe.
     fn receive_pages(&mut self, vaddr: u64, len: u64) -> Result<()> {
-        let sk = self.sock.as_raw_fd();
         let mut left = len;
         while left > 0 {
-            self.wait_data()?;
-            let want = left.min(self.pipe_size as u64) as usize;
-            // SAFETY: both descriptors are open; no offsets. NONBLOCK only concerns the pipe side.
-            let n = unsafe {
-                libc::splice(sk, std::ptr::null_mut(), self.pipe_w.as_raw_fd(), std::ptr::null_mut(), want, libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK)
-            };
-            if n < 0 {
-                let e = Errno::last();
-                if e == Errno::EINTR || e == Errno::EAGAIN {
-                    continue;
+            let n = match self.conn.splice_into(self.pipe_w.as_raw_fd(), left.min(self.pipe_size as u64) as usize) {
+                Ok(0) | Err(Fail::Closed) => {
+                    return Err(self.err(format_args!("the connection closed in the middle of the pages at vaddr {vaddr:#x} ({} of {len} bytes received)", len - left)))
                 }
-                return Err(self.err(format_args!("receiving pages at vaddr {vaddr:#x} ({} of {len} bytes): {}", len - left, e.desc())));
-            }
-            if n == 0 {
-                return Err(self.err(format_args!("the connection closed in the middle of the pages at vaddr {vaddr:#x} ({} of {len} bytes received)", len - left)));
-            }
-            self.drain_pipe(n as usize, vaddr)?;
+                Ok(n) => n,
+                Err(f) => return Err(self.fail(format_args!("receiving pages at vaddr {vaddr:#x} ({} of {len} bytes)", len - left), f)),
+            };
+            self.drain_pipe(n, vaddr)?;
             left -= n as u64;
             self.page_bytes += n as u64;
         }
@@ -452,12 +509,42 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// CLOSE: every image received so far gets its real name.
+    /// An image opened again in this session replaces the earlier one, as CRIU's page server
+    /// does (it truncates): the earlier one's uncommitted files go now.
+    fn forget_pending(&mut self, kind: ImageKind, id: u64) {
+        let images = &self.images;
+        self.pending.retain(|p| {
+            let same = p.report.kind == kind && p.report.id == id;
+            if same {
+                images.remove(&part_name(&p.pagemap_path));
+                images.remove(&part_name(&p.pages_path));
+            }
+            !same
+        });
+    }
+
+    /// CLOSE: every image received so far gets its real name. If one cannot, none of this CLOSE's
+    /// images stays under its real name: the session fails and discards them all.
     fn commit(&mut self) -> Result<()> {
         self.finish_current()?;
-        for p in std::mem::take(&mut self.pending) {
+        let mut placed: Vec<String> = Vec::new();
+        for p in &self.pending {
             for path in [&p.pages_path, &p.pagemap_path] {
-                self.images.rename(&part_name(path), &name(path)).map_err(|e| Error::new(e.code, format!("page server: {}", e.message)))?;
+                if let Err(e) = self.images.rename(&part_name(path), &name(path)) {
+                    for f in &placed {
+                        self.images.remove(f);
+                    }
+                    return Err(Error::new(e.code, format!("page server: {}", e.message)));
+                }
+                placed.push(name(path));
+            }
+        }
+        for p in std::mem::take(&mut self.pending) {
+            // an image committed before under the same id was replaced: its pages file is not
+            // referenced by any pagemap any more
+            if let Some(i) = self.committed.iter().position(|r| r.kind == p.report.kind && r.id == p.report.id) {
+                let old = self.committed.remove(i);
+                self.images.remove(&old.pages_file);
             }
             self.committed.push(p.report);
         }
