@@ -184,6 +184,20 @@ test('page-server family: --page-server needs --address and --port, and they nee
   t.like(ps, { command: 'page-server', imagesDir: '/in', port: 9000, daemon: true, pidfile: '/run/ps.pid', statusFd: 5 });
 });
 
+test("TLS family: criu's --tls options on both ends, and --idle-timeout for the page server", async (t) => {
+  const tls = ['--tls', '--tls-cacert', '/pki/ca.pem', '--tls-cacrl', '/pki/crl.pem', '--tls-cert', '/pki/c.pem', '--tls-key', '/pki/k.pem', '--tls-no-cn-verify'];
+  const want = { cacert: '/pki/ca.pem', cacrl: '/pki/crl.pem', cert: '/pki/c.pem', key: '/pki/k.pem', noCnVerify: true };
+  const o = (await dumpOptions(['pre-dump', '-t', '1', '--page-server', '--address', 'h', '--port', '9', ...tls])).options;
+  t.deepEqual(o.pageServer, { address: 'h', port: 9, tls: want });
+  // --tls alone: CRIU's default paths, resolved by the core
+  t.deepEqual((await dumpOptions(['dump', '-t', '1', '--page-server', '--address', 'h', '--port', '9', '--tls'])).options.pageServer?.tls, {});
+  await t.throwsAsync(dumpOptions(['dump', '-t', '1', '--tls']), { message: /--tls only makes sense with --page-server/ });
+  await t.throwsAsync(dumpOptions(['dump', '-t', '1', '--page-server', '--address', 'h', '--port', '9', '--tls-key', '/k']), { message: /--tls-key only makes sense with --tls/ });
+  const ps = await parseCommandLine(['page-server', '--port', '9', ...tls, '--idle-timeout', '2.5'], ctx);
+  t.like(ps, { command: 'page-server', tls: want, idleTimeout: 2.5 });
+  await t.throwsAsync(parseCommandLine(['page-server', '--port', '9', '--idle-timeout', '-1'], ctx), { message: /--idle-timeout/ });
+});
+
 test('ghost limit takes criu sizes (bytes, K, M, G)', async (t) => {
   t.is(parseSize('4096', 'x'), 4096);
   t.is(parseSize('64K', 'x'), 65536);

@@ -50,6 +50,20 @@ test.serial('tsdump page-server drops a silent client after --idle-timeout and s
   });
   t.is(rt.result, 'PASS', rt.subject.describe());
   t.regex(stderr, new RegExp(`dropped client ${idlePeer.replace(/\./g, '\\.')}: .*sent nothing for 1 s \\(idle timeout\\)`));
+  // listening on 127.0.0.1 only: no warning about exposure
+  t.notRegex(stderr, /every address/);
+});
+
+test.serial('tsdump page-server warns when it listens on every address without TLS', async (t) => {
+  const work = await makeWorkDir(t);
+  const child = spawn(process.execPath, [CLI, 'page-server', '-D', join(work, 'srv'), '--port', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  t.teardown(() => void child.kill('SIGKILL'));
+  let err = '';
+  child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+  while (!err.includes('\n')) await once(child.stderr, 'data');
+  child.kill('SIGTERM');
+  await once(child, 'exit');
+  t.regex(err, /warning: listening on every address \(0\.0\.0\.0\) without TLS.*--tls/);
 });
 
 /** A page server that takes `takeBytes` of the stream, then stops reading; `stalled` settles then. */

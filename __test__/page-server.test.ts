@@ -14,7 +14,7 @@ import { tsdumpPageServer } from './helpers/page-server.js';
 import { TsdumpError } from '../src/errors.js';
 import { catalogue, roundTrip, type CatalogueEntry } from './helpers/catalogue.js';
 import { criuDump, makeWorkDir } from './helpers/criu.js';
-import { installPageImages, isPageImage, startCriuPageServer } from './helpers/page-server.js';
+import { installPageImages, isPageImage, psHeader, startCriuPageServer } from './helpers/page-server.js';
 import { freePort } from './helpers/programs.js';
 import { killTree, startTarget } from './helpers/target.js';
 
@@ -97,20 +97,12 @@ test.serial('tsdump client → tsdump page server → criu restore (t_memory)', 
 
 /** Sends OPEN2 for pid 4242 and an ADD_F of `claimed` pages, then only `given` pages, then hangs up. */
 async function cutPeer(port: number, claimed: number, given: number): Promise<void> {
-  const hdr = (cmd: number, nr: number, vaddr: bigint, dst: bigint): Buffer => {
-    const b = Buffer.alloc(24);
-    b.writeUInt32LE(cmd, 0);
-    b.writeUInt32LE(nr, 4);
-    b.writeBigUInt64LE(vaddr, 8);
-    b.writeBigUInt64LE(dst, 16);
-    return b;
-  };
   const dst = (4242n << 8n) | 1n;
   const s = connect({ host: '127.0.0.1', port });
   await new Promise<void>((res, rej) => s.once('connect', res).once('error', rej));
-  s.write(hdr(4, 0, 0n, dst)); // OPEN2
+  s.write(psHeader(4, 0, 0n, dst)); // OPEN2
   await new Promise<void>((res) => s.once('data', () => res())); // has-parent byte
-  s.write(hdr(6 | (4 << 16), claimed, 0x7f0000001000n, dst)); // ADD_F, PE_PRESENT
+  s.write(psHeader(6 | (4 << 16), claimed, 0x7f0000001000n, dst)); // ADD_F, PE_PRESENT
   s.write(Buffer.alloc(given * PAGE, 0xab));
   await new Promise<void>((res) => s.end(res));
   s.destroy();

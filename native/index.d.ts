@@ -43,12 +43,15 @@ export declare class ImagesDir {
 
 /** A bound page-server socket serving one client at a time until one completes. */
 export declare class PageServer {
-  /** Binds the socket now, so callers know the port before a peer connects. */
+  /**
+   * Binds the socket now, so callers know the port before a peer connects. TLS certificates
+   * and keys are read here: a bad path fails before anything listens.
+   */
   static listen(opts: PageServerListenOptions): PageServer
   get port(): number
   /**
    * Accepts the next client and serves it: `served` once it sent CLOSE and hung up, `dropped`
-   * if it failed (it timed out, hung up early, broke the protocol), leaving
+   * if it failed (TLS refused it, it timed out, hung up early, broke the protocol), leaving
    * nothing of it behind. Rejects only when cancelled or when the listener itself fails.
    */
   serveNext(): Promise<PageServerOutcome>
@@ -92,8 +95,8 @@ export declare class Session {
   dumpMemfd(pid: number, opts: DumpMemfdOptions): Promise<MemfdDumpInfo>
   /**
    * Opens the connection `dumpMemory`, `readPreDump` and `sendShmemToPageServer` send through,
-   * and waits for the server's first answer: a server that is down or busy with another
-   * client fails here, before the tree is frozen. Interruptible
+   * and waits for the server's first answer: a server that is down, refuses our certificate
+   * or is busy with another client fails here, before the tree is frozen. Interruptible
    * (`interrupt`) like the transfers.
    */
   connectPageServer(opts: PageServerConnectOptions): Promise<void>
@@ -661,6 +664,8 @@ export interface PageServerAddress {
 export interface PageServerConnectOptions {
   address: string
   port: number
+  /** Connect with CRIU's TLS. */
+  tls?: PageServerTls
 }
 
 export interface PageServerImage {
@@ -680,6 +685,8 @@ export interface PageServerListenOptions {
   address?: string
   /** 0 picks a free port (see `port`). */
   port: number
+  /** Require CRIU's TLS from every client. */
+  tls?: PageServerTls
   /** How long a client may stay silent before it is dropped (default 60 s; 0: no limit). */
   idleTimeoutMs?: number
 }
@@ -698,6 +705,20 @@ export interface PageServerReport {
 
 /** Sends existing pagemap/pages images to a page server (OPEN2, ADD_F/holes, CLOSE + ack). */
 export declare function pageServerSendImages(opts: SendImagesOptions): Promise<SendImagesReport>
+
+/** CRIU's `--tls` options; absent paths take CRIU's defaults (/etc/pki/...). */
+export interface PageServerTls {
+  /** `--tls-cacert`: trust only this CA (PEM). */
+  cacert?: string
+  /** `--tls-cacrl`: certificate revocation list (PEM). */
+  cacrl?: string
+  /** `--tls-cert`: our certificate (PEM). */
+  cert?: string
+  /** `--tls-key`: its private key (PEM). */
+  key?: string
+  /** `--tls-no-cn-verify`: the peer's certificate need not name the address. */
+  noCnVerify?: boolean
+}
 
 export interface ParasiteInfo {
   /** Signals 1..64 in order. */
@@ -993,6 +1014,8 @@ export interface SendImagesOptions {
   pids: Array<number>
   /** Shared-memory pagemaps to send (pagemap-shmem-ID.img). */
   shmemIds?: Array<number>
+  /** Connect with CRIU's TLS. */
+  tls?: PageServerTls
 }
 
 export interface SendImagesReport {

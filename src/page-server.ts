@@ -2,9 +2,29 @@
 // (what `tsdump page-server -D DIR --port P` runs), `sendImagesToPageServer` pushes an existing
 // dump's pagemaps and pages to one. Both run in Rust; page data never reaches JavaScript, which
 // only sees the reports.
+import { isIP } from 'node:net';
 import { native } from './native.js';
 import { openImagesDir } from './images/dir.js';
 import { TsdumpError, isErrorCode } from './errors.js';
+
+/**
+ * CRIU's `--tls` (`--tls-cacert`, `--tls-cacrl`, `--tls-cert`, `--tls-key`, `--tls-no-cn-verify`):
+ * both ends present a certificate and check the peer's against the trusted CAs. Absent paths
+ * take CRIU's defaults: /etc/pki/CA/cacert.pem (plus the system's CAs when no cacert is given),
+ * /etc/pki/CA/cacrl.pem if present, /etc/pki/criu/cert.pem and /etc/pki/criu/private/key.pem.
+ * Certificates must name the address in subjectAltName (an IP: entry for an IP address).
+ */
+export interface PageServerTls {
+  readonly cacert?: string;
+  readonly cacrl?: string;
+  readonly cert?: string;
+  readonly key?: string;
+  /** Do not require the peer's certificate to name the address. */
+  readonly noCnVerify?: boolean;
+}
+
+/** The address `tsdump page-server` and `criu page-server` listen on without --address. */
+export const DEFAULT_LISTEN_ADDRESS = '0.0.0.0';
 
 export interface PageServerOptions {
   /** Directory the received pagemap-*.img and pages-*.img go into (created 0700 if missing). */
@@ -13,6 +33,8 @@ export interface PageServerOptions {
   readonly address?: string;
   /** TCP port; 0 picks a free one (reported through onListening). */
   readonly port: number;
+  /** Require CRIU's TLS from every client. */
+  readonly tls?: PageServerTls;
   /** Seconds a connected client may stay silent before it is dropped (default 60; 0: no limit). */
   readonly idleTimeout?: number;
   /** Aborting stops waiting/receiving: the promise rejects with CANCELLED and partial images are removed. */
@@ -20,8 +42,8 @@ export interface PageServerOptions {
   /** Called once the socket is bound, before any peer connects. */
   readonly onListening?: (info: { address: string; port: number }) => void;
   /**
-   * Called for each client that failed and was dropped (silent or too slow, gone before CLOSE,
-   * broke the protocol); what it sent was removed and the server waits for the next.
+   * Called for each client that failed and was dropped (refused by TLS, silent or too slow, gone
+   * before CLOSE, broke the protocol); what it sent was removed and the server waits for the next.
    */
   readonly onClientDropped?: (info: { peer: string; error: TsdumpError }) => void;
   /**
@@ -67,11 +89,12 @@ export async function runPageServer(opts: PageServerOptions): Promise<PageServer
   if (idle !== undefined && !(idle >= 0 && idle * 1000 <= 0xffffffff)) throw new TsdumpError('USAGE', `page server: invalid idle timeout ${idle}`);
   if (opts.signal?.aborted) throw cancelled('aborted before listening');
   if (opts.prevImagesDir !== undefined) linkParent(opts.imagesDir, opts.prevImagesDir);
-  const address = opts.address ?? '0.0.0.0';
+  const address = opts.address ?? DEFAULT_LISTEN_ADDRESS;
   const server = await native.PageServer.listen({
     imagesDir: opts.imagesDir,
     address,
     port: opts.port,
+    ...(opts.tls ? { tls: { ...opts.tls } } : {}),
     ...(idle !== undefined ? { idleTimeoutMs: Math.round(idle * 1000) } : {}),
   });
   const onAbort = (): void => server.cancel();
@@ -101,6 +124,17 @@ export async function runPageServer(opts: PageServerOptions): Promise<PageServer
   }
 }
 
+/**
+ * What to tell the user before a page server that any host can feed starts: listening on every
+ * address without TLS, anyone who reaches the port can write images there. undefined when safe.
+ */
+export function exposureWarning(address: string, tls: PageServerTls | undefined): string | undefined {
+  if (tls) return undefined;
+  const everywhere = isIP(address) === 4 ? address === '0.0.0.0' : isIP(address) === 6 && new URL(`http://[${address}]/`).hostname === '[::]';
+  if (!everywhere) return undefined;
+  return `listening on every address (${address}) without TLS: any host that reaches this port can send images; use --tls, or --address to listen on one interface only`;
+}
+
 /** imagesDir/parent → prev, replacing an old link (images dir created owner-only if missing). */
 function linkParent(imagesDir: string, prev: string): void {
   openImagesDir(imagesDir, { create: true }).symlink(prev, 'parent', true);
@@ -115,6 +149,8 @@ export interface SendImagesOptions {
   readonly pids: readonly number[];
   /** Shared-memory pagemaps (pagemap-shmem-ID.img) to send. */
   readonly shmemIds?: readonly number[];
+  /** Connect with CRIU's TLS. */
+  readonly tls?: PageServerTls;
 }
 
 export interface SendImagesResult {
@@ -138,6 +174,7 @@ export async function sendImagesToPageServer(opts: SendImagesOptions): Promise<S
     port: opts.port,
     pids: [...opts.pids],
     shmemIds: opts.shmemIds ? [...opts.shmemIds] : undefined,
+    ...(opts.tls ? { tls: { ...opts.tls } } : {}),
   });
   return { entries: r.entries, pages: r.pages, holes: r.holes, bytes: r.bytes, elapsedMs: r.elapsedNs / 1e6 };
 }

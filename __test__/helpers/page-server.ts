@@ -14,6 +14,16 @@ import { runPageServer, type PageServerResult } from '../../src/page-server.js';
 
 export const isPageImage = (f: string): boolean => /^(pagemap-.*|pages-\d+)\.img$/.test(f);
 
+/** One page-server command header (24 bytes, little-endian here): cmd, nr_pages, vaddr, dst_id. */
+export function psHeader(cmd: number, nr: number, vaddr: bigint, dst: bigint): Buffer {
+  const b = Buffer.alloc(24);
+  b.writeUInt32LE(cmd, 0);
+  b.writeUInt32LE(nr, 4);
+  b.writeBigUInt64LE(vaddr, 8);
+  b.writeBigUInt64LE(dst, 16);
+  return b;
+}
+
 /** Whether something listens on TCP `port`, read from /proc/net/tcp: `criu page-server` serves
  *  exactly one connection, so probing it by connecting would use it up. */
 export async function listening(port: number): Promise<boolean> {

@@ -6,6 +6,7 @@ import type { DumpOptions } from '../dump/options.js';
 import { TsdumpError } from '../errors.js';
 import { loadConfig, type ConfigSources } from '../config.js';
 import { DEFAULT_VERBOSITY } from '../log-levels.js';
+import type { PageServerTls } from '../page-server.js';
 
 export const COMMANDS = ['dump', 'pre-dump', 'check', 'show', 'page-server', 'report'] as const;
 export type CommandName = (typeof COMMANDS)[number];
@@ -29,6 +30,16 @@ const COMMON: OptDef[] = [
   { name: 'json', type: 'boolean', desc: 'print one machine-readable JSON result on stdout' },
 ];
 
+// CRIU's TLS for the page server, on both ends (criu/tls.c); paths default to /etc/pki/...
+const TLS: OptDef[] = [
+  { name: 'tls', type: 'boolean', desc: 'secure the page-server connection with TLS (certificates on both ends)' },
+  { name: 'tls-cacert', type: 'string', desc: 'trust only this CA (PEM; default: system CAs and /etc/pki/CA/cacert.pem)' },
+  { name: 'tls-cacrl', type: 'string', desc: 'certificate revocation list (PEM; default /etc/pki/CA/cacrl.pem if present)' },
+  { name: 'tls-cert', type: 'string', desc: 'our certificate (PEM; default /etc/pki/criu/cert.pem)' },
+  { name: 'tls-key', type: 'string', desc: 'our private key (PEM; default /etc/pki/criu/private/key.pem)' },
+  { name: 'tls-no-cn-verify', type: 'boolean', desc: "do not require the peer's certificate to name the address" },
+];
+
 const DUMP: OptDef[] = [
   { name: 'tree', short: 't', type: 'number', desc: 'PID of the root of the tree to dump' },
   { name: 'images-dir', short: 'D', type: 'string', desc: 'directory for the images (default: .)' },
@@ -48,6 +59,7 @@ const DUMP: OptDef[] = [
   { name: 'page-server', type: 'boolean', desc: 'send pages to a page server (--address, --port)' },
   { name: 'address', type: 'string', desc: 'page server address' },
   { name: 'port', type: 'number', desc: 'page server port' },
+  ...TLS,
   { name: 'ghost-limit', type: 'string', desc: 'largest deleted file kept in the images (bytes, K/M/G)' },
   { name: 'drop-notify-events', type: 'boolean', desc: 'dump inotify/fanotify groups with unread events, losing the events (as CRIU)' },
   { name: 'link-remap', type: 'boolean', desc: 'hard-link files whose name is gone but that keep other links (restore removes the link)' },
@@ -85,8 +97,9 @@ const REPORT: OptDef[] = [
 
 const PAGE_SERVER: OptDef[] = [
   { name: 'images-dir', short: 'D', type: 'string', desc: 'directory for the received images' },
-  { name: 'address', type: 'string', desc: 'address to listen on' },
+  { name: 'address', type: 'string', desc: 'address to listen on (default 0.0.0.0, every address, as criu; warns without --tls)' },
   { name: 'port', type: 'number', desc: 'port to listen on' },
+  ...TLS,
   { name: 'idle-timeout', type: 'number', desc: 'seconds a client may stay silent before it is dropped (default 60, 0: no limit)' },
   { name: 'daemon', short: 'd', type: 'boolean', desc: 'run in the background' },
   { name: 'pidfile', type: 'string', desc: 'write the daemon PID to FILE' },
@@ -178,6 +191,7 @@ export const EXAMPLES: Readonly<Record<CommandName, readonly (readonly [string, 
     ['tsdump dump -t 1234 -D /tmp/ckpt -o dump.log -v4', 'with a full log in /tmp/ckpt/dump.log'],
     ['tsdump dump -t 1234 -D d2 --prev-images-dir ../d1 --track-mem', 'after a pre-dump into d1: only the pages written since'],
     ['tsdump dump -t 1234 -D d --page-server --address 10.0.0.2 --port 27', 'send the pages to a page server'],
+    ['tsdump dump -t 1234 -D d --page-server --address 10.0.0.2 --port 27 --tls', 'the same over TLS, the certificates in /etc/pki or named by --tls-*'],
   ],
   'pre-dump': [
     ['tsdump pre-dump -t 1234 -D d1', "copy memory while the tree runs on, tracking later writes"],
@@ -197,6 +211,7 @@ export const EXAMPLES: Readonly<Record<CommandName, readonly (readonly [string, 
   'page-server': [
     ['tsdump page-server -D /srv/ckpt --port 27', 'receive the pages of one dump, then exit'],
     ['tsdump page-server -D /srv/d2 --port 27 --prev-images-dir ../d1', 'receive an incremental dump on top of d1'],
+    ['tsdump page-server -D /srv/ckpt --address 10.0.0.2 --port 27 --tls', 'take only dumps whose certificate a trusted CA signed, on one address'],
   ],
   report: [
     ['tsdump report /tmp/ckpt -o ckpt.html', 'the dump as one HTML page: tree, address spaces, files, timeline'],
@@ -287,6 +302,7 @@ export type Invocation =
       prevImagesDir?: string;
       address?: string;
       port: number;
+      tls?: PageServerTls;
       idleTimeout?: number;
       daemon: boolean;
       pidfile?: string;
@@ -669,6 +685,7 @@ export async function parseCommandLine(argv: readonly string[], ctx: ParseContex
         ...optional('prevImagesDir', str(p, 'prev-images-dir')),
         ...optional('address', str(p, 'address')),
         port,
+        ...optional('tls', tlsOptions(p)),
         ...optional('idleTimeout', idle),
         daemon: bool(p, 'daemon') ?? false,
         ...optional('pidfile', str(p, 'pidfile')),
@@ -680,6 +697,24 @@ export async function parseCommandLine(argv: readonly string[], ctx: ParseContex
       };
     }
   }
+}
+
+/** --tls and its --tls-* options (which make no sense without it). */
+function tlsOptions(p: Parsed): PageServerTls | undefined {
+  const paths = { cacert: str(p, 'tls-cacert'), cacrl: str(p, 'tls-cacrl'), cert: str(p, 'tls-cert'), key: str(p, 'tls-key') };
+  const noCnVerify = bool(p, 'tls-no-cn-verify');
+  if (!bool(p, 'tls')) {
+    const given = Object.entries(paths).find(([, v]) => v !== undefined)?.[0];
+    if (given !== undefined || noCnVerify) throw new TsdumpError('USAGE', `--tls-${given ?? 'no-cn-verify'} only makes sense with --tls`);
+    return undefined;
+  }
+  return {
+    ...optional('cacert', paths.cacert),
+    ...optional('cacrl', paths.cacrl),
+    ...optional('cert', paths.cert),
+    ...optional('key', paths.key),
+    ...optional('noCnVerify', noCnVerify),
+  };
 }
 
 function optional<K extends string, V>(key: K, value: V | undefined): { [P in K]?: V } {
@@ -704,6 +739,8 @@ function toDumpOptions(command: 'dump' | 'pre-dump', p: Parsed, tokens: readonly
   if (!usePageServer && (address !== undefined || port !== undefined)) {
     throw new TsdumpError('USAGE', '--address/--port only make sense with --page-server');
   }
+  const tls = tlsOptions(p);
+  if (tls && !usePageServer) throw new TsdumpError('USAGE', '--tls only makes sense with --page-server');
   const ghost = str(p, 'ghost-limit');
   const timeout = num(p, 'timeout');
   if (timeout !== undefined && !(timeout > 0)) throw new TsdumpError('USAGE', `option --timeout: ${timeout} is not a positive number of seconds`);
@@ -734,7 +771,7 @@ function toDumpOptions(command: 'dump' | 'pre-dump', p: Parsed, tokens: readonly
     ...optional('linkRemap', bool(p, 'link-remap')),
     ...optional('prevImagesDir', str(p, 'prev-images-dir')),
     ...optional('trackMem', bool(p, 'track-mem')),
-    ...(usePageServer ? { pageServer: { address: address!, port: port! } } : {}),
+    ...(usePageServer ? { pageServer: { address: address!, port: port!, ...optional('tls', tls) } } : {}),
     ...optional('displayStats', bool(p, 'display-stats')),
     ...optional('pidfile', str(p, 'pidfile')),
     ...optional('statusFd', num(p, 'status-fd')),

@@ -205,7 +205,9 @@ export async function run(inv: Invocation, io: Io): Promise<number> {
 
     case 'page-server': {
       if (inv.daemon) throw new TsdumpError('UNSUPPORTED', 'option --daemon is not supported by tsdump yet');
-      const { runPageServer } = await import('../page-server.js');
+      const { runPageServer, exposureWarning, DEFAULT_LISTEN_ADDRESS } = await import('../page-server.js');
+      const exposed = exposureWarning(inv.address ?? DEFAULT_LISTEN_ADDRESS, inv.tls);
+      if (exposed) io.stderr.write(`tsdump page-server: warning: ${exposed}\n`);
       if (inv.pidfile !== undefined) writeFileSync(inv.pidfile, `${process.pid}\n`, { mode: 0o600 });
       const abort = new AbortController();
       const onSignal = (sig: NodeJS.Signals): void => abort.abort(new TsdumpError('CANCELLED', `interrupted by ${sig}`));
@@ -217,6 +219,7 @@ export async function run(inv: Invocation, io: Io): Promise<number> {
           port: inv.port,
           ...(inv.address !== undefined ? { address: inv.address } : {}),
           ...(inv.prevImagesDir !== undefined ? { prevImagesDir: inv.prevImagesDir } : {}),
+          ...(inv.tls ? { tls: inv.tls } : {}),
           ...(inv.idleTimeout !== undefined ? { idleTimeout: inv.idleTimeout } : {}),
           signal: abort.signal,
           onListening: () => signalReady(inv.statusFd),

@@ -1,6 +1,7 @@
 // Options of a dump, shared by the CLI (src/cli.ts maps CRIU-style flags onto this) and the
 // library (`dump(options)`). Names follow CRIU's long options in camelCase.
 import type { Logger } from '../log.js';
+import type { PageServerTls } from '../page-server.js';
 
 export interface DumpOptions {
   /** Root PID of the tree to dump (-t/--tree). */
@@ -52,8 +53,11 @@ export interface DumpOptions {
   prevImagesDir?: string;
   /** Track memory changes for later incremental dumps (--track-mem). */
   trackMem?: boolean;
-  /** Send pages to a page server instead of pages-N.img (--page-server --address --port). */
-  pageServer?: { address: string; port: number };
+  /**
+   * Send pages to a page server instead of pages-N.img (--page-server --address --port), with
+   * CRIU's TLS if `tls` is set (--tls and --tls-*). The dump connects before it freezes the tree.
+   */
+  pageServer?: { address: string; port: number; tls?: PageServerTls };
   /** Log file (-o/--log-file), relative to workDir; without it, warnings and errors go to stderr. */
   logFile?: string;
   /** CRIU log level 0..4 (-v0..-v4, -vvvv): 0 messages, 1 errors, 2 warnings (default), 3 info, 4 debug. */

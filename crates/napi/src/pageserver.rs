@@ -12,7 +12,7 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use tokio::sync::oneshot;
 use tsdump_core::error::{Error as CoreError, ErrorCode};
-use tsdump_core::pageserver::{self, ImageKind, Outcome, PageServerClient, PageServerListener, SendStats, Timeouts};
+use tsdump_core::pageserver::{self, ImageKind, Outcome, PageServerClient, PageServerListener, SendStats, Timeouts, TlsOptions};
 
 use crate::errors::to_napi;
 use crate::session::{Session, TracerState};
@@ -44,6 +44,31 @@ fn port_of(port: u32) -> Result<u16> {
     u16::try_from(port).map_err(|_| Error::from_reason(format!("USAGE: page server port {port} out of range")))
 }
 
+/// CRIU's `--tls` options; absent paths take CRIU's defaults (/etc/pki/...).
+#[napi(object)]
+pub struct PageServerTls {
+    /// `--tls-cacert`: trust only this CA (PEM).
+    pub cacert: Option<String>,
+    /// `--tls-cacrl`: certificate revocation list (PEM).
+    pub cacrl: Option<String>,
+    /// `--tls-cert`: our certificate (PEM).
+    pub cert: Option<String>,
+    /// `--tls-key`: its private key (PEM).
+    pub key: Option<String>,
+    /// `--tls-no-cn-verify`: the peer's certificate need not name the address.
+    pub no_cn_verify: Option<bool>,
+}
+
+fn tls_options(t: Option<PageServerTls>) -> Option<TlsOptions> {
+    t.map(|t| TlsOptions {
+        cacert: t.cacert.map(PathBuf::from),
+        cacrl: t.cacrl.map(PathBuf::from),
+        cert: t.cert.map(PathBuf::from),
+        key: t.key.map(PathBuf::from),
+        no_cn_verify: t.no_cn_verify.unwrap_or(false),
+    })
+}
+
 #[napi(object)]
 pub struct PageServerListenOptions {
     /// Where received images go (created 0700 if missing).
@@ -52,6 +77,8 @@ pub struct PageServerListenOptions {
     pub address: Option<String>,
     /// 0 picks a free port (see `port`).
     pub port: u32,
+    /// Require CRIU's TLS from every client.
+    pub tls: Option<PageServerTls>,
     /// How long a client may stay silent before it is dropped (default 60 s; 0: no limit).
     pub idle_timeout_ms: Option<u32>,
 }
@@ -102,11 +129,13 @@ pub struct PageServer {
 
 #[napi]
 impl PageServer {
-    /// Binds the socket now, so callers know the port before a peer connects.
+    /// Binds the socket now, so callers know the port before a peer connects. TLS certificates
+    /// and keys are read here: a bad path fails before anything listens.
     #[napi(factory)]
     pub fn listen(opts: PageServerListenOptions) -> Result<PageServer> {
         let port = port_of(opts.port)?;
-        let mut l = PageServerListener::bind(opts.address.as_deref().unwrap_or("0.0.0.0"), port).map_err(to_napi)?;
+        let tls = tls_options(opts.tls);
+        let mut l = PageServerListener::bind(opts.address.as_deref().unwrap_or("0.0.0.0"), port, tls.as_ref()).map_err(to_napi)?;
         if let Some(ms) = opts.idle_timeout_ms {
             l.set_timeouts(Timeouts { idle: (ms > 0).then(|| Duration::from_millis(u64::from(ms))), ..Timeouts::default() });
         }
@@ -125,7 +154,7 @@ impl PageServer {
     }
 
     /// Accepts the next client and serves it: `served` once it sent CLOSE and hung up, `dropped`
-    /// if it failed (it timed out, hung up early, broke the protocol), leaving
+    /// if it failed (TLS refused it, it timed out, hung up early, broke the protocol), leaving
     /// nothing of it behind. Rejects only when cancelled or when the listener itself fails.
     #[napi]
     pub async fn serve_next(&self) -> Result<PageServerOutcome> {
@@ -186,19 +215,22 @@ pub(crate) fn take_client(state: &mut TracerState, address: &str, port: u16) -> 
 pub struct PageServerConnectOptions {
     pub address: String,
     pub port: u32,
+    /// Connect with CRIU's TLS.
+    pub tls: Option<PageServerTls>,
 }
 
 #[napi]
 impl Session {
     /// Opens the connection `dumpMemory`, `readPreDump` and `sendShmemToPageServer` send through,
-    /// and waits for the server's first answer: a server that is down or busy with another
-    /// client fails here, before the tree is frozen. Interruptible
+    /// and waits for the server's first answer: a server that is down, refuses our certificate
+    /// or is busy with another client fails here, before the tree is frozen. Interruptible
     /// (`interrupt`) like the transfers.
     #[napi]
     pub async fn connect_page_server(&self, opts: PageServerConnectOptions) -> Result<()> {
         let port = port_of(opts.port)?;
+        let tls = tls_options(opts.tls);
         self.run(move |state| {
-            let mut c = PageServerClient::connect(&opts.address, port)?;
+            let mut c = PageServerClient::connect(&opts.address, port, tls.as_ref())?;
             c.ping()?;
             state.page_server = Some(c);
             Ok(())
@@ -217,6 +249,8 @@ pub struct SendImagesOptions {
     pub pids: Vec<i64>,
     /// Shared-memory pagemaps to send (pagemap-shmem-ID.img).
     pub shmem_ids: Option<Vec<i64>>,
+    /// Connect with CRIU's TLS.
+    pub tls: Option<PageServerTls>,
 }
 
 #[napi(object)]
@@ -233,12 +267,13 @@ pub struct SendImagesReport {
 #[napi]
 pub async fn page_server_send_images(opts: SendImagesOptions) -> Result<SendImagesReport> {
     let port = port_of(opts.port)?;
+    let tls = tls_options(opts.tls);
     let dir = PathBuf::from(opts.images_dir);
     let mut what: Vec<(ImageKind, u64)> = opts.pids.iter().map(|&p| (ImageKind::Task, p as u64)).collect();
     what.extend(opts.shmem_ids.unwrap_or_default().iter().map(|&s| (ImageKind::Shmem, s as u64)));
     on_thread("tsdump-pagesend", move || {
         let t0 = Instant::now();
-        let mut c = PageServerClient::connect(&opts.address, port)?;
+        let mut c = PageServerClient::connect(&opts.address, port, tls.as_ref())?;
         let mut total = SendStats::default();
         for (kind, id) in what {
             let s = pageserver::send_pagemap_image(&mut c, &dir, kind, id)?;

@@ -1,8 +1,9 @@
 //! Sending a dump's pagemaps and pages to a page server (`criu page-server` or tsdump's own).
 //!
-//! Page data moves kernel-side: from a pipe with splice(2), from a file with sendfile(2). The
-//! socket is corked so headers and pages leave in full segments; it is uncorked only where the
-//! protocol waits for an answer (OPEN2, PARENT, CLOSE), as CRIU's own client does. Every wait watches the calling thread's cancellation flag
+//! Page data moves kernel-side on a plain connection: from a pipe with splice(2), from a file with
+//! sendfile(2); over TLS it goes through a buffer. The socket is corked so headers and pages leave
+//! in full segments; it is uncorked only where the protocol waits for an answer (OPEN2, PARENT,
+//! CLOSE), as CRIU's own client does. Every wait watches the calling thread's cancellation flag
 //! (crate::cancel): an interrupted dump is never held by a server that stopped answering.
 
 use std::net::ToSocketAddrs;
@@ -21,6 +22,7 @@ use crate::mem::{PageSink, PagemapEntry as MemEntry};
 
 use super::conn::{secs, Conn, Fail, SendFail};
 use super::proto::{self, Header, ImageKind, PE_PRESENT};
+use super::tls::{self, TlsOptions};
 
 /// How long we wait for a connection, and for an answer or for the peer to take more data.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,10 +52,12 @@ pub struct SendStats {
 }
 
 impl PageServerClient {
-    /// Connects to `address:port`.
-    pub fn connect(address: &str, port: u16) -> Result<PageServerClient> {
+    /// Connects to `address:port`, with CRIU's `--tls` when `tls` is given (the handshake is
+    /// done here: the server's certificate must name `address` and chain to a trusted CA).
+    pub fn connect(address: &str, port: u16, tls: Option<&TlsOptions>) -> Result<PageServerClient> {
         let peer = format!("{address}:{port}");
         let fail = |what: String| Error::new(ErrorCode::ImageIo, format!("page server {peer}: {what}"));
+        let config = tls.map(|o| tls::client_config(o, address)).transpose().map_err(|e| fail(e.message))?;
         let cancel = crate::cancel::flag();
         let addrs = (address, port).to_socket_addrs().map_err(|e| fail(format!("cannot resolve: {e}")))?;
         let mut last = None;
@@ -75,8 +79,10 @@ impl PageServerClient {
                 None => "no address to connect to".into(),
             }));
         };
-        let conn = Conn::new(sock, cancel, Some(IO_TIMEOUT)).map_err(|e| fail(format!("socket set-up: {e}")))?;
-        let c = PageServerClient { conn, peer: peer.clone(), open: None, ps: page_size(), bytes_sent: 0 };
+        let session = config.map(|(config, name)| rustls::ClientConnection::new(config, name).map(rustls::Connection::Client)).transpose().map_err(|e| fail(format!("TLS: {e}")))?;
+        let conn = Conn::new(sock, session, cancel, Some(IO_TIMEOUT)).map_err(|e| fail(format!("socket set-up: {e}")))?;
+        let mut c = PageServerClient { conn, peer: peer.clone(), open: None, ps: page_size(), bytes_sent: 0 };
+        c.conn.handshake().map_err(|e| c.fail("TLS handshake", e))?;
         c.cork(true)?;
         Ok(c)
     }
@@ -151,8 +157,8 @@ impl PageServerClient {
     }
 
     /// A question every page server answers without side effects (PARENT of task 0): once
-    /// answered, the server is serving this connection (we are not queued behind another
-    /// client). Dumps ask it before they freeze the tree.
+    /// answered, the server is serving this connection (it accepted our certificate and we are
+    /// not queued behind another client). Dumps ask it before they freeze the tree.
     pub fn ping(&mut self) -> Result<()> {
         self.has_parent(ImageKind::Task, 0).map(|_| ())
     }
@@ -207,6 +213,7 @@ impl PageServerClient {
         self.bytes_sent += sent;
         r.map_err(|e| match e {
             SendFail::Peer(f) => self.fail(format_args!("sending pages at vaddr {vaddr:#x} ({sent} of {len} bytes sent)"), f),
+            SendFail::Source(e) => self.err(format_args!("vaddr {vaddr:#x}: reading the page source: {}", e.desc())),
             SendFail::SourceDry { left } => self.err(format_args!("vaddr {vaddr:#x}: the page source ran dry with {left} of {len} bytes to send")),
         })
     }

@@ -7,10 +7,12 @@ pub mod client;
 mod conn;
 pub mod proto;
 pub mod server;
+pub mod tls;
 
 pub use client::{send_pagemap_image, send_shmem, PageServerClient, PageServerSink, SendStats};
 pub use proto::{ImageKind, PE_LAZY, PE_PARENT, PE_PRESENT};
 pub use server::{ImageReport, Outcome, PageServerListener, ServeReport, Timeouts, DEFAULT_IDLE_TIMEOUT};
+pub use tls::TlsOptions;
 
 #[cfg(test)]
 mod tests;

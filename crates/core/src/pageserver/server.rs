@@ -5,11 +5,12 @@
 //! CLOSE (after fsync), so a connection cut mid-stream leaves nothing that looks like a complete
 //! dump; the `.part` files are removed on any error. Every file is created through the directory's
 //! descriptor (crate::images_dir), never through a path a planted link could redirect. Page data
-//! goes socket → pipe → file with splice(2) and never enters user space.
+//! goes socket → pipe → file with splice(2) and never enters user space (over TLS it is decrypted
+//! through a buffer).
 //!
-//! Unlike CRIU's, this server is not held by a client that fails: one that stays silent (idle
-//! timeout) or trickles (slow-client timeout), or one that hangs up before CLOSE is dropped,
-//! everything it sent is removed, and the next client is accepted.
+//! Unlike CRIU's, this server is not held by a client that fails: one refused by TLS, one that
+//! stays silent (idle timeout) or trickles (slow-client timeout), or one that hangs up before
+//! CLOSE is dropped, everything it sent is removed, and the next client is accepted.
 
 use std::fs::File;
 use std::io::{BufWriter, ErrorKind, Write};
@@ -27,6 +28,7 @@ use crate::images_dir::{ImagesDir, OpenOptions};
 
 use super::conn::{secs, Conn, Fail, TICK};
 use super::proto::{self, Header, ImageKind, PagemapEntry, HEADER_LEN, PE_PARENT, PE_PRESENT};
+use super::tls::{self, TlsOptions};
 
 const PART: &str = ".part";
 
@@ -38,7 +40,7 @@ pub struct Timeouts {
     pub idle: Option<Duration>,
     /// Slow-client timeout, as Apache's mod_reqtimeout: once a command's first byte is in, the
     /// command (its header, its pages) must arrive within this grace plus its size at
-    /// `min_rate` bytes/s.
+    /// `min_rate` bytes/s. The TLS handshake gets the grace alone.
     pub grace: Duration,
     pub min_rate: u64,
 }
@@ -51,6 +53,9 @@ impl Default for Timeouts {
 }
 
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The buffer TLS page data is decrypted into on its way to the pages file.
+const TLS_CHUNK: usize = 256 << 10;
 
 fn io(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
     Error::new(ErrorCode::ImageIo, format!("page server: {what}: {e}"))
@@ -82,7 +87,7 @@ pub struct ServeReport {
 pub enum Outcome {
     /// The client sent CLOSE and hung up: its images are complete on disk.
     Served(ServeReport),
-    /// The client failed (timed out, hung up before CLOSE, broke the protocol):
+    /// The client failed (refused by TLS, timed out, hung up before CLOSE, broke the protocol):
     /// what it sent that CLOSE had not committed is removed, and the listener takes the next one.
     Dropped { peer: String, error: Error },
 }
@@ -91,18 +96,22 @@ pub enum Outcome {
 pub struct PageServerListener {
     listener: TcpListener,
     port: u16,
+    tls: Option<Arc<rustls::ServerConfig>>,
     timeouts: Timeouts,
 }
 
 impl PageServerListener {
-    /// Binds `address:port` (port 0 picks a free port; see `port()`).
-    pub fn bind(address: &str, port: u16) -> Result<PageServerListener> {
+    /// Binds `address:port` (port 0 picks a free port; see `port()`). With `tls`, every client
+    /// must complete CRIU's TLS handshake with a certificate the server trusts; certificates and
+    /// keys are read here, so a bad path fails before anything listens.
+    pub fn bind(address: &str, port: u16, tls: Option<&TlsOptions>) -> Result<PageServerListener> {
         let what = format!("listening on {address}:{port}");
+        let tls = tls.map(|o| tls::server_config(o, Some(address))).transpose().map_err(|e| io(&what, e.message))?;
         let addr = (address, port).to_socket_addrs().map_err(|e| io(&what, e))?.next().ok_or_else(|| io(&what, "no address"))?;
         let listener = TcpListener::bind(addr).map_err(|e| io(&what, e))?;
         listener.set_nonblocking(true).map_err(|e| io(&what, e))?;
         let port = listener.local_addr().map_err(|e| io(&what, e))?.port();
-        Ok(PageServerListener { listener, port, timeouts: Timeouts::default() })
+        Ok(PageServerListener { listener, port, tls, timeouts: Timeouts::default() })
     }
 
     pub fn port(&self) -> u16 {
@@ -135,7 +144,14 @@ impl PageServerListener {
         if let Err(e) = sock.set_nodelay(true) {
             return dropped(io(format_args!("peer {peer}"), e));
         }
-        let conn = match Conn::new(sock, cancel.clone(), self.timeouts.idle) {
+        let session = match &self.tls {
+            Some(c) => match rustls::ServerConnection::new(c.clone()) {
+                Ok(s) => Some(rustls::Connection::Server(s)),
+                Err(e) => return dropped(io(format_args!("peer {peer}: TLS"), e)),
+            },
+            None => None,
+        };
+        let conn = match Conn::new(sock, session, cancel.clone(), self.timeouts.idle) {
             Ok(c) => c,
             Err(e) => return dropped(io(format_args!("peer {peer}"), e)),
         };
@@ -143,7 +159,7 @@ impl PageServerListener {
             Ok(s) => s,
             Err(e) => return dropped(e),
         };
-        match s.run() {
+        match s.handshake().and_then(|()| s.run()) {
             Ok(()) => {
                 s.conn.shutdown();
                 Ok(Outcome::Served(ServeReport { peer, images: std::mem::take(&mut s.committed), page_bytes: s.page_bytes }))
@@ -275,6 +291,17 @@ impl Session {
             }
             f => self.err(format_args!("{what}: {f}")),
         }
+    }
+
+    /// TLS: the client must authenticate within the grace (plain connections: nothing to do).
+    fn handshake(&mut self) -> Result<()> {
+        if !self.conn.is_tls() {
+            return Ok(());
+        }
+        self.conn.set_deadline(Some(Instant::now() + self.timeouts.grace));
+        self.conn.handshake().map_err(|f| self.fail("TLS handshake", f))?;
+        self.conn.set_deadline(None);
+        Ok(())
     }
 
     /// The next header, or None on a hang-up between commands.
@@ -445,18 +472,31 @@ impl Session {
         Ok(())
     }
 
-    /// Moves `len` bytes from the socket into the pages file through the pipe.
+    /// Moves `len` bytes from the socket into the pages file: through the pipe on a plain
+    /// connection, through a buffer over TLS.
     fn receive_pages(&mut self, vaddr: u64, len: u64) -> Result<()> {
+        let mut buf = if self.conn.is_tls() { vec![0u8; len.min(TLS_CHUNK as u64) as usize] } else { Vec::new() };
         let mut left = len;
         while left > 0 {
-            let n = match self.conn.splice_into(self.pipe_w.as_raw_fd(), left.min(self.pipe_size as u64) as usize) {
+            let r = if self.conn.is_tls() {
+                let want = left.min(buf.len() as u64) as usize;
+                self.conn.read(&mut buf[..want])
+            } else {
+                self.conn.splice_into(self.pipe_w.as_raw_fd(), left.min(self.pipe_size as u64) as usize)
+            };
+            let n = match r {
                 Ok(0) | Err(Fail::Closed) => {
                     return Err(self.err(format_args!("the connection closed in the middle of the pages at vaddr {vaddr:#x} ({} of {len} bytes received)", len - left)))
                 }
                 Ok(n) => n,
                 Err(f) => return Err(self.fail(format_args!("receiving pages at vaddr {vaddr:#x} ({} of {len} bytes)", len - left), f)),
             };
-            self.drain_pipe(n, vaddr)?;
+            if self.conn.is_tls() {
+                let c = self.cur.as_mut().expect("an image is open");
+                c.pages.write_all(&buf[..n]).map_err(|e| io(format_args!("writing {} (vaddr {vaddr:#x})", part(&c.pages_path).display()), e))?;
+            } else {
+                self.drain_pipe(n, vaddr)?;
+            }
             left -= n as u64;
             self.page_bytes += n as u64;
         }

@@ -70,7 +70,7 @@ struct Served {
 }
 
 fn serve_with(dir: PathBuf, timeouts: Timeouts) -> Served {
-    let mut l = PageServerListener::bind("127.0.0.1", 0).unwrap();
+    let mut l = PageServerListener::bind("127.0.0.1", 0, None).unwrap();
     l.set_timeouts(timeouts);
     let port = l.port();
     let cancel = Arc::new(AtomicBool::new(false));
@@ -100,7 +100,7 @@ impl Served {
 }
 
 fn connect(port: u16) -> PageServerClient {
-    PageServerClient::connect("127.0.0.1", port).unwrap()
+    PageServerClient::connect("127.0.0.1", port, None).unwrap()
 }
 
 fn files_in(dir: &std::path::Path) -> Vec<String> {
@@ -338,7 +338,7 @@ fn cancel_reaches_a_client_blocked_on_a_stalled_server() {
 #[test]
 fn a_silent_client_is_dropped_and_the_next_one_served() {
     let dir = tmpdir("idle");
-    let mut l = PageServerListener::bind("127.0.0.1", 0).unwrap();
+    let mut l = PageServerListener::bind("127.0.0.1", 0, None).unwrap();
     l.set_timeouts(Timeouts { idle: Some(std::time::Duration::from_millis(300)), ..Timeouts::default() });
     let port = l.port();
     let silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
