@@ -9,6 +9,7 @@
 #     cross-compiled linux-arm64-gnu package of pack.test.ts), time (/usr/bin/time -v),
 #     chromium (report.test.ts opens the HTML report in it), groff-base (the man page's check),
 #     postgresql-15 (the catalogue's PostgreSQL subject: SysV shared memory, a held connection);
+#     openssl (page-server-tls.test.ts makes its CA, certificates and CRL with it);
 #   rustup's aarch64-unknown-linux-gnu standard library (the same cross build, and clippy's);
 #   the reference CRIU 4.1.1 under /opt/criu-ref (scripts/install-criu-ref.sh).
 #
@@ -16,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(gcc libc6-dev python3 python3-protobuf redis-server iptables time gcc-aarch64-linux-gnu libc6-dev-arm64-cross chromium groff-base postgresql-15)
+packages=(gcc libc6-dev python3 python3-protobuf redis-server iptables time gcc-aarch64-linux-gnu libc6-dev-arm64-cross chromium groff-base postgresql-15 openssl)
 rust_target=aarch64-unknown-linux-gnu
 criu=${TSDUMP_CRIU:-/opt/criu-ref/bin/criu}
 
