@@ -209,7 +209,7 @@ impl Session {
                 }
                 let me = std::process::id() as i32;
                 if let Some((address, port)) = server {
-                    let mut c = crate::predump::take_client(state, &address, port)?;
+                    let mut c = crate::pageserver::take_client(state, &address, port)?;
                     let before = c.bytes_sent();
                     let r = pageserver::send_shmem(&mut c, me, att.start, att.end);
                     // as send_shmem_to_page_server: a connection that sent part of it is dropped
