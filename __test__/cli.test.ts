@@ -13,6 +13,7 @@ import { manPage } from '../src/cli/man.js';
 import { ProgressDisplay, renderProgressLine } from '../src/progress.js';
 import { formatDumpStats } from '../src/cli/stats.js';
 import { openLog, formatLogLine } from '../src/log.js';
+import { holdPtys } from './helpers/pty-lock.js';
 
 const exec = promisify(execFile);
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -558,6 +559,7 @@ test('CLI show: an images directory (whole and --tree) and one image (--pretty),
 });
 
 test('progress under a real pseudo-terminal (script -qc) draws; through a pipe or with --json it does not', async (t) => {
+  await holdPtys(t);
   const dir = mkdtempSync(join(tmpdir(), 'tsdump-pty-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const demo = join(dir, 'demo.mjs');
@@ -684,6 +686,7 @@ test('CLI dump: an option the flow does not act on yet is refused by name and th
 });
 
 test('CLI dump progress: drawn under a pseudo-terminal, absent in pipes and with --json', async (t) => {
+  await holdPtys(t);
   const pid = sleeper(t);
   const base = scratch(t, 'tsdump-ptydump-');
   const cmd = (dir: string, extra: string) => `${process.execPath} ${CLI} dump -t ${pid} -D ${join(base, dir)} -R ${extra}`;

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CRIU, critDecode, makeWorkDir, run } from './helpers/criu.js';
 import { TARGETS_DIR, isAlive, requestVerify } from './helpers/target.js';
+import { holdPtys } from './helpers/pty-lock.js';
 import { runTsdump } from './helpers/tsdump.js';
 
 /** crit's JSON, read field by field in the assertions. */
@@ -107,6 +108,7 @@ async function restoreOnPty(t: ExecutionContext, dir: string, imagesDir: string,
 }
 
 test.serial('the inherited terminal: tsdump dump --shell-job → criu restore --shell-job → verify', async (t) => {
+  await holdPtys(t);
   const dir = await makeWorkDir(t);
   const { pid, ctl } = await counterOnPty(t, dir);
   const pts = readlinkSync(`/proc/${pid}/fd/1`);
@@ -149,6 +151,7 @@ test.serial('the inherited terminal: tsdump dump --shell-job → criu restore --
 });
 
 test.serial('a pty that is not the controlling terminal is refused even with --shell-job', async (t) => {
+  await holdPtys(t);
   const dir = await makeWorkDir(t);
   const first = await counterOnPty(t, dir);
   const pts = readlinkSync(`/proc/${first.pid}/fd/1`);
@@ -192,6 +195,7 @@ async function cttyEntries(dir: string): Promise<{ tty: Json; reg: Json; info: J
 }
 
 test.serial('/dev/tty of a shell job: tsdump dump --shell-job → criu restore --shell-job → verify; entries as CRIU\'s', async (t) => {
+  await holdPtys(t);
   const dir = await makeWorkDir(t);
   const { pid, ctl } = await devTtyOnPty(t, dir);
   t.is(readlinkSync(`/proc/${pid}/fd/10`), '/dev/tty');
@@ -219,6 +223,7 @@ test.serial('/dev/tty of a shell job: tsdump dump --shell-job → criu restore -
 });
 
 test.serial('/dev/tty of a session leader whose terminal is outside the tree is refused, and it runs on', async (t) => {
+  await holdPtys(t);
   const dir = await makeWorkDir(t);
   const { pid, ctl } = await devTtyOnPty(t, dir, true);
   const r = await runTsdump(['dump', '-t', String(pid), '-D', join(dir, 'images'), '--shell-job', '--json']);

@@ -11,6 +11,7 @@ import { criuRestore, makeWorkDir } from './criu.js';
 import { belongsTo, isAlive, killTree, logTail, requestVerify, startTarget, waitGone, type Target } from './target.js';
 import { startGoHttp, startNodeHttp, startPython, startRedis } from './programs.js';
 import { startPostgres } from './postgres.js';
+import { lockPtys } from './pty-lock.js';
 
 /** A running subject of a round trip: a C target or a real program. */
 export interface Subject {
@@ -98,6 +99,24 @@ function cTarget(
   };
 }
 
+/** A C target that opens pseudo-terminals: it holds the pty lock (pty-lock.ts) until killed. */
+function ptyTarget(name: string, verifies: string): CatalogueEntry {
+  const entry = cTarget(name, verifies);
+  return {
+    ...entry,
+    start: async (dir) => {
+      const release = await lockPtys();
+      try {
+        const subject = await entry.start(dir);
+        return { ...subject, kill: () => subject.kill().finally(release) };
+      } catch (e) {
+        await release();
+        throw e;
+      }
+    },
+  };
+}
+
 /** t_tcp_listen's outside half: connect + "ping", and a UDP datagram; returns a problem or undefined. */
 async function exerciseInet(t: Target): Promise<string | undefined> {
   const tcpPort = Number(t.info.tcp_port);
@@ -171,8 +190,8 @@ export const catalogue: readonly CatalogueEntry[] = [
   },
   cTarget('t_seccomp', 'seccomp filters: a 3-thread root sharing [getppid→77, getpgrp→78 (TSYNC)] and a 2-thread child whose second thread adds getsid→79 (LOG); every thread still gets its errnos, the other calls work, Seccomp/Seccomp_filters per thread as before, and a new TSYNC filter installs'),
   cTarget('t_seccomp_strict', 'a thread in seccomp strict mode blocked in read() beside a normal main thread: the worker is still in mode 1 (main in 0) and still echoes bytes through its pipes'),
-  cTarget('t_pty', 'a pty pair it opened itself (ptmx master, raw-mode /dev/pts slave, 37x101 window) with 6 bytes queued at the slave and 9 at the master: same pts index, mode, window, queued bytes, and data crosses both ways after restore'),
-  cTarget('t_pty_session', 'a terminal emulator\'s layout: the root holds a pty master, its child leads a session whose controlling terminal is the raw-mode slave: session, foreground group, /dev/tty and the master index kept, bytes cross the pair'),
+  ptyTarget('t_pty', 'a pty pair it opened itself (ptmx master, raw-mode /dev/pts slave, 37x101 window) with 6 bytes queued at the slave and 9 at the master: same pts index, mode, window, queued bytes, and data crosses both ways after restore'),
+  ptyTarget('t_pty_session', 'a terminal emulator\'s layout: the root holds a pty master, its child leads a session whose controlling terminal is the raw-mode slave: session, foreground group, /dev/tty and the master index kept, bytes cross the pair'),
   cTarget('t_sigtrap', 'a SIGTRAP handler (SA_SIGINFO|SA_RESTART, sa_mask {SIGUSR1}): same handler address, flags and mask; raise() and int3 run it with its mask'),
   cTarget('t_unix_dgram_oneway', 'dgram senders connected one way (two in the root, one in a child, listed before their receivers) to a path-bound receiver with 4 queued datagrams, and one to an abstract-named receiver: peer names, queue order and boundaries, and every sender reaches its receiver after restore'),
   cTarget('t_epoll_closed_tfd', 'an epoll set whose pipe and eventfd targets were added through fds since closed (the files moved to other fds), two registrations under one fd number, and an ordinary one: each file wakes the set with its own data and events, edge-triggering kept'),
