@@ -4,15 +4,18 @@
 // unprivileged user (nobody, through setpriv) planting real symlinks; the writes run as root.
 import test, { type ExecutionContext } from 'ava';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, lstatSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { truncate } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { dump, preDump } from '../src/index.js';
 import { runPageServer } from '../src/page-server.js';
 import { TsdumpError } from '../src/errors.js';
-import { makeWorkDir } from './helpers/criu.js';
-import { killTree, startDetachedTarget, startTarget, type Target } from './helpers/target.js';
-import { assertUnchanged, describe, snapshot, startDump } from './helpers/tree-state.js';
+import { criuRestore, makeWorkDir } from './helpers/criu.js';
+import { runTsdump } from './helpers/tsdump.js';
+import { belongsTo, isAlive, killTree, requestVerify, startDetachedTarget, startTarget, waitGone, type Target } from './helpers/target.js';
+import { assertUnchanged, describe, fileSize, snapshot, startDump, until } from './helpers/tree-state.js';
 
 const NOBODY = 65534;
 const PRECIOUS = 'precious root-only data\n';
@@ -161,4 +164,119 @@ test.serial("page server: .part files linked away by another user are not follow
   t.is(err.code, 'IMAGE_IO');
   t.regex(err.message, /pagemap-4242\.img\.part: EEXIST/);
   assertVictimUntouched(t, victim);
+});
+
+// --- 2. an existing checkpoint is never damaged ---------------------------------------------------
+
+/** Every entry of dir with a hash of its content (links by their target). */
+function contents(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const n of readdirSync(dir).sort()) {
+    const st = lstatSync(join(dir, n));
+    out[n] = st.isFile() ? createHash('sha256').update(readFileSync(join(dir, n))).digest('hex') : st.isSymbolicLink() ? 'link' : 'dir';
+  }
+  return out;
+}
+
+/** Kills the original f_faults tree and restores it from dir; its self-check must pass. */
+async function restoreAndVerify(t: ExecutionContext, target: Target, dir: string, logSizeAtDump: number, restoreArgs: readonly string[] = []): Promise<void> {
+  await killTree(target.pid, target.ctl, target.pids);
+  await waitGone(target.pids);
+  // restore wants the target's log (its stdout) at the size it had when dumped
+  await truncate(join(target.ctl, 'log'), logSizeAtDump);
+  await criuRestore(dir, restoreArgs);
+  t.true(isAlive(target.pid) && belongsTo(target.pid, target.ctl), 'restored under its pid');
+  t.is(await requestVerify(target, { timeoutMs: 30_000 }), 'PASS');
+}
+
+test.serial('a second dump into a directory holding a checkpoint is refused: the checkpoint stays whole and restores', async (t) => {
+  const work = await makeWorkDir(t);
+  const target = await startTarget('f_faults', { dir: work, args: ['8'] });
+  t.teardown(() => killTree(target.pid, target.ctl, target.pids));
+  const dir = join(work, 'ckpt');
+  const first = await startDump(target.pid, dir, ['-R']).done;
+  t.is(first.code, 0, describe(first));
+  const logSize = statSync(join(target.ctl, 'log')).size;
+  const kept = contents(dir);
+  const before = snapshot(target.pids);
+  const second = await startDump(target.pid, dir).done;
+  t.is(second.code, 1, describe(second));
+  t.is(second.error?.code, 'IMAGE_IO');
+  t.regex(second.error?.message ?? '', /already holds a checkpoint \(core-\d+\.img, .*\); tsdump never writes over one.*--replace-images/);
+  t.deepEqual(contents(dir), kept, 'the checkpoint is exactly as it was');
+  assertUnchanged(t, before, target.pids);
+  await restoreAndVerify(t, target, dir, logSize);
+});
+
+test.serial('--replace-images: a replacement that fails leaves the old checkpoint whole; one that completes is swapped in', async (t) => {
+  const work = await makeWorkDir(t);
+  // the lock makes a dump without --file-locks fail once every task's images are written
+  const target = await startTarget('f_faults', { dir: work, args: ['8', 'lock', 'child'] });
+  t.teardown(() => killTree(target.pid, target.ctl, target.pids));
+  const dir = join(work, 'ckpt');
+  writeFileSync(join(work, 'ckpt.keep'), '');
+  t.is((await startDump(target.pid, dir, ['-R', '-l']).done).code, 0);
+  writeFileSync(join(dir, 'notes.txt'), 'mine');
+  const old = contents(dir);
+
+  const failed = await startDump(target.pid, dir, ['-R', '--replace-images']).done;
+  t.is(failed.code, 1, describe(failed));
+  t.regex(failed.error?.message ?? '', /holds a file lock/);
+  t.regex(failed.stderr, new RegExp(`the new one is written to ${work}/\\.ckpt\\.tsdump-\\d+-0`));
+  t.deepEqual(contents(dir), old, 'the old checkpoint is untouched');
+  t.deepEqual(readdirSync(work).sort(), ['ckpt', 'ckpt.keep', 'ctl-f_faults'], 'nothing left beside it');
+
+  const done = await startDump(target.pid, dir, ['-R', '-l', '--replace-images']).done;
+  t.is(done.code, 0, describe(done));
+  const now = contents(dir);
+  t.is(now['notes.txt'], old['notes.txt'], 'what is not a checkpoint file stays');
+  t.not(now['inventory.img'], old['inventory.img'], 'a new checkpoint');
+  t.deepEqual(Object.keys(now).filter((n) => !(n in old)), [], 'no stray file');
+  t.deepEqual(readdirSync(work).sort(), ['ckpt', 'ckpt.keep', 'ctl-f_faults']);
+  t.is(statSync(dir).mode & 0o777, 0o700);
+  await restoreAndVerify(t, target, dir, statSync(join(target.ctl, 'log')).size, ['--file-locks']);
+});
+
+// --- 3. -D, and what a failed run leaves ----------------------------------------------------------
+
+test.serial('-D without a value is a usage error; nothing is dumped', async (t) => {
+  for (const argv of [['dump', '-t', '1', '-D'], ['dump', '-D', '-t', '1'], ['pre-dump', '-t', '1', '-D']]) {
+    const r = await runTsdump(argv);
+    t.is(r.code, 1, argv.join(' '));
+    t.regex(r.stderr, /option -D\/--images-dir requires an argument/);
+  }
+});
+
+test.serial('a missing -D is created and said so; a failed dump removes what it created, and nothing else', async (t) => {
+  const work = await makeWorkDir(t);
+  const target = await startTarget('f_faults', { dir: work, args: ['8', 'lock'] });
+  t.teardown(() => killTree(target.pid, target.ctl, target.pids));
+  const before = snapshot(target.pids);
+  const fresh = join(work, 'new', 'deeper');
+  const r = await startDump(target.pid, fresh).done;
+  t.is(r.error?.code, 'UNSUPPORTED', describe(r));
+  t.regex(r.stderr, new RegExp(`created images dir ${fresh} \\(owner-only\\)`));
+  t.regex(r.stderr, /removed the \d+ files this run wrote/);
+  t.false(existsSync(join(work, 'new')), 'the directories it made are gone too');
+
+  const mine = join(work, 'mine');
+  mkdirSync(mine, { mode: 0o700 });
+  writeFileSync(join(mine, 'notes.txt'), 'mine');
+  const r2 = await startDump(target.pid, mine, ['-o', 'dump.log']).done;
+  t.is(r2.error?.code, 'UNSUPPORTED', describe(r2));
+  t.deepEqual(readdirSync(mine).sort(), ['dump.log', 'notes.txt'], 'the log explains the failure; no image is left');
+  assertUnchanged(t, before, target.pids);
+});
+
+test.serial('a cancelled dump (SIGTERM mid-drain) leaves no partial images', async (t) => {
+  const work = await makeWorkDir(t);
+  const target = await startTarget('f_faults', { dir: work, args: ['256'] });
+  t.teardown(() => killTree(target.pid, target.ctl, target.pids));
+  const dir = join(work, 'images');
+  const run = startDump(target.pid, dir);
+  await until('the drain to start', () => fileSize(join(dir, 'pages-1.img')) > 16 << 20 || run.child.exitCode !== null, 60_000, 1);
+  run.child.kill('SIGTERM');
+  const r = await run.done;
+  t.is(r.error?.code, 'CANCELLED', describe(r));
+  t.false(existsSync(dir), 'the images dir this run made is gone with its partial images');
 });

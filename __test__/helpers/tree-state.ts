@@ -194,6 +194,11 @@ export function assertOwnerOnly(t: ExecutionContext, dir: string, dirs: readonly
   return files;
 }
 
+/** A run that failed before its commit removed the images dir it made, partial images and all. */
+export function noImagesLeft(t: ExecutionContext, imagesDir: string): void {
+  t.false(existsSync(imagesDir), `${imagesDir}: what a failed dump made must be gone`);
+}
+
 export function noInventory(t: ExecutionContext, imagesDir: string): void {
   t.false(existsSync(join(imagesDir, 'inventory.img')), 'an unfinished dump must not look complete');
 }

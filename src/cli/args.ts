@@ -42,7 +42,8 @@ const TLS: OptDef[] = [
 
 const DUMP: OptDef[] = [
   { name: 'tree', short: 't', type: 'number', desc: 'PID of the root of the tree to dump' },
-  { name: 'images-dir', short: 'D', type: 'string', desc: 'directory for the images (default: .)' },
+  { name: 'images-dir', short: 'D', type: 'string', desc: 'directory for the images (default: .; created owner-only if missing)' },
+  { name: 'replace-images', type: 'boolean', desc: 'replace the checkpoint the images dir holds, once the new one is complete' },
   { name: 'leave-running', short: 'R', type: 'boolean', desc: 'leave the tree running after the dump' },
   { name: 'leave-stopped', short: 's', type: 'boolean', desc: 'leave the tree stopped after the dump' },
   { name: 'shell-job', short: 'j', type: 'boolean', desc: 'the tree was started from a shell (session/tty outside)' },
@@ -543,6 +544,17 @@ function refuseUnsupported(p: Parsed, argv: readonly string[]): void {
   if (withIds) throw new TsdumpError('UNSUPPORTED', `option ${withIds}: --ext-unix-sk with socket ids is not supported by tsdump yet`);
 }
 
+/** An option that takes a value given none (`-D` last, or followed by another option), as getopt's "option requires an argument". */
+function refuseEmptyValues(p: Parsed, defs: readonly OptDef[]): void {
+  for (const d of defs) {
+    if (d.type !== 'string' && d.type !== 'array') continue;
+    const v = p[d.name];
+    if (v === '' || (Array.isArray(v) && v.includes(''))) {
+      throw new TsdumpError('USAGE', `option ${d.short ? `-${d.short}/` : ''}--${d.name} requires an argument`);
+    }
+  }
+}
+
 /** yargs' strict-mode complaint, with each name spelled as the user wrote it. */
 function unknownOptions(names: readonly string[], tokens: readonly string[]): string {
   // yargs-parser reads --no-foo as foo=false; name the option as the user wrote it
@@ -636,6 +648,7 @@ export async function parseCommandLine(argv: readonly string[], ctx: ParseContex
   const { argv: tokens, verbosity } = extractVerbosity([...config.args, ...rest]);
   const p = await parseOptions(command, tokens);
   refuseUnsupported(p, tokens);
+  refuseEmptyValues(p, OPTIONS_BY_COMMAND[command]);
   // show takes one path, report one directory; the others no operand at all
   const operands = p._.map(String);
   const wanted = command === 'show' || command === 'report' ? 1 : 0;
@@ -752,6 +765,7 @@ function toDumpOptions(command: 'dump' | 'pre-dump', p: Parsed, tokens: readonly
   const o: DumpOptions = {
     pid,
     imagesDir: str(p, 'images-dir') ?? '.',
+    ...optional('replaceImages', bool(p, 'replace-images')),
     verbosity,
     ...optional('workDir', str(p, 'work-dir')),
     ...optional('logFile', str(p, 'log-file')),

@@ -62,6 +62,7 @@ const FLOW_OPTIONS_TODAY: readonly (keyof DumpOptions)[] = [
 const FLAG_OF: Record<keyof DumpOptions, string> = {
   pid: '--tree',
   imagesDir: '--images-dir',
+  replaceImages: '--replace-images',
   workDir: '--work-dir',
   leaveRunning: '--leave-running',
   leaveStopped: '--leave-stopped',

@@ -3,7 +3,8 @@
 import { TsdumpError } from '../errors.js';
 import type { Session } from '../../native/index.js';
 import type { DumpOptions } from './options.js';
-import { prepareImagesDir } from './images-dir.js';
+import { commitImages, discardImages, prepareImagesDir } from './images-dir.js';
+import type { ImagesDir } from '../images/dir.js';
 import { ActionScripts } from '../action-scripts.js';
 import { loadPlugins, type PluginHost } from '../plugins/index.js';
 import type { DumpCounters, DumpTimings } from './stats.js';
@@ -40,6 +41,7 @@ export { preDump } from './pre-dump.js';
 export const SUPPORTED_DUMP_OPTIONS: readonly (keyof DumpOptions)[] = [
   'pid',
   'imagesDir',
+  'replaceImages',
   'workDir',
   'leaveRunning',
   'leaveStopped',
@@ -96,9 +98,10 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
   const { stats, cancellation, session, call } = openRun(options);
   let plugins: PluginHost | undefined;
   let succeeded = false;
+  let images: ImagesDir | undefined;
   try {
     stage('prepare images dir');
-    const imagesDir = prepareImagesDir(options);
+    const imagesDir = (images = prepareImagesDir(options));
     session.useImagesDir(imagesDir);
     const log = options.log;
     const scripts = new ActionScripts(options.actionScripts ?? [], { imagesDir: imagesDir.path, initPid: options.pid, ...(log ? { log } : {}) });
@@ -225,6 +228,7 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
       await incremental?.writeTrackFile();
       stage('write inventory');
       await writeInventory(imagesDir, { rootIds: kobjIds.dumperIds(), rootCgSet: cgroups.dumperSetId, tcpClose: !!options.tcpClose });
+      commitImages(imagesDir, log);
       // CRIU runs post-dump before the tree is killed: a failing script keeps it alive.
       stage('post-dump scripts');
       await scripts.run('post-dump');
@@ -270,6 +274,8 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
   } finally {
     session.close();
     cancellation.dispose();
+    // nothing after the commit point: a complete checkpoint stays
+    if (images && !succeeded) discardImages(images, options.log);
     await plugins?.run('dumpFinish', { ok: succeeded });
     await plugins?.exit(succeeded);
   }

@@ -8,6 +8,11 @@ export interface DumpOptions {
   pid: number;
   /** Directory the images go to (-D/--images-dir); created owner-only if missing. */
   imagesDir: string;
+  /**
+   * Replace the checkpoint imagesDir holds (--replace-images): the new one is written beside it
+   * and swapped in once complete. Without it, a directory holding a checkpoint is refused.
+   */
+  replaceImages?: boolean;
   /** Directory for logs, stats and the kerndat cache (-W/--work-dir); defaults to imagesDir. */
   workDir?: string;
   /** Leave the tree running after the dump (-R/--leave-running). */

@@ -27,6 +27,7 @@ export type WireOptions = Omit<DumpOptions, 'log' | 'signal'>;
 const WORKER_OPTIONS: { readonly [K in keyof Required<DumpOptions>]: 'copied' | 'translated' } = {
   pid: 'copied',
   imagesDir: 'copied', // relative paths: the worker runs in our cwd
+  replaceImages: 'copied',
   workDir: 'copied',
   leaveRunning: 'copied',
   leaveStopped: 'copied',

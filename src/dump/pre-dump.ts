@@ -22,7 +22,8 @@ import type { SeizeTreeOptions, Session } from '../../native/index.js';
 import type { DumpOptions } from './options.js';
 import type { DumpEvents, DumpResult } from './index.js';
 import { refuseOwnChild, releaseAfterFailure } from './index.js';
-import { prepareImagesDir } from './images-dir.js';
+import { commitImages, discardImages, prepareImagesDir } from './images-dir.js';
+import type { ImagesDir } from '../images/dir.js';
 import { openRun, seizeOptions } from './context.js';
 import { KobjIds } from './kobj-ids.js';
 import { treeOrder } from './tree-order.js';
@@ -59,9 +60,11 @@ export async function preDumpInProcess(options: DumpOptions, events: DumpEvents 
   const { pageServer } = options;
   const readMode = options.preDumpMode === 'read';
   const seize = seizeOptions(options);
+  let images: ImagesDir | undefined;
+  let succeeded = false;
   try {
     stage('prepare images dir');
-    const imagesDir = prepareImagesDir(options);
+    const imagesDir = (images = prepareImagesDir(options));
     session.useImagesDir(imagesDir);
     // CRIU enforces tracking for a pre-dump whatever --track-mem says.
     const incremental = await Incremental.open({
@@ -162,6 +165,8 @@ export async function preDumpInProcess(options: DumpOptions, events: DumpEvents 
     await incremental.writeTrackFile();
     stage('write inventory');
     await writeInventory(imagesDir, { rootIds, preDumpMode: readMode ? PRE_DUMP_READ : PRE_DUMP_SPLICE });
+    commitImages(imagesDir, options.log);
+    succeeded = true;
     return {
       imagesDir: imagesDir.path,
       processes: tree.processes.map((p) => ({ pid: p.pid, ppid: p.ppid, threads: p.threads.map((t) => t.tid) })),
@@ -172,6 +177,7 @@ export async function preDumpInProcess(options: DumpOptions, events: DumpEvents 
   } finally {
     session.close();
     cancellation.dispose();
+    if (images && !succeeded) discardImages(images, options.log);
   }
 }
 

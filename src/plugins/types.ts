@@ -18,7 +18,11 @@ export interface PluginLog {
 /** What every hook gets besides its own arguments. */
 export interface PluginContext {
   stage: PluginStage;
-  /** Where the plugin may write images of its own (CRIU's criu_get_image_dir()). */
+  /**
+   * Where the plugin may write images of its own (CRIU's criu_get_image_dir()): where this run
+   * writes its images, which is a directory beside -D, swapped in at the commit, when
+   * --replace-images replaces a checkpoint.
+   */
   imagesDir: string;
   log: PluginLog;
 }
