@@ -280,3 +280,53 @@ test.serial('a cancelled dump (SIGTERM mid-drain) leaves no partial images', asy
   t.is(r.error?.code, 'CANCELLED', describe(r));
   t.false(existsSync(dir), 'the images dir this run made is gone with its partial images');
 });
+
+// --- 6. after the commit point, signals do not abort ----------------------------------------------
+
+test.serial('SIGTERM, SIGINT and SIGHUP after the commit point (a slow post-dump script): the dump finishes as asked and succeeds', async (t) => {
+  const work = await makeWorkDir(t);
+  const target = await startTarget('f_faults', { dir: work, args: ['8'] });
+  t.teardown(() => killTree(target.pid, target.ctl, target.pids));
+  const marker = join(work, 'post-dump-running');
+  const script = join(work, 'slow-post-dump.sh');
+  writeFileSync(script, `#!/bin/sh\n[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] || exit 0\ntouch ${marker}\nsleep 2\n`, { mode: 0o700 });
+  const dir = join(work, 'images');
+  const run = startDump(target.pid, dir, ['--action-script', script]);
+  await until('the post-dump script', () => existsSync(marker) || run.child.exitCode !== null, 60_000);
+  for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) run.child.kill(sig);
+  const r = await run.done;
+  t.is(r.code, 0, describe(r));
+  t.is(r.result?.released, 'killed', 'the tree was killed as asked');
+  for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP']) t.regex(r.stderr, new RegExp(`interrupted by ${sig} after the checkpoint was complete: finishing as asked`));
+  t.true(existsSync(join(dir, 'inventory.img')));
+  await waitGone(target.pids);
+});
+
+test.serial('library: an abort after the commit point changes nothing; the dump resolves', async (t) => {
+  const work = await makeWorkDir(t);
+  const target = await detached(t, work);
+  const ac = new AbortController();
+  const r = await dump(
+    { pid: target.pid, imagesDir: join(work, 'images'), leaveRunning: true, signal: ac.signal },
+    { stage: (name) => name === 'post-dump scripts' && ac.abort() },
+  );
+  t.is(r.released, 'running');
+  t.true(existsSync(join(work, 'images', 'inventory.img')));
+});
+
+test.serial('SIGHUP mid-drain cancels like SIGTERM: the tree is released unchanged', async (t) => {
+  const work = await makeWorkDir(t);
+  const target = await startTarget('f_faults', { dir: work, args: ['256'] });
+  t.teardown(() => killTree(target.pid, target.ctl, target.pids));
+  const before = snapshot(target.pids);
+  const dir = join(work, 'images');
+  const run = startDump(target.pid, dir);
+  await until('the drain to start', () => fileSize(join(dir, 'pages-1.img')) > 16 << 20 || run.child.exitCode !== null, 60_000, 1);
+  run.child.kill('SIGHUP');
+  const r = await run.done;
+  t.is(r.code, 1, describe(r));
+  t.is(r.error?.code, 'CANCELLED', describe(r));
+  t.regex(r.error?.message ?? '', /interrupted by SIGHUP/);
+  assertUnchanged(t, before, target.pids);
+  t.is(await requestVerify(target, { timeoutMs: 30_000 }), 'PASS');
+});

@@ -242,17 +242,14 @@ export async function run(inv: Invocation, io: Io): Promise<number> {
       if (typeof fn !== 'function') throw new TsdumpError('UNSUPPORTED', `${inv.command} is not available in this build yet`);
       refuseUnhonoured(inv.command, inv.options, mod.SUPPORTED_DUMP_OPTIONS ?? FLOW_OPTIONS_TODAY);
       const { log, made } = await openCommandLog(inv.options);
-      // Ctrl-C or a termination request cancels the dump; the library releases the tree.
-      const abort = new AbortController();
-      const onSignal = (sig: NodeJS.Signals): void => abort.abort(new TsdumpError('CANCELLED', `interrupted by ${sig}`));
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
+      // Ctrl-C, a hang-up or a termination request cancels the dump (the library listens: see
+      // dump/cancellation.ts), which releases the tree; after the commit point it finishes.
       const display = ProgressDisplay.create(io.stderr, { json: inv.json });
       try {
         log.info(`tsdump ${inv.command} of pid ${inv.options.pid} into ${inv.options.imagesDir}`);
         if (made !== undefined) log.info(`created ${made === resolve(inv.options.imagesDir) ? 'images' : 'work'} dir ${made} (owner-only)`);
         const result = await fn(
-          { ...inv.options, signal: abort.signal, log },
+          { ...inv.options, log },
           {
             stage: (name) => {
               log.info(name);
@@ -273,8 +270,6 @@ export async function run(inv: Invocation, io: Io): Promise<number> {
       } finally {
         log.close();
         display?.finish();
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
       }
     }
   }

@@ -43,7 +43,7 @@ export interface DumpContext {
  */
 export function openRun(options: DumpOptions) {
   const stats = new DumpStats();
-  const cancellation = new Cancellation(options.signal);
+  const cancellation = new Cancellation(options.signal, options.log);
   const session = new native.Session();
   cancellation.onCancel(() => session.interrupt());
   return { stats, cancellation, session, call: nativeCaller(cancellation) };

@@ -228,6 +228,8 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
       await incremental?.writeTrackFile();
       stage('write inventory');
       await writeInventory(imagesDir, { rootIds: kobjIds.dumperIds(), rootCgSet: cgroups.dumperSetId, tcpClose: !!options.tcpClose });
+      // the commit point: from here on the run finishes as asked, whatever signal comes
+      cancellation.commit();
       commitImages(imagesDir, log);
       // CRIU runs post-dump before the tree is killed: a failing script keeps it alive.
       stage('post-dump scripts');

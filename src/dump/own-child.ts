@@ -17,6 +17,7 @@ import { ActionScriptError, SCRIPT_ACTIONS, type ScriptAction, type ScriptFailur
 import type { Logger } from '../log.js';
 import type { DumpOptions } from './options.js';
 import type { DumpEvents, DumpResult } from './index.js';
+import { onProcessSignals } from './cancellation.js';
 
 export type FlowKind = 'dump' | 'preDump';
 
@@ -210,7 +211,7 @@ export async function runInWorker(kind: FlowKind, options: DumpOptions, events: 
       abort(why instanceof TsdumpError && why.code === 'CANCELLED' ? why.message : null);
     };
     // As in-process: a signal to us cancels the dump rather than killing us with the tree frozen.
-    const onSignal = (sig: NodeJS.Signals): void => abort(`interrupted by ${sig}`);
+    let stopListening = (): void => {};
     const callEvent = (fn: () => void): void => {
       try {
         fn();
@@ -242,8 +243,7 @@ export async function runInWorker(kind: FlowKind, options: DumpOptions, events: 
     });
     const finish = (code: number | null, signal: NodeJS.Signals | null): void => {
       options.signal?.removeEventListener('abort', onAbort);
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
+      stopListening();
       if (callbackError !== undefined) reject(callbackError);
       else if (answer && 'ok' in answer) resolve(answer.ok);
       else if (answer) reject(answer.err);
@@ -269,7 +269,6 @@ export async function runInWorker(kind: FlowKind, options: DumpOptions, events: 
     }
     if (options.signal?.aborted) onAbort();
     else options.signal?.addEventListener('abort', onAbort, { once: true });
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
+    stopListening = onProcessSignals((sig) => abort(`interrupted by ${sig}`));
   });
 }

@@ -165,6 +165,7 @@ export async function preDumpInProcess(options: DumpOptions, events: DumpEvents 
     await incremental.writeTrackFile();
     stage('write inventory');
     await writeInventory(imagesDir, { rootIds, preDumpMode: readMode ? PRE_DUMP_READ : PRE_DUMP_SPLICE });
+    cancellation.commit();
     commitImages(imagesDir, options.log);
     succeeded = true;
     return {
