@@ -319,7 +319,7 @@ test('bash completion from yargs: commands, each command\'s options (never a ref
       encoding: 'utf8',
       env: { PATH: `${bin}:${process.env.PATH}`, HOME: '/nonexistent-home' },
     }).trim();
-  t.is(complete(['tsdump', '']), 'dump pre-dump check show page-server report completion');
+  t.is(complete(['tsdump', '']), 'dump pre-dump check show page-server stop-tracking report completion');
   t.is(complete(['tsdump', 'pre']), 'pre-dump');
   t.is(complete(['tsdump', 'dump', '--tr']), '--tree --track-mem');
   t.is(complete(['tsdump', 'dump', '-t', '1', '--leave']), '--leave-running --leave-stopped');

@@ -120,9 +120,10 @@ test.serial('the -o log: a link planted under its name is replaced, never writte
   t.regex(readFileSync(join(pub, 'dump.log'), 'utf8'), /Dumping finished successfully/);
 });
 
-test.serial('pre-dump: tsdump-track.json linked away mid-run fails the pre-dump, the link is not followed', async (t) => {
+test.serial('pre-dump: tsdump-track.json linked away mid-run fails the pre-dump, the link is not followed, no tracking is left', async (t) => {
   const { work, victim, pub } = await arena(t, 0o1777);
   const target = await detached(t, work);
+  const before = snapshot(target.pids);
   const err = await t.throwsAsync(
     preDump({ pid: target.pid, imagesDir: pub }, { stage: (name) => name === 'release' && plantLinks(victim, pub, ['tsdump-track.json']) }),
     { instanceOf: TsdumpError },
@@ -130,6 +131,8 @@ test.serial('pre-dump: tsdump-track.json linked away mid-run fails the pre-dump,
   t.is(err!.code, 'IMAGE_IO');
   t.regex(err!.message, /tsdump-track\.json/);
   assertVictimUntouched(t, victim);
+  // the failed pre-dump ended the tracking it armed: no userfaultfd is left in the task
+  assertUnchanged(t, before, target.pids);
 });
 
 /** Asks a page server to open the pagemap of pid 4242 (OPEN2), then hangs up. */
@@ -329,4 +332,42 @@ test.serial('SIGHUP mid-drain cancels like SIGTERM: the tree is released unchang
   t.regex(r.error?.message ?? '', /interrupted by SIGHUP/);
   assertUnchanged(t, before, target.pids);
   t.is(await requestVerify(target, { timeoutMs: 30_000 }), 'PASS');
+});
+
+// --- 7. memory tracking ends, and never outlives a failed run --------------------------------------
+
+test.serial('pre-dump tracking: a dump that does not name the pre-dump says how to end it; stop-tracking ends it', async (t) => {
+  const work = await makeWorkDir(t);
+  const target = await startTarget('f_faults', { dir: work, args: ['8', 'child'] });
+  t.teardown(() => killTree(target.pid, target.ctl, target.pids));
+  const before = snapshot(target.pids);
+  const pre = join(work, 'pre');
+  t.is((await runTsdump(['pre-dump', '-t', String(target.pid), '-D', pre])).code, 0);
+  t.true(snapshot(target.pids).fds.get(target.pid)!.some((l) => /userfaultfd/.test(l)), 'the pre-dump left its tracking');
+
+  const refused = await startDump(target.pid, join(work, 'plain'), ['-R']).done;
+  t.is(refused.error?.code, 'UNSUPPORTED_FD', describe(refused));
+  t.regex(refused.error?.message ?? '', /memory-tracking userfaultfd a tsdump pre-dump left: name that pre-dump with --prev-images-dir .*`tsdump stop-tracking/);
+
+  const stop = await runTsdump(['stop-tracking', '-t', String(target.pid), '-D', pre, '--json']);
+  t.is(stop.code, 0, stop.stderr);
+  t.deepEqual((JSON.parse(stop.stdout) as { closed: { pid: number }[] }).closed.map((c) => c.pid).sort(), [...target.pids].sort());
+  assertUnchanged(t, before, target.pids);
+  const again = await runTsdump(['stop-tracking', '-t', String(target.pid), '-D', pre]);
+  t.regex(again.stdout, /no tracking of that pre-dump is left/);
+  t.is((await startDump(target.pid, join(work, 'plain2'), ['-R']).done).code, 0, 'a plain dump works again');
+});
+
+test.serial('dump --track-mem --leave-running that fails: the tracking it armed is ended, none is left', async (t) => {
+  const work = await makeWorkDir(t);
+  // the lock fails the dump once every task was drained (and armed)
+  const target = await startTarget('f_faults', { dir: work, args: ['8', 'lock', 'child'] });
+  t.teardown(() => killTree(target.pid, target.ctl, target.pids));
+  const before = snapshot(target.pids);
+  const pre = join(work, 'pre');
+  t.is((await runTsdump(['pre-dump', '-t', String(target.pid), '-D', pre])).code, 0);
+  const r = await startDump(target.pid, join(work, 'next'), ['-R', '--track-mem', '--prev-images-dir', '../pre']).done;
+  t.is(r.error?.code, 'UNSUPPORTED', describe(r));
+  t.regex(r.error?.message ?? '', /holds a file lock/);
+  assertUnchanged(t, before, target.pids);
 });

@@ -8,7 +8,7 @@ import { loadConfig, type ConfigSources } from '../config.js';
 import { DEFAULT_VERBOSITY } from '../log-levels.js';
 import type { PageServerTls } from '../page-server.js';
 
-export const COMMANDS = ['dump', 'pre-dump', 'check', 'show', 'page-server', 'report'] as const;
+export const COMMANDS = ['dump', 'pre-dump', 'check', 'show', 'page-server', 'stop-tracking', 'report'] as const;
 export type CommandName = (typeof COMMANDS)[number];
 
 type OptType = 'boolean' | 'string' | 'number' | 'array';
@@ -164,6 +164,10 @@ export const UNSUPPORTED_OPTIONS: readonly OptDef[] = [
 const COMMON_NO_IMAGES: OptDef[] = COMMON.map((o) =>
   o.name === 'work-dir' ? { ...o, desc: 'directory for the log file (default: the current directory)' } : o,
 );
+const STOP_TRACKING: OptDef[] = [
+  { name: 'tree', short: 't', type: 'number', desc: 'PID of the root of the tracked tree' },
+  { name: 'images-dir', short: 'D', type: 'string', desc: 'the (pre-)dump that started the tracking' },
+];
 
 const OPTIONS_BY_COMMAND: Record<CommandName, OptDef[]> = {
   dump: [...DUMP, ...COMMON],
@@ -171,6 +175,7 @@ const OPTIONS_BY_COMMAND: Record<CommandName, OptDef[]> = {
   check: [...CHECK, ...COMMON_NO_IMAGES],
   show: [...SHOW, ...COMMON_NO_IMAGES],
   'page-server': [...PAGE_SERVER, ...COMMON],
+  'stop-tracking': [...STOP_TRACKING, ...COMMON],
   // not a criu command: no criu log, work dir or configuration files
   report: REPORT,
 };
@@ -181,6 +186,7 @@ const DESCRIPTIONS: Record<CommandName, string> = {
   check: 'report which kernel features a dump can use, and what this user may do',
   show: 'print an image file (FILE) or summarise an images directory (DIR)',
   'page-server': 'receive pages of a dump over the network',
+  'stop-tracking': 'end the memory tracking a pre-dump (-D) left in a tree (-t), without dumping',
   report: 'draw an images directory as one self-contained HTML page',
 };
 
@@ -214,6 +220,7 @@ export const EXAMPLES: Readonly<Record<CommandName, readonly (readonly [string, 
     ['tsdump page-server -D /srv/d2 --port 27 --prev-images-dir ../d1', 'receive an incremental dump on top of d1'],
     ['tsdump page-server -D /srv/ckpt --address 10.0.0.2 --port 27 --tls', 'take only dumps whose certificate a trusted CA signed, on one address'],
   ],
+  'stop-tracking': [['tsdump stop-tracking -t 1234 -D d1', 'end the memory tracking the pre-dump into d1 left in the tree, without dumping']],
   report: [
     ['tsdump report /tmp/ckpt -o ckpt.html', 'the dump as one HTML page: tree, address spaces, files, timeline'],
     ['tsdump report /tmp/ckpt > ckpt.html', 'the same, on stdout'],
@@ -312,6 +319,7 @@ export type Invocation =
       workDir?: string;
       verbosity: number;
     } & OutputOptions)
+  | ({ command: 'stop-tracking'; pid: number; imagesDir: string; logFile?: string; workDir?: string; verbosity: number } & OutputOptions)
   | ({ command: 'report'; dir: string; output?: string } & OutputOptions)
   /** A shell asking what may come next (the completion scripts' --get-yargs-completions WORDS). */
   | { command: 'complete'; words: string[] }
@@ -682,6 +690,19 @@ export async function parseCommandLine(argv: readonly string[], ctx: ParseContex
         path: operands[0]!,
         pretty: bool(p, 'pretty') ?? false,
         ...(view ? { view } : {}),
+        ...out,
+      };
+    }
+    case 'stop-tracking': {
+      const pid = num(p, 'tree');
+      if (pid === undefined || !Number.isInteger(pid) || pid <= 0) throw new TsdumpError('USAGE', 'stop-tracking needs -t/--tree PID');
+      return {
+        command,
+        pid,
+        imagesDir: str(p, 'images-dir') ?? '.',
+        ...optional('logFile', str(p, 'log-file')),
+        ...optional('workDir', str(p, 'work-dir')),
+        verbosity,
         ...out,
       };
     }

@@ -234,6 +234,20 @@ export async function run(inv: Invocation, io: Io): Promise<number> {
       }
     }
 
+    case 'stop-tracking': {
+      const { stopTracking } = await import('../dump/stop-tracking.js');
+      const { openLog } = await import('../log.js');
+      const log = openLog({ ...(inv.logFile !== undefined ? { file: inv.logFile } : {}), workDir: resolve(inv.workDir ?? '.'), verbosity: inv.verbosity });
+      try {
+        const r = await stopTracking({ pid: inv.pid, imagesDir: inv.imagesDir, log });
+        if (inv.json) io.stdout.write(JSON.stringify({ command: inv.command, ...r }) + '\n');
+        else io.stdout.write(r.closed.length ? `ended the tracking in ${r.closed.map((c) => `pid ${c.pid} (fd ${c.fd})`).join(', ')}\n` : 'no tracking of that pre-dump is left in any task\n');
+        return 0;
+      } finally {
+        log.close();
+      }
+    }
+
     case 'dump':
     case 'pre-dump': {
       // loaded on demand, like show: `check` and `--help` should not pay for the whole flow

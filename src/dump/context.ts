@@ -41,7 +41,7 @@ export interface DumpContext {
  * What a run (dump or pre-dump) opens first: its stats, its session, a cancellation that also
  * interrupts the session's native work, and the cancellable caller of native functions.
  */
-export function openRun(options: DumpOptions) {
+export function openRun(options: Pick<DumpOptions, 'signal' | 'log'>) {
   const stats = new DumpStats();
   const cancellation = new Cancellation(options.signal, options.log);
   const session = new native.Session();
@@ -50,7 +50,7 @@ export function openRun(options: DumpOptions) {
 }
 
 /** How a run seizes the tree. */
-export function seizeOptions(options: DumpOptions): SeizeTreeOptions {
+export function seizeOptions(options: Pick<DumpOptions, 'timeout' | 'freezeCgroup'>): SeizeTreeOptions {
   return {
     ...(options.timeout ? { timeoutMs: options.timeout * 1000 } : {}),
     ...(options.freezeCgroup ? { freezeCgroup: options.freezeCgroup } : {}),

@@ -386,6 +386,12 @@ function describeTarget(target: string): string {
 }
 
 function unsupported(pid: number, fd: FdInfoEntry): TsdumpError {
+  if (/^anon_inode:\[?userfaultfd\]?$/.test(fd.target) && native.isTrackingFd(pid, fd.fd)) {
+    return new TsdumpError(
+      'UNSUPPORTED_FD',
+      `pid ${pid}: fd ${fd.fd} is the memory-tracking userfaultfd a tsdump pre-dump left: name that pre-dump with --prev-images-dir (this dump then ends it), or end it with \`tsdump stop-tracking -t ROOT -D PRE-DUMP-DIR\``,
+    );
+  }
   return new TsdumpError(
     'UNSUPPORTED_FD',
     `pid ${pid}: fd ${fd.fd} (${fd.target}): tsdump cannot dump ${describeTarget(fd.target)} yet; close it or leave the process out of the tree`,

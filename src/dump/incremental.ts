@@ -7,6 +7,13 @@
 // parent images really hold them), closes that userfaultfd in the task and leaves it out of
 // the fd table.
 //
+// The userfaultfd's lifecycle, with uffd-wp: armed by a pre-dump (always) or a dump with
+// --track-mem --leave-running, in the same freeze that drains the task; closed by the next run
+// that names that (pre-)dump with --prev-images-dir (which arms a new one only if it tracks on);
+// closed by `tsdump stop-tracking -t PID -D DIR` (./stop-tracking.ts) to end tracking without
+// dumping; and never left behind by a run that fails before its commit point (`disarm`). A task
+// holding one is refused by a dump that does not name its parent, with these ways out.
+//
 // With a page server the parent's pagemap is on the server's side; the run then records, per
 // task, the page ranges it sent (coverage in tsdump-track.json), which is what the next run may
 // leave in the parent. The server checks every such hole against its parent image.
@@ -46,6 +53,31 @@ interface TrackFile {
   format: number;
   method: TrackingMethod;
   tasks: Record<string, TrackedTask>;
+}
+
+/** DIR's tsdump-track.json, if it has one tsdump can use. */
+export async function readTrackFile(dir: string): Promise<TrackFile | undefined> {
+  try {
+    const t = JSON.parse(await readFile(join(dir, TRACK_FILE), 'utf8')) as TrackFile;
+    if (t.format === TRACK_FORMAT && (t.method === 'uffd-wp' || t.method === 'soft-dirty')) return t;
+  } catch {
+    // none, or not ours
+  }
+  return undefined;
+}
+
+/**
+ * The userfaultfds a (pre-)dump into DIR left that are still in place: same process (start
+ * time), and still an async write-protect userfaultfd at that number.
+ */
+export async function trackingLeftIn(dir: string): Promise<{ pid: number; fd: number }[]> {
+  const track = await readTrackFile(dir);
+  const out: { pid: number; fd: number }[] = [];
+  for (const [p, t] of Object.entries(track?.tasks ?? {})) {
+    const pid = Number(p);
+    if (t.fd !== undefined && t.start === (await startTime(pid)) && native.isTrackingFd(pid, t.fd)) out.push({ pid, fd: t.fd });
+  }
+  return out;
 }
 
 /** A task's start time: a pid reused by another process since the pre-dump has another. */
@@ -104,14 +136,8 @@ export class Incremental {
     } catch (err) {
       throw new TsdumpError('IMAGE_IO', `--prev-images-dir ${parentDir}: no inventory.img (not a finished (pre-)dump)`, { cause: err });
     }
-    let track: TrackFile | undefined;
-    try {
-      const t = JSON.parse(await readFile(join(parentDir, TRACK_FILE), 'utf8')) as TrackFile;
-      if (t.format === TRACK_FORMAT && (t.method === 'uffd-wp' || t.method === 'soft-dirty')) track = t;
-    } catch {
-      // a parent without tracking (a plain dump or CRIU's pre-dump): every page is written again
-    }
-    return new Incremental(opts, method, parentDir, track);
+    // a parent without tracking (a plain dump or CRIU's pre-dump): every page is written again
+    return new Incremental(opts, method, parentDir, await readTrackFile(parentDir));
   }
 
   /**

@@ -99,6 +99,7 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
   let plugins: PluginHost | undefined;
   let succeeded = false;
   let images: ImagesDir | undefined;
+  let committed = false;
   try {
     stage('prepare images dir');
     const imagesDir = (images = prepareImagesDir(options));
@@ -231,6 +232,7 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
       // the commit point: from here on the run finishes as asked, whatever signal comes
       cancellation.commit();
       commitImages(imagesDir, log);
+      committed = true;
       // CRIU runs post-dump before the tree is killed: a failing script keeps it alive.
       stage('post-dump scripts');
       await scripts.run('post-dump');
@@ -244,6 +246,9 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
       await networkLock?.unlock().catch((unlockErr: unknown) => {
         if (err instanceof Error) err.message += ` (and ${unlockErr instanceof Error ? unlockErr.message : String(unlockErr)})`;
       });
+      // tracking this run started is of no use without its checkpoint: no userfaultfd stays behind
+      const left = committed ? [] : ((await incremental?.disarm(session)) ?? []);
+      if (left.length && err instanceof Error) err.message += ` (and ending the tracking failed: ${left.join('; ')})`;
       await releaseAfterFailure(session, err);
       throw err;
     }

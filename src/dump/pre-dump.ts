@@ -153,20 +153,20 @@ export async function preDumpInProcess(options: DumpOptions, events: DumpEvents 
         // the server answers CLOSE once its images are complete on disk
         await call(() => session.closePageServer());
       }
+      stats.finish();
+      await writeStats(imagesDir, stats);
+      await incremental.writeTrackFile();
+      stage('write inventory');
+      await writeInventory(imagesDir, { rootIds, preDumpMode: readMode ? PRE_DUMP_READ : PRE_DUMP_SPLICE });
+      cancellation.commit();
+      commitImages(imagesDir, options.log);
     } catch (err) {
+      // no tracking without the pre-dump that would let a later run use (and end) it
       for (const r of toRead) native.discardPreDumpRead(r.id);
       const left = await endTrackingReleased(session, options.pid, seize, incremental);
       if (left.length && err instanceof Error) err.message += ` (and ending the tracking failed: ${left.join('; ')})`;
       throw err;
     }
-
-    stats.finish();
-    await writeStats(imagesDir, stats);
-    await incremental.writeTrackFile();
-    stage('write inventory');
-    await writeInventory(imagesDir, { rootIds, preDumpMode: readMode ? PRE_DUMP_READ : PRE_DUMP_SPLICE });
-    cancellation.commit();
-    commitImages(imagesDir, options.log);
     succeeded = true;
     return {
       imagesDir: imagesDir.path,
