@@ -51,30 +51,42 @@ pub fn peek_queue(fd: BorrowedFd, ctx: &str, messages: bool) -> Result<Vec<Queue
 /// Room for the largest SCM_RIGHTS the kernel passes (SCM_MAX_FD, 253 fds) and then some.
 const CONTROL_SIZE: usize = 4096;
 
+/// One MSG_PEEK at the head of the queue into `data` and `control`: the byte count and the
+/// filled header (pointing into both buffers). Descriptors a message carries (SCM_RIGHTS) are
+/// installed in tsdump by peeking; MSG_CMSG_CLOEXEC keeps them from leaking into anything tsdump
+/// starts meanwhile (action scripts, workers).
+fn peek_one(fd: BorrowedFd, data: &mut [u8], control: &mut [u8], iov: &mut libc::iovec) -> std::result::Result<(usize, libc::msghdr), Errno> {
+    *iov = libc::iovec { iov_base: data.as_mut_ptr().cast(), iov_len: data.len() };
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header we then fill in.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = control.len() as _;
+    loop {
+        // SAFETY: recvmsg writes into the buffers msg points at, within their stated lengths.
+        let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            return Ok((n as usize, msg));
+        }
+        let e = Errno::last();
+        if e != Errno::EINTR {
+            return Err(e);
+        }
+    }
+}
+
 fn peek_all(fd: BorrowedFd, ctx: &str, size: usize, messages: bool) -> Result<Vec<QueuedMessage>> {
     let mut out = Vec::new();
     let mut data = vec![0u8; size];
     let mut control = [0u8; CONTROL_SIZE];
+    let mut iov = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
     loop {
-        let mut iov = libc::iovec { iov_base: data.as_mut_ptr().cast(), iov_len: data.len() };
-        // SAFETY: msghdr is plain data; zeroed is a valid empty header we then fill in.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = control.len() as _;
-        // SAFETY: recvmsg writes into the buffers msg points at, within their stated lengths.
-        let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
-        if n < 0 {
-            let e = Errno::last();
-            if e == Errno::EAGAIN {
-                return Ok(out);
-            }
-            if e == Errno::EINTR {
-                continue;
-            }
-            return Err(Error::new(ErrorCode::Kernel, format!("{ctx}: peeking the receive queue: {}", e.desc())));
-        }
+        let (n, msg) = match peek_one(fd, &mut data, &mut control, &mut iov) {
+            Ok(r) => r,
+            Err(Errno::EAGAIN) => return Ok(out),
+            Err(e) => return Err(Error::new(ErrorCode::Kernel, format!("{ctx}: peeking the receive queue: {}", e.desc()))),
+        };
         let fds = control_fds(&msg, ctx)?;
         if msg.msg_flags & libc::MSG_TRUNC != 0 {
             return Err(Error::new(
@@ -88,7 +100,7 @@ fn peek_all(fd: BorrowedFd, ctx: &str, size: usize, messages: bool) -> Result<Ve
             }
             return Err(Error::new(ErrorCode::Unsupported, format!("{ctx}: zero-length datagram queued")));
         }
-        out.push(QueuedMessage { data: data[..n as usize].to_vec(), fds });
+        out.push(QueuedMessage { data: data[..n].to_vec(), fds });
     }
 }
 
@@ -128,4 +140,26 @@ fn control_fds(msg: &libc::msghdr, ctx: &str) -> Result<Vec<OwnedFd>> {
         return Err(Error::new(ErrorCode::Unsupported, format!("{ctx}: a queued message carries more control data than {CONTROL_SIZE} bytes")));
     }
     Ok(fds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixDatagram;
+
+    #[test]
+    fn descriptors_installed_by_peeking_are_close_on_exec() {
+        let (a, b) = UnixDatagram::pair().unwrap();
+        let passed = std::fs::File::open("/dev/null").unwrap();
+        let fds = [passed.as_raw_fd()];
+        let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+        nix::sys::socket::sendmsg::<()>(a.as_raw_fd(), &[std::io::IoSlice::new(b"x")], &cmsg, nix::sys::socket::MsgFlags::empty(), None).unwrap();
+        let queued = peek_queue(b.as_fd(), "test", true).unwrap();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].fds.len(), 1);
+        // SAFETY: fcntl on a descriptor the peek installed here and `queued` owns.
+        let flags = unsafe { libc::fcntl(queued[0].fds[0].as_raw_fd(), libc::F_GETFD) };
+        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC, "a peeked descriptor would leak into children");
+    }
 }
