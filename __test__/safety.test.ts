@@ -11,6 +11,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { dump, preDump } from '../src/index.js';
 import { runPageServer } from '../src/page-server.js';
+import { MAX_IMAGE_BYTES } from '../src/images/reader.js';
 import { TsdumpError } from '../src/errors.js';
 import { criuRestore, makeWorkDir } from './helpers/criu.js';
 import { runTsdump } from './helpers/tsdump.js';
@@ -370,4 +371,26 @@ test.serial('dump --track-mem --leave-running that fails: the tracking it armed 
   t.is(r.error?.code, 'UNSUPPORTED', describe(r));
   t.regex(r.error?.message ?? '', /holds a file lock/);
   assertUnchanged(t, before, target.pids);
+});
+
+// --- 12. show reads image files only ---------------------------------------------------------------
+
+test.serial('show refuses a FIFO, /dev/zero and an oversized file at once, without reading them', async (t) => {
+  const work = await makeWorkDir(t);
+  const fifo = join(work, 'core-1.img');
+  execFileSync('mkfifo', [fifo]);
+  const big = join(work, 'files.img');
+  writeFileSync(big, '');
+  execFileSync('truncate', ['-s', String(MAX_IMAGE_BYTES + 1), big]);
+  for (const [path, why] of [
+    [fifo, 'a FIFO, not an image file'],
+    ['/dev/zero', 'a character device, not an image file'],
+    [big, `${MAX_IMAGE_BYTES + 1} bytes, more than any image tsdump reads`],
+  ] as const) {
+    const started = Date.now();
+    const r = await runTsdump(['show', path, '--json'], 10_000);
+    t.is(r.code, 1, `${path}: ${r.stderr}`);
+    t.true(r.stderr.includes(`${path}: byte 0: ${why}`), r.stderr);
+    t.true(Date.now() - started < 8_000, `${path}: answered at once`);
+  }
 });
