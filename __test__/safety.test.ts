@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { dump, preDump } from '../src/index.js';
 import { runPageServer } from '../src/page-server.js';
 import { MAX_IMAGE_BYTES } from '../src/images/reader.js';
+import { loadPluginsFrom } from '../src/plugins/index.js';
 import { TsdumpError } from '../src/errors.js';
 import { criuRestore, makeWorkDir } from './helpers/criu.js';
 import { runTsdump } from './helpers/tsdump.js';
@@ -393,4 +394,43 @@ test.serial('show refuses a FIFO, /dev/zero and an oversized file at once, witho
     t.true(r.stderr.includes(`${path}: byte 0: ${why}`), r.stderr);
     t.true(Date.now() - started < 8_000, `${path}: answered at once`);
   }
+});
+
+// --- 13. plugins: nothing others could have written is loaded --------------------------------------
+
+test.serial('plugins that another user owns or may write, or that sit in such a directory, are refused before they run', async (t) => {
+  const { work, pub } = await arena(t, 0o1777);
+  const define = JSON.stringify(new URL('../src/plugins/define.ts', import.meta.url).href);
+  const ran = join(work, 'ran');
+  const plugin = (name: string) =>
+    `import { writeFileSync } from 'node:fs';\nimport { definePlugin } from ${define};\nwriteFileSync(${JSON.stringify(ran)}, 'ran');\nexport default definePlugin({ name: '${name}' });\n`;
+  const cases: { setup: (dir: string) => void; message: RegExp }[] = [
+    { setup: (dir) => asNobody('sh', '-c', `cat > ${dir}/p.mjs`), message: /plugin .*p\.mjs belongs to uid 65534 \(neither root nor us\)/ },
+    { setup: (dir) => (writeFileSync(join(dir, 'p.mjs'), plugin('w')), chmodSync(join(dir, 'p.mjs'), 0o666)), message: /plugin .*p\.mjs is writable by everyone \(mode 666\)/ },
+    { setup: (dir) => (writeFileSync(join(dir, 'p.mjs'), plugin('g')), chmodSync(dir, 0o775)), message: /plugin dir .* is writable by its group \(mode 775\)/ },
+  ];
+  for (const [i, c] of cases.entries()) {
+    const dir = join(work, `lib${i}`);
+    mkdirSync(dir, { mode: 0o755 });
+    if (i === 0) {
+      chmodSync(dir, 0o777);
+      c.setup(dir);
+      writeFileSync(join(dir, 'p.mjs'), plugin('n'));
+      chmodSync(dir, 0o755);
+    } else c.setup(dir);
+    const err = await t.throwsAsync(loadPluginsFrom(dir), { instanceOf: TsdumpError });
+    t.is(err!.code, 'PLUGIN');
+    t.regex(err!.message, c.message);
+  }
+  // a link from a trusted directory to a plugin in a directory others may write is refused too
+  const linked = join(work, 'linked');
+  mkdirSync(linked, { mode: 0o755 });
+  const open = join(pub, 'open');
+  mkdirSync(open);
+  chmodSync(open, 0o777);
+  writeFileSync(join(open, 'q.mjs'), plugin('q'));
+  execFileSync('ln', ['-s', join(open, 'q.mjs'), join(linked, 'q.mjs')]);
+  const err = await t.throwsAsync(loadPluginsFrom(linked), { instanceOf: TsdumpError });
+  t.regex(err!.message, new RegExp(`plugin .*q\\.mjs: its directory ${open} is writable by everyone`));
+  t.false(existsSync(ran), 'no refused plugin ran');
 });

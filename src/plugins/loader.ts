@@ -1,7 +1,10 @@
 // Loading plugins from --libdir and calling their hooks in CRIU's manner: plugins in file-name
-// order, the first one that handles an object ends the search.
-import { readdir } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+// order, the first one that handles an object ends the search. A plugin is code run as root before
+// any other check, so nothing is imported that someone else could have written: every plugin file
+// (links resolved), its directory and their parents must belong to root or to us and be closed
+// to group and others (a sticky parent such as /tmp excepted), as ssh's StrictModes wants.
+import { readdir, realpath, stat } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { TsdumpError } from '../errors.js';
 import { nullLogger, type Logger } from '../log.js';
@@ -89,6 +92,33 @@ function pluginError(p: Plugin, where: string, err: unknown): TsdumpError {
 
 const PLUGIN_FILE = /\.(m?js)$/;
 
+/** Refuses `path` (a plugin file, or its directory) if anyone but root or us could change it, or its parents. */
+async function checkTrusted(path: string, what: string): Promise<void> {
+  const me = process.geteuid?.() ?? 0;
+  let real: string;
+  try {
+    real = await realpath(path);
+  } catch (err) {
+    throw new TsdumpError('PLUGIN', `${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? errText(err)}`, { cause: err });
+  }
+  for (let p = real, first = true; ; first = false) {
+    const st = await stat(p);
+    const why =
+      st.uid !== 0 && st.uid !== me
+        ? `belongs to uid ${st.uid} (neither root nor us)`
+        : (st.mode & 0o022) !== 0 && (first || (st.mode & 0o1000) === 0)
+          ? `is writable by ${st.mode & 0o002 ? 'everyone' : 'its group'} (mode ${(st.mode & 0o7777).toString(8)})`
+          : undefined;
+    if (why) {
+      const subject = p === real ? `${what} ${path}` : `${what} ${path}: its directory ${p}`;
+      throw new TsdumpError('PLUGIN', `${subject} ${why}; plugins run as root, so tsdump loads none that others could change`);
+    }
+    const up = dirname(p);
+    if (up === p) return;
+    p = up;
+  }
+}
+
 /** Imports every .js/.mjs module in `dir` (sorted by name); each must default-export a plugin. */
 export async function loadPluginsFrom(dir: string): Promise<Plugin[]> {
   const abs = resolve(dir);
@@ -102,9 +132,11 @@ export async function loadPluginsFrom(dir: string): Promise<Plugin[]> {
     const code = (err as NodeJS.ErrnoException).code ?? errText(err);
     throw new TsdumpError('PLUGIN', `plugin dir ${abs}: ${code}`, { cause: err });
   }
+  await checkTrusted(abs, 'plugin dir');
   const plugins: Plugin[] = [];
   for (const name of names) {
     const file = join(abs, name);
+    await checkTrusted(file, 'plugin');
     let mod: { default?: unknown };
     try {
       mod = (await import(pathToFileURL(file).href)) as { default?: unknown };
