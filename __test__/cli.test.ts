@@ -389,7 +389,7 @@ test('CLI: options from CRIU_CONFIG_FILE are applied (an unsupported one is refu
   (await import('node:fs')).writeFileSync(conf, '# from a config file\nlazy-pages\n');
   const r = await cli(['dump', '-t', '1'], { CRIU_CONFIG_FILE: conf });
   t.is(r.code, 1);
-  t.is(r.stderr, 'tsdump: option --lazy-pages is not supported by tsdump yet\n');
+  t.is(r.stderr, `tsdump: ${conf}:2: option --lazy-pages is not supported by tsdump yet\n`);
 });
 
 test('CLI: show of a missing path is one line and exit 1', async (t) => {

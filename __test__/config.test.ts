@@ -138,8 +138,10 @@ test('missing default files are skipped; a missing --config or CRIU_CONFIG_FILE 
 
 test('an unknown option in a config file is refused like one on the command line', async (t) => {
   const f = setup(t);
-  writeFileSync(f.cmdFile, 'no-such-thing\n');
-  await t.throwsAsync(parseCommandLine(['dump', '-t', '1', '--config', f.cmdFile], { env: {} }), {
-    message: 'unknown option --no-such-thing',
-  });
+  writeFileSync(f.cmdFile, '# mine\nno-such-thing\n');
+  for (const command of ['dump', 'show']) {
+    await t.throwsAsync(parseCommandLine([command, command === 'dump' ? '-t1' : 'x.img', '--config', f.cmdFile], { env: {} }), {
+      message: `${f.cmdFile}:2: unknown option --no-such-thing`,
+    });
+  }
 });

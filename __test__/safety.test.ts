@@ -13,6 +13,7 @@ import { dump, preDump } from '../src/index.js';
 import { runPageServer } from '../src/page-server.js';
 import { MAX_IMAGE_BYTES } from '../src/images/reader.js';
 import { loadPluginsFrom } from '../src/plugins/index.js';
+import { parseCommandLine } from '../src/cli/args.js';
 import { TsdumpError } from '../src/errors.js';
 import { criuRestore, makeWorkDir } from './helpers/criu.js';
 import { runTsdump } from './helpers/tsdump.js';
@@ -433,4 +434,40 @@ test.serial('plugins that another user owns or may write, or that sit in such a 
   const err = await t.throwsAsync(loadPluginsFrom(linked), { instanceOf: TsdumpError });
   t.regex(err!.message, new RegExp(`plugin .*q\\.mjs: its directory ${open} is writable by everyone`));
   t.false(existsSync(ran), 'no refused plugin ran');
+});
+
+// --- 14. config files serve every command; each command acts on its own options ------------------------
+
+test.serial('a config file: a CRIU option tsdump lacks is refused naming file and line, by the commands that dump only', async (t) => {
+  const work = await makeWorkDir(t);
+  const conf = join(work, 'criu.conf');
+  writeFileSync(conf, '# site defaults\nshell-job\ntcp-established\nfile-locks\naction-script /bin/true\nlazy-pages\n');
+  const env = { env: { CRIU_CONFIG_FILE: conf } };
+  for (const command of ['dump', 'pre-dump']) {
+    const err = await t.throwsAsync(parseCommandLine([command, '-t', '1'], env), { instanceOf: TsdumpError });
+    t.is(err!.code, 'UNSUPPORTED');
+    t.is(err!.message, `${conf}:6: option --lazy-pages is not supported by tsdump yet`);
+  }
+  // what does not dump does not care
+  const img = join(work, 'x.img');
+  writeFileSync(img, '');
+  t.like(await parseCommandLine(['show', img], env), { command: 'show', path: img });
+  t.like(await parseCommandLine(['check'], env), { command: 'check' });
+  const shown = await runTsdump(['show', '/nonexistent.img']);
+  t.regex(shown.stderr, /nonexistent/);
+
+  // a pre-dump leaves out what only a dump acts on; a dump takes it all
+  writeFileSync(conf, 'shell-job\ntcp-established\nfile-locks\naction-script /bin/true\nghost-limit 1M\n');
+  const pre = await parseCommandLine(['pre-dump', '-t', '1'], env);
+  t.true(pre.command === 'pre-dump' && pre.options.shellJob && pre.options.tcpEstablished === undefined && pre.options.actionScripts === undefined);
+  const full = await parseCommandLine(['dump', '-t', '1'], env);
+  t.like(full.command === 'dump' ? full.options : {}, { tcpEstablished: true, fileLocks: true, actionScripts: ['/bin/true'], ghostLimit: 1 << 20 });
+});
+
+test.serial('pre-dump refuses, by name, the options on its command line it does not act on', async (t) => {
+  for (const extra of [['--action-script', '/bin/true'], ['-L', '/tmp'], ['--tcp-established'], ['--file-locks'], ['--ext-unix-sk'], ['-s']]) {
+    const r = await runTsdump(['pre-dump', '-t', '1', '-D', '/nonexistent', ...extra]);
+    t.is(r.code, 1, extra.join(' '));
+    t.regex(r.stderr, /option --[a-z-]+ is not supported by tsdump pre-dump\n$/, extra.join(' '));
+  }
 });

@@ -13,15 +13,27 @@ import { TsdumpError } from './errors.js';
 export const GLOBAL_CONFIG_FILE = '/etc/criu/default.conf';
 export const USER_CONFIG_FILE = '.criu/default.conf';
 
-/** Turns a configuration file's text into command-line words ("--option", "arg", ...). */
-export function parseConfigText(text: string, file = 'config'): string[] {
-  const out: string[] = [];
+/** One option of a configuration file, as command-line words, and where it was written. */
+export interface ConfigLine {
+  file: string;
+  line: number;
+  /** "--option" (or "--option=value"), then its arguments. */
+  words: string[];
+}
+
+/** A configuration file's options, one per non-empty line. */
+export function parseConfigLines(text: string, file = 'config'): ConfigLine[] {
+  const out: ConfigLine[] = [];
   text.split('\n').forEach((line, i) => {
     const words = splitConfigLine(line, `${file}:${i + 1}`);
-    if (words.length === 0) return;
-    out.push(`--${words[0]!}`, ...words.slice(1));
+    if (words.length > 0) out.push({ file, line: i + 1, words: [`--${words[0]!}`, ...words.slice(1)] });
   });
   return out;
+}
+
+/** Turns a configuration file's text into command-line words ("--option", "arg", ...). */
+export function parseConfigText(text: string, file = 'config'): string[] {
+  return parseConfigLines(text, file).flatMap((l) => l.words);
 }
 
 function splitConfigLine(line: string, where: string): string[] {
@@ -69,6 +81,8 @@ export interface LoadedConfig {
   files: string[];
   /** Their options as command-line words, in order (to be placed before the command line's). */
   args: string[];
+  /** The same, line by line with where each was written. */
+  lines: ConfigLine[];
 }
 
 /** What the command line says about configuration, found before the real parse (as CRIU does). */
@@ -108,7 +122,7 @@ export function loadConfig(argv: readonly string[], sources: ConfigSources = {})
   if (env.CRIU_CONFIG_FILE) candidates.push({ file: env.CRIU_CONFIG_FILE, required: true });
   if (configFile !== undefined) candidates.push({ file: configFile, required: true });
 
-  const loaded: LoadedConfig = { files: [], args: [] };
+  const loaded: LoadedConfig = { files: [], args: [], lines: [] };
   for (const { file, required } of candidates) {
     let text: string;
     try {
@@ -119,7 +133,9 @@ export function loadConfig(argv: readonly string[], sources: ConfigSources = {})
       throw new TsdumpError('USAGE', `config file ${file}: ${code ?? String(err)}`, { cause: err });
     }
     loaded.files.push(file);
-    loaded.args.push(...parseConfigText(text, file));
+    const lines = parseConfigLines(text, file);
+    loaded.lines.push(...lines);
+    loaded.args.push(...lines.flatMap((l) => l.words));
   }
   return loaded;
 }

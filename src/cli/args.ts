@@ -4,7 +4,8 @@
 import type { Argv } from 'yargs';
 import type { DumpOptions } from '../dump/options.js';
 import { TsdumpError } from '../errors.js';
-import { loadConfig, type ConfigSources } from '../config.js';
+import { loadConfig, type ConfigLine, type ConfigSources } from '../config.js';
+import { DUMP_OPTIONS, type DumpCommand } from '../dump/options.js';
 import { DEFAULT_VERBOSITY } from '../log-levels.js';
 import type { PageServerTls } from '../page-server.js';
 
@@ -552,6 +553,37 @@ function refuseUnsupported(p: Parsed, argv: readonly string[]): void {
   if (withIds) throw new TsdumpError('UNSUPPORTED', `option ${withIds}: --ext-unix-sk with socket ids is not supported by tsdump yet`);
 }
 
+/**
+ * The words of the configuration files that apply to `command`. Config files serve every command
+ * (as CRIU's do): an option of another command, or one this command's flow does not act on, is
+ * left out, so `show` does not care about dump options; an option tsdump does not support yet is
+ * refused by a command that dumps, and an unknown one by any, naming the file and line.
+ */
+function configWords(command: CommandName, lines: readonly ConfigLine[]): string[] {
+  const own = new Set(['verbosity', ...OPTIONS_BY_COMMAND[command].map((o) => o.name)]);
+  const known = new Set(Object.values(OPTIONS_BY_COMMAND).flatMap((defs) => defs.map((o) => o.name)));
+  const unsupported = new Set(UNSUPPORTED_OPTIONS.map((o) => o.name));
+  const dumps = command === 'dump' || command === 'pre-dump';
+  const out: string[] = [];
+  for (const l of lines) {
+    const word = l.words[0]!.slice(2).split('=')[0]!;
+    const name = !known.has(word) && !unsupported.has(word) && word.startsWith('no-') ? word.slice(3) : word;
+    const where = `${l.file}:${l.line}`;
+    if (unsupported.has(name)) {
+      if (dumps) throw new TsdumpError('UNSUPPORTED', `${where}: option --${name} is not supported by tsdump yet`);
+      continue;
+    }
+    if (!own.has(name)) {
+      if (!known.has(name)) throw new TsdumpError('USAGE', `${where}: unknown option --${word}`);
+      continue;
+    }
+    const field = Object.values(DUMP_OPTIONS).find((f) => f.flag === `--${name}`);
+    if (dumps && field && !field.acts.includes(command as DumpCommand)) continue;
+    out.push(...l.words);
+  }
+  return out;
+}
+
 /** An option that takes a value given none (`-D` last, or followed by another option), as getopt's "option requires an argument". */
 function refuseEmptyValues(p: Parsed, defs: readonly OptDef[]): void {
   for (const d of defs) {
@@ -651,9 +683,9 @@ export async function parseCommandLine(argv: readonly string[], ctx: ParseContex
   const command = found.name;
   if (helpRequested) return { command: 'help', text: await helpText(command) };
   // Config files go first so that the command line, read later, wins.
-  const config = command === 'report' ? { files: [], args: [] } : loadConfig(argv, ctx);
+  const config = command === 'report' ? { files: [], lines: [] } : loadConfig(argv, ctx);
   const rest = argv.filter((_, i) => i !== found.index);
-  const { argv: tokens, verbosity } = extractVerbosity([...config.args, ...rest]);
+  const { argv: tokens, verbosity } = extractVerbosity([...configWords(command, config.lines), ...rest]);
   const p = await parseOptions(command, tokens);
   refuseUnsupported(p, tokens);
   refuseEmptyValues(p, OPTIONS_BY_COMMAND[command]);

@@ -8,7 +8,7 @@ import { TsdumpError } from '../errors.js';
 import { ProgressDisplay } from '../progress.js';
 import type { Logger } from '../log.js';
 import { formatDumpStats } from './stats.js';
-import type { DumpEvents, DumpResult } from '../dump/index.js';
+import type { DumpResult } from '../dump/index.js';
 import type { Invocation } from './args.js';
 
 export interface Io {
@@ -18,12 +18,6 @@ export interface Io {
   stderr: { write(s: string): unknown; isTTY?: boolean; columns?: number };
 }
 
-interface DumpModule {
-  dump(options: DumpOptions, events?: DumpEvents): Promise<DumpResult>;
-  preDump?(options: DumpOptions, events?: DumpEvents): Promise<DumpResult>;
-  /** The DumpOptions fields the flow acts on. */
-  SUPPORTED_DUMP_OPTIONS?: readonly string[];
-}
 
 /**
  * The dump's log: -o FILE relative to the work dir (default the images dir, created owner-only
@@ -36,68 +30,6 @@ async function openCommandLog(o: DumpOptions): Promise<{ log: Logger; made: stri
   const made = o.logFile !== undefined && !isAbsolute(o.logFile) ? openImagesDir(workDir, { create: true }).madeDirs().at(-1) : undefined;
   const log = openLog({ ...(o.logFile !== undefined ? { file: o.logFile } : {}), workDir, ...(o.verbosity !== undefined ? { verbosity: o.verbosity } : {}) });
   return { log, made };
-}
-
-/**
- * DumpOptions the dump flow honours today, when src/dump/index.ts does not say itself (by
- * exporting SUPPORTED_DUMP_OPTIONS). Anything else set on the command line is refused by name
- * rather than passed on to be ignored. workDir, logFile, verbosity and displayStats are served
- * here (log file, stats display); shellJob changes nothing while terminals are refused anyway.
- */
-const FLOW_OPTIONS_TODAY: readonly (keyof DumpOptions)[] = [
-  'pid',
-  'imagesDir',
-  'leaveRunning',
-  'leaveStopped',
-  'timeout',
-  'signal',
-  'shellJob',
-  'workDir',
-  'logFile',
-  'verbosity',
-  'displayStats',
-  'log',
-];
-
-const FLAG_OF: Record<keyof DumpOptions, string> = {
-  pid: '--tree',
-  imagesDir: '--images-dir',
-  replaceImages: '--replace-images',
-  workDir: '--work-dir',
-  leaveRunning: '--leave-running',
-  leaveStopped: '--leave-stopped',
-  shellJob: '--shell-job',
-  extUnixSk: '--ext-unix-sk',
-  tcpEstablished: '--tcp-established',
-  tcpClose: '--tcp-close',
-  fileLocks: '--file-locks',
-  freezeCgroup: '--freeze-cgroup',
-  timeout: '--timeout',
-  actionScripts: '--action-script',
-  libDir: '--libdir',
-  ghostLimit: '--ghost-limit',
-  dropNotifyEvents: '--drop-notify-events',
-  linkRemap: '--link-remap',
-  prevImagesDir: '--prev-images-dir',
-  trackMem: '--track-mem',
-  pageServer: '--page-server',
-  logFile: '--log-file',
-  verbosity: '--verbosity',
-  displayStats: '--display-stats',
-  pidfile: '--pidfile',
-  statusFd: '--status-fd',
-  preDumpMode: '--pre-dump-mode',
-  log: '(log)',
-  signal: '(signal)',
-};
-
-/** Refuses options the flow would not act on (false booleans are the default, so they pass). */
-export function refuseUnhonoured(command: string, o: DumpOptions, honoured: readonly string[]): void {
-  for (const [key, value] of Object.entries(o)) {
-    if (value === undefined || value === false || honoured.includes(key)) continue;
-    const flag = FLAG_OF[key as keyof DumpOptions] ?? key;
-    throw new TsdumpError('UNSUPPORTED', `option ${flag} is not supported by tsdump ${command} yet`);
-  }
 }
 
 function jsonReplacer(_key: string, value: unknown): unknown {
@@ -251,10 +183,8 @@ export async function run(inv: Invocation, io: Io): Promise<number> {
     case 'dump':
     case 'pre-dump': {
       // loaded on demand, like show: `check` and `--help` should not pay for the whole flow
-      const mod: DumpModule = await import('../dump/index.js');
+      const mod = await import('../dump/index.js');
       const fn = inv.command === 'dump' ? mod.dump : mod.preDump;
-      if (typeof fn !== 'function') throw new TsdumpError('UNSUPPORTED', `${inv.command} is not available in this build yet`);
-      refuseUnhonoured(inv.command, inv.options, mod.SUPPORTED_DUMP_OPTIONS ?? FLOW_OPTIONS_TODAY);
       const { log, made } = await openCommandLog(inv.options);
       // Ctrl-C, a hang-up or a termination request cancels the dump (the library listens: see
       // dump/cancellation.ts), which releases the tree; after the commit point it finishes.

@@ -2,7 +2,7 @@
 // Each stage lives in its own module; this file is the table of contents.
 import { TsdumpError } from '../errors.js';
 import type { Session } from '../../native/index.js';
-import type { DumpOptions } from './options.js';
+import { optionsActedOnBy, refuseUnactedOptions, type DumpOptions } from './options.js';
 import { commitImages, discardImages, prepareImagesDir } from './images-dir.js';
 import type { ImagesDir } from '../images/dir.js';
 import { ActionScripts } from '../action-scripts.js';
@@ -34,39 +34,8 @@ import { isOwnChild, runInWorker } from './own-child.js';
 export type { DumpOptions } from './options.js';
 export { preDump } from './pre-dump.js';
 
-/**
- * The DumpOptions this flow acts on. The CLI refuses any other option by name rather than let it
- * be silently ignored.
- */
-export const SUPPORTED_DUMP_OPTIONS: readonly (keyof DumpOptions)[] = [
-  'pid',
-  'imagesDir',
-  'replaceImages',
-  'workDir',
-  'leaveRunning',
-  'leaveStopped',
-  'shellJob',
-  'extUnixSk',
-  'tcpEstablished',
-  'tcpClose',
-  'fileLocks',
-  'ghostLimit',
-  'dropNotifyEvents',
-  'linkRemap',
-  'timeout',
-  'freezeCgroup',
-  'actionScripts',
-  'libDir',
-  'signal',
-  'logFile',
-  'verbosity',
-  'displayStats',
-  'log',
-  'prevImagesDir',
-  'trackMem',
-  'preDumpMode',
-  'pageServer',
-];
+/** The DumpOptions this flow acts on (options.ts). The CLI refuses any other by name. */
+export const SUPPORTED_DUMP_OPTIONS: readonly (keyof DumpOptions)[] = optionsActedOnBy('dump');
 
 export interface DumpEvents {
   /** A stage begins (names follow ../shared/DESIGN.md). */
@@ -87,6 +56,7 @@ export interface DumpResult {
 }
 
 export async function dump(options: DumpOptions, events: DumpEvents = {}): Promise<DumpResult> {
+  refuseUnactedOptions('dump', options);
   // our own child is dumped from a worker process (own-child.ts)
   if (await isOwnChild(options.pid)) return runInWorker('dump', options, events);
   return dumpInProcess(options, events);

@@ -2,6 +2,7 @@
 // library (`dump(options)`). Names follow CRIU's long options in camelCase.
 import type { Logger } from '../log.js';
 import type { PageServerTls } from '../page-server.js';
+import { TsdumpError } from '../errors.js';
 
 export interface DumpOptions {
   /** Root PID of the tree to dump (-t/--tree). */
@@ -79,4 +80,72 @@ export interface DumpOptions {
   log?: Logger;
   /** Cancels the dump; the tree is released untouched. */
   signal?: AbortSignal;
+}
+
+/** The commands that run a dump flow. */
+export type DumpCommand = 'dump' | 'pre-dump';
+
+interface OptionFacts {
+  /** The CRIU flag that sets it, for messages ("(log)" for what only the library passes). */
+  readonly flag: string;
+  /** The commands whose flow acts on it; the others refuse it rather than ignore it. */
+  readonly acts: readonly DumpCommand[];
+  /** How worker mode (own-child.ts) passes it to the worker process. */
+  readonly worker: 'copied' | 'translated';
+}
+
+const BOTH: readonly DumpCommand[] = ['dump', 'pre-dump'];
+const DUMP: readonly DumpCommand[] = ['dump'];
+
+/**
+ * Every DumpOptions field, once: its flag, which flows act on it, how a worker gets it (a new
+ * field fails to compile until listed). A pre-dump copies memory only: the options about files,
+ * sockets, scripts and plugins are not its business.
+ */
+export const DUMP_OPTIONS: { readonly [K in keyof Required<DumpOptions>]: OptionFacts } = {
+  pid: { flag: '--tree', acts: BOTH, worker: 'copied' },
+  imagesDir: { flag: '--images-dir', acts: BOTH, worker: 'copied' }, // relative paths: the worker runs in our cwd
+  replaceImages: { flag: '--replace-images', acts: BOTH, worker: 'copied' },
+  workDir: { flag: '--work-dir', acts: BOTH, worker: 'copied' },
+  leaveRunning: { flag: '--leave-running', acts: BOTH, worker: 'copied' }, // a pre-dump always does
+  leaveStopped: { flag: '--leave-stopped', acts: DUMP, worker: 'copied' },
+  shellJob: { flag: '--shell-job', acts: BOTH, worker: 'copied' }, // nothing for a pre-dump to check
+  extUnixSk: { flag: '--ext-unix-sk', acts: DUMP, worker: 'copied' },
+  tcpEstablished: { flag: '--tcp-established', acts: DUMP, worker: 'copied' },
+  tcpClose: { flag: '--tcp-close', acts: DUMP, worker: 'copied' },
+  fileLocks: { flag: '--file-locks', acts: DUMP, worker: 'copied' },
+  freezeCgroup: { flag: '--freeze-cgroup', acts: BOTH, worker: 'copied' },
+  timeout: { flag: '--timeout', acts: BOTH, worker: 'copied' },
+  actionScripts: { flag: '--action-script', acts: DUMP, worker: 'copied' }, // run by the worker, with our environment
+  libDir: { flag: '--libdir', acts: DUMP, worker: 'copied' }, // plugins are loaded and called in the worker
+  ghostLimit: { flag: '--ghost-limit', acts: DUMP, worker: 'copied' },
+  dropNotifyEvents: { flag: '--drop-notify-events', acts: DUMP, worker: 'copied' },
+  linkRemap: { flag: '--link-remap', acts: DUMP, worker: 'copied' },
+  prevImagesDir: { flag: '--prev-images-dir', acts: BOTH, worker: 'copied' },
+  trackMem: { flag: '--track-mem', acts: BOTH, worker: 'copied' },
+  pageServer: { flag: '--page-server', acts: BOTH, worker: 'copied' },
+  logFile: { flag: '--log-file', acts: BOTH, worker: 'copied' },
+  verbosity: { flag: '--verbosity', acts: BOTH, worker: 'copied' },
+  displayStats: { flag: '--display-stats', acts: BOTH, worker: 'copied' },
+  pidfile: { flag: '--pidfile', acts: [], worker: 'copied' },
+  statusFd: { flag: '--status-fd', acts: [], worker: 'translated' }, // our descriptor, given to the worker under the same number
+  preDumpMode: { flag: '--pre-dump-mode', acts: ['pre-dump'], worker: 'copied' },
+  log: { flag: '(log)', acts: BOTH, worker: 'translated' }, // a Logger whose lines come back over IPC
+  signal: { flag: '(signal)', acts: BOTH, worker: 'translated' }, // an 'abort' message
+};
+
+/** The DumpOptions fields `command`'s flow acts on. */
+export function optionsActedOnBy(command: DumpCommand): (keyof DumpOptions)[] {
+  return (Object.keys(DUMP_OPTIONS) as (keyof DumpOptions)[]).filter((k) => DUMP_OPTIONS[k].acts.includes(command));
+}
+
+/** Refuses options `command` would not act on (false booleans are the default, so they pass). */
+export function refuseUnactedOptions(command: DumpCommand, o: DumpOptions): void {
+  for (const [key, value] of Object.entries(o)) {
+    if (value === undefined || value === false) continue;
+    if (!(key in DUMP_OPTIONS)) throw new TsdumpError('USAGE', `unknown dump option "${key}"`);
+    const facts = DUMP_OPTIONS[key as keyof DumpOptions];
+    if (facts.acts.includes(command)) continue;
+    throw new TsdumpError('UNSUPPORTED', `option ${facts.flag} is not supported by tsdump ${command}${facts.acts.length ? '' : ' yet'}`);
+  }
 }

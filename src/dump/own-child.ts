@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { TsdumpError, isErrorCode } from '../errors.js';
 import { ActionScriptError, SCRIPT_ACTIONS, type ScriptAction, type ScriptFailure } from '../action-scripts.js';
 import type { Logger } from '../log.js';
-import type { DumpOptions } from './options.js';
+import { DUMP_OPTIONS, type DumpOptions } from './options.js';
 import type { DumpEvents, DumpResult } from './index.js';
 import { onProcessSignals } from './cancellation.js';
 
@@ -24,38 +24,6 @@ export type FlowKind = 'dump' | 'preDump';
 /** DumpOptions as they cross to the worker: plain data only. */
 export type WireOptions = Omit<DumpOptions, 'log' | 'signal'>;
 
-/** How worker mode passes on each DumpOptions field (a new field fails to compile until listed). */
-const WORKER_OPTIONS: { readonly [K in keyof Required<DumpOptions>]: 'copied' | 'translated' } = {
-  pid: 'copied',
-  imagesDir: 'copied', // relative paths: the worker runs in our cwd
-  replaceImages: 'copied',
-  workDir: 'copied',
-  leaveRunning: 'copied',
-  leaveStopped: 'copied',
-  shellJob: 'copied',
-  extUnixSk: 'copied',
-  tcpEstablished: 'copied',
-  tcpClose: 'copied',
-  fileLocks: 'copied',
-  freezeCgroup: 'copied',
-  timeout: 'copied',
-  actionScripts: 'copied', // run by the worker, with our environment
-  libDir: 'copied', // plugins are loaded and called in the worker
-  ghostLimit: 'copied',
-  dropNotifyEvents: 'copied',
-  linkRemap: 'copied',
-  prevImagesDir: 'copied',
-  trackMem: 'copied',
-  pageServer: 'copied',
-  logFile: 'copied',
-  verbosity: 'copied',
-  displayStats: 'copied',
-  pidfile: 'copied',
-  preDumpMode: 'copied',
-  statusFd: 'translated', // our descriptor, given to the worker under the same number
-  log: 'translated', // a Logger whose lines come back over IPC
-  signal: 'translated', // an 'abort' message
-};
 
 const LOG_METHODS = ['msg', 'error', 'warn', 'info', 'debug'] as const;
 type LogMethod = (typeof LOG_METHODS)[number];
@@ -118,8 +86,8 @@ function toWire(options: DumpOptions): WireOptions {
   const wire: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(options)) {
     if (value === undefined) continue;
-    if (!(key in WORKER_OPTIONS)) throw new TsdumpError('USAGE', `unknown dump option "${key}"`);
-    if (WORKER_OPTIONS[key as keyof DumpOptions] === 'translated') continue;
+    if (!(key in DUMP_OPTIONS)) throw new TsdumpError('USAGE', `unknown dump option "${key}"`);
+    if (DUMP_OPTIONS[key as keyof DumpOptions].worker === 'translated') continue;
     if (typeof value === 'function') throw new TsdumpError('USAGE', `dump option ${key} must be plain data, not a function`);
     wire[key] = value;
   }

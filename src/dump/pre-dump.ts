@@ -19,7 +19,7 @@
 import { native } from '../native.js';
 import { TsdumpError } from '../errors.js';
 import type { SeizeTreeOptions, Session } from '../../native/index.js';
-import type { DumpOptions } from './options.js';
+import { refuseUnactedOptions, type DumpOptions } from './options.js';
 import type { DumpEvents, DumpResult } from './index.js';
 import { refuseOwnChild, releaseAfterFailure } from './index.js';
 import { commitImages, discardImages, prepareImagesDir } from './images-dir.js';
@@ -48,6 +48,7 @@ interface SharedObject {
 }
 
 export async function preDump(options: DumpOptions, events: DumpEvents = {}): Promise<DumpResult> {
+  refuseUnactedOptions('pre-dump', options);
   // our own child is pre-dumped from a worker process (own-child.ts)
   if (await isOwnChild(options.pid)) return runInWorker('preDump', options, events);
   return preDumpInProcess(options, events);
