@@ -3,7 +3,7 @@
 // damaged, and the tree is left running unless a dump completed. The attacker here is a real
 // unprivileged user (nobody, through setpriv) planting real symlinks; the writes run as root.
 import test, { type ExecutionContext } from 'ava';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { truncate } from 'node:fs/promises';
@@ -14,9 +14,10 @@ import { runPageServer } from '../src/page-server.js';
 import { MAX_IMAGE_BYTES } from '../src/images/reader.js';
 import { loadPluginsFrom } from '../src/plugins/index.js';
 import { parseCommandLine } from '../src/cli/args.js';
-import { TsdumpError } from '../src/errors.js';
+import { TsdumpError, asTsdumpError } from '../src/errors.js';
+import { showImage } from '../src/show.js';
 import { criuRestore, makeWorkDir } from './helpers/criu.js';
-import { runTsdump } from './helpers/tsdump.js';
+import { CLI, runTsdump } from './helpers/tsdump.js';
 import { belongsTo, isAlive, killTree, requestVerify, startDetachedTarget, startTarget, waitGone, type Target } from './helpers/target.js';
 import { assertUnchanged, describe, fileSize, snapshot, startDump, until } from './helpers/tree-state.js';
 
@@ -470,4 +471,51 @@ test.serial('pre-dump refuses, by name, the options on its command line it does 
     t.is(r.code, 1, extra.join(' '));
     t.regex(r.stderr, /option --[a-z-]+ is not supported by tsdump pre-dump\n$/, extra.join(' '));
   }
+});
+
+// --- 15. every error a caller sees is a TsdumpError with a stable code ---------------------------------
+
+test.serial('the codes a non-root user, a missing file and a vanished task get', async (t) => {
+  const { work, pub } = await arena(t, 0o1777);
+  // a non-root user dumping its own process: the permission it lacks, by code, not INTERNAL
+  const sleeper = spawn('sleep', ['60'], { uid: NOBODY, gid: NOBODY, stdio: 'ignore' });
+  t.teardown(() => sleeper.kill('SIGKILL'));
+  await until('sleep to exec', () => readFileSync(`/proc/${sleeper.pid}/cmdline`, 'utf8').startsWith('sleep'));
+  const r = await new Promise<{ code: number | null; stdout: string }>((res) => {
+    const c = spawn(process.execPath, [CLI, 'dump', '-t', String(sleeper.pid), '-D', join(pub, 'd'), '-R', '--json'], {
+      uid: NOBODY,
+      gid: NOBODY,
+      env: { ...process.env, HOME: pub },
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    let out = '';
+    c.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    c.once('close', (code) => res({ code, stdout: out }));
+  });
+  t.is(r.code, 1);
+  const error = (JSON.parse(r.stdout) as { error: { code: string; message: string } }).error;
+  t.is(error.code, 'EPERM_PTRACE', error.message);
+  t.regex(error.message, new RegExp(`^pid ${sleeper.pid}: `));
+  t.deepEqual(readdirSync(pub), [], 'and nothing is left');
+
+  // missing files
+  for (const [p, code] of [
+    [showImage(join(work, 'missing.img')), 'IMAGE_IO'],
+    [dump({ pid: sleeper.pid!, imagesDir: join(work, 'i1'), libDir: join(work, 'no-plugins') }), 'PLUGIN'],
+    [dump({ pid: sleeper.pid!, imagesDir: join(work, 'i2'), prevImagesDir: '../no-parent' }), 'IMAGE_IO'],
+  ] as const) {
+    t.is((await t.throwsAsync(p, { instanceOf: TsdumpError }))!.code, code);
+  }
+  // a vanished task
+  sleeper.kill('SIGKILL');
+  await new Promise((res) => sleeper.once('exit', res));
+  for (const run of [dump, preDump]) {
+    const err = await t.throwsAsync(run({ pid: sleeper.pid!, imagesDir: join(work, 'gone') }), { instanceOf: TsdumpError });
+    t.is(err!.code, 'ESRCH_TARGET');
+  }
+  // what the kernel says through Node, typed at the boundary
+  const sys = (code: string, path: string) => Object.assign(new Error(`${code}: x, stat '${path}'`), { code, path });
+  t.like(asTsdumpError(sys('ENOENT', '/proc/77/map_files/1-2')), { code: 'ESRCH_TARGET', message: "pid 77: ENOENT: x, stat '/proc/77/map_files/1-2' (the task is gone)" });
+  t.is(asTsdumpError(sys('EACCES', '/proc/77/environ')).code, 'EPERM_PTRACE');
+  t.is(asTsdumpError(new TypeError('x is undefined')).code, 'INTERNAL');
 });

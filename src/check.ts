@@ -5,7 +5,7 @@
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { release, version } from 'node:os';
 import { dirname } from 'node:path';
-import { TsdumpError } from './errors.js';
+import { TsdumpError, typedErrors } from './errors.js';
 import { native } from './native.js';
 import { privileges, type Privileges } from './privileges.js';
 
@@ -259,7 +259,11 @@ const TRACKING_TEXT: Readonly<Record<MemoryTracking, string>> = {
   none: 'none: pre-dump and --track-mem are unavailable',
 };
 
-export async function check(opts: CheckOptions = {}): Promise<CheckReport> {
+export function check(opts: CheckOptions = {}): Promise<CheckReport> {
+  return typedErrors(() => checkKernel(opts));
+}
+
+async function checkKernel(opts: CheckOptions): Promise<CheckReport> {
   if (opts.feature !== undefined && !(opts.feature in FEATURES)) {
     throw new TsdumpError(
       'USAGE',

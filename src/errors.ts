@@ -42,3 +42,35 @@ export class TsdumpError extends Error {
     this.code = code;
   }
 }
+
+/**
+ * Any error as a TsdumpError, for the library's boundary: ours pass through; a Node system error
+ * gets the code its errno and path mean (a /proc/PID path that is gone is the task gone, one
+ * denied is a permission the dump lacks); anything else is a bug in tsdump, INTERNAL.
+ */
+export function asTsdumpError(err: unknown): TsdumpError {
+  if (err instanceof TsdumpError) return err;
+  if (!(err instanceof Error)) return new TsdumpError('INTERNAL', `internal error: ${String(err)}`);
+  const e = err as NodeJS.ErrnoException;
+  if (typeof e.code === 'string' && /^E[A-Z0-9]+$/.test(e.code)) {
+    const pid = typeof e.path === 'string' ? /^\/proc\/(\d+)(\/|$)/.exec(e.path)?.[1] : undefined;
+    if (pid !== undefined) {
+      if (e.code === 'ENOENT' || e.code === 'ESRCH') return new TsdumpError('ESRCH_TARGET', `pid ${pid}: ${e.message} (the task is gone)`, { cause: err });
+      if (e.code === 'EPERM' || e.code === 'EACCES') {
+        return new TsdumpError('EPERM_PTRACE', `pid ${pid}: ${e.message} (dumping needs root, or CAP_CHECKPOINT_RESTORE and ptrace rights)`, { cause: err });
+      }
+      return new TsdumpError('PROCFS', `pid ${pid}: ${e.message}`, { cause: err });
+    }
+    return new TsdumpError('KERNEL', e.message, { cause: err });
+  }
+  return new TsdumpError('INTERNAL', `internal error: ${err.message}`, { cause: err });
+}
+
+/** Runs `body`, every error it throws as a TsdumpError (asTsdumpError). */
+export async function typedErrors<T>(body: () => Promise<T>): Promise<T> {
+  try {
+    return await body();
+  } catch (err) {
+    throw asTsdumpError(err);
+  }
+}

@@ -1,6 +1,7 @@
 // `tsdump show`: one image as crit's JSON (showImage), or an images directory summarised or seen
 // through crit x's views (showDir, src/show/). The CLI (src/cli/run.ts) prints what these return; errors are TsdumpErrors.
 
+import { typedErrors } from './errors.js';
 import { critImage, pyJson } from './images/crit.js';
 import { readImage } from './images/reader.js';
 import { loadDumpDir, verdict } from './show/dir.js';
@@ -12,7 +13,11 @@ export interface ShowOptions {
 }
 
 /** One image as `crit decode -i FILE [--pretty]` prints it (without the trailing newline). */
-export async function showImage(path: string, options: ShowOptions = {}): Promise<string> {
+export function showImage(path: string, options: ShowOptions = {}): Promise<string> {
+  return typedErrors(() => showImageText(path, options));
+}
+
+async function showImageText(path: string, options: ShowOptions): Promise<string> {
   const image = await readImage(path);
   if (image.magic === 0) {
     // crit cannot decode raw images; say what the file is instead.
@@ -32,8 +37,10 @@ export interface ShowDirResult {
 }
 
 /** An images directory: a summary, or one of crit x's views (ps, fds, mems, rss), as text or JSON. */
-export async function showDir(dir: string, options: { view?: ShowDirView; json?: boolean } = {}): Promise<ShowDirResult> {
-  const d = await loadDumpDir(dir);
-  const output = options.json ? JSON.stringify(viewJson(d, options.view)) + '\n' : viewText(d, options.view);
-  return { output, verdict: verdict(d), problems: d.problems.map((p) => `${p.kind}: ${p.message}`) };
+export function showDir(dir: string, options: { view?: ShowDirView; json?: boolean } = {}): Promise<ShowDirResult> {
+  return typedErrors(async () => {
+    const d = await loadDumpDir(dir);
+    const output = options.json ? JSON.stringify(viewJson(d, options.view)) + '\n' : viewText(d, options.view);
+    return { output, verdict: verdict(d), problems: d.problems.map((p) => `${p.kind}: ${p.message}`) };
+  });
 }

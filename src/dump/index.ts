@@ -1,6 +1,6 @@
 // `tsdump dump`: the flow, stage by stage (compare ../shared/DESIGN.md and CRIU's cr_dump_tasks).
 // Each stage lives in its own module; this file is the table of contents.
-import { TsdumpError } from '../errors.js';
+import { TsdumpError, typedErrors } from '../errors.js';
 import type { Session } from '../../native/index.js';
 import { optionsActedOnBy, refuseUnactedOptions, type DumpOptions } from './options.js';
 import { commitImages, discardImages, prepareImagesDir } from './images-dir.js';
@@ -56,10 +56,12 @@ export interface DumpResult {
 }
 
 export async function dump(options: DumpOptions, events: DumpEvents = {}): Promise<DumpResult> {
-  refuseUnactedOptions('dump', options);
-  // our own child is dumped from a worker process (own-child.ts)
-  if (await isOwnChild(options.pid)) return runInWorker('dump', options, events);
-  return dumpInProcess(options, events);
+  return typedErrors(async () => {
+    refuseUnactedOptions('dump', options);
+    // our own child is dumped from a worker process (own-child.ts)
+    if (await isOwnChild(options.pid)) return runInWorker('dump', options, events);
+    return dumpInProcess(options, events);
+  });
 }
 
 /** The flow itself, traced from this process; `dump` is the entry point. */

@@ -118,8 +118,7 @@ function fromWire(w: WireError, workerPid: number): Error {
   } else if (w.code !== null && isErrorCode(w.code)) {
     err = new TsdumpError(w.code, w.message);
   } else {
-    err = new Error(w.message);
-    err.name = w.name;
+    err = new TsdumpError('INTERNAL', w.message);
   }
   if (w.stack !== null) err.stack = `${err.stack ?? ''}\n    --- in dump worker ${workerPid} ---\n${w.stack.split('\n').slice(1).join('\n')}`;
   return err;

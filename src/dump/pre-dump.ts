@@ -17,7 +17,7 @@
 // has exited since, leaves no trace in the tracked mappings; see mem/track.rs), so the dump writes
 // it whole again and never points at these copies. They make the pre-dump complete, as CRIU's is.
 import { native } from '../native.js';
-import { TsdumpError } from '../errors.js';
+import { TsdumpError, typedErrors } from '../errors.js';
 import type { SeizeTreeOptions, Session } from '../../native/index.js';
 import { refuseUnactedOptions, type DumpOptions } from './options.js';
 import type { DumpEvents, DumpResult } from './index.js';
@@ -48,10 +48,12 @@ interface SharedObject {
 }
 
 export async function preDump(options: DumpOptions, events: DumpEvents = {}): Promise<DumpResult> {
-  refuseUnactedOptions('pre-dump', options);
-  // our own child is pre-dumped from a worker process (own-child.ts)
-  if (await isOwnChild(options.pid)) return runInWorker('preDump', options, events);
-  return preDumpInProcess(options, events);
+  return typedErrors(async () => {
+    refuseUnactedOptions('pre-dump', options);
+    // our own child is pre-dumped from a worker process (own-child.ts)
+    if (await isOwnChild(options.pid)) return runInWorker('preDump', options, events);
+    return preDumpInProcess(options, events);
+  });
 }
 
 /** The pre-dump itself, traced from this process; `preDump` is the entry point. */

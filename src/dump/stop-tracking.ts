@@ -4,7 +4,7 @@
 // the tree is released as it was. DIR is only read.
 import { resolve } from 'node:path';
 import type { Logger } from '../log.js';
-import { TsdumpError } from '../errors.js';
+import { TsdumpError, typedErrors } from '../errors.js';
 import { openRun, seizeOptions } from './context.js';
 import { refuseOwnChild, releaseAfterFailure } from './index.js';
 import { trackingLeftIn } from './incremental.js';
@@ -23,7 +23,11 @@ export interface StopTrackingResult {
   closed: { pid: number; fd: number }[];
 }
 
-export async function stopTracking(options: StopTrackingOptions): Promise<StopTrackingResult> {
+export function stopTracking(options: StopTrackingOptions): Promise<StopTrackingResult> {
+  return typedErrors(() => stopTrackingInProcess(options));
+}
+
+async function stopTrackingInProcess(options: StopTrackingOptions): Promise<StopTrackingResult> {
   const dir = resolve(options.imagesDir);
   const left = await trackingLeftIn(dir);
   if (left.length === 0) {

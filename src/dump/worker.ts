@@ -2,7 +2,7 @@
 // child, it runs the in-process flow here, where ptrace stops cannot be reaped by the caller's
 // libuv. It takes one 'start' message, answers with one 'result' or 'error', and exits.
 import type { Logger } from '../log.js';
-import { TsdumpError } from '../errors.js';
+import { TsdumpError, asTsdumpError } from '../errors.js';
 import { dumpInProcess, type DumpEvents, type DumpResult } from './index.js';
 import { preDumpInProcess } from './pre-dump.js';
 import { toWireError, type FromWorker, type ToWorker } from './own-child.js';
@@ -40,7 +40,7 @@ async function run(start: Extract<ToWorker, { type: 'start' }>, signal: AbortSig
     const result: DumpResult = await (start.kind === 'dump' ? dumpInProcess(options, events) : preDumpInProcess(options, events));
     return { type: 'result', result };
   } catch (err) {
-    return { type: 'error', error: toWireError(err) };
+    return { type: 'error', error: toWireError(asTsdumpError(err)) };
   }
 }
 
