@@ -519,3 +519,31 @@ test.serial('the codes a non-root user, a missing file and a vanished task get',
   t.is(asTsdumpError(sys('EACCES', '/proc/77/environ')).code, 'EPERM_PTRACE');
   t.is(asTsdumpError(new TypeError('x is undefined')).code, 'INTERNAL');
 });
+
+// --- 16. two dumps in one process share nothing ------------------------------------------------------
+
+test.serial('two library dumps of different trees at once in one process: both complete and both restore', async (t) => {
+  const work = await makeWorkDir(t);
+  // A plugin that holds each dump at pauseDevices (after the tree is seized and the dump's state
+  // set up, before any fd is dumped) until both dumps got there: their fd work then interleaves.
+  const lib = join(work, 'lib');
+  mkdirSync(lib, { mode: 0o755 });
+  const define = JSON.stringify(new URL('../src/plugins/define.ts', import.meta.url).href);
+  writeFileSync(
+    join(lib, 'barrier.mjs'),
+    `import { definePlugin } from ${define};\n` +
+      'const seen = new Set(); let open; const both = new Promise((r) => (open = r));\n' +
+      "export default definePlugin({ name: 'barrier', hooks: { async pauseDevices(_t, ctx) { seen.add(ctx.imagesDir); if (seen.size === 2) open(); await both; return false; } } });\n",
+  );
+  const subjects = await Promise.all(['t_unix_sockets', 't_pty'].map((name) => startDetachedTarget(name, { dir: join(work, name) })));
+  for (const s of subjects) t.teardown(() => killTree(s.pid, s.ctl, s.pids));
+  const dirs = subjects.map((s) => join(work, `${s.name}-images`));
+  const results = await Promise.all(subjects.map((s, i) => dump({ pid: s.pid, imagesDir: dirs[i]!, shellJob: true, libDir: lib })));
+  t.deepEqual(results.map((r) => r.released), ['killed', 'killed']);
+  for (const [i, s] of subjects.entries()) {
+    await waitGone(s.pids);
+    await criuRestore(dirs[i]!);
+    t.true(isAlive(s.pid) && belongsTo(s.pid, s.ctl), `${s.name}: restored under its pid`);
+    t.is(await requestVerify(s, { timeoutMs: 30_000 }), 'PASS', s.name);
+  }
+});

@@ -12,7 +12,9 @@ import { remap_file_path_entrySchema, remap_type } from '../images/gen/remap-fil
 import { native } from '../native.js';
 import { TsdumpError } from '../errors.js';
 import type { FdInfoEntry } from '../../native/index.js';
-import { AFTER_TASK_FILES, S_IFMT, S_IFREG, type FdKind, type FdKindContext, type FileEntryInit } from './fds/kind.js';
+import { AFTER_TASK_FILES, S_IFMT, S_IFREG, type FdDumpState, type FdKind, type FdKindContext, type FileEntryInit } from './fds/kind.js';
+import type { SocketDumpSettings } from './fds/socket-diag.js';
+import { FIRST_EXTERN_ID } from './fds/unix-socket.js';
 import { FD_KINDS } from './fds/index.js';
 import { ghostFileEntry, type GhostContext } from './fds/ghost.js';
 import { fdOwner } from './fds/owner.js';
@@ -65,6 +67,8 @@ export interface FileTableOptions {
   log?: Pick<Logger, 'warn'>;
   /** --link-remap: files whose name is gone but that keep other links get a link remap. */
   linkRemaps?: LinkRemaps;
+  /** What the socket kinds need from DumpOptions and the seized tree. */
+  sockets?: SocketDumpSettings;
 }
 
 interface OpenDescription {
@@ -94,11 +98,18 @@ export class FileTable {
     private readonly dir: ImagesDir,
     private readonly files: ImageWriter,
     private readonly opts: FileTableOptions,
-  ) {}
+  ) {
+    this.state = { sockets: opts.sockets ?? {}, ghostIds: new Map(), ptyEnds: [], ptyCttys: [], nextExternId: FIRST_EXTERN_ID };
+  }
+
+  /** What the fd kinds keep for this dump (kind.ts): never module globals, two dumps may run at once. */
+  readonly state: FdDumpState;
 
   static async create(dir: ImagesDir, opts: FileTableOptions = {}): Promise<FileTable> {
     return new FileTable(dir, await ImageWriter.create(dir, 'files.img'), opts);
   }
+
+
 
   /**
    * The id of a file opened by path (exe, mappings): one per (path, flags) in the dump. A regular
@@ -319,6 +330,7 @@ export class FileTable {
       ghostLimit: this.opts.ghostLimit ?? DEFAULT_GHOST_LIMIT,
       remapLinked: (origId, source, path) => this.remapLinked(origId, source, path),
       linkRemap: this.opts.linkRemaps !== undefined,
+      dump: this.state,
     };
   }
 

@@ -11,7 +11,6 @@ import type { DumpCounters, DumpTimings } from './stats.js';
 import { openRun, seizeOptions, type DumpContext } from './context.js';
 import { FileTable } from './file-table.js';
 import { LinkRemaps } from './link-remap.js';
-import { configureSocketDump, socketSettings } from './fds/socket-diag.js';
 import { NetworkLock, treeConnections } from './network-lock.js';
 import { KobjIds } from './kobj-ids.js';
 import { dumpTask, type DumpedTask } from './dump-task.js';
@@ -27,7 +26,7 @@ import { dumpSeccomp } from './write-seccomp.js';
 import { CgroupMembership } from './write-cgroup.js';
 import { TimeNamespace } from './write-timens.js';
 import { SysvIpc } from './sysv-ipc.js';
-import { beginPtyDump, finishPtyDump } from './fds/pty.js';
+import { finishPtyDump } from './fds/pty.js';
 import { Incremental } from './incremental.js';
 import { isOwnChild, runInWorker } from './own-child.js';
 
@@ -112,14 +111,6 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
       ),
     );
     stats.markFrozen();
-    configureSocketDump({
-      extUnixSk: !!options.extUnixSk,
-      tcpEstablished: !!options.tcpEstablished,
-      tcpClose: !!options.tcpClose,
-      pids: tree.processes.map((p) => p.pid),
-      ...(options.log ? { log: options.log } : {}),
-    });
-    beginPtyDump();
     let files: FileTable | undefined;
     let networkLock: NetworkLock | undefined;
     const linkRemaps = options.linkRemap ? new LinkRemaps() : undefined;
@@ -128,7 +119,6 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
       if (options.tcpEstablished && !options.tcpClose) {
         stage('network lock');
         networkLock = await NetworkLock.lock(await treeConnections(tree.processes.map((p) => p.pid)), options.log);
-        configureSocketDump({ ...socketSettings(), networkLock });
       }
       const host = plugins;
       const kobjIds = new KobjIds();
@@ -139,6 +129,14 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
         ...(options.log ? { log: options.log } : {}),
         external: async (file) => (await host.run('dumpExtFile', file)).handled,
         shellJob: !!options.shellJob,
+        sockets: {
+          extUnixSk: !!options.extUnixSk,
+          tcpEstablished: !!options.tcpEstablished,
+          tcpClose: !!options.tcpClose,
+          pids: tree.processes.map((p) => p.pid),
+          ...(networkLock ? { networkLock } : {}),
+          ...(options.log ? { log: options.log } : {}),
+        },
         ...(linkRemaps ? { linkRemaps } : {}),
       });
       stage('collect seccomp filters');

@@ -22,11 +22,8 @@ const CHUNKS_FROM = 3 * 4096;
 /** Read size while copying a chunk. */
 const PIECE = 1 << 20;
 
-/** The ghost image id of every deleted file already stored in this dump, by (dev, ino). */
-const ghostIds = new Map<string, number>();
-
 /** What writing a ghost needs from the file table. */
-export type GhostContext = Pick<FdKindContext, 'image' | 'firstTime' | 'ghostLimit' | 'remapLinked' | 'linkRemap'>;
+export type GhostContext = Pick<FdKindContext, 'image' | 'firstTime' | 'ghostLimit' | 'remapLinked' | 'linkRemap' | 'dump'>;
 
 /** The reg_file_entry fields that belong to the opener, not to the file. */
 export interface GhostOpener {
@@ -70,10 +67,10 @@ export async function ghostFileEntry(g: GhostContext, link: string, path: string
     );
   }
   const key = `${st.dev}:${st.ino}`;
-  let ghostId = ghostIds.get(key);
-  if (g.firstTime(`ghost:${key}`) || ghostId === undefined) {
+  let ghostId = g.dump.ghostIds.get(key);
+  if (ghostId === undefined) {
     ghostId = opener.id;
-    ghostIds.set(key, ghostId);
+    g.dump.ghostIds.set(key, ghostId);
     await writeGhost(g, link, ghostId, st);
   }
   const remap = await g.image('remap-fpath.img');

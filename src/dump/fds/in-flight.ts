@@ -14,7 +14,7 @@ const SOCKET = /^socket:\[(\d+)\]$/;
 /** The inodes of the unix sockets in flight anywhere in the tree's socket queues (once per dump). */
 export async function inFlightSocketInodes(c: FdKindContext): Promise<Set<number>> {
   const tables = await socketTables(c);
-  tables.inFlight ??= scan(tables.unix, treePids());
+  tables.inFlight ??= scan(tables.unix, treePids(c));
   return tables.inFlight;
 }
 

@@ -21,7 +21,7 @@ import type { InetSocketOptions, SocketInfo } from '../../../native/index.js';
 import { native } from '../../native.js';
 import { TsdumpError } from '../../errors.js';
 import type { FdKindContext, FileEntryInit } from './kind.js';
-import { mptcpSocket, socketSettings, socketTables } from './socket-diag.js';
+import { mptcpSocket, socketTables } from './socket-diag.js';
 import { skOpts } from './socket-opts.js';
 
 const AF_INET6 = 10;
@@ -121,7 +121,7 @@ export async function inetSocketEntry(c: FdKindContext, ino: number, info: Socke
   let restoredProto = proto;
   if (stream && sk.state !== TCP_LISTEN && sk.state !== TCP_CLOSE) {
     const conn = `${TCP_STATES[sk.state] ?? sk.state} ${mptcp ? 'MPTCP' : 'TCP'} connection ${local} -> ${inetAddress(family, sk.dstAddr, sk.dstPort)}`;
-    const settings = socketSettings();
+    const settings = c.dump.sockets;
     if (mptcp && !settings.tcpClose) {
       throw refuse(
         c,
@@ -149,7 +149,7 @@ export async function inetSocketEntry(c: FdKindContext, ino: number, info: Socke
   }
   if (mptcp && sk.state === TCP_LISTEN) {
     restoredProto = IPPROTO_TCP;
-    socketSettings().log?.warn(
+    c.dump.sockets.log?.warn(
       `pid ${c.pid}: fd ${c.fd.fd}: MPTCP listener ${local} is dumped as a TCP listener (criu restore listens on IPPROTO_TCP sockets only); ` +
         'after the restore it accepts TCP, and MPTCP clients fall back to TCP',
     );
@@ -230,7 +230,7 @@ function tcpOpts(o: InetSocketOptions) {
  * by the network lock, until the dump ends.
  */
 async function dumpTcpStream(c: FdKindContext, ino: number, conn: string): Promise<number> {
-  const lock = socketSettings().networkLock!;
+  const lock = c.dump.sockets.networkLock!;
   const repair = await lock.repair(c.pid, c.fd.fd, ino);
   const s = await repair.save();
   if (!DUMPABLE_STATES.has(s.state)) {

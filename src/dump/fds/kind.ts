@@ -6,8 +6,29 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { file_entrySchema } from '../../images/gen/fdinfo_pb.js';
 import type { ImageWriter } from '../../images/index.js';
 import type { FdInfoEntry } from '../../../native/index.js';
+import type { SocketDumpSettings, SocketTables } from './socket-diag.js';
+import type { CttyUser, PtyEnd } from './pty.js';
 
 export type FileEntryInit = MessageInitShape<typeof file_entrySchema>;
+
+/**
+ * What the kinds keep for the whole dump. It lives in the dump's file table, never in module
+ * globals: two dumps may run in one process at once.
+ */
+export interface FdDumpState {
+  /** From DumpOptions and the seized tree (socket-diag.ts). */
+  readonly sockets: SocketDumpSettings;
+  /** The sock_diag tables, read on the dump's first socket (socket-diag.ts). */
+  socketTables?: Promise<SocketTables>;
+  /** The ghost image id of every deleted file stored so far, by (dev, ino) (ghost.ts). */
+  readonly ghostIds: Map<string, number>;
+  /** The pty ends met so far, in dump order (pty.ts). */
+  readonly ptyEnds: PtyEnd[];
+  /** The fds on /dev/tty met so far (pty.ts). */
+  readonly ptyCttys: CttyUser[];
+  /** The next id for an external unix peer's entry (unix-socket.ts). */
+  nextExternId: number;
+}
 
 export interface FdKindContext {
   readonly pid: number;
@@ -65,6 +86,8 @@ export interface FdKindContext {
   readonly linkRemap: boolean;
   /** Registers a file opened by path (for kinds that refer to one) and answers its id. */
   pathFile(path: string, flags: number, st: { mode: number; size?: bigint }): Promise<number>;
+  /** This dump's state shared by the kinds. */
+  readonly dump: FdDumpState;
 }
 
 /**

@@ -22,7 +22,7 @@ export const pidfds: FdKind = {
     // NSpid lists the pid in each pid namespace down to the process's own: restore uses the last
     const nspid = Number(fdinfoExtra(c.fd, 'NSpid')?.split(/\s+/).at(-1) ?? NaN);
     if (!Number.isInteger(pid) || !Number.isInteger(nspid)) throw new TsdumpError('KERNEL', `${where}: fdinfo has no Pid/NSpid lines`);
-    if (pid !== -1 && !treePids().includes(pid)) {
+    if (pid !== -1 && !treePids(c).includes(pid)) {
       throw new TsdumpError(
         'UNSUPPORTED_FD',
         `${where}: a pidfd of pid ${pid}, which is not in the dumped tree; restore could only open it on whatever process has that pid then`,

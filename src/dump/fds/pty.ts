@@ -15,7 +15,7 @@ import { native } from '../../native.js';
 import { TsdumpError } from '../../errors.js';
 import type { FdKindContext, FileEntryInit } from './kind.js';
 
-interface End {
+export interface PtyEnd {
   kind: 'master' | 'slave';
   index: number;
   pid: number;
@@ -27,15 +27,6 @@ interface End {
   ctty: boolean;
   /** Session of the pair as this end reports it (0: none). */
   sid: number;
-}
-
-/** The ends dumped so far, in dump order (one per open description). */
-let ends: End[] = [];
-
-/** Forgets the previous dump's terminals. */
-export function beginPtyDump(): void {
-  ends = [];
-  cttys = [];
 }
 
 export const ptyInfoId = (index: number, master: boolean): number => index * 2 + (master ? 1 : 0);
@@ -91,13 +82,13 @@ export async function ptyMasterEntry(
     });
     await (await c.image('tty-info.img')).append(tty_info_entrySchema, info);
   }
-  ends.push({ kind: 'master', index: m.index, pid: c.pid, fd: c.fd.fd, target: c.fd.target, infoId, ctty: false, sid: m.sid });
+  c.dump.ptyEnds.push({ kind: 'master', index: m.index, pid: c.pid, fd: c.fd.fd, target: c.fd.target, infoId, ctty: false, sid: m.sid });
   const regfId = await c.pathFile(c.fd.target, c.fileFlags, { mode: c.fd.mode });
   return { type: fd_types.TTY, id: c.id, tty: { id: c.id, ttyInfoId: infoId, flags: c.fileFlags, fown: c.fown, regfId } };
 }
 
 /** An fd on /dev/tty: the terminal of session `sid` (pts index, if a pty) reopened on restore. */
-interface CttyUser {
+export interface CttyUser {
   pid: number;
   fd: number;
   sid: number;
@@ -105,16 +96,14 @@ interface CttyUser {
   leader: boolean;
 }
 
-let cttys: CttyUser[] = [];
-
 /** Remembers an fd on /dev/tty; whether its session gets a terminal back is decided at the end. */
 export function recordCtty(c: FdKindContext, sid: number, index: number | undefined, leader: boolean): void {
-  cttys.push({ pid: c.pid, fd: c.fd.fd, sid, index, leader });
+  c.dump.ptyCttys.push({ pid: c.pid, fd: c.fd.fd, sid, index, leader });
 }
 
 /** Remembers a slave end; whether it may be dumped is decided once every task's fds are known. */
 export function recordSlave(c: FdKindContext, index: number, ctty: boolean, sid: number): void {
-  ends.push({ kind: 'slave', index, pid: c.pid, fd: c.fd.fd, target: c.fd.target, infoId: ptyInfoId(index, false), ctty, sid });
+  c.dump.ptyEnds.push({ kind: 'slave', index, pid: c.pid, fd: c.fd.fd, target: c.fd.target, infoId: ptyInfoId(index, false), ctty, sid });
 }
 
 /**
@@ -123,6 +112,7 @@ export function recordSlave(c: FdKindContext, index: number, ctty: boolean, sid:
  * --shell-job), and the queued bytes of each pair go to tty-data.img.
  */
 export async function finishPtyDump(files: FileTable, tree: { pids: readonly number[]; shellJob: boolean }): Promise<void> {
+  const { ptyEnds: ends, ptyCttys: cttys } = files.state;
   const mastered = new Set(ends.filter((e) => e.kind === 'master').map((e) => e.index));
   const unpaired = new Set<number>();
   for (const e of ends) {
@@ -174,8 +164,8 @@ export async function finishPtyDump(files: FileTable, tree: { pids: readonly num
 
   // Pairs as CRIU links them: in dump order, each end with the next end of the other kind of the
   // same index; its list puts the pair found last first, and each pair's first end first.
-  const linked = new Set<End>();
-  const pairs: [End, End][] = [];
+  const linked = new Set<PtyEnd>();
+  const pairs: [PtyEnd, PtyEnd][] = [];
   for (const [i, e] of ends.entries()) {
     if (linked.has(e)) continue;
     const peer = ends.slice(i + 1).find((p) => !linked.has(p) && p.index === e.index && p.kind !== e.kind);

@@ -1,7 +1,7 @@
 // What the kernel's sock_diag tables say about the sockets of this dump, read once per dump (the
 // tree is frozen, so the tables hold still), and which socket inodes the dumped tree holds — the
 // test for "is this peer inside the tree?" that decides between dumping a pair and refusing or
-// marking an external peer (CRIU's --ext-unix-sk).
+// marking an external peer (CRIU's --ext-unix-sk). Both belong to the dump (FdDumpState, kind.ts).
 import { readdir, readlink } from 'node:fs/promises';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import type { InetSocketDiag, NetlinkSocketDiag, UnixSocketDiag } from '../../../native/index.js';
@@ -26,21 +26,7 @@ export interface SocketDumpSettings {
   readonly log?: Logger;
 }
 
-let settings: SocketDumpSettings = {};
-
-/**
- * Called by the dump once the tree is seized (src/dump/index.ts). Without it, sockets are dumped
- * with both options off and the tree found as "the processes this process traces".
- */
-export function configureSocketDump(s: SocketDumpSettings): void {
-  settings = s;
-}
-
-export function socketSettings(): SocketDumpSettings {
-  return settings;
-}
-
-interface Tables {
+export interface SocketTables {
   unix: Map<number, UnixSocketDiag>;
   /** Listener inode by the inode of a client still waiting in its accept queue. */
   inflight: Map<number, number>;
@@ -54,39 +40,39 @@ interface Tables {
   mptcp?: Promise<Map<number, InetSocketDiag>>;
 }
 
-let tables: Tables | undefined;
-
 const AF_INET = 2;
 const AF_INET6 = 10;
 const IPPROTO_TCP = 6;
 const IPPROTO_UDP = 17;
 const IPPROTO_MPTCP = 262;
 
-/** The diag tables of the current dump, fetched on the dump's first socket. */
-export async function socketTables(c: FdKindContext): Promise<Tables> {
-  if (c.firstTime('sockets:diag') || !tables) {
-    const unix = new Map<number, UnixSocketDiag>();
-    const inflight = new Map<number, number>();
-    for (const s of await native.unixSockets()) {
-      unix.set(s.ino, s);
-      for (const client of s.icons) inflight.set(client, s.ino);
-    }
-    const inet = new Map<number, InetSocketDiag>();
-    for (const family of [AF_INET, AF_INET6]) {
-      for (const proto of [IPPROTO_TCP, IPPROTO_UDP]) {
-        for (const s of await native.inetSockets(family, proto)) inet.set(s.ino, s);
-      }
-    }
-    const netlink = new Map<number, NetlinkSocketDiag>();
-    for (const s of native.netlinkSockets()) netlink.set(s.ino, s);
-    tables = { unix, inflight, inet, netlink };
+/** The diag tables of this dump, fetched on its first socket. */
+export function socketTables(c: FdKindContext): Promise<SocketTables> {
+  c.dump.socketTables ??= readTables();
+  return c.dump.socketTables;
+}
+
+async function readTables(): Promise<SocketTables> {
+  const unix = new Map<number, UnixSocketDiag>();
+  const inflight = new Map<number, number>();
+  for (const s of await native.unixSockets()) {
+    unix.set(s.ino, s);
+    for (const client of s.icons) inflight.set(client, s.ino);
   }
-  return tables;
+  const inet = new Map<number, InetSocketDiag>();
+  for (const family of [AF_INET, AF_INET6]) {
+    for (const proto of [IPPROTO_TCP, IPPROTO_UDP]) {
+      for (const s of await native.inetSockets(family, proto)) inet.set(s.ino, s);
+    }
+  }
+  const netlink = new Map<number, NetlinkSocketDiag>();
+  for (const s of native.netlinkSockets()) netlink.set(s.ino, s);
+  return { unix, inflight, inet, netlink };
 }
 
 /** The dumped processes (root first). */
-export function treePids(): readonly number[] {
-  return settings.pids ?? tracedByUs();
+export function treePids(c: FdKindContext): readonly number[] {
+  return c.dump.sockets.pids ?? tracedByUs();
 }
 
 /**
@@ -111,7 +97,7 @@ export async function mptcpSockets(): Promise<Map<number, InetSocketDiag>> {
 /** Socket inodes held open by any process of the dumped tree. */
 export async function treeSocketInodes(c: FdKindContext): Promise<Set<number>> {
   const t = await socketTables(c);
-  t.treeInodes ??= collectTreeInodes(treePids());
+  t.treeInodes ??= collectTreeInodes(treePids(c));
   return t.treeInodes;
 }
 

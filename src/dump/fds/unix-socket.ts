@@ -9,7 +9,7 @@ import { sk_shutdown } from '../../images/gen/sk-opts_pb.js';
 import type { QueuedMessage, SocketInfo, UnixSocketDiag } from '../../../native/index.js';
 import { TsdumpError } from '../../errors.js';
 import type { FdKindContext, FileEntryInit } from './kind.js';
-import { socketSettings, socketTables, treeSocketInodes, unixName } from './socket-diag.js';
+import { socketTables, treeSocketInodes, unixName } from './socket-diag.js';
 import { skOpts } from './socket-opts.js';
 import { inFlightSocketInodes } from './in-flight.js';
 
@@ -24,10 +24,11 @@ const USK_EXTERN = 1;
 /** scm_entry.type of descriptors (SOL_SOCKET's SCM_RIGHTS). */
 const SCM_RIGHTS = 1;
 /**
- * Ids of the entries written for external peers. They have no fd of their own, so they live
- * apart from the file table's sequential ids; restore only needs them unique.
+ * The first id of the entries written for external peers (FdDumpState.nextExternId). They have
+ * no fd of their own, so they live apart from the file table's sequential ids; restore only
+ * needs them unique.
  */
-let nextExternId = 0x7f000000;
+export const FIRST_EXTERN_ID = 0x7f000000;
 
 /** The files.img ordering key of the unix socket with inode `ino` (FdKindContext.announce). */
 const unixKey = (ino: number) => `unix:${ino}`;
@@ -136,7 +137,7 @@ async function checkPeer(c: FdKindContext, sk: UnixSocketDiag, peerIno: number):
   }
   if ((await treeSocketInodes(c)).has(peerIno) || (await inFlightSocketInodes(c)).has(peerIno)) return true;
   const where = `peer socket:[${peerIno}] (${unixName(peer.name)}) is outside the dumped tree`;
-  if (!socketSettings().extUnixSk) {
+  if (!c.dump.sockets.extUnixSk) {
     throw refuse(c, `unix socket ${where}; dump the peer's process too, or allow external peers with --ext-unix-sk`);
   }
   if (peer.sockType !== SOCK_DGRAM) {
@@ -144,7 +145,7 @@ async function checkPeer(c: FdKindContext, sk: UnixSocketDiag, peerIno: number):
   }
   if (peer.name.length === 0) throw refuse(c, `unix socket ${where} and has no name to reconnect to`);
   if (!c.firstTime(`unix-extern:${peerIno}`)) return false;
-  const id = nextExternId++;
+  const id = c.dump.nextExternId++;
   await c.fileEntry({
     type: fd_types.UNIXSK,
     id,
