@@ -12,6 +12,7 @@
 //! before any dump work starts; from then on ptrace alone holds the tree.
 
 pub mod cgroup;
+pub mod identity;
 pub mod procinfo;
 pub mod task;
 
@@ -187,9 +188,10 @@ impl Walk<'_> {
     }
 
     fn run(&mut self, root: Brief) -> Result<()> {
-        let mut queue = VecDeque::from([root]);
+        // each task with the parent it was listed under (the root has none to check)
+        let mut queue = VecDeque::from([(root, None)]);
         let mut seen = BTreeSet::new();
-        while let Some(b) = queue.pop_front() {
+        while let Some((b, parent)) = queue.pop_front() {
             if !seen.insert(b.pid) {
                 continue;
             }
@@ -207,7 +209,7 @@ impl Walk<'_> {
             if b.flags & procinfo::PF_KTHREAD != 0 {
                 continue;
             }
-            match self.seize_process(&b)? {
+            match self.seize_process(&b, parent)? {
                 Some(p) => {
                     let tids: Vec<i32> = p.threads.iter().map(|t| t.tid).collect();
                     let pid = p.pid;
@@ -217,7 +219,7 @@ impl Walk<'_> {
                             continue;
                         }
                         match procinfo::brief(child) {
-                            Ok(cb) => queue.push_back(cb),
+                            Ok(cb) => queue.push_back((cb, Some(pid))),
                             Err(e) if e.code == ErrorCode::EsrchTarget => {}
                             Err(e) => return Err(e),
                         }
@@ -230,9 +232,10 @@ impl Walk<'_> {
                     ))
                 }
                 None => {
-                    // Gone (or turned zombie) between listing and seizing.
+                    // Gone (or turned zombie) between listing and seizing; a zombie under a
+                    // reused number is not ours.
                     if let Ok(z) = procinfo::brief(b.pid) {
-                        if z.state == 'Z' {
+                        if z.state == 'Z' && z.start_time == b.start_time {
                             self.record_zombie(&z);
                         }
                     }
@@ -253,9 +256,13 @@ impl Walk<'_> {
         });
     }
 
-    /// Seizes every thread of one process; None if the process went away meanwhile.
-    fn seize_process(&mut self, b: &Brief) -> Result<Option<SeizedProcess>> {
+    /// Seizes every thread of one process; None if the process went away meanwhile, or if its
+    /// number now names another task than the one listed under `parent` (see identity.rs).
+    fn seize_process(&mut self, b: &Brief, parent: Option<i32>) -> Result<Option<SeizedProcess>> {
         let pid = b.pid;
+        let Some(pinned) = identity::Pinned::pin(pid, parent, b.start_time) else {
+            return Ok(None);
+        };
         let me = std::process::id() as i32;
         if pid == me {
             return Err(Error::new(
@@ -322,6 +329,14 @@ impl Walk<'_> {
             }
             for tid in started {
                 match task::wait_for_stop(tid, keep_zombie && tid == pid, deadline) {
+                    // an impostor under a reused number is let go untouched beyond the stop
+                    Ok(WaitOutcome::Stopped(_)) if !(if tid == pid { pinned.still_there() } else { identity::thread_of(pid, tid) }) => {
+                        let _ = task::detach(tid);
+                        dead.insert(tid);
+                        if tid == pid {
+                            leader_gone = true;
+                        }
+                    }
                     Ok(WaitOutcome::Stopped(kind)) => {
                         let sig = match kind {
                             StopKind::GroupStopped(s) => Some(s),
@@ -519,6 +534,38 @@ mod tests {
     fn tracer_pid(pid: i32) -> i32 {
         let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         procinfo::parse_status_ids(&s).1.unwrap()
+    }
+
+    fn walk(opts: &SeizeOptions) -> Walk<'_> {
+        Walk { tree: SeizedTree::default(), opts, timeout: Duration::from_secs(5), preseized: BTreeSet::new() }
+    }
+
+    #[test]
+    fn a_listed_child_whose_number_now_names_another_task_is_never_seized() {
+        let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = other.id() as i32;
+        std::thread::sleep(Duration::from_millis(50));
+        let now = procinfo::brief(pid).unwrap();
+        let opts = SeizeOptions::default();
+        // listed as a child of init, or with another start time: the task listed was reaped and
+        // its number went to this one. It is refused before PTRACE_SEIZE...
+        assert!(identity::Pinned::pin(pid, Some(1), now.start_time).is_none());
+        assert!(identity::Pinned::pin(pid, Some(now.ppid), now.start_time - 1).is_none());
+        assert!(identity::Pinned::pin(pid, Some(now.ppid), now.start_time).is_some());
+        // ...and the walk leaves it alone
+        let reused = walk(&opts).seize_process(&now, Some(1)).unwrap();
+        let stale = walk(&opts).seize_process(&Brief { start_time: now.start_time - 1, ..now.clone() }, Some(now.ppid)).unwrap();
+        assert!(reused.is_none() && stale.is_none());
+        assert_eq!(tracer_pid(pid), 0, "never seized");
+        assert_ne!(procinfo::thread_state(pid, pid), Some('t'));
+        // the same task, as listed, is seized
+        let mut w = walk(&opts);
+        let p = w.seize_process(&now, Some(now.ppid)).unwrap().expect("the listed task");
+        w.tree.processes.push(p);
+        release(&w.tree, ReleaseMode::Resume).unwrap();
+        assert!(identity::thread_of(pid, pid) && !identity::thread_of(1, pid));
+        other.kill().unwrap();
+        other.wait().unwrap();
     }
 
     #[test]

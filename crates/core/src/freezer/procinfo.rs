@@ -21,6 +21,8 @@ pub struct Brief {
     pub comm: String,
     /// Raw wait status the parent will see (only meaningful for zombies).
     pub exit_code: Option<i32>,
+    /// Clock ticks since boot when it started: with the pid, what names one task for good.
+    pub start_time: u64,
 }
 
 fn procfs_err(pid: i32, what: &str, e: procfs::ProcError) -> Error {
@@ -47,6 +49,7 @@ pub fn brief_from_stat(s: &Stat) -> Brief {
         flags: s.flags,
         comm: s.comm.clone(),
         exit_code: s.exit_code,
+        start_time: s.starttime,
     }
 }
 
