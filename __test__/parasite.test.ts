@@ -94,7 +94,8 @@ test.serial('parasiteInfo reads what the task set up, and the cure leaves no tra
   t.is(main!.creds.uid, process.getuid!());
   t.is(main!.creds.fsgid, process.getgid!());
   t.is(main!.creds.capEff, BigInt('0x' + statusBefore[0]!['CapEff']));
-  t.true(info.syscalls > 64);
+  // the resident parasite answers for the process and each thread in one trip (not ~80 injected syscalls)
+  t.true(info.syscalls <= 4, `${info.syscalls} injected calls`);
 
   t.is(await requestVerify(target), 'PASS');
   t.regex(readFileSync(`/proc/${pid}/status`, 'utf8'), /TracerPid:\s+0\n/);

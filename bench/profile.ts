@@ -35,6 +35,8 @@ if (!process.env['TSDUMP_BENCH_REAPED']) {
 const require = createRequire(import.meta.url);
 const binding = require(join(ROOT, 'native/index.cjs')) as Record<string, unknown> & { Session: { prototype: Record<string, unknown> } };
 const spent = new Map<string, { n: number; ms: number }>();
+/** dumpTask's own timings (VisitTimingsInfo), summed. */
+const visit = new Map<string, number>();
 let inNative = 0;
 const wrap = (owner: Record<string, unknown>, name: string) => {
   const fn = owner[name];
@@ -51,7 +53,15 @@ const wrap = (owner: Record<string, unknown>, name: string) => {
     inNative++;
     try {
       const r = (fn as (...a: unknown[]) => unknown).apply(this, args);
-      if (r instanceof Promise) return r.finally(done);
+      if (r instanceof Promise) {
+        return r
+          .then((v: unknown) => {
+            const t = (v as { timings?: Record<string, number> } | undefined)?.timings;
+            if (name === 'dumpTask' && t) for (const [k, ns] of Object.entries(t)) visit.set(k, (visit.get(k) ?? 0) + ns / 1e6);
+            return v;
+          })
+          .finally(done);
+      }
       done();
       return r;
     } catch (e) {
@@ -104,6 +114,7 @@ async function once(): Promise<{ ms: number; stages: Map<string, number>; frozen
 if (process.argv.includes('--warm')) {
   await once();
   spent.clear();
+  visit.clear();
 }
 const r = await once();
 console.log(`${shape}: dump() ${r.ms.toFixed(1)} ms, frozen ${r.frozenMs.toFixed(1)} ms`);
@@ -116,4 +127,8 @@ for (const [k, v] of [...spent].sort((a, b) => b[1].ms - a[1].ms)) {
   console.log(`  ${v.ms.toFixed(1).padStart(8)} ms  ${String(v.n).padStart(5)} x  ${(v.ms / v.n).toFixed(3).padStart(8)} ms  ${k}`);
 }
 console.log(`  ${total.toFixed(1).padStart(8)} ms  in native calls; ${(r.ms - total).toFixed(1)} ms elsewhere (TypeScript, fs, promise hops)`);
+if (visit.size) {
+  console.log('inside dumpTask (the tracer thread):');
+  for (const [k, ms] of visit) console.log(`  ${ms.toFixed(1).padStart(8)} ms  ${k.replace(/Ns$/, '')}`);
+}
 if (inNative) console.log(`(${inNative} native calls still open)`);

@@ -142,6 +142,8 @@ export declare class Session {
    */
   close(): void
   tracerTid(): Promise<number>
+  /** Everything the dump needs from process `pid`, seized by this session: see the module doc. */
+  dumpTask(pid: number, opts: DumpTaskOptions): Promise<TaskFactsInfo>
   /**
    * Seizes every thread of every process below `pid` (PTRACE_SEIZE + PTRACE_INTERRUPT) and
    * keeps them stopped in this session until `releaseTree`. One tree per session.
@@ -301,6 +303,11 @@ export interface DumpSysvShmOptions {
   pagesId?: number
   /** Or to the page server, over the session's connection. */
   pageServer?: PageServerAddress
+export interface DumpTaskOptions {
+  /** The process's threads, leader first (all seized by this session). */
+  tids: Array<number>
+  /** Drain the memory too (as dumpMemory, through the same infection). */
+  memory?: DumpMemoryOptions
 }
 
 export interface EpollTargetInfo {
@@ -360,6 +367,14 @@ export declare function fdQueuedBytes(pid: number, fd: number): number
 
 /** Whether fd `fd` of `pid` has data to read (poll on a pidfd_getfd duplicate). */
 export declare function fdReadable(pid: number, fd: number): boolean
+
+/** stat(2) of a file the task holds, through its /proc link. */
+export interface FileStatInfo {
+  mode: number
+  size: bigint
+  dev: bigint
+  ino: bigint
+}
 
 /** `user_x86_fpregs_entry` (the FXSAVE area) plus the xsave extension. */
 export interface FpRegsInfo {
@@ -520,13 +535,22 @@ export interface ItimersInfo {
 }
 
 /** Whether two tasks share a kernel object (for `file`, `idx1`/`idx2` are their fds). */
-export declare function kcmp(pid1: number, pid2: number, kind: 'file' | 'vm' | 'files' | 'fs' | 'sighand' | 'io' | 'sysvsem', idx1?: number, idx2?: number): boolean
+export declare function kcmp(pid1: number, pid2: number, kind: KcmpKind, idx1?: number | undefined | null, idx2?: number | undefined | null): boolean
 
 /**
  * Whether fd `fd` of `pid` is the file the epoll set at fd `efd` of `epollPid` watches as
  * target fd number `tfd` (its `toff`-th registration under that number): kcmp KCMP_EPOLL_TFD.
  */
 export declare function kcmpEpollTarget(pid: number, fd: number, epollPid: number, efd: number, tfd: number, toff: number): boolean
+
+/** Kernel objects kcmp(2) compares. */
+export type KcmpKind = 'file' | 'vm' | 'files' | 'fs' | 'sighand' | 'io' | 'sysvsem'
+
+/**
+ * kcmp(2)'s order of two tasks' objects: 0 when shared, -1 or 1 otherwise, stable for as long
+ * as the objects live (sort by it to find an object among n in log n calls).
+ */
+export declare function kcmpOrder(pid1: number, pid2: number, kind: KcmpKind, idx1?: number | undefined | null, idx2?: number | undefined | null): number
 
 export declare function kerndatProbe(): Array<KerndatProbe>
 
@@ -862,6 +886,10 @@ export interface ProcessInspection {
   exe?: string
   cwd?: string
   root?: string
+  /** stat(2) through /proc/PID/exe, cwd and root. */
+  exeStat?: FileStatInfo
+  cwdStat?: FileStatInfo
+  rootStat?: FileStatInfo
   fds: Array<FdInfoEntry>
   namespaces: Array<NamespaceInfo>
   cgroups: Array<CgroupInfo>
@@ -976,6 +1004,8 @@ export interface SeizedThreadInfo {
   tid: number
   /** The job-control stop signal (SIGSTOP, SIGTSTP, ...) if the thread was already stopped. */
   stopSignal?: number
+  /** 0 disabled, 1 strict, 2 filter (/proc/PID/task/TID/status when seized). */
+  seccompMode: number
 }
 
 export interface SeizedTreeInfo {
@@ -1174,6 +1204,14 @@ export interface SysvObjectsInfo {
   shm: Array<ShmSegmentInfo>
   sem: Array<SemSetInfo>
   msg: Array<MsgQueueInfo>
+export interface TaskFactsInfo {
+  proc: ProcessInspection
+  /** As `tids` listed them. */
+  threads: Array<TaskThreadInfo>
+  /** What the task answered itself; `parasite.threads[i]` is `threads[i]`'s. */
+  parasite: ParasiteInfo
+  memory?: MemoryDump
+  timings: VisitTimingsInfo
 }
 
 export interface TaskMiscInfo {
@@ -1183,6 +1221,11 @@ export interface TaskMiscInfo {
   childSubreaper: boolean
   /** MEMBARRIER_CMD_GET_REGISTRATIONS; absent where the kernel lacks it. */
   membarrierRegistrations?: bigint
+}
+
+export interface TaskThreadInfo {
+  state: ThreadStateInfo
+  robustList: RobustList
 }
 
 export interface TcpRepairWindow {
@@ -1387,6 +1430,20 @@ export interface UserDescInfo {
   usable: boolean
 }
 
+/** Where the visit's time went, nanoseconds. */
+export interface VisitTimingsInfo {
+  /** procfs, thread states and robust lists, before infecting. */
+  outsideNs: number
+  /** The scratch mapping and the resident parasite's start. */
+  infectNs: number
+  /** The process's and the threads' answers. */
+  askNs: number
+  /** The page drain (scan included) and tracking. */
+  memoryNs: number
+  /** Stopping the parasite and unmapping the scratch. */
+  cureNs: number
+}
+
 export interface VmaDumpInfo {
   start: bigint
   end: bigint
@@ -1419,6 +1476,8 @@ export interface VmaInfo {
   kind: 'file' | 'anon' | 'heap' | 'stack' | 'vdso' | 'vvar' | 'vvar_vclock' | 'vsyscall' | 'shmem_anon' | 'sysv_shm' | 'other'
   deleted: boolean
   vmFlags: Array<string>
+  /** A file mapping's file (stat through /proc/PID/map_files/START-END), when readable. */
+  file?: FileStatInfo
 }
 
 /** `user_x86_xsave_entry`: arrays are empty for components the kernel does not expose. */

@@ -24,7 +24,8 @@ fn run(cmd: &mut Command) -> Result<Vec<u8>, String> {
     Ok(out.stdout)
 }
 
-fn build(arch: &str, out: &Path) -> Result<PathBuf, String> {
+/// The image and the offset of its second entry point (blob_thread_entry).
+fn build(arch: &str, out: &Path) -> Result<(PathBuf, usize), String> {
     let host = std::env::var("HOST").unwrap_or_default();
     let prefix = match arch {
         _ if host.starts_with(arch) => String::new(),
@@ -56,7 +57,13 @@ fn build(arch: &str, out: &Path) -> Result<PathBuf, String> {
     }
     run(Command::new(tool(&prefix, "ld")).args(["-T", "blob/blob.ld", "-o"]).arg(&elf).arg(&obj))?;
     run(Command::new(tool(&prefix, "objcopy")).args(["-O", "binary", "-j", ".text"]).arg(&elf).arg(&bin))?;
-    Ok(bin)
+    let syms = String::from_utf8_lossy(&run(Command::new(tool(&prefix, "nm")).arg(&elf))?).into_owned();
+    let thread_entry = syms
+        .lines()
+        .find_map(|l| l.strip_suffix(" T blob_thread_entry"))
+        .and_then(|a| usize::from_str_radix(a, 16).ok())
+        .ok_or("the parasite has no blob_thread_entry")?;
+    Ok((bin, thread_entry))
 }
 
 fn main() {
@@ -68,15 +75,22 @@ fn main() {
     let target = std::env::var("CARGO_CFG_TARGET_ARCH").expect("cargo sets CARGO_CFG_TARGET_ARCH");
     let native = std::env::var("HOST").unwrap_or_default().starts_with(&target);
     let dest = out.join("parasite.bin");
+    let syms = out.join("parasite_syms.rs");
+    let write_syms = |thread_entry: usize| {
+        let text = format!("/// Offset of blob_thread_entry in the image.\npub const THREAD_ENTRY: usize = {thread_entry:#x};\n");
+        std::fs::write(&syms, text).expect("write parasite_syms.rs");
+    };
     match build(&target, &out) {
-        Ok(bin) => {
+        Ok((bin, thread_entry)) => {
             std::fs::copy(&bin, &dest).expect("copy parasite image");
+            write_syms(thread_entry);
         }
         // A native build must produce the parasite: a failure here is a bug, not a missing tool.
         Err(e) if native => panic!("building the parasite: {e}"),
         Err(e) => {
             println!("cargo:warning=no resident parasite for {target} ({e}); the drain will use injected syscalls");
             std::fs::write(&dest, []).expect("write empty parasite image");
+            write_syms(0);
         }
     }
     // The other architecture is only compiled, to keep its C honest, where its cross compiler is

@@ -7,14 +7,13 @@ import { core_entrySchema, task_kobj_ids_entrySchema, type task_kobj_ids_entry }
 import { mm_entrySchema } from '../images/gen/mm_pb.js';
 import { fs_entrySchema } from '../images/gen/fs_pb.js';
 import { fdinfo_entrySchema } from '../images/gen/fdinfo_pb.js';
-import { native } from '../native.js';
-import { TsdumpError } from '../errors.js';
-import type { ProcessInspection, SeizedProcessInfo } from '../../native/index.js';
+import type { ProcessInspection, SeizedProcessInfo, TaskFactsInfo } from '../../native/index.js';
 import { leaderCore, threadCore, type ThreadFacts } from './core-image.js';
 import { buildMm, writePagemap, writeShmemPagemap } from './mm-image.js';
 import type { DumpContext } from './context.js';
-import { drainTaskMemory } from './task-memory.js';
+import { memoryRequest, recordMemory } from './task-memory.js';
 import { dumpMemfdInodes } from './memfd-inodes.js';
+import { isMemfdFd, isMemfdVma } from './fds/memfd.js';
 
 export interface DumpedTask {
   pid: number;
@@ -23,24 +22,60 @@ export interface DumpedTask {
   proc: ProcessInspection;
 }
 
+/** What one native visit of a task brought back (visitTask), waiting for its images. */
+export interface TaskVisit {
+  facts: TaskFactsInfo;
+  /** The pages image its memory went to (0 with a page server). */
+  pagesId: number;
+}
+
 export async function dumpTask(ctx: DumpContext, task: SeizedProcessInfo): Promise<DumpedTask> {
+  return writeTask(ctx, task, await visitTask(ctx, task));
+}
+
+/**
+ * The native visit of one process: procfs, thread states, the parasite's answers and the page
+ * drain in one call on the tracer thread. It may run while the previous task's images are
+ * written (see `nextMayStart`).
+ */
+export async function visitTask(ctx: DumpContext, task: SeizedProcessInfo): Promise<TaskVisit> {
   const { pid } = task;
-  const tids = task.threads.map((t) => t.tid);
-  const proc = await ctx.call(() => ctx.session.inspectProcess(pid));
-  const parasite = await ctx.call(() => ctx.session.parasiteInfo(pid, tids));
-  const threads: ThreadFacts[] = [];
-  for (const tid of tids) {
-    const state = await ctx.call(() => ctx.session.threadState(tid));
-    const info = parasite.threads.find((t) => t.tid === tid);
-    if (!info) throw new TsdumpError('PARASITE', `pid ${pid}: no parasite report for thread ${tid}`);
-    threads.push({ state, parasite: info, robustList: await ctx.call(() => native.robustList(tid)), seccomp: ctx.seccomp.get(tid), cgSet: ctx.cgroups.setOfThread(tid) });
-  }
-  const ids = ctx.kobjIds.idsOf(pid, proc.namespaces);
   await ctx.plugins.run('checkpointDevices', { pid });
+  const { pagesId, options } = await memoryRequest(ctx, pid, { pageServer: ctx.options.pageServer });
+  const tids = task.threads.map((t) => t.tid);
+  const facts = await ctx.call(() => ctx.session.dumpTask(pid, { tids, memory: options }));
+  await recordMemory(ctx, pid, facts.memory!);
+  return { facts, pagesId };
+}
+
+/**
+ * Whether the next task's visit may start before this one's images are written: pages image
+ * ids are handed out in tree order, and writing this task uses one up for each shared anonymous
+ * object or memfd it is the first to hold, so only a task that holds none lets the next go.
+ */
+export function nextMayStart(ctx: DumpContext, visit: TaskVisit): boolean {
+  const { proc } = visit.facts;
+  const shmem = !ctx.options.pageServer && proc.vmas.some((v) => v.kind === 'shmem_anon');
+  return !shmem && !proc.vmas.some(isMemfdVma) && !proc.fds.some(isMemfdFd);
+}
+
+/** Writes the images of a visited task. */
+export async function writeTask(ctx: DumpContext, task: SeizedProcessInfo, visit: TaskVisit): Promise<DumpedTask> {
+  const { pid } = task;
+  const { facts, pagesId } = visit;
+  const { proc, parasite } = facts;
+  const memory = facts.memory!;
+  const threads: ThreadFacts[] = facts.threads.map((t, i) => ({
+    state: t.state,
+    parasite: parasite.threads[i]!,
+    robustList: t.robustList,
+    seccomp: ctx.seccomp.get(t.state.tid),
+    cgSet: ctx.cgroups.setOfThread(t.state.tid),
+  }));
+  const ids = ctx.kobjIds.idsOf(pid, proc.namespaces);
 
   // Memory first among the images: CRIU numbers the exe and mapped files before fds.
   const { pageServer } = ctx.options;
-  const { memory, pagesId } = await drainTaskMemory(ctx, pid, { pageServer });
   const mm = await buildMm(pid, proc, parasite, ctx.files);
   await writeImage(ctx.imagesDir, `mm-${pid}.img`, mm_entrySchema, [mm]);
   // with a page server the pagemap went over the wire with the pages (the server writes it)
@@ -62,10 +97,11 @@ export async function dumpTask(ctx: DumpContext, task: SeizedProcessInfo): Promi
 
   const cwd = proc.cwd ?? '/';
   const root = proc.root ?? '/';
-  const [cwdStat, rootStat] = await Promise.all([stat(`/proc/${pid}/cwd`), stat(`/proc/${pid}/root`)]);
+  const cwdMode = proc.cwdStat?.mode ?? (await stat(`/proc/${pid}/cwd`)).mode;
+  const rootMode = proc.rootStat?.mode ?? (await stat(`/proc/${pid}/root`)).mode;
   const fsEntry = create(fs_entrySchema, {
-    cwdId: await ctx.files.newPathFile(cwd, 0, { mode: cwdStat.mode }),
-    rootId: await ctx.files.newPathFile(root, 0, { mode: rootStat.mode }),
+    cwdId: await ctx.files.newPathFile(cwd, 0, { mode: cwdMode }),
+    rootId: await ctx.files.newPathFile(root, 0, { mode: rootMode }),
     umask: parasite.misc.umask,
   });
   await writeImage(ctx.imagesDir, `fs-${pid}.img`, fs_entrySchema, [fsEntry]);

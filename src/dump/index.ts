@@ -13,7 +13,7 @@ import { FileTable } from './file-table.js';
 import { LinkRemaps } from './link-remap.js';
 import { NetworkLock, treeConnections } from './network-lock.js';
 import { KobjIds } from './kobj-ids.js';
-import { dumpTask, type DumpedTask } from './dump-task.js';
+import { nextMayStart, visitTask, writeTask, type DumpedTask, type TaskVisit } from './dump-task.js';
 import { dumpFileLocks } from './file-locks.js';
 import { writePstree } from './write-pstree.js';
 import { treeOrder, type TreeMember } from './tree-order.js';
@@ -265,15 +265,31 @@ async function dumpTree(
   taskDone: () => void,
 ): Promise<DumpedTask[]> {
   const tasks: DumpedTask[] = [];
-  for (const m of members) {
-    ctx.cancellation.throwIfCancelled();
-    if (m.kind === 'zombie') {
-      await writeImage(ctx.imagesDir, `core-${m.zombie.pid}.img`, core_entrySchema, [zombieCore(m.zombie)]);
-      continue;
+  const live = members.flatMap((m) => (m.kind === 'live' ? [m.proc] : []));
+  // The next task's native visit runs while this one's images are written (dump-task.ts).
+  let ahead: { pid: number; visit: Promise<TaskVisit> } | undefined;
+  try {
+    for (const m of members) {
+      ctx.cancellation.throwIfCancelled();
+      if (m.kind === 'zombie') {
+        await writeImage(ctx.imagesDir, `core-${m.zombie.pid}.img`, core_entrySchema, [zombieCore(m.zombie)]);
+        continue;
+      }
+      stage(`dump task ${m.proc.pid}`);
+      const visit = await (ahead?.pid === m.proc.pid ? ahead.visit : visitTask(ctx, m.proc));
+      ahead = undefined;
+      const next = live[live.indexOf(m.proc) + 1];
+      if (next && nextMayStart(ctx, visit)) {
+        ahead = { pid: next.pid, visit: visitTask(ctx, next) };
+        // handled where it is awaited; until then its failure must not count as unhandled
+        ahead.visit.catch(() => undefined);
+      }
+      tasks.push(await writeTask(ctx, m.proc, visit));
+      taskDone();
     }
-    stage(`dump task ${m.proc.pid}`);
-    tasks.push(await dumpTask(ctx, m.proc));
-    taskDone();
+  } finally {
+    // a visit started ahead of a failure: its outcome no longer matters, but it must settle
+    await ahead?.visit.catch(() => undefined);
   }
   return tasks;
 }

@@ -1,7 +1,7 @@
 // One task's private memory into pages-N.img + pagemap-PID.img: shared by the dump (dump-task.ts)
 // and the pre-dump (pre-dump.ts). With an incremental run only pages written since the parent are
 // drained, and tracking is ended or started in the same freeze.
-import type { MemoryDump } from '../../native/index.js';
+import type { DumpMemoryOptions, MemoryDump } from '../../native/index.js';
 import type { vma_entry } from '../images/gen/vma_pb.js';
 import type { DumpContext } from './context.js';
 import type { Incremental } from './incremental.js';
@@ -25,21 +25,33 @@ export interface DrainOptions {
   readonly pageServer?: { readonly address: string; readonly port: number } | undefined;
 }
 
-/** Drains `pid`'s memory (the pagemap is written separately: the dump adds lazy flags from mm). */
-export async function drainTaskMemory(ctx: MemoryContext, pid: number, opts: DrainOptions = {}): Promise<TaskMemory> {
-  // the server numbers its own pages images; no local id is used up
+/**
+ * What the native drain of `pid` is asked: the pages image's id (used up here) and the options.
+ * With a page server the server numbers its own pages images; no local id is used up.
+ */
+export async function memoryRequest(ctx: MemoryContext, pid: number, opts: DrainOptions = {}): Promise<{ pagesId: number; options: DumpMemoryOptions }> {
   const pagesId = opts.pageServer ? 0 : ctx.nextPagesId++;
   const extra = (await ctx.incremental?.memoryOptions(pid)) ?? {};
   const pageServer = opts.pageServer ? { pageServer: { address: opts.pageServer.address, port: opts.pageServer.port } } : {};
-  const memory = await ctx.stats.time('memdumpTime', () =>
-    ctx.call(() => ctx.session.dumpMemory(pid, { pagesId, mode: ctx.memoryMode, ...extra, ...pageServer })),
-  );
+  return { pagesId, options: { pagesId, mode: ctx.memoryMode, ...extra, ...pageServer } };
+}
+
+/** Counts a drained task's pages into the stats and notes its tracking. */
+export async function recordMemory(ctx: MemoryContext, pid: number, memory: MemoryDump): Promise<void> {
   ctx.stats.counters.pagesScanned += memory.counts.scanned;
   ctx.stats.counters.pagesWritten += memory.counts.written;
   ctx.stats.counters.pagesZero += memory.counts.zero;
   ctx.stats.counters.pagesSkippedParent += memory.pagesInParent;
+  ctx.stats.timings.memdumpTime += Math.round(memory.timings.totalNs / 1000);
   ctx.stats.timings.memwriteTime += Math.round(memory.timings.drainNs / 1000);
   await ctx.incremental?.record(pid, memory);
+}
+
+/** Drains `pid`'s memory (the pagemap is written separately: the dump adds lazy flags from mm). */
+export async function drainTaskMemory(ctx: MemoryContext, pid: number, opts: DrainOptions = {}): Promise<TaskMemory> {
+  const { pagesId, options } = await memoryRequest(ctx, pid, opts);
+  const memory = await ctx.call(() => ctx.session.dumpMemory(pid, options));
+  await recordMemory(ctx, pid, memory);
   return { memory, pagesId };
 }
 

@@ -78,7 +78,10 @@ export async function dumpSeccomp(
   const chains: Chain[] = [];
   for (const p of processes) {
     const threads: Chain[] = [];
-    for (const t of p.threads) threads.push(chainOf(await call(() => session.seccompState(t.tid))));
+    for (const t of p.threads) {
+      // the seize read each thread's mode: only filter mode has filters to fetch
+      threads.push(t.seccompMode === SECCOMP_MODE_FILTER ? chainOf(await call(() => session.seccompState(t.tid))) : { tid: t.tid, mode: t.seccompMode, filters: [] });
+    }
     collapseTsync(threads);
     chains.push(...threads);
   }

@@ -8,6 +8,20 @@
 #define NR_CONNECT 203
 #define NR_SENDTO 206
 #define NR_RECVFROM 207
+#define NR_PPOLL 73
+#define NR_CAPGET 90
+#define NR_GETITIMER 102
+#define NR_TIMER_GETTIME 108
+#define NR_TIMER_GETOVERRUN 109
+#define NR_SIGALTSTACK 132
+#define NR_RT_SIGACTION 134
+#define NR_GETRESUID 148
+#define NR_GETRESGID 150
+#define NR_SETFSUID 151
+#define NR_SETFSGID 152
+#define NR_GETGROUPS 158
+#define NR_PRCTL 167
+#define NR_MEMBARRIER 283
 
 static inline long sys6(long nr, long a, long b, long c, long d, long e, long f)
 {
@@ -36,5 +50,12 @@ __asm__(".section .text.entry,\"ax\"\n"
 	"\tand x9, x9, #~15\n"
 	"\tmov sp, x9\n"
 	"\tbl blob_main\n"
+	"\tbrk #0\n"
+	".globl blob_thread_entry\n"
+	"blob_thread_entry:\n"
+	"\tmov x9, sp\n"
+	"\tand x9, x9, #~15\n"
+	"\tmov sp, x9\n"
+	"\tbl blob_thread_main\n"
 	"\tbrk #0\n"
 	".previous\n");

@@ -7,6 +7,20 @@
 #define NR_FCNTL 72
 #define NR_VMSPLICE 278
 #define NR_PIPE2 293
+#define NR_RT_SIGACTION 13
+#define NR_GETITIMER 36
+#define NR_GETGROUPS 115
+#define NR_GETRESUID 118
+#define NR_GETRESGID 120
+#define NR_SETFSUID 122
+#define NR_SETFSGID 123
+#define NR_CAPGET 125
+#define NR_SIGALTSTACK 131
+#define NR_PRCTL 157
+#define NR_TIMER_GETTIME 224
+#define NR_TIMER_GETOVERRUN 225
+#define NR_PPOLL 271
+#define NR_MEMBARRIER 324
 
 static inline long sys6(long nr, long a, long b, long c, long d, long e, long f)
 {
@@ -28,11 +42,17 @@ __attribute__((noreturn)) static inline void go_home(unsigned long long sp)
 	__builtin_unreachable();
 }
 
-/* Entered with %rdi = struct blob_args * and %rsp = the top of the blob's stack. */
+/* Entered with %rdi = struct blob_args * (or struct blob_thread_args *) and %rsp = the top of
+ * the thread's stack in the scratch. */
 __asm__(".section .text.entry,\"ax\"\n"
 	".globl blob_entry\n"
 	"blob_entry:\n"
 	"\tand $-16, %rsp\n"
 	"\tcall blob_main\n"
+	"\tud2\n"
+	".globl blob_thread_entry\n"
+	"blob_thread_entry:\n"
+	"\tand $-16, %rsp\n"
+	"\tcall blob_thread_main\n"
 	"\tud2\n"
 	".previous\n");

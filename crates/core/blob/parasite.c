@@ -34,6 +34,36 @@
 #define EINTR 4
 #define EINVAL 22
 #define EMFILE 24
+#define PR_GET_PDEATHSIG 2
+#define PR_GET_DUMPABLE 3
+#define PR_GET_NAME 16
+#define PR_GET_SECUREBITS 27
+#define PR_GET_CHILD_SUBREAPER 37
+#define PR_GET_NO_NEW_PRIVS 39
+#define PR_GET_TID_ADDRESS 40
+#define PR_GET_THP_DISABLE 42
+#define MEMBARRIER_CMD_GET_REGISTRATIONS (1 << 9)
+#define LINUX_CAPABILITY_VERSION_3 0x20080522
+
+/* The offsets crates/core/src/parasite/blob.rs reads the answers at. */
+_Static_assert(__builtin_offsetof(struct blob_task_info, sigaction) == 16, "blob_task_info layout");
+_Static_assert(__builtin_offsetof(struct blob_task_info, itimer) == 2064, "blob_task_info layout");
+_Static_assert(__builtin_offsetof(struct blob_task_info, dumpable) == 2160, "blob_task_info layout");
+_Static_assert(__builtin_offsetof(struct blob_task_info, membarrier) == 2176, "blob_task_info layout");
+_Static_assert(__builtin_offsetof(struct blob_task_info, timer) == 2184, "blob_task_info layout");
+_Static_assert(sizeof(struct blob_timer) == 40, "blob_timer layout");
+_Static_assert(__builtin_offsetof(struct blob_thread_info, altstack) == 16, "blob_thread_info layout");
+_Static_assert(__builtin_offsetof(struct blob_thread_info, clear_tid) == 40, "blob_thread_info layout");
+_Static_assert(__builtin_offsetof(struct blob_thread_info, pdeath_sig) == 48, "blob_thread_info layout");
+_Static_assert(__builtin_offsetof(struct blob_thread_info, ids) == 68, "blob_thread_info layout");
+_Static_assert(__builtin_offsetof(struct blob_thread_info, cap) == 92, "blob_thread_info layout");
+_Static_assert(__builtin_offsetof(struct blob_thread_info, name) == 116, "blob_thread_info layout");
+_Static_assert(__builtin_offsetof(struct blob_thread_info, groups) == 132, "blob_thread_info layout");
+_Static_assert(sizeof(struct blob_thread_info) == 1160, "blob_thread_info layout");
+_Static_assert(sizeof(struct blob_thread_args) == 32, "blob_thread_args layout");
+_Static_assert(__builtin_offsetof(struct blob_args, failed) == 20, "blob_args layout");
+_Static_assert(__builtin_offsetof(struct blob_args, err) == 24, "blob_args layout");
+_Static_assert(__builtin_offsetof(struct blob_args, addr) == 32, "blob_args layout");
 
 struct made {
 	int n;
@@ -95,6 +125,146 @@ static int is_made(const struct made *m, long fd)
 	return 0;
 }
 
+/* Records the first failure: its call and -errno. Returns nonzero when `r` failed. */
+static int failed(long long *err, unsigned int *which, unsigned int call, long r)
+{
+	if (r >= 0 || r < -4095)
+		return 0;
+	*err = r;
+	*which = call;
+	return 1;
+}
+
+/* The process-wide answers: dispositions, itimers, the listed POSIX timers, prctl flags. */
+static long task_info(struct blob_task_info *o, unsigned int n, const int *ids, int timers_only)
+{
+	o->err = 0;
+	o->failed = 0;
+	if (!timers_only) {
+		for (int sig = 1; sig <= BLOB_NSIG; sig++)
+			if (failed(&o->err, &o->failed, BLOB_CALL_SIGACTION + sig - 1,
+				   sys6(NR_RT_SIGACTION, sig, 0, (long)o->sigaction[sig - 1], 8, 0, 0)))
+				return o->err;
+		for (int which = 0; which < 3; which++)
+			if (failed(&o->err, &o->failed, BLOB_CALL_GETITIMER + which,
+				   sys6(NR_GETITIMER, which, (long)o->itimer[which], 0, 0, 0, 0)))
+				return o->err;
+		long r = sys6(NR_PRCTL, PR_GET_DUMPABLE, 0, 0, 0, 0, 0);
+		if (failed(&o->err, &o->failed, BLOB_CALL_DUMPABLE, r))
+			return o->err;
+		o->dumpable = (int)r;
+		r = sys6(NR_PRCTL, PR_GET_THP_DISABLE, 0, 0, 0, 0, 0);
+		if (failed(&o->err, &o->failed, BLOB_CALL_THP, r))
+			return o->err;
+		o->thp_disabled = (int)r;
+		if (failed(&o->err, &o->failed, BLOB_CALL_SUBREAPER,
+			   sys6(NR_PRCTL, PR_GET_CHILD_SUBREAPER, (long)&o->child_subreaper, 0, 0, 0, 0)))
+			return o->err;
+		/* absent on older kernels: an answer, not a failure */
+		o->membarrier = sys6(NR_MEMBARRIER, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0, 0, 0, 0);
+	}
+	for (unsigned int i = 0; i < n; i++) {
+		struct blob_timer *t = &o->timer[i];
+		if (failed(&o->err, &o->failed, BLOB_CALL_TIMER_GETTIME + i,
+			   sys6(NR_TIMER_GETTIME, ids[i], (long)t->interval, 0, 0, 0, 0)))
+			return o->err;
+		t->overrun = sys6(NR_TIMER_GETOVERRUN, ids[i], 0, 0, 0, 0, 0);
+		if (failed(&o->err, &o->failed, BLOB_CALL_TIMER_GETTIME + i, t->overrun))
+			return o->err;
+	}
+	return 0;
+}
+
+/* The calling thread's answers: sigaltstack, clear-tid address, pdeath signal, name, creds. */
+static long thread_info(struct blob_thread_info *o)
+{
+	struct {
+		unsigned int version;
+		int pid;
+	} hdr = {LINUX_CAPABILITY_VERSION_3, 0};
+	o->err = 0;
+	o->failed = 0;
+	if (failed(&o->err, &o->failed, BLOB_CALL_SIGALTSTACK, sys6(NR_SIGALTSTACK, 0, (long)o->altstack, 0, 0, 0, 0)) ||
+	    failed(&o->err, &o->failed, BLOB_CALL_TID_ADDRESS,
+		   sys6(NR_PRCTL, PR_GET_TID_ADDRESS, (long)&o->clear_tid, 0, 0, 0, 0)) ||
+	    failed(&o->err, &o->failed, BLOB_CALL_PDEATHSIG,
+		   sys6(NR_PRCTL, PR_GET_PDEATHSIG, (long)&o->pdeath_sig, 0, 0, 0, 0)) ||
+	    failed(&o->err, &o->failed, BLOB_CALL_NAME, sys6(NR_PRCTL, PR_GET_NAME, (long)o->name, 0, 0, 0, 0)) ||
+	    failed(&o->err, &o->failed, BLOB_CALL_RESUID,
+		   sys6(NR_GETRESUID, (long)&o->ids[0], (long)&o->ids[1], (long)&o->ids[2], 0, 0, 0)) ||
+	    failed(&o->err, &o->failed, BLOB_CALL_RESGID,
+		   sys6(NR_GETRESGID, (long)&o->ids[3], (long)&o->ids[4], (long)&o->ids[5], 0, 0, 0)) ||
+	    failed(&o->err, &o->failed, BLOB_CALL_CAPGET, sys6(NR_CAPGET, (long)&hdr, (long)o->cap, 0, 0, 0, 0)))
+		return o->err;
+	/* an invalid id changes nothing and returns the current one */
+	o->fsuid = (unsigned int)sys6(NR_SETFSUID, -1, 0, 0, 0, 0, 0);
+	o->fsgid = (unsigned int)sys6(NR_SETFSGID, -1, 0, 0, 0, 0, 0);
+	long r = sys6(NR_PRCTL, PR_GET_SECUREBITS, 0, 0, 0, 0, 0);
+	if (failed(&o->err, &o->failed, BLOB_CALL_SECUREBITS, r))
+		return o->err;
+	o->securebits = (unsigned int)r;
+	r = sys6(NR_PRCTL, PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0, 0);
+	if (failed(&o->err, &o->failed, BLOB_CALL_NO_NEW_PRIVS, r))
+		return o->err;
+	o->no_new_privs = (int)r;
+	r = sys6(NR_GETGROUPS, 0, 0, 0, 0, 0, 0);
+	if (failed(&o->err, &o->failed, BLOB_CALL_GETGROUPS, r))
+		return o->err;
+	o->ngroups = (unsigned int)r;
+	if (r > 0 && r <= BLOB_MAX_GROUPS) {
+		r = sys6(NR_GETGROUPS, r, (long)o->groups, 0, 0, 0, 0);
+		if (failed(&o->err, &o->failed, BLOB_CALL_GETGROUPS, r))
+			return o->err;
+		o->ngroups = (unsigned int)r;
+	}
+	return 0;
+}
+
+/*
+ * Another thread of the task, handed here by tsdump with its own return frame and every signal
+ * blocked: answer, say so on the channel, then wait for tsdump to take the thread back. If the
+ * channel ends first (tsdump died), go home. ppoll rather than poll: an interrupted poll() would
+ * replace the thread's restart_block, which a thread stopped in nanosleep() still needs.
+ */
+__attribute__((noreturn, used)) void blob_thread_main(struct blob_thread_args *a)
+{
+	struct blob_rep rep;
+	struct {
+		int fd;
+		short events, revents;
+	} pfd = {a->ctl, 0, 0};
+	long r = a->magic == BLOB_MAGIC ? thread_info((struct blob_thread_info *)a->out) : -EINVAL;
+	memset(&rep, 0, sizeof(rep));
+	rep.ret = BLOB_THREAD_DONE;
+	rep.out[0] = a->tid;
+	rep.out[1] = r;
+	if (sys6(NR_SENDTO, a->ctl, (long)&rep, sizeof(rep), MSG_NOSIGNAL, 0, 0) >= 0)
+		while (sys6(NR_PPOLL, (long)&pfd, 1, 0, 0, 8, 0) == -EINTR)
+			;
+	go_home(a->frame_sp);
+}
+
+/*
+ * Waits, every signal blocked, for tsdump to take the thread back (it is on its way: it saw the
+ * channel close or the failure), then goes home on its own: tsdump died in between. ppoll with no
+ * descriptors, not nanosleep: an interrupted nanosleep would replace the thread's restart_block.
+ */
+__attribute__((noreturn)) static void linger_then_home(unsigned long long home)
+{
+	long long ts[2] = {BLOB_LINGER_SEC, 0};
+	while (sys6(NR_PPOLL, 0, 0, (long)ts, 0, 8, 0) == -EINTR)
+		;
+	go_home(home);
+}
+
+/* The blob could not reach tsdump: say why where tsdump looks while it waits, and linger. */
+__attribute__((noreturn)) static void refuse(struct blob_args *args, unsigned int call, long err)
+{
+	args->err = err;
+	__atomic_store_n(&args->failed, call, __ATOMIC_RELEASE);
+	linger_then_home(args->frame_sp);
+}
+
 __attribute__((noreturn, used)) void blob_main(struct blob_args *args)
 {
 	unsigned long long home = args->frame_sp;
@@ -108,9 +278,12 @@ __attribute__((noreturn, used)) void blob_main(struct blob_args *args)
 
 	long ctl = sys6(NR_SOCKET, AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, 0, 0, 0);
 	if (ctl < 0)
-		go_home(home);
-	if (sys6(NR_CONNECT, ctl, (long)args->addr, args->addr_len, 0, 0, 0) < 0)
-		goto out;
+		refuse(args, 1, ctl);
+	long r = sys6(NR_CONNECT, ctl, (long)args->addr, args->addr_len, 0, 0, 0);
+	if (r < 0) {
+		sys6(NR_CLOSE, ctl, 0, 0, 0, 0, 0);
+		refuse(args, 2, r);
+	}
 
 	memset(&rep, 0, sizeof(rep));
 	rep.ret = (long long)BLOB_MAGIC;
@@ -146,6 +319,20 @@ __attribute__((noreturn, used)) void blob_main(struct blob_args *args)
 			close_made(&made);
 			rep.ret = 0;
 			break;
+		case BLOB_TASK_INFO:
+			if (q->n > BLOB_MAX_TIMERS || n != (long)(sizeof(struct blob_req) + q->n * sizeof(int)))
+				rep.ret = -EINVAL;
+			else
+				rep.ret = task_info((struct blob_task_info *)q->a[0], q->n,
+						    (const int *)(msg.raw + sizeof(struct blob_req)), q->a[1] == 1);
+			break;
+		case BLOB_THREAD_INFO:
+			rep.ret = thread_info((struct blob_thread_info *)q->a[0]);
+			break;
+		case BLOB_QUIT:
+			close_made(&made);
+			sys6(NR_CLOSE, ctl, 0, 0, 0, 0, 0);
+			linger_then_home(home);
 		default:
 			rep.ret = -EINVAL;
 		}

@@ -7,6 +7,7 @@
 //! - `inspect`: what the kernel shows from outside: procfs parsing and ptrace register reads.
 //! - `parasite`: code run inside a frozen task (syscall injection, the parasite blob).
 //! - `mem`: which pages to dump and draining them into pages images (or a socket).
+//! - `collect`: one visit to one seized process, everything the dump needs from it.
 //! - `kerndat`: kernel feature probes shared by `tsdump check` and the dump.
 //! - `sockets`: sock_diag tables, and socket options and queues read through a duplicated fd.
 //! - `images_dir`: the images directory, opened once; every file of a dump is created through it.
@@ -15,6 +16,7 @@
 
 pub mod arch;
 pub mod cancel;
+pub mod collect;
 pub mod error;
 pub mod files;
 pub mod freezer;

@@ -10,22 +10,44 @@ use tsdump_core::inspect::FdEntry;
 use crate::errors::to_napi;
 use crate::tree::{big, EpollTargetInfo, FdInfoEntry, InotifyWatchInfo, TimerfdStateInfo};
 
+/// Kernel objects kcmp(2) compares.
+#[napi(string_enum = "lowercase")]
+pub enum KcmpKind {
+    File,
+    Vm,
+    Files,
+    Fs,
+    Sighand,
+    Io,
+    Sysvsem,
+}
+
+impl From<KcmpKind> for KcmpType {
+    fn from(k: KcmpKind) -> KcmpType {
+        match k {
+            KcmpKind::File => KcmpType::File,
+            KcmpKind::Vm => KcmpType::Vm,
+            KcmpKind::Files => KcmpType::Files,
+            KcmpKind::Fs => KcmpType::Fs,
+            KcmpKind::Sighand => KcmpType::Sighand,
+            KcmpKind::Io => KcmpType::Io,
+            KcmpKind::Sysvsem => KcmpType::Sysvsem,
+        }
+    }
+}
+
 /// Whether two tasks share a kernel object (for `file`, `idx1`/`idx2` are their fds).
-#[napi(
-    ts_args_type = "pid1: number, pid2: number, kind: 'file' | 'vm' | 'files' | 'fs' | 'sighand' | 'io' | 'sysvsem', idx1?: number, idx2?: number"
-)]
-pub fn kcmp(pid1: i32, pid2: i32, kind: String, idx1: Option<u32>, idx2: Option<u32>) -> Result<bool> {
-    let kind = match kind.as_str() {
-        "file" => KcmpType::File,
-        "vm" => KcmpType::Vm,
-        "files" => KcmpType::Files,
-        "fs" => KcmpType::Fs,
-        "sighand" => KcmpType::Sighand,
-        "io" => KcmpType::Io,
-        "sysvsem" => KcmpType::Sysvsem,
-        other => return Err(Error::from_reason(format!("USAGE: kcmp: unknown object kind {other}"))),
-    };
-    files::kcmp_same(pid1, pid2, kind, idx1.unwrap_or(0).into(), idx2.unwrap_or(0).into()).map_err(to_napi)
+#[napi]
+pub fn kcmp(pid1: i32, pid2: i32, kind: KcmpKind, idx1: Option<u32>, idx2: Option<u32>) -> Result<bool> {
+    files::kcmp_same(pid1, pid2, kind.into(), idx1.unwrap_or(0).into(), idx2.unwrap_or(0).into()).map_err(to_napi)
+}
+
+/// kcmp(2)'s order of two tasks' objects: 0 when shared, -1 or 1 otherwise, stable for as long
+/// as the objects live (sort by it to find an object among n in log n calls).
+#[napi]
+pub fn kcmp_order(pid1: i32, pid2: i32, kind: KcmpKind, idx1: Option<u32>, idx2: Option<u32>) -> Result<i32> {
+    let o = files::kcmp_order(pid1, pid2, kind.into(), idx1.unwrap_or(0).into(), idx2.unwrap_or(0).into()).map_err(to_napi)?;
+    Ok(o as i32)
 }
 
 /// Whether fd `fd` of `pid` is the file the epoll set at fd `efd` of `epollPid` watches as

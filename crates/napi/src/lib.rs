@@ -13,6 +13,7 @@ mod parasite;
 mod predump;
 pub mod pty;
 mod session;
+mod task;
 pub mod sockets;
 mod tree;
 

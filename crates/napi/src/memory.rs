@@ -120,7 +120,7 @@ fn big(v: u64) -> BigInt {
     BigInt::from(v)
 }
 
-fn to_js(d: mem::MemDump, path: String) -> MemoryDump {
+pub(crate) fn to_js(d: mem::MemDump, path: String) -> MemoryDump {
     MemoryDump {
         pages_file: path,
         entries: d
@@ -193,13 +193,49 @@ impl Session {
     /// Dumps the private memory of `pid` (seized by this session) into pages-<pagesId>.img.
     #[napi]
     pub async fn dump_memory(&self, pid: i32, opts: DumpMemoryOptions) -> Result<MemoryDump> {
+        let req = MemoryOptions::parse(self, opts)?;
+        self.run(move |state| {
+            check_traced_by_us(pid, pid)?;
+            req.run(state, |memory| {
+                if req.opts.mode == Mode::Read && memory.arm.is_none() && memory.close_fd.is_none() {
+                    let d = match memory.page_server {
+                        Some(c) => mem::dump_memory_to_page_server(pid, &memory.opts, None, c)?,
+                        None => mem::dump_memory(pid, &memory.opts, None)?,
+                    };
+                    return Ok((d, None));
+                }
+                // One infection, one freeze: scan and drain, then end the old tracking and
+                // start the new one, so no write falls between two trackings.
+                with_parasite(pid, |inj| {
+                    let d = match memory.page_server {
+                        Some(c) => mem::dump_memory_to_page_server(pid, &memory.opts, Some(inj.into()), c)?,
+                        None => mem::dump_memory(pid, &memory.opts, Some(inj.into()))?,
+                    };
+                    let armed = track::retrack(inj, memory.close_fd, memory.arm, &d.vmas)?;
+                    Ok((d, armed))
+                })
+            })
+        })
+        .await
+    }
+}
+
+/// dumpMemory's options, checked on the calling thread.
+pub(crate) struct MemoryOptions {
+    pub opts: mem::DumpOpts,
+    pub arm: Option<track::Method>,
+    pub close_fd: Option<i32>,
+    pub server: Option<(String, u16)>,
+}
+
+impl MemoryOptions {
+    pub fn parse(session: &Session, opts: DumpMemoryOptions) -> Result<MemoryOptions> {
         let mode = match opts.mode.as_str() {
             "read" => Mode::Read,
             "vmsplice" => Mode::Vmsplice,
             m => return Err(Error::from_reason(format!("UNSUPPORTED: dumpMemory mode {m:?} (want 'read' or 'vmsplice')"))),
         };
-        let pages = self.pages_file(format!("pages-{}.img", opts.pages_id))?;
-        let pipes = opts.pipes.unwrap_or(8) as usize;
+        let pages = session.pages_file(format!("pages-{}.img", opts.pages_id))?;
         let incremental = match &opts.parent {
             Some(p) => Some(track::Incremental {
                 method: method(&p.method)?,
@@ -207,60 +243,54 @@ impl Session {
             }),
             None => None,
         };
-        let arm = opts.arm.as_deref().map(method).transpose()?;
-        let close_fd = opts.close_fd;
         let server = match opts.page_server {
             Some(s) => Some((s.address, u16::try_from(s.port).map_err(|_| Error::from_reason(format!("USAGE: page server port {} out of range", s.port)))?)),
             None => None,
         };
-        self.run(move |state| {
-            check_traced_by_us(pid, pid)?;
-            let o = DumpOpts { pages: pages.clone(), mode, pipes, incremental };
-            let mut client = match &server {
-                Some((address, port)) => Some(crate::pageserver::take_client(state, address, *port)?),
-                None => None,
-            };
-            let mut drain = |inj: Option<&mut tsdump_core::parasite::Injector>| match client.as_mut() {
-                Some(c) => mem::dump_memory_to_page_server(pid, &o, inj, c),
-                None => mem::dump_memory(pid, &o, inj),
-            };
-            let r = if mode == Mode::Read && arm.is_none() && close_fd.is_none() {
-                drain(None).map(|d| (d, None))
-            } else {
-                // One infection, one freeze: scan and drain, then end the old tracking and
-                // start the new one, so no write falls between two trackings.
-                with_parasite(pid, |inj| {
-                    let d = drain(Some(&mut *inj))?;
-                    if let Some(fd) = close_fd.filter(|&fd| track::is_tracking_uffd(pid, fd)) {
-                        track::disarm(inj, fd)?;
-                    }
-                    let armed = match arm {
-                        Some(m) => Some((m, track::arm(inj, m, &d.vmas)?)),
-                        None => None,
-                    };
-                    Ok((d, armed))
-                })
-            };
-            let (d, armed) = r.inspect_err(|_| {
-                // A half-written pages image must not pass for a dump.
-                if server.is_none() {
-                    pages.remove();
-                }
-            })?;
-            // Kept only after a whole task went through: after an error the connection is
-            // dropped, and the server discards what it got.
-            let file = match (client, &server) {
-                (Some(c), Some((address, port))) => {
-                    state.page_server = Some(c);
-                    format!("page-server://{address}:{port}")
-                }
-                _ => pages.display(),
-            };
-            let mut js = to_js(d, file);
-            js.tracking = armed.map(|(m, a)| TrackingInfo { method: m.as_str().to_string(), fd: a.fd, vmas: a.vmas as i64, refused: a.refused as i64 });
-            Ok(js)
+        Ok(MemoryOptions {
+            opts: DumpOpts { pages, vmas: None, mode, pipes: opts.pipes.unwrap_or(8) as usize, incremental },
+            arm: opts.arm.as_deref().map(method).transpose()?,
+            close_fd: opts.close_fd,
+            server,
         })
-        .await
+    }
+
+    /// Runs `drain` with the session's page-server connection (`connectPageServer` opened it
+    /// before the tree was seized) and turns its result into the binding's: a half-written pages image is removed,
+    /// the connection kept only after a whole task went through (after an error it is dropped
+    /// and the server discards what it got).
+    pub fn run(
+        &self,
+        state: &mut crate::session::TracerState,
+        drain: impl FnOnce(tsdump_core::collect::MemoryRequest) -> tsdump_core::Result<(mem::MemDump, Option<(track::Method, track::Armed)>)>,
+    ) -> tsdump_core::Result<MemoryDump> {
+        let mut client = match &self.server {
+            Some((address, port)) => Some(crate::pageserver::take_client(state, address, *port)?),
+            None => None,
+        };
+        let pages = &self.opts.pages;
+        let req = tsdump_core::collect::MemoryRequest {
+            opts: self.opts.clone(),
+            page_server: client.as_mut(),
+            close_fd: self.close_fd,
+            arm: self.arm,
+        };
+        let (d, armed) = drain(req).inspect_err(|_| {
+            // a half-written pages image must not pass for a dump
+            if self.server.is_none() {
+                pages.remove();
+            }
+        })?;
+        let file = match (client, &self.server) {
+            (Some(c), Some((address, port))) => {
+                state.page_server = Some(c);
+                format!("page-server://{address}:{port}")
+            }
+            _ => pages.display(),
+        };
+        let mut js = to_js(d, file);
+        js.tracking = armed.map(|(m, a)| TrackingInfo { method: m.as_str().to_string(), fd: a.fd, vmas: a.vmas as i64, refused: a.refused as i64 });
+        Ok(js)
     }
 }
 

@@ -5,7 +5,6 @@
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use tsdump_core::parasite::{info, inject, Injector};
-use tsdump_core::{Error as CoreError, ErrorCode};
 
 use crate::session::Session;
 
@@ -122,7 +121,7 @@ fn itimer(t: info::Itimer) -> ItimerInfo {
     ItimerInfo { interval: tv(t.interval), value: tv(t.value) }
 }
 
-fn to_js(ti: info::TaskInfo, calls: u64) -> ParasiteInfo {
+pub(crate) fn to_js(ti: info::TaskInfo, calls: u64) -> ParasiteInfo {
     ParasiteInfo {
         sigactions: ti
             .sigactions
@@ -195,25 +194,7 @@ fn to_js(ti: info::TaskInfo, calls: u64) -> ParasiteInfo {
     }
 }
 
-/// Refuses early, with a clear message, a task this tracer thread does not hold.
-pub(crate) fn check_traced_by_us(pid: i32, tid: i32) -> tsdump_core::Result<()> {
-    let path = format!("/proc/{pid}/task/{tid}/status");
-    let status = std::fs::read_to_string(&path)
-        .map_err(|e| CoreError::new(ErrorCode::EsrchTarget, format!("pid {pid} tid {tid}: reading {path}: {e}")))?;
-    let tracer = status
-        .lines()
-        .find_map(|l| l.strip_prefix("TracerPid:"))
-        .and_then(|v| v.trim().parse::<i32>().ok())
-        .unwrap_or(0);
-    // TracerPid names the tracing thread, which is this session's tracer thread.
-    if tracer != nix::unistd::gettid().as_raw() {
-        return Err(CoreError::new(
-            ErrorCode::Ptrace,
-            format!("pid {pid} tid {tid}: not seized by this session (tracer pid {tracer})"),
-        ));
-    }
-    Ok(())
-}
+pub(crate) use tsdump_core::freezer::check_held as check_traced_by_us;
 
 /// Infects `pid`, runs `f`, and cures whatever `f` returned.
 pub(crate) fn with_parasite<T>(pid: i32, f: impl FnOnce(&mut Injector) -> tsdump_core::Result<T>) -> tsdump_core::Result<T> {
@@ -237,12 +218,7 @@ impl Session {
             for &t in &tids {
                 check_traced_by_us(pid, t)?;
             }
-            let mut calls = 0;
-            let ti = with_parasite(pid, |inj| {
-                let r = info::collect(inj, &tids);
-                calls = inj.calls;
-                r
-            })?;
+            let (ti, calls) = tsdump_core::collect::ask_task(pid, &tids)?;
             Ok(to_js(ti, calls))
         })
         .await

@@ -40,6 +40,8 @@ pub struct SeizedThreadInfo {
     pub tid: i32,
     /// The job-control stop signal (SIGSTOP, SIGTSTP, ...) if the thread was already stopped.
     pub stop_signal: Option<i32>,
+    /// 0 disabled, 1 strict, 2 filter (/proc/PID/task/TID/status when seized).
+    pub seccomp_mode: u32,
 }
 
 #[napi(object)]
@@ -114,6 +116,7 @@ fn tree_info(t: &SeizedTree) -> SeizedTreeInfo {
                     .map(|t| SeizedThreadInfo {
                         tid: t.tid,
                         stop_signal: t.stop_signal,
+                        seccomp_mode: t.seccomp_mode,
                     })
                     .collect(),
             })
@@ -215,6 +218,21 @@ pub struct VmaInfo {
     pub kind: String,
     pub deleted: bool,
     pub vm_flags: Vec<String>,
+    /// A file mapping's file (stat through /proc/PID/map_files/START-END), when readable.
+    pub file: Option<FileStatInfo>,
+}
+
+/// stat(2) of a file the task holds, through its /proc link.
+#[napi(object)]
+pub struct FileStatInfo {
+    pub mode: u32,
+    pub size: BigInt,
+    pub dev: BigInt,
+    pub ino: BigInt,
+}
+
+fn file_stat(f: inspect::FileStat) -> FileStatInfo {
+    FileStatInfo { mode: f.mode, size: big(f.size), dev: big(f.dev), ino: big(f.ino) }
 }
 
 #[napi(object)]
@@ -349,6 +367,10 @@ pub struct ProcessInspection {
     pub exe: Option<String>,
     pub cwd: Option<String>,
     pub root: Option<String>,
+    /// stat(2) through /proc/PID/exe, cwd and root.
+    pub exe_stat: Option<FileStatInfo>,
+    pub cwd_stat: Option<FileStatInfo>,
+    pub root_stat: Option<FileStatInfo>,
     pub fds: Vec<FdInfoEntry>,
     pub namespaces: Vec<NamespaceInfo>,
     pub cgroups: Vec<CgroupInfo>,
@@ -383,7 +405,7 @@ fn sched_info(s: &inspect::Sched) -> SchedInfo {
     }
 }
 
-fn process_inspection(p: inspect::ProcessInfo) -> ProcessInspection {
+pub(crate) fn process_inspection(p: inspect::ProcessInfo) -> ProcessInspection {
     ProcessInspection {
         pid: p.pid,
         comm: p.comm,
@@ -440,6 +462,7 @@ fn process_inspection(p: inspect::ProcessInfo) -> ProcessInspection {
                 kind: v.kind,
                 deleted: v.deleted,
                 vm_flags: v.vm_flags,
+                file: v.file.map(file_stat),
             })
             .collect(),
         auxv: p
@@ -454,6 +477,9 @@ fn process_inspection(p: inspect::ProcessInfo) -> ProcessInspection {
         exe: p.exe,
         cwd: p.cwd,
         root: p.root,
+        exe_stat: p.exe_stat.map(file_stat),
+        cwd_stat: p.cwd_stat.map(file_stat),
+        root_stat: p.root_stat.map(file_stat),
         fds: p.fds.into_iter().map(FdInfoEntry::from).collect(),
         namespaces: p
             .namespaces
@@ -785,7 +811,7 @@ fn pending_info(v: Vec<inspect::thread::PendingSignal>) -> Vec<PendingSignalInfo
         .collect()
 }
 
-fn thread_info(t: ThreadState) -> ThreadStateInfo {
+pub(crate) fn thread_info(t: ThreadState) -> ThreadStateInfo {
     let r = t.regs.restart;
     ThreadStateInfo {
         tid: t.tid,
@@ -932,23 +958,7 @@ impl Session {
     #[napi]
     pub async fn seccomp_state(&self, tid: i32) -> Result<SeccompStateInfo> {
         let (mode, filters) = self
-            .run(move |state| {
-                let pid = held_process_of(state, tid)?;
-                let file = format!("/proc/{pid}/task/{tid}/status");
-                let status = std::fs::read_to_string(&file).map_err(|e| {
-                    CoreError::new(ErrorCode::Procfs, format!("pid {pid}: {file}: {e}"))
-                })?;
-                let mode: u32 = inspect::parse::status_field(&status, "Seccomp")
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| {
-                        CoreError::new(
-                            ErrorCode::Procfs,
-                            format!("pid {pid}: {file}: no Seccomp line"),
-                        )
-                    })?;
-                let filters = inspect::thread::seccomp_filters(tid, mode)?;
-                Ok((mode, filters))
-            })
+            .run(move |state| inspect::thread::seccomp_state(held_process_of(state, tid)?, tid))
             .await?;
         Ok(SeccompStateInfo {
             tid,

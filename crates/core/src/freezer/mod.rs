@@ -43,6 +43,8 @@ pub struct SeizedThread {
     pub tid: i32,
     /// The job-control stop signal if the thread was already stopped when seized.
     pub stop_signal: Option<i32>,
+    /// 0 disabled, 1 strict, 2 filter (seccomp is per thread).
+    pub seccomp_mode: u32,
 }
 
 /// One seized process (all of its threads are stopped).
@@ -111,6 +113,23 @@ pub enum ReleaseMode {
     Stop,
     /// SIGKILL every process (the default after a completed dump).
     Kill,
+}
+
+/// Refuses early, with a clear message, a task the calling (tracer) thread does not hold: one
+/// that exited meanwhile (ESRCH_TARGET) or that another tracer holds (PTRACE).
+pub fn check_held(pid: i32, tid: i32) -> Result<()> {
+    let path = format!("/proc/{pid}/task/{tid}/status");
+    let status = std::fs::read_to_string(&path)
+        .map_err(|e| Error::new(ErrorCode::EsrchTarget, format!("pid {pid} tid {tid}: reading {path}: {e}")))?;
+    // TracerPid names the tracing thread: this one.
+    let tracer = crate::inspect::parse::tracer_pid(&status).unwrap_or(0);
+    if tracer == nix::unistd::gettid().as_raw() {
+        return Ok(());
+    }
+    if matches!(crate::inspect::parse::status_field(&status, "State").and_then(|s| s.chars().next()), Some('Z' | 'X')) {
+        return Err(Error::new(ErrorCode::EsrchTarget, format!("pid {pid} tid {tid}: exited during the dump")));
+    }
+    Err(Error::new(ErrorCode::Ptrace, format!("pid {pid} tid {tid}: not seized by this session (tracer pid {tracer})")))
 }
 
 /// Seizes the tree rooted at `root`. On any error every task seized so far is released as found.
@@ -388,6 +407,7 @@ impl Walk<'_> {
             .map(|(&tid, &sig)| SeizedThread {
                 tid,
                 stop_signal: sig,
+                seccomp_mode: 0,
             })
             .collect();
         // Leader first keeps the order stable for images.
@@ -398,13 +418,13 @@ impl Walk<'_> {
             .find(|t| t.tid == pid)
             .and_then(|t| t.stop_signal)
             .is_some();
-        if self.opts.suspend_seccomp {
-            // Seccomp is per thread: a strict-mode worker under a mode-0 leader needs it too.
-            for t in &proc_.threads {
-                if procinfo::seccomp_mode(t.tid) == 0 {
-                    continue;
-                }
-                if let Err(e) = task::suspend_seccomp(t.tid) {
+        // Seccomp is per thread: a strict-mode worker under a mode-0 leader needs suspending too.
+        for i in 0..proc_.threads.len() {
+            let tid = proc_.threads[i].tid;
+            let mode = if tid == pid { seccomp_mode } else { procinfo::seccomp_mode(tid) };
+            proc_.threads[i].seccomp_mode = mode;
+            if mode != 0 && self.opts.suspend_seccomp {
+                if let Err(e) = task::suspend_seccomp(tid) {
                     self.tree.processes.push(proc_);
                     return Err(e);
                 }
@@ -467,6 +487,7 @@ impl Walk<'_> {
             .map(|(&tid, &sig)| SeizedThread {
                 tid,
                 stop_signal: sig,
+                seccomp_mode: 0,
             })
             .collect();
         self.tree.processes.push(copy);

@@ -107,16 +107,9 @@ pub fn parse_status_ids(text: &str) -> (Option<i32>, Option<i32>) {
     (field("Tgid:"), field("TracerPid:"))
 }
 
-/// Seccomp mode from /proc/PID/status (0 when unknown).
-pub fn seccomp_mode(pid: i32) -> u32 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("Seccomp:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0)
+/// Seccomp mode of task `tid` from /proc/TID/status (0 when unknown).
+pub fn seccomp_mode(tid: i32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{tid}/status")).ok().and_then(|t| crate::inspect::parse::seccomp_mode(&t)).unwrap_or(0)
 }
 
 /// Checks that `pid` is a process tsdump may take hold of, naming the reason when not.

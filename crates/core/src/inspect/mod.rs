@@ -9,7 +9,7 @@ pub mod thread;
 
 use std::os::unix::fs::MetadataExt;
 
-use procfs::process::{MMapPath, Process};
+use procfs::process::Process;
 
 use crate::error::{Error, ErrorCode, Result};
 pub use fdinfo::FdInfoText;
@@ -79,6 +79,24 @@ pub struct Vma {
     pub deleted: bool,
     /// Two-letter VmFlags from smaps (rd, wr, ex, sh, gd, dd, mg, hg, nh, lo, io, ...).
     pub vm_flags: Vec<String>,
+    /// A file mapping's file, through /proc/PID/map_files/START-END (None when unreadable).
+    pub file: Option<FileStat>,
+}
+
+/// What stat(2) says of a file the task holds (through one of its /proc links).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FileStat {
+    pub mode: u32,
+    pub size: u64,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileStat {
+    /// stat(2) of `path` (following links), None when it cannot be had.
+    pub fn of(path: &str) -> Option<FileStat> {
+        std::fs::metadata(path).ok().map(|m| FileStat { mode: m.mode(), size: m.size(), dev: m.dev(), ino: m.ino() })
+    }
 }
 
 /// One open file descriptor.
@@ -160,6 +178,10 @@ pub struct ProcessInfo {
     pub exe: Option<String>,
     pub cwd: Option<String>,
     pub root: Option<String>,
+    /// stat(2) through /proc/PID/exe, cwd and root.
+    pub exe_stat: Option<FileStat>,
+    pub cwd_stat: Option<FileStat>,
+    pub root_stat: Option<FileStat>,
     pub fds: Vec<FdEntry>,
     pub namespaces: Vec<NamespaceId>,
     pub cgroups: Vec<CgroupEntry>,
@@ -182,7 +204,7 @@ pub(crate) fn procfs_err(pid: i32, file: &str, e: procfs::ProcError) -> Error {
     }
 }
 
-pub(crate) fn io_err(pid: i32, file: &str, e: std::io::Error) -> Error {
+pub fn io_err(pid: i32, file: &str, e: std::io::Error) -> Error {
     // A task that died after the seize is a zombie until reaped: its files still exist but
     // reading some of them (auxv, environ...) gives ESRCH instead of ENOENT.
     let code = if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
@@ -204,118 +226,84 @@ fn link(pid: i32, file: &str) -> Option<String> {
         .map(|p| p.to_string_lossy().into_owned())
 }
 
-/// Converts one procfs memory map to a `Vma`.
-pub fn vma_from_map(m: &procfs::process::MemoryMap) -> Vma {
-    use procfs::process::MMPermissions as P;
-    let mut prot = 0;
-    if m.perms.contains(P::READ) {
-        prot |= libc::PROT_READ as u32;
-    }
-    if m.perms.contains(P::WRITE) {
-        prot |= libc::PROT_WRITE as u32;
-    }
-    if m.perms.contains(P::EXECUTE) {
-        prot |= libc::PROT_EXEC as u32;
-    }
-    let shared = m.perms.contains(P::SHARED);
-    let mut flags = if shared {
-        libc::MAP_SHARED
-    } else {
-        libc::MAP_PRIVATE
-    } as u32;
+/// The inspection's view of one mapping from smaps (parsed once, by `mem::vma::parse_smaps`,
+/// for the page drain and for this).
+pub fn vma_from_smaps(v: &crate::mem::Vma) -> Vma {
+    let shared = v.shared;
+    let mut flags = if shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE } as u32;
     let (mut path, mut deleted) = (None, false);
-    let kind = match &m.pathname {
-        MMapPath::Path(p) => {
-            let s = p.to_string_lossy();
-            let s = match s.strip_suffix(" (deleted)") {
-                Some(x) => {
-                    deleted = true;
-                    x.to_string()
-                }
-                None => s.into_owned(),
-            };
-            let k = if s == "/dev/zero" && shared && deleted {
-                "shmem_anon"
-            } else {
-                "file"
-            };
-            path = Some(s);
-            k
+    let name = v.path.trim();
+    let kind = match name {
+        "" | "[rollup]" => "anon",
+        "[heap]" | "[stack]" | "[vdso]" | "[vvar]" | "[vvar_vclock]" | "[vsyscall]" => {
+            path = Some(name.to_string());
+            &name[1..name.len() - 1]
         }
-        MMapPath::Heap => {
-            path = Some("[heap]".into());
-            "heap"
-        }
-        MMapPath::Stack | MMapPath::TStack(_) => {
+        x if x.starts_with("[stack:") => {
             path = Some("[stack]".into());
             "stack"
         }
-        MMapPath::Vdso => {
-            path = Some("[vdso]".into());
-            "vdso"
-        }
-        MMapPath::Vvar => {
-            path = Some("[vvar]".into());
-            "vvar"
-        }
-        MMapPath::Vsyscall => {
-            path = Some("[vsyscall]".into());
-            "vsyscall"
-        }
-        MMapPath::Vsys(key) => {
-            path = Some(format!("/SYSV{:08x}", *key as u32));
-            deleted = true;
-            "sysv_shm"
-        }
-        MMapPath::Other(x) if x == "vvar_vclock" => {
-            path = Some("[vvar_vclock]".into());
-            "vvar_vclock"
-        }
-        MMapPath::Other(x) => {
-            path = Some(format!("[{x}]"));
-            if x.starts_with("anon:") {
+        x if x.starts_with('[') && x.ends_with(']') => {
+            path = Some(x.to_string());
+            if x.starts_with("[anon:") {
                 "anon"
             } else {
                 "other"
             }
         }
-        MMapPath::Anonymous | MMapPath::Rollup => "anon",
+        x if x.starts_with("/SYSV") && x.len() >= 13 => {
+            path = Some(format!("/SYSV{}", &x[5..13]));
+            deleted = true;
+            "sysv_shm"
+        }
+        x => {
+            let p = match x.strip_suffix(" (deleted)") {
+                Some(p) => {
+                    deleted = true;
+                    p
+                }
+                None => x,
+            };
+            path = Some(p.to_string());
+            if p == "/dev/zero" && shared && deleted {
+                "shmem_anon"
+            } else {
+                "file"
+            }
+        }
     };
     if matches!(kind, "anon" | "heap" | "stack" | "shmem_anon") {
         flags |= libc::MAP_ANONYMOUS as u32;
     }
-    let vm_flags: Vec<String> = m
-        .extension
-        .vm_flags
-        .iter_names()
-        .map(|(n, _)| n.to_ascii_lowercase())
-        .collect();
-    if vm_flags.iter().any(|f| f == "gd") {
+    if v.has_flag("gd") {
         flags |= libc::MAP_GROWSDOWN as u32;
     }
+    let (dev_major, dev_minor) = v
+        .dev
+        .split_once(':')
+        .map(|(a, b)| (u32::from_str_radix(a, 16).unwrap_or(0), u32::from_str_radix(b, 16).unwrap_or(0)))
+        .unwrap_or((0, 0));
     Vma {
-        start: m.address.0,
-        end: m.address.1,
-        prot,
+        start: v.start,
+        end: v.end,
+        prot: v.prot,
         flags,
         shared,
-        pgoff: m.offset,
-        dev_major: m.dev.0 as u32,
-        dev_minor: m.dev.1 as u32,
-        inode: m.inode,
+        pgoff: v.offset,
+        dev_major,
+        dev_minor,
+        inode: v.inode,
         path,
         kind: kind.to_string(),
         deleted,
-        vm_flags,
+        vm_flags: v.vm_flags.clone(),
+        file: None,
     }
 }
 
 /// VMAs parsed from smaps (or maps) text: pure, for fixtures and cross-checks.
 pub fn parse_vmas(text: &str) -> Result<Vec<Vma>> {
-    use procfs::FromRead;
-    let maps = procfs::process::MemoryMaps::from_read(text.as_bytes())
-        .map_err(|e| Error::new(ErrorCode::Procfs, format!("maps text: {e}")))?;
-    Ok(maps.0.iter().map(vma_from_map).collect())
+    Ok(crate::mem::vma::parse_smaps(text)?.iter().map(vma_from_smaps).collect())
 }
 
 /// Reads the fd table with fdinfo and a stat of each open file.
@@ -397,33 +385,24 @@ pub fn read_sched(tid: i32) -> Result<Sched> {
     })
 }
 
-/// Credentials from a parsed /proc/PID[/task/TID]/status (and its text, for Seccomp_filters).
-pub fn creds_from_status(st: &procfs::process::Status, text: &str) -> Creds {
-    Creds {
-        uids: [st.ruid, st.euid, st.suid, st.fuid],
-        gids: [st.rgid, st.egid, st.sgid, st.fgid],
-        groups: st.groups.iter().map(|g| *g as u32).collect(),
-        cap_inh: st.capinh,
-        cap_prm: st.capprm,
-        cap_eff: st.capeff,
-        cap_bnd: st.capbnd.unwrap_or(0),
-        cap_amb: st.capamb.unwrap_or(0),
-        no_new_privs: st.nonewprivs.unwrap_or(0) != 0,
-        seccomp_mode: st.seccomp.unwrap_or(0),
-        seccomp_filters: parse::status_field(text, "Seccomp_filters")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0),
-    }
+/// /proc/PID/smaps, parsed for the page drain (`mem`) and for the inspection alike.
+pub fn read_smaps(pid: i32) -> Result<Vec<crate::mem::Vma>> {
+    crate::mem::vma::parse_smaps(&read_text(pid, "smaps")?).map_err(|e| Error::new(e.code, format!("pid {pid}: /proc/{pid}/smaps: {}", e.message)))
 }
 
 /// Reads everything procfs shows about `pid`. Works on running and seized processes alike; for
 /// a consistent picture call it while the process is seized.
 pub fn inspect_process(pid: i32) -> Result<ProcessInfo> {
+    inspect_process_with(pid, &read_smaps(pid)?)
+}
+
+/// `inspect_process` with the mappings already read (`read_smaps`).
+pub fn inspect_process_with(pid: i32, smaps: &[crate::mem::Vma]) -> Result<ProcessInfo> {
+    use procfs::FromRead;
     let p = Process::new(pid).map_err(|e| procfs_err(pid, "", e))?;
     let stat = p.stat().map_err(|e| procfs_err(pid, "stat", e))?;
-    let st = p.status().map_err(|e| procfs_err(pid, "status", e))?;
     let status_text = read_text(pid, "status")?;
-    let smaps = p.smaps().map_err(|e| procfs_err(pid, "smaps", e))?;
+    let st = procfs::process::Status::from_read(status_text.as_bytes()).map_err(|e| procfs_err(pid, "status", e))?;
     let auxv_raw =
         std::fs::read(format!("/proc/{pid}/auxv")).map_err(|e| io_err(pid, "auxv", e))?;
     let limits_text = read_text(pid, "limits")?;
@@ -445,7 +424,7 @@ pub fn inspect_process(pid: i32) -> Result<ProcessInfo> {
             t.sort_unstable();
             t
         },
-        creds: creds_from_status(&st, &status_text),
+        creds: parse::creds(&status_text),
         signals: SignalSets {
             blocked: st.sigblk,
             ignored: st.sigign,
@@ -477,12 +456,24 @@ pub fn inspect_process(pid: i32) -> Result<ProcessInfo> {
             env_start: stat.env_start.unwrap_or(0),
             env_end: stat.env_end.unwrap_or(0),
         },
-        vmas: smaps.0.iter().map(vma_from_map).collect(),
+        vmas: smaps
+            .iter()
+            .map(|m| {
+                let mut v = vma_from_smaps(m);
+                if v.kind == "file" {
+                    v.file = FileStat::of(&format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end));
+                }
+                v
+            })
+            .collect(),
         auxv: parse::auxv(&auxv_raw),
         auxv_raw,
         exe: link(pid, "exe"),
         cwd: link(pid, "cwd"),
         root: link(pid, "root"),
+        exe_stat: FileStat::of(&format!("/proc/{pid}/exe")),
+        cwd_stat: FileStat::of(&format!("/proc/{pid}/cwd")),
+        root_stat: FileStat::of(&format!("/proc/{pid}/root")),
         fds: read_fds(pid)?,
         namespaces: Vec::new(),
         cgroups: Vec::new(),

@@ -28,6 +28,52 @@ pub fn status_field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// Credentials from /proc/PID[/task/TID]/status text: the ids, groups, capability sets and
+/// seccomp fields as the kernel prints them (missing lines read as 0).
+pub fn creds(status: &str) -> super::Creds {
+    let ids = |name: &str| {
+        let mut v = [0u32; 4];
+        for (slot, w) in v.iter_mut().zip(status_field(status, name).unwrap_or("").split_whitespace()) {
+            *slot = w.parse().unwrap_or(0);
+        }
+        v
+    };
+    let hex = |name: &str| status_field(status, name).and_then(|v| u64::from_str_radix(v, 16).ok()).unwrap_or(0);
+    let num = |name: &str| status_field(status, name).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
+    super::Creds {
+        uids: ids("Uid"),
+        gids: ids("Gid"),
+        groups: status_field(status, "Groups").unwrap_or("").split_whitespace().filter_map(|g| g.parse().ok()).collect(),
+        cap_inh: hex("CapInh"),
+        cap_prm: hex("CapPrm"),
+        cap_eff: hex("CapEff"),
+        cap_bnd: hex("CapBnd"),
+        cap_amb: hex("CapAmb"),
+        no_new_privs: num("NoNewPrivs") != 0,
+        seccomp_mode: num("Seccomp"),
+        seccomp_filters: num("Seccomp_filters"),
+    }
+}
+
+/// Command name and state letter from /proc/PID[/task/TID]/stat text (the name may hold
+/// anything, parentheses included: it ends at the last ')').
+pub fn stat_comm_state(stat: &str) -> Option<(String, char)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let state = stat.get(close + 1..)?.trim_start().chars().next()?;
+    Some((stat.get(open + 1..close)?.to_string(), state))
+}
+
+/// `Seccomp:` (0 disabled, 1 strict, 2 filter) in /proc/PID/status text.
+pub fn seccomp_mode(status: &str) -> Option<u32> {
+    status_field(status, "Seccomp")?.parse().ok()
+}
+
+/// `TracerPid:` in /proc/PID/status text.
+pub fn tracer_pid(status: &str) -> Option<i32> {
+    status_field(status, "TracerPid")?.parse().ok()
+}
+
 /// Resource names in /proc/PID/limits, in RLIMIT_* order (the index is the resource number).
 pub const LIMIT_NAMES: [&str; 16] = [
     "Max cpu time",
@@ -99,6 +145,23 @@ Max msgqueue size         819200               819200               bytes     \n
 Max nice priority         0                    0                    \n\
 Max realtime priority     0                    0                    \n\
 Max realtime timeout      unlimited            unlimited            us        \n";
+
+    #[test]
+    fn creds_and_stat_fields() {
+        let st = "Name:\tx\nUmask:\t0027\nUid:\t1000\t1001\t1002\t1003\nGid:\t5\t6\t7\t8\nGroups:\t4 24 27 \n\
+                  CapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\nCapEff:\t000001ffffffffff\n\
+                  CapBnd:\t000001ffffffffff\nCapAmb:\t0000000000000004\nNoNewPrivs:\t1\nSeccomp:\t2\nSeccomp_filters:\t3\n";
+        let c = creds(st);
+        assert_eq!((c.uids, c.gids), ([1000, 1001, 1002, 1003], [5, 6, 7, 8]));
+        assert_eq!(c.groups, [4, 24, 27]);
+        assert_eq!((c.cap_prm, c.cap_amb, c.cap_inh), (0x1ff_ffff_ffff, 4, 0));
+        assert!(c.no_new_privs);
+        assert_eq!((c.seccomp_mode, c.seccomp_filters), (2, 3));
+        assert_eq!(seccomp_mode(st), Some(2));
+        assert_eq!(creds("Groups:\t\n").groups, Vec::<u32>::new());
+        assert_eq!(stat_comm_state("42 (a) b (c)) S 1 42"), Some(("a) b (c)".to_string(), 'S')));
+        assert_eq!(stat_comm_state("garbage"), None);
+    }
 
     #[test]
     fn limits_table() {

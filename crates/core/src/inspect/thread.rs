@@ -214,38 +214,54 @@ pub fn rseq(tid: i32) -> Result<Option<RseqConfig>> {
     }
 }
 
+/// Thread `tid`'s seccomp mode (/proc/PID/task/TID/status) and, in filter mode, its filters
+/// (oldest first); the thread must be in a ptrace stop of ours.
+pub fn seccomp_state(pid: i32, tid: i32) -> Result<(u32, Vec<SeccompFilter>)> {
+    let file = format!("task/{tid}/status");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/{file}")).map_err(|e| super::io_err(pid, &file, e))?;
+    let mode = super::parse::seccomp_mode(&status)
+        .ok_or_else(|| crate::error::Error::new(crate::error::ErrorCode::Procfs, format!("pid {pid}: /proc/{pid}/{file}: no Seccomp line")))?;
+    Ok((mode, seccomp_filters(tid, mode)?))
+}
+
+/// What `thread_state_with` reads beyond what a dump of the thread needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Extras {
+    /// The seccomp filters (the dump reads them in its own stage, before any task).
+    pub seccomp_filters: bool,
+    /// The process-wide queue (the same for every thread: the dump reads it with the leader).
+    pub shared_pending: bool,
+}
+
 /// Reads the state of thread `tid` of process `pid`; the thread must be in a ptrace stop of ours.
 pub fn thread_state(pid: i32, tid: i32) -> Result<ThreadState> {
-    let task = procfs::process::Process::new(pid)
-        .and_then(|p| p.task_from_tid(tid))
-        .map_err(|e| super::procfs_err(pid, &format!("task/{tid}"), e))?;
-    let stat = task
-        .stat()
-        .map_err(|e| super::procfs_err(pid, &format!("task/{tid}/stat"), e))?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
-        .map_err(|e| super::io_err(pid, &format!("task/{tid}/status"), e))?;
-    use procfs::FromRead;
-    let parsed = procfs::process::Status::from_read(status.as_bytes())
-        .map_err(|e| super::procfs_err(pid, &format!("task/{tid}/status"), e))?;
-    let creds = super::creds_from_status(&parsed, &status);
-    let seccomp_mode = super::parse::status_field(&status, "Seccomp")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    thread_state_with(pid, tid, Extras { seccomp_filters: true, shared_pending: true })
+}
+
+/// `thread_state`, leaving out what `extras` does not ask for (left empty).
+pub fn thread_state_with(pid: i32, tid: i32, extras: Extras) -> Result<ThreadState> {
+    let stat_file = format!("task/{tid}/stat");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/{stat_file}")).map_err(|e| super::io_err(pid, &stat_file, e))?;
+    let (comm, state) = super::parse::stat_comm_state(&stat)
+        .ok_or_else(|| Error::new(crate::error::ErrorCode::Procfs, format!("pid {pid}: /proc/{pid}/{stat_file}: unexpected {stat:?}")))?;
+    let status_file = format!("task/{tid}/status");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/{status_file}")).map_err(|e| super::io_err(pid, &status_file, e))?;
+    let creds = super::parse::creds(&status);
+    let seccomp_mode = creds.seccomp_mode;
     let regs = arch::regs::read_thread_regs(tid)?;
-    let st = ThreadState {
+    Ok(ThreadState {
         tid,
         pid,
-        comm: stat.comm,
-        state: stat.state,
+        comm,
+        state,
         regs,
         blocked: sigmask(tid)?,
         pending: pending(tid, false)?,
-        shared_pending: pending(tid, true)?,
+        shared_pending: if extras.shared_pending { pending(tid, true)? } else { Vec::new() },
         creds,
         seccomp_mode,
-        seccomp_filters: seccomp_filters(tid, seccomp_mode)?,
+        seccomp_filters: if extras.seccomp_filters { seccomp_filters(tid, seccomp_mode)? } else { Vec::new() },
         rseq: rseq(tid)?,
         sched: super::read_sched(tid)?,
-    };
-    Ok(st)
+    })
 }

@@ -193,10 +193,25 @@ const MAX_PIPES: usize = 8;
 /// The kernel's UIO_MAXIOV.
 const MAX_IOV: usize = crate::parasite::blob::MAX_IOV;
 
+/// The resident parasite a drain talks to: its own, or one the caller started and keeps.
+enum BlobUse<'a> {
+    Own(Blob),
+    Lent(&'a mut Blob),
+}
+
+impl BlobUse<'_> {
+    fn get(&mut self) -> &mut Blob {
+        match self {
+            BlobUse::Own(b) => b,
+            BlobUse::Lent(b) => b,
+        }
+    }
+}
+
 /// The task vmsplices its own pages into pipes; we splice them into the sink.
 pub struct VmspliceSource<'a> {
     inj: &'a mut Injector,
-    blob: Option<Blob>,
+    blob: Option<BlobUse<'a>>,
     /// Why the blob is not used (None when it is).
     pub blob_refused: Option<String>,
     pipes: Vec<Pipe>,
@@ -216,18 +231,28 @@ fn open_read_end(pid: i32, rfd: i32) -> Result<OwnedFd> {
     Ok(f.into())
 }
 
-/// /proc/sys/fs/pipe-max-size, the most an unprivileged F_SETPIPE_SZ may ask.
+/// /proc/sys/fs/pipe-max-size, the most an unprivileged F_SETPIPE_SZ may ask (read once).
 pub fn pipe_max_size() -> usize {
-    std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(1 << 20)
+    static SIZE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SIZE.get_or_init(|| std::fs::read_to_string("/proc/sys/fs/pipe-max-size").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(1 << 20))
+}
+
+/// Pipes worth making for `bytes` of pages: enough to keep both ends busy, at most `max`.
+pub fn pipes_for(bytes: u64, max: usize) -> usize {
+    (bytes.div_ceil(pipe_max_size().min(4 << 20) as u64) as usize).clamp(1, max.max(1))
 }
 
 impl<'a> VmspliceSource<'a> {
-    /// Creates `npipes` pipes inside the task (by the resident parasite, or injected pipe2),
-    /// opens their read ends through /proc/PID/fd and grows them to pipe-max-size.
+    /// Creates `npipes` pipes inside the task (by the resident parasite, started here, or
+    /// injected pipe2), opens their read ends through /proc/PID/fd and grows them to
+    /// pipe-max-size.
     pub fn new(inj: &'a mut Injector, npipes: usize) -> Result<VmspliceSource<'a>> {
+        Self::with_blob(inj, None, npipes)
+    }
+
+    /// `new` through a resident parasite the caller started (and stops: this source only has it
+    /// close the pipes it made for the drain). Without one, one is started here.
+    pub fn with_blob(inj: &'a mut Injector, lent: Option<&'a mut Blob>, npipes: usize) -> Result<VmspliceSource<'a>> {
         let pid = inj.pid();
         let mut src = VmspliceSource {
             inj,
@@ -240,17 +265,19 @@ impl<'a> VmspliceSource<'a> {
             splice_ns: 0,
         };
         let want = pipe_max_size().min(4 << 20);
-        if std::env::var("TSDUMP_PARASITE").as_deref() == Ok("inject") {
+        if let Some(b) = lent {
+            src.blob = Some(BlobUse::Lent(b));
+        } else if std::env::var("TSDUMP_PARASITE").as_deref() == Ok("inject") {
             src.blob_refused = Some("TSDUMP_PARASITE=inject".into());
         } else {
             match Blob::start(src.inj) {
-                Ok(b) => src.blob = Some(b),
+                Ok(b) => src.blob = Some(BlobUse::Own(b)),
                 Err(e) if e.code == ErrorCode::TargetGone => return Err(e),
                 Err(e) => src.blob_refused = Some(e.message),
             }
         }
         if let Some(blob) = src.blob.as_mut() {
-            for (rfd, wfd, cap) in blob.pipes(src.inj, npipes.clamp(1, MAX_PIPES), want)? {
+            for (rfd, wfd, cap) in blob.get().pipes(src.inj, npipes.clamp(1, MAX_PIPES), want)? {
                 src.pipes.push(Pipe { task_fd: wfd, ours: open_read_end(pid, rfd)?, cap });
             }
             return Ok(src);
@@ -303,10 +330,17 @@ impl<'a> VmspliceSource<'a> {
     }
 
     fn close_task_ends(&mut self) -> Result<()> {
-        if let Some(blob) = self.blob.take() {
+        match self.blob.take() {
             // The blob made the pipes and closes them.
-            self.pipes.clear();
-            return blob.stop(self.inj);
+            Some(BlobUse::Own(blob)) => {
+                self.pipes.clear();
+                return blob.stop(self.inj);
+            }
+            Some(BlobUse::Lent(blob)) => {
+                self.pipes.clear();
+                return blob.close_pipes(self.inj);
+            }
+            None => {}
         }
         let pid = self.inj.pid();
         let mut first_err = None;
@@ -340,7 +374,7 @@ impl<'a> VmspliceSource<'a> {
         let fd = self.pipes[i].task_fd;
         let flags = libc::SPLICE_F_GIFT | libc::SPLICE_F_NONBLOCK;
         let r = match self.blob.as_mut() {
-            Some(blob) => blob.vmsplice(self.inj, fd, &iovs, flags)?,
+            Some(blob) => blob.get().vmsplice(self.inj, fd, &iovs, flags)?,
             None => {
                 let iov_base = Injector::DATA_OFFSET + i * MAX_IOV * 16;
                 let raw: Vec<u8> = iovs.iter().flat_map(|(a, l)| [a.to_ne_bytes(), l.to_ne_bytes()]).flatten().collect();
@@ -395,6 +429,29 @@ impl PageSource for VmspliceSource<'_> {
     fn drain(&mut self, runs: &[Run], readable: &dyn Fn(u64) -> bool, sink: &mut (dyn PageSink + Send)) -> Result<()> {
         use std::sync::mpsc;
         let ps = page_size();
+        // What fits in the pipes at once needs no second thread: fill them all, then empty them.
+        let room: usize = self.pipes.iter().map(|p| p.cap).sum();
+        let bytes: u64 = runs.iter().map(|r| r.nr_pages * ps).sum();
+        if bytes <= room as u64 && runs.iter().all(|r| readable(r.vaddr)) {
+            let mut queue: VecDeque<(u64, u64)> = runs.iter().map(|r| (r.vaddr, r.nr_pages * ps)).collect();
+            // (more than once only when a pipe load is cut short by the iovec limit)
+            while !queue.is_empty() {
+                let mut filled = Vec::new();
+                for i in 0..self.pipes.len() {
+                    if queue.is_empty() {
+                        break;
+                    }
+                    crate::cancel::check("the page drain")?;
+                    filled.push((i, self.fill(i, &mut queue)?));
+                }
+                let t0 = std::time::Instant::now();
+                for (i, n) in filled {
+                    sink.splice_from(self.pipes[i].ours.as_raw_fd(), n)?;
+                }
+                self.splice_ns += t0.elapsed().as_nanos() as u64;
+            }
+            return Ok(());
+        }
         let (work_tx, work_rx) = mpsc::channel::<Chunk>();
         let (free_tx, free_rx) = mpsc::channel::<usize>();
         for i in 0..self.pipes.len() {

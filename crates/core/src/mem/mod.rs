@@ -21,6 +21,7 @@ use std::fs::File;
 use std::time::Instant;
 
 use crate::error::{Error, ErrorCode, Result};
+use crate::parasite::blob::Blob;
 use crate::parasite::Injector;
 
 pub use drain::{FdSink, PageSink, PageSource, ReadSource, VmspliceSource};
@@ -110,7 +111,11 @@ pub fn subtract(v: &Vma, lo: u64, hi: u64) -> Vec<Vma> {
 /// Scans `pid`'s VMAs. `hide` is a range of tsdump's own (the parasite's scratch mapping): it
 /// is left out of the VMAs and the pages as if it were not there.
 pub fn plan(pid: i32, hide: Option<(u64, u64)>) -> Result<Plan> {
-    let mut vmas = vma::read_vmas(pid)?;
+    plan_vmas(pid, vma::read_vmas(pid)?, hide)
+}
+
+/// `plan` over mappings already read.
+pub fn plan_vmas(pid: i32, mut vmas: Vec<Vma>, hide: Option<(u64, u64)>) -> Result<Plan> {
     if let Some((lo, hi)) = hide {
         vmas = vmas.iter().flat_map(|v| subtract(v, lo, hi)).collect();
     }
@@ -158,9 +163,13 @@ pub fn entries(runs: &[Run]) -> Vec<PagemapEntry> {
     out
 }
 
+#[derive(Clone)]
 pub struct DumpOpts {
     /// pages-N.img in the images directory.
     pub pages: crate::images_dir::NewFile,
+    /// The task's mappings when already read (before infection: no scratch among them); else
+    /// /proc/PID/maps is read.
+    pub vmas: Option<Vec<Vma>>,
     pub mode: Mode,
     /// Pipes for the vmsplice source.
     pub pipes: usize,
@@ -168,10 +177,23 @@ pub struct DumpOpts {
     pub incremental: Option<track::Incremental>,
 }
 
-/// Scans `pid`'s memory and writes the selected pages to `opts.pages`. Vmsplice mode needs
-/// `inj` (an infected task); the caller cures it.
-pub fn dump_memory(pid: i32, opts: &DumpOpts, inj: Option<&mut Injector>) -> Result<MemDump> {
-    dump_memory_with(pid, opts, inj, |_, _, _| FdSink::create_file(&opts.pages))
+/// The infected task a drain works through: the injector, and the resident parasite when the
+/// caller runs one (else the drain starts its own).
+pub struct Infected<'a> {
+    pub inj: &'a mut Injector,
+    pub blob: Option<&'a mut Blob>,
+}
+
+impl<'a> From<&'a mut Injector> for Infected<'a> {
+    fn from(inj: &'a mut Injector) -> Self {
+        Infected { inj, blob: None }
+    }
+}
+
+/// Scans `pid`'s memory and writes the selected pages to `opts.pages`. Vmsplice mode needs an
+/// infected task; the caller cures it.
+pub fn dump_memory(pid: i32, opts: &DumpOpts, infected: Option<Infected>) -> Result<MemDump> {
+    dump_memory_with(pid, opts, infected, |_, _, _| FdSink::create_file(&opts.pages))
 }
 
 /// Private anonymous memory, which CRIU marks PE_LAZY (served by userfaultfd in lazy mode).
@@ -188,13 +210,13 @@ fn lazy_capable(r: &VmaReport) -> bool {
 pub fn dump_memory_to_page_server(
     pid: i32,
     opts: &DumpOpts,
-    inj: Option<&mut Injector>,
+    infected: Option<Infected>,
     client: &mut crate::pageserver::PageServerClient,
 ) -> Result<MemDump> {
     let has_parent = client.open(crate::pageserver::ImageKind::Task, pid as u64)?;
     let whole;
     let opts = if opts.incremental.is_some() && !has_parent {
-        whole = DumpOpts { pages: opts.pages.clone(), mode: opts.mode, pipes: opts.pipes, incremental: None };
+        whole = DumpOpts { incremental: None, ..opts.clone() };
         &whole
     } else {
         opts
@@ -203,7 +225,7 @@ pub fn dump_memory_to_page_server(
         let i = vmas.partition_point(|v| v.vma.end <= e.vaddr);
         e.flags & PE_PRESENT != 0 && vmas.get(i).is_some_and(|v| v.vma.start <= e.vaddr && lazy_capable(v))
     };
-    let mut d = dump_memory_with(pid, opts, inj, |plan, _runs, entries| {
+    let mut d = dump_memory_with(pid, opts, infected, |plan, _runs, entries| {
         let flagged: Vec<PagemapEntry> =
             entries.iter().map(|e| PagemapEntry { flags: if lazy(&plan.vmas, e) { e.flags | PE_LAZY } else { e.flags }, ..e.clone() }).collect();
         crate::pageserver::PageServerSink::with_entries(client, flagged)
@@ -218,14 +240,17 @@ pub fn dump_memory_to_page_server(
 }
 
 /// The scan and the drain into the sink `make_sink` builds from the plan and the runs to write.
-fn dump_memory_with<S, F>(pid: i32, opts: &DumpOpts, inj: Option<&mut Injector>, make_sink: F) -> Result<MemDump>
+fn dump_memory_with<S, F>(pid: i32, opts: &DumpOpts, infected: Option<Infected>, make_sink: F) -> Result<MemDump>
 where
     S: PageSink + Send,
     F: FnOnce(&Plan, &[Run], &[PagemapEntry]) -> Result<S>,
 {
     let t0 = Instant::now();
-    let hide = inj.as_ref().map(|i| (i.scratch_addr(), i.scratch_addr() + i.scratch_len() as u64));
-    let plan = plan(pid, hide)?;
+    let hide = infected.as_ref().map(|i| (i.inj.scratch_addr(), i.inj.scratch_addr() + i.inj.scratch_len() as u64));
+    let plan = match &opts.vmas {
+        Some(v) => plan_vmas(pid, v.clone(), hide)?,
+        None => plan(pid, hide)?,
+    };
     let (runs, entries, pages_in_parent) = match &opts.incremental {
         Some(inc) => track::split(pid, &plan.runs, inc)?,
         None => (plan.runs.clone(), entries(&plan.runs), 0),
@@ -242,8 +267,9 @@ where
     match opts.mode {
         Mode::Read => ReadSource::new(pid).drain(&runs, &readable, &mut sink)?,
         Mode::Vmsplice => {
-            let inj = inj.ok_or_else(|| Error::new(ErrorCode::Parasite, format!("pid {pid}: vmsplice mode needs an infected task")))?;
-            let mut src = VmspliceSource::new(inj, opts.pipes)?;
+            let i = infected.ok_or_else(|| Error::new(ErrorCode::Parasite, format!("pid {pid}: vmsplice mode needs an infected task")))?;
+            let bytes = runs.iter().map(|r| r.nr_pages).sum::<u64>() * vma::page_size();
+            let mut src = VmspliceSource::with_blob(i.inj, i.blob, drain::pipes_for(bytes, opts.pipes))?;
             let r = src.drain(&runs, &readable, &mut sink);
             vmsplice_calls = src.vmsplice_calls;
             blob_refused = src.blob_refused.clone();

@@ -73,12 +73,12 @@ fn check(mode: Mode) {
     let images = std::sync::Arc::new(crate::images_dir::ImagesDir::open(&dir, crate::images_dir::OpenOptions::CREATE).unwrap());
     let path = dir.join("pages-1.img");
     let maps_before = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    let opts = DumpOpts { pages: crate::images_dir::NewFile::new(&images, "pages-1.img"), mode, pipes: 4, incremental: None };
+    let opts = DumpOpts { pages: crate::images_dir::NewFile::new(&images, "pages-1.img"), vmas: None, mode, pipes: 4, incremental: None };
     let dump = match mode {
         Mode::Read => dump_memory(pid, &opts, None).unwrap(),
         Mode::Vmsplice => {
             let mut inj = Injector::infect(pid, crate::parasite::inject::DEFAULT_SCRATCH).unwrap();
-            let d = dump_memory(pid, &opts, Some(&mut inj));
+            let d = dump_memory(pid, &opts, Some((&mut inj).into()));
             inj.cure().unwrap();
             d.unwrap()
         }

@@ -126,6 +126,20 @@ pub fn arm(inj: &mut Injector, method: Method, vmas: &[VmaReport]) -> Result<Arm
     }
 }
 
+/// What a run does with tracking in the freeze that scanned the task: end the previous run's
+/// (its userfaultfd `close_fd` in the task, if that still is one) and start `arm`'s, so that no
+/// write falls between two trackings. `vmas` come from this freeze's scan.
+pub fn retrack(inj: &mut Injector, close_fd: Option<i32>, arm_with: Option<Method>, vmas: &[VmaReport]) -> Result<Option<(Method, Armed)>> {
+    let pid = inj.pid();
+    if let Some(fd) = close_fd.filter(|&fd| is_tracking_uffd(pid, fd)) {
+        disarm(inj, fd)?;
+    }
+    match arm_with {
+        Some(m) => Ok(Some((m, arm(inj, m, vmas)?))),
+        None => Ok(None),
+    }
+}
+
 /// Soft-dirty needs no injection: clearing the bits of the whole address space restarts it.
 fn arm_soft_dirty(pid: i32, vmas: &[VmaReport]) -> Result<Armed> {
     let path = format!("/proc/{pid}/clear_refs");

@@ -19,16 +19,30 @@ use nix::errno::Errno;
 
 use crate::arch::{nr, syscall as sc};
 use crate::error::{Error, ErrorCode, Result};
+use crate::parasite::inject::THREAD_SLOT;
 use crate::parasite::Injector;
 
 /// The blob image (empty when build.rs had no compiler for this architecture).
 pub static IMAGE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/parasite.bin"));
+mod syms {
+    include!(concat!(env!("OUT_DIR"), "/parasite_syms.rs"));
+}
 
-const MAGIC: u64 = 0x7473_6470_6230_3031;
+const MAGIC: u64 = 0x7473_6470_6230_3032;
 const OP_SYSCALL: u32 = 1;
 const OP_PIPES: u32 = 2;
 const OP_VMSPLICE: u32 = 3;
 const OP_FINI: u32 = 4;
+const OP_TASK_INFO: u32 = 5;
+const OP_THREAD_INFO: u32 = 6;
+const OP_QUIT: u32 = 7;
+/// The ret of a thread entry's message (proto.h BLOB_THREAD_DONE).
+const THREAD_DONE: i64 = 0x7473_6470_7468_6431;
+/// A thread slot (Injector::thread_slot): the thread's arguments, its answers, its stack (below
+/// SLOT_STACK_TOP) and its return frame (from SLOT_FRAME to the end of the slot).
+const SLOT_OUT: usize = 64;
+const SLOT_STACK_TOP: usize = 4096 - 64;
+const SLOT_FRAME: usize = 4096;
 /// Most iovecs one BLOB_VMSPLICE carries, and most pipes (proto.h).
 pub const MAX_IOV: usize = 1024;
 pub const MAX_PIPES: usize = 16;
@@ -38,12 +52,16 @@ const REP_LEN: usize = 8 + 8 * 3 * MAX_PIPES;
 /// one full request (16 KiB of iovecs) with room to spare.
 const AREA: usize = 96 * 1024;
 const ARGS_LEN: usize = 256;
+/// Offset of the listening address in struct blob_args.
+const ARGS_ADDR: usize = 32;
 /// How long the blob may take to connect (it is running code we wrote: milliseconds).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running resident parasite.
 pub struct Blob {
     tid: i32,
+    /// Remote address of the blob's code.
+    code: u64,
     sock: OwnedFd,
     /// The blob's socket's number in the task (closed by injection after the thread is parked).
     task_fd: i32,
@@ -95,6 +113,10 @@ fn listen(pid: i32) -> Result<(OwnedFd, Vec<u8>)> {
     Ok((sock, addr))
 }
 
+fn rd_i64(b: &[u8], off: usize) -> i64 {
+    i64::from_ne_bytes(b[off..off + 8].try_into().expect("8 bytes"))
+}
+
 fn poll_in(fd: i32, ms: i32) -> Result<bool> {
     let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
     // SAFETY: one pollfd, valid for the call.
@@ -114,9 +136,10 @@ impl Blob {
         if !available() {
             return Err(Error::new(ErrorCode::Unsupported, format!("pid {pid}: no resident parasite in this build")));
         }
-        let (ours, theirs) = (net_ns("self"), net_ns(&pid.to_string()));
-        let same = matches!((&ours, &theirs), (Some(a), Some(b)) if std::os::unix::fs::MetadataExt::ino(a) == std::os::unix::fs::MetadataExt::ino(b));
-        if !same {
+        static OURS: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+        let ours = *OURS.get_or_init(|| net_ns("self").map(|m| std::os::unix::fs::MetadataExt::ino(&m)));
+        let theirs = net_ns(&pid.to_string()).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        if ours.is_none() || ours != theirs {
             return Err(Error::new(ErrorCode::Unsupported, format!("pid {pid}: in another network namespace")));
         }
         let base = inj.data_limit().checked_sub(AREA).filter(|&b| b >= Injector::DATA_OFFSET).ok_or_else(|| {
@@ -130,45 +153,43 @@ impl Blob {
         args[0..8].copy_from_slice(&MAGIC.to_ne_bytes());
         args[8..16].copy_from_slice(&frame_sp.to_ne_bytes());
         args[16..20].copy_from_slice(&(addr.len() as u32).to_ne_bytes());
-        args[24..24 + addr.len()].copy_from_slice(&addr);
-        inj.write(base, IMAGE)?;
-        inj.write(args_off, &args)?;
-        // The stack tops out just below the return frame, 16-byte aligned.
+        args[ARGS_ADDR..ARGS_ADDR + addr.len()].copy_from_slice(&addr);
+        let mut code = IMAGE.to_vec();
+        code.resize(code_len, 0);
+        code.extend_from_slice(&args);
+        inj.write(base, &code)?;
+        // The stack tops out just below the return frame, 16-byte aligned. The blob runs freely
+        // from its first instruction: a socket() or connect() that fails is told in its
+        // arguments (failed, err), watched while waiting for the connection.
         let sp = inj.remote(inj.data_limit()) & !15;
-        let (results, running) = inj.start_resident(pid, inj.remote(base), sp, inj.remote(args_off), 2)?;
-        if !running {
-            if let Some(&fd) = results.first().filter(|&&fd| fd >= 0) {
-                let _ = inj.syscall(pid, nr::CLOSE, [fd as u64, 0, 0, 0, 0, 0]);
-            }
-            let (what, r) = if results.len() < 2 { ("socket", results[0]) } else { ("connect", results[1]) };
-            return Err(Error::new(
-                ErrorCode::Parasite,
-                format!("pid {pid}: the resident parasite's {what}() failed: {}", Errno::from_raw(-r as i32).desc()),
-            ));
-        }
-        let task_fd = results[0] as i32;
-        let started = Self::accept(inj, listener.as_raw_fd()).and_then(|sock| {
-            let mut blob = Blob { tid: pid, sock, task_fd, made: Vec::new(), round_trips: 0 };
+        inj.start_resident(pid, inj.remote(base), sp, inj.remote(args_off), 0)?;
+        let started = Self::accept(inj, listener.as_raw_fd(), args_off).and_then(|sock| {
+            let mut blob = Blob { tid: pid, code: inj.remote(base), sock, task_fd: -1, made: Vec::new(), round_trips: 0 };
             let hello = blob.reply(inj)?;
-            if hello.0 as u64 != MAGIC || hello.1[0] != task_fd as i64 {
+            if hello.0 as u64 != MAGIC || hello.1[0] < 0 {
                 return Err(Error::new(ErrorCode::Parasite, format!("pid {pid}: the resident parasite answered {:#x}", hello.0)));
             }
+            blob.task_fd = hello.1[0] as i32;
             Ok(blob)
         });
         match started {
             Ok(b) => Ok(b),
             Err(e) => {
-                // The blob keeps waiting on its socket: park it, then close the socket in the task.
+                // The blob still waits (for a connection, or a message, or lingers after a
+                // failure): take the thread back; a channel the blob made closes when the task
+                // sees tsdump's end go (the blob closes it and goes home on EOF) or lingers.
                 let parked = inj.park_resident();
-                if e.code != ErrorCode::TargetGone && parked.is_ok() {
-                    let _ = inj.syscall(pid, nr::CLOSE, [task_fd as u64, 0, 0, 0, 0, 0]);
+                if e.code != ErrorCode::TargetGone {
+                    parked?;
                 }
                 Err(e)
             }
         }
     }
 
-    fn accept(inj: &mut Injector, listener: i32) -> Result<OwnedFd> {
+    /// Accepts the blob's connection, watching its thread and its arguments meanwhile (a blob
+    /// that cannot connect says why there, at `args_off`).
+    fn accept(inj: &mut Injector, listener: i32, args_off: usize) -> Result<OwnedFd> {
         let pid = inj.pid();
         let deadline = Instant::now() + CONNECT_TIMEOUT;
         loop {
@@ -191,7 +212,18 @@ impl Blob {
             if e != Errno::EAGAIN && e != Errno::EINTR {
                 return Err(Error::from_errno(e, pid, "accepting the resident parasite"));
             }
-            inj.check_resident()?;
+            inj.check_running()?;
+            let mut st = [0u8; 16];
+            inj.read(args_off + 20, &mut st[4..])?;
+            let failed = u32::from_ne_bytes(st[4..8].try_into().expect("4 bytes"));
+            if failed != 0 {
+                let err = i64::from_ne_bytes(st[8..16].try_into().expect("8 bytes"));
+                let what = if failed == 1 { "socket" } else { "connect" };
+                return Err(Error::new(
+                    ErrorCode::Parasite,
+                    format!("pid {pid}: the resident parasite's {what}() failed: {}", Errno::from_raw(-err as i32).desc()),
+                ));
+            }
             if Instant::now() > deadline {
                 return Err(Error::new(ErrorCode::Parasite, format!("pid {pid}: the resident parasite did not connect in {CONNECT_TIMEOUT:?}")));
             }
@@ -230,7 +262,7 @@ impl Blob {
     fn lost(&self, inj: &mut Injector, how: &str) -> Error {
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
-            if let Err(e) = inj.check_resident() {
+            if let Err(e) = inj.check_running() {
                 return e;
             }
             let stat = std::fs::read_to_string(format!("/proc/{}/task/{}/stat", inj.pid(), self.tid)).unwrap_or_default();
@@ -271,8 +303,106 @@ impl Blob {
                 }
                 return Ok((word(0), out));
             }
-            inj.check_resident()?;
+            inj.check_running()?;
         }
+    }
+
+    /// The thread running the blob.
+    pub fn tid(&self) -> i32 {
+        self.tid
+    }
+
+    /// BLOB_TASK_INFO: the process-wide answers (and timers `ids`; with `timers_only` nothing
+    /// else) into the scratch at remote `at`; returns the `len` bytes of the answer.
+    pub fn task_info(&mut self, inj: &mut Injector, at: u64, ids: &[i32], timers_only: bool, len: usize) -> Result<Vec<u8>> {
+        let payload: Vec<u8> = ids.iter().flat_map(|i| i.to_ne_bytes()).collect();
+        self.send(inj, OP_TASK_INFO, ids.len() as u32, [at, timers_only as u64, 0, 0, 0, 0, 0], &payload)?;
+        let (r, _) = self.reply(inj)?;
+        let mut b = vec![0u8; len];
+        inj.read((at - inj.scratch_addr()) as usize, &mut b)?;
+        // A failed call is told in the answer itself (err, failed); anything else is the blob's.
+        if r < 0 && rd_i64(&b, 0) == 0 {
+            return Err(Error::new(ErrorCode::Parasite, format!("pid {}: the parasite refused BLOB_TASK_INFO: {}", inj.pid(), Errno::from_raw(-r as i32).desc())));
+        }
+        Ok(b)
+    }
+
+    /// BLOB_THREAD_INFO: the blob's own thread's answers, into the scratch at offset `off`.
+    pub fn thread_info_self(&mut self, inj: &mut Injector, off: usize) -> Result<Vec<u8>> {
+        self.send(inj, OP_THREAD_INFO, 0, [inj.remote(off), 0, 0, 0, 0, 0, 0], &[])?;
+        self.reply(inj)?;
+        let mut b = vec![0u8; super::info::THREAD_INFO_LEN];
+        inj.read(off, &mut b)?;
+        Ok(b)
+    }
+
+    /// Each of `tids` (threads of the task, not the blob's) answers its own questions in one
+    /// trip: it runs blob_thread_entry from a thread slot with its own return frame, says so on
+    /// the channel and is parked again. The threads of a batch (one per slot) run at once.
+    /// None for a thread that cannot run it (no frame, or an fd table of its own, where the
+    /// channel's number means nothing): ask it with single injected syscalls.
+    pub fn thread_infos(&mut self, inj: &mut Injector, tids: &[i32]) -> Result<std::collections::HashMap<i32, Option<Vec<u8>>>> {
+        let mut out = std::collections::HashMap::new();
+        let pid = inj.pid();
+        let slots = inj.thread_slots();
+        let entry = self.code + syms::THREAD_ENTRY as u64;
+        if slots == 0 || syms::THREAD_ENTRY == 0 {
+            out.extend(tids.iter().map(|&t| (t, None)));
+            return Ok(out);
+        }
+        for batch in tids.chunks(slots) {
+            let mut started: Vec<(i32, usize)> = Vec::with_capacity(batch.len());
+            let mut status = std::collections::HashMap::new();
+            let ran = (|| -> Result<()> {
+                for &tid in batch {
+                    let shares_table = crate::files::kcmp_same(pid, tid, crate::files::KcmpType::Files, 0, 0).unwrap_or(false);
+                    let slot = inj.thread_slot(started.len());
+                    let home = if shares_table { inj.prepare_thread(tid, inj.remote(slot + SLOT_FRAME), THREAD_SLOT - SLOT_FRAME)? } else { None };
+                    let Some(home) = home else {
+                        out.insert(tid, None);
+                        continue;
+                    };
+                    let mut args = [0u8; 32];
+                    args[0..8].copy_from_slice(&MAGIC.to_ne_bytes());
+                    args[8..16].copy_from_slice(&home.to_ne_bytes());
+                    args[16..24].copy_from_slice(&inj.remote(slot + SLOT_OUT).to_ne_bytes());
+                    args[24..28].copy_from_slice(&self.task_fd.to_ne_bytes());
+                    args[28..32].copy_from_slice(&tid.to_ne_bytes());
+                    inj.write_slot(slot, &args)?;
+                    inj.start_thread(tid, entry, inj.remote(slot + SLOT_STACK_TOP), inj.remote(slot))?;
+                    started.push((tid, slot));
+                }
+                let mut left = started.len();
+                while left > 0 {
+                    let (ret, o) = self.reply(inj)?;
+                    let tid = o[0] as i32;
+                    if ret != THREAD_DONE || !started.iter().any(|(t, _)| *t == tid) {
+                        return Err(Error::new(ErrorCode::Parasite, format!("pid {pid}: unexpected parasite message {ret:#x} while threads answered")));
+                    }
+                    inj.park(tid)?;
+                    status.insert(tid, o[1]);
+                    left -= 1;
+                }
+                Ok(())
+            })();
+            if let Err(e) = ran {
+                for (tid, _) in &started {
+                    let _ = inj.park(*tid);
+                }
+                return Err(e);
+            }
+            for (tid, slot) in started {
+                let mut b = vec![0u8; super::info::THREAD_INFO_LEN];
+                inj.read(slot + SLOT_OUT, &mut b)?;
+                // A failed call is told in the answer itself; anything else is the entry's.
+                let r = status.get(&tid).copied().unwrap_or(0);
+                if r < 0 && rd_i64(&b, 0) == 0 {
+                    return Err(Error::new(ErrorCode::Parasite, format!("pid {pid} tid {tid}: the parasite's thread entry failed: {}", Errno::from_raw(-r as i32).desc())));
+                }
+                out.insert(tid, Some(b));
+            }
+        }
+        Ok(out)
     }
 
     /// Runs syscall `nr` in the blob's thread; raw result (negative errno on failure).
@@ -310,25 +440,55 @@ impl Blob {
         Ok(self.reply(inj)?.0)
     }
 
-    /// Ends the blob: it closes its pipes; the thread is parked and put back as it was; its
-    /// socket is closed in the task.
+    /// The blob closes the pipes it made (BLOB_FINI) and keeps serving.
+    pub fn close_pipes(&mut self, inj: &mut Injector) -> Result<()> {
+        self.send(inj, OP_FINI, 0, [0; 7], &[])?;
+        self.reply(inj)?;
+        self.made.clear();
+        Ok(())
+    }
+
+    /// Ends the blob: it closes its pipes and its channel (tsdump sees EOF) and lingers; the
+    /// thread is parked and put back as it was. If the blob does not answer so, its thread is
+    /// parked wherever it is and the descriptors are closed by injection.
     pub fn stop(mut self, inj: &mut Injector) -> Result<()> {
-        let fini = self.send(inj, OP_FINI, 0, [0; 7], &[]).and_then(|_| self.reply(inj));
+        let quit = self.send(inj, OP_QUIT, 0, [0; 7], &[]).and_then(|_| self.eof(inj));
         let parked = inj.park_resident();
         if let Err(e) = &parked {
             if e.code == ErrorCode::TargetGone {
                 return parked;
             }
         }
-        if fini.is_err() {
-            for &fd in &self.made {
+        drop(self.sock);
+        if quit.is_err() && parked.is_ok() {
+            for &fd in self.made.iter().chain([&self.task_fd]) {
                 let _ = inj.syscall(self.tid, nr::CLOSE, [fd as u64, 0, 0, 0, 0, 0]);
             }
         }
-        let closed = inj.syscall_ok(self.tid, nr::CLOSE, [self.task_fd as u64, 0, 0, 0, 0, 0], "close(parasite socket)");
-        drop(self.sock);
         parked?;
-        fini?;
-        closed.map(|_| ())
+        quit
+    }
+
+    /// Waits for the blob to close its end of the channel.
+    fn eof(&mut self, inj: &mut Injector) -> Result<()> {
+        let fd = self.sock.as_raw_fd();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            if poll_in(fd, 20)? {
+                let mut buf = [0u8; REP_LEN];
+                // SAFETY: recv into a buffer of buf.len() bytes.
+                let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+                match n {
+                    0 => return Ok(()),
+                    n if n < 0 && matches!(Errno::last(), Errno::EAGAIN | Errno::EINTR) => {}
+                    n if n < 0 => return Err(self.lost(inj, Errno::last().desc())),
+                    _ => return Err(Error::new(ErrorCode::Parasite, format!("tid {}: the resident parasite spoke after QUIT", self.tid))),
+                }
+            }
+            inj.check_running()?;
+            if Instant::now() > deadline {
+                return Err(Error::new(ErrorCode::Parasite, format!("tid {}: the resident parasite did not close its channel", self.tid)));
+            }
+        }
     }
 }

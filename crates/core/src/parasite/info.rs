@@ -1,10 +1,17 @@
-//! What only the task can tell: signal dispositions, timers, per-thread state and credentials,
-//! asked through injected syscalls. Every call writes its answer into the scratch mapping; the
-//! answers come back with one process_vm_readv per command group.
+//! What only the task can tell: signal dispositions, timers, per-thread state and credentials.
+//!
+//! Where the resident parasite runs, the whole process answers in one round trip
+//! (BLOB_TASK_INFO) and each thread answers in one trip of its own (blob_thread_entry; the
+//! threads of a batch run at once); the answers land in the scratch mapping and come back with
+//! process_vm_readv. Elsewhere (no blob for this architecture or network namespace) each
+//! question is one injected syscall. What the kernel already tells from outside is not asked:
+//! the umask (/proc/PID/status `Umask:`; umask() has no getter and would have to be changed to
+//! be read), the POSIX timers' list (/proc/PID/timers), the bounding and ambient capability sets.
 
 use crate::arch::nr;
 use crate::error::{Error, ErrorCode, Result};
 
+use super::blob::Blob;
 use super::inject::Injector;
 
 /// Signals 1..=64 (the kernel's _NSIG).
@@ -20,6 +27,47 @@ const PR_GET_TID_ADDRESS: u64 = 40;
 const PR_GET_THP_DISABLE: u64 = 42;
 const MEMBARRIER_CMD_GET_REGISTRATIONS: u64 = 1 << 9;
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// What the kernel tells from outside about one thread, to complete its answers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ThreadKnown {
+    pub tid: i32,
+    /// Bounding and ambient capability sets (/proc/PID/task/TID/status CapBnd, CapAmb: the
+    /// values PR_CAPBSET_READ / PR_CAP_AMBIENT_IS_SET would give, without 2x41 questions).
+    pub cap_bnd: u64,
+    pub cap_amb: u64,
+}
+
+/// What the kernel tells from outside about the process.
+#[derive(Debug, Clone, Default)]
+pub struct TaskKnown {
+    /// /proc/PID/status `Umask:`.
+    pub umask: u32,
+    /// /proc/PID/timers.
+    pub timers: Vec<ProcTimer>,
+    pub threads: Vec<ThreadKnown>,
+}
+
+impl TaskKnown {
+    /// Reads what `collect` needs from /proc for process `pid` and threads `tids`.
+    pub fn read(pid: i32, tids: &[i32]) -> Result<TaskKnown> {
+        let status = read_proc(pid, "status")?;
+        let umask = u32::from_str_radix(crate::inspect::parse::status_field(&status, "Umask").unwrap_or("0022"), 8)
+            .map_err(|_| Error::new(ErrorCode::Procfs, format!("pid {pid}: /proc/{pid}/status: bad Umask")))?;
+        let threads = tids
+            .iter()
+            .map(|&tid| {
+                let text = if tid == pid { status.clone() } else { read_proc(pid, &format!("task/{tid}/status"))? };
+                Ok(ThreadKnown { tid, cap_bnd: status_hex(&text, "CapBnd:"), cap_amb: status_hex(&text, "CapAmb:") })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(TaskKnown { umask, timers: parse_proc_timers(&read_proc(pid, "timers")?)?, threads })
+    }
+}
+
+fn read_proc(pid: i32, file: &str) -> Result<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}")).map_err(|e| crate::inspect::io_err(pid, file, e))
+}
 
 /// Kernel `struct sigaction` (the rt_sigaction ABI, same on x86_64 and arm64): 32 bytes.
 const SIGACTION_SIZE: usize = 32;
@@ -138,6 +186,42 @@ fn rd_u32(b: &[u8], off: usize) -> u32 {
     u32::from_ne_bytes(b[off..off + 4].try_into().expect("4 bytes"))
 }
 
+/// A kernel struct sigaction at `o` of `b`, for signal `sig`.
+fn sigaction_at(b: &[u8], o: usize, sig: usize) -> SigAction {
+    SigAction {
+        signo: sig as i32,
+        handler: rd_u64(b, o),
+        flags: rd_u64(b, o + 8),
+        restorer: rd_u64(b, o + 16),
+        mask: rd_u64(b, o + 24),
+        fixed: sig == libc::SIGKILL as usize || sig == libc::SIGSTOP as usize,
+    }
+}
+
+/// A struct itimerval / itimerspec (interval, then value) at `o` of `b`.
+fn itimer_at(b: &[u8], o: usize) -> Itimer {
+    Itimer {
+        interval: TimeVal { sec: rd_i64(b, o), frac: rd_i64(b, o + 8) },
+        value: TimeVal { sec: rd_i64(b, o + 16), frac: rd_i64(b, o + 24) },
+    }
+}
+
+/// A listed timer with its itimerspec at `o` of `b` and its overrun count.
+fn posix_timer(t: &ProcTimer, b: &[u8], o: usize, overrun: i32) -> PosixTimer {
+    let it = itimer_at(b, o);
+    PosixTimer {
+        id: t.id,
+        clock_id: t.clock_id,
+        signo: t.signo,
+        sigev_value: t.sigev_value,
+        notify: t.notify,
+        notify_tid: t.notify_tid,
+        interval: it.interval,
+        value: it.value,
+        overrun,
+    }
+}
+
 /// A bump allocator over the scratch mapping's data area.
 struct Layout {
     next: usize,
@@ -170,19 +254,7 @@ pub fn sigactions(inj: &mut Injector) -> Result<Vec<SigAction>> {
     }
     let mut buf = vec![0u8; NSIG * SIGACTION_SIZE];
     inj.read(base, &mut buf)?;
-    Ok((1..=NSIG)
-        .map(|sig| {
-            let o = (sig - 1) * SIGACTION_SIZE;
-            SigAction {
-                signo: sig as i32,
-                handler: rd_u64(&buf, o),
-                flags: rd_u64(&buf, o + 8),
-                restorer: rd_u64(&buf, o + 16),
-                mask: rd_u64(&buf, o + 24),
-                fixed: sig == libc::SIGKILL as usize || sig == libc::SIGSTOP as usize,
-            }
-        })
-        .collect())
+    Ok((1..=NSIG).map(|sig| sigaction_at(&buf, (sig - 1) * SIGACTION_SIZE, sig)).collect())
 }
 
 pub fn itimers(inj: &mut Injector) -> Result<Itimers> {
@@ -194,11 +266,7 @@ pub fn itimers(inj: &mut Injector) -> Result<Itimers> {
     }
     let mut b = [0u8; 96];
     inj.read(base, &mut b)?;
-    let it = |o: usize| Itimer {
-        interval: TimeVal { sec: rd_i64(&b, o), frac: rd_i64(&b, o + 8) },
-        value: TimeVal { sec: rd_i64(&b, o + 16), frac: rd_i64(&b, o + 24) },
-    };
-    Ok(Itimers { real: it(0), virt: it(32), prof: it(64) })
+    Ok(Itimers { real: itimer_at(&b, 0), virt: itimer_at(&b, 32), prof: itimer_at(&b, 64) })
 }
 
 /// One timer as /proc/PID/timers lists it.
@@ -249,12 +317,9 @@ pub fn parse_proc_timers(text: &str) -> Result<Vec<ProcTimer>> {
     Ok(out)
 }
 
-pub fn posix_timers(inj: &mut Injector) -> Result<Vec<PosixTimer>> {
+/// timer_gettime and timer_getoverrun of each listed timer, one injected call each.
+pub fn posix_timers(inj: &mut Injector, listed: &[ProcTimer]) -> Result<Vec<PosixTimer>> {
     let pid = inj.pid();
-    let path = format!("/proc/{pid}/timers");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| Error::new(ErrorCode::Procfs, format!("pid {pid}: reading {path}: {e}")))?;
-    let listed = parse_proc_timers(&text)?;
     let mut out = Vec::with_capacity(listed.len());
     for chunk in listed.chunks(1024) {
         let mut lay = Layout::new(inj);
@@ -268,18 +333,7 @@ pub fn posix_timers(inj: &mut Injector) -> Result<Vec<PosixTimer>> {
         let mut b = vec![0u8; chunk.len() * 32];
         inj.read(base, &mut b)?;
         for (i, t) in chunk.iter().enumerate() {
-            let o = i * 32;
-            out.push(PosixTimer {
-                id: t.id,
-                clock_id: t.clock_id,
-                signo: t.signo,
-                sigev_value: t.sigev_value,
-                notify: t.notify,
-                notify_tid: t.notify_tid,
-                interval: TimeVal { sec: rd_i64(&b, o), frac: rd_i64(&b, o + 8) },
-                value: TimeVal { sec: rd_i64(&b, o + 16), frac: rd_i64(&b, o + 24) },
-                overrun: overruns[i] as i32,
-            });
+            out.push(posix_timer(t, &b, i * 32, overruns[i] as i32));
         }
     }
     Ok(out)
@@ -293,8 +347,10 @@ fn status_hex(status: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Per-thread state: sigaltstack, clear-tid address, parent-death signal, name, credentials.
-pub fn thread_info(inj: &mut Injector, tid: i32) -> Result<ThreadInfo> {
+/// Per-thread state: sigaltstack, clear-tid address, parent-death signal, name, credentials,
+/// one injected call each.
+pub fn thread_info(inj: &mut Injector, known: &ThreadKnown) -> Result<ThreadInfo> {
+    let tid = known.tid;
     let mut lay = Layout::new(inj);
     let ss = lay.take(24)?;
     let tidaddr = lay.take(8)?;
@@ -338,7 +394,6 @@ pub fn thread_info(inj: &mut Injector, tid: i32) -> Result<ThreadInfo> {
     let at = |o: usize| o - ss;
     let name_bytes = &b[at(name)..at(name) + 16];
     let name_len = name_bytes.iter().position(|&c| c == 0).unwrap_or(16);
-    let status = std::fs::read_to_string(format!("/proc/{}/task/{tid}/status", inj.pid())).unwrap_or_default();
     let cap = at(capdata);
     let idv = |i: usize| rd_u32(&b, at(ids) + i * 4);
     let blocked = inj_blocked(inj, tid)?;
@@ -365,8 +420,8 @@ pub fn thread_info(inj: &mut Injector, tid: i32) -> Result<ThreadInfo> {
             cap_eff: rd_u32(&b, cap) as u64 | (rd_u32(&b, cap + 12) as u64) << 32,
             cap_prm: rd_u32(&b, cap + 4) as u64 | (rd_u32(&b, cap + 16) as u64) << 32,
             cap_inh: rd_u32(&b, cap + 8) as u64 | (rd_u32(&b, cap + 20) as u64) << 32,
-            cap_bnd: status_hex(&status, "CapBnd:"),
-            cap_amb: status_hex(&status, "CapAmb:"),
+            cap_bnd: known.cap_bnd,
+            cap_amb: known.cap_amb,
             securebits,
             no_new_privs: nnp,
         },
@@ -377,14 +432,12 @@ fn inj_blocked(inj: &mut Injector, tid: i32) -> Result<u64> {
     inj.original_sigmask(tid)
 }
 
-/// Process-wide odds and ends: umask, dumpable, THP-disabled, child_subreaper, membarrier.
-pub fn task_misc(inj: &mut Injector) -> Result<TaskMisc> {
+/// Process-wide odds and ends: dumpable, THP-disabled, child_subreaper, membarrier (one
+/// injected call each; the umask is the kernel's word).
+pub fn task_misc(inj: &mut Injector, umask: u32) -> Result<TaskMisc> {
     let pid = inj.pid();
     let mut lay = Layout::new(inj);
     let sub = lay.take(4)?;
-    // umask has no getter: set a value, learn the old one, set it back.
-    let umask = inj.syscall_ok(pid, nr::UMASK, [0o022, 0, 0, 0, 0, 0], "umask")? as u32;
-    inj.syscall_ok(pid, nr::UMASK, [umask as u64, 0, 0, 0, 0, 0], "umask (restore)")?;
     let dumpable = inj.syscall_ok(pid, nr::PRCTL, [PR_GET_DUMPABLE, 0, 0, 0, 0, 0], "prctl(PR_GET_DUMPABLE)")? as i32;
     let thp = inj.syscall_ok(pid, nr::PRCTL, [PR_GET_THP_DISABLE, 0, 0, 0, 0, 0], "prctl(PR_GET_THP_DISABLE)")? != 0;
     inj.syscall_ok(pid, nr::PRCTL, [PR_GET_CHILD_SUBREAPER, inj.remote(sub), 0, 0, 0, 0], "prctl(PR_GET_CHILD_SUBREAPER)")?;
@@ -400,14 +453,180 @@ pub fn task_misc(inj: &mut Injector) -> Result<TaskMisc> {
     })
 }
 
-/// Everything above for a process and the listed threads (all ptrace-stopped by this thread).
-pub fn collect(inj: &mut Injector, tids: &[i32]) -> Result<TaskInfo> {
-    let sigactions = sigactions(inj)?;
-    let itimers = itimers(inj)?;
-    let posix_timers = posix_timers(inj)?;
-    let misc = task_misc(inj)?;
-    let threads = tids.iter().map(|&t| thread_info(inj, t)).collect::<Result<Vec<_>>>()?;
-    Ok(TaskInfo { sigactions, itimers, posix_timers, threads, misc })
+/// Everything above for a process and the threads `known` lists (all ptrace-stopped by this
+/// thread): through `blob` when given, else by single injected syscalls.
+pub fn collect(inj: &mut Injector, blob: Option<&mut Blob>, known: &TaskKnown) -> Result<TaskInfo> {
+    match blob {
+        Some(blob) => collect_with_blob(inj, blob, known),
+        None => {
+            let sigactions = sigactions(inj)?;
+            let itimers = itimers(inj)?;
+            let posix_timers = posix_timers(inj, &known.timers)?;
+            let misc = task_misc(inj, known.umask)?;
+            let threads = known.threads.iter().map(|t| thread_info(inj, t)).collect::<Result<Vec<_>>>()?;
+            Ok(TaskInfo { sigactions, itimers, posix_timers, threads, misc })
+        }
+    }
+}
+
+// The answers' layouts (crates/core/blob/proto.h; parasite.c asserts the same offsets).
+const TI_SIGACTION: usize = 16;
+const TI_ITIMER: usize = 2064;
+const TI_DUMPABLE: usize = 2160;
+const TI_MEMBARRIER: usize = 2176;
+const TI_TIMERS: usize = 2184;
+const TIMER_LEN: usize = 40;
+/// Most timers one BLOB_TASK_INFO asks about.
+const MAX_TIMERS: usize = 1024;
+pub(crate) const THREAD_INFO_LEN: usize = 1160;
+const MAX_GROUPS: usize = 256;
+/// Scratch offset of the blob thread's own answers (after the largest BLOB_TASK_INFO answer).
+const LEADER_THREAD_INFO: usize = Injector::DATA_OFFSET + TI_TIMERS + MAX_TIMERS * TIMER_LEN;
+
+/// The call a blob answer names as failed (proto.h's BLOB_CALL_*), for messages.
+fn blob_call_name(call: u32, timers: &[ProcTimer]) -> String {
+    match call {
+        1..=64 => format!("rt_sigaction({call})"),
+        100..=102 => "getitimer".into(),
+        110 => "prctl(PR_GET_DUMPABLE)".into(),
+        111 => "prctl(PR_GET_THP_DISABLE)".into(),
+        112 => "prctl(PR_GET_CHILD_SUBREAPER)".into(),
+        200..=0xffff => match timers.get((call - 200) as usize) {
+            Some(t) => format!("timer_gettime({})", t.id),
+            None => "timer_gettime".into(),
+        },
+        0x10000 => "sigaltstack".into(),
+        0x10001 => "prctl(PR_GET_TID_ADDRESS)".into(),
+        0x10002 => "prctl(PR_GET_PDEATHSIG)".into(),
+        0x10003 => "prctl(PR_GET_NAME)".into(),
+        0x10004 => "getresuid".into(),
+        0x10005 => "getresgid".into(),
+        0x10006 => "capget".into(),
+        0x10007 => "prctl(PR_GET_SECUREBITS)".into(),
+        0x10008 => "prctl(PR_GET_NO_NEW_PRIVS)".into(),
+        0x10009 => "getgroups".into(),
+        other => format!("call {other}"),
+    }
+}
+
+fn blob_failure(pid: i32, tid: i32, b: &[u8], timers: &[ProcTimer]) -> Option<Error> {
+    let err = rd_i64(b, 0);
+    (err < 0).then(|| {
+        Error::new(
+            ErrorCode::Parasite,
+            format!(
+                "pid {pid} tid {tid}: {} in the task: {}",
+                blob_call_name(rd_u32(b, 8), timers),
+                nix::errno::Errno::from_raw(-err as i32).desc()
+            ),
+        )
+    })
+}
+
+/// A thread's answers from a blob_thread_info, or None when it has more supplementary groups
+/// than the answer holds (asked again by single injected calls).
+pub(crate) fn parse_thread_info(pid: i32, b: &[u8], known: &ThreadKnown, blocked: u64) -> Result<Option<ThreadInfo>> {
+    if let Some(e) = blob_failure(pid, known.tid, b, &[]) {
+        return Err(e);
+    }
+    let ngroups = rd_u32(b, 12) as usize;
+    if ngroups > MAX_GROUPS {
+        return Ok(None);
+    }
+    let name = &b[116..132];
+    let name_len = name.iter().position(|&c| c == 0).unwrap_or(16);
+    let id = |i: usize| rd_u32(b, 68 + i * 4);
+    let cap = |i: usize| rd_u32(b, 92 + i * 4) as u64;
+    Ok(Some(ThreadInfo {
+        tid: known.tid,
+        altstack_sp: rd_u64(b, 16),
+        altstack_flags: rd_u32(b, 24) as i32,
+        altstack_size: rd_u64(b, 32),
+        clear_tid_addr: rd_u64(b, 40),
+        pdeath_sig: rd_u32(b, 48) as i32,
+        name: String::from_utf8_lossy(&name[..name_len]).into_owned(),
+        blocked,
+        creds: Creds {
+            uid: id(0),
+            euid: id(1),
+            suid: id(2),
+            fsuid: rd_u32(b, 60),
+            gid: id(3),
+            egid: id(4),
+            sgid: id(5),
+            fsgid: rd_u32(b, 64),
+            groups: (0..ngroups).map(|i| rd_u32(b, 132 + i * 4)).collect(),
+            // capget v3 answers two {effective, permitted, inheritable} u32 triples (low, high).
+            cap_eff: cap(0) | cap(3) << 32,
+            cap_prm: cap(1) | cap(4) << 32,
+            cap_inh: cap(2) | cap(5) << 32,
+            cap_bnd: known.cap_bnd,
+            cap_amb: known.cap_amb,
+            securebits: rd_u32(b, 52),
+            no_new_privs: rd_u32(b, 56) != 0,
+        },
+    }))
+}
+
+/// `collect` through the resident parasite.
+fn collect_with_blob(inj: &mut Injector, blob: &mut Blob, known: &TaskKnown) -> Result<TaskInfo> {
+    let pid = inj.pid();
+    let base = Injector::DATA_OFFSET;
+    let ids: Vec<i32> = known.timers.iter().map(|t| t.id).collect();
+    let mut posix_timers = Vec::with_capacity(ids.len());
+    let mut head = Vec::new();
+    for (i, chunk) in ids.chunks(MAX_TIMERS).enumerate() {
+        let b = blob.task_info(inj, inj.remote(base), chunk, i > 0, TI_TIMERS + chunk.len() * TIMER_LEN)?;
+        let listed = &known.timers[i * MAX_TIMERS..i * MAX_TIMERS + chunk.len()];
+        if let Some(e) = blob_failure(pid, pid, &b, listed) {
+            return Err(e);
+        }
+        for (j, t) in listed.iter().enumerate() {
+            let o = TI_TIMERS + j * TIMER_LEN;
+            posix_timers.push(posix_timer(t, &b, o, rd_i64(&b, o + 32) as i32));
+        }
+        if i == 0 {
+            head = b;
+        }
+    }
+    if ids.is_empty() {
+        head = blob.task_info(inj, inj.remote(base), &[], false, TI_TIMERS)?;
+        if let Some(e) = blob_failure(pid, pid, &head, &[]) {
+            return Err(e);
+        }
+    }
+    let sigactions = (1..=NSIG).map(|sig| sigaction_at(&head, TI_SIGACTION + (sig - 1) * SIGACTION_SIZE, sig)).collect();
+    let it = |w: usize| itimer_at(&head, TI_ITIMER + w * 32);
+    let mb = rd_i64(&head, TI_MEMBARRIER);
+    let misc = TaskMisc {
+        umask: known.umask,
+        dumpable: rd_u32(&head, TI_DUMPABLE) as i32,
+        thp_disabled: rd_u32(&head, TI_DUMPABLE + 4) != 0,
+        child_subreaper: rd_u32(&head, TI_DUMPABLE + 8) != 0,
+        membarrier_registrations: (mb >= 0).then_some(mb as u64),
+    };
+
+    // The blob's own thread answers over the channel; the others run the thread entry.
+    let mut threads = Vec::with_capacity(known.threads.len());
+    let others: Vec<i32> = known.threads.iter().map(|t| t.tid).filter(|&t| t != blob.tid()).collect();
+    let mut answers = blob.thread_infos(inj, &others)?;
+    for k in &known.threads {
+        let raw = if k.tid == blob.tid() {
+            Some(blob.thread_info_self(inj, LEADER_THREAD_INFO)?)
+        } else {
+            answers.remove(&k.tid).flatten()
+        };
+        let blocked = inj.original_sigmask(k.tid)?;
+        let parsed = match raw {
+            Some(b) => parse_thread_info(pid, &b, k, blocked)?,
+            None => None,
+        };
+        threads.push(match parsed {
+            Some(t) => t,
+            None => thread_info(inj, k)?,
+        });
+    }
+    Ok(TaskInfo { sigactions, itimers: Itimers { real: it(0), virt: it(1), prof: it(2) }, posix_timers, threads, misc })
 }
 
 #[cfg(test)]

@@ -34,10 +34,16 @@ use crate::error::{Error, ErrorCode, Result};
 
 /// Default scratch size: room for result structs, a few thousand iovecs and the return frame.
 pub const DEFAULT_SCRATCH: usize = 256 * 1024;
-/// Scratch bytes at the end kept for the return frame (XSAVE images with AMX are ~11 KiB).
+/// Scratch bytes kept for the return frame (XSAVE images with AMX are ~11 KiB).
 const FRAME_SLOT: usize = 32 * 1024;
+/// Room for one thread running parasite code on its own (`start_thread`): its arguments,
+/// answers, stack and return frame. Thread slots follow the frame slot.
+pub const THREAD_SLOT: usize = 16 * 1024;
 /// Scratch offset of the trap-protocol code (`syscall; int3`).
 const TRAP_CODE_OFF: usize = 16;
+/// A stack_t whose mode (SS_ONSTACK|SS_DISABLE) sigaltstack() rejects: written as a frame's
+/// uc_stack, rt_sigreturn leaves the thread's alternate stack as it is.
+const KEEP_ALTSTACK: (u64, i32, u64) = (0, 3, 0);
 
 const PTRACE_EVENT_STOP: i32 = 128;
 
@@ -139,6 +145,8 @@ pub struct Injector {
     exec_area: u64,
     scratch: u64,
     scratch_len: usize,
+    /// Where the thread slots begin (the end of the frame slot).
+    slots_at: usize,
     saved: HashMap<i32, Saved>,
     /// The thread whose frame is currently written in the scratch's frame slot.
     frame_of: Option<i32>,
@@ -146,8 +154,16 @@ pub struct Injector {
     framed: bool,
     /// Stop signals that arrived while our code ran; re-sent after the cure so they are not lost.
     pending_stops: Vec<(i32, Signal)>,
-    /// The thread running resident code, and whether it is in a ptrace stop.
-    resident: Option<(i32, bool)>,
+    /// The thread running the resident blob (its way home is the main frame slot).
+    resident: Option<i32>,
+    /// Threads running our code freely (the resident blob, thread entries), and whether each is
+    /// in a ptrace stop.
+    running: HashMap<i32, bool>,
+    /// Wait events of running threads met while waiting for another thread.
+    stash: Vec<(i32, WaitStatus)>,
+    /// A thread went home through its frame while tsdump was alive and ran its own code before
+    /// it was taken back (the dump cannot vouch for a consistent picture of that task).
+    pub ran_free: Option<i32>,
     /// Syscalls run (for stats and tests).
     pub calls: u64,
     cured: bool,
@@ -157,18 +173,28 @@ impl Injector {
     /// Maps the scratch area in `pid` (which must be ptrace-stopped by this thread) and plants
     /// the code at its start.
     pub fn infect(pid: i32, scratch_len: usize) -> Result<Injector> {
+        Self::infect_with_slots(pid, scratch_len, 0)
+    }
+
+    /// `infect`, with room for `slots` threads running parasite code at once (THREAD_SLOT each).
+    pub fn infect_with_slots(pid: i32, scratch_len: usize, slots: usize) -> Result<Injector> {
         let exec_area = find_exec_area(pid)?;
-        let scratch_len = scratch_len.max(FRAME_SLOT * 2).div_ceil(4096) * 4096;
+        let slots_at = scratch_len.max(FRAME_SLOT * 2).div_ceil(4096) * 4096;
+        let scratch_len = slots_at + slots * THREAD_SLOT;
         let mut inj = Injector {
             pid,
             exec_area,
             scratch: 0,
             scratch_len,
+            slots_at,
             saved: HashMap::new(),
             frame_of: None,
             framed: sc::SIGFRAME_SUPPORTED,
             pending_stops: Vec::new(),
             resident: None,
+            running: HashMap::new(),
+            stash: Vec::new(),
+            ran_free: None,
             calls: 0,
             cured: false,
         };
@@ -214,13 +240,31 @@ impl Injector {
 
     /// End of the data area (the return frame lives above it).
     pub fn data_limit(&self) -> usize {
-        self.scratch_len - FRAME_SLOT
+        self.slots_at - FRAME_SLOT
+    }
+
+    /// How many thread slots the scratch has.
+    pub fn thread_slots(&self) -> usize {
+        (self.scratch_len - self.slots_at) / THREAD_SLOT
+    }
+
+    /// Scratch offset of thread slot `i`.
+    pub fn thread_slot(&self, i: usize) -> usize {
+        self.slots_at + i * THREAD_SLOT
     }
 
     /// Writes `data` at scratch offset `off` (data area only).
     pub fn write(&self, off: usize, data: &[u8]) -> Result<()> {
         if off < Self::DATA_OFFSET || off + data.len() > self.data_limit() {
             return Err(self.unexpected(self.pid, format!("scratch write {off}+{} outside the data area", data.len())));
+        }
+        self.write_at(off, data)
+    }
+
+    /// Writes `data` at scratch offset `off` inside the thread slots.
+    pub(crate) fn write_slot(&self, off: usize, data: &[u8]) -> Result<()> {
+        if off < self.slots_at {
+            return Err(self.unexpected(self.pid, format!("scratch write {off}+{} outside the thread slots", data.len())));
         }
         self.write_at(off, data)
     }
@@ -280,8 +324,8 @@ impl Injector {
         if self.cured {
             return Err(Error::new(ErrorCode::Parasite, format!("pid {}: parasite already cured", self.pid)));
         }
-        if matches!(self.resident, Some((t, _)) if t == tid) {
-            return Err(self.unexpected(tid, "the thread is running the resident parasite".into()));
+        if self.running.contains_key(&tid) {
+            return Err(self.unexpected(tid, "the thread is running parasite code".into()));
         }
         if self.framed && self.ensure_frame(tid)? {
             return self.run_framed(tid, nr, args);
@@ -330,7 +374,7 @@ impl Injector {
     /// Builds (once) and writes (when another thread's is there) `tid`'s return frame. False
     /// when no frame can be had for this thread (the trap protocol is used then).
     fn ensure_frame(&mut self, tid: i32) -> Result<bool> {
-        if let Some((owner, _)) = self.resident.filter(|(owner, _)| *owner != tid) {
+        if let Some(owner) = self.resident.filter(|owner| *owner != tid) {
             // The resident thread's way home lives in the frame slot.
             return Err(self.unexpected(tid, format!("the return frame slot belongs to resident thread {owner}")));
         }
@@ -343,29 +387,24 @@ impl Injector {
             }
             return Ok(true);
         }
-        let Ok(xstate) = sc::read_xstate(tid) else { return Ok(false) };
-        if xstate.len() < 576 || xstate.len() + 1024 > FRAME_SLOT {
-            return Ok(false);
-        }
-        // rt_sigreturn also reinstates the sigaltstack from the frame. The thread's first framed
-        // call is sigaltstack(NULL, &frame.uc_stack): the syscall writes the thread's altstack
-        // into the frame before anything can reach the rt_sigreturn, so even this first call
-        // needs no trap (the placeholder is never used).
-        let mut f = sc::build_sigframe(&saved.regs, &xstate, saved.sigmask, (0, libc::SS_DISABLE, 0), self.remote(frame_off));
+        let Some(f) = self.build_frame(tid, self.remote(frame_off), FRAME_SLOT)? else { return Ok(false) };
         self.write_at(frame_off, &f.0)?;
         self.frame_of = Some(tid);
-        self.set_frame(tid, Some(f.clone()));
-        let ss_off = frame_off + sc::SIGFRAME_ALTSTACK_OFF;
-        let r = self.run_framed(tid, nr::SIGALTSTACK, [0, self.remote(ss_off), 0, 0, 0, 0]);
-        if !matches!(r, Ok(0)) {
-            self.set_frame(tid, None);
-            return r.map(|_| false);
-        }
-        let mut ss = [0u8; 24];
-        self.read(ss_off, &mut ss)?;
-        f.0[sc::SIGFRAME_ALTSTACK_OFF..sc::SIGFRAME_ALTSTACK_OFF + 24].copy_from_slice(&ss);
         self.set_frame(tid, Some(f));
         Ok(true)
+    }
+
+    /// `tid`'s return frame for remote address `at` (at most `room` bytes), or None when this
+    /// thread cannot have one. Its uc_stack carries an invalid mode, which rt_sigreturn's
+    /// restore_altstack() refuses and ignores: the thread's sigaltstack stays as it is, so the
+    /// frame needs no injected sigaltstack() to learn it.
+    fn build_frame(&mut self, tid: i32, at: u64, room: usize) -> Result<Option<(Vec<u8>, u64)>> {
+        let saved = self.saved_for(tid)?;
+        let Ok(xstate) = sc::read_xstate(tid) else { return Ok(None) };
+        if xstate.len() < 576 || xstate.len() + 1024 > room {
+            return Ok(None);
+        }
+        Ok(Some(sc::build_sigframe(&saved.regs, &xstate, saved.sigmask, KEEP_ALTSTACK, at)))
     }
 
     fn set_frame(&mut self, tid: i32, frame: Option<(Vec<u8>, u64)>) {
@@ -461,7 +500,7 @@ impl Injector {
                 }
             }
             next = Some(then);
-            let st = wait_for(tid);
+            let st = self.next_event(tid);
             let stop = match st {
                 Ok(WaitStatus::PtraceSyscall(_)) => Stop::Trap(None),
                 Ok(WaitStatus::Stopped(_, Signal::SIGTRAP)) => {
@@ -505,8 +544,8 @@ impl Injector {
     /// Hands thread `tid` to resident code at `ip` (in the scratch) with stack pointer `sp` and
     /// first argument `arg`: the thread's return frame in place, every signal blocked. The first
     /// `checked` syscalls the code makes are stepped and their results returned; if they all
-    /// succeed the thread is left running (call `park_resident` to get it back), otherwise it
-    /// is parked and its registers and mask are put back before returning.
+    /// succeed the thread is left running (call `park` to get it back), otherwise it is parked
+    /// and its registers and mask are put back before returning.
     pub(crate) fn start_resident(&mut self, tid: i32, ip: u64, sp: u64, arg: u64, checked: usize) -> Result<(Vec<i64>, bool)> {
         if !self.framed || !self.ensure_frame(tid)? {
             return Err(Error::new(ErrorCode::Unsupported, format!("pid {} tid {tid}: no return frame for resident code", self.pid)));
@@ -514,7 +553,8 @@ impl Injector {
         let saved = self.saved_for(tid)?;
         let mut regs = sc::syscall_regs(&saved.regs, ip, 0, &[arg, 0, 0, 0, 0, 0]);
         sc::set_sp(&mut regs, sp);
-        self.resident = Some((tid, true));
+        self.resident = Some(tid);
+        self.running.insert(tid, true);
         let is_sys = |s: &Stop| matches!(s, Stop::Trap(None));
         let stepped = sc::set_regs(tid, &regs).and_then(|_| set_sigmask(tid, u64::MAX)).and_then(|_| {
             let mut results = Vec::new();
@@ -532,21 +572,19 @@ impl Injector {
         self.calls += 1;
         match stepped {
             Ok(results) if results.len() == checked && results.iter().all(|&r| r >= 0) => {
-                // SAFETY: PTRACE_CONT with no signal on a tracee we hold, in a syscall-exit stop.
-                if unsafe { libc::ptrace(libc::PTRACE_CONT, tid, 0usize, 0usize) } < 0 {
-                    let e = Error::from_errno(Errno::last(), tid, "PTRACE_CONT into resident code");
-                    self.park_resident()?;
+                if let Err(e) = cont(tid) {
+                    self.park(tid)?;
                     return Err(e);
                 }
-                self.resident = Some((tid, false));
+                self.running.insert(tid, false);
                 Ok((results, true))
             }
             Ok(results) => {
-                self.park_resident()?;
+                self.park(tid)?;
                 Ok((results, false))
             }
             Err(e) => {
-                let parked = self.park_resident();
+                let parked = self.park(tid);
                 if e.code != ErrorCode::TargetGone {
                     parked?;
                 }
@@ -555,44 +593,99 @@ impl Injector {
         }
     }
 
-    /// Looks, without blocking, at the thread running resident code: stop signals are kept for
-    /// after the cure and the thread resumed; a fault or an exit is an error.
-    pub(crate) fn check_resident(&mut self) -> Result<()> {
-        let Some((tid, false)) = self.resident else { return Ok(()) };
-        let cont = |tid: i32| {
-            // SAFETY: PTRACE_CONT with no signal on a tracee we hold.
-            if unsafe { libc::ptrace(libc::PTRACE_CONT, tid, 0usize, 0usize) } < 0 {
-                return Err(Error::from_errno(Errno::last(), tid, "PTRACE_CONT into resident code"));
+    /// Writes thread `tid`'s return frame for the remote address `frame_at` (at most `room`
+    /// bytes there) and returns the stack pointer that takes it home, or None when this thread
+    /// can have no frame (it is left untouched). Then `start_thread`.
+    pub(crate) fn prepare_thread(&mut self, tid: i32, frame_at: u64, room: usize) -> Result<Option<u64>> {
+        if self.cured {
+            return Err(Error::new(ErrorCode::Parasite, format!("pid {}: parasite already cured", self.pid)));
+        }
+        if self.running.contains_key(&tid) {
+            return Err(self.unexpected(tid, "the thread is running parasite code".into()));
+        }
+        if !self.framed {
+            return Ok(None);
+        }
+        let Some((frame, home)) = self.build_frame(tid, frame_at, room)? else { return Ok(None) };
+        self.write_at((frame_at - self.scratch) as usize, &frame)?;
+        Ok(Some(home))
+    }
+
+    /// Lets thread `tid` (its frame written by `prepare_thread`) run code at `ip` on its own,
+    /// with stack pointer `sp`, `arg` as its first argument and every signal blocked. Get it
+    /// back with `park`.
+    pub(crate) fn start_thread(&mut self, tid: i32, ip: u64, sp: u64, arg: u64) -> Result<()> {
+        let saved = self.saved_for(tid)?;
+        let mut regs = sc::syscall_regs(&saved.regs, ip, 0, &[arg, 0, 0, 0, 0, 0]);
+        sc::set_sp(&mut regs, sp);
+        self.running.insert(tid, true);
+        // Registers before the mask, as in run_framed.
+        let started = sc::set_regs(tid, &regs).and_then(|_| set_sigmask(tid, u64::MAX)).and_then(|_| cont(tid));
+        self.calls += 1;
+        match started {
+            Ok(()) => {
+                self.running.insert(tid, false);
+                Ok(())
             }
-            Ok(())
-        };
-        match waitpid(Pid::from_raw(tid), Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => Ok(()),
-            Ok(WaitStatus::Stopped(_, s @ (Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU))) => {
-                self.pending_stops.push((tid, s));
-                cont(tid)
+            Err(e) => {
+                let parked = self.park(tid);
+                if e.code != ErrorCode::TargetGone {
+                    parked?;
+                }
+                Err(e)
             }
-            Ok(WaitStatus::PtraceEvent(..)) | Ok(WaitStatus::PtraceSyscall(_)) => cont(tid),
-            Ok(WaitStatus::Stopped(_, s)) => {
-                self.resident = Some((tid, true));
-                let ip = sc::get_regs(tid).map(|r| sc::instruction_pointer(&r)).unwrap_or(0);
-                Err(self.unexpected(tid, format!("resident parasite stopped by {s} at {ip:#x}")))
-            }
-            Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) | Err(Errno::ECHILD) => {
-                self.resident = None;
-                self.saved.remove(&tid);
-                Err(Error::new(ErrorCode::TargetGone, format!("pid {} tid {tid}: exited while running the resident parasite", self.pid)))
-            }
-            Ok(other) => Err(self.unexpected(tid, format!("wait status {other:?}"))),
-            Err(e) => Err(Error::from_errno(e, tid, "waiting for the resident parasite")),
         }
     }
 
-    /// Brings the thread running resident code back into a ptrace stop and puts its registers
-    /// and mask back. If the code already went home by itself (rt_sigreturn through its frame:
-    /// its channel closed), the thread holds its own state again and is only stopped.
-    pub(crate) fn park_resident(&mut self) -> Result<()> {
-        let Some((tid, stopped)) = self.resident.take() else { return Ok(()) };
+    /// Looks, without blocking, at every thread running our code: stop signals are kept for
+    /// after the cure and the thread resumed; a fault or an exit is an error.
+    pub(crate) fn check_running(&mut self) -> Result<()> {
+        let tids: Vec<i32> = self.running.iter().filter(|(_, stopped)| !**stopped).map(|(t, _)| *t).collect();
+        for tid in tids {
+            let st = match self.stash.iter().position(|(t, _)| *t == tid) {
+                Some(i) => Ok(self.stash.remove(i).1),
+                None => waitpid(Pid::from_raw(tid), Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)),
+            };
+            match st {
+                Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
+                Ok(WaitStatus::Stopped(_, s @ (Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU))) => {
+                    self.pending_stops.push((tid, s));
+                    cont(tid)?;
+                }
+                Ok(WaitStatus::PtraceEvent(..)) | Ok(WaitStatus::PtraceSyscall(_)) => cont(tid)?,
+                Ok(WaitStatus::Stopped(_, s)) => {
+                    self.running.insert(tid, true);
+                    let ip = sc::get_regs(tid).map(|r| sc::instruction_pointer(&r)).unwrap_or(0);
+                    return Err(self.unexpected(tid, format!("parasite code stopped by {s} at {ip:#x}")));
+                }
+                Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) | Err(Errno::ECHILD) => {
+                    self.gone(tid);
+                    return Err(Error::new(ErrorCode::TargetGone, format!("pid {} tid {tid}: exited while running parasite code", self.pid)));
+                }
+                Ok(other) => return Err(self.unexpected(tid, format!("wait status {other:?}"))),
+                Err(e) => return Err(Error::from_errno(e, tid, "waiting for parasite code")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets a thread that exited.
+    fn gone(&mut self, tid: i32) {
+        self.running.remove(&tid);
+        self.saved.remove(&tid);
+        if self.resident == Some(tid) {
+            self.resident = None;
+        }
+    }
+
+    /// Brings thread `tid`, running our code, back into a ptrace stop and puts its registers and
+    /// mask back. If the code already went home by itself (rt_sigreturn through its frame: its
+    /// channel closed), the thread holds its own state again and is only stopped.
+    pub(crate) fn park(&mut self, tid: i32) -> Result<()> {
+        let Some(stopped) = self.running.remove(&tid) else { return Ok(()) };
+        if self.resident == Some(tid) {
+            self.resident = None;
+        }
         if !stopped {
             ptrace::interrupt(Pid::from_raw(tid)).map_err(|e| Error::from_errno(e, tid, "PTRACE_INTERRUPT"))?;
             let r = self.run_until(tid, None, ptrace::Request::PTRACE_CONT, |s| matches!(s, Stop::EventStop));
@@ -603,12 +696,44 @@ impl Injector {
                 return Err(e);
             }
         }
-        let ip = sc::instruction_pointer(&sc::get_regs(tid)?);
-        if !(self.scratch..self.scratch + self.scratch_len as u64).contains(&ip) {
+        let regs = sc::get_regs(tid)?;
+        if !(self.scratch..self.scratch + self.scratch_len as u64).contains(&sc::instruction_pointer(&regs)) {
+            // Home already, running its own code since: that is its state now.
+            self.ran_free.get_or_insert(tid);
+            let sigmask = get_sigmask(tid)?;
+            self.saved.insert(tid, Saved { regs, sigmask, frame: None });
+            if self.frame_of == Some(tid) {
+                self.frame_of = None;
+            }
             return Ok(());
         }
         let saved = self.saved_for(tid)?;
         self.finish(tid, &saved, Ok(0)).map(|_| ())
+    }
+
+    /// Parks the thread running the resident blob, if any.
+    pub(crate) fn park_resident(&mut self) -> Result<()> {
+        match self.resident {
+            Some(tid) => self.park(tid),
+            None => Ok(()),
+        }
+    }
+
+    /// The next wait event of `tid`. Events of other threads running our code are kept for
+    /// their turn; other tracees' are dropped (they stay in their ptrace stop), exits included
+    /// so that a dying group leader can be reported (see `wait_any`).
+    fn next_event(&mut self, tid: i32) -> nix::Result<WaitStatus> {
+        if let Some(i) = self.stash.iter().position(|(t, _)| *t == tid) {
+            return Ok(self.stash.remove(i).1);
+        }
+        loop {
+            let st = wait_any()?;
+            match st.pid() {
+                Some(p) if p.as_raw() == tid => return Ok(st),
+                Some(p) if self.running.get(&p.as_raw()) == Some(&false) => self.stash.push((p.as_raw(), st)),
+                _ => {}
+            }
+        }
     }
 
     fn unexpected(&self, tid: i32, what: String) -> Error {
@@ -621,8 +746,11 @@ impl Injector {
         if self.cured {
             return Ok(());
         }
-        // Normally parked by its owner already; never unmap code a thread may still run.
-        self.park_resident()?;
+        // Normally parked by their owners already; never unmap code a thread may still run.
+        let tids: Vec<i32> = self.running.keys().copied().collect();
+        for tid in tids {
+            self.park(tid)?;
+        }
         let r = self.borrowed_syscall(nr::MUNMAP, [self.scratch, self.scratch_len as u64, 0, 0, 0, 0]);
         self.cured = true;
         for (tid, s) in self.pending_stops.drain(..) {
@@ -646,19 +774,27 @@ impl Drop for Injector {
     }
 }
 
+/// Resumes a stopped tracee (no signal).
+fn cont(tid: i32) -> Result<()> {
+    // SAFETY: PTRACE_CONT with no signal on a tracee we hold.
+    if unsafe { libc::ptrace(libc::PTRACE_CONT, tid, 0usize, 0usize) } < 0 {
+        return Err(Error::from_errno(Errno::last(), tid, "PTRACE_CONT into parasite code"));
+    }
+    Ok(())
+}
+
 /**
- * Waits for the next event of `tid`, reaping the exits of this thread's other tracees meanwhile.
+ * The next event of any of this tracer thread's tracees.
  *
  * A killed thread-group leader is reported only after its other (traced) threads are reaped, so
- * waiting on the leader alone deadlocks when the whole task dies mid-call. `__WNOTHREAD` keeps
- * the wait to this tracer thread's tracees: the Node process's own children are left to libuv.
- * Events of other tracees that are not exits are dropped; they stay in their ptrace stop.
+ * waiting on the leader alone deadlocks when the whole task dies mid-call: waiting on any tracee
+ * reaps those exits meanwhile. `__WNOTHREAD` keeps the wait to this tracer thread's tracees: the
+ * Node process's own children are left to libuv.
  */
-fn wait_for(tid: i32) -> nix::Result<WaitStatus> {
+fn wait_any() -> nix::Result<WaitStatus> {
     loop {
         match waitpid(None, Some(WaitPidFlag::__WALL | WaitPidFlag::__WNOTHREAD)) {
             Err(Errno::EINTR) => continue,
-            Ok(st) if st.pid() != Some(Pid::from_raw(tid)) => continue,
             other => return other,
         }
     }

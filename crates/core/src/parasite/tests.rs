@@ -121,7 +121,7 @@ fn info_is_read_and_the_cure_is_invisible() {
 
     let mut inj = Injector::infect(pid, super::inject::DEFAULT_SCRATCH).unwrap();
     assert_ne!(maps(pid), maps_before, "scratch mapping should be visible while infected");
-    let ti = info::collect(&mut inj, &[pid]).unwrap();
+    let ti = info::collect(&mut inj, None, &info::TaskKnown::read(pid, &[pid]).unwrap()).unwrap();
     inj.cure().unwrap();
 
     let usr1 = &ti.sigactions[libc::SIGUSR1 as usize - 1];
@@ -377,7 +377,7 @@ fn the_resident_parasite_goes_home_when_tsdump_is_sigkilled() {
     // The frame carried the thread's sigaltstack (written into it by the thread's first call).
     seize(pid);
     let mut inj = Injector::infect(pid, super::inject::DEFAULT_SCRATCH).unwrap();
-    let ti = info::collect(&mut inj, &[pid]).unwrap();
+    let ti = info::collect(&mut inj, None, &info::TaskKnown::read(pid, &[pid]).unwrap()).unwrap();
     inj.cure().unwrap();
     release(pid);
     assert_eq!(ti.threads[0].altstack_size, 65536);
@@ -433,4 +433,108 @@ fn a_resident_parasite_that_cannot_connect_leaves_the_task_as_it_was() {
     std::thread::sleep(Duration::from_millis(50));
     assert!(counter(pid) > c0, "the task carries on");
     assert_eq!(status_field(pid, "TracerPid:"), "0");
+}
+
+extern "C" fn worker(arg: *mut libc::c_void) -> *mut libc::c_void {
+    // SAFETY (whole body): plain libc calls in a thread of the forked child.
+    unsafe {
+        let i = arg as usize;
+        let stack = libc::mmap(std::ptr::null_mut(), 16384, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+        let ss = libc::stack_t { ss_sp: stack, ss_flags: 0, ss_size: 16384 + i * 4096 };
+        libc::sigaltstack(&ss, std::ptr::null_mut());
+        let name = format!("worker-{i}\0");
+        libc::prctl(libc::PR_SET_NAME, name.as_ptr());
+        libc::prctl(libc::PR_SET_PDEATHSIG, i as libc::c_ulong);
+        let mut block: libc::sigset_t = std::mem::zeroed();
+        libc::sigaddset(&mut block, i as libc::c_int + 1);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &block, std::ptr::null_mut());
+        loop {
+            if i.is_multiple_of(2) {
+                libc::pause();
+            } else {
+                std::ptr::write_volatile(&raw mut COUNTER, std::ptr::read_volatile(&raw const COUNTER) + 1);
+            }
+        }
+    }
+}
+
+/// `victim` with five more threads, each with its own altstack, name, pdeath signal and mask;
+/// the even ones sleep in pause(), the odd ones spin.
+fn threaded_victim() -> ! {
+    for i in 1..=5usize {
+        let mut t: libc::pthread_t = 0;
+        // SAFETY: pthread_create with a static function and an integer argument.
+        unsafe { libc::pthread_create(&mut t, std::ptr::null(), worker, i as *mut libc::c_void) };
+    }
+    victim()
+}
+
+fn tids(pid: i32) -> Vec<i32> {
+    let mut v: Vec<i32> =
+        std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn the_blob_and_its_thread_entries_answer_as_single_syscalls_do() {
+    use super::blob::Blob;
+    let child = spawn(threaded_victim);
+    let pid = child.0;
+    std::thread::sleep(Duration::from_millis(200));
+    let tids = tids(pid);
+    assert_eq!(tids.len(), 6);
+    for &t in &tids {
+        let p = Pid::from_raw(t);
+        ptrace::seize(p, ptrace::Options::empty()).unwrap();
+        ptrace::interrupt(p).unwrap();
+        assert!(matches!(waitpid(p, Some(WaitPidFlag::__WALL)).unwrap(), WaitStatus::PtraceEvent(..) | WaitStatus::Stopped(..)));
+    }
+    let before: Vec<_> = tids.iter().map(|&t| (format!("{:?}", sc::get_regs(t).unwrap()), sc::read_xstate(t).unwrap())).collect();
+    let (maps_before, fds_before) = (maps(pid), fd_table(pid));
+    let known = info::TaskKnown::read(pid, &tids).unwrap();
+
+    let mut inj = Injector::infect(pid, super::inject::DEFAULT_SCRATCH).unwrap();
+    let single = info::collect(&mut inj, None, &known).unwrap();
+    inj.cure().unwrap();
+    // two slots for five threads: batches of two, two and one
+    let mut inj = Injector::infect_with_slots(pid, super::inject::DEFAULT_SCRATCH, 2).unwrap();
+    let mut blob = Blob::start(&mut inj).unwrap();
+    let calls_before = inj.calls;
+    let fast = info::collect(&mut inj, Some(&mut blob), &known).unwrap();
+    assert!(inj.calls - calls_before <= 5, "one start per thread, no single syscalls: {}", inj.calls - calls_before);
+    blob.stop(&mut inj).unwrap();
+    inj.cure().unwrap();
+
+    let after: Vec<_> = tids.iter().map(|&t| (format!("{:?}", sc::get_regs(t).unwrap()), sc::read_xstate(t).unwrap())).collect();
+    let (maps_after, fds_after) = (maps(pid), fd_table(pid));
+    for &t in &tids {
+        ptrace::detach(Pid::from_raw(t), None).unwrap();
+    }
+    // Timers run on while the task is frozen: compare them apart.
+    let untimed = |mut i: info::TaskInfo| {
+        i.itimers.real.value = info::TimeVal::default();
+        i.posix_timers.iter_mut().for_each(|t| t.value = info::TimeVal::default());
+        i
+    };
+    assert!(fast.itimers.real.value.sec > 190 && fast.posix_timers[0].value.sec > 50);
+    assert_eq!(untimed(fast.clone()), untimed(single));
+    assert_eq!(fast.threads.len(), 6);
+    for (i, t) in fast.threads.iter().enumerate().skip(1) {
+        assert_eq!(t.name, format!("worker-{i}"));
+        assert_eq!(t.altstack_size, 16384 + i as u64 * 4096);
+        assert_eq!(t.pdeath_sig, i as i32);
+        assert_eq!(t.blocked, 1 << i, "the mask before injection");
+    }
+    assert_eq!(fast.misc.umask, 0o027);
+    assert_eq!(after, before, "registers and FPU state of every thread");
+    assert_eq!(maps_after, maps_before);
+    assert_eq!(fds_after, fds_before);
+    let c0 = counter(pid);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(counter(pid) > c0, "the task carries on");
+    for &t in &tids[1..] {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/task/{t}/status")).unwrap();
+        assert!(!s.contains("TracerPid:\t1") && s.contains("TracerPid:\t0"));
+    }
 }

@@ -196,6 +196,12 @@ pub struct XsaveLayout {
 }
 
 impl XsaveLayout {
+    /// This CPU's layout, asked once (each CPUID is a VM exit under a hypervisor).
+    pub fn this_cpu() -> &'static XsaveLayout {
+        static LAYOUT: std::sync::OnceLock<XsaveLayout> = std::sync::OnceLock::new();
+        LAYOUT.get_or_init(XsaveLayout::from_cpuid)
+    }
+
     pub fn from_cpuid() -> XsaveLayout {
         let mut components = vec![None; 20];
         // CPUID exists on every x86_64 CPU; leaf 0xD is only asked when the max leaf allows it.
@@ -414,7 +420,7 @@ pub fn read_thread_regs(tid: i32) -> Result<ThreadRegs> {
         )
     })?;
     let xsave = match getregset(tid, NT_X86_XSTATE, 64 * 1024) {
-        Ok(raw) => XsaveState::parse(raw, &XsaveLayout::from_cpuid()),
+        Ok(raw) => XsaveState::parse(raw, XsaveLayout::this_cpu()),
         Err(Errno::ENODEV) | Err(Errno::EINVAL) => None,
         Err(e) => return Err(Error::from_errno(e, tid, "PTRACE_GETREGSET(NT_X86_XSTATE)")),
     };

@@ -1,0 +1,186 @@
+//! One visit to one seized process: everything the dump needs from it, gathered in one go on the
+//! tracer thread (what CRIU's dump_one_task does between the seize and the image writes).
+//!
+//! The order matters for what the task looks like to each reader:
+//! 1. from outside, before anything is injected: procfs (`inspect`), each thread's registers,
+//!    masks, queued signals, seccomp and rseq state (`inspect::thread`), robust futex lists;
+//! 2. one infection for everything the task itself must answer: the resident parasite answers
+//!    the process-wide questions in one round trip and each thread answers its own in one trip
+//!    (`parasite::info`), then drains the memory through the same parasite (`mem`), and the
+//!    tracking of an incremental run is ended and started in the same freeze (`mem::track`);
+//! 3. the cure.
+//!
+//! A task the blob cannot run in (no image for this architecture, another network namespace,
+//! TSDUMP_PARASITE=inject) is asked with single injected syscalls instead, as before.
+
+use crate::error::{ErrorCode, Result};
+use crate::inspect::{self, thread::ThreadState, ProcessInfo};
+use crate::mem::{self, track, DumpOpts, Infected, MemDump};
+use crate::pageserver::PageServerClient;
+use crate::parasite::blob::Blob;
+use crate::parasite::info::{self, TaskInfo, TaskKnown, ThreadKnown};
+use crate::parasite::{inject, Injector};
+
+/// Threads that answer at once, one scratch slot each (inject::THREAD_SLOT).
+const THREAD_BATCH: usize = 64;
+
+/// The task's memory, as part of the visit.
+pub struct MemoryRequest<'a> {
+    pub opts: DumpOpts,
+    /// Send the pages to this page server instead of `opts.pages_path`.
+    pub page_server: Option<&'a mut PageServerClient>,
+    /// The previous run's userfaultfd in the task, closed in this freeze (if it still is one).
+    pub close_fd: Option<i32>,
+    /// Start tracking writes after the drain.
+    pub arm: Option<track::Method>,
+}
+
+/// One thread, from outside.
+#[derive(Debug, Clone)]
+pub struct ThreadFacts {
+    pub state: ThreadState,
+    /// get_robust_list: head and length.
+    pub robust_list: (u64, u64),
+}
+
+/// Where a visit's time went, nanoseconds (bench/profile.ts prints them).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VisitTimings {
+    /// procfs, thread states and robust lists, before infecting.
+    pub outside_ns: u64,
+    /// The scratch mapping and the resident parasite's start.
+    pub infect_ns: u64,
+    /// The process's and the threads' answers.
+    pub ask_ns: u64,
+    /// The page drain (scan included) and tracking.
+    pub memory_ns: u64,
+    /// Stopping the parasite and unmapping the scratch.
+    pub cure_ns: u64,
+}
+
+pub struct TaskFacts {
+    pub proc: ProcessInfo,
+    /// In the order asked for (leader first).
+    pub threads: Vec<ThreadFacts>,
+    pub info: TaskInfo,
+    pub memory: Option<MemDump>,
+    pub tracking: Option<(track::Method, track::Armed)>,
+    /// Syscalls the visit injected (a blob round trip counts once).
+    pub injected: u64,
+    pub timings: VisitTimings,
+}
+
+/// Visits process `pid` (every thread in `tids` seized by the calling thread, leader first).
+pub fn collect_task(pid: i32, tids: &[i32], memory: Option<MemoryRequest>) -> Result<TaskFacts> {
+    let mut clock = Clock::start();
+    let smaps = inspect::read_smaps(pid)?;
+    let proc = inspect::inspect_process_with(pid, &smaps)?;
+    let threads = tids
+        .iter()
+        .map(|&tid| {
+            // the seccomp stage read the filters; the process-wide queue goes with the leader
+            let extras = inspect::thread::Extras { seccomp_filters: false, shared_pending: tid == pid };
+            Ok(ThreadFacts { state: inspect::thread::thread_state_with(pid, tid, extras)?, robust_list: crate::files::robust_list(tid)? })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let known = TaskKnown {
+        umask: proc.umask.unwrap_or(0o022),
+        timers: info::parse_proc_timers(&std::fs::read_to_string(format!("/proc/{pid}/timers")).map_err(|e| inspect::io_err(pid, "timers", e))?)?,
+        threads: threads
+            .iter()
+            .map(|t| ThreadKnown { tid: t.state.tid, cap_bnd: t.state.creds.cap_bnd, cap_amb: t.state.creds.cap_amb })
+            .collect(),
+    };
+    let mut timings = VisitTimings { outside_ns: clock.lap(), ..Default::default() };
+    let slots = tids.len().saturating_sub(1).min(THREAD_BATCH);
+    let mut inj = Injector::infect_with_slots(pid, inject::DEFAULT_SCRATCH, slots)?;
+    let memory = memory.map(|mut m| {
+        m.opts.vmas = Some(smaps);
+        m
+    });
+    let visited = visit(&mut inj, &known, memory, &mut timings, &mut clock);
+    let cured = inj.cure();
+    timings.cure_ns += clock.lap();
+    let (info, memory, tracking) = visited?;
+    cured?;
+    refuse_ran_free(&inj)?;
+    Ok(TaskFacts { proc, threads, info, memory, tracking, injected: inj.calls, timings })
+}
+
+/// Laps of a monotonic clock.
+struct Clock(std::time::Instant);
+
+impl Clock {
+    fn start() -> Clock {
+        Clock(std::time::Instant::now())
+    }
+    /// Nanoseconds since the last lap.
+    fn lap(&mut self) -> u64 {
+        let now = std::time::Instant::now();
+        let ns = (now - self.0).as_nanos() as u64;
+        self.0 = now;
+        ns
+    }
+}
+
+/// Only what the task itself answers (process-wide, and each of `tids`), with the number of
+/// syscalls injected.
+pub fn ask_task(pid: i32, tids: &[i32]) -> Result<(TaskInfo, u64)> {
+    let known = TaskKnown::read(pid, tids)?;
+    let slots = tids.len().saturating_sub(1).min(THREAD_BATCH);
+    let mut inj = Injector::infect_with_slots(pid, inject::DEFAULT_SCRATCH, slots)?;
+    let visited = visit(&mut inj, &known, None, &mut VisitTimings::default(), &mut Clock::start());
+    let cured = inj.cure();
+    let (info, _, _) = visited?;
+    cured?;
+    refuse_ran_free(&inj)?;
+    Ok((info, inj.calls))
+}
+
+/// A thread that ran its own code in the middle of the visit makes its answers worthless.
+fn refuse_ran_free(inj: &Injector) -> Result<()> {
+    match inj.ran_free {
+        Some(tid) => Err(crate::Error::new(
+            ErrorCode::Parasite,
+            format!("pid {} tid {tid}: the thread ran its own code during the dump (tsdump took it back too late)", inj.pid()),
+        )),
+        None => Ok(()),
+    }
+}
+
+type Visit = (TaskInfo, Option<MemDump>, Option<(track::Method, track::Armed)>);
+
+/// The infected part: answers, drain, tracking; the blob is stopped whatever happens.
+fn visit(inj: &mut Injector, known: &TaskKnown, memory: Option<MemoryRequest>, t: &mut VisitTimings, clock: &mut Clock) -> Result<Visit> {
+    let pid = inj.pid();
+    let mut blob = if std::env::var("TSDUMP_PARASITE").as_deref() == Ok("inject") {
+        None
+    } else {
+        match Blob::start(inj) {
+            Ok(b) => Some(b),
+            Err(e) if e.code == ErrorCode::TargetGone => return Err(e),
+            Err(_) => None,
+        }
+    };
+    t.infect_ns += clock.lap();
+    let served = (|| -> Result<(TaskInfo, Option<(MemDump, MemoryRequest)>)> {
+        let info = info::collect(inj, blob.as_mut(), known)?;
+        t.ask_ns += clock.lap();
+        let Some(mut req) = memory else { return Ok((info, None)) };
+        let infected = Infected { inj: &mut *inj, blob: blob.as_mut() };
+        let d = match req.page_server.as_deref_mut() {
+            Some(c) => mem::dump_memory_to_page_server(pid, &req.opts, Some(infected), c)?,
+            None => mem::dump_memory(pid, &req.opts, Some(infected))?,
+        };
+        t.memory_ns += clock.lap();
+        Ok((info, Some((d, req))))
+    })();
+    let stopped = blob.take().map_or(Ok(()), |b| b.stop(inj));
+    t.cure_ns += clock.lap();
+    let (info, drained) = served?;
+    stopped?;
+    let Some((d, req)) = drained else { return Ok((info, None, None)) };
+    let tracking = track::retrack(inj, req.close_fd, req.arm, &d.vmas)?;
+    t.memory_ns += clock.lap();
+    Ok((info, Some(d), tracking))
+}
