@@ -25,6 +25,7 @@ import { inet_sk_entrySchema } from '../src/images/gen/sk-inet_pb.js';
 import { unix_sk_entrySchema } from '../src/images/gen/sk-unix_pb.js';
 import { tcp_stream_entrySchema } from '../src/images/gen/tcp-stream_pb.js';
 import { ImageWriter, encodeImage, pagemapEntry, pagemapPages, readImage, readImagesDir, writeImage, PE_PRESENT } from '../src/images/index.js';
+import { encodeMessage } from '../src/images/encode.js';
 import { SHOW_DIR_VIEWS, showDir, showImage } from '../src/show.js';
 import { catalogue, roundTrip } from './helpers/catalogue.js';
 import { critEncode, critExplore, critText, critTexts, pycriuFacts, type FieldFacts } from './helpers/crit.js';
@@ -65,6 +66,9 @@ for (const entry of catalogue.filter((e) => e.criuCanDump)) {
         t.is(await showImage(img.path, { pretty: true }), theirs.pretty, `${name}: JSON differs from crit decode --pretty`);
         const bytes = await readFile(img.path);
         t.true(Buffer.from(encodeImage(img)).equals(bytes), `${name}: decode→encode changed the bytes`);
+        for (const e of img.entries) {
+          t.true(Buffer.from(encodeMessage(e.schema, e.message)).equals(toBinary(e.schema, e.message)), `${name}: the compiled encoder differs from toBinary`);
+        }
         const w = await ImageWriter.create(dir, name);
         for (const e of img.entries) await w.append(e.schema, e.message, e.extra);
         await w.close();

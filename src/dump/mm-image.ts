@@ -13,7 +13,7 @@ import { create } from '@bufbuild/protobuf';
 import { mm_entrySchema, type mm_entry } from '../images/gen/mm_pb.js';
 import { vma_entrySchema, type vma_entry } from '../images/gen/vma_pb.js';
 import { pagemap_headSchema, pagemap_entrySchema } from '../images/gen/pagemap_pb.js';
-import { ImageWriter, pagemapEntry, type ImagesDir } from '../images/index.js';
+import { ImageBuffer, pagemapEntry, type ImagesDir } from '../images/index.js';
 import { encodePagemapEntries } from '../images/pagemap.js';
 import { TsdumpError } from '../errors.js';
 import type { MemoryDump, ParasiteInfo, ProcessInspection, ShmemDumpInfo, VmaInfo } from '../../native/index.js';
@@ -91,8 +91,9 @@ export async function buildMm(
   if (proc.exe.endsWith(DELETED)) {
     exeFileId = await files.deletedPathFile(exeLink, proc.exe.slice(0, -DELETED.length), 0, `pid ${pid}: executable ${proc.exe}`);
   } else {
-    const exeStat = await stat(exeLink);
-    exeFileId = await files.pathFile(proc.exe, 0, { mode: exeStat.mode, size: BigInt(exeStat.size), source: exeLink });
+    // the core stat'ed it through the link already
+    const exeStat = proc.exeStat ?? (await stat(exeLink, { bigint: true }));
+    exeFileId = await files.pathFile(proc.exe, 0, { mode: Number(exeStat.mode), size: BigInt(exeStat.size), source: exeLink });
   }
   const vmas: vma_entry[] = [];
   for (const vma of proc.vmas) {
@@ -203,8 +204,8 @@ async function vmaEntry(pid: number, vma: VmaInfo, files: FileTable): Promise<vm
         if ((await statfs(source)).type === HUGETLBFS_MAGIC) break;
         id = await files.deletedPathFile(source, vma.path, 0, `${at} (${vma.path}${DELETED})`);
       } else {
-        const st = await stat(source);
-        id = await files.pathFile(vma.path, 0, { mode: st.mode, size: BigInt(st.size), source });
+        const st = vma.file ?? (await stat(source, { bigint: true }));
+        id = await files.pathFile(vma.path, 0, { mode: Number(st.mode), size: BigInt(st.size), source });
       }
       return entry({
         pgoff: vma.pgoff,
@@ -254,14 +255,11 @@ export async function writePagemap(dir: ImagesDir, pid: number, pagesId: number,
     if (prev && prev.flags === flags && prev.vaddr + BigInt(prev.nrPages) * PAGE_SIZE === e.vaddr) prev.nrPages += e.nrPages;
     else runs.push({ vaddr: e.vaddr, nrPages: e.nrPages, flags });
   }
-  const w = await ImageWriter.create(dir, `pagemap-${pid}.img`);
-  try {
-    await w.append(pagemap_headSchema, create(pagemap_headSchema, { pagesId }));
+  new ImageBuffer(dir, `pagemap-${pid}.img`)
+    .append(pagemap_headSchema, create(pagemap_headSchema, { pagesId }))
     // hand-encoded: the tree is frozen meanwhile, and the schema path costs ~20 us per entry
-    await w.appendEncoded(pagemap_entrySchema, encodePagemapEntries(runs), runs.length);
-  } finally {
-    await w.close();
-  }
+    .appendEncoded(pagemap_entrySchema, encodePagemapEntries(runs), runs.length)
+    .write();
 }
 
 /**
@@ -269,11 +267,7 @@ export async function writePagemap(dir: ImagesDir, pid: number, pagesId: number,
  * the object.
  */
 export async function writeShmemPagemap(dir: ImagesDir, shmem: Pick<ShmemDumpInfo, 'shmid' | 'entries'>, pagesId: number): Promise<void> {
-  const w = await ImageWriter.create(dir, `pagemap-shmem-${shmem.shmid}.img`);
-  try {
-    await w.append(pagemap_headSchema, create(pagemap_headSchema, { pagesId }));
-    for (const e of shmem.entries) await w.append(pagemap_entrySchema, pagemapEntry(e.vaddr, e.nrPages, e.flags));
-  } finally {
-    await w.close();
-  }
+  const image = new ImageBuffer(dir, `pagemap-shmem-${shmem.shmid}.img`).append(pagemap_headSchema, create(pagemap_headSchema, { pagesId }));
+  for (const e of shmem.entries) image.append(pagemap_entrySchema, pagemapEntry(e.vaddr, e.nrPages, e.flags));
+  image.write();
 }

@@ -2,7 +2,7 @@
 // that many bytes of protobuf, each optionally followed by a raw payload whose length the entry
 // itself gives. Whole-buffer decode/encode; ImageWriter streams the same layout.
 
-import { fromBinary, isFieldSet, toBinary, type DescMessage, type Message } from '@bufbuild/protobuf';
+import { fromBinary, isFieldSet, type DescMessage, type Message } from '@bufbuild/protobuf';
 import { TsdumpError } from '../errors.js';
 import {
   IMAGE_TYPES,
@@ -12,6 +12,7 @@ import {
   type ImageType,
 } from './catalog.js';
 import { ipc_msgSchema } from './gen/ipc-msg_pb.js';
+import { encodeMessage } from './encode.js';
 
 export interface ImageEntry {
   readonly schema: DescMessage;
@@ -179,7 +180,7 @@ export function decodeImage(bytes: Uint8Array, file: string): Image {
 
 /** The bytes of one entry: size, protobuf, payload. */
 export function encodeEntry(entry: ImageEntry): Uint8Array[] {
-  const body = toBinary(entry.schema, entry.message);
+  const body = encodeMessage(entry.schema, entry.message);
   const size = new Uint8Array(4);
   new DataView(size.buffer).setUint32(0, body.length, true);
   return entry.extra ? [size, body, entry.extra] : [size, body];

@@ -2,8 +2,9 @@
 // stays bounded by the buffer plus the largest single payload, whatever the image's size. Files
 // are created through the run's images directory (./dir.ts), never by path.
 
+import { closeSync, writeSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import type { DescMessage, MessageShape } from '@bufbuild/protobuf';
+import type { DescMessage, Message, MessageShape } from '@bufbuild/protobuf';
 import { TsdumpError } from '../errors.js';
 import { imageTypeForFile, type ImageType } from './catalog.js';
 import { checkExtra, encodeEntry, extraLength, headBytes, imageError, missingRequired, schemaAt } from './codec.js';
@@ -36,18 +37,7 @@ export class ImageWriter {
    * file name decides the image type. A directory given by path must exist.
    */
   static async create(dir: ImagesDir | string, fileName: string): Promise<ImageWriter> {
-    const images = imagesDirOf(dir);
-    const path = join(images.workPath, fileName);
-    const type = imageTypeForFile(basename(fileName));
-    if (!type) throw new TsdumpError('IMAGE_FORMAT', `${path}: byte 0: not a CRIU image file name`);
-    if (type.head === 'raw') throw new TsdumpError('IMAGE_FORMAT', `${path}: byte 0: ${type.name} is a raw image, not written here`);
-    let fd: number;
-    try {
-      fd = images.createFile(fileName);
-    } catch (err) {
-      const why = err instanceof Error ? err.message.replace(`cannot create ${path}: `, '') : String(err);
-      throw new TsdumpError('IMAGE_IO', `${path}: byte 0: cannot create image: ${why}`, { cause: err });
-    }
+    const { path, type, fd } = createImage(dir, fileName);
     const w = new ImageWriter(path, type, fd);
     w.queue(headBytes(type));
     return w;
@@ -97,12 +87,7 @@ export class ImageWriter {
    * encodePagemapEntries), for hot paths where encoding through the schema is too slow.
    */
   async appendEncoded(schema: DescMessage, bytes: Uint8Array, count: number): Promise<void> {
-    for (let i = 0; i < count; i++) {
-      const expected = schemaAt(this.type, this.count + i);
-      if (schema.typeName !== expected.typeName) {
-        throw new TsdumpError('IMAGE_FORMAT', `${this.path}: entry ${this.count + i} must be ${expected.typeName}, got ${schema.typeName}`);
-      }
-    }
+    checkEncoded(this.path, this.type, this.count, schema, count);
     this.queue(bytes);
     this.count += count;
     if (this.pendingBytes >= FLUSH_AT) await this.flush();
@@ -116,14 +101,8 @@ export class ImageWriter {
     }
   }
 
-  /** The entry is the one this image takes next, and has its required fields. */
   private checkEntry(schema: DescMessage, message: MessageShape<DescMessage>, offset: number): void {
-    const expected = schemaAt(this.type, this.count);
-    if (schema.typeName !== expected.typeName) {
-      throw new TsdumpError('IMAGE_FORMAT', `${this.path}: byte ${offset}: entry ${this.count} must be ${expected.typeName}, got ${schema.typeName}`);
-    }
-    const missing = missingRequired(schema, message);
-    if (missing) throw imageError(this.path, offset, `${schema.typeName} lacks required field ${missing}`);
+    checkEntry(this.path, this.type, this.count, offset, schema, message);
   }
 
   private queue(bytes: Uint8Array): void {
@@ -146,6 +125,107 @@ export class ImageWriter {
   }
 }
 
+/** The entry is the one an image of `type` takes at `index`, and has its required fields. */
+function checkEntry(path: string, type: ImageType, index: number, offset: number, schema: DescMessage, message: Message): void {
+  const expected = schemaAt(type, index);
+  if (schema.typeName !== expected.typeName) {
+    throw new TsdumpError('IMAGE_FORMAT', `${path}: byte ${offset}: entry ${index} must be ${expected.typeName}, got ${schema.typeName}`);
+  }
+  const missing = missingRequired(schema, message);
+  if (missing) throw imageError(path, offset, `${schema.typeName} lacks required field ${missing}`);
+}
+
+function checkEncoded(path: string, type: ImageType, index: number, schema: DescMessage, count: number): void {
+  for (let i = 0; i < count; i++) {
+    const expected = schemaAt(type, index + i);
+    if (schema.typeName !== expected.typeName) {
+      throw new TsdumpError('IMAGE_FORMAT', `${path}: entry ${index + i} must be ${expected.typeName}, got ${schema.typeName}`);
+    }
+  }
+}
+
+/** Creates fileName in the images directory; the file name decides the image type. */
+function createImage(dir: ImagesDir | string, fileName: string): { path: string; type: ImageType; fd: number } {
+  const images = imagesDirOf(dir);
+  const path = join(images.workPath, fileName);
+  const type = imageTypeForFile(basename(fileName));
+  if (!type) throw new TsdumpError('IMAGE_FORMAT', `${path}: byte 0: not a CRIU image file name`);
+  if (type.head === 'raw') throw new TsdumpError('IMAGE_FORMAT', `${path}: byte 0: ${type.name} is a raw image, not written here`);
+  try {
+    return { path, type, fd: images.createFile(fileName) };
+  } catch (err) {
+    const why = err instanceof Error ? err.message.replace(`cannot create ${path}: `, '') : String(err);
+    throw new TsdumpError('IMAGE_IO', `${path}: byte 0: cannot create image: ${why}`, { cause: err });
+  }
+}
+
+/**
+ * A small image built in memory and written in one go by synchronous calls: one write and close
+ * on the calling thread instead of a thread-pool round trip for each (the per-task images are a
+ * few hundred bytes, and the tree is frozen while they are written). Created as ImageWriter
+ * creates (at once, 0600, must not exist), same checks and bytes.
+ */
+export class ImageBuffer {
+  readonly path: string;
+  private readonly type: ImageType;
+  private readonly fd: number;
+  private readonly parts: Uint8Array[] = [];
+  private bytes = 0;
+  private count = 0;
+
+  constructor(dir: ImagesDir | string, fileName: string) {
+    ({ path: this.path, type: this.type, fd: this.fd } = createImage(dir, fileName));
+    this.push(headBytes(this.type));
+  }
+
+  /** Adds one entry (as ImageWriter.append); on a bad entry the file is closed as it is. */
+  append<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>, extra?: Uint8Array): this {
+    return this.guard(() => {
+      const entry = extra ? { schema, message, extra } : { schema, message };
+      checkEntry(this.path, this.type, this.count, this.bytes, schema, message);
+      checkExtra(this.type, entry, this.count, this.path, this.bytes);
+      for (const part of encodeEntry(entry)) this.push(part);
+      this.count++;
+    });
+  }
+
+  appendEncoded(schema: DescMessage, bytes: Uint8Array, count: number): this {
+    return this.guard(() => {
+      checkEncoded(this.path, this.type, this.count, schema, count);
+      this.push(bytes);
+      this.count += count;
+    });
+  }
+
+  /** Writes the image and closes the file. */
+  write(): void {
+    const buf = Buffer.concat(this.parts);
+    let off = 0;
+    try {
+      while (off < buf.length) off += writeSync(this.fd, buf, off, buf.length - off);
+    } catch (err) {
+      throw ioError(this.path, off, 'cannot write image', err);
+    } finally {
+      closeSync(this.fd);
+    }
+  }
+
+  private guard(fn: () => void): this {
+    try {
+      fn();
+    } catch (err) {
+      closeSync(this.fd);
+      throw err;
+    }
+    return this;
+  }
+
+  private push(b: Uint8Array): void {
+    this.parts.push(b);
+    this.bytes += b.length;
+  }
+}
+
 /** Writes an image whose entries all share one message type; `extras[i]` follows entry i. */
 export async function writeImage<Desc extends DescMessage>(
   dir: ImagesDir | string,
@@ -154,10 +234,7 @@ export async function writeImage<Desc extends DescMessage>(
   entries: readonly MessageShape<Desc>[],
   extras: readonly (Uint8Array | undefined)[] = [],
 ): Promise<void> {
-  const w = await ImageWriter.create(dir, fileName);
-  try {
-    for (const [i, message] of entries.entries()) await w.append(schema, message, extras[i]);
-  } finally {
-    await w.close();
-  }
+  const image = new ImageBuffer(dir, fileName);
+  for (const [i, message] of entries.entries()) image.append(schema, message, extras[i]);
+  image.write();
 }
