@@ -200,6 +200,34 @@ test.serial('tsdump SIGKILLed during the page drain: the tree carries on unchang
   await verifyLive(t, target, 'memory, masks and ticker intact after the dumper died');
 });
 
+// Issue 12 item 4: the scratch mapping's own mmap and munmap run from bytes of the task's text
+// with a return frame on its stack (crates/core/src/parasite/borrow.rs). tsdump stalls at the
+// named point (TSDUMP_FAULT_STALL) and is SIGKILLed there: the task finishes the syscall and
+// returns home through the frame (the trap protocol's int3 killed it with SIGTRAP). The munmap
+// runs when a tree that lives on is released (--leave-running).
+for (const point of ['mmap-entered', 'mmap-exited', 'munmap-entered', 'munmap-exited']) {
+  test.serial(`tsdump SIGKILLed inside the scratch mapping's ${point.replace('-', ' (')}): the task runs on, unchanged but for the scratch`, async (t) => {
+    const work = await makeWorkDir(t);
+    const target = await startFaults(t, work, ['16']);
+    const before = snapshot(target.pids);
+    const imagesDir = join(work, 'images');
+    const dump = startDump(target.pid, imagesDir, point.startsWith('munmap') ? ['--leave-running'] : [], { env: { TSDUMP_FAULT_STALL: point } });
+    await until(`tsdump at ${point}`, () => dump.stderr().includes(`fault point ${point}: stalled`) || dump.child.exitCode !== null, 60_000);
+    dump.child.kill('SIGKILL');
+    const r = await dump.done;
+    t.is(r.signal, 'SIGKILL', describe(r));
+    if (!isAlive(target.pid)) {
+      t.fail(`the task died of ${(await target.exited).signal} after tsdump was killed at ${point}`);
+      return;
+    }
+    const residue: Residue = { mappings: [] };
+    await until('the tree to be let go', () => snapshotSettled(before, target.pids), 5_000);
+    assertUnchanged(t, before, target.pids, residue);
+    t.log(`left behind: ${residue.mappings.join('; ') || 'nothing'}`);
+    await verifyLive(t, target, `intact after tsdump died at ${point}`);
+  });
+}
+
 for (const sig of ['SIGTERM', 'SIGINT'] as const) {
   test.serial(`${sig} during the page drain: CANCELLED, tree released unchanged`, async (t) => {
     const { target, imagesDir, dump, before } = await midDrain(t);

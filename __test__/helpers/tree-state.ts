@@ -31,11 +31,12 @@ export interface CliRun {
 }
 
 /** `tsdump dump -t PID -D DIR --shell-job --json -v3 [args]`; with umask0 under `umask 0`. */
-export function startDump(pid: number, imagesDir: string, args: readonly string[] = [], opts: { umask0?: boolean } = {}): CliRun {
+export function startDump(pid: number, imagesDir: string, args: readonly string[] = [], opts: { umask0?: boolean; env?: Record<string, string> } = {}): CliRun {
   const dumpArgs = [CLI, 'dump', '-t', String(pid), '-D', imagesDir, '--shell-job', '--json', '-v3', ...args];
+  const env = { ...process.env, ...opts.env };
   const child = opts.umask0
-    ? spawn('/bin/sh', ['-c', 'umask 0; exec "$@"', 'sh', process.execPath, ...dumpArgs], { stdio: ['ignore', 'pipe', 'pipe'] })
-    : spawn(process.execPath, dumpArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
+    ? spawn('/bin/sh', ['-c', 'umask 0; exec "$@"', 'sh', process.execPath, ...dumpArgs], { stdio: ['ignore', 'pipe', 'pipe'], env })
+    : spawn(process.execPath, dumpArgs, { stdio: ['ignore', 'pipe', 'pipe'], env });
   let out = '';
   let err = '';
   child.stdout!.on('data', (b: Buffer) => (out += b.toString()));

@@ -68,6 +68,8 @@ pub struct TaskFacts {
     /// Syscalls the visit injected (a blob round trip counts once).
     pub injected: u64,
     pub timings: VisitTimings,
+    /// The scratch mapping, left in the task (see `Injector::leave`).
+    pub leftover: inject::Leftover,
 }
 
 /// Visits process `pid` (every thread in `tids` seized by the calling thread, leader first).
@@ -98,13 +100,19 @@ pub fn collect_task(pid: i32, tids: &[i32], memory: Option<MemoryRequest>) -> Re
         m.opts.vmas = Some(smaps);
         m
     });
-    let visited = visit(&mut inj, &known, memory, &mut timings, &mut clock);
-    let cured = inj.cure();
+    let visited = visit(&mut inj, &known, memory, &mut timings, &mut clock).and_then(|v| refuse_ran_free(&inj).map(|_| v));
+    let (info, memory, tracking) = match visited {
+        Ok(v) => v,
+        Err(e) => {
+            // a failed dump releases the tree: no scratch may stay behind
+            let _ = inj.cure();
+            return Err(e);
+        }
+    };
+    let injected = inj.calls;
+    let leftover = inj.leave()?;
     timings.cure_ns += clock.lap();
-    let (info, memory, tracking) = visited?;
-    cured?;
-    refuse_ran_free(&inj)?;
-    Ok(TaskFacts { proc, threads, info, memory, tracking, injected: inj.calls, timings })
+    Ok(TaskFacts { proc, threads, info, memory, tracking, injected, timings, leftover })
 }
 
 /// Laps of a monotonic clock.

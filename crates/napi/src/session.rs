@@ -20,6 +20,9 @@ pub struct TracerState {
     /// The page server a dump sends its memory to (crate::memory), held from the first task's
     /// drain to `closePageServer`.
     pub page_server: Option<tsdump_core::pageserver::PageServerClient>,
+    /// Scratch mappings the dump's visits left in the tree (crate::task): unmapped when the
+    /// tree is released to live on, left to die with it when it is killed.
+    pub leftovers: Vec<tsdump_core::parasite::inject::Leftover>,
 }
 
 type Job = Box<dyn FnOnce(&mut TracerState) + Send>;

@@ -66,8 +66,8 @@ impl Session {
                     return Err(CoreError::new(ErrorCode::Parasite, format!("pid {pid}: dumpTask wants the leader first in tids")));
                 }
                 check_traced_by_us(pid, pid)?;
-                match &memory {
-                    None => Ok((collect::collect_task(pid, &tids, None)?, None)),
+                let (facts, js) = match &memory {
+                    None => (collect::collect_task(pid, &tids, None)?, None),
                     Some(m) => {
                         let mut facts = None;
                         let js = m.run(state, |req: MemoryRequest| {
@@ -77,9 +77,11 @@ impl Session {
                             facts = Some(f);
                             Ok((d, armed))
                         })?;
-                        Ok((facts.expect("set by the drain"), Some(js)))
+                        (facts.expect("set by the drain"), Some(js))
                     }
-                }
+                };
+                state.leftovers.push(facts.leftover);
+                Ok((facts, js))
             })
             .await?;
         let t = facts.timings;

@@ -905,9 +905,17 @@ impl Session {
     #[napi]
     pub async fn release_tree(&self, opts: Option<ReleaseTreeOptions>) -> Result<bool> {
         let mode = release_mode(opts.as_ref().map(|o| o.mode.as_str()).unwrap_or("resume"))?;
-        self.run(move |state| match state.tree.take() {
-            Some(t) => freezer::release(&t, mode).map(|_| true),
-            None => Ok(false),
+        self.run(move |state| {
+            let left = std::mem::take(&mut state.leftovers);
+            match state.tree.take() {
+                Some(t) => {
+                    // a tree that lives on loses the scratch mappings first; a killed one dies with them
+                    let unmapped = if mode == ReleaseMode::Kill { Ok(()) } else { unmap_leftovers(left) };
+                    let released = freezer::release(&t, mode);
+                    unmapped.and(released).map(|_| true)
+                }
+                None => Ok(false),
+            }
         })
         .await
     }
@@ -931,6 +939,17 @@ impl Session {
             .await?;
         Ok(thread_info(t))
     }
+}
+
+/// Unmaps the scratch mappings the dump's visits left, all of them whatever fails.
+fn unmap_leftovers(left: Vec<tsdump_core::parasite::inject::Leftover>) -> tsdump_core::Result<()> {
+    let mut first = None;
+    for l in left {
+        if let Err(e) = tsdump_core::parasite::Injector::adopt(l).and_then(|mut inj| inj.cure()) {
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
 }
 
 /// The pid of the held tree's process that thread `tid` belongs to.

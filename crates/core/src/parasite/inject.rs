@@ -1,22 +1,26 @@
 //! Running single syscalls inside a ptrace-stopped task.
 //!
 //! Where the code runs: the first call (the scratch `mmap`) and the last (its `munmap`) run from
-//! 8 borrowed bytes at the start of the task's first executable mapping (put back right after);
-//! every other call runs from the scratch mapping, so the task's own text is touched twice per
-//! infection.
+//! bytes borrowed in padding of the task's text, with their return frame on the thread's stack
+//! (`borrow`: put back right after); every other call runs from the scratch mapping.
 //!
 //! How a call runs: registers and signal mask are saved on first contact with a thread and put
 //! back after every call, on success and on failure. Two protocols:
-//! - trap: `syscall; int3`, PTRACE_CONT, wait for the SIGTRAP (what CRIU's compel does). Used only
-//!   for the borrowed-bytes calls (the scratch mmap and its munmap), and where no frame exists.
-//! - framed (x86_64): the scratch holds an rt_sigframe rebuilt from the thread's saved state
-//!   (registers with the kernel's restart rules applied, mask, sigaltstack, XSAVE image) and the
-//!   code is `syscall; rt_sigreturn`. tsdump steps it with PTRACE_SYSCALL (enter, exit), then
+//! - framed (x86_64): a return frame (an rt_sigframe rebuilt from the thread's saved state:
+//!   registers with the kernel's restart rules applied, mask, XSAVE image; its sigaltstack left
+//!   as it is) sits in the scratch (or on the stack for the borrowed calls) and the code is
+//!   `syscall; rt_sigreturn`. tsdump steps it with PTRACE_SYSCALL (enter, exit), then
 //!   PTRACE_INTERRUPT + PTRACE_CONT to catch the thread in a signal-path stop before it reaches
 //!   the rt_sigreturn, and puts the saved registers back there. If tsdump dies at any point (even
 //!   SIGKILL), the kernel detaches the thread and it either returns from that stop with its own
 //!   registers (syscall restart handled by the kernel as usual) or runs the rt_sigreturn into its
 //!   own code: the task carries on, with the scratch mapping as the only trace.
+//! - trap: `syscall; int3`, PTRACE_CONT, wait for the SIGTRAP (what CRIU's compel does). Used
+//!   only where no frame can be had (arm64 for now; a borrowed call on a thread whose stack has
+//!   no room for one), and there a tsdump killed mid-call leaves the task to die of the int3.
+//!
+//! Threads can also run code on their own (`start_resident`, `start_thread`: the resident
+//! parasite and its thread entries) with their frame in place; `park` takes them back.
 
 use std::collections::HashMap;
 use std::io::{IoSlice, IoSliceMut};
@@ -28,6 +32,7 @@ use nix::sys::uio::{process_vm_readv, process_vm_writev, RemoteIoVec};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use super::borrow;
 use crate::arch::nr;
 use crate::arch::syscall::{self as sc, SyscallRegs};
 use crate::error::{Error, ErrorCode, Result};
@@ -103,24 +108,6 @@ fn poke_word(tid: i32, addr: u64, bytes: [u8; 8]) -> Result<()> {
         .map_err(|e| Error::from_errno(e, tid, format_args!("PTRACE_POKEDATA at {addr:#x}")))
 }
 
-/// The first executable mapping of the task (never [vsyscall], which the task cannot be made to
-/// run our bytes from): where the borrowed syscall instruction goes.
-pub fn find_exec_area(pid: i32) -> Result<u64> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .map_err(|e| Error::new(ErrorCode::Procfs, format!("pid {pid}: reading /proc/{pid}/maps: {e}")))?;
-    for line in maps.lines() {
-        let mut f = line.split_whitespace();
-        let (Some(range), Some(perms)) = (f.next(), f.next()) else { continue };
-        if line.ends_with("[vsyscall]") || perms.as_bytes().get(2) != Some(&b'x') {
-            continue;
-        }
-        let start = range.split('-').next().unwrap_or("");
-        return u64::from_str_radix(start, 16)
-            .map_err(|_| Error::new(ErrorCode::Procfs, format!("pid {pid}: bad maps line {line:?}")));
-    }
-    Err(Error::new(ErrorCode::Parasite, format!("pid {pid}: no executable mapping to run a syscall from")))
-}
-
 /// What one thread looked like before we touched it.
 #[derive(Clone)]
 struct Saved {
@@ -142,7 +129,9 @@ enum Stop {
 /// threads that are in a ptrace stop owned by the calling thread.
 pub struct Injector {
     pid: i32,
-    exec_area: u64,
+    /// The task's mappings when infected (before the scratch), for the borrowed calls.
+    vmas: Vec<crate::mem::Vma>,
+    spot: Option<borrow::Spot>,
     scratch: u64,
     scratch_len: usize,
     /// Where the thread slots begin (the end of the frame slot).
@@ -178,26 +167,9 @@ impl Injector {
 
     /// `infect`, with room for `slots` threads running parasite code at once (THREAD_SLOT each).
     pub fn infect_with_slots(pid: i32, scratch_len: usize, slots: usize) -> Result<Injector> {
-        let exec_area = find_exec_area(pid)?;
         let slots_at = scratch_len.max(FRAME_SLOT * 2).div_ceil(4096) * 4096;
         let scratch_len = slots_at + slots * THREAD_SLOT;
-        let mut inj = Injector {
-            pid,
-            exec_area,
-            scratch: 0,
-            scratch_len,
-            slots_at,
-            saved: HashMap::new(),
-            frame_of: None,
-            framed: sc::SIGFRAME_SUPPORTED,
-            pending_stops: Vec::new(),
-            resident: None,
-            running: HashMap::new(),
-            stash: Vec::new(),
-            ran_free: None,
-            calls: 0,
-            cured: false,
-        };
+        let mut inj = Self::bare(pid, 0, scratch_len, slots_at)?;
         let prot = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
         let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
         let addr = inj.borrowed_syscall(nr::MMAP, [0, scratch_len as u64, prot, flags, u64::MAX, 0])?;
@@ -215,6 +187,36 @@ impl Injector {
             return Err(e);
         }
         Ok(inj)
+    }
+
+    /// Takes over the scratch mapping a visit left in `pid` (`leave`), to unmap it with `cure`.
+    pub fn adopt(left: Leftover) -> Result<Injector> {
+        let mut inj = Self::bare(left.pid, left.scratch, left.len, left.len)?;
+        // the scratch is among the mappings now: never a place for the code (anonymous), and
+        // no stack lives in it
+        inj.vmas.retain(|v| v.end <= left.scratch || v.start >= left.scratch + left.len as u64);
+        Ok(inj)
+    }
+
+    fn bare(pid: i32, scratch: u64, scratch_len: usize, slots_at: usize) -> Result<Injector> {
+        Ok(Injector {
+            pid,
+            vmas: crate::mem::vma::read_vmas(pid)?,
+            spot: None,
+            scratch,
+            scratch_len,
+            slots_at,
+            saved: HashMap::new(),
+            frame_of: None,
+            framed: sc::SIGFRAME_SUPPORTED,
+            pending_stops: Vec::new(),
+            resident: None,
+            running: HashMap::new(),
+            stash: Vec::new(),
+            ran_free: None,
+            calls: 0,
+            cured: false,
+        })
     }
 
     /// Turns return frames off (trap protocol only), e.g. to compare the two.
@@ -345,17 +347,57 @@ impl Injector {
         Ok(r)
     }
 
-    /// Runs a syscall in the main thread from 8 borrowed bytes of the task's text, putting the
-    /// bytes back whatever happens.
+    /// Runs a syscall in the main thread without the scratch (its own mmap and munmap): the
+    /// code in borrowed bytes of the task's text and the return frame on its stack (see
+    /// `borrow`), both put back whatever happens.
     fn borrowed_syscall(&mut self, nr: i64, args: [u64; 6]) -> Result<i64> {
-        let (pid, at) = (self.pid, self.exec_area);
-        let orig = peek_word(pid, at)?;
-        poke_word(pid, at, sc::SYSCALL_CODE)?;
-        let r = self.run_trap(pid, at, nr, args);
-        let restored = poke_word(pid, at, orig);
+        let pid = self.pid;
+        let spot = match self.spot {
+            Some(s) => s,
+            None => *self.spot.insert(borrow::find_spot(pid, &self.vmas)?),
+        };
+        let frame = if self.framed { self.stack_frame(pid)? } else { None };
+        let mut code = [0xccu8; borrow::CODE_LEN];
+        match frame {
+            Some(_) => code.copy_from_slice(&sc::FRAME_CODE),
+            None => code[..8].copy_from_slice(&sc::SYSCALL_CODE),
+        }
+        let words = [spot.at, spot.at + 8];
+        let orig = [peek_word(pid, words[0])?, peek_word(pid, words[1])?];
+        let planted = poke_word(pid, words[0], code[..8].try_into().expect("8"))
+            .and_then(|_| poke_word(pid, words[1], code[8..].try_into().expect("8")));
+        let r = planted.and_then(|_| match &frame {
+            Some((at, bytes, home)) => {
+                let old = read_remote(pid, *at, bytes.len())?;
+                let r = write_remote(pid, *at, bytes).and_then(|_| self.run_framed_at(pid, spot.at, *home, nr, args, Some(if nr == nr::MMAP { "mmap" } else { "munmap" })));
+                let restored = write_remote(pid, *at, &old);
+                let r = r?;
+                restored.map(|_| r)
+            }
+            None => self.run_trap(pid, spot.at, nr, args),
+        });
+        if let Err(e) = &r {
+            if e.code == ErrorCode::TargetGone {
+                return r;
+            }
+        }
+        let restored = poke_word(pid, words[0], orig[0]).and_then(|_| poke_word(pid, words[1], orig[1]));
         let r = r?;
         restored?;
         Ok(r)
+    }
+
+    /// A return frame for `tid` below its stack pointer (address, bytes, the stack pointer that
+    /// takes it home), or None when its stack has no room for one (see `borrow::frame_below`).
+    fn stack_frame(&mut self, tid: i32) -> Result<Option<(u64, Vec<u8>, u64)>> {
+        let saved = self.saved_for(tid)?;
+        let Ok(xstate) = sc::read_xstate(tid) else { return Ok(None) };
+        let len = sc::build_sigframe(&saved.regs, &xstate, saved.sigmask, KEEP_ALTSTACK, 0).0.len();
+        let Some(at) = borrow::frame_below(sc::stack_pointer(&saved.regs), len, &self.vmas).filter(|&at| borrow::in_memory(tid, at, len)) else {
+            return Ok(None);
+        };
+        let (bytes, home) = sc::build_sigframe(&saved.regs, &xstate, saved.sigmask, KEEP_ALTSTACK, at);
+        Ok(Some((at, bytes, home)))
     }
 
     fn saved_for(&mut self, tid: i32) -> Result<Saved> {
@@ -443,16 +485,28 @@ impl Injector {
 
     /// Framed protocol (see the module doc).
     fn run_framed(&mut self, tid: i32, nr: i64, args: [u64; 6]) -> Result<i64> {
+        let (_, sp) = self.saved_for(tid)?.frame.expect("frame built by ensure_frame");
+        self.run_framed_at(tid, self.scratch, sp, nr, args, None)
+    }
+
+    /// The framed protocol with the code at `ip` and the frame at `sp`; `fault` names the call
+    /// for the fault points the tests kill tsdump at.
+    fn run_framed_at(&mut self, tid: i32, ip: u64, sp: u64, nr: i64, args: [u64; 6], fault: Option<&str>) -> Result<i64> {
         let saved = self.saved_for(tid)?;
-        let (_, sp) = saved.frame.clone().expect("frame built by ensure_frame");
-        let mut regs = sc::syscall_regs(&saved.regs, self.scratch, nr, &args);
+        let mut regs = sc::syscall_regs(&saved.regs, ip, nr, &args);
         sc::set_sp(&mut regs, sp);
         // Registers before the mask: dying in between leaves a thread that runs our syscall
         // with its own mask and then sigreturns, never one stuck with everything blocked.
         let outcome = sc::set_regs(tid, &regs).and_then(|_| set_sigmask(tid, u64::MAX)).and_then(|_| {
             let is_sys = |s: &Stop| matches!(s, Stop::Trap(None));
             self.resume_until(tid, ptrace::Request::PTRACE_SYSCALL, is_sys)?;
+            if let Some(f) = fault {
+                borrow::fault_point(&format!("{f}-entered"));
+            }
             self.resume_until(tid, ptrace::Request::PTRACE_SYSCALL, is_sys)?;
+            if let Some(f) = fault {
+                borrow::fault_point(&format!("{f}-exited"));
+            }
             let result = sc::syscall_result(&sc::get_regs(tid)?);
             // Park the thread in a signal-path stop before it reaches the rt_sigreturn.
             ptrace::interrupt(Pid::from_raw(tid)).map_err(|e| Error::from_errno(e, tid, "PTRACE_INTERRUPT"))?;
@@ -765,6 +819,52 @@ impl Injector {
             )),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// A scratch mapping a visit left in a task (`Injector::leave`): unmapped later, if the task
+/// lives on (`Injector::adopt` then `cure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leftover {
+    pub pid: i32,
+    pub scratch: u64,
+    pub len: usize,
+}
+
+impl Injector {
+    /// Ends the infection but for the scratch mapping, which stays (nothing runs there any more:
+    /// every thread is parked and holds its own state): a tree that is killed after the dump needs
+    /// no munmap, one that lives on gets it at its release.
+    pub fn leave(mut self) -> Result<Leftover> {
+        let tids: Vec<i32> = self.running.keys().copied().collect();
+        for tid in tids {
+            self.park(tid)?;
+        }
+        self.cured = true;
+        for (tid, s) in self.pending_stops.drain(..) {
+            // SAFETY: plain tgkill on a task we trace.
+            unsafe { libc::syscall(libc::SYS_tgkill, self.pid, tid, s as i32) };
+        }
+        Ok(Leftover { pid: self.pid, scratch: self.scratch, len: self.scratch_len })
+    }
+}
+
+fn read_remote(pid: i32, at: u64, len: usize) -> Result<Vec<u8>> {
+    let mut b = vec![0u8; len];
+    let remote = [RemoteIoVec { base: at as usize, len }];
+    match process_vm_readv(Pid::from_raw(pid), &mut [IoSliceMut::new(&mut b)], &remote) {
+        Ok(n) if n == len => Ok(b),
+        Ok(_) => Err(Error::new(ErrorCode::Parasite, format!("pid {pid}: short read at {at:#x}"))),
+        Err(e) => Err(Error::from_errno(e, pid, format_args!("reading {len} bytes at {at:#x}"))),
+    }
+}
+
+fn write_remote(pid: i32, at: u64, data: &[u8]) -> Result<()> {
+    let remote = [RemoteIoVec { base: at as usize, len: data.len() }];
+    match process_vm_writev(Pid::from_raw(pid), &[IoSlice::new(data)], &remote) {
+        Ok(n) if n == data.len() => Ok(()),
+        Ok(_) => Err(Error::new(ErrorCode::Parasite, format!("pid {pid}: short write at {at:#x}"))),
+        Err(e) => Err(Error::from_errno(e, pid, format_args!("writing {} bytes at {at:#x}", data.len()))),
     }
 }
 

@@ -51,7 +51,21 @@ static mut COUNTER: u64 = 0;
 
 extern "C" fn on_usr1(_: libc::c_int) {}
 
+/// Uses 16 KiB of stack below the caller, as any program's start-up does: the borrowed calls'
+/// return frame goes there only in pages already in memory (borrow.rs).
+#[inline(never)]
+fn touch_stack() {
+    let mut buf = [0u8; 16384];
+    // SAFETY: volatile writes into a local array.
+    unsafe { std::ptr::write_volatile(buf.as_mut_ptr().add(100), 1) };
+    for b in buf.iter_mut().step_by(512) {
+        // SAFETY: as above.
+        unsafe { std::ptr::write_volatile(b, 1) };
+    }
+}
+
 fn victim() -> ! {
+    touch_stack();
     // SAFETY (whole body): plain libc calls in a freshly forked single-threaded child.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
@@ -91,6 +105,7 @@ fn victim() -> ! {
 }
 
 fn sleeper() -> ! {
+    touch_stack();
     // SAFETY: plain libc call in the forked child.
     loop {
         unsafe { libc::pause() };
@@ -99,6 +114,15 @@ fn sleeper() -> ! {
 
 fn maps(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap()
+}
+
+/// Whether `pid`'s loop counts on (polled: a loaded machine may not run it for a while).
+fn counts_on(pid: i32) -> bool {
+    let c0 = counter(pid);
+    (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        counter(pid) > c0
+    })
 }
 
 fn counter(pid: i32) -> u64 {
@@ -530,11 +554,113 @@ fn the_blob_and_its_thread_entries_answer_as_single_syscalls_do() {
     assert_eq!(after, before, "registers and FPU state of every thread");
     assert_eq!(maps_after, maps_before);
     assert_eq!(fds_after, fds_before);
-    let c0 = counter(pid);
-    std::thread::sleep(Duration::from_millis(50));
-    assert!(counter(pid) > c0, "the task carries on");
+    assert!(counts_on(pid), "the task carries on");
     for &t in &tids[1..] {
         let s = std::fs::read_to_string(format!("/proc/{pid}/task/{t}/status")).unwrap();
         assert!(!s.contains("TracerPid:\t1") && s.contains("TracerPid:\t0"));
     }
+}
+
+/// Forks a "tsdump" that seizes `target` and stalls at fault point `point` (with `leave`: after
+/// a whole infection left its scratch, in the munmap of that scratch); SIGKILLs it there.
+fn kill_tracer_at(target: i32, point: &'static str) {
+    let (rd, wr) = nix::unistd::pipe().unwrap();
+    // SAFETY: the child only runs injection code and exits; it never returns into the harness.
+    match unsafe { fork() }.unwrap() {
+        ForkResult::Child => {
+            // the fault point's line goes to the pipe
+            // SAFETY: dup2 onto stderr in the forked child, which owns both descriptors.
+            unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&wr), 2) };
+            seize(target);
+            super::borrow::stall_at(Some(point));
+            let inj = Injector::infect(target, 64 * 1024).unwrap();
+            let left = inj.leave().unwrap();
+            let _ = Injector::adopt(left).unwrap().cure();
+            std::process::exit(3);
+        }
+        ForkResult::Parent { child } => {
+            drop(wr);
+            let mut line = [0u8; 128];
+            let n = nix::unistd::read(&rd, &mut line).unwrap();
+            let line = String::from_utf8_lossy(&line[..n]).into_owned();
+            assert!(line.contains(&format!("fault point {point}: stalled")), "{line}");
+            kill(child, Signal::SIGKILL).unwrap();
+            assert!(matches!(waitpid(child, None).unwrap(), WaitStatus::Signaled(_, Signal::SIGKILL, _)));
+        }
+    }
+}
+
+/// The bytes of every private executable file mapping of `pid`.
+fn text_of(pid: i32) -> Vec<(String, Vec<u8>)> {
+    maps(pid)
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1).is_some_and(|p| p.starts_with("r-xp")) && !l.ends_with(']'))
+        .map(|l| {
+            let (a, b) = l.split_whitespace().next().unwrap().split_once('-').unwrap();
+            let (a, b) = (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap());
+            let mut buf = vec![0u8; (b - a) as usize];
+            let remote = [nix::sys::uio::RemoteIoVec { base: a as usize, len: buf.len() }];
+            nix::sys::uio::process_vm_readv(Pid::from_raw(pid), &mut [std::io::IoSliceMut::new(&mut buf)], &remote).unwrap();
+            (l.to_string(), buf)
+        })
+        .collect()
+}
+
+#[test]
+fn a_tsdump_killed_inside_the_scratch_mmap_or_munmap_leaves_the_task_running_its_own_code() {
+    for point in ["mmap-entered", "mmap-exited", "munmap-entered", "munmap-exited"] {
+        for body in [victim as fn() -> !, sleeper] {
+            let child = spawn(body);
+            let pid = child.0;
+            std::thread::sleep(Duration::from_millis(100));
+            let (blocked, text) = (status_field(pid, "SigBlk:"), text_of(pid));
+            let spot = super::borrow::find_spot(pid, &crate::mem::vma::read_vmas(pid).unwrap()).unwrap();
+            kill_tracer_at(pid, point);
+            std::thread::sleep(Duration::from_millis(200));
+            assert_eq!(status_field(pid, "TracerPid:"), "0", "{point}");
+            assert_eq!(status_field(pid, "SigBlk:"), blocked, "{point}: mask back from the frame");
+            if std::ptr::fn_addr_eq(body, victim as fn() -> !) {
+                assert!(counts_on(pid), "{point}: the task runs its own loop again ({})", status_field(pid, "State:"));
+            } else {
+                assert!(status_field(pid, "State:").starts_with('S'), "{point}: back in pause()");
+            }
+            // Only the 16 bytes of code may be left behind (see borrow.rs).
+            for ((line, was), (_, now)) in text.iter().zip(text_of(pid)) {
+                let start = u64::from_str_radix(line.split('-').next().unwrap(), 16).unwrap();
+                for (i, (a, b)) in was.iter().zip(&now).enumerate() {
+                    let at = start + i as u64;
+                    let code = (spot.at..spot.at + super::borrow::CODE_LEN as u64).contains(&at);
+                    assert!(a == b || code, "{point}: {line}: byte {i:#x} changed from {a:#x} to {b:#x}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_scratch_code_never_goes_into_a_shared_mapping() {
+    fn shared_text() -> ! {
+        // SAFETY: plain libc calls in the forked child: a shared executable file mapping below
+        // every other, where the old code put its borrowed bytes (the first executable mapping).
+        unsafe {
+            let path = c"/dev/shm/tsdump-core-test-shared-text";
+            let fd = libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC, 0o600);
+            libc::ftruncate(fd, 8192);
+            libc::mmap(0x10000 as *mut libc::c_void, 8192, libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC, libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE, fd, 0);
+            libc::close(fd);
+        }
+        sleeper()
+    }
+    let child = spawn(shared_text);
+    let pid = child.0;
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(maps(pid).contains("rwxs"), "{}", maps(pid));
+    kill_tracer_at(pid, "mmap-exited");
+    seize(pid);
+    let inj = Injector::infect(pid, 64 * 1024).unwrap();
+    Injector::adopt(inj.leave().unwrap()).unwrap().cure().unwrap();
+    release(pid);
+    let file = std::fs::read("/dev/shm/tsdump-core-test-shared-text").unwrap();
+    let _ = std::fs::remove_file("/dev/shm/tsdump-core-test-shared-text");
+    assert!(file.iter().all(|&b| b == 0), "the shared file got bytes written into it");
 }

@@ -79,6 +79,11 @@ pub fn set_sp(regs: &mut SyscallRegs, sp: u64) {
     regs.sp = sp;
 }
 
+/// The stack pointer.
+pub fn stack_pointer(regs: &SyscallRegs) -> u64 {
+    regs.sp
+}
+
 pub fn instruction_pointer(regs: &SyscallRegs) -> u64 {
     regs.pc
 }

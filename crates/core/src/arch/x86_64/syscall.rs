@@ -58,6 +58,11 @@ pub fn set_sp(regs: &mut SyscallRegs, sp: u64) {
     regs.rsp = sp;
 }
 
+/// The stack pointer.
+pub fn stack_pointer(regs: &SyscallRegs) -> u64 {
+    regs.rsp
+}
+
 pub fn instruction_pointer(regs: &SyscallRegs) -> u64 {
     regs.rip
 }
