@@ -71,6 +71,10 @@ export declare class Session {
    * tracer thread, which holds the page-server connection.
    */
   dumpSysvShm(opts: DumpSysvShmOptions): Promise<ShmemDumpInfo>
+   * Everything procfs shows about one process (works seized or not; seize first for a
+   * consistent picture).
+   */
+  inspectProcess(pid: number): Promise<ProcessInspection>
   /** Dumps the private memory of `pid` (seized by this session) into pages-<pagesId>.img. */
   dumpMemory(pid: number, opts: DumpMemoryOptions): Promise<MemoryDump>
   /**
@@ -129,6 +133,15 @@ export declare class Session {
    * pre-dump.ts).
    */
   preDumpShmem(pid: number, opts: PreDumpShmemOptions): Promise<ShmemDumpInfo>
+  /**
+   * Seizes every thread of every process below `pid` (PTRACE_SEIZE + PTRACE_INTERRUPT) and
+   * keeps them stopped in this session until `releaseTree`. One tree per session.
+   */
+  seizeTree(pid: number, opts?: SeizeTreeOptions | undefined | null): Promise<SeizedTreeInfo>
+  /** The tree this session holds, or null. */
+  seizedTree(): Promise<SeizedTreeInfo | null>
+  /** Lets the held tree go. Returns false if the session held none. */
+  releaseTree(opts?: ReleaseTreeOptions | undefined | null): Promise<boolean>
   constructor()
   /**
    * Asks the work running on the tracer thread to stop at its next safe point (a page drain
@@ -144,20 +157,6 @@ export declare class Session {
   tracerTid(): Promise<number>
   /** Everything the dump needs from process `pid`, seized by this session: see the module doc. */
   dumpTask(pid: number, opts: DumpTaskOptions): Promise<TaskFactsInfo>
-  /**
-   * Seizes every thread of every process below `pid` (PTRACE_SEIZE + PTRACE_INTERRUPT) and
-   * keeps them stopped in this session until `releaseTree`. One tree per session.
-   */
-  seizeTree(pid: number, opts?: SeizeTreeOptions | undefined | null): Promise<SeizedTreeInfo>
-  /** The tree this session holds, or null. */
-  seizedTree(): Promise<SeizedTreeInfo | null>
-  /** Lets the held tree go. Returns false if the session held none. */
-  releaseTree(opts?: ReleaseTreeOptions | undefined | null): Promise<boolean>
-  /**
-   * Everything procfs shows about one process (works seized or not; seize first for a
-   * consistent picture).
-   */
-  inspectProcess(pid: number): Promise<ProcessInspection>
   /** Registers, signal state, seccomp and rseq of a thread of the held tree. */
   threadState(tid: number): Promise<ThreadStateInfo>
   /**
@@ -200,6 +199,21 @@ export interface ClockTime {
 }
 
 export interface CredsInfo {
+  /** real, effective, saved, filesystem */
+  uids: Array<number>
+  gids: Array<number>
+  groups: Array<number>
+  capInh: bigint
+  capPrm: bigint
+  capEff: bigint
+  capBnd: bigint
+  capAmb: bigint
+  noNewPrivs: boolean
+  seccompMode: number
+  seccompFilters: number
+}
+
+export interface CredsInfo {
   uid: number
   euid: number
   suid: number
@@ -216,21 +230,6 @@ export interface CredsInfo {
   capAmb: bigint
   securebits: number
   noNewPrivs: boolean
-}
-
-export interface CredsInfo {
-  /** real, effective, saved, filesystem */
-  uids: Array<number>
-  gids: Array<number>
-  groups: Array<number>
-  capInh: bigint
-  capPrm: bigint
-  capEff: bigint
-  capBnd: bigint
-  capAmb: bigint
-  noNewPrivs: boolean
-  seccompMode: number
-  seccompFilters: number
 }
 
 export interface DataExtent {
@@ -267,8 +266,7 @@ export interface DumpMemfdOptions {
 
 export interface DumpMemoryOptions {
   pagesId: number
-  /** 'read' (tracer copies, no injection) or 'vmsplice' (the task gifts pages into pipes). */
-  mode: 'read' | 'vmsplice'
+  mode: MemoryMode
   /** Pipes in flight in vmsplice mode (default 8, at most 8). */
   pipes?: number
   /**
@@ -279,7 +277,7 @@ export interface DumpMemoryOptions {
   /** The task's userfaultfd left by a pre-dump: closed after the scan (if it still is one). */
   closeFd?: number
   /** Start tracking writes after the drain (pre-dump, dump --track-mem). */
-  arm?: 'uffd-wp' | 'soft-dirty'
+  arm?: TrackingMethod
   /**
    * Send the pages to this page server (one connection per session, opened by the first call,
    * finished by `closePageServer`) instead of writing pages-<pagesId>.img.
@@ -607,6 +605,9 @@ export interface MemoryDump {
   tracking?: TrackingInfo
 }
 
+/** read: the tracer copies the pages, no injection; vmsplice: the task gifts them into pipes. */
+export type MemoryMode = 'read' | 'vmsplice'
+
 export interface MemoryTimings {
   scanNs: number
   drainNs: number
@@ -620,7 +621,7 @@ export interface MemoryTimings {
  * The memory tracking method this kernel offers: soft-dirty where it has it, else uffd-wp
  * async with PAGEMAP_SCAN; null when neither.
  */
-export declare function memoryTrackingMethod(): string | null
+export declare function memoryTrackingMethod(): TrackingMethod | null
 
 export interface MmFieldsInfo {
   startCode: bigint
@@ -756,7 +757,7 @@ export interface ParasiteInfo {
 }
 
 export interface ParentPages {
-  method: 'uffd-wp' | 'soft-dirty'
+  method: TrackingMethod
   entries: Array<PagemapEntryInfo>
 }
 
@@ -853,7 +854,7 @@ export interface PreparePreDumpOptions {
   /** The parent run's userfaultfd in the task: closed in this freeze (if it still is one). */
   closeFd?: number
   /** Start tracking writes in this freeze (a pre-dump always does). */
-  arm?: 'uffd-wp' | 'soft-dirty'
+  arm?: TrackingMethod
 }
 
 export interface ProcessInspection {
@@ -900,6 +901,23 @@ export interface ProcessInspection {
   sched: SchedInfo
 }
 
+/** /proc/PID/stat, parsed (null when `pid` cannot be read: gone, or not ours to see). */
+export declare function procStat(pid: number): ProcStat | null
+
+/** The /proc/PID/stat fields TypeScript asks about. */
+export interface ProcStat {
+  state: string
+  ppid: number
+  pgid: number
+  sid: number
+  /** Controlling terminal as the kernel encodes it (new_encode_dev), 0 for none. */
+  ttyNr: number
+  /** Foreground process group of that terminal (-1 for none). */
+  tpgid: number
+  /** Clock ticks after boot when the process started. */
+  startTime: bigint
+}
+
 /** Index, lock, packet mode and session of the pty master behind fd `fd` of `pid`. */
 export declare function ptyMaster(pid: number, fd: number): PtyMasterInfo
 
@@ -929,12 +947,14 @@ export interface ReadPreDumpOptions {
   pageServer?: PageServerAddress
 }
 
+/**
+ * resume: detach (tasks found stopped stay stopped); stop: detach leaving every process
+ * stopped; kill: SIGKILL the tree.
+ */
+export type Release = 'resume' | 'kill' | 'stop'
+
 export interface ReleaseTreeOptions {
-  /**
-   * resume: detach (tasks found stopped stay stopped); stop: detach leaving every process
-   * stopped; kill: SIGKILL the tree.
-   */
-  mode: 'resume' | 'kill' | 'stop'
+  mode: Release
 }
 
 export interface RlimitInfo {
@@ -1360,14 +1380,20 @@ export interface TimeValue {
   frac: number
 }
 
+/** TracerPid of task `pid` (/proc/PID/status): 0 when untraced, null when unreadable. */
+export declare function tracerPid(pid: number): number | null
+
 export interface TrackingInfo {
-  method: 'uffd-wp' | 'soft-dirty'
+  method: TrackingMethod
   /** uffd-wp: the userfaultfd's number in the task. */
   fd?: number
   vmas: number
   /** VMAs the kernel would not register (dumped whole next time). */
   refused: number
 }
+
+/** How writes between two runs are told: userfaultfd write-protect, or soft-dirty bits. */
+export type TrackingMethod = 'uffd-wp' | 'soft-dirty'
 
 /** Termios, locked termios, window size and TIOCGEXCL of the tty behind fd `fd` of `pid`. */
 export declare function ttyState(pid: number, fd: number): TtyStateInfo

@@ -26,9 +26,9 @@ import { pagemapPages, PE_PARENT, PE_PRESENT } from '../images/pagemap.js';
 import { pagemap_entrySchema, type pagemap_entry } from '../images/gen/pagemap_pb.js';
 import { native } from '../native.js';
 import type { Logger } from '../log.js';
-import type { DumpMemoryOptions, MemoryDump, PagemapEntryInfo, Session } from '../../native/index.js';
+import type { DumpMemoryOptions, MemoryDump, PagemapEntryInfo, Session, TrackingMethod } from '../../native/index.js';
 
-export type TrackingMethod = 'uffd-wp' | 'soft-dirty';
+export type { TrackingMethod };
 
 export const TRACK_FILE = 'tsdump-track.json';
 const TRACK_FORMAT = 1;
@@ -82,18 +82,12 @@ export async function trackingLeftIn(dir: string): Promise<{ pid: number; fd: nu
 
 /** A task's start time: a pid reused by another process since the pre-dump has another. */
 async function startTime(pid: number): Promise<string | undefined> {
-  try {
-    const s = await readFile(`/proc/${pid}/stat`, 'utf8');
-    return s.slice(s.lastIndexOf(')') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
+  return native.procStat(pid)?.startTime.toString();
 }
 
 /** The method this kernel offers (soft-dirty where it tracks, else uffd-wp async). */
 export function trackingMethod(): TrackingMethod | undefined {
-  const m = native.memoryTrackingMethod();
-  return m === 'uffd-wp' || m === 'soft-dirty' ? m : undefined;
+  return native.memoryTrackingMethod() ?? undefined;
 }
 
 export interface IncrementalOptions {

@@ -10,7 +10,7 @@
 // code and message). The worker cancels itself when our channel closes, so a caller that dies
 // never leaves the tree frozen.
 import { fork, type StdioOptions } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { native } from '../native.js';
 import { fileURLToPath } from 'node:url';
 import { TsdumpError, isErrorCode } from '../errors.js';
 import { ActionScriptError, SCRIPT_ACTIONS, type ScriptAction, type ScriptFailure } from '../action-scripts.js';
@@ -52,13 +52,7 @@ export type FromWorker =
 
 /** Whether pid's parent is this process (false when pid cannot be read: the flow reports that). */
 export async function isOwnChild(pid: number): Promise<boolean> {
-  let stat: string;
-  try {
-    stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return false;
-  }
-  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === process.pid;
+  return native.procStat(pid)?.ppid === process.pid;
 }
 
 /** The worker module next to this one (worker.ts when running from sources under a TS loader). */

@@ -8,7 +8,8 @@ use tsdump_core::files::{self, KcmpType};
 use tsdump_core::inspect::FdEntry;
 
 use crate::errors::to_napi;
-use crate::tree::{big, EpollTargetInfo, FdInfoEntry, InotifyWatchInfo, TimerfdStateInfo};
+use crate::convert::big;
+use crate::inspect::{EpollTargetInfo, FdInfoEntry, InotifyWatchInfo, TimerfdStateInfo};
 
 /// Kernel objects kcmp(2) compares.
 #[napi(string_enum = "lowercase")]
@@ -108,6 +109,42 @@ pub struct PipeContents {
 pub fn peek_pipe(pid: i32, fd: i32) -> Result<PipeContents> {
     let p = files::peek_pipe(pid, fd).map_err(to_napi)?;
     Ok(PipeContents { data: p.data.into(), capacity: p.capacity })
+}
+
+/// The /proc/PID/stat fields TypeScript asks about.
+#[napi(object)]
+pub struct ProcStat {
+    pub state: String,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    /// Controlling terminal as the kernel encodes it (new_encode_dev), 0 for none.
+    pub tty_nr: i32,
+    /// Foreground process group of that terminal (-1 for none).
+    pub tpgid: i32,
+    /// Clock ticks after boot when the process started.
+    pub start_time: BigInt,
+}
+
+/// /proc/PID/stat, parsed (null when `pid` cannot be read: gone, or not ours to see).
+#[napi]
+pub fn proc_stat(pid: i32) -> Option<ProcStat> {
+    let s = tsdump_core::freezer::procinfo::stat(pid).ok()?;
+    Some(ProcStat {
+        state: s.state.to_string(),
+        ppid: s.ppid,
+        pgid: s.pgrp,
+        sid: s.session,
+        tty_nr: s.tty_nr,
+        tpgid: s.tpgid,
+        start_time: BigInt::from(s.starttime),
+    })
+}
+
+/// TracerPid of task `pid` (/proc/PID/status): 0 when untraced, null when unreadable.
+#[napi]
+pub fn tracer_pid(pid: i32) -> Option<i32> {
+    tsdump_core::freezer::procinfo::tracer_pid(pid)
 }
 
 #[napi(object)]
@@ -242,6 +279,7 @@ pub struct ShmemDevice {
 
 impl From<FdEntry> for FdInfoEntry {
     fn from(f: FdEntry) -> Self {
+        let ino = f.file_ino();
         let i = f.info;
         FdInfoEntry {
             fd: f.fd,
@@ -252,7 +290,7 @@ impl From<FdEntry> for FdInfoEntry {
             mode: f.mode,
             dev: big(f.dev),
             rdev: big(f.rdev),
-            ino: big(i.ino.unwrap_or(f.ino)),
+            ino: big(ino),
             size: big(f.size),
             uid: f.uid,
             gid: f.gid,

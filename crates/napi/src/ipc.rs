@@ -190,7 +190,7 @@ impl Session {
         let size = opts.size.get_u64().1;
         let (ns_pid, shmid) = (opts.ns_pid, opts.shmid);
         let server = match &opts.page_server {
-            Some(s) => Some((s.address.clone(), crate::predump::port(s)?)),
+            Some(s) => Some((s.address.clone(), crate::memory::port(s)?)),
             None => None,
         };
         let local = match (&server, opts.pages_id) {

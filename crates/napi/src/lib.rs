@@ -1,10 +1,13 @@
-//! N-API surface of tsdump. Thin: option/result structs mirror the TypeScript types, the work is
-//! done by tsdump-core.
+//! N-API surface of tsdump: mirrors of tsdump-core's results for TypeScript, and calls into it.
+//! The work (and every parser) is in tsdump-core; a module here holds one concern's mirrors and
+//! the Session methods that return them.
 
 pub mod clock;
+mod convert;
 mod errors;
 pub mod files;
 pub mod images_dir;
+mod inspect;
 pub mod ipc;
 pub mod kerndat;
 mod memory;
@@ -12,9 +15,11 @@ pub mod pageserver;
 mod parasite;
 mod predump;
 pub mod pty;
+mod regs;
+mod seize;
 mod session;
-mod task;
 pub mod sockets;
-mod tree;
+mod task;
+mod thread;
 
 pub use errors::to_napi;

@@ -8,14 +8,61 @@ use napi_derive::napi;
 use tsdump_core::mem::{self, track, DumpOpts, Mode};
 
 use crate::parasite::{check_traced_by_us, with_parasite};
+use crate::convert::big;
 use crate::session::Session;
+
+/// read: the tracer copies the pages, no injection; vmsplice: the task gifts them into pipes.
+#[napi(string_enum = "lowercase")]
+pub enum MemoryMode {
+    Read,
+    Vmsplice,
+}
+
+impl From<MemoryMode> for Mode {
+    fn from(m: MemoryMode) -> Mode {
+        match m {
+            MemoryMode::Read => Mode::Read,
+            MemoryMode::Vmsplice => Mode::Vmsplice,
+        }
+    }
+}
+
+/// How writes between two runs are told: userfaultfd write-protect, or soft-dirty bits.
+#[napi(string_enum = "kebab-case")]
+#[derive(Clone, Copy)]
+pub enum TrackingMethod {
+    UffdWp,
+    SoftDirty,
+}
+
+impl From<TrackingMethod> for track::Method {
+    fn from(m: TrackingMethod) -> track::Method {
+        match m {
+            TrackingMethod::UffdWp => track::Method::UffdWp,
+            TrackingMethod::SoftDirty => track::Method::SoftDirty,
+        }
+    }
+}
+
+impl From<track::Method> for TrackingMethod {
+    fn from(m: track::Method) -> TrackingMethod {
+        match m {
+            track::Method::UffdWp => TrackingMethod::UffdWp,
+            track::Method::SoftDirty => TrackingMethod::SoftDirty,
+        }
+    }
+}
+
+impl TrackingInfo {
+    pub(crate) fn of((m, a): (track::Method, track::Armed)) -> TrackingInfo {
+        TrackingInfo { method: m.into(), fd: a.fd, vmas: a.vmas as i64, refused: a.refused as i64 }
+    }
+}
 
 #[napi(object)]
 pub struct DumpMemoryOptions {
     pub pages_id: u32,
-    /// 'read' (tracer copies, no injection) or 'vmsplice' (the task gifts pages into pipes).
-    #[napi(ts_type = "'read' | 'vmsplice'")]
-    pub mode: String,
+    pub mode: MemoryMode,
     /// Pipes in flight in vmsplice mode (default 8, at most 8).
     pub pipes: Option<u32>,
     /// Incremental dump: write only pages written since the parent's tracking was armed; the
@@ -24,8 +71,7 @@ pub struct DumpMemoryOptions {
     /// The task's userfaultfd left by a pre-dump: closed after the scan (if it still is one).
     pub close_fd: Option<i32>,
     /// Start tracking writes after the drain (pre-dump, dump --track-mem).
-    #[napi(ts_type = "'uffd-wp' | 'soft-dirty'")]
-    pub arm: Option<String>,
+    pub arm: Option<TrackingMethod>,
     /// Send the pages to this page server (one connection per session, opened by the first call,
     /// finished by `closePageServer`) instead of writing pages-<pagesId>.img.
     pub page_server: Option<PageServerAddress>,
@@ -39,15 +85,13 @@ pub struct PageServerAddress {
 
 #[napi(object)]
 pub struct ParentPages {
-    #[napi(ts_type = "'uffd-wp' | 'soft-dirty'")]
-    pub method: String,
+    pub method: TrackingMethod,
     pub entries: Vec<PagemapEntryInfo>,
 }
 
 #[napi(object)]
 pub struct TrackingInfo {
-    #[napi(ts_type = "'uffd-wp' | 'soft-dirty'")]
-    pub method: String,
+    pub method: TrackingMethod,
     /// uffd-wp: the userfaultfd's number in the task.
     pub fd: Option<i32>,
     pub vmas: i64,
@@ -116,9 +160,6 @@ pub struct MemoryDump {
     pub tracking: Option<TrackingInfo>,
 }
 
-fn big(v: u64) -> BigInt {
-    BigInt::from(v)
-}
 
 pub(crate) fn to_js(d: mem::MemDump, path: String) -> MemoryDump {
     MemoryDump {
@@ -168,17 +209,14 @@ pub(crate) fn to_js(d: mem::MemDump, path: String) -> MemoryDump {
     }
 }
 
-fn method(s: &str) -> Result<track::Method> {
-    track::Method::parse(s).ok_or_else(|| Error::from_reason(format!("UNSUPPORTED: tracking method {s:?} (want 'uffd-wp' or 'soft-dirty')")))
-}
 
 /// The memory tracking method this kernel offers: soft-dirty where it has it, else uffd-wp
 /// async with PAGEMAP_SCAN; null when neither.
 #[napi]
 #[cfg_attr(test, allow(dead_code))] // called from JavaScript only
-pub fn memory_tracking_method() -> Option<String> {
+pub fn memory_tracking_method() -> Option<TrackingMethod> {
     let soft_dirty = tsdump_core::kerndat::probe_all().iter().any(|p| p.name == "mem_dirty_track" && p.supported);
-    track::pick_method(soft_dirty).map(|m| m.as_str().to_string())
+    track::pick_method(soft_dirty).map(Into::into)
 }
 
 /// Whether fd `fd` of `pid` is a tracking userfaultfd (async write-protect) as a pre-dump leaves.
@@ -220,6 +258,20 @@ impl Session {
     }
 }
 
+impl ParentPages {
+    /// What the parent images hold, for an incremental drain.
+    pub(crate) fn incremental(&self) -> track::Incremental {
+        track::Incremental {
+            method: self.method.into(),
+            parent: self.entries.iter().map(|e| mem::Run { vaddr: e.vaddr.get_u64().1, nr_pages: e.nr_pages as u64 }).collect(),
+        }
+    }
+}
+
+pub(crate) fn port(s: &PageServerAddress) -> Result<u16> {
+    u16::try_from(s.port).map_err(|_| Error::from_reason(format!("USAGE: page server port {} out of range", s.port)))
+}
+
 /// dumpMemory's options, checked on the calling thread.
 pub(crate) struct MemoryOptions {
     pub opts: mem::DumpOpts,
@@ -230,26 +282,16 @@ pub(crate) struct MemoryOptions {
 
 impl MemoryOptions {
     pub fn parse(session: &Session, opts: DumpMemoryOptions) -> Result<MemoryOptions> {
-        let mode = match opts.mode.as_str() {
-            "read" => Mode::Read,
-            "vmsplice" => Mode::Vmsplice,
-            m => return Err(Error::from_reason(format!("UNSUPPORTED: dumpMemory mode {m:?} (want 'read' or 'vmsplice')"))),
-        };
+        let mode = opts.mode.into();
         let pages = session.pages_file(format!("pages-{}.img", opts.pages_id))?;
-        let incremental = match &opts.parent {
-            Some(p) => Some(track::Incremental {
-                method: method(&p.method)?,
-                parent: p.entries.iter().map(|e| mem::Run { vaddr: e.vaddr.get_u64().1, nr_pages: e.nr_pages as u64 }).collect(),
-            }),
-            None => None,
-        };
+        let incremental = opts.parent.as_ref().map(ParentPages::incremental);
         let server = match opts.page_server {
-            Some(s) => Some((s.address, u16::try_from(s.port).map_err(|_| Error::from_reason(format!("USAGE: page server port {} out of range", s.port)))?)),
+            Some(s) => Some((port(&s)?, s.address)).map(|(p, a)| (a, p)),
             None => None,
         };
         Ok(MemoryOptions {
             opts: DumpOpts { pages, vmas: None, mode, pipes: opts.pipes.unwrap_or(8) as usize, incremental },
-            arm: opts.arm.as_deref().map(method).transpose()?,
+            arm: opts.arm.map(Into::into),
             close_fd: opts.close_fd,
             server,
         })
@@ -289,7 +331,7 @@ impl MemoryOptions {
             _ => pages.display(),
         };
         let mut js = to_js(d, file);
-        js.tracking = armed.map(|(m, a)| TrackingInfo { method: m.as_str().to_string(), fd: a.fd, vmas: a.vmas as i64, refused: a.refused as i64 });
+        js.tracking = armed.map(TrackingInfo::of);
         Ok(js)
     }
 }

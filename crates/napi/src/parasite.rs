@@ -6,6 +6,7 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use tsdump_core::parasite::{info, inject, Injector};
 
+use crate::convert::big;
 use crate::session::Session;
 
 #[napi(object)]
@@ -109,9 +110,6 @@ pub struct ParasiteInfo {
     pub syscalls: u32,
 }
 
-fn big(v: u64) -> BigInt {
-    BigInt::from(v)
-}
 
 fn tv(t: info::TimeVal) -> TimeValue {
     TimeValue { sec: t.sec, frac: t.frac }

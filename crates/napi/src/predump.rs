@@ -10,14 +10,14 @@ use std::sync::Mutex;
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use tsdump_core::error::{Error as CoreError, ErrorCode};
 use tsdump_core::mem::predump::{self, PendingRead};
 use tsdump_core::mem::{self, track, FdSink, PageSink};
 use tsdump_core::pageserver::ImageKind;
 
-use crate::memory::{PageServerAddress, PagemapEntryInfo, ParentPages, ShmemDumpInfo, TrackingInfo};
+use crate::memory::{port, PageServerAddress, PagemapEntryInfo, ParentPages, ShmemDumpInfo, TrackingInfo, TrackingMethod};
 use crate::parasite::{check_traced_by_us, with_parasite};
 use crate::pageserver::take_client;
+use crate::convert::big;
 use crate::session::Session;
 
 static PENDING: Mutex<BTreeMap<u32, PendingRead>> = Mutex::new(BTreeMap::new());
@@ -28,13 +28,7 @@ fn pending() -> std::sync::MutexGuard<'static, BTreeMap<u32, PendingRead>> {
     PENDING.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn big(v: u64) -> BigInt {
-    BigInt::from(v)
-}
 
-fn method(s: &str) -> tsdump_core::Result<track::Method> {
-    track::Method::parse(s).ok_or_else(|| CoreError::new(ErrorCode::Unsupported, format!("tracking method {s:?} (want 'uffd-wp' or 'soft-dirty')")))
-}
 
 fn entries_js(entries: &[mem::PagemapEntry]) -> Vec<PagemapEntryInfo> {
     entries.iter().map(|e| PagemapEntryInfo { vaddr: big(e.vaddr), nr_pages: e.nr_pages, flags: e.flags }).collect()
@@ -48,8 +42,7 @@ pub struct PreparePreDumpOptions {
     /// The parent run's userfaultfd in the task: closed in this freeze (if it still is one).
     pub close_fd: Option<i32>,
     /// Start tracking writes in this freeze (a pre-dump always does).
-    #[napi(ts_type = "'uffd-wp' | 'soft-dirty'")]
-    pub arm: Option<String>,
+    pub arm: Option<TrackingMethod>,
 }
 
 #[napi(object)]
@@ -98,10 +91,6 @@ pub struct PreDumpReadResult {
     pub readv_calls: i64,
 }
 
-pub(crate) fn port(s: &PageServerAddress) -> Result<u16> {
-    u16::try_from(s.port).map_err(|_| Error::from_reason(format!("USAGE: page server port {} out of range", s.port)))
-}
-
 #[napi]
 impl Session {
     /// Scans `pid` (seized by this session) for a read-mode pre-dump and, in the same freeze,
@@ -109,27 +98,15 @@ impl Session {
     /// the tree is released.
     #[napi]
     pub async fn prepare_pre_dump_read(&self, pid: i32, opts: PreparePreDumpOptions) -> Result<PreparedPreDump> {
-        let incremental = match &opts.parent {
-            Some(p) => Some(track::Incremental {
-                method: method(&p.method).map_err(crate::errors::to_napi)?,
-                parent: p.entries.iter().map(|e| mem::Run { vaddr: e.vaddr.get_u64().1, nr_pages: e.nr_pages as u64 }).collect(),
-            }),
-            None => None,
-        };
-        let arm = opts.arm.as_deref().map(method).transpose().map_err(crate::errors::to_napi)?;
+        let incremental = opts.parent.as_ref().map(ParentPages::incremental);
+        let arm = opts.arm.map(Into::into);
         let close_fd = opts.close_fd;
         let (p, armed) = self
             .run(move |_| {
                 check_traced_by_us(pid, pid)?;
                 with_parasite(pid, |inj| {
                     let p = predump::prepare(pid, Some(&*inj), incremental.as_ref())?;
-                    if let Some(fd) = close_fd.filter(|&fd| track::is_tracking_uffd(pid, fd)) {
-                        track::disarm(inj, fd)?;
-                    }
-                    let armed = match arm {
-                        Some(m) => Some((m, track::arm(inj, m, &p.vmas)?)),
-                        None => None,
-                    };
+                    let armed = track::retrack(inj, close_fd, arm, &p.vmas)?;
                     Ok((p, armed))
                 })
             })
@@ -148,7 +125,7 @@ impl Session {
             pages_in_parent: p.pages_in_parent() as i64,
             scan_ns: p.scan_ns as i64,
             shmem,
-            tracking: armed.map(|(m, a)| TrackingInfo { method: m.as_str().to_string(), fd: a.fd, vmas: a.vmas as i64, refused: a.refused as i64 }),
+            tracking: armed.map(TrackingInfo::of),
         };
         pending().insert(out.id, p);
         Ok(out)

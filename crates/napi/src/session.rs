@@ -15,7 +15,7 @@ use crate::errors::to_napi;
 /// State owned by the tracer thread. Modules add their own fields here.
 #[derive(Default)]
 pub struct TracerState {
-    /// The process tree this session has seized (crate::tree).
+    /// The process tree this session has seized (crate::seize).
     pub tree: Option<tsdump_core::freezer::SeizedTree>,
     /// The page server a dump sends its memory to (crate::memory), held from the first task's
     /// drain to `closePageServer`.

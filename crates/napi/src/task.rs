@@ -11,7 +11,8 @@ use crate::files::RobustList;
 use crate::memory::{DumpMemoryOptions, MemoryDump, MemoryOptions};
 use crate::parasite::{check_traced_by_us, ParasiteInfo};
 use crate::session::Session;
-use crate::tree::{ProcessInspection, ThreadStateInfo};
+use crate::inspect::ProcessInspection;
+use crate::thread::ThreadStateInfo;
 
 #[napi(object)]
 pub struct DumpTaskOptions {
@@ -97,10 +98,10 @@ impl Session {
             .threads
             .into_iter()
             .map(|t| TaskThreadInfo {
-                state: crate::tree::thread_info(t.state),
+                state: crate::thread::thread_info(t.state),
                 robust_list: RobustList { head: BigInt::from(t.robust_list.0), len: t.robust_list.1 as u32 },
             })
             .collect();
-        Ok(TaskFactsInfo { proc: crate::tree::process_inspection(facts.proc), threads, parasite, memory, timings })
+        Ok(TaskFactsInfo { proc: crate::inspect::process_inspection(facts.proc), threads, parasite, memory, timings })
     }
 }

@@ -3,7 +3,7 @@
 // test for "is this peer inside the tree?" that decides between dumping a pair and refusing or
 // marking an external peer (CRIU's --ext-unix-sk). Both belong to the dump (FdDumpState, kind.ts).
 import { readdir, readlink } from 'node:fs/promises';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import type { InetSocketDiag, NetlinkSocketDiag, UnixSocketDiag } from '../../../native/index.js';
 import { native } from '../../native.js';
 import type { NetworkLock } from '../network-lock.js';
@@ -120,14 +120,8 @@ function tracedByUs(): number[] {
   const out: number[] = [];
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
-    let status: string;
-    try {
-      status = readFileSync(`/proc/${name}/status`, 'utf8');
-    } catch {
-      continue;
-    }
-    const tracer = /^TracerPid:\s*(\d+)/m.exec(status)?.[1];
-    if (tracer && tracer !== '0' && existsSync(`/proc/self/task/${tracer}`)) out.push(Number(name));
+    const tracer = native.tracerPid(Number(name));
+    if (tracer && existsSync(`/proc/self/task/${tracer}`)) out.push(Number(name));
   }
   return out;
 }

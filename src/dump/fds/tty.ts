@@ -2,7 +2,6 @@
 // the tree (the pair is recreated, see pty.ts), or with --shell-job when it is the terminal the
 // job inherited from its shell: that master lives outside the tree, so restore re-attaches the
 // restorer's own terminal in its place. Masters (/dev/ptmx) are in pty.ts.
-import { readFileSync } from 'node:fs';
 import { readdir, readlink } from 'node:fs/promises';
 import { create } from '@bufbuild/protobuf';
 import { fd_types } from '../../images/gen/fdinfo_pb.js';
@@ -21,10 +20,9 @@ const CTTY_INDEX = 1006;
 
 /** Session, controlling tty (encoded dev_t) and its foreground group, from /proc/PID/stat. */
 function jobOf(pid: number): { sid: number; ttyNr: number; tpgid: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // The command name may hold spaces and parentheses; fields resume after the last ')'.
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return { sid: Number(f[3]), ttyNr: Number(f[4]), tpgid: Number(f[5]) };
+  const stat = native.procStat(pid);
+  if (!stat) throw new TsdumpError('ESRCH_TARGET', `pid ${pid}: /proc/${pid}/stat cannot be read`);
+  return stat;
 }
 
 /**

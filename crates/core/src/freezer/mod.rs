@@ -75,6 +75,19 @@ pub struct Zombie {
     pub exit_code: i32,
 }
 
+impl Zombie {
+    /// exit(2) status if it exited normally.
+    pub fn exit_status(&self) -> Option<i32> {
+        (self.exit_code & 0x7f == 0).then_some((self.exit_code >> 8) & 0xff)
+    }
+
+    /// The signal that killed it, if one did.
+    pub fn exit_signal(&self) -> Option<i32> {
+        let sig = self.exit_code & 0x7f;
+        (sig != 0).then_some(sig)
+    }
+}
+
 /// The seized tree, root first, parents before children.
 #[derive(Debug, Clone, Default)]
 pub struct SeizedTree {

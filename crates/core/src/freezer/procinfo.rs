@@ -54,12 +54,19 @@ pub fn brief_from_stat(s: &Stat) -> Brief {
 }
 
 /// Reads /proc/PID/stat; ESRCH_TARGET if the process is gone.
-pub fn brief(pid: i32) -> Result<Brief> {
+pub fn stat(pid: i32) -> Result<Stat> {
     let p = Process::new(pid).map_err(|e| procfs_err(pid, "/proc/PID", e))?;
-    let s = p
-        .stat()
-        .map_err(|e| procfs_err(pid, &format!("/proc/{pid}/stat"), e))?;
-    Ok(brief_from_stat(&s))
+    p.stat().map_err(|e| procfs_err(pid, &format!("/proc/{pid}/stat"), e))
+}
+
+/// `brief_from_stat(stat(pid))`.
+pub fn brief(pid: i32) -> Result<Brief> {
+    Ok(brief_from_stat(&stat(pid)?))
+}
+
+/// TracerPid of task `pid` (0 when untraced; None when it cannot be read).
+pub fn tracer_pid(pid: i32) -> Option<i32> {
+    crate::inspect::parse::tracer_pid(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
 }
 
 /// Reads /proc/PID/task/TID/stat of one thread.

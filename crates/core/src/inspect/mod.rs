@@ -99,6 +99,14 @@ impl FileStat {
     }
 }
 
+impl FdEntry {
+    /// The open file's inode: fdinfo's `ino:` where the kernel prints one (anonymous inodes
+    /// such as eventfd, where stat through the link gives the shared anon inode), else stat's.
+    pub fn file_ino(&self) -> u64 {
+        self.info.ino.unwrap_or(self.ino)
+    }
+}
+
 /// One open file descriptor.
 #[derive(Debug, Clone, Default)]
 pub struct FdEntry {

@@ -55,15 +55,6 @@ pub fn creds(status: &str) -> super::Creds {
     }
 }
 
-/// Command name and state letter from /proc/PID[/task/TID]/stat text (the name may hold
-/// anything, parentheses included: it ends at the last ')').
-pub fn stat_comm_state(stat: &str) -> Option<(String, char)> {
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let state = stat.get(close + 1..)?.trim_start().chars().next()?;
-    Some((stat.get(open + 1..close)?.to_string(), state))
-}
-
 /// `Seccomp:` (0 disabled, 1 strict, 2 filter) in /proc/PID/status text.
 pub fn seccomp_mode(status: &str) -> Option<u32> {
     status_field(status, "Seccomp")?.parse().ok()
@@ -159,8 +150,6 @@ Max realtime timeout      unlimited            unlimited            us        \n
         assert_eq!((c.seccomp_mode, c.seccomp_filters), (2, 3));
         assert_eq!(seccomp_mode(st), Some(2));
         assert_eq!(creds("Groups:\t\n").groups, Vec::<u32>::new());
-        assert_eq!(stat_comm_state("42 (a) b (c)) S 1 42"), Some(("a) b (c)".to_string(), 'S')));
-        assert_eq!(stat_comm_state("garbage"), None);
     }
 
     #[test]

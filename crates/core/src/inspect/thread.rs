@@ -242,8 +242,8 @@ pub fn thread_state(pid: i32, tid: i32) -> Result<ThreadState> {
 pub fn thread_state_with(pid: i32, tid: i32, extras: Extras) -> Result<ThreadState> {
     let stat_file = format!("task/{tid}/stat");
     let stat = std::fs::read_to_string(format!("/proc/{pid}/{stat_file}")).map_err(|e| super::io_err(pid, &stat_file, e))?;
-    let (comm, state) = super::parse::stat_comm_state(&stat)
-        .ok_or_else(|| Error::new(crate::error::ErrorCode::Procfs, format!("pid {pid}: /proc/{pid}/{stat_file}: unexpected {stat:?}")))?;
+    let stat = <procfs::process::Stat as procfs::FromRead>::from_read(stat.as_bytes()).map_err(|e| super::procfs_err(pid, &stat_file, e))?;
+    let (comm, state) = (stat.comm, stat.state);
     let status_file = format!("task/{tid}/status");
     let status = std::fs::read_to_string(format!("/proc/{pid}/{status_file}")).map_err(|e| super::io_err(pid, &status_file, e))?;
     let creds = super::parse::creds(&status);

@@ -1,0 +1,228 @@
+//! The registers of a thread, mirrored per architecture (what core-TID.img's thread_info holds):
+//! x86_64 `user_x86_regs_entry`, `user_x86_fpregs_entry` with its xsave extension, GDT TLS
+//! slots; aarch64 x0-x30, sp, pc, pstate, V0-V31, TPIDR_EL0.
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use tsdump_core::arch::regs as aregs;
+
+use crate::convert::{big, bigs};
+/// x86_64 `user_x86_regs_entry` fields (NT_PRSTATUS), BigInt each.
+#[cfg(target_arch = "x86_64")]
+#[napi(object)]
+pub struct GpRegsInfo {
+    pub r15: BigInt,
+    pub r14: BigInt,
+    pub r13: BigInt,
+    pub r12: BigInt,
+    pub bp: BigInt,
+    pub bx: BigInt,
+    pub r11: BigInt,
+    pub r10: BigInt,
+    pub r9: BigInt,
+    pub r8: BigInt,
+    pub ax: BigInt,
+    pub cx: BigInt,
+    pub dx: BigInt,
+    pub si: BigInt,
+    pub di: BigInt,
+    pub orig_ax: BigInt,
+    pub ip: BigInt,
+    pub cs: BigInt,
+    pub flags: BigInt,
+    pub sp: BigInt,
+    pub ss: BigInt,
+    pub fs_base: BigInt,
+    pub gs_base: BigInt,
+    pub ds: BigInt,
+    pub es: BigInt,
+    pub fs: BigInt,
+    pub gs: BigInt,
+    /// user_x86_regs_mode: NATIVE (64-bit) or COMPAT (cs == 0x23)
+    #[napi(ts_type = "'native' | 'compat'")]
+    pub mode: String,
+}
+
+/// `user_x86_xsave_entry`: arrays are empty for components the kernel does not expose.
+#[cfg(target_arch = "x86_64")]
+#[napi(object)]
+pub struct XsaveInfo {
+    pub xstate_bv: BigInt,
+    pub xcomp_bv: BigInt,
+    /// Components the kernel exposes to user space (fx_sw_bytes.xfeatures).
+    pub xfeatures: BigInt,
+    pub xstate_size: u32,
+    pub ymmh_space: Vec<u32>,
+    pub bndreg_state: Vec<BigInt>,
+    pub bndcsr_state: Vec<BigInt>,
+    pub opmask_reg: Vec<BigInt>,
+    pub zmm_upper: Vec<BigInt>,
+    pub hi16_zmm: Vec<BigInt>,
+    pub pkru: Vec<u32>,
+    /// The NT_X86_XSTATE buffer as read.
+    pub raw: Buffer,
+}
+
+/// `user_x86_fpregs_entry` (the FXSAVE area) plus the xsave extension.
+#[cfg(target_arch = "x86_64")]
+#[napi(object)]
+pub struct FpRegsInfo {
+    pub cwd: u32,
+    pub swd: u32,
+    pub twd: u32,
+    pub fop: u32,
+    pub rip: BigInt,
+    pub rdp: BigInt,
+    pub mxcsr: u32,
+    pub mxcsr_mask: u32,
+    pub st_space: Vec<u32>,
+    pub xmm_space: Vec<u32>,
+    pub padding: Vec<u32>,
+    pub xsave: Option<XsaveInfo>,
+}
+
+/// `user_desc_t`: one GDT TLS slot.
+#[cfg(target_arch = "x86_64")]
+#[napi(object)]
+pub struct UserDescInfo {
+    pub entry_number: u32,
+    pub base_addr: u32,
+    pub limit: u32,
+    pub seg_32bit: bool,
+    pub contents: u32,
+    pub read_exec_only: bool,
+    pub limit_in_pages: bool,
+    pub seg_not_present: bool,
+    pub usable: bool,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[napi(object)]
+pub struct ThreadRegsInfo {
+    #[napi(ts_type = "'x86_64'")]
+    pub arch: String,
+    pub gpregs: GpRegsInfo,
+    pub fpregs: FpRegsInfo,
+    pub tls: Vec<UserDescInfo>,
+    /// NT_PRSTATUS and NT_PRFPREG as read.
+    pub gpregs_raw: Buffer,
+    pub fpregs_raw: Buffer,
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn regs_info(r: aregs::ThreadRegs) -> ThreadRegsInfo {
+    let g = &r.gp;
+    ThreadRegsInfo {
+        arch: "x86_64".into(),
+        gpregs: GpRegsInfo {
+            r15: big(g.r15),
+            r14: big(g.r14),
+            r13: big(g.r13),
+            r12: big(g.r12),
+            bp: big(g.bp),
+            bx: big(g.bx),
+            r11: big(g.r11),
+            r10: big(g.r10),
+            r9: big(g.r9),
+            r8: big(g.r8),
+            ax: big(g.ax),
+            cx: big(g.cx),
+            dx: big(g.dx),
+            si: big(g.si),
+            di: big(g.di),
+            orig_ax: big(g.orig_ax),
+            ip: big(g.ip),
+            cs: big(g.cs),
+            flags: big(g.flags),
+            sp: big(g.sp),
+            ss: big(g.ss),
+            fs_base: big(g.fs_base),
+            gs_base: big(g.gs_base),
+            ds: big(g.ds),
+            es: big(g.es),
+            fs: big(g.fs),
+            gs: big(g.gs),
+            mode: if g.is_compat() { "compat" } else { "native" }.into(),
+        },
+        fpregs: FpRegsInfo {
+            cwd: r.fp.cwd as u32,
+            swd: r.fp.swd as u32,
+            twd: r.fp.twd as u32,
+            fop: r.fp.fop as u32,
+            rip: big(r.fp.rip),
+            rdp: big(r.fp.rdp),
+            mxcsr: r.fp.mxcsr,
+            mxcsr_mask: r.fp.mxcsr_mask,
+            st_space: r.fp.st_space.clone(),
+            xmm_space: r.fp.xmm_space.clone(),
+            padding: r.fp.padding.clone(),
+            xsave: r.xsave.map(|x| XsaveInfo {
+                xstate_bv: big(x.xstate_bv),
+                xcomp_bv: big(x.xcomp_bv),
+                xfeatures: big(x.xfeatures),
+                xstate_size: x.xstate_size,
+                ymmh_space: x.ymmh_space,
+                bndreg_state: bigs(&x.bndreg_state),
+                bndcsr_state: bigs(&x.bndcsr_state),
+                opmask_reg: bigs(&x.opmask_reg),
+                zmm_upper: bigs(&x.zmm_upper),
+                hi16_zmm: bigs(&x.hi16_zmm),
+                pkru: x.pkru,
+                raw: x.raw.into(),
+            }),
+        },
+        tls: r
+            .tls
+            .iter()
+            .map(|d| UserDescInfo {
+                entry_number: d.entry_number,
+                base_addr: d.base_addr,
+                limit: d.limit,
+                seg_32bit: d.seg_32bit,
+                contents: d.contents,
+                read_exec_only: d.read_exec_only,
+                limit_in_pages: d.limit_in_pages,
+                seg_not_present: d.seg_not_present,
+                usable: d.usable,
+            })
+            .collect(),
+        gpregs_raw: r.gp_raw.into(),
+        fpregs_raw: r.fp_raw.into(),
+    }
+}
+
+/// aarch64 registers: x0-x30, sp, pc, pstate; V0-V31 as 64 words; TPIDR_EL0.
+#[cfg(target_arch = "aarch64")]
+#[napi(object)]
+pub struct ThreadRegsInfo {
+    #[napi(ts_type = "'aarch64'")]
+    pub arch: String,
+    pub regs: Vec<BigInt>,
+    pub sp: BigInt,
+    pub pc: BigInt,
+    pub pstate: BigInt,
+    pub vregs: Vec<BigInt>,
+    pub fpsr: u32,
+    pub fpcr: u32,
+    pub tls: BigInt,
+    pub gpregs_raw: Buffer,
+    pub fpregs_raw: Buffer,
+}
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) fn regs_info(r: aregs::ThreadRegs) -> ThreadRegsInfo {
+    ThreadRegsInfo {
+        arch: "aarch64".into(),
+        regs: bigs(&r.gp.regs),
+        sp: big(r.gp.sp),
+        pc: big(r.gp.pc),
+        pstate: big(r.gp.pstate),
+        vregs: bigs(&r.fp.vregs),
+        fpsr: r.fp.fpsr,
+        fpcr: r.fp.fpcr,
+        tls: big(r.tls),
+        gpregs_raw: r.gp_raw.into(),
+        fpregs_raw: r.fp_raw.into(),
+    }
+}
