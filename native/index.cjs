@@ -839,6 +839,7 @@ module.exports.ImagesDir = nativeBinding.ImagesDir
 module.exports.PageServer = nativeBinding.PageServer
 module.exports.Session = nativeBinding.Session
 module.exports.TcpRepairSocket = nativeBinding.TcpRepairSocket
+module.exports.VisitedThreads = nativeBinding.VisitedThreads
 module.exports.dataExtents = nativeBinding.dataExtents
 module.exports.discardPreDumpRead = nativeBinding.discardPreDumpRead
 module.exports.fdOwner = nativeBinding.fdOwner

@@ -182,6 +182,17 @@ export declare class TcpRepairSocket {
   release(): void
 }
 
+/**
+ * The visited threads, as `tids` listed them, handed to JavaScript one at a time: a process of
+ * a thousand threads is never all in JavaScript objects at once (each thread is some hundreds
+ * of BigInts), so tsdump's memory stays flat in the number of threads.
+ */
+export declare class VisitedThreads {
+  get length(): number
+  /** Thread `i`, once: its state leaves the native side with it. */
+  take(i: number): TaskThreadInfo
+}
+
 export interface AuxvEntry {
   key: bigint
   value: bigint
@@ -1227,7 +1238,7 @@ export interface SysvObjectsInfo {
 export interface TaskFactsInfo {
   proc: ProcessInspection
   /** As `tids` listed them. */
-  threads: Array<TaskThreadInfo>
+  threads: VisitedThreads
   /** What the task answered itself; `parasite.threads[i]` is `threads[i]`'s. */
   parasite: ParasiteInfo
   memory?: MemoryDump

@@ -65,13 +65,17 @@ export async function writeTask(ctx: DumpContext, task: SeizedProcessInfo, visit
   const { facts, pagesId } = visit;
   const { proc, parasite } = facts;
   const memory = facts.memory!;
-  const threads: ThreadFacts[] = facts.threads.map((t, i) => ({
-    state: t.state,
-    parasite: parasite.threads[i]!,
-    robustList: t.robustList,
-    seccomp: ctx.seccomp.get(t.state.tid),
-    cgSet: ctx.cgroups.setOfThread(t.state.tid),
-  }));
+  // one thread at a time out of the native side (memory stays flat in the number of threads)
+  const thread = (i: number): ThreadFacts => {
+    const t = facts.threads.take(i);
+    return {
+      state: t.state,
+      parasite: parasite.threads[i]!,
+      robustList: t.robustList,
+      seccomp: ctx.seccomp.get(t.state.tid),
+      cgSet: ctx.cgroups.setOfThread(t.state.tid),
+    };
+  };
   const ids = ctx.kobjIds.idsOf(pid, proc.namespaces);
 
   // Memory first among the images: CRIU numbers the exe and mapped files before fds.
@@ -106,12 +110,12 @@ export async function writeTask(ctx: DumpContext, task: SeizedProcessInfo, visit
   });
   await writeImage(ctx.imagesDir, `fs-${pid}.img`, fs_entrySchema, [fsEntry]);
 
-  const leader = threads[0]!;
   const stopSignal = task.threads[0]?.stopSignal;
   await writeImage(ctx.imagesDir, `core-${pid}.img`, core_entrySchema, [
-    leaderCore(leader, { proc, parasite, stopped: task.stopped, ...(stopSignal ? { stopSignal } : {}) }),
+    leaderCore(thread(0), { proc, parasite, stopped: task.stopped, ...(stopSignal ? { stopSignal } : {}) }),
   ]);
-  for (const t of threads.slice(1)) {
+  for (let i = 1; i < facts.threads.length; i++) {
+    const t = thread(i);
     await writeImage(ctx.imagesDir, `core-${t.state.tid}.img`, core_entrySchema, [threadCore(t)]);
   }
   await writeImage(ctx.imagesDir, `ids-${pid}.img`, task_kobj_ids_entrySchema, [create(task_kobj_ids_entrySchema, ids)]);

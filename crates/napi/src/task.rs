@@ -43,11 +43,41 @@ pub struct VisitTimingsInfo {
     pub cure_ns: i64,
 }
 
-#[napi(object)]
+/// The visited threads, as `tids` listed them, handed to JavaScript one at a time: a process of
+/// a thousand threads is never all in JavaScript objects at once (each thread is some hundreds
+/// of BigInts), so tsdump's memory stays flat in the number of threads.
+#[napi]
+pub struct VisitedThreads {
+    threads: Vec<Option<collect::ThreadFacts>>,
+}
+
+#[napi]
+impl VisitedThreads {
+    #[napi(getter)]
+    pub fn length(&self) -> u32 {
+        self.threads.len() as u32
+    }
+
+    /// Thread `i`, once: its state leaves the native side with it.
+    #[napi]
+    pub fn take(&mut self, i: u32) -> Result<TaskThreadInfo> {
+        let t = self
+            .threads
+            .get_mut(i as usize)
+            .and_then(Option::take)
+            .ok_or_else(|| Error::from_reason(format!("USAGE: visited thread {i} taken already or out of range")))?;
+        Ok(TaskThreadInfo {
+            state: crate::thread::thread_info(t.state),
+            robust_list: RobustList { head: BigInt::from(t.robust_list.0), len: t.robust_list.1 as u32 },
+        })
+    }
+}
+
+#[napi(object, object_from_js = false)]
 pub struct TaskFactsInfo {
     pub proc: ProcessInspection,
     /// As `tids` listed them.
-    pub threads: Vec<TaskThreadInfo>,
+    pub threads: VisitedThreads,
     /// What the task answered itself; `parasite.threads[i]` is `threads[i]`'s.
     pub parasite: ParasiteInfo,
     pub memory: Option<MemoryDump>,
@@ -94,14 +124,7 @@ impl Session {
             cure_ns: t.cure_ns as i64,
         };
         let parasite = crate::parasite::to_js(facts.info, facts.injected);
-        let threads = facts
-            .threads
-            .into_iter()
-            .map(|t| TaskThreadInfo {
-                state: crate::thread::thread_info(t.state),
-                robust_list: RobustList { head: BigInt::from(t.robust_list.0), len: t.robust_list.1 as u32 },
-            })
-            .collect();
+        let threads = VisitedThreads { threads: facts.threads.into_iter().map(Some).collect() };
         Ok(TaskFactsInfo { proc: crate::inspect::process_inspection(facts.proc), threads, parasite, memory, timings })
     }
 }
