@@ -309,6 +309,29 @@ pub fn vma_from_smaps(v: &crate::mem::Vma) -> Vma {
     }
 }
 
+/// Fills the VmFlags (and MAP_GROWSDOWN) of `p`'s mappings, read from maps, from `smaps` read
+/// meanwhile: the range `hide` (tsdump's scratch, mapped in between) is taken out of it first.
+pub fn add_vm_flags(pid: i32, p: &mut ProcessInfo, smaps: &[crate::mem::Vma], hide: (u64, usize)) -> Result<()> {
+    let (lo, hi) = (hide.0, hide.0 + hide.1 as u64);
+    let smaps: Vec<crate::mem::Vma> = smaps.iter().flat_map(|v| crate::mem::subtract(v, lo, hi)).collect();
+    let mut i = 0;
+    for v in p.vmas.iter_mut() {
+        // both in address order (a mapping armed for uffd-wp meanwhile may show split: its
+        // pieces differ only in that flag)
+        while i < smaps.len() && smaps[i].end <= v.start {
+            i += 1;
+        }
+        let s = smaps.get(i).filter(|s| s.start <= v.start).ok_or_else(|| {
+            Error::new(ErrorCode::Procfs, format!("pid {pid}: /proc/{pid}/smaps has no mapping {:#x}-{:#x} of its maps", v.start, v.end))
+        })?;
+        v.vm_flags = s.vm_flags.clone();
+        if s.has_flag("gd") {
+            v.flags |= libc::MAP_GROWSDOWN as u32;
+        }
+    }
+    Ok(())
+}
+
 /// VMAs parsed from smaps (or maps) text: pure, for fixtures and cross-checks.
 pub fn parse_vmas(text: &str) -> Result<Vec<Vma>> {
     Ok(crate::mem::vma::parse_smaps(text)?.iter().map(vma_from_smaps).collect())

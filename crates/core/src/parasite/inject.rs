@@ -167,9 +167,14 @@ impl Injector {
 
     /// `infect`, with room for `slots` threads running parasite code at once (THREAD_SLOT each).
     pub fn infect_with_slots(pid: i32, scratch_len: usize, slots: usize) -> Result<Injector> {
+        Self::infect_known(pid, scratch_len, slots, crate::mem::vma::read_vmas(pid)?)
+    }
+
+    /// `infect_with_slots`, the task's mappings read already.
+    pub fn infect_known(pid: i32, scratch_len: usize, slots: usize, vmas: Vec<crate::mem::Vma>) -> Result<Injector> {
         let slots_at = scratch_len.max(FRAME_SLOT * 2).div_ceil(4096) * 4096;
         let scratch_len = slots_at + slots * THREAD_SLOT;
-        let mut inj = Self::bare(pid, 0, scratch_len, slots_at)?;
+        let mut inj = Self::bare(pid, 0, scratch_len, slots_at, vmas);
         let prot = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
         let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
         let addr = inj.borrowed_syscall(nr::MMAP, [0, scratch_len as u64, prot, flags, u64::MAX, 0])?;
@@ -191,17 +196,17 @@ impl Injector {
 
     /// Takes over the scratch mapping a visit left in `pid` (`leave`), to unmap it with `cure`.
     pub fn adopt(left: Leftover) -> Result<Injector> {
-        let mut inj = Self::bare(left.pid, left.scratch, left.len, left.len)?;
+        let mut inj = Self::bare(left.pid, left.scratch, left.len, left.len, crate::mem::vma::read_vmas(left.pid)?);
         // the scratch is among the mappings now: never a place for the code (anonymous), and
         // no stack lives in it
         inj.vmas.retain(|v| v.end <= left.scratch || v.start >= left.scratch + left.len as u64);
         Ok(inj)
     }
 
-    fn bare(pid: i32, scratch: u64, scratch_len: usize, slots_at: usize) -> Result<Injector> {
-        Ok(Injector {
+    fn bare(pid: i32, scratch: u64, scratch_len: usize, slots_at: usize, vmas: Vec<crate::mem::Vma>) -> Injector {
+        Injector {
             pid,
-            vmas: crate::mem::vma::read_vmas(pid)?,
+            vmas,
             spot: None,
             scratch,
             scratch_len,
@@ -216,7 +221,7 @@ impl Injector {
             ran_free: None,
             calls: 0,
             cured: false,
-        })
+        }
     }
 
     /// Turns return frames off (trap protocol only), e.g. to compare the two.
