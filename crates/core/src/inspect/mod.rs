@@ -487,16 +487,22 @@ pub fn inspect_process_with(pid: i32, smaps: &[crate::mem::Vma]) -> Result<Proce
             env_start: stat.env_start.unwrap_or(0),
             env_end: stat.env_end.unwrap_or(0),
         },
-        vmas: smaps
-            .iter()
-            .map(|m| {
-                let mut v = vma_from_smaps(m);
-                if v.kind == "file" {
-                    v.file = FileStat::of(&format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end));
-                }
-                v
-            })
-            .collect(),
+        vmas: {
+            // one stat per mapped file (a library is mapped four or five times)
+            let mut seen: std::collections::HashMap<(u32, u32, u64), Option<FileStat>> = std::collections::HashMap::new();
+            smaps
+                .iter()
+                .map(|m| {
+                    let mut v = vma_from_smaps(m);
+                    if v.kind == "file" {
+                        v.file = *seen
+                            .entry((v.dev_major, v.dev_minor, v.inode))
+                            .or_insert_with(|| FileStat::of(&format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end)));
+                    }
+                    v
+                })
+                .collect()
+        },
         auxv: parse::auxv(&auxv_raw),
         auxv_raw,
         exe: link(pid, "exe"),
