@@ -221,7 +221,12 @@ for (const point of ['mmap-entered', 'mmap-exited', 'munmap-entered', 'munmap-ex
       return;
     }
     const residue: Residue = { mappings: [] };
-    await until('the tree to be let go', () => snapshotSettled(before, target.pids), 5_000);
+    // let go, and back home: the thread finishes the syscall and rt_sigreturns (its mask back)
+    const home = (): boolean => {
+      const now = snapshot(target.pids);
+      return [...before.threads].every(([key, was]) => now.threads.get(key)?.sigBlk === was.sigBlk);
+    };
+    await until('the tree to be let go and home', () => snapshotSettled(before, target.pids) && home(), 10_000);
     assertUnchanged(t, before, target.pids, residue);
     t.log(`left behind: ${residue.mappings.join('; ') || 'nothing'}`);
     await verifyLive(t, target, `intact after tsdump died at ${point}`);

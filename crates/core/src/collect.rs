@@ -99,6 +99,7 @@ fn collect_with(pid: i32, tids: &[i32], maps: Vec<crate::mem::Vma>, memory: Opti
             Ok(ThreadFacts { state: inspect::thread::thread_state_with(pid, tid, extras)?, robust_list: crate::files::robust_list(tid)? })
         })
         .collect::<Result<Vec<_>>>()?;
+    refuse_pending_sigtrap(pid, &threads)?;
     let known = TaskKnown {
         umask: proc.umask.unwrap_or(0o022),
         timers: info::parse_proc_timers(&std::fs::read_to_string(format!("/proc/{pid}/timers")).map_err(|e| inspect::io_err(pid, "timers", e))?)?,
@@ -157,6 +158,21 @@ pub fn ask_task(pid: i32, tids: &[i32]) -> Result<(TaskInfo, u64)> {
     cured?;
     refuse_ran_free(&inj)?;
     Ok((info, inj.calls))
+}
+
+/// A SIGTRAP pending for a thread (or the process) would be recorded, but restore stops the
+/// restored tasks with traps of its own and the signal is consumed there (CRIU 4.1.1's does, and
+/// CRIU's dump refuses it for its own traps): refused before anything is touched.
+fn refuse_pending_sigtrap(pid: i32, threads: &[ThreadFacts]) -> Result<()> {
+    for t in threads {
+        if t.state.pending.iter().chain(&t.state.shared_pending).any(|s| s.signo == libc::SIGTRAP) {
+            return Err(crate::Error::new(
+                ErrorCode::Unsupported,
+                format!("pid {pid} tid {}: a SIGTRAP is pending; the restore's own traps would consume it (wait until it is delivered)", t.state.tid),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A thread that ran its own code in the middle of the visit makes its answers worthless.
