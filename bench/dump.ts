@@ -4,7 +4,10 @@
 // shape. Not a test: prints medians and ratios.
 //
 //   npm run build && bash scripts/build-test-programs.sh
-//   npx tsx bench/dump.ts [--rounds 3] [--shapes idle,procs10,...] [--dir /dev/shm]
+//   npx tsx bench/dump.ts [--rounds 3] [--shapes idle,procs10,...] [--dir /dev/shm] [--baseline DIR]
+//
+// --baseline DIR times another build of tsdump (DIR/dist/cli.js, e.g. an earlier commit built
+// elsewhere) as a fourth tool, in the same rotation: a before/after under the same load.
 //
 // Method: for every round and shape each tool dumps its own fresh target (started the same way,
 // idle once set up), the tools' order rotating from round to round; wall time is the command's
@@ -48,8 +51,7 @@ const SHAPES: Shape[] = [
   { name: 'tree100x64m', what: '100 processes x 64 MiB', args: ['procs', '100', '64'], mib: 6400 },
 ];
 
-type Tool = 'criu' | 'cli' | 'lib';
-const TOOLS: Tool[] = ['criu', 'cli', 'lib'];
+type Tool = 'criu' | 'cli' | 'lib' | 'base';
 
 interface Run {
   wallMs: number;
@@ -66,6 +68,8 @@ const rounds = Number(opt('rounds') ?? 3);
 const wanted = opt('shapes')?.split(',');
 const shapes = wanted ? SHAPES.filter((s) => wanted.includes(s.name)) : SHAPES;
 const imagesRoot = opt('dir') ?? '/dev/shm';
+const baseline = opt('baseline');
+const TOOLS: Tool[] = baseline ? ['criu', 'cli', 'lib', 'base'] : ['criu', 'cli', 'lib'];
 if (wanted && shapes.length !== wanted.length) throw new Error(`unknown shape in ${wanted.join(',')}; known: ${SHAPES.map((s) => s.name).join(',')}`);
 
 // Killed trees must be reaped, and the targets must not be this process's children (the library
@@ -128,9 +132,9 @@ async function runTool(tool: Tool, pid: number, dir: string): Promise<Run> {
     return { wallMs: Number(process.hrtime.bigint() - t0) / 1e6, frozenMs: await frozenMs(dir) };
   }
   const cmd =
-    tool === 'cli'
-      ? [process.execPath, CLI, 'dump', '-t', String(pid), '-D', dir, '--shell-job']
-      : [CRIU, 'dump', '-t', String(pid), '-D', dir, '--shell-job', '-o', 'dump.log'];
+    tool === 'criu'
+      ? [CRIU, 'dump', '-t', String(pid), '-D', dir, '--shell-job', '-o', 'dump.log']
+      : [process.execPath, tool === 'base' ? join(baseline!, 'dist/cli.js') : CLI, 'dump', '-t', String(pid), '-D', dir, '--shell-job'];
   const t = timed(cmd);
   return { ...t, frozenMs: await frozenMs(dir) };
 }
@@ -186,7 +190,7 @@ for (const shape of shapes) {
     console.log(`${shape.what}: skipped (needs ~${need} MiB free, ${memAvailableMiB().toFixed(0)} available)`);
     continue;
   }
-  const runs: Record<Tool, Run[]> = { criu: [], cli: [], lib: [] };
+  const runs: Record<Tool, Run[]> = { criu: [], cli: [], lib: [], base: [] };
   const errors: string[] = [];
   for (let r = 0; r < rounds; r++) {
     const order = [...TOOLS.slice(r % TOOLS.length), ...TOOLS.slice(0, r % TOOLS.length)];
@@ -206,9 +210,10 @@ for (const shape of shapes) {
     med[tool] = { wallMs: median(xs.map((x) => x.wallMs)), frozenMs: median(xs.map((x) => x.frozenMs)), ...(rss.length ? { rssMiB: Math.max(...rss) } : {}) };
   }
   summaries.push({ shape, med, errors });
-  const { criu, cli, lib } = med;
+  const { criu, cli, lib, base } = med;
   console.log(
     `${shape.what.padEnd(24)} criu ${f0(criu?.wallMs).padStart(6)} / ${f0(criu?.frozenMs).padStart(6)} ms` +
+      (base ? `  baseline ${f0(base.wallMs).padStart(6)} / ${f0(base.frozenMs).padStart(6)} ms (x${f2(criu && base.frozenMs / criu.frozenMs)})` : '') +
       `  tsdump ${f0(cli?.wallMs).padStart(6)} / ${f0(cli?.frozenMs).padStart(6)} ms (rss ${f0(cli?.rssMiB)} MiB)` +
       `  library ${f0(lib?.wallMs).padStart(6)} / ${f0(lib?.frozenMs).padStart(6)} ms` +
       `  frozen x${f2(cli && criu && cli.frozenMs / criu.frozenMs)} (lib x${f2(lib && criu && lib.frozenMs / criu.frozenMs)})` +
@@ -226,14 +231,16 @@ for (const series of [['procs10', 'procs100', 'procs500'], ['threads10', 'thread
       .slice(1)
       .map((s, i) => f2(s!.med[tool]!.frozenMs / got[i]!.med[tool]!.frozenMs))
       .join(', then x');
-  console.log(`growth ${series.join(' -> ')}: criu x${step('criu')}; tsdump x${step('cli')}`);
+  console.log(`growth ${series.join(' -> ')}: criu x${step('criu')}; tsdump x${step('cli')}` + (baseline && got.every((s) => s!.med.base) ? `; baseline x${step('base')}` : ''));
 }
-console.log('| case | CRIU wall / frozen ms | tsdump wall / frozen ms | library wall / frozen ms | frozen ratio | tsdump peak RSS MiB |');
-console.log('| --- | --- | --- | --- | --- | --- |');
+const baseCols = baseline ? ' baseline wall / frozen ms | baseline frozen ratio |' : '';
+console.log(`| case | CRIU wall / frozen ms |${baseCols} tsdump wall / frozen ms | library wall / frozen ms | frozen ratio | tsdump peak RSS MiB |`);
+console.log(`| --- | --- |${baseline ? ' --- | --- |' : ''} --- | --- | --- | --- |`);
 for (const { shape, med } of summaries) {
-  const { criu, cli, lib } = med;
+  const { criu, cli, lib, base } = med;
+  const baseCells = baseline ? ` ${f0(base?.wallMs)} / ${f0(base?.frozenMs)} | ${f2(base && criu && base.frozenMs / criu.frozenMs)} |` : '';
   console.log(
-    `| ${shape.what} | ${f0(criu?.wallMs)} / ${f0(criu?.frozenMs)} | ${f0(cli?.wallMs)} / ${f0(cli?.frozenMs)} | ${f0(lib?.wallMs)} / ${f0(lib?.frozenMs)} | ` +
+    `| ${shape.what} | ${f0(criu?.wallMs)} / ${f0(criu?.frozenMs)} |${baseCells} ${f0(cli?.wallMs)} / ${f0(cli?.frozenMs)} | ${f0(lib?.wallMs)} / ${f0(lib?.frozenMs)} | ` +
       `${f2(cli && criu && cli.frozenMs / criu.frozenMs)} | ${f0(cli?.rssMiB)} |`,
   );
 }
