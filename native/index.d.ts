@@ -66,15 +66,16 @@ export declare class Session {
   /** The images directory this session's pages images go to (dumpMemory, dumpShmem, ...). */
   useImagesDir(dir: ImagesDir): void
   /**
+   * Everything procfs shows about one process (works seized or not; seize first for a
+   * consistent picture).
+   */
+  inspectProcess(pid: number): Promise<ProcessInspection>
+  /**
    * Dumps a SysV segment's contents (its allocated pages, `vaddr` counted from its start:
    * pagemap-shmem-<shmid>) through a read-only attachment of our own, detached after. On the
    * tracer thread, which holds the page-server connection.
    */
   dumpSysvShm(opts: DumpSysvShmOptions): Promise<ShmemDumpInfo>
-   * Everything procfs shows about one process (works seized or not; seize first for a
-   * consistent picture).
-   */
-  inspectProcess(pid: number): Promise<ProcessInspection>
   /** Dumps the private memory of `pid` (seized by this session) into pages-<pagesId>.img. */
   dumpMemory(pid: number, opts: DumpMemoryOptions): Promise<MemoryDump>
   /**
@@ -312,6 +313,8 @@ export interface DumpSysvShmOptions {
   pagesId?: number
   /** Or to the page server, over the session's connection. */
   pageServer?: PageServerAddress
+}
+
 export interface DumpTaskOptions {
   /** The process's threads, leader first (all seized by this session). */
   tids: Array<number>
@@ -1235,6 +1238,8 @@ export interface SysvObjectsInfo {
   shm: Array<ShmSegmentInfo>
   sem: Array<SemSetInfo>
   msg: Array<MsgQueueInfo>
+}
+
 export interface TaskFactsInfo {
   proc: ProcessInspection
   /** As `tids` listed them. */
