@@ -301,6 +301,20 @@ test('inspect errors name the pid; threadState needs a held thread', async (t) =
   t.is((e2 as TsdumpError).code, 'PTRACE');
 });
 
+test('dumpTask hands each thread out once, and a second take is a TsdumpError like every native error', async (t) => {
+  const tg = await start(t, 'selfreport');
+  const s = session(t);
+  await s.seizeTree(tg.pid);
+  const facts = await s.dumpTask(tg.pid, { tids: [tg.pid] });
+  t.is(facts.threads.length, 1);
+  t.is(facts.threads.take(0).state.tid, tg.pid);
+  const err = t.throws(() => facts.threads.take(0));
+  t.true(err instanceof TsdumpError);
+  t.is((err as TsdumpError).code, 'USAGE');
+  t.regex(err!.message, /visited thread 0/);
+  await s.releaseTree({ mode: 'resume' });
+});
+
 test('threads stopped inside system calls: restart decisions follow the kernel return codes', async (t) => {
   const tg = await start(t, 'sleepers');
   // Let every thread reach its blocking call.

@@ -59,9 +59,17 @@ const targets = new WeakMap<object, object>();
 
 const unwrap = (args: unknown[]): unknown[] => args.map((a) => (typeof a === 'object' && a !== null ? (targets.get(a) ?? a) : a));
 
+const isInstance = (value: unknown): value is object =>
+  typeof value === 'object' && value !== null && classes.has(Object.getPrototypeOf(value)?.constructor);
+
 function typed(value: unknown): unknown {
   if (value instanceof Promise) return value.then(typed, (err: unknown) => Promise.reject(fromNativeError(err)));
-  if (typeof value === 'object' && value !== null && classes.has(Object.getPrototypeOf(value)?.constructor)) return wrapInstance(value);
+  if (isInstance(value)) return wrapInstance(value);
+  // a result object's own fields may hold instances too (dumpTask's `threads`)
+  if (typeof value === 'object' && value !== null && Object.getPrototypeOf(value) === Object.prototype) {
+    const fields = value as Record<string, unknown>;
+    for (const key of Object.keys(fields)) if (isInstance(fields[key])) fields[key] = wrapInstance(fields[key]);
+  }
   return value;
 }
 
