@@ -112,6 +112,26 @@ fn sleeper() -> ! {
     }
 }
 
+/// Waits until `pid` has `threads` threads, each done setting itself up: the last step of
+/// `victim` and of every `worker` blocks a signal, so a non-empty SigBlk says so (a fixed sleep
+/// was not enough on a loaded machine).
+fn wait_set_up(pid: i32, threads: usize) {
+    let blocked = |tid: &str| {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap_or_default();
+        s.lines().find_map(|l| l.strip_prefix("SigBlk:")).is_some_and(|v| u64::from_str_radix(v.trim(), 16).is_ok_and(|m| m != 0))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let tids: Vec<String> =
+            std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        if tids.len() == threads && tids.iter().all(|t| blocked(t)) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "pid {pid} never finished setting up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn maps(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap()
 }
@@ -136,7 +156,7 @@ fn counter(pid: i32) -> u64 {
 fn info_is_read_and_the_cure_is_invisible() {
     let child = spawn(victim);
     let pid = child.0;
-    std::thread::sleep(Duration::from_millis(100));
+    wait_set_up(pid, 1);
     seize(pid);
     let regs_before = sc::get_regs(pid).unwrap();
     let fpu_before = sc::read_xstate(pid).unwrap();
@@ -265,7 +285,7 @@ fn status_field(pid: i32, key: &str) -> String {
 fn the_task_carries_on_when_tsdump_is_sigkilled_mid_syscall() {
     let child = spawn(victim);
     let pid = child.0;
-    std::thread::sleep(Duration::from_millis(100));
+    wait_set_up(pid, 1);
     let blocked = status_field(pid, "SigBlk:");
     kill_tracer_mid_syscall(pid, true);
     std::thread::sleep(Duration::from_millis(500));
@@ -320,7 +340,7 @@ fn the_resident_parasite_serves_and_its_cure_is_invisible() {
     use super::blob::Blob;
     let child = spawn(victim);
     let pid = child.0;
-    std::thread::sleep(Duration::from_millis(100));
+    wait_set_up(pid, 1);
     seize(pid);
     let (regs_before, maps_before, fds_before, c0) = (sc::get_regs(pid).unwrap(), maps(pid), fd_table(pid), counter(pid));
     let fpu_before = sc::read_xstate(pid).unwrap();
@@ -384,7 +404,7 @@ fn kill_tracer_with_resident_parasite(target: i32) {
 fn the_resident_parasite_goes_home_when_tsdump_is_sigkilled() {
     let child = spawn(victim);
     let pid = child.0;
-    std::thread::sleep(Duration::from_millis(100));
+    wait_set_up(pid, 1);
     let (blocked, fds_before, maps_before) = (status_field(pid, "SigBlk:"), fd_table(pid), maps(pid));
     kill_tracer_with_resident_parasite(pid);
     std::thread::sleep(Duration::from_millis(300));
@@ -505,7 +525,7 @@ fn the_blob_and_its_thread_entries_answer_as_single_syscalls_do() {
     use super::blob::Blob;
     let child = spawn(threaded_victim);
     let pid = child.0;
-    std::thread::sleep(Duration::from_millis(200));
+    wait_set_up(pid, 6);
     let tids = tids(pid);
     assert_eq!(tids.len(), 6);
     for &t in &tids {
