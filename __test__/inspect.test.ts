@@ -425,5 +425,13 @@ test('tsdump dying while it holds a tree: the kernel lets every task go as it wa
   }
   t.is(statusField(running.pid, 'TracerPid'), '0');
   t.is(statusField(stopped.pid, 'TracerPid'), '0');
+  // Its tracer's death wakes a group-stopped tracee so that it stops again on its own: 'R' for
+  // as long as a loaded machine takes to run it. It must settle in 'T' and count no further.
+  for (const deadline = Date.now() + 5000; !/^T/.test(statusField(stopped.pid, 'State')); await sleep(5)) {
+    if (Date.now() > deadline) break;
+  }
   t.regex(statusField(stopped.pid, 'State'), /^T/, 'the stopped target stays stopped');
+  const frozen = stopped.u64(0);
+  await sleep(100);
+  t.is(stopped.u64(0), frozen, 'the stopped target runs no further');
 });
