@@ -348,6 +348,9 @@ test('check as a user who cannot dump says so, and what it can do; each claim ho
   t.is(all.memoryTracking, 'uffd-wp');
 
   // the claims, tried: no dump of its own process; a pre-dump of it; nothing of root's; show works
+  // root's SysV segment in the namespace both share is not the user's to read, nor its tree's
+  const segment = /(\d+)/.exec(execFileSync('ipcmk', ['-M', '4096', '-p', '0600'], { encoding: 'utf8' }))![1]!;
+  t.teardown(() => execFileSync('ipcrm', ['-m', segment]));
   const own = sleeper(t, nobody);
   const roots = sleeper(t, []);
   await Promise.all([running(own, 'sleep'), running(roots, 'sleep')]);

@@ -1238,6 +1238,8 @@ export interface SysvObjectsInfo {
   shm: Array<ShmSegmentInfo>
   sem: Array<SemSetInfo>
   msg: Array<MsgQueueInfo>
+  /** Listed, but IPC_STAT refused us (another user's objects). */
+  unreadable: Array<UnreadableIpcInfo>
 }
 
 export interface TaskFactsInfo {
@@ -1458,6 +1460,12 @@ export declare function unixSockets(): Array<UnixSocketDiag>
 
 /** Removes a link made by linkRemap, if `path` still names that inode. */
 export declare function unlinkRemap(path: string, dev: bigint, ino: bigint): void
+
+export interface UnreadableIpcInfo {
+  /** "shm", "sem" or "msg". */
+  kind: string
+  id: number
+}
 
 /** `user_desc_t`: one GDT TLS slot. */
 export interface UserDescInfo {

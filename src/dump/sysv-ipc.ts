@@ -72,13 +72,26 @@ export class SysvIpc {
     const all = native.sysvObjects(own ? root : undefined);
     // where no segment is attached at all, no task of the tree maps one: its maps go unread
     const attachments = new Map<number, { pid: number; a: ShmAttachmentInfo }[]>();
-    for (const pid of all.shm.some((s) => s.nattch > 0) ? pids : []) {
+    const someAttached = all.shm.some((s) => s.nattch > 0) || all.unreadable.some((u) => u.kind === 'shm');
+    for (const pid of someAttached ? pids : []) {
       for (const a of native.sysvAttachments(pid)) {
         const list = attachments.get(a.shmid) ?? [];
         list.push({ pid, a });
         attachments.set(a.shmid, list);
       }
     }
+    // Without CAP_IPC_OWNER another user's objects cannot be read; a user's own tree only
+    // matters where it attaches one of them (the others it could not have used either).
+    const unreadable = all.unreadable.map((u) => `${u.kind} ${u.id}`);
+    const attachedUnreadable = all.unreadable.filter((u) => u.kind === 'shm' && attachments.has(u.id));
+    if ((own && unreadable.length > 0) || attachedUnreadable.length > 0) {
+      throw new TsdumpError(
+        'EPERM_PTRACE',
+        `the tree's SysV IPC objects cannot be read by uid ${process.geteuid?.()}: ${(own ? unreadable : attachedUnreadable.map((u) => `shm ${u.id}`)).join(', ')} ` +
+          '(IPC_STAT denied; dumping another user\'s SysV objects needs root or CAP_IPC_OWNER)',
+      );
+    }
+    if (unreadable.length > 0) log?.debug(`SysV objects not ours to read, and not attached by the tree: ${unreadable.join(', ')}`);
     if (own) {
       // the root's own namespace, whole, as CRIU dumps it
       await checkLayouts(all.shm, attachments);
@@ -101,7 +114,7 @@ export class SysvIpc {
       `The tree's SysV objects (${shm.length} segment(s), ${sem.length} semaphore set(s), ${msg.length} message queue(s)) ` +
         'are dumped as an IPC namespace of its own: after the restore they are private to it',
     );
-    return new SysvIpc(undefined, { shm, sem, msg }, true);
+    return new SysvIpc(undefined, { shm, sem, msg, unreadable: [] }, true);
   }
 
   /** Writes ipcns-{var,shm,msg,sem}-ID.img and each segment's pages; `ipcNsId` is the root's. */

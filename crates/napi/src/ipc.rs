@@ -50,10 +50,19 @@ pub struct MsgQueueInfo {
 }
 
 #[napi(object)]
+pub struct UnreadableIpcInfo {
+    /// "shm", "sem" or "msg".
+    pub kind: String,
+    pub id: u32,
+}
+
+#[napi(object)]
 pub struct SysvObjectsInfo {
     pub shm: Vec<ShmSegmentInfo>,
     pub sem: Vec<SemSetInfo>,
     pub msg: Vec<MsgQueueInfo>,
+    /// Listed, but IPC_STAT refused us (another user's objects).
+    pub unreadable: Vec<UnreadableIpcInfo>,
 }
 
 fn desc(d: ipc::IpcDesc) -> IpcDescInfo {
@@ -80,6 +89,7 @@ pub fn sysv_objects(ns_pid: Option<i32>) -> Result<SysvObjectsInfo> {
             .into_iter()
             .map(|q| MsgQueueInfo { desc: desc(q.desc), qbytes: q.qbytes as i64, qnum: q.qnum as i64, lspid: q.lspid, lrpid: q.lrpid })
             .collect(),
+        unreadable: o.unreadable.into_iter().map(|u| UnreadableIpcInfo { kind: u.kind.to_string(), id: u.id }).collect(),
     })
 }
 

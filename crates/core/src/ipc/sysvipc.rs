@@ -62,11 +62,21 @@ pub struct Msg {
     pub text: Vec<u8>,
 }
 
+/// An object IPC_STAT refused us (EACCES: another user's, and we lack CAP_IPC_OWNER).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnreadableObject {
+    /// "shm", "sem" or "msg", as /proc/sysvipc names them.
+    pub kind: &'static str,
+    pub id: u32,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct SysvObjects {
     pub shm: Vec<ShmSegment>,
     pub sem: Vec<SemSet>,
     pub msg: Vec<MsgQueue>,
+    /// Listed but not readable by us: the caller decides whether the dump needs them.
+    pub unreadable: Vec<UnreadableObject>,
 }
 
 /// The IPC sysctls of a namespace, as ipc_var_entry holds them: kernel/{sem,msg*,shm*,...} and
@@ -118,13 +128,33 @@ fn desc(id: i32, p: &libc::ipc_perm) -> IpcDesc {
     IpcDesc { key: p.__key as u32, id: id as u32, uid: p.uid, gid: p.gid, cuid: p.cuid, cgid: p.cgid, mode: u32::from(p.mode) }
 }
 
-/// An IPC_STAT's return: true if it filled the struct, false if the object was removed since
-/// the listing.
-fn stat(r: libc::c_int, what: impl FnOnce() -> String) -> Result<bool> {
+/// What an IPC_STAT of a listed object gave.
+enum Stat {
+    Filled,
+    /// Removed since the listing.
+    Gone,
+    /// Not ours to read: a user's dump meets root's objects in the host's namespace.
+    Denied,
+}
+
+fn stat(r: libc::c_int, what: impl FnOnce() -> String) -> Result<Stat> {
     match Errno::result(r) {
-        Ok(_) => Ok(true),
-        Err(Errno::EINVAL | Errno::EIDRM) => Ok(false),
+        Ok(_) => Ok(Stat::Filled),
+        Err(Errno::EINVAL | Errno::EIDRM) => Ok(Stat::Gone),
+        Err(Errno::EACCES) => Ok(Stat::Denied),
         Err(e) => Err(fail(what())(e)),
+    }
+}
+
+/// Pushes the object to `unreadable` when denied; true when the struct was filled.
+fn filled(stat: Stat, kind: &'static str, id: i32, unreadable: &mut Vec<UnreadableObject>) -> bool {
+    match stat {
+        Stat::Filled => true,
+        Stat::Gone => false,
+        Stat::Denied => {
+            unreadable.push(UnreadableObject { kind, id: id as u32 });
+            false
+        }
     }
 }
 
@@ -134,7 +164,8 @@ pub fn objects() -> Result<SysvObjects> {
         // SAFETY: an all-zero shmid_ds is a valid value; IPC_STAT fills it.
         let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
         // SAFETY: IPC_STAT writes one shmid_ds through the pointer.
-        if !stat(unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) }, || format!("shmctl(shmid {id}, IPC_STAT)"))? {
+        let r = stat(unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) }, || format!("shmctl(shmid {id}, IPC_STAT)"))?;
+        if !filled(r, "shm", id, &mut out.unreadable) {
             continue;
         }
         out.shm.push(ShmSegment {
@@ -149,7 +180,8 @@ pub fn objects() -> Result<SysvObjects> {
         // SAFETY: an all-zero semid_ds is a valid value; IPC_STAT fills it.
         let mut ds: libc::semid_ds = unsafe { std::mem::zeroed() };
         // SAFETY: IPC_STAT takes a semid_ds pointer as its variadic argument and fills it.
-        if !stat(unsafe { libc::semctl(id, 0, libc::IPC_STAT, &mut ds as *mut libc::semid_ds) }, || format!("semctl(semid {id}, IPC_STAT)"))? {
+        let r = stat(unsafe { libc::semctl(id, 0, libc::IPC_STAT, &mut ds as *mut libc::semid_ds) }, || format!("semctl(semid {id}, IPC_STAT)"))?;
+        if !filled(r, "sem", id, &mut out.unreadable) {
             continue;
         }
         let n = ds.sem_nsems as usize;
@@ -168,7 +200,8 @@ pub fn objects() -> Result<SysvObjects> {
         // SAFETY: an all-zero msqid_ds is a valid value; IPC_STAT fills it.
         let mut ds: libc::msqid_ds = unsafe { std::mem::zeroed() };
         // SAFETY: IPC_STAT writes one msqid_ds through the pointer.
-        if !stat(unsafe { libc::msgctl(id, libc::IPC_STAT, &mut ds) }, || format!("msgctl(msqid {id}, IPC_STAT)"))? {
+        let r = stat(unsafe { libc::msgctl(id, libc::IPC_STAT, &mut ds) }, || format!("msgctl(msqid {id}, IPC_STAT)"))?;
+        if !filled(r, "msg", id, &mut out.unreadable) {
             continue;
         }
         out.msg.push(MsgQueue {
