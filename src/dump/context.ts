@@ -21,7 +21,6 @@ export interface DumpContext {
   readonly kobjIds: KobjIds;
   readonly cancellation: Cancellation;
   readonly plugins: PluginHost;
-  readonly memoryMode: 'read' | 'vmsplice';
   /** fd tables (files_id) already written: tasks sharing one are dumped once. */
   readonly fdTablesDone: Set<number>;
   nextPagesId: number;

@@ -29,10 +29,6 @@ export interface TaskVisit {
   pagesId: number;
 }
 
-export async function dumpTask(ctx: DumpContext, task: SeizedProcessInfo): Promise<DumpedTask> {
-  return writeTask(ctx, task, await visitTask(ctx, task));
-}
-
 /**
  * The native visit of one process: procfs, thread states, the parasite's answers and the page
  * drain in one call on the tracer thread. It may run while the previous task's images are

@@ -12,7 +12,7 @@ import { remap_file_path_entrySchema, remap_type } from '../images/gen/remap-fil
 import { native } from '../native.js';
 import { TsdumpError } from '../errors.js';
 import type { FdInfoEntry } from '../../native/index.js';
-import { AFTER_TASK_FILES, S_IFMT, S_IFREG, type FdDumpState, type FdKind, type FdKindContext, type FileEntryInit } from './fds/kind.js';
+import { AFTER_TASK_FILES, S_IFMT, S_IFREG, type FdDumpState, type FdKind, type FdKindContext, type FileEntryInit, type FileTableAccess } from './fds/kind.js';
 import type { SocketDumpSettings } from './fds/socket-diag.js';
 import { FIRST_EXTERN_ID } from './fds/unix-socket.js';
 import { FD_KINDS } from './fds/index.js';
@@ -78,7 +78,7 @@ interface OpenDescription {
   type: fd_types;
 }
 
-export class FileTable {
+export class FileTable implements FileTableAccess {
   private nextId = 1;
   private readonly byPath = new Map<string, number>();
   private readonly byObject = new Map<string, number>();

@@ -1,13 +1,13 @@
-// `tsdump dump`: the flow, stage by stage (compare ../shared/DESIGN.md and CRIU's cr_dump_tasks).
-// Each stage lives in its own module; this file is the table of contents.
-import { TsdumpError, typedErrors } from '../errors.js';
-import type { Session } from '../../native/index.js';
+// `tsdump dump`: the flow, stage by stage, in the order of CRIU's cr_dump_tasks (criu/cr-dump.c).
+// The numbers are ../shared/DESIGN.md's; each stage lives in its own module, and the CRIU stages
+// tsdump has no step for are listed, each with why, in stage.ts (STAGES_NOT_TAKEN).
+import type { SeizedProcessInfo } from '../../native/index.js';
+import { typedErrors } from '../errors.js';
 import { optionsActedOnBy, refuseUnactedOptions, type DumpOptions } from './options.js';
 import { commitImages, discardImages, prepareImagesDir } from './images-dir.js';
 import type { ImagesDir } from '../images/dir.js';
 import { ActionScripts } from '../action-scripts.js';
 import { loadPlugins, type PluginHost } from '../plugins/index.js';
-import type { DumpCounters, DumpTimings } from './stats.js';
 import { openRun, seizeOptions, type DumpContext } from './context.js';
 import { FileTable } from './file-table.js';
 import { LinkRemaps } from './link-remap.js';
@@ -29,30 +29,16 @@ import { SysvIpc } from './sysv-ipc.js';
 import { finishPtyDump } from './fds/pty.js';
 import { Incremental } from './incremental.js';
 import { isOwnChild, runInWorker } from './own-child.js';
+import { refuseOwnChild, releaseAfterFailure } from './release.js';
+import { STAGES_NOT_TAKEN, stager, type Stage } from './stage.js';
+import type { DumpEvents, DumpResult } from './result.js';
 
 export type { DumpOptions } from './options.js';
+export type { DumpEvents, DumpResult } from './result.js';
 export { preDump } from './pre-dump.js';
 
 /** The DumpOptions this flow acts on (options.ts). The CLI refuses any other by name. */
 export const SUPPORTED_DUMP_OPTIONS: readonly (keyof DumpOptions)[] = optionsActedOnBy('dump');
-
-export interface DumpEvents {
-  /** A stage begins (names follow ../shared/DESIGN.md). */
-  stage?(name: string): void;
-  /** Pages written so far, after each task's memory is drained. */
-  pages?(written: number): void;
-}
-
-export interface DumpResult {
-  imagesDir: string;
-  /** The dumped processes, root first: pid, parent and threads. */
-  processes: { pid: number; ppid: number; threads: number[] }[];
-  counters: DumpCounters;
-  /** Microseconds. */
-  timings: DumpTimings;
-  /** What happened to the tree afterwards. */
-  released: 'killed' | 'running' | 'stopped';
-}
 
 export async function dump(options: DumpOptions, events: DumpEvents = {}): Promise<DumpResult> {
   return typedErrors(async () => {
@@ -65,90 +51,80 @@ export async function dump(options: DumpOptions, events: DumpEvents = {}): Promi
 
 /** The flow itself, traced from this process; `dump` is the entry point. */
 export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {}): Promise<DumpResult> {
-  const stage = (name: string) => events.stage?.(name);
+  const log = options.log;
+  const stage = stager(events, log);
+  for (const s of STAGES_NOT_TAKEN) log?.debug(`stage not taken: ${s.criu}: ${s.why}`);
+  // 1 init_stats, with the run's session and cancellation
   const { stats, cancellation, session, call } = openRun(options);
   let plugins: PluginHost | undefined;
   let succeeded = false;
   let images: ImagesDir | undefined;
   let committed = false;
   try {
-    stage('prepare images dir');
-    const imagesDir = (images = prepareImagesDir(options));
+    // (CRIU opens its images dir before cr_dump_tasks: refused or made here, see images-dir.ts)
+    const imagesDir = await stage('prepare images dir', () => (images = prepareImagesDir(options)));
     session.useImagesDir(imagesDir);
-    const log = options.log;
     const scripts = new ActionScripts(options.actionScripts ?? [], { imagesDir: imagesDir.path, initPid: options.pid, ...(log ? { log } : {}) });
-    stage('load plugins');
-    plugins = await loadPlugins(options.libDir, { stage: 'dump', imagesDir: imagesDir.workPath, ...(log ? { log } : {}) });
-    stage('pre-dump scripts');
-    await scripts.run('pre-dump');
-    const incremental =
-      options.prevImagesDir !== undefined || options.trackMem
-        ? await Incremental.open({
-            imagesDir,
-            ...(options.prevImagesDir !== undefined ? { prevImagesDir: options.prevImagesDir } : {}),
-            // a tree that runs on keeps being tracked, for a dump after this one
-            arm: !!options.trackMem && !!options.leaveRunning,
-            useTracking: !!options.trackMem,
-            // the parent's pages are on the server, which checks every hole against them
-            pageServer: !!options.pageServer,
-            log: options.log,
-          })
-        : undefined;
-    incremental?.linkParent();
+    // 0 run_scripts(ACT_PRE_DUMP)
+    await stage('pre-dump scripts', () => scripts.run('pre-dump'));
+    // 2 cr_plugins_init
+    const host = (plugins = await stage('load plugins', () =>
+      loadPlugins(options.libDir, { stage: 'dump', imagesDir: imagesDir.workPath, ...(log ? { log } : {}) }),
+    ));
+    // (CRIU's get_parent_inventory, and the memory tracking a previous run armed)
+    const incremental = await stage('open parent images', () => openIncremental(options, imagesDir));
     cancellation.throwIfCancelled();
-
     await refuseOwnChild(options.pid);
+
+    // 11 connect_to_page_server: as CRIU, a server that is down fails the dump before any freeze
     const server = options.pageServer;
-    if (server) {
-      // as CRIU: a server that is down or refuses us fails the dump before the tree is frozen
-      stage('connect to page server');
-      await call(() => session.connectPageServer(server));
-    }
-    stage('collect pstree');
-    const tree = await stats.time('freezingTime', () =>
-      call(() =>
-        session.seizeTree(options.pid, seizeOptions(options)),
-      ),
+    if (server) await stage('connect to page server', () => call(() => session.connectPageServer(server)));
+    // 13 collect_pstree, with 12 setup_alarm_handler's --timeout (seizeOptions)
+    const tree = await stage('collect pstree', () =>
+      stats.time('freezingTime', () => call(() => session.seizeTree(options.pid, seizeOptions(options)))),
     );
     stats.markFrozen();
+    const pids = tree.processes.map((p) => p.pid);
     let files: FileTable | undefined;
     let networkLock: NetworkLock | undefined;
     const linkRemaps = options.linkRemap ? new LinkRemaps() : undefined;
     try {
-      // --tcp-close wins, as in CRIU: connections restored closed need neither lock nor state
-      if (options.tcpEstablished && !options.tcpClose) {
-        stage('network lock');
-        networkLock = await NetworkLock.lock(await treeConnections(tree.processes.map((p) => p.pid)), options.log);
-      }
-      const host = plugins;
+      // 14 collect_pstree_ids: which tasks share mm, files, fs, sighand is asked task by task
+      // (kcmp in kobj-ids.ts) during the task stage.
       const kobjIds = new KobjIds();
-      files = await FileTable.create(imagesDir, {
-        netNsId: () => kobjIds.dumperNetNsId(),
-        ...(options.ghostLimit !== undefined ? { ghostLimit: options.ghostLimit } : {}),
-        dropNotifyEvents: !!options.dropNotifyEvents,
-        ...(options.log ? { log: options.log } : {}),
-        external: async (file) => (await host.run('dumpExtFile', file)).handled,
-        shellJob: !!options.shellJob,
-        sockets: {
-          extUnixSk: !!options.extUnixSk,
-          tcpEstablished: !!options.tcpEstablished,
-          tcpClose: !!options.tcpClose,
-          pids: tree.processes.map((p) => p.pid),
-          ...(networkLock ? { networkLock } : {}),
-          ...(options.log ? { log: options.log } : {}),
-        },
-        ...(linkRemaps ? { linkRemaps } : {}),
-      });
-      stage('collect seccomp filters');
-      const seccomp = await dumpSeccomp(imagesDir, session, call, tree.processes);
-      const members = treeOrder(tree);
-      stage('collect time namespace');
-      const timens = await TimeNamespace.collect(tree.processes.map((p) => p.pid));
-      stage('collect ipc namespace');
-      const sysvIpc = await SysvIpc.collect(tree.processes.map((p) => p.pid), options.log);
+      // 15 network_lock; --tcp-close wins, as in CRIU: connections restored closed need no lock
+      if (options.tcpEstablished && !options.tcpClose) {
+        networkLock = await stage('network lock', async () => NetworkLock.lock(await treeConnections(pids), log));
+      }
+      // 16 collect_namespaces (the ones tsdump dumps), and 7-8 the tree's cgroups
+      const timens = await stage('collect time namespace', () => TimeNamespace.collect(pids));
+      const sysvIpc = await stage('collect ipc namespace', () => SysvIpc.collect(pids, log));
       if (sysvIpc.privateNamespace) kobjIds.ownNamespace('ipc');
-      stage('collect cgroups');
-      const cgroups = await CgroupMembership.collect(members.flatMap((m) => (m.kind === 'live' ? [m.proc] : [])));
+      const members = treeOrder(tree);
+      const live = members.flatMap((m) => (m.kind === 'live' ? [m.proc] : []));
+      const cgroups = await stage('collect cgroups', () => CgroupMembership.collect(live));
+      // 17 cr_glob_imgset_open: the images every task's descriptors go to
+      files = await stage('open file table', () =>
+        FileTable.create(imagesDir, {
+          netNsId: () => kobjIds.dumperNetNsId(),
+          ...(options.ghostLimit !== undefined ? { ghostLimit: options.ghostLimit } : {}),
+          dropNotifyEvents: !!options.dropNotifyEvents,
+          ...(log ? { log } : {}),
+          external: async (file) => (await host.run('dumpExtFile', file)).handled,
+          shellJob: !!options.shellJob,
+          sockets: {
+            extUnixSk: !!options.extUnixSk,
+            tcpEstablished: !!options.tcpEstablished,
+            tcpClose: !!options.tcpClose,
+            pids,
+            ...(networkLock ? { networkLock } : {}),
+            ...(log ? { log } : {}),
+          },
+          ...(linkRemaps ? { linkRemaps } : {}),
+        }),
+      );
+      // 18 collect_seccomp_filters
+      const seccomp = await stage('collect seccomp filters', () => dumpSeccomp(imagesDir, session, call, tree.processes));
       const seenOnce = new Set<string>();
       const ctx: DumpContext = {
         options,
@@ -159,7 +135,6 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
         plugins: host,
         kobjIds,
         cancellation,
-        memoryMode: 'vmsplice',
         fdTablesDone: new Set(),
         nextPagesId: 1,
         incremental,
@@ -168,44 +143,46 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
         firstTime: (key) => !seenOnce.has(key) && !!seenOnce.add(key),
         call,
       };
-      for (const p of tree.processes) await plugins.run('pauseDevices', { pid: p.pid });
-      const tasks = await dumpTree(ctx, members, stage, () => events.pages?.(stats.counters.pagesWritten));
-      // before the page server closes: segments' pages go there too
-      stage('dump ipc namespace');
-      await sysvIpc.write(ctx, tasks.find((t) => t.pid === tree.root)?.ids.ipcNsId);
-      if (options.pageServer) {
-        stage('close page server');
-        // the server answers CLOSE once its pagemap and pages images are complete on disk
-        await call(() => session.closePageServer());
-      }
+      for (const pid of pids) await plugins.run('pauseDevices', { pid });
+      // 19 dump_one_task, each live task (27 cr_dump_shmem's objects go with their first holder)
+      const tasks = await dumpTasks(ctx, live, stage, () => events.pages?.(stats.counters.pagesWritten));
       await plugins.run('dumpDevicesLate', { id: 0 });
-      stage('dump file locks');
-      await dumpFileLocks(imagesDir, tasks, options);
-      stage('tty post actions');
-      await finishPtyDump(files, { pids: tree.processes.map((p) => p.pid), shellJob: !!options.shellJob });
+      // 22 dump_file_locks
+      await stage('dump file locks', () => dumpFileLocks(imagesDir, tasks, options));
+      // 23 dump_verify_tty_sids and 29 tty_post_actions, in one pass over the tree's terminals
       const table = files;
+      await stage('tty post actions', () => finishPtyDump(table, { pids, shellJob: !!options.shellJob }));
+      // 24 dump_zombies
+      await stage('dump zombies', () => dumpZombies(ctx, members));
+      // 25 dump_pstree
+      await stage('dump pstree', () => writePstree(imagesDir, tree.root, members));
+      // the namespaces (CRIU's dump_namespaces, dump_time_ns), the ids being the root's
+      const rootIds = tasks.find((t) => t.pid === tree.root)?.ids;
+      await stage('dump ipc namespace', () => sysvIpc.write(ctx, rootIds?.ipcNsId));
+      await stage('dump time namespace', () => timens.write(imagesDir, rootIds?.timeNsId));
+      // every page is sent (SysV segments' last): the server answers CLOSE once its images are on disk
+      if (server) await stage('close page server', () => call(() => session.closePageServer()));
+      // 26 dump_cgroups
+      await stage('dump cgroups', () => cgroups.write(imagesDir));
+      // 28 fix_external_unix_sockets: the entries held for peers (outside the tree, or met
+      // later) are written as the file table closes
       files = undefined;
-      await table.close();
-      stage('dump pstree');
-      await writePstree(imagesDir, tree.root, members);
-      stage('dump cgroups');
-      await cgroups.write(imagesDir);
-      stage('dump time namespace');
-      await timens.write(imagesDir, tasks.find((t) => t.pid === tree.root)?.ids.timeNsId);
+      await stage('fix external unix sockets', () => table.close());
       cancellation.throwIfCancelled();
       stats.markReleased();
       stats.finish();
       await writeStats(imagesDir, stats);
       await incremental?.writeTrackFile();
-      stage('write inventory');
-      await writeInventory(imagesDir, { rootIds: kobjIds.dumperIds(), rootCgSet: cgroups.dumperSetId, tcpClose: !!options.tcpClose });
-      // the commit point: from here on the run finishes as asked, whatever signal comes
+      // 30 write_img_inventory: the commit point; from here on the run finishes as asked,
+      // whatever signal comes
+      await stage('write inventory', () =>
+        writeInventory(imagesDir, { rootIds: kobjIds.dumperIds(), rootCgSet: cgroups.dumperSetId, tcpClose: !!options.tcpClose }),
+      );
       cancellation.commit();
       commitImages(imagesDir, log);
       committed = true;
-      // CRIU runs post-dump before the tree is killed: a failing script keeps it alive.
-      stage('post-dump scripts');
-      await scripts.run('post-dump');
+      // cr_dump_finish: post-dump runs before the tree is killed, so a failing script keeps it alive
+      await stage('post-dump scripts', () => scripts.run('post-dump'));
     } catch (err) {
       // The dump's error is what matters; a writer that cannot even close adds nothing to it.
       await files?.close().catch(() => undefined);
@@ -223,23 +200,25 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
       throw err;
     }
 
-    stage('finish');
+    // cr_dump_finish: network unlock, then kill, stop or release the tree
     const released = options.leaveRunning ? 'running' : options.leaveStopped ? 'stopped' : 'killed';
-    if (released === 'running') {
-      // the tree keeps its files; link remaps are only for a restore of a tree that is gone (CRIU)
-      for (const failed of linkRemaps?.rollback() ?? []) options.log?.warn(failed);
-      try {
-        await networkLock?.unlock();
-      } catch (err) {
-        await releaseAfterFailure(session, err);
-        throw err;
+    await stage('finish', async () => {
+      if (released === 'running') {
+        // the tree keeps its files; link remaps are only for a restore of a tree that is gone (CRIU)
+        for (const failed of linkRemaps?.rollback() ?? []) log?.warn(failed);
+        try {
+          await networkLock?.unlock();
+        } catch (err) {
+          await releaseAfterFailure(session, err);
+          throw err;
+        }
+      } else {
+        // killed or stopped: its connections end silently, locked until the restore lifts the rules
+        networkLock?.keep();
       }
-    } else {
-      // killed or stopped: its connections end silently, locked until the restore lifts the rules
-      networkLock?.keep();
-    }
-    await call(() => session.releaseTree({ mode: released === 'running' ? 'resume' : released === 'stopped' ? 'stop' : 'kill' }));
-    if (released === 'running') for (const p of tree.processes) await plugins.run('resumeDevicesLate', { pid: p.pid });
+      await call(() => session.releaseTree({ mode: released === 'running' ? 'resume' : released === 'stopped' ? 'stop' : 'kill' }));
+      if (released === 'running') for (const pid of pids) await host.run('resumeDevicesLate', { pid });
+    });
     succeeded = true;
     return {
       imagesDir: imagesDir.path,
@@ -258,33 +237,48 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
   }
 }
 
-async function dumpTree(
+/** --prev-images-dir and --track-mem: the parent's images and memory tracking, if asked for. */
+async function openIncremental(options: DumpOptions, imagesDir: ImagesDir): Promise<Incremental | undefined> {
+  if (options.prevImagesDir === undefined && !options.trackMem) return undefined;
+  const incremental = await Incremental.open({
+    imagesDir,
+    ...(options.prevImagesDir !== undefined ? { prevImagesDir: options.prevImagesDir } : {}),
+    // a tree that runs on keeps being tracked, for a dump after this one
+    arm: !!options.trackMem && !!options.leaveRunning,
+    useTracking: !!options.trackMem,
+    // the parent's pages are on the server, which checks every hole against them
+    pageServer: !!options.pageServer,
+    log: options.log,
+  });
+  incremental.linkParent();
+  return incremental;
+}
+
+/** Each live task, root first; the next task's native visit runs while this one's images are written. */
+async function dumpTasks(
   ctx: DumpContext,
-  members: readonly TreeMember[],
-  stage: (name: string) => void,
+  live: readonly SeizedProcessInfo[],
+  stage: Stage,
   taskDone: () => void,
 ): Promise<DumpedTask[]> {
   const tasks: DumpedTask[] = [];
-  const live = members.flatMap((m) => (m.kind === 'live' ? [m.proc] : []));
-  // The next task's native visit runs while this one's images are written (dump-task.ts).
   let ahead: { pid: number; visit: Promise<TaskVisit> } | undefined;
   try {
-    for (const m of members) {
+    for (const [i, proc] of live.entries()) {
       ctx.cancellation.throwIfCancelled();
-      if (m.kind === 'zombie') {
-        await writeImage(ctx.imagesDir, `core-${m.zombie.pid}.img`, core_entrySchema, [zombieCore(m.zombie)]);
-        continue;
-      }
-      stage(`dump task ${m.proc.pid}`);
-      const visit = await (ahead?.pid === m.proc.pid ? ahead.visit : visitTask(ctx, m.proc));
-      ahead = undefined;
-      const next = live[live.indexOf(m.proc) + 1];
-      if (next && nextMayStart(ctx, visit)) {
-        ahead = { pid: next.pid, visit: visitTask(ctx, next) };
-        // handled where it is awaited; until then its failure must not count as unhandled
-        ahead.visit.catch(() => undefined);
-      }
-      tasks.push(await writeTask(ctx, m.proc, visit));
+      tasks.push(
+        await stage(`dump task ${proc.pid}`, async () => {
+          const visit = await (ahead?.pid === proc.pid ? ahead.visit : visitTask(ctx, proc));
+          ahead = undefined;
+          const next = live[i + 1];
+          if (next && nextMayStart(ctx, visit)) {
+            ahead = { pid: next.pid, visit: visitTask(ctx, next) };
+            // handled where it is awaited; until then its failure must not count as unhandled
+            ahead.visit.catch(() => undefined);
+          }
+          return writeTask(ctx, proc, visit);
+        }),
+      );
       taskDone();
     }
   } finally {
@@ -294,27 +288,9 @@ async function dumpTree(
   return tasks;
 }
 
-/** Puts the tree back as it was; the dump's own error is what the caller hears about. */
-export async function releaseAfterFailure(session: Session, cause: unknown): Promise<void> {
-  try {
-    await session.releaseTree({ mode: 'resume' });
-  } catch (releaseErr) {
-    const msg = releaseErr instanceof Error ? releaseErr.message : String(releaseErr);
-    if (cause instanceof Error) cause.message += ` (and releasing the tree failed: ${msg})`;
-  }
-}
-
-/**
- * Node reaps its children on SIGCHLD with waitpid(), which also collects the ptrace stops meant
- * for our tracer thread: libuv then reports a false exit and never reaps the real one. `dump` and
- * `preDump` send a tree rooted at our child to a worker process; the in-process flow refuses it.
- */
-export async function refuseOwnChild(pid: number): Promise<void> {
-  if (await isOwnChild(pid)) {
-    throw new TsdumpError(
-      'REFUSED_TARGET',
-      `pid ${pid} is a child of this process (${process.pid}); Node's child reaping would steal ptrace stops. ` +
-        'Dump it with dump() or preDump(), which use a worker process for it',
-    );
+/** A zombie is a core image of its exit state: nothing of it is seized. */
+async function dumpZombies(ctx: DumpContext, members: readonly TreeMember[]): Promise<void> {
+  for (const m of members) {
+    if (m.kind === 'zombie') await writeImage(ctx.imagesDir, `core-${m.zombie.pid}.img`, core_entrySchema, [zombieCore(m.zombie)]);
   }
 }

@@ -14,9 +14,8 @@ import { native } from '../native.js';
 import { fileURLToPath } from 'node:url';
 import { TsdumpError, isErrorCode } from '../errors.js';
 import { ActionScriptError, SCRIPT_ACTIONS, type ScriptAction, type ScriptFailure } from '../action-scripts.js';
-import type { Logger } from '../log.js';
 import { DUMP_OPTIONS, type DumpOptions } from './options.js';
-import type { DumpEvents, DumpResult } from './index.js';
+import type { DumpEvents, DumpResult } from './result.js';
 import { onProcessSignals } from './cancellation.js';
 
 export type FlowKind = 'dump' | 'preDump';

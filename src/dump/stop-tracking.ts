@@ -6,7 +6,7 @@ import { resolve } from 'node:path';
 import type { Logger } from '../log.js';
 import { TsdumpError, typedErrors } from '../errors.js';
 import { openRun, seizeOptions } from './context.js';
-import { refuseOwnChild, releaseAfterFailure } from './index.js';
+import { refuseOwnChild, releaseAfterFailure } from './release.js';
 import { trackingLeftIn } from './incremental.js';
 
 export interface StopTrackingOptions {

@@ -2,12 +2,10 @@
 // and the pre-dump (pre-dump.ts). With an incremental run only pages written since the parent are
 // drained, and tracking is ended or started in the same freeze.
 import type { DumpMemoryOptions, MemoryDump } from '../../native/index.js';
-import type { vma_entry } from '../images/gen/vma_pb.js';
 import type { DumpContext } from './context.js';
 import type { Incremental } from './incremental.js';
-import { writePagemap } from './mm-image.js';
 
-export type MemoryContext = Pick<DumpContext, 'session' | 'imagesDir' | 'stats' | 'call' | 'memoryMode' | 'nextPagesId'> & {
+export type MemoryContext = Pick<DumpContext, 'session' | 'imagesDir' | 'stats' | 'call' | 'nextPagesId'> & {
   incremental?: Incremental | undefined;
 };
 
@@ -33,7 +31,7 @@ export async function memoryRequest(ctx: MemoryContext, pid: number, opts: Drain
   const pagesId = opts.pageServer ? 0 : ctx.nextPagesId++;
   const extra = (await ctx.incremental?.memoryOptions(pid)) ?? {};
   const pageServer = opts.pageServer ? { pageServer: { address: opts.pageServer.address, port: opts.pageServer.port } } : {};
-  return { pagesId, options: { pagesId, mode: ctx.memoryMode, ...extra, ...pageServer } };
+  return { pagesId, options: { pagesId, mode: 'vmsplice', ...extra, ...pageServer } };
 }
 
 /** Counts a drained task's pages into the stats and notes its tracking. */
@@ -53,11 +51,4 @@ export async function drainTaskMemory(ctx: MemoryContext, pid: number, opts: Dra
   const memory = await ctx.call(() => ctx.session.dumpMemory(pid, options));
   await recordMemory(ctx, pid, memory);
   return { memory, pagesId };
-}
-
-/** drainTaskMemory + pagemap-PID.img, for runs that write no mm image (pre-dump). */
-export async function dumpTaskMemory(ctx: MemoryContext, pid: number, vmas: readonly vma_entry[] = []): Promise<TaskMemory> {
-  const m = await drainTaskMemory(ctx, pid);
-  await writePagemap(ctx.imagesDir, pid, m.pagesId, m.memory, vmas);
-  return m;
 }

@@ -3,7 +3,8 @@
 // libuv. It takes one 'start' message, answers with one 'result' or 'error', and exits.
 import type { Logger } from '../log.js';
 import { TsdumpError, asTsdumpError } from '../errors.js';
-import { dumpInProcess, type DumpEvents, type DumpResult } from './index.js';
+import { dumpInProcess } from './index.js';
+import type { DumpEvents, DumpResult } from './result.js';
 import { preDumpInProcess } from './pre-dump.js';
 import { toWireError, type FromWorker, type ToWorker } from './own-child.js';
 

@@ -5,7 +5,6 @@ import { readFile } from 'node:fs/promises';
 import { fd_types } from '../../images/gen/fdinfo_pb.js';
 import { mark_type } from '../../images/gen/fsnotify_pb.js';
 import { TsdumpError } from '../../errors.js';
-import { native } from '../../native.js';
 import { isAnon } from './anon.js';
 import { fhEntry } from './inotify.js';
 import type { FdKind } from './kind.js';

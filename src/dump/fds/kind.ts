@@ -96,6 +96,13 @@ export interface FdKindContext {
  */
 export const AFTER_TASK_FILES = 'task files done';
 
+/** What the dump-wide steps of the kinds (ptys, memfd mappings) use of the dump's file table. */
+export interface FileTableAccess {
+  readonly state: FdDumpState;
+  image(fileName: string): Promise<ImageWriter>;
+  objectFile(key: string, entry: (id: number) => FileEntryInit): Promise<number>;
+}
+
 export interface FdKind {
   /** Plural, for messages: "eventfds", "unix sockets". */
   readonly name: string;

@@ -13,8 +13,7 @@ import { fd_types } from '../../images/gen/fdinfo_pb.js';
 import { native } from '../../native.js';
 import { TsdumpError } from '../../errors.js';
 import type { FdInfoEntry, ShmemDevice, VmaInfo } from '../../../native/index.js';
-import type { FileTable } from '../file-table.js';
-import { S_IFMT, S_IFREG, type FdKind } from './kind.js';
+import { S_IFMT, S_IFREG, type FdKind, type FileTableAccess } from './kind.js';
 
 /** How /proc shows a memfd: "/memfd:NAME (deleted)" (the name as given to memfd_create). */
 const PREFIX = '/memfd:';
@@ -84,7 +83,7 @@ export const memfds: FdKind = {
  * CRIU's for a mapping, it carries no flags, position or owner: restore opens it with the
  * mapping's own fdflags.
  */
-export function memfdMappingFile(files: FileTable, pid: number, vma: VmaInfo): Promise<number> {
+export function memfdMappingFile(files: FileTableAccess, pid: number, vma: VmaInfo): Promise<number> {
   const inodeId = memfdInodeId(vma.inode, `pid ${pid}: VMA ${vma.start.toString(16)}-${vma.end.toString(16)} (${vma.path ?? ''})`);
   return files.objectFile(`memfd:${vma.inode}`, (id) => ({
     type: fd_types.MEMFD,

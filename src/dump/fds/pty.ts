@@ -10,10 +10,9 @@
 import { create } from '@bufbuild/protobuf';
 import { fd_types } from '../../images/gen/fdinfo_pb.js';
 import { TtyType, tty_data_entrySchema, tty_info_entrySchema } from '../../images/gen/tty_pb.js';
-import type { FileTable } from '../file-table.js';
 import { native } from '../../native.js';
 import { TsdumpError } from '../../errors.js';
-import type { FdKindContext, FileEntryInit } from './kind.js';
+import type { FdKindContext, FileEntryInit, FileTableAccess } from './kind.js';
 
 export interface PtyEnd {
   kind: 'master' | 'slave';
@@ -30,13 +29,6 @@ export interface PtyEnd {
 }
 
 export const ptyInfoId = (index: number, master: boolean): number => index * 2 + (master ? 1 : 0);
-
-/** The /proc/PID/stat facts a slave's session is judged by. */
-export interface JobFacts {
-  sid: number;
-  ttyNr: number;
-  tpgid: number;
-}
 
 interface TermiosInit {
   cIflag: number;
@@ -111,7 +103,7 @@ export function recordSlave(c: FdKindContext, index: number, ctty: boolean, sid:
  * --shell-job inherits), every terminal of a session needs that session's leader in the tree (or
  * --shell-job), and the queued bytes of each pair go to tty-data.img.
  */
-export async function finishPtyDump(files: FileTable, tree: { pids: readonly number[]; shellJob: boolean }): Promise<void> {
+export async function finishPtyDump(files: FileTableAccess, tree: { pids: readonly number[]; shellJob: boolean }): Promise<void> {
   const { ptyEnds: ends, ptyCttys: cttys } = files.state;
   const mastered = new Set(ends.filter((e) => e.kind === 'master').map((e) => e.index));
   const unpaired = new Set<number>();

@@ -4,9 +4,8 @@
 // marking an external peer (CRIU's --ext-unix-sk). Both belong to the dump (FdDumpState, kind.ts).
 import { readdir, readlink } from 'node:fs/promises';
 import { existsSync, readdirSync } from 'node:fs';
-import type { InetSocketDiag, NetlinkSocketDiag, UnixSocketDiag } from '../../../native/index.js';
+import type { InetSocketDiag, NetlinkSocketDiag, TcpRepairSocket, UnixSocketDiag } from '../../../native/index.js';
 import { native } from '../../native.js';
-import type { NetworkLock } from '../network-lock.js';
 import type { Logger } from '../../log.js';
 import type { FdKindContext } from './kind.js';
 
@@ -19,11 +18,16 @@ export interface SocketDumpSettings {
   /** --tcp-close: connected TCP/MPTCP sockets are dumped stateless, for a restore that closes them. */
   readonly tcpClose?: boolean;
   /** The tree's connections, locked for this dump; their sockets are read in repair mode. */
-  readonly networkLock?: NetworkLock;
+  readonly networkLock?: ConnectionRepair;
   /** Root-first pids of the dumped processes. */
   readonly pids?: readonly number[];
   /** The dump's log, for what is dumped differently than it runs (an MPTCP listener). */
   readonly log?: Logger;
+}
+
+/** The network lock's part a socket's dump uses (../network-lock.ts): its connection in repair mode. */
+export interface ConnectionRepair {
+  repair(pid: number, fd: number, ino: number): TcpRepairSocket;
 }
 
 export interface SocketTables {
