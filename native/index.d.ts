@@ -151,6 +151,11 @@ export declare class Session {
    */
   interrupt(): void
   /**
+   * How far the page drain has got, read without waiting for the tracer thread: a display
+   * polls it while a dumpTask/dumpMemory call runs. Counts only; no page leaves the core.
+   */
+  progress(): DrainProgress
+  /**
    * Stops the tracer thread once queued work is done. Tasks still traced are detached by the
    * kernel when the thread exits, so callers release or kill them before closing.
    */
@@ -257,6 +262,17 @@ export declare function dataExtents(path: string, size: bigint): Array<DataExten
 
 /** Drops a prepared read that will not be read (a pre-dump that failed before reading). */
 export declare function discardPreDumpRead(id: number): boolean
+
+/** A reading of the page drain's progress (`Session.progress`). */
+export interface DrainProgress {
+  /** The task being (or last) drained; 0 before the first drain. */
+  pid: number
+  /** Pages of that task's drain written so far, and how many it writes in all (its page scan's). */
+  pagesDone: number
+  pagesTotal: number
+  /** Pages drained by this session so far, over every task. */
+  pagesAll: number
+}
 
 /** A client the server gave up on; what it sent was removed. */
 export interface DroppedClient {

@@ -27,6 +27,7 @@ pub mod kerndat;
 pub mod mem;
 pub mod pageserver;
 pub mod parasite;
+pub mod progress;
 pub mod sockets;
 
 pub use error::{Error, ErrorCode, Result};

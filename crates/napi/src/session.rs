@@ -27,12 +27,26 @@ pub struct TracerState {
 
 type Job = Box<dyn FnOnce(&mut TracerState) + Send>;
 
+/// A reading of the page drain's progress (`Session.progress`).
+#[napi(object)]
+pub struct DrainProgress {
+    /// The task being (or last) drained; 0 before the first drain.
+    pub pid: i32,
+    /// Pages of that task's drain written so far, and how many it writes in all (its page scan's).
+    pub pages_done: f64,
+    pub pages_total: f64,
+    /// Pages drained by this session so far, over every task.
+    pub pages_all: f64,
+}
+
 #[napi]
 pub struct Session {
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<thread::JoinHandle<()>>,
     /// Raised by `interrupt`; long work on the tracer thread checks it (tsdump_core::cancel).
     interrupted: Arc<AtomicBool>,
+    /// How far the tracer thread's page drain has got (tsdump_core::progress), read by `progress`.
+    progress: Arc<tsdump_core::progress::Progress>,
     /// Where pages images go (crate::images_dir).
     pub(crate) images_dir: Mutex<Option<Arc<tsdump_core::images_dir::ImagesDir>>>,
 }
@@ -44,17 +58,20 @@ impl Session {
         let (tx, rx) = mpsc::channel::<Job>();
         let interrupted = Arc::new(AtomicBool::new(false));
         let flag = interrupted.clone();
+        let progress = Arc::new(tsdump_core::progress::Progress::default());
+        let counter = progress.clone();
         let thread = thread::Builder::new()
             .name("tsdump-tracer".into())
             .spawn(move || {
                 tsdump_core::cancel::install(flag);
+                tsdump_core::progress::install(counter);
                 let mut state = TracerState::default();
                 for job in rx {
                     job(&mut state);
                 }
             })
             .map_err(|e| Error::from_reason(format!("KERNEL: cannot start the tracer thread: {e}")))?;
-        Ok(Session { jobs: Some(tx), thread: Some(thread), interrupted, images_dir: Mutex::new(None) })
+        Ok(Session { jobs: Some(tx), thread: Some(thread), interrupted, progress, images_dir: Mutex::new(None) })
     }
 
     /// Asks the work running on the tracer thread to stop at its next safe point (a page drain
@@ -63,6 +80,15 @@ impl Session {
     #[napi]
     pub fn interrupt(&self) {
         self.interrupted.store(true, Ordering::Relaxed);
+    }
+
+    /// How far the page drain has got, read without waiting for the tracer thread: a display
+    /// polls it while a dumpTask/dumpMemory call runs. Counts only; no page leaves the core.
+    #[napi]
+    pub fn progress(&self) -> DrainProgress {
+        let s = self.progress.snapshot();
+        let ps = tsdump_core::mem::vma::page_size();
+        DrainProgress { pid: s.pid, pages_done: (s.done / ps) as f64, pages_total: (s.total / ps) as f64, pages_all: (s.all / ps) as f64 }
     }
 
     /// Stops the tracer thread once queued work is done. Tasks still traced are detached by the

@@ -47,6 +47,29 @@ pub trait PageSource {
     fn drain(&mut self, runs: &[Run], readable: &dyn Fn(u64) -> bool, sink: &mut (dyn PageSink + Send)) -> Result<()>;
 }
 
+/// A sink that reports every piece it takes to a progress counter (crate::progress): one count
+/// per pipe load, from whichever thread splices it.
+pub struct CountingSink<S> {
+    pub inner: S,
+    pub progress: std::sync::Arc<crate::progress::Progress>,
+}
+
+impl<S: PageSink> PageSink for CountingSink<S> {
+    fn splice_from(&mut self, pipe: RawFd, len: usize) -> Result<()> {
+        self.inner.splice_from(pipe, len)?;
+        self.progress.add(len as u64);
+        Ok(())
+    }
+    fn write_buf(&mut self, buf: &[u8]) -> Result<()> {
+        self.inner.write_buf(buf)?;
+        self.progress.add(buf.len() as u64);
+        Ok(())
+    }
+    fn written(&self) -> u64 {
+        self.inner.written()
+    }
+}
+
 /// A file or socket.
 pub struct FdSink {
     fd: OwnedFd,

@@ -24,7 +24,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::parasite::blob::Blob;
 use crate::parasite::Injector;
 
-pub use drain::{FdSink, PageSink, PageSource, ReadSource, VmspliceSource};
+pub use drain::{CountingSink, FdSink, PageSink, PageSource, ReadSource, VmspliceSource};
 pub use pagemap::{Counts, Run};
 pub use vma::{Decision, Vma};
 
@@ -256,7 +256,9 @@ where
         None => (plan.runs.clone(), entries(&plan.runs), 0),
     };
     let t1 = Instant::now();
-    let mut sink = make_sink(&plan, &runs, &entries)?;
+    let progress = crate::progress::current();
+    progress.start(pid, runs.iter().map(|r| r.nr_pages).sum::<u64>() * vma::page_size());
+    let mut sink = CountingSink { inner: make_sink(&plan, &runs, &entries)?, progress };
     let readable = |addr: u64| {
         let i = plan.vmas.partition_point(|r| r.vma.end <= addr);
         plan.vmas.get(i).is_some_and(|r| r.vma.start <= addr && r.vma.readable())
