@@ -23,7 +23,7 @@ function packageVersion(): string {
 async function main(argv: string[]): Promise<number> {
   const version = packageVersion();
   const invocation = await parseCommandLine(argv, { version });
-  return run(invocation, { version, stdout: process.stdout, stderr: process.stderr });
+  return run(invocation, { version, argv, stdout: process.stdout, stderr: process.stderr });
 }
 
 main(process.argv.slice(2)).then(

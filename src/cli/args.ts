@@ -66,6 +66,7 @@ const DUMP: OptDef[] = [
   { name: 'drop-notify-events', type: 'boolean', desc: 'dump inotify/fanotify groups with unread events, losing the events (as CRIU)' },
   { name: 'link-remap', type: 'boolean', desc: 'hard-link files whose name is gone but that keep other links (restore removes the link)' },
   { name: 'display-stats', type: 'boolean', desc: 'print the dump statistics when done' },
+  { name: 'log-format', type: 'string', desc: 'log lines as text (default, as CRIU) or json (one object per line)' },
   { name: 'pidfile', type: 'string', desc: 'write the PID of a daemonised helper to FILE' },
   { name: 'status-fd', type: 'number', desc: "write '\\0' to this descriptor when ready" },
 ];
@@ -815,6 +816,11 @@ function toDumpOptions(command: 'dump' | 'pre-dump', p: Parsed, tokens: readonly
     throw new TsdumpError('USAGE', `option --pre-dump-mode: ${mode} is neither splice nor read`);
   }
 
+  const logFormat = str(p, 'log-format');
+  if (logFormat !== undefined && logFormat !== 'text' && logFormat !== 'json') {
+    throw new TsdumpError('USAGE', `option --log-format: ${logFormat} is neither text nor json`);
+  }
+
   const o: DumpOptions = {
     pid,
     imagesDir: str(p, 'images-dir') ?? '.',
@@ -822,6 +828,7 @@ function toDumpOptions(command: 'dump' | 'pre-dump', p: Parsed, tokens: readonly
     verbosity,
     ...optional('workDir', str(p, 'work-dir')),
     ...optional('logFile', str(p, 'log-file')),
+    ...optional('logFormat', logFormat as 'text' | 'json' | undefined),
     ...(final === 'a' ? { leaveRunning: true } : {}),
     ...(final === 'b' ? { leaveStopped: true } : {}),
     ...optional('shellJob', bool(p, 'shell-job')),

@@ -14,6 +14,8 @@ import type { Invocation } from './args.js';
 export interface Io {
   /** tsdump's version, for what records it (the report's footer). */
   version?: string;
+  /** The command line after the program name, for the log's header. */
+  argv?: readonly string[];
   stdout: { write(s: string): unknown };
   stderr: { write(s: string): unknown; isTTY?: boolean; columns?: number };
 }
@@ -28,7 +30,12 @@ async function openCommandLog(o: DumpOptions): Promise<{ log: Logger; made: stri
   const [{ openLog }, { openImagesDir }] = await Promise.all([import('../log.js'), import('../images/dir.js')]);
   const workDir = resolve(o.workDir ?? o.imagesDir);
   const made = o.logFile !== undefined && !isAbsolute(o.logFile) ? openImagesDir(workDir, { create: true }).madeDirs().at(-1) : undefined;
-  const log = openLog({ ...(o.logFile !== undefined ? { file: o.logFile } : {}), workDir, ...(o.verbosity !== undefined ? { verbosity: o.verbosity } : {}) });
+  const log = openLog({
+    ...(o.logFile !== undefined ? { file: o.logFile } : {}),
+    workDir,
+    ...(o.verbosity !== undefined ? { verbosity: o.verbosity } : {}),
+    ...(o.logFormat !== undefined ? { format: o.logFormat } : {}),
+  });
   return { log, made };
 }
 
@@ -186,6 +193,8 @@ export async function run(inv: Invocation, io: Io): Promise<number> {
       const mod = await import('../dump/index.js');
       const fn = inv.command === 'dump' ? mod.dump : mod.preDump;
       const { log, made } = await openCommandLog(inv.options);
+      const { writeLogHeader } = await import('../log.js');
+      writeLogHeader(log, { version: io.version ?? 'unknown', argv: io.argv ?? [], options: inv.options, configFiles: inv.configFiles });
       // Ctrl-C, a hang-up or a termination request cancels the dump (the library listens: see
       // dump/cancellation.ts), which releases the tree; after the commit point it finishes.
       const display = ProgressDisplay.create(io.stderr, { json: inv.json });
@@ -195,10 +204,8 @@ export async function run(inv: Invocation, io: Io): Promise<number> {
         const result = await fn(
           { ...inv.options, log },
           {
-            stage: (name) => {
-              log.info(name);
-              display?.update({ stage: name });
-            },
+            // the library logs each stage itself (dump/stage.ts)
+            stage: (name) => display?.update({ stage: name }),
             pages: (written) => display?.update({ pagesWritten: written }),
           },
         );

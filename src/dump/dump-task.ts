@@ -14,6 +14,7 @@ import type { DumpContext } from './context.js';
 import { memoryRequest, recordMemory } from './task-memory.js';
 import { dumpMemfdInodes } from './memfd-inodes.js';
 import { isMemfdFd, isMemfdVma } from './fds/memfd.js';
+import { logFd, logMemory, logVmas } from './log-facts.js';
 
 export interface DumpedTask {
   pid: number;
@@ -77,6 +78,8 @@ export async function writeTask(ctx: DumpContext, task: SeizedProcessInfo, visit
   // Memory first among the images: CRIU numbers the exe and mapped files before fds.
   const { pageServer } = ctx.options;
   const mm = await buildMm(pid, proc, parasite, ctx.files);
+  logVmas(ctx.options.log, pid, proc.vmas, memory.vmas);
+  logMemory(ctx.options.log, pid, memory);
   await writeImage(ctx.imagesDir, `mm-${pid}.img`, mm_entrySchema, [mm]);
   // with a page server the pagemap went over the wire with the pages (the server writes it)
   if (!pageServer) await writePagemap(ctx.imagesDir, pid, pagesId, memory, mm.vmas);
@@ -89,7 +92,7 @@ export async function writeTask(ctx: DumpContext, task: SeizedProcessInfo, visit
     for (const fd of proc.fds) {
       // a pre-dump's tracking userfaultfd, closed in the task by now
       if (await ctx.incremental?.hidesFd(pid, fd.fd)) continue;
-      fdinfo.push(await ctx.files.fd(pid, fd));
+      fdinfo.push(logFd(ctx.options.log, pid, fd, await ctx.files.fd(pid, fd)));
     }
     await ctx.files.taskFilesDone();
     await writeImage(ctx.imagesDir, `fdinfo-${ids.filesId}.img`, fdinfo_entrySchema, fdinfo);

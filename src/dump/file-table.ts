@@ -20,6 +20,7 @@ import { ghostFileEntry, type GhostContext } from './fds/ghost.js';
 import { fdOwner } from './fds/owner.js';
 import { buildIdField } from './elf-build-id.js';
 import type { Logger } from '../log.js';
+import { logSocket } from './log-facts.js';
 import type { LinkRemaps } from './link-remap.js';
 
 const O_CLOEXEC = 0o2000000;
@@ -64,7 +65,7 @@ export interface FileTableOptions {
   /** --drop-notify-events: inotify/fanotify groups with unread events are dumped without them. */
   dropNotifyEvents?: boolean;
   /** Where warnings go. */
-  log?: Pick<Logger, 'warn'>;
+  log?: Logger;
   /** --link-remap: files whose name is gone but that keep other links get a link remap. */
   linkRemaps?: LinkRemaps;
   /** What the socket kinds need from DumpOptions and the seized tree. */
@@ -283,6 +284,7 @@ export class FileTable implements FileTableAccess {
     this.descriptions.set(key, seen);
     const order: EntryOrder = {};
     const entry = await kind.entry(this.kindContext(pid, fd, id, order));
+    logSocket(this.opts.log, pid, fd, entry);
     description.type = entry.type ?? fd_types.UND;
     const after = order.after;
     if (order.announces !== undefined) this.announcedKeys.add(order.announces);

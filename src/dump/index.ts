@@ -32,6 +32,7 @@ import { isOwnChild, runInWorker } from './own-child.js';
 import { refuseOwnChild, releaseAfterFailure } from './release.js';
 import { STAGES_NOT_TAKEN, stager, type Stage } from './stage.js';
 import type { DumpEvents, DumpResult } from './result.js';
+import { logRelease, logSeizedTask } from './log-facts.js';
 
 export type { DumpOptions } from './options.js';
 export type { DumpEvents, DumpResult } from './result.js';
@@ -84,6 +85,7 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
       stats.time('freezingTime', () => call(() => session.seizeTree(options.pid, seizeOptions(options)))),
     );
     stats.markFrozen();
+    for (const p of tree.processes) logSeizedTask(log, p);
     const pids = tree.processes.map((p) => p.pid);
     let files: FileTable | undefined;
     let networkLock: NetworkLock | undefined;
@@ -217,6 +219,7 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
         networkLock?.keep();
       }
       await call(() => session.releaseTree({ mode: released === 'running' ? 'resume' : released === 'stopped' ? 'stop' : 'kill' }));
+      logRelease(log, released, stats.timings, stats.counters);
       if (released === 'running') for (const pid of pids) await host.run('resumeDevicesLate', { pid });
     });
     succeeded = true;

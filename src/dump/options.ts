@@ -66,6 +66,8 @@ export interface DumpOptions {
   pageServer?: { address: string; port: number; tls?: PageServerTls };
   /** Log file (-o/--log-file), relative to workDir; without it, warnings and errors go to stderr. */
   logFile?: string;
+  /** How log lines are written: "text" (CRIU's, the default) or "json", one object per line (--log-format). */
+  logFormat?: 'text' | 'json';
   /** CRIU log level 0..4 (-v0..-v4, -vvvv): 0 messages, 1 errors, 2 warnings (default), 3 info, 4 debug. */
   verbosity?: number;
   /** Print the dump statistics (stats-dump) when done (--display-stats). */
@@ -126,6 +128,7 @@ export const DUMP_OPTIONS: { readonly [K in keyof Required<DumpOptions>]: Option
   pageServer: { flag: '--page-server', acts: BOTH, worker: 'copied' },
   logFile: { flag: '--log-file', acts: BOTH, worker: 'copied' },
   verbosity: { flag: '--verbosity', acts: BOTH, worker: 'copied' },
+  logFormat: { flag: '--log-format', acts: BOTH, worker: 'copied' }, // the caller's log writes the lines
   displayStats: { flag: '--display-stats', acts: BOTH, worker: 'copied' },
   pidfile: { flag: '--pidfile', acts: [], worker: 'copied' },
   statusFd: { flag: '--status-fd', acts: [], worker: 'translated' }, // our descriptor, given to the worker under the same number

@@ -14,6 +14,7 @@ import { native } from '../native.js';
 import { fileURLToPath } from 'node:url';
 import { TsdumpError, isErrorCode } from '../errors.js';
 import { ActionScriptError, SCRIPT_ACTIONS, type ScriptAction, type ScriptFailure } from '../action-scripts.js';
+import type { LogFields } from '../log.js';
 import { DUMP_OPTIONS, type DumpOptions } from './options.js';
 import type { DumpEvents, DumpResult } from './result.js';
 import { onProcessSignals } from './cancellation.js';
@@ -45,7 +46,8 @@ export interface WireError {
 export type FromWorker =
   | { type: 'stage'; name: string }
   | { type: 'pages'; written: number }
-  | { type: 'log'; method: LogMethod; text: string }
+  | { type: 'log'; method: LogMethod; text: string; fields?: LogFields }
+  | { type: 'log stage'; name: string }
   | { type: 'result'; result: DumpResult }
   | { type: 'error'; error: WireError };
 
@@ -191,7 +193,10 @@ export async function runInWorker(kind: FlowKind, options: DumpOptions, events: 
           callEvent(() => events.pages?.(m.written));
           break;
         case 'log':
-          if (log && LOG_METHODS.includes(m.method)) log[m.method](m.text);
+          if (log && LOG_METHODS.includes(m.method)) log[m.method](m.text, m.fields);
+          break;
+        case 'log stage':
+          log?.setStage?.(m.name);
           break;
         case 'result':
           answer ??= { ok: m.result };

@@ -33,6 +33,7 @@ import { writePagemap, writeShmemPagemap } from './mm-image.js';
 import { writeStats } from './write-stats.js';
 import { writeInventory } from './write-inventory.js';
 import { isOwnChild, runInWorker } from './own-child.js';
+import { announceStage } from './stage.js';
 
 /** CRIU's inventory pre_dump_mode values. */
 const PRE_DUMP_SPLICE = 1;
@@ -58,7 +59,7 @@ export async function preDump(options: DumpOptions, events: DumpEvents = {}): Pr
 
 /** The pre-dump itself, traced from this process; `preDump` is the entry point. */
 export async function preDumpInProcess(options: DumpOptions, events: DumpEvents = {}): Promise<DumpResult> {
-  const stage = (name: string) => events.stage?.(name);
+  const stage = (name: string) => announceStage(events, options.log, name);
   const { stats, cancellation, session, call } = openRun(options);
   const { pageServer } = options;
   const readMode = options.preDumpMode === 'read';

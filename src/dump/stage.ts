@@ -13,10 +13,16 @@ export type Stage = <T>(name: string, fn: () => T | Promise<T>) => Promise<T>;
 
 export function stager(events: StageEvents, log: Logger | undefined): Stage {
   return async (name, fn) => {
-    events.stage?.(name);
-    log?.info(`stage: ${name}`);
+    announceStage(events, log, name);
     return fn();
   };
+}
+
+/** A stage begins: the caller's event, and the log's line (the JSON log's `stage` until the next). */
+export function announceStage(events: StageEvents, log: Logger | undefined, name: string): void {
+  events.stage?.(name);
+  log?.setStage?.(name);
+  log?.info(`stage: ${name}`);
 }
 
 /** CRIU's stages a tsdump dump has no step for, by DESIGN.md's number, each with why. */

@@ -18,11 +18,12 @@ function remoteLogger(level: number, file: string | undefined): Logger {
   return {
     level,
     file,
-    msg: (text) => post({ type: 'log', method: 'msg', text }),
-    error: (text) => post({ type: 'log', method: 'error', text }),
-    warn: (text) => post({ type: 'log', method: 'warn', text }),
-    info: (text) => post({ type: 'log', method: 'info', text }),
-    debug: (text) => post({ type: 'log', method: 'debug', text }),
+    msg: (text, fields) => post({ type: 'log', method: 'msg', text, ...(fields ? { fields } : {}) }),
+    error: (text, fields) => post({ type: 'log', method: 'error', text, ...(fields ? { fields } : {}) }),
+    warn: (text, fields) => post({ type: 'log', method: 'warn', text, ...(fields ? { fields } : {}) }),
+    info: (text, fields) => post({ type: 'log', method: 'info', text, ...(fields ? { fields } : {}) }),
+    debug: (text, fields) => post({ type: 'log', method: 'debug', text, ...(fields ? { fields } : {}) }),
+    setStage: (name) => post({ type: 'log stage', name }),
     close: () => {}, // the caller's to close
   };
 }
