@@ -430,32 +430,61 @@ function fakeStream(isTTY: boolean) {
   return { isTTY, columns: 80, chunks, write: (s: string) => chunks.push(s) };
 }
 
-test('progress: draws stage, pages of total and rate on a TTY, overwriting one line', (t) => {
+test('progress: draws stage, bytes of total, rate and time left on a TTY, overwriting one line', (t) => {
   let now = 0;
   const s = fakeStream(true);
   const d = ProgressDisplay.create(s, { now: () => now, intervalMs: 100 })!;
   t.truthy(d);
   d.update({ stage: 'freezing' });
   now = 50;
-  d.update({ stage: 'dumping memory', pagesTotal: 1000, pagesWritten: 0 });
+  d.update({ stage: 'dump task 7', pid: 7, pagesTotal: 1000, pagesWritten: 0 });
   now = 1050;
-  d.update({ pagesWritten: 256 }); // 256 pages = 1 MiB in 1 s
+  d.update({ pid: 7, pagesWritten: 256 }); // 256 pages = 1 MiB in 1 s; 744 pages left at that rate
   now = 1060;
-  d.update({ pagesWritten: 300 }); // throttled: less than 100 ms later
+  d.update({ pid: 7, pagesWritten: 300 }); // throttled: less than 100 ms later
+  d.update({ pid: 8, pagesTotal: 10, pagesWritten: 1 }); // the tree's next task, copied ahead: drawn at once, named
+  d.update({ stage: 'dump task 8' }); // its own stage keeps its count
+  d.update({ stage: 'dump pstree' }); // a later stage does not
   d.finish();
   t.deepEqual(s.chunks, [
     '\r\x1b[2Kfreezing',
-    '\r\x1b[2Kdumping memory  0/1000 pages (0%)',
-    '\r\x1b[2Kdumping memory  256/1000 pages (25%)  1.0 MiB/s',
+    '\r\x1b[2Kdump task 7  0 KiB of 3.9 MiB (0%)',
+    '\r\x1b[2Kdump task 7  1.0 MiB of 3.9 MiB (25%)  1.0 MiB/s  2.9 s left',
+    '\r\x1b[2Kdump task 7  task 8: 4 KiB of 40 KiB (10%)',
+    '\r\x1b[2Kdump task 8  4 KiB of 40 KiB (10%)',
+    '\r\x1b[2Kdump pstree',
     '\r\x1b[2K',
   ]);
   t.true(s.chunks.every((c) => !c.includes('\n')));
 });
 
-test('progress: nothing at all when the stream is not a TTY or --json is on', (t) => {
+test('progress: nothing at all when the stream is not a TTY, --json is on or --progress none', (t) => {
   t.is(ProgressDisplay.create(fakeStream(false)), undefined);
   t.is(ProgressDisplay.create(fakeStream(true), { json: true }), undefined);
+  t.is(ProgressDisplay.create(fakeStream(true), { mode: 'none' }), undefined);
   t.is(ProgressDisplay.create({ write: () => true }), undefined);
+});
+
+test('progress json: one object per line, on a pipe too; a task\'s last count is never throttled away', (t) => {
+  let now = 0;
+  const s = fakeStream(false);
+  const d = ProgressDisplay.create(s, { mode: 'json', now: () => now, intervalMs: 100 })!;
+  d.update({ stage: 'dump task 7', pid: 7, pagesTotal: 1000, pagesWritten: 0 });
+  now = 1000;
+  d.update({ pid: 7, pagesWritten: 256 });
+  now = 1010;
+  d.update({ pid: 7, pagesWritten: 999 }); // throttled
+  d.update({ pid: 7, pagesWritten: 1000 }); // the end of the copy: written at once
+  d.finish();
+  t.deepEqual(
+    s.chunks.map((c) => JSON.parse(c) as unknown),
+    [
+      { time: 0, stage: 'dump task 7', pid: 7, bytes: 0, totalBytes: 4096000 },
+      { time: 1, stage: 'dump task 7', pid: 7, bytes: 1048576, totalBytes: 4096000, bytesPerSec: 1048576, secondsLeft: 2.9 },
+      { time: 1.01, stage: 'dump task 7', pid: 7, bytes: 4096000, totalBytes: 4096000, bytesPerSec: 4055446, secondsLeft: 0 },
+    ],
+  );
+  t.true(s.chunks.every((c) => c.endsWith('\n') && !c.slice(0, -1).includes('\n')));
 });
 
 test('progress: the line is cut to the terminal width', (t) => {
@@ -463,7 +492,7 @@ test('progress: the line is cut to the terminal width', (t) => {
   const d = ProgressDisplay.create(s)!;
   d.update({ stage: 'a very long stage name that does not fit' });
   t.is(s.chunks[0], '\r\x1b[2K' + 'a very long stage name'.slice(0, 19));
-  t.is(renderProgressLine('x', 5, undefined, undefined), 'x  5 pages');
+  t.is(renderProgressLine('x', 5, undefined, undefined), 'x  20 KiB');
 });
 
 // --- log --------------------------------------------------------------------------------------
@@ -575,8 +604,8 @@ test('progress under a real pseudo-terminal (script -qc) draws; through a pipe o
   );
   const cmd = (extra: string) => `${process.execPath} ${demo} ${extra}`;
   const pty = await exec('script', ['-qc', cmd(''), '/dev/null']);
-  t.regex(pty.stdout, /\r\x1b\[2Kdumping memory {2}0\/100 pages \(0%\)/);
-  t.regex(pty.stdout, /\r\x1b\[2Kdumping memory {2}50\/100 pages \(50%\)/);
+  t.regex(pty.stdout, /\r\x1b\[2Kdumping memory {2}0 KiB of 400 KiB \(0%\)/);
+  t.regex(pty.stdout, /\r\x1b\[2Kdumping memory {2}200 KiB of 400 KiB \(50%\)/);
   t.regex(pty.stdout, /\r\x1b\[2Kdone\r?\n$/); // erased before the result is printed
   const ptyJson = await exec('script', ['-qc', cmd('--json'), '/dev/null']);
   t.is(ptyJson.stdout.replace(/\r/g, ''), 'done\n');

@@ -21,7 +21,7 @@ test.serial('dump() reports stages in flow order and a result the reference CRIU
   const target = await startDetachedTarget('t_counter', { dir: work });
   t.teardown(() => killTree(target.pid, target.ctl));
   const stages: string[] = [];
-  const pages: number[] = [];
+  const pages: { n: number; task: { pid: number; written: number; total: number } }[] = [];
   const imagesDir = join(work, 'images');
   let tracer = 0;
   const result = await dump(
@@ -32,11 +32,14 @@ test.serial('dump() reports stages in flow order and a result the reference CRIU
         // not our child: traced from this very process (no worker), by one of our threads
         if (s === `dump task ${target.pid}`) tracer = tracerProcess(target.pid);
       },
-      pages: (n) => pages.push(n),
+      pages: (n, task) => pages.push({ n, task }),
     },
   );
   t.is(tracer, process.pid, 'traced in-process');
-  t.deepEqual(pages, [result.counters.pagesWritten], 'one pages event per task, cumulative');
+  // during the copy (throttled) and at its end: the last one carries the whole count
+  const written = result.counters.pagesWritten;
+  t.deepEqual(pages.at(-1), { n: written, task: { pid: target.pid, written, total: written } }, 'the last pages event: the task copied whole');
+  t.true(pages.every((p, i) => i === 0 || p.n > pages[i - 1]!.n), 'increasing counts');
   t.deepEqual(result.processes.map((p) => p.pid), [target.pid]);
   t.is(result.released, 'killed');
   t.true(result.counters.pagesWritten > 0);

@@ -1,12 +1,17 @@
-// A one-line progress display for long dumps: stage, pages written of total, rate. It exists
+// A one-line progress display for long dumps: stage, bytes copied of the task's total, rate and
+// time left (the `pages` event of the library, per task for trees). It exists
 // only for a person watching a terminal: it draws nothing when the stream is not a TTY (pipes,
 // log files, CI) or when --json asked for machine output, and it never goes through the log.
+// `--progress json` asks for the same facts as one JSON object per line instead, TTY or not.
 
 const PAGE_SIZE = 4096;
 
 export interface ProgressUpdate {
   /** Name of the current stage ("freezing", "dumping memory", ...). */
   stage?: string;
+  /** The task being copied: a new pid starts a new count (and rate). */
+  pid?: number;
+  /** Its pages copied so far, of the total its page scan found. */
   pagesWritten?: number;
   pagesTotal?: number;
 }
@@ -18,66 +23,117 @@ export interface ProgressStream {
   write(chunk: string): unknown;
 }
 
+/** auto: the line, on a TTY only; none: nothing; json: JSON lines, wherever the stream goes. */
+export type ProgressMode = 'auto' | 'none' | 'json';
+
 export interface ProgressOptions {
-  /** Machine output requested: draw nothing. */
+  /** Machine output requested (--json): the line is not drawn. */
   json?: boolean;
+  mode?: ProgressMode;
   /** Minimum milliseconds between redraws. */
   intervalMs?: number;
   /** Clock (tests). */
   now?: () => number;
 }
 
-function formatRate(bytesPerSec: number): string {
-  if (bytesPerSec >= 1024 ** 3) return `${(bytesPerSec / 1024 ** 3).toFixed(1)} GiB/s`;
-  if (bytesPerSec >= 1024 ** 2) return `${(bytesPerSec / 1024 ** 2).toFixed(1)} MiB/s`;
-  return `${(bytesPerSec / 1024).toFixed(0)} KiB/s`;
+function formatBytes(bytes: number): string {
+  if (bytes >= 1024 ** 3) return `${(bytes / 1024 ** 3).toFixed(1)} GiB`;
+  if (bytes >= 1024 ** 2) return `${(bytes / 1024 ** 2).toFixed(1)} MiB`;
+  return `${(bytes / 1024).toFixed(0)} KiB`;
 }
 
-/** The text of one progress line (no control characters). */
-export function renderProgressLine(stage: string, written: number | undefined, total: number | undefined, bytesPerSec: number | undefined): string {
+function formatDuration(secs: number): string {
+  if (secs < 0.1) return '< 0.1 s';
+  if (secs < 60) return `${secs.toFixed(secs < 10 ? 1 : 0)} s`;
+  return `${Math.floor(secs / 60)} min ${Math.round(secs % 60)} s`;
+}
+
+/** The stage in which a task's own copy runs (dump/index.ts names it so). */
+const taskStage = (pid: number): string => `dump task ${pid}`;
+
+/**
+ * The text of one progress line (no control characters): stage, copied of total, rate, time left.
+ * The next task of a tree is copied while the last one's images are written, so a copy can belong
+ * to another task than the stage: then the line names it.
+ */
+export function renderProgressLine(stage: string, written: number | undefined, total: number | undefined, bytesPerSec: number | undefined, pid?: number): string {
   const parts = [stage];
   if (written !== undefined) {
     const pct = total ? ` (${Math.min(100, Math.floor((written / total) * 100))}%)` : '';
-    parts.push(`${written}${total !== undefined ? `/${total}` : ''} pages${pct}`);
+    const whose = pid !== undefined && stage !== taskStage(pid) ? `task ${pid}: ` : '';
+    parts.push(`${whose}${formatBytes(written * PAGE_SIZE)}${total !== undefined ? ` of ${formatBytes(total * PAGE_SIZE)}` : ''}${pct}`);
   }
-  if (bytesPerSec !== undefined && bytesPerSec > 0) parts.push(formatRate(bytesPerSec));
+  if (bytesPerSec !== undefined && bytesPerSec > 0) {
+    parts.push(`${formatBytes(bytesPerSec)}/s`);
+    if (written !== undefined && total !== undefined && total > written) parts.push(`${formatDuration(((total - written) * PAGE_SIZE) / bytesPerSec)} left`);
+  }
   return parts.join('  ');
+}
+
+/** One `--progress json` line: where the dump is, and for a task's copy its bytes, rate and time left. */
+export interface ProgressJsonLine {
+  /** Seconds since the display was created. */
+  time: number;
+  stage: string;
+  pid?: number;
+  bytes?: number;
+  totalBytes?: number;
+  bytesPerSec?: number;
+  secondsLeft?: number;
 }
 
 export class ProgressDisplay {
   private stage = '';
   private written: number | undefined;
   private total: number | undefined;
+  private pid: number | undefined;
   private lastDraw = -Infinity;
   private firstPagesAt: { t: number; pages: number } | undefined;
   private drawn = false;
   private readonly now: () => number;
   private readonly interval: number;
+  private readonly started: number;
 
   private constructor(
     private readonly stream: ProgressStream,
+    private readonly lines: boolean,
     opts: ProgressOptions,
   ) {
     this.now = opts.now ?? (() => performance.now());
     this.interval = opts.intervalMs ?? 100;
+    this.started = this.now();
   }
 
-  /** A display on `stream`, or undefined when nothing should be drawn there. */
+  /** A display on `stream`, or undefined when nothing should be shown there. */
   static create(stream: ProgressStream, opts: ProgressOptions = {}): ProgressDisplay | undefined {
-    if (opts.json || !stream.isTTY) return undefined;
-    return new ProgressDisplay(stream, opts);
+    const mode = opts.mode ?? 'auto';
+    if (mode === 'json') return new ProgressDisplay(stream, true, opts);
+    if (mode === 'none' || opts.json || !stream.isTTY) return undefined;
+    return new ProgressDisplay(stream, false, opts);
   }
 
   update(u: ProgressUpdate): void {
     const stageChanged = u.stage !== undefined && u.stage !== this.stage;
+    // what the last task copied is not the new stage's, unless the stage is that task's own
+    if (stageChanged && (this.pid === undefined || u.stage !== taskStage(this.pid))) {
+      this.pid = this.written = this.total = this.firstPagesAt = undefined;
+    }
     if (u.stage !== undefined) this.stage = u.stage;
+    // another task of the tree: its own count, total and rate, shown at once
+    const taskChanged = u.pid !== undefined && u.pid !== this.pid;
+    if (taskChanged) {
+      this.pid = u.pid;
+      this.firstPagesAt = undefined;
+    }
     if (u.pagesTotal !== undefined) this.total = u.pagesTotal;
     if (u.pagesWritten !== undefined) {
       if (!this.firstPagesAt) this.firstPagesAt = { t: this.now(), pages: u.pagesWritten };
       this.written = u.pagesWritten;
     }
     const t = this.now();
-    if (!stageChanged && t - this.lastDraw < this.interval) return;
+    // a task's last count is always shown: JSON lines end at the total
+    const copied = this.written !== undefined && this.written === this.total && u.pagesWritten !== undefined;
+    if (!stageChanged && !taskChanged && !copied && t - this.lastDraw < this.interval) return;
     this.lastDraw = t;
     this.draw(t);
   }
@@ -87,12 +143,28 @@ export class ProgressDisplay {
     if (this.firstPagesAt && this.written !== undefined && t > this.firstPagesAt.t) {
       rate = ((this.written - this.firstPagesAt.pages) * PAGE_SIZE) / ((t - this.firstPagesAt.t) / 1000);
     }
-    let line = renderProgressLine(this.stage, this.written, this.total, rate);
+    if (this.lines) {
+      this.stream.write(`${JSON.stringify(this.jsonLine(t, rate))}\n`);
+      return;
+    }
+    let line = renderProgressLine(this.stage, this.written, this.total, rate, this.pid);
     const width = this.stream.columns || 80; // a pty without a size reports 0 columns
     if (line.length > width - 1) line = line.slice(0, Math.max(0, width - 1));
     // carriage return + erase line: the display overwrites itself instead of scrolling
     this.stream.write(`\r\x1b[2K${line}`);
     this.drawn = true;
+  }
+
+  private jsonLine(t: number, rate: number | undefined): ProgressJsonLine {
+    const line: ProgressJsonLine = { time: Math.round(t - this.started) / 1000, stage: this.stage };
+    if (this.pid !== undefined) line.pid = this.pid;
+    if (this.written !== undefined) line.bytes = this.written * PAGE_SIZE;
+    if (this.total !== undefined) line.totalBytes = this.total * PAGE_SIZE;
+    if (rate !== undefined && rate > 0) {
+      line.bytesPerSec = Math.round(rate);
+      if (line.bytes !== undefined && line.totalBytes !== undefined) line.secondsLeft = Math.round(((line.totalBytes - line.bytes) / rate) * 10) / 10;
+    }
+    return line;
   }
 
   /** Erases the line so what follows (errors, results) starts clean. */

@@ -8,6 +8,7 @@ import { loadConfig, type ConfigLine, type ConfigSources } from '../config.js';
 import { DUMP_OPTIONS, type DumpCommand } from '../dump/options.js';
 import { DEFAULT_VERBOSITY } from '../log-levels.js';
 import type { PageServerTls } from '../page-server.js';
+import type { ProgressMode } from '../progress.js';
 
 export const COMMANDS = ['dump', 'pre-dump', 'check', 'show', 'page-server', 'stop-tracking', 'report'] as const;
 export type CommandName = (typeof COMMANDS)[number];
@@ -67,6 +68,7 @@ const DUMP: OptDef[] = [
   { name: 'link-remap', type: 'boolean', desc: 'hard-link files whose name is gone but that keep other links (restore removes the link)' },
   { name: 'display-stats', type: 'boolean', desc: 'print the dump statistics when done' },
   { name: 'log-format', type: 'string', desc: 'log lines as text (default, as CRIU) or json (one object per line)' },
+  { name: 'progress', type: 'string', desc: 'auto (a line on a terminal, the default), none, or json (one object per line on stderr)' },
   { name: 'pidfile', type: 'string', desc: 'write the PID of a daemonised helper to FILE' },
   { name: 'status-fd', type: 'number', desc: "write '\\0' to this descriptor when ready" },
 ];
@@ -295,7 +297,7 @@ export interface OutputOptions {
 }
 
 export type Invocation =
-  | ({ command: 'dump' | 'pre-dump'; options: DumpOptions } & OutputOptions)
+  | ({ command: 'dump' | 'pre-dump'; options: DumpOptions; progress: ProgressMode } & OutputOptions)
   | ({
       command: 'check';
       all: boolean;
@@ -700,7 +702,7 @@ export async function parseCommandLine(argv: readonly string[], ctx: ParseContex
   switch (command) {
     case 'dump':
     case 'pre-dump':
-      return { command, options: toDumpOptions(command, p, tokens, verbosity), ...out };
+      return { command, options: toDumpOptions(command, p, tokens, verbosity), progress: progressMode(p), ...out };
     case 'check': {
       const feature = str(p, 'feature');
       return {
@@ -786,6 +788,12 @@ function tlsOptions(p: Parsed): PageServerTls | undefined {
 
 function optional<K extends string, V>(key: K, value: V | undefined): { [P in K]?: V } {
   return (value === undefined ? {} : { [key]: value }) as { [P in K]?: V };
+}
+
+function progressMode(p: Parsed): ProgressMode {
+  const mode = str(p, 'progress') ?? 'auto';
+  if (mode !== 'auto' && mode !== 'none' && mode !== 'json') throw new TsdumpError('USAGE', `option --progress: ${mode} is none of auto, none, json`);
+  return mode;
 }
 
 function toDumpOptions(command: 'dump' | 'pre-dump', p: Parsed, tokens: readonly string[], verbosity: number): DumpOptions {

@@ -197,7 +197,7 @@ export async function run(inv: Invocation, io: Io): Promise<number> {
       writeLogHeader(log, { version: io.version ?? 'unknown', argv: io.argv ?? [], options: inv.options, configFiles: inv.configFiles });
       // Ctrl-C, a hang-up or a termination request cancels the dump (the library listens: see
       // dump/cancellation.ts), which releases the tree; after the commit point it finishes.
-      const display = ProgressDisplay.create(io.stderr, { json: inv.json });
+      const display = ProgressDisplay.create(io.stderr, { json: inv.json, mode: inv.progress });
       try {
         log.info(`tsdump ${inv.command} of pid ${inv.options.pid} into ${inv.options.imagesDir}`);
         if (made !== undefined) log.info(`created ${made === resolve(inv.options.imagesDir) ? 'images' : 'work'} dir ${made} (owner-only)`);
@@ -206,7 +206,7 @@ export async function run(inv: Invocation, io: Io): Promise<number> {
           {
             // the library logs each stage itself (dump/stage.ts)
             stage: (name) => display?.update({ stage: name }),
-            pages: (written) => display?.update({ pagesWritten: written }),
+            pages: (_written, task) => display?.update({ pid: task.pid, pagesWritten: task.written, pagesTotal: task.total }),
           },
         );
         display?.finish();

@@ -33,9 +33,11 @@ import { refuseOwnChild, releaseAfterFailure } from './release.js';
 import { STAGES_NOT_TAKEN, stager, type Stage } from './stage.js';
 import type { DumpEvents, DumpResult } from './result.js';
 import { logRelease, logSeizedTask } from './log-facts.js';
+import { watchPages } from './page-progress.js';
 
 export type { DumpOptions } from './options.js';
 export type { DumpEvents, DumpResult } from './result.js';
+export type { TaskPages } from './page-progress.js';
 export { preDump } from './pre-dump.js';
 
 /** The DumpOptions this flow acts on (options.ts). The CLI refuses any other by name. */
@@ -147,7 +149,8 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
       };
       for (const pid of pids) await plugins.run('pauseDevices', { pid });
       // 19 dump_one_task, each live task (27 cr_dump_shmem's objects go with their first holder)
-      const tasks = await dumpTasks(ctx, live, stage, () => events.pages?.(stats.counters.pagesWritten));
+      const pages = watchPages(session, events.pages);
+      const tasks = await dumpTasks(ctx, live, stage, () => pages.poll()).finally(() => pages.stop());
       await plugins.run('dumpDevicesLate', { id: 0 });
       // 22 dump_file_locks
       await stage('dump file locks', () => dumpFileLocks(imagesDir, tasks, options));
@@ -262,7 +265,7 @@ async function dumpTasks(
   ctx: DumpContext,
   live: readonly SeizedProcessInfo[],
   stage: Stage,
-  taskDone: () => void,
+  copied: () => void,
 ): Promise<DumpedTask[]> {
   const tasks: DumpedTask[] = [];
   let ahead: { pid: number; visit: Promise<TaskVisit> } | undefined;
@@ -273,6 +276,8 @@ async function dumpTasks(
         await stage(`dump task ${proc.pid}`, async () => {
           const visit = await (ahead?.pid === proc.pid ? ahead.visit : visitTask(ctx, proc));
           ahead = undefined;
+          // its copy is over and the next one not begun: the drain's counter holds this task's last count
+          copied();
           const next = live[i + 1];
           if (next && nextMayStart(ctx, visit)) {
             ahead = { pid: next.pid, visit: visitTask(ctx, next) };
@@ -282,7 +287,6 @@ async function dumpTasks(
           return writeTask(ctx, proc, visit);
         }),
       );
-      taskDone();
     }
   } finally {
     // a visit started ahead of a failure: its outcome no longer matters, but it must settle

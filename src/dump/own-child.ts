@@ -17,6 +17,7 @@ import { ActionScriptError, SCRIPT_ACTIONS, type ScriptAction, type ScriptFailur
 import type { LogFields } from '../log.js';
 import { DUMP_OPTIONS, type DumpOptions } from './options.js';
 import type { DumpEvents, DumpResult } from './result.js';
+import type { TaskPages } from './page-progress.js';
 import { onProcessSignals } from './cancellation.js';
 
 export type FlowKind = 'dump' | 'preDump';
@@ -45,7 +46,7 @@ export interface WireError {
 
 export type FromWorker =
   | { type: 'stage'; name: string }
-  | { type: 'pages'; written: number }
+  | { type: 'pages'; written: number; task: TaskPages }
   | { type: 'log'; method: LogMethod; text: string; fields?: LogFields }
   | { type: 'log stage'; name: string }
   | { type: 'result'; result: DumpResult }
@@ -190,7 +191,7 @@ export async function runInWorker(kind: FlowKind, options: DumpOptions, events: 
           callEvent(() => events.stage?.(m.name));
           break;
         case 'pages':
-          callEvent(() => events.pages?.(m.written));
+          callEvent(() => events.pages?.(m.written, m.task));
           break;
         case 'log':
           if (log && LOG_METHODS.includes(m.method)) log[m.method](m.text, m.fields);

@@ -146,7 +146,7 @@ export async function preDumpInProcess(options: DumpOptions, events: DumpEvents 
           incremental.covered(pid, r.entries);
         }
         if (!pageServer) await writePagemap(imagesDir, pid, pagesId, r, []);
-        events.pages?.(stats.counters.pagesWritten);
+        events.pages?.(stats.counters.pagesWritten, { pid, written: r.pagesWritten, total: r.pagesWritten });
       }
       for (const [inode, obj] of shared) {
         stage(`pre-dump shared memory ${inode}`);

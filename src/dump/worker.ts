@@ -36,7 +36,7 @@ async function run(start: Extract<ToWorker, { type: 'start' }>, signal: AbortSig
   const options = { ...start.options, signal, ...(start.log ? { log: remoteLogger(start.log.level, start.log.file) } : {}) };
   const events: DumpEvents = {
     stage: (name) => post({ type: 'stage', name }),
-    pages: (written) => post({ type: 'pages', written }),
+    pages: (written, task) => post({ type: 'pages', written, task }),
   };
   try {
     const result: DumpResult = await (start.kind === 'dump' ? dumpInProcess(options, events) : preDumpInProcess(options, events));

@@ -1,0 +1,97 @@
+// Progress during the copy (issue 16): the library's `pages` event fires while a task's pages are
+// drained, with its total from the page scan, and the CLI draws bytes copied of that total on a
+// terminal (nothing on a pipe), or writes it as JSON lines with --progress json. The target is
+// 256 MiB of written anonymous memory, so the copy takes many pipe loads.
+import test, { type ExecutionContext } from 'ava';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { dump, type TaskPages } from '../src/index.js';
+import { makeWorkDir } from './helpers/criu.js';
+import { killTree, settledState, startDetachedTarget, startTarget } from './helpers/target.js';
+import { CLI, runTsdump } from './helpers/tsdump.js';
+import type { ProgressJsonLine } from '../src/progress.js';
+import { holdPtys } from './helpers/pty-lock.js';
+
+const exec = promisify(execFile);
+const MIB = 256;
+
+test.serial('dump(): `pages` events during the copy, increasing, with a constant total equal to the pages written', async (t) => {
+  const work = await makeWorkDir(t);
+  const target = await startDetachedTarget('mem_bench', { dir: work, args: [String(MIB)], timeoutMs: 60_000 });
+  t.teardown(() => killTree(target.pid, target.ctl));
+  const events: { written: number; task: TaskPages }[] = [];
+  const result = await dump({ pid: target.pid, imagesDir: join(work, 'images'), leaveRunning: true }, { pages: (written, task) => events.push({ written, task: { ...task } }) });
+  t.log(`${events.length} pages events: ${events.map((e) => e.task.written).join(' ')}`);
+  t.true(events.length >= 3, `several events during the copy, not one at its end (${events.length})`);
+  const { pagesWritten } = result.counters;
+  t.true(pagesWritten >= (MIB << 20) / 4096, 'the whole 256 MiB was copied');
+  for (const e of events) t.deepEqual({ pid: e.task.pid, total: e.task.total }, { pid: target.pid, total: pagesWritten }, 'one task, its total known from the first event');
+  for (let i = 1; i < events.length; i++) t.true(events[i]!.written > events[i - 1]!.written, 'counts increase');
+  t.true(events.slice(0, -1).some((e) => e.task.written > 0 && e.task.written < e.task.total), 'at least one event in the middle of the copy');
+  t.deepEqual(events.at(-1), { written: pagesWritten, task: { pid: target.pid, written: pagesWritten, total: pagesWritten } }, 'the last one at the end of it');
+  t.is(await settledState(target.pid), 'S', 'left running');
+});
+
+test.serial('CLI dump under a pseudo-terminal: the line shows bytes copied of the total', async (t) => {
+  await holdPtys(t);
+  const work = await makeWorkDir(t);
+  const target = await startDetachedTarget('mem_bench', { dir: work, args: [String(MIB)], timeoutMs: 60_000 });
+  t.teardown(() => killTree(target.pid, target.ctl));
+  const pty = await exec('script', ['-qc', `${process.execPath} ${CLI} dump -t ${target.pid} -D ${join(work, 'images')} -R`, '/dev/null'], { maxBuffer: 1 << 20 });
+  const drawn = pty.stdout.split('\r\x1b[2K').filter((l) => l.startsWith(`dump task ${target.pid}  `));
+  t.log(drawn.join('\n'));
+  t.true(
+    drawn.some((l) => /^dump task \d+ {2}\d+(\.\d)? (KiB|MiB) of 25[67]\.\d MiB \(\d+%\)/.test(l)),
+    'bytes copied of the total on the task line',
+  );
+  t.regex(pty.stdout, /\r\x1b\[2K$/, 'erased at the end');
+  t.is(await settledState(target.pid), 'S');
+});
+
+/** `tsdump dump ARGS` through a pipe: its stderr, one progress JSON object per line. */
+async function progressLines(t: ExecutionContext, args: readonly string[]): Promise<ProgressJsonLine[]> {
+  const r = await runTsdump(['dump', ...args]);
+  t.is(r.code, 0, r.stderr);
+  return r.stderr
+    .trimEnd()
+    .split('\n')
+    .map((l) => JSON.parse(l) as ProgressJsonLine);
+}
+
+test.serial('CLI dump through a pipe: no progress line; --progress json: lines whose bytes grow to the total, per task of a tree', async (t) => {
+  const work = await makeWorkDir(t);
+  const big = await startDetachedTarget('mem_bench', { dir: join(work, 'big'), args: [String(MIB)], timeoutMs: 60_000 });
+  t.teardown(() => killTree(big.pid, big.ctl));
+  const piped = await runTsdump(['dump', '-t', String(big.pid), '-D', join(work, 'images-piped'), '-R']);
+  t.is(piped.code, 0, piped.stderr);
+  t.is(piped.stderr, '', 'nothing drawn on a pipe');
+
+  const lines = await progressLines(t, ['-t', String(big.pid), '-D', join(work, 'images-json'), '-R', '--progress', 'json']);
+  t.true(lines.some((l) => l.stage === 'collect pstree'), 'a line per stage');
+  const copy = lines.filter((l) => l.pid === big.pid && l.bytes !== undefined);
+  t.log(copy.map((l) => `${l.bytes}/${l.totalBytes} ${l.bytesPerSec ?? '-'} B/s ${l.secondsLeft ?? '-'} s`).join('\n'));
+  // the line is throttled to one per 100 ms, and on an idle machine 256 MiB copies in less: one
+  // line during the copy at least, and the last at its end
+  t.true(copy.length >= 2 && copy[0]!.bytes! < copy[0]!.totalBytes!, `lines during the copy (${copy.length})`);
+  const total = copy[0]!.totalBytes!;
+  t.true(total >= MIB << 20, 'the total is known from the first line: the page scan precedes the copy');
+  t.true(copy.every((l) => l.stage === `dump task ${big.pid}` && l.totalBytes === total));
+  for (let i = 1; i < copy.length; i++) t.true(copy[i]!.bytes! > copy[i - 1]!.bytes! && copy[i]!.time >= copy[i - 1]!.time, 'bytes and time grow');
+  t.is(copy.at(-1)!.bytes, total, 'the last line at the total');
+  t.true(
+    copy.slice(1).every((l) => l.bytesPerSec! > 0 && (l.bytes === total ? l.secondsLeft === 0 : l.secondsLeft! > 0)),
+    'rate and time left once the copy has run a while',
+  );
+
+  // a tree: each task's copy has its own lines, ending at its own total (the next task is copied
+  // while the last one's images are written, so its lines may come before its stage's)
+  const tree = await startTarget('t_pipes', { dir: join(work, 'tree') });
+  t.teardown(() => killTree(tree.pid, tree.ctl, tree.pids));
+  const treeLines = await progressLines(t, ['-t', String(tree.pid), '-D', join(work, 'images-tree'), '-R', '--shell-job', '--progress=json']);
+  for (const pid of tree.pids) {
+    const last = treeLines.filter((l) => l.pid === pid).at(-1);
+    t.like(last, { pid }, `lines for ${pid}`);
+    t.true(last!.totalBytes! > 0 && last!.bytes === last!.totalBytes, `${pid} copied whole`);
+  }
+});
