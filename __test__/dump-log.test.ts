@@ -2,7 +2,7 @@
 // and at -v4 one line per task, thread, VMA and fd, checked against what /proc showed of the real
 // target before the dump; the same facts as JSON lines with --log-format json; none of them at -v2.
 import test, { type ExecutionContext } from 'ava';
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { makeWorkDir } from './helpers/criu.js';
@@ -104,6 +104,26 @@ test('-v4: each thread of a six-thread task, and each socket with its kind, stat
   t.regex(log, new RegExp(`  socket id \\d+ \\(fd \\d+ of ${sockets.pid}\\): INETSK socket inet, sockType stream, proto 6, state LISTEN, local 127\\.0\\.0\\.1:${tcp}, remote 0\\.0\\.0\\.0:0`));
   t.regex(log, new RegExp(`  socket id \\d+ \\(fd \\d+ of ${sockets.pid}\\): INETSK socket inet, sockType dgram, proto 17, state CLOSE, local 127\\.0\\.0\\.1:${udp}, `));
   t.regex(log, / {2}fd \d+: INETSK id \d+ socket:\[\d+\]/, 'the fd line names the socket');
+});
+
+test('-v4 after a pre-dump with --track-mem: the tracking userfaultfd is skipped, with why, and the pages left in the parent counted', async (t) => {
+  const work = await makeWorkDir(t);
+  const target = await startTarget('p_dirty', { dir: work, args: ['8', '0'] });
+  t.teardown(() => killTree(target.pid, target.ctl, target.pids));
+  const pre = await runTsdump(['pre-dump', '-t', String(target.pid), '-D', join(work, 'd1')]);
+  t.is(pre.code, 0, pre.stderr);
+  const uffd = readdirSync(`/proc/${target.pid}/fd`).filter((fd) => {
+    try {
+      return readlinkSync(`/proc/${target.pid}/fd/${fd}`) === 'anon_inode:[userfaultfd]';
+    } catch {
+      return false;
+    }
+  });
+  t.is(uffd.length, 1, 'the pre-dump left its tracking userfaultfd in the task');
+  const log = await dumpWithLog(t, target, join(work, 'd2'), ['-v4', '--prev-images-dir', '../d1', '--track-mem']);
+  t.regex(log, new RegExp(`\\) {3}fd ${uffd[0]}: skipped \\(the memory tracking's userfaultfd, closed in the task\\)\n`));
+  const inParent = Number(new RegExp(`pages of ${target.pid}: .* (\\d+) in parent;`).exec(log)?.[1]);
+  t.true(inParent >= 2048, `the 8 MiB left in the parent: ${inParent}`);
 });
 
 test('--log-format json: every line one object with time, elapsed, level, pid, stage, message; the same facts as fields', async (t) => {

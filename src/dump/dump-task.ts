@@ -91,7 +91,10 @@ export async function writeTask(ctx: DumpContext, task: SeizedProcessInfo, visit
     const fdinfo = [];
     for (const fd of proc.fds) {
       // a pre-dump's tracking userfaultfd, closed in the task by now
-      if (await ctx.incremental?.hidesFd(pid, fd.fd)) continue;
+      if (await ctx.incremental?.hidesFd(pid, fd.fd)) {
+        ctx.options.log?.debug(`  fd ${fd.fd}: skipped (the memory tracking's userfaultfd, closed in the task)`, { pid, event: 'fd', fd: fd.fd, skipped: true });
+        continue;
+      }
       fdinfo.push(logFd(ctx.options.log, pid, fd, await ctx.files.fd(pid, fd)));
     }
     await ctx.files.taskFilesDone();
