@@ -161,6 +161,12 @@ export declare class Session {
    */
   close(): void
   tracerTid(): Promise<number>
+  /**
+   * Copies every snapshot taken by this session's `dumpTask({ memory: { snapshot } })` calls
+   * into its pages image, in the order taken, killing each holder when done. On a failure the
+   * holders left are killed too.
+   */
+  drainSnapshots(): Promise<Array<SnapshotDrainInfo>>
   /** Everything the dump needs from process `pid`, seized by this session: see the module doc. */
   dumpTask(pid: number, opts: DumpTaskOptions): Promise<TaskFactsInfo>
   /** Registers, signal state, seccomp and rseq of a thread of the held tree. */
@@ -311,6 +317,11 @@ export interface DumpMemoryOptions {
    * finished by `closePageServer`) instead of writing pages-<pagesId>.img.
    */
   pageServer?: PageServerAddress
+  /**
+   * dumpTask only: take a copy-on-write snapshot of the task's private memory instead of
+   * draining it; `drainSnapshots` copies it after the tree is released.
+   */
+  snapshot?: SnapshotMode
 }
 
 export interface DumpShmemOptions {
@@ -633,6 +644,8 @@ export interface MemoryDump {
   pagesInParent: number
   /** Set when `arm` was asked. */
   tracking?: TrackingInfo
+  /** A snapshot was asked and none taken: why (the pages were copied while frozen). */
+  snapshotRefused?: string
 }
 
 /** read: the tracer copies the pages, no injection; vmsplice: the task gifts them into pipes. */
@@ -1173,6 +1186,24 @@ export interface SignalSetsInfo {
   pending: bigint
   sharedPending: bigint
 }
+
+export interface SnapshotDrainInfo {
+  pid: number
+  /** Pages copied after the release. */
+  pages: number
+  /** Pages copied while frozen (fork does not carry MADV_DONTFORK / MADV_WIPEONFORK ranges). */
+  frozenPages: number
+  drainNs: number
+  /** What the snapshot cost in memory at the end of the copy (its peak), if it could be read. */
+  extraBytes?: number
+  /** The task exited during the copy (its images hold it as it was at the snapshot). */
+  taskExited: boolean
+  /** False in the torn test mode (no holder: the live task was read). */
+  held: boolean
+}
+
+/** What a snapshot that cannot be taken leads to. */
+export type SnapshotMode = 'fallback' | 'strict'
 
 export interface SocketInfo {
   family: number

@@ -59,6 +59,7 @@ const DUMP: OptDef[] = [
   { name: 'libdir', short: 'L', type: 'string', desc: 'load plugins (ES modules) from DIR' },
   { name: 'prev-images-dir', type: 'string', desc: 'parent images of an incremental dump (relative to -D)' },
   { name: 'track-mem', type: 'boolean', desc: 'track memory changes for a later incremental dump' },
+  { name: 'snapshot', type: 'string', desc: 'release the tree before copying its memory, from a copy-on-write snapshot (needs -R; =strict: fail where none can be taken)' },
   { name: 'page-server', type: 'boolean', desc: 'send pages to a page server (--address, --port)' },
   { name: 'address', type: 'string', desc: 'page server address' },
   { name: 'port', type: 'number', desc: 'page server port' },
@@ -787,6 +788,14 @@ function tlsOptions(p: Parsed): PageServerTls | undefined {
   };
 }
 
+/** --snapshot (taken, with a fallback) or --snapshot=strict. */
+function snapshotMode(v: string | undefined): DumpOptions['snapshot'] {
+  if (v === undefined) return undefined;
+  if (v === '' || v === 'true') return true;
+  if (v === 'strict') return 'strict';
+  throw new TsdumpError('USAGE', `option --snapshot: ${v} is not "strict" (--snapshot or --snapshot=strict)`);
+}
+
 function optional<K extends string, V>(key: K, value: V | undefined): { [P in K]?: V } {
   return (value === undefined ? {} : { [key]: value }) as { [P in K]?: V };
 }
@@ -854,6 +863,7 @@ function toDumpOptions(command: 'dump' | 'pre-dump', p: Parsed, tokens: readonly
     ...optional('linkRemap', bool(p, 'link-remap')),
     ...optional('prevImagesDir', str(p, 'prev-images-dir')),
     ...optional('trackMem', bool(p, 'track-mem')),
+    ...optional('snapshot', snapshotMode(str(p, 'snapshot'))),
     ...(usePageServer ? { pageServer: { address: address!, port: port!, ...optional('tls', tls) } } : {}),
     ...optional('displayStats', bool(p, 'display-stats')),
     ...optional('pidfile', str(p, 'pidfile')),

@@ -7,7 +7,7 @@ import type { DumpOptions } from '../dump/options.js';
 import { TsdumpError } from '../errors.js';
 import { ProgressDisplay } from '../progress.js';
 import type { Logger } from '../log.js';
-import { formatDumpStats } from './stats.js';
+import { formatDumpStats, formatSnapshotStats } from './stats.js';
 import type { DumpResult } from '../dump/index.js';
 import type { Invocation } from './args.js';
 
@@ -58,6 +58,7 @@ export function dumpJson(command: 'dump' | 'pre-dump', r: DumpResult): Record<st
     },
     timings: r.timings,
     released: r.released,
+    ...(r.snapshot ? { snapshot: r.snapshot } : {}),
   };
 }
 
@@ -212,7 +213,7 @@ export async function run(inv: Invocation, io: Io): Promise<number> {
         display?.finish();
         log.info(`Dumping finished successfully`);
         if (inv.json) io.stdout.write(JSON.stringify(dumpJson(inv.command, result), jsonReplacer) + '\n');
-        else if (inv.options.displayStats) io.stdout.write(formatDumpStats(result));
+        else if (inv.options.displayStats) io.stdout.write(formatDumpStats(result) + (result.snapshot ? formatSnapshotStats(result.snapshot) : ''));
         return 0;
       } catch (err) {
         // the log file keeps the reason too; on stderr the CLI prints it once, so not here

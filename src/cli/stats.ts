@@ -1,6 +1,7 @@
 // --display-stats: the dump statistics printed the way criu prints them (criu/stats.c), so
 // scripts that scrape criu's output read tsdump's unchanged.
 import type { DumpCounters, DumpTimings } from '../dump/stats.js';
+import type { SnapshotReport } from '../dump/snapshot.js';
 
 export interface StatsLike {
   timings: Pick<DumpTimings, 'freezingTime' | 'frozenTime' | 'memdumpTime' | 'memwriteTime'> & { irmapResolveTime?: number };
@@ -8,6 +9,18 @@ export interface StatsLike {
 }
 
 const count = (n: number): string => `${n} (0x${n.toString(16)})`;
+
+/** --snapshot's own lines, after criu's. */
+export function formatSnapshotStats(s: SnapshotReport): string {
+  return [
+    `Snapshot processes: ${s.held}`,
+    `Snapshot pages copied while frozen: ${count(s.pagesFrozen)}`,
+    `Snapshot pages copied after release: ${count(s.pagesAfterRelease)}`,
+    `Snapshot copy time: ${s.copyTime} us`,
+    `Snapshot extra memory: ${s.extraBytes} bytes`,
+    '',
+  ].join('\n');
+}
 
 export function formatDumpStats(s: StatsLike): string {
   const t = s.timings;

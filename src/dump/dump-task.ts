@@ -15,6 +15,7 @@ import { memoryRequest, recordMemory } from './task-memory.js';
 import { dumpMemfdInodes } from './memfd-inodes.js';
 import { isMemfdFd, isMemfdVma } from './fds/memfd.js';
 import { logFd, logMemory, logVmas } from './log-facts.js';
+import { snapshotRequest } from './snapshot.js';
 
 export interface DumpedTask {
   pid: number;
@@ -40,8 +41,13 @@ export async function visitTask(ctx: DumpContext, task: SeizedProcessInfo): Prom
   await ctx.plugins.run('checkpointDevices', { pid });
   const { pagesId, options } = await memoryRequest(ctx, pid, { pageServer: ctx.options.pageServer });
   const tids = task.threads.map((t) => t.tid);
-  const facts = await ctx.call(() => ctx.session.dumpTask(pid, { tids, memory: options }));
+  const facts = await ctx.call(() => ctx.session.dumpTask(pid, { tids, memory: { ...options, ...snapshotRequest(ctx.options) } }));
   await recordMemory(ctx, pid, facts.memory!);
+  const refused = facts.memory!.snapshotRefused;
+  if (refused !== undefined && ctx.snapshot) {
+    ctx.snapshot.pagesFrozen += facts.memory!.counts.written;
+    ctx.options.log?.warn(`pid ${pid}: no snapshot (${refused}); its memory was copied while frozen`);
+  }
   return { facts, pagesId };
 }
 

@@ -29,11 +29,12 @@ import { SysvIpc } from './sysv-ipc.js';
 import { finishPtyDump } from './fds/pty.js';
 import { Incremental } from './incremental.js';
 import { isOwnChild, runInWorker } from './own-child.js';
-import { refuseOwnChild, releaseAfterFailure } from './release.js';
+import { refuseOwnChild, releaseAfterFailure, releaseRunning } from './release.js';
 import { STAGES_NOT_TAKEN, stager, type Stage } from './stage.js';
 import type { DumpEvents, DumpResult } from './result.js';
 import { logRelease, logSeizedTask } from './log-facts.js';
 import { watchPages } from './page-progress.js';
+import { checkSnapshotOptions, copySnapshots, type SnapshotReport } from './snapshot.js';
 
 export type { DumpOptions } from './options.js';
 export type { DumpEvents, DumpResult } from './result.js';
@@ -64,6 +65,7 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
   let images: ImagesDir | undefined;
   let committed = false;
   try {
+    checkSnapshotOptions(options);
     // (CRIU opens its images dir before cr_dump_tasks: refused or made here, see images-dir.ts)
     const imagesDir = await stage('prepare images dir', () => (images = prepareImagesDir(options)));
     session.useImagesDir(imagesDir);
@@ -91,6 +93,9 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
     const pids = tree.processes.map((p) => p.pid);
     let files: FileTable | undefined;
     let networkLock: NetworkLock | undefined;
+    const snapshot: SnapshotReport | undefined = options.snapshot ? { held: 0, pagesFrozen: 0, pagesAfterRelease: 0, copyTime: 0, extraBytes: 0 } : undefined;
+    // --snapshot: the tree runs again before the memory is copied
+    let releasedEarly = false;
     const linkRemaps = options.linkRemap ? new LinkRemaps() : undefined;
     try {
       // 14 collect_pstree_ids: which tasks share mm, files, fs, sighand is asked task by task
@@ -146,6 +151,7 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
         cgroups,
         firstTime: (key) => !seenOnce.has(key) && !!seenOnce.add(key),
         call,
+        snapshot,
       };
       for (const pid of pids) await plugins.run('pauseDevices', { pid });
       // 19 dump_one_task, each live task (27 cr_dump_shmem's objects go with their first holder)
@@ -174,14 +180,28 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
       files = undefined;
       await stage('fix external unix sockets', () => table.close());
       cancellation.throwIfCancelled();
-      stats.markReleased();
+      // asked of the tree (kcmp) while it is held: with --snapshot it may be gone by the inventory
+      const inventoryIds = kobjIds.dumperIds();
+      if (snapshot) {
+        // --snapshot: the tree runs on while its private memory is copied out of the snapshots
+        await stage('release tree', async () => {
+          releasedEarly = true;
+          await releaseRunning(session, call, { linkRemaps, networkLock, log });
+          stats.markReleased();
+          for (const pid of pids) await host.run('resumeDevicesLate', { pid });
+        });
+        await stage('copy snapshots', () => copySnapshots(ctx, snapshot));
+        cancellation.throwIfCancelled();
+      } else {
+        stats.markReleased();
+      }
       stats.finish();
       await writeStats(imagesDir, stats);
       await incremental?.writeTrackFile();
       // 30 write_img_inventory: the commit point; from here on the run finishes as asked,
       // whatever signal comes
       await stage('write inventory', () =>
-        writeInventory(imagesDir, { rootIds: kobjIds.dumperIds(), rootCgSet: cgroups.dumperSetId, tcpClose: !!options.tcpClose }),
+        writeInventory(imagesDir, { rootIds: inventoryIds, rootCgSet: cgroups.dumperSetId, tcpClose: !!options.tcpClose }),
       );
       cancellation.commit();
       commitImages(imagesDir, log);
@@ -201,29 +221,23 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
       // tracking this run started is of no use without its checkpoint: no userfaultfd stays behind
       const left = committed ? [] : ((await incremental?.disarm(session)) ?? []);
       if (left.length && err instanceof Error) err.message += ` (and ending the tracking failed: ${left.join('; ')})`;
-      await releaseAfterFailure(session, err);
+      if (!releasedEarly) await releaseAfterFailure(session, err);
       throw err;
     }
 
     // cr_dump_finish: network unlock, then kill, stop or release the tree
     const released = options.leaveRunning ? 'running' : options.leaveStopped ? 'stopped' : 'killed';
     await stage('finish', async () => {
-      if (released === 'running') {
-        // the tree keeps its files; link remaps are only for a restore of a tree that is gone (CRIU)
-        for (const failed of linkRemaps?.rollback() ?? []) log?.warn(failed);
-        try {
-          await networkLock?.unlock();
-        } catch (err) {
-          await releaseAfterFailure(session, err);
-          throw err;
-        }
-      } else {
+      // --snapshot: released before the copy
+      if (!releasedEarly && released === 'running') {
+        await releaseRunning(session, call, { linkRemaps, networkLock, log });
+        for (const pid of pids) await host.run('resumeDevicesLate', { pid });
+      } else if (!releasedEarly) {
         // killed or stopped: its connections end silently, locked until the restore lifts the rules
         networkLock?.keep();
+        await call(() => session.releaseTree({ mode: released === 'stopped' ? 'stop' : 'kill' }));
       }
-      await call(() => session.releaseTree({ mode: released === 'running' ? 'resume' : released === 'stopped' ? 'stop' : 'kill' }));
       logRelease(log, released, stats.timings, stats.counters);
-      if (released === 'running') for (const pid of pids) await host.run('resumeDevicesLate', { pid });
     });
     succeeded = true;
     return {
@@ -232,6 +246,7 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
       counters: stats.counters,
       timings: stats.timings,
       released,
+      ...(snapshot ? { snapshot } : {}),
     };
   } finally {
     session.close();

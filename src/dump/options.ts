@@ -60,6 +60,13 @@ export interface DumpOptions {
   /** Track memory changes for later incremental dumps (--track-mem). */
   trackMem?: boolean;
   /**
+   * Release the tree before its memory is copied (--snapshot): each process's private memory is
+   * held by a copy-on-write snapshot taken while frozen and copied while the tree runs on; needs
+   * leaveRunning. Where a process's snapshot cannot be taken its memory is copied while frozen
+   * (a warning says why), or with 'strict' the dump fails (--snapshot=strict).
+   */
+  snapshot?: boolean | 'strict';
+  /**
    * Send pages to a page server instead of pages-N.img (--page-server --address --port), with
    * CRIU's TLS if `tls` is set (--tls and --tls-*). The dump connects before it freezes the tree.
    */
@@ -125,6 +132,7 @@ export const DUMP_OPTIONS: { readonly [K in keyof Required<DumpOptions>]: Option
   linkRemap: { flag: '--link-remap', acts: DUMP, worker: 'copied' },
   prevImagesDir: { flag: '--prev-images-dir', acts: BOTH, worker: 'copied' },
   trackMem: { flag: '--track-mem', acts: BOTH, worker: 'copied' },
+  snapshot: { flag: '--snapshot', acts: DUMP, worker: 'copied' },
   pageServer: { flag: '--page-server', acts: BOTH, worker: 'copied' },
   logFile: { flag: '--log-file', acts: BOTH, worker: 'copied' },
   verbosity: { flag: '--verbosity', acts: BOTH, worker: 'copied' },

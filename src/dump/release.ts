@@ -3,6 +3,9 @@
 import type { Session } from '../../native/index.js';
 import { TsdumpError } from '../errors.js';
 import { isOwnChild } from './own-child.js';
+import type { DumpOptions } from './options.js';
+import type { LinkRemaps } from './link-remap.js';
+import type { NetworkLock } from './network-lock.js';
 
 /** Puts the tree back as it was; the dump's own error is what the caller hears about. */
 export async function releaseAfterFailure(session: Session, cause: unknown): Promise<void> {
@@ -12,6 +15,26 @@ export async function releaseAfterFailure(session: Session, cause: unknown): Pro
     const msg = releaseErr instanceof Error ? releaseErr.message : String(releaseErr);
     if (cause instanceof Error) cause.message += ` (and releasing the tree failed: ${msg})`;
   }
+}
+
+/**
+ * Lets a dumped tree run on (-R): it keeps its files (link remaps are only for a restore of a
+ * tree that is gone, as CRIU), its connections work again before it does. With --snapshot this
+ * comes before the memory is copied, otherwise at the end.
+ */
+export async function releaseRunning(
+  session: Session,
+  call: <T>(fn: () => Promise<T> | T) => Promise<T>,
+  held: { linkRemaps: LinkRemaps | undefined; networkLock: NetworkLock | undefined; log: DumpOptions['log'] },
+): Promise<void> {
+  for (const failed of held.linkRemaps?.rollback() ?? []) held.log?.warn(failed);
+  try {
+    await held.networkLock?.unlock();
+  } catch (err) {
+    await releaseAfterFailure(session, err);
+    throw err;
+  }
+  await call(() => session.releaseTree({ mode: 'resume' }));
 }
 
 /**

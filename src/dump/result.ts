@@ -2,6 +2,7 @@
 import type { DumpCounters, DumpTimings } from './stats.js';
 import type { StageEvents } from './stage.js';
 import type { TaskPages } from './page-progress.js';
+import type { SnapshotReport } from './snapshot.js';
 
 export interface DumpEvents extends StageEvents {
   /**
@@ -21,4 +22,6 @@ export interface DumpResult {
   timings: DumpTimings;
   /** What happened to the tree afterwards. */
   released: 'killed' | 'running' | 'stopped';
+  /** --snapshot: what the snapshots did. */
+  snapshot?: SnapshotReport;
 }

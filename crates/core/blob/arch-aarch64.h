@@ -22,6 +22,11 @@
 #define NR_GETGROUPS 158
 #define NR_PRCTL 167
 #define NR_MEMBARRIER 283
+#define NR_EXIT 93
+#define NR_EXIT_GROUP 94
+#define NR_CLONE 220
+#define NR_WAIT4 260
+#define NR_CLOSE_RANGE 436
 
 static inline long sys6(long nr, long a, long b, long c, long d, long e, long f)
 {
@@ -58,4 +63,18 @@ __asm__(".section .text.entry,\"ax\"\n"
 	"\tmov sp, x9\n"
 	"\tbl blob_thread_main\n"
 	"\tbrk #0\n"
+	/* long snap_clone(flags, stack, arg): see arch-x86_64.h (clone: flags, sp, ptid, tls, ctid) */
+	".globl snap_clone\n"
+	"snap_clone:\n"
+	"\tmov x9, x2\n"
+	"\tmov x2, #0\n"
+	"\tmov x3, #0\n"
+	"\tmov x4, #0\n"
+	"\tmov x8, #220\n"
+	"\tsvc #0\n"
+	"\tcbnz x0, 1f\n"
+	"\tmov x0, x9\n"
+	"\tbl snap_middle\n"
+	"\tbrk #0\n"
+	"1:\tret\n"
 	".previous\n");

@@ -21,6 +21,11 @@
 #define NR_TIMER_GETOVERRUN 225
 #define NR_PPOLL 271
 #define NR_MEMBARRIER 324
+#define NR_CLONE 56
+#define NR_EXIT 60
+#define NR_WAIT4 61
+#define NR_EXIT_GROUP 231
+#define NR_CLOSE_RANGE 436
 
 static inline long sys6(long nr, long a, long b, long c, long d, long e, long f)
 {
@@ -55,4 +60,21 @@ __asm__(".section .text.entry,\"ax\"\n"
 	"\tand $-16, %rsp\n"
 	"\tcall blob_thread_main\n"
 	"\tud2\n"
+	/* long snap_clone(flags, stack, arg): clone(2) whose child starts on `stack` in
+	 * snap_middle(arg) and never returns here; the parent gets the child's pid or -errno. */
+	".globl snap_clone\n"
+	"snap_clone:\n"
+	"\tmov %rdx, %r9\n"
+	"\txor %edx, %edx\n"
+	"\txor %r10d, %r10d\n"
+	"\txor %r8d, %r8d\n"
+	"\tmov $56, %eax\n"
+	"\tsyscall\n"
+	"\ttest %rax, %rax\n"
+	"\tjnz 1f\n"
+	"\tmov %r9, %rdi\n"
+	"\tand $-16, %rsp\n"
+	"\tcall snap_middle\n"
+	"\tud2\n"
+	"1:\tret\n"
 	".previous\n");

@@ -44,6 +44,15 @@
 #define PR_GET_THP_DISABLE 42
 #define MEMBARRIER_CMD_GET_REGISTRATIONS (1 << 9)
 #define LINUX_CAPABILITY_VERSION_3 0x20080522
+#define PR_SET_NAME 15
+#define SIGCHLD 17
+#define CLONE_VM 0x100
+#define CLONE_FS 0x200
+#define CLONE_FILES 0x400
+#define CLONE_SIGHAND 0x800
+#define CLONE_VFORK 0x4000
+#define WALL 0x40000000
+#define ECHILD 10
 
 /* The offsets crates/core/src/parasite/blob.rs reads the answers at. */
 _Static_assert(__builtin_offsetof(struct blob_task_info, sigaction) == 16, "blob_task_info layout");
@@ -257,6 +266,53 @@ __attribute__((noreturn)) static void linger_then_home(unsigned long long home)
 	go_home(home);
 }
 
+long snap_clone(unsigned long flags, unsigned long stack, void *arg);
+
+/* The holder (struct blob_snapshot in proto.h): waits on its channel to tsdump, then exits. */
+__attribute__((noreturn)) static void snap_holder(struct blob_snapshot *s)
+{
+	struct blob_rep rep;
+	sys6(NR_CLOSE_RANGE, 0, ~0U, 0, 0, 0, 0);
+	sys6(NR_PRCTL, PR_SET_NAME, (long)"tsdump-snap", 0, 0, 0, 0);
+	long ctl = sys6(NR_SOCKET, AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, 0, 0, 0);
+	if (ctl >= 0 && sys6(NR_CONNECT, ctl, (long)s->addr, s->addr_len, 0, 0, 0) >= 0) {
+		memset(&rep, 0, sizeof(rep));
+		rep.ret = (long long)BLOB_MAGIC;
+		if (sys6(NR_SENDTO, ctl, (long)&rep, sizeof(rep), MSG_NOSIGNAL, 0, 0) >= 0)
+			while (sys6(NR_RECVFROM, ctl, (long)&rep, sizeof(rep), 0, 0, 0) == -EINTR)
+				;
+	}
+	for (;;)
+		sys6(NR_EXIT_GROUP, 0, 0, 0, 0, 0, 0);
+}
+
+/* The middle child: shares the task's memory; forks the holder, says its pid, exits. */
+__attribute__((noreturn, used)) void snap_middle(struct blob_snapshot *s)
+{
+	long r = sys6(NR_CLONE, SIGCHLD, 0, 0, 0, 0, 0);
+	if (r == 0)
+		snap_holder(s);
+	s->holder = r;
+	for (;;)
+		sys6(NR_EXIT, 0, 0, 0, 0, 0, 0);
+}
+
+static long snapshot(struct blob_snapshot *s, unsigned long stack)
+{
+	int status;
+	s->holder = -EINVAL;
+	long mid = snap_clone(CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_VFORK, stack, s);
+	if (mid < 0)
+		return mid;
+	long w;
+	while ((w = sys6(NR_WAIT4, mid, (long)&status, WALL, 0, 0, 0)) == -EINTR)
+		;
+	/* ECHILD: a task that ignores SIGCHLD reaped it already */
+	if (w < 0 && w != -ECHILD)
+		return w;
+	return s->holder;
+}
+
 /* The blob could not reach tsdump: say why where tsdump looks while it waits, and linger. */
 __attribute__((noreturn)) static void refuse(struct blob_args *args, unsigned int call, long err)
 {
@@ -328,6 +384,9 @@ __attribute__((noreturn, used)) void blob_main(struct blob_args *args)
 			break;
 		case BLOB_THREAD_INFO:
 			rep.ret = thread_info((struct blob_thread_info *)q->a[0]);
+			break;
+		case BLOB_SNAPSHOT:
+			rep.ret = snapshot((struct blob_snapshot *)q->a[0], (unsigned long)q->a[1]);
 			break;
 		case BLOB_QUIT:
 			close_made(&made);

@@ -6,7 +6,7 @@
 #ifndef TSDUMP_BLOB_PROTO_H
 #define TSDUMP_BLOB_PROTO_H
 
-#define BLOB_MAGIC 0x7473647062303032ULL /* "tsdpb002": bump with any change to this file */
+#define BLOB_MAGIC 0x7473647062303033ULL /* "tsdpb003": bump with any change to this file */
 
 /* The first message is the blob's: ret = BLOB_MAGIC, out[0] = its channel's fd number. */
 enum blob_op {
@@ -20,6 +20,9 @@ enum blob_op {
 			       * (the blob's own thread; others run blob_thread_entry) -> ret */
 	BLOB_QUIT = 7,     /* close every fd the blob made, then the channel (tsdump sees EOF), and
 			    * linger until tsdump takes the thread back -> no reply */
+	BLOB_SNAPSHOT = 8, /* a[0] = struct blob_snapshot * (scratch), a[1] = a stack top in the
+			    * scratch for the middle child: fork a holder of the task's memory
+			    * as it is now                                  -> ret = holder pid or -errno */
 };
 
 /* How long a blob that has nothing more to say waits for tsdump to take its thread back before
@@ -115,6 +118,24 @@ struct blob_thread_args {
 	unsigned long long out;      /* struct blob_thread_info * */
 	int ctl;                     /* the channel (the task's fd table is the blob's) */
 	int tid;
+};
+
+/*
+ * A snapshot of the task's memory (dump --snapshot). The blob clones a middle child that shares
+ * the task's memory and fd table (CLONE_VM|CLONE_FILES|CLONE_VFORK: the blob's thread sleeps
+ * until it is gone); the middle child forks the holder, which gets a copy-on-write copy of every
+ * private mapping as it is at this instant, and exits; the blob reaps it. The holder is thereby
+ * nobody's child in the tree (it is reparented to the nearest subreaper or init): the
+ * application never sees it in wait(). The holder closes every descriptor it inherited, names
+ * itself HOLDER_COMM, connects to tsdump at `addr`, says BLOB_MAGIC and waits, every signal
+ * blocked, until its channel ends (tsdump is done or died), then exits. It never runs the
+ * application's code: tsdump reads its memory from outside and kills it.
+ */
+struct blob_snapshot {
+	long long holder; /* written by the middle child: the holder's pid, or -errno of its fork */
+	unsigned int addr_len;
+	unsigned int pad;
+	unsigned char addr[112]; /* struct sockaddr_un of tsdump's abstract listening socket */
 };
 
 /* What tsdump writes at the start of the blob's argument area before handing it control. */

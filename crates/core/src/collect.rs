@@ -13,9 +13,9 @@
 //! A task the blob cannot run in (no image for this architecture, another network namespace,
 //! TSDUMP_PARASITE=inject) is asked with single injected syscalls instead, as before.
 
-use crate::error::{ErrorCode, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::inspect::{self, thread::ThreadState, ProcessInfo};
-use crate::mem::{self, track, DumpOpts, Infected, MemDump};
+use crate::mem::{self, snapshot, track, DumpOpts, Infected, MemDump};
 use crate::pageserver::PageServerClient;
 use crate::parasite::blob::Blob;
 use crate::parasite::info::{self, TaskInfo, TaskKnown, ThreadKnown};
@@ -33,6 +33,8 @@ pub struct MemoryRequest<'a> {
     pub close_fd: Option<i32>,
     /// Start tracking writes after the drain.
     pub arm: Option<track::Method>,
+    /// --snapshot: take a copy-on-write snapshot instead of draining (`mem::snapshot`).
+    pub snapshot: Option<snapshot::Mode>,
 }
 
 /// One thread, from outside.
@@ -70,6 +72,8 @@ pub struct TaskFacts {
     pub timings: VisitTimings,
     /// The scratch mapping, left in the task (see `Injector::leave`).
     pub leftover: inject::Leftover,
+    /// --snapshot: the pages still to copy after the release.
+    pub snapshot: Option<snapshot::Pending>,
 }
 
 /// Visits process `pid` (every thread in `tids` seized by the calling thread, leader first).
@@ -82,13 +86,19 @@ pub fn collect_task(pid: i32, tids: &[i32], memory: Option<MemoryRequest>) -> Re
         let smaps = scope.spawn(|| inspect::read_smaps(pid));
         let facts = collect_with(pid, tids, maps, memory);
         let smaps = smaps.join().map_err(|_| crate::Error::new(ErrorCode::Kernel, format!("pid {pid}: the smaps reader panicked")))?;
-        let mut facts = facts?;
+        let (mut facts, taken) = facts?;
         inspect::add_vm_flags(pid, &mut facts.proc, &smaps?, (facts.leftover.scratch, facts.leftover.len))?;
+        if let Some(taken) = taken {
+            // fork leaves these out of the holder (dc) or zeroes them there (wf)
+            let unforked: Vec<(u64, u64)> =
+                facts.proc.vmas.iter().filter(|v| v.vm_flags.iter().any(|f| f == "dc" || f == "wf")).map(|v| (v.start, v.end)).collect();
+            facts.snapshot = Some(taken.copy_unforked(&unforked)?);
+        }
         Ok(facts)
     })
 }
 
-fn collect_with(pid: i32, tids: &[i32], maps: Vec<crate::mem::Vma>, memory: Option<MemoryRequest>) -> Result<TaskFacts> {
+fn collect_with(pid: i32, tids: &[i32], maps: Vec<crate::mem::Vma>, memory: Option<MemoryRequest>) -> Result<(TaskFacts, Option<snapshot::Taken>)> {
     let mut clock = Clock::start();
     let proc = inspect::inspect_process_with(pid, &maps)?;
     let threads = tids
@@ -100,6 +110,11 @@ fn collect_with(pid: i32, tids: &[i32], maps: Vec<crate::mem::Vma>, memory: Opti
         })
         .collect::<Result<Vec<_>>>()?;
     refuse_pending_sigtrap(pid, &threads)?;
+    // the snapshot's processes would run under the task's filters, which may forbid or kill them
+    let no_snapshot = threads
+        .iter()
+        .find(|t| t.state.seccomp_mode != 0)
+        .map(|t| Error::new(ErrorCode::Unsupported, format!("pid {pid} tid {}: runs under seccomp; no snapshot is forked", t.state.tid)));
     let known = TaskKnown {
         umask: proc.umask.unwrap_or(0o022),
         timers: info::parse_proc_timers(&std::fs::read_to_string(format!("/proc/{pid}/timers")).map_err(|e| inspect::io_err(pid, "timers", e))?)?,
@@ -115,8 +130,8 @@ fn collect_with(pid: i32, tids: &[i32], maps: Vec<crate::mem::Vma>, memory: Opti
         m.opts.vmas = Some(maps);
         m
     });
-    let visited = visit(&mut inj, &known, memory, &mut timings, &mut clock).and_then(|v| refuse_ran_free(&inj).map(|_| v));
-    let (info, memory, tracking) = match visited {
+    let visited = visit(&mut inj, &known, memory, no_snapshot, &mut timings, &mut clock).and_then(|v| refuse_ran_free(&inj).map(|_| v));
+    let (info, memory, tracking, taken) = match visited {
         Ok(v) => v,
         Err(e) => {
             // a failed dump releases the tree: no scratch may stay behind
@@ -127,7 +142,7 @@ fn collect_with(pid: i32, tids: &[i32], maps: Vec<crate::mem::Vma>, memory: Opti
     let injected = inj.calls;
     let leftover = inj.leave()?;
     timings.cure_ns += clock.lap();
-    Ok(TaskFacts { proc, threads, info, memory, tracking, injected, timings, leftover })
+    Ok((TaskFacts { proc, threads, info, memory, tracking, injected, timings, leftover, snapshot: None }, taken))
 }
 
 /// Laps of a monotonic clock.
@@ -152,9 +167,9 @@ pub fn ask_task(pid: i32, tids: &[i32]) -> Result<(TaskInfo, u64)> {
     let known = TaskKnown::read(pid, tids)?;
     let slots = tids.len().saturating_sub(1).min(THREAD_BATCH);
     let mut inj = Injector::infect_with_slots(pid, inject::DEFAULT_SCRATCH, slots)?;
-    let visited = visit(&mut inj, &known, None, &mut VisitTimings::default(), &mut Clock::start());
+    let visited = visit(&mut inj, &known, None, None, &mut VisitTimings::default(), &mut Clock::start());
     let cured = inj.cure();
-    let (info, _, _) = visited?;
+    let (info, ..) = visited?;
     cured?;
     refuse_ran_free(&inj)?;
     Ok((info, inj.calls))
@@ -186,10 +201,20 @@ fn refuse_ran_free(inj: &Injector) -> Result<()> {
     }
 }
 
-type Visit = (TaskInfo, Option<MemDump>, Option<(track::Method, track::Armed)>);
+type Visit = (TaskInfo, Option<MemDump>, Option<(track::Method, track::Armed)>, Option<snapshot::Taken>);
+/// The answers, and the memory with the request it answered.
+type Served<'a> = (TaskInfo, Option<(MemDump, MemoryRequest<'a>)>, Option<snapshot::Taken>);
 
-/// The infected part: answers, drain, tracking; the blob is stopped whatever happens.
-fn visit(inj: &mut Injector, known: &TaskKnown, memory: Option<MemoryRequest>, t: &mut VisitTimings, clock: &mut Clock) -> Result<Visit> {
+/// The infected part: answers, drain (or snapshot), tracking; the blob is stopped whatever
+/// happens. `no_snapshot` says why a snapshot asked for must not be taken.
+fn visit(
+    inj: &mut Injector,
+    known: &TaskKnown,
+    memory: Option<MemoryRequest>,
+    no_snapshot: Option<crate::Error>,
+    t: &mut VisitTimings,
+    clock: &mut Clock,
+) -> Result<Visit> {
     let pid = inj.pid();
     let mut blob = if std::env::var("TSDUMP_PARASITE").as_deref() == Ok("inject") {
         None
@@ -201,24 +226,37 @@ fn visit(inj: &mut Injector, known: &TaskKnown, memory: Option<MemoryRequest>, t
         }
     };
     t.infect_ns += clock.lap();
-    let served = (|| -> Result<(TaskInfo, Option<(MemDump, MemoryRequest)>)> {
+    let served = (|| -> Result<Served> {
         let info = info::collect(inj, blob.as_mut(), known)?;
         t.ask_ns += clock.lap();
-        let Some(mut req) = memory else { return Ok((info, None)) };
-        let infected = Infected { inj: &mut *inj, blob: blob.as_mut() };
-        let d = match req.page_server.as_deref_mut() {
-            Some(c) => mem::dump_memory_to_page_server(pid, &req.opts, Some(infected), c)?,
-            None => mem::dump_memory(pid, &req.opts, Some(infected))?,
+        let Some(mut req) = memory else { return Ok((info, None, None)) };
+        let mut taken = None;
+        let d = match (req.page_server.as_deref_mut(), req.snapshot) {
+            (Some(c), _) => mem::dump_memory_to_page_server(pid, &req.opts, Some(Infected { inj: &mut *inj, blob: blob.as_mut() }), c)?,
+            (None, Some(mode)) => {
+                let (d, tk) = match no_snapshot {
+                    Some(e) if mode == snapshot::Mode::Strict => return Err(e),
+                    Some(e) => {
+                        let mut d = mem::dump_memory(pid, &req.opts, Some(Infected { inj: &mut *inj, blob: blob.as_mut() }))?;
+                        d.snapshot_refused = Some(e.message);
+                        (d, None)
+                    }
+                    None => snapshot::take(pid, &req.opts, Infected { inj: &mut *inj, blob: blob.as_mut() }, mode)?,
+                };
+                taken = tk;
+                d
+            }
+            (None, None) => mem::dump_memory(pid, &req.opts, Some(Infected { inj: &mut *inj, blob: blob.as_mut() }))?,
         };
         t.memory_ns += clock.lap();
-        Ok((info, Some((d, req))))
+        Ok((info, Some((d, req)), taken))
     })();
     let stopped = blob.take().map_or(Ok(()), |b| b.stop(inj));
     t.cure_ns += clock.lap();
-    let (info, drained) = served?;
+    let (info, drained, taken) = served?;
     stopped?;
-    let Some((d, req)) = drained else { return Ok((info, None, None)) };
+    let Some((d, req)) = drained else { return Ok((info, None, None, None)) };
     let tracking = track::retrack(inj, req.close_fd, req.arm, &d.vmas)?;
     t.memory_ns += clock.lap();
-    Ok((info, Some(d), tracking))
+    Ok((info, Some(d), tracking, taken))
 }

@@ -18,6 +18,7 @@ pub mod pty;
 mod regs;
 mod seize;
 mod session;
+mod snapshot;
 pub mod sockets;
 mod task;
 mod thread;

@@ -5,7 +5,7 @@
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use tsdump_core::mem::{self, track, DumpOpts, Mode};
+use tsdump_core::mem::{self, snapshot, track, DumpOpts, Mode};
 
 use crate::parasite::{check_traced_by_us, with_parasite};
 use crate::convert::big;
@@ -75,6 +75,19 @@ pub struct DumpMemoryOptions {
     /// Send the pages to this page server (one connection per session, opened by the first call,
     /// finished by `closePageServer`) instead of writing pages-<pagesId>.img.
     pub page_server: Option<PageServerAddress>,
+    /// dumpTask only: take a copy-on-write snapshot of the task's private memory instead of
+    /// draining it; `drainSnapshots` copies it after the tree is released.
+    pub snapshot: Option<SnapshotMode>,
+}
+
+/// What a snapshot that cannot be taken leads to.
+#[napi(string_enum = "lowercase")]
+#[derive(PartialEq, Eq)]
+pub enum SnapshotMode {
+    /// Copy that task's memory while frozen, and say why (`snapshotRefused`).
+    Fallback,
+    /// Fail the dump.
+    Strict,
 }
 
 #[napi(object)]
@@ -158,6 +171,8 @@ pub struct MemoryDump {
     pub pages_in_parent: i64,
     /// Set when `arm` was asked.
     pub tracking: Option<TrackingInfo>,
+    /// A snapshot was asked and none taken: why (the pages were copied while frozen).
+    pub snapshot_refused: Option<String>,
 }
 
 
@@ -206,6 +221,7 @@ pub(crate) fn to_js(d: mem::MemDump, path: String) -> MemoryDump {
         blob_refused: d.blob_refused,
         pages_in_parent: d.pages_in_parent as i64,
         tracking: None,
+        snapshot_refused: d.snapshot_refused,
     }
 }
 
@@ -278,6 +294,7 @@ pub(crate) struct MemoryOptions {
     pub arm: Option<track::Method>,
     pub close_fd: Option<i32>,
     pub server: Option<(String, u16)>,
+    pub snapshot: Option<tsdump_core::mem::snapshot::Mode>,
 }
 
 impl MemoryOptions {
@@ -294,6 +311,7 @@ impl MemoryOptions {
             arm: opts.arm.map(Into::into),
             close_fd: opts.close_fd,
             server,
+            snapshot: opts.snapshot.map(|s| if s == SnapshotMode::Strict { snapshot::Mode::Strict } else { snapshot::Mode::Fallback }),
         })
     }
 
@@ -316,6 +334,7 @@ impl MemoryOptions {
             page_server: client.as_mut(),
             close_fd: self.close_fd,
             arm: self.arm,
+            snapshot: self.snapshot,
         };
         let (d, armed) = drain(req).inspect_err(|_| {
             // a half-written pages image must not pass for a dump

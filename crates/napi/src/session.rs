@@ -23,6 +23,9 @@ pub struct TracerState {
     /// Scratch mappings the dump's visits left in the tree (crate::task): unmapped when the
     /// tree is released to live on, left to die with it when it is killed.
     pub leftovers: Vec<tsdump_core::parasite::inject::Leftover>,
+    /// --snapshot: the copies left for after the release (crate::snapshot); their holders are
+    /// killed when dropped, with this state at the latest.
+    pub snapshots: Vec<tsdump_core::mem::snapshot::Pending>,
 }
 
 type Job = Box<dyn FnOnce(&mut TracerState) + Send>;

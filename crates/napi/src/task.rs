@@ -112,6 +112,8 @@ impl Session {
                     }
                 };
                 state.leftovers.push(facts.leftover);
+                let mut facts = facts;
+                state.snapshots.extend(facts.snapshot.take());
                 Ok((facts, js))
             })
             .await?;

@@ -14,6 +14,7 @@ pub mod memfd;
 pub mod pagemap;
 pub mod predump;
 pub mod shmem;
+pub mod snapshot;
 pub mod track;
 pub mod vma;
 
@@ -83,6 +84,8 @@ pub struct MemDump {
     pub blob_refused: Option<String>,
     /// Incremental dumps: pages left in the parent images (PE_PARENT entries, no data).
     pub pages_in_parent: u64,
+    /// --snapshot: why no snapshot was taken and the pages were copied while frozen.
+    pub snapshot_refused: Option<String>,
 }
 
 /// The scan: VMAs, decisions and the runs of pages to dump.
@@ -304,6 +307,7 @@ where
         vmsplice_calls,
         blob_refused,
         pages_in_parent,
+        snapshot_refused: None,
     })
 }
 

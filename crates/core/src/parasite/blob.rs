@@ -28,7 +28,7 @@ mod syms {
     include!(concat!(env!("OUT_DIR"), "/parasite_syms.rs"));
 }
 
-const MAGIC: u64 = 0x7473_6470_6230_3032;
+const MAGIC: u64 = 0x7473_6470_6230_3033;
 const OP_SYSCALL: u32 = 1;
 const OP_PIPES: u32 = 2;
 const OP_VMSPLICE: u32 = 3;
@@ -36,6 +36,11 @@ const OP_FINI: u32 = 4;
 const OP_TASK_INFO: u32 = 5;
 const OP_THREAD_INFO: u32 = 6;
 const OP_QUIT: u32 = 7;
+const OP_SNAPSHOT: u32 = 8;
+/// Stack for the snapshot's middle child, below the blob's area (struct blob_snapshot in proto.h
+/// sits at the start of the data area).
+const SNAP_STACK: usize = 16 * 1024;
+const SNAP_ARGS_LEN: usize = 128;
 /// The ret of a thread entry's message (proto.h BLOB_THREAD_DONE).
 const THREAD_DONE: i64 = 0x7473_6470_7468_6431;
 /// A thread slot (Injector::thread_slot): the thread's arguments, its answers, its stack (below
@@ -111,6 +116,28 @@ fn listen(pid: i32) -> Result<(OwnedFd, Vec<u8>)> {
         return Err(errno_err(pid, "listen for the parasite channel"));
     }
     Ok((sock, addr))
+}
+
+/// One connection from process `pid` if one is waiting on `listener` (non-blocking); anybody
+/// else who found the address is turned away.
+fn accept_from(listener: i32, pid: i32, what: &str) -> Result<Option<OwnedFd>> {
+    loop {
+        // SAFETY: accept4 on our listening socket; peer address not wanted.
+        let fd = unsafe { libc::accept4(listener, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+        if fd < 0 {
+            let e = Errno::last();
+            return if e == Errno::EAGAIN || e == Errno::EINTR { Ok(None) } else { Err(Error::from_errno(e, pid, what)) };
+        }
+        // SAFETY: fd was just returned by accept4 and is owned by nobody else.
+        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: SO_PEERCRED writes a ucred of at most `len` bytes.
+        let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, (&mut cred as *mut libc::ucred).cast(), &mut len) };
+        if r == 0 && cred.pid == pid {
+            return Ok(Some(sock));
+        }
+    }
 }
 
 fn rd_i64(b: &[u8], off: usize) -> i64 {
@@ -193,24 +220,8 @@ impl Blob {
         let pid = inj.pid();
         let deadline = Instant::now() + CONNECT_TIMEOUT;
         loop {
-            // SAFETY: accept4 on our listening socket; peer address not wanted.
-            let fd = unsafe { libc::accept4(listener, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
-            if fd >= 0 {
-                // SAFETY: fd was just returned by accept4 and is owned by nobody else.
-                let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-                let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
-                let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-                // SAFETY: SO_PEERCRED writes a ucred of at most `len` bytes.
-                let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, (&mut cred as *mut libc::ucred).cast(), &mut len) };
-                if r < 0 || cred.pid != pid {
-                    // Somebody else found the address: ignore them, keep waiting for the task.
-                    continue;
-                }
+            if let Some(sock) = accept_from(listener, pid, "accepting the resident parasite")? {
                 return Ok(sock);
-            }
-            let e = Errno::last();
-            if e != Errno::EAGAIN && e != Errno::EINTR {
-                return Err(Error::from_errno(e, pid, "accepting the resident parasite"));
             }
             inj.check_running()?;
             let mut st = [0u8; 16];
@@ -438,6 +449,53 @@ impl Blob {
         }
         self.send(inj, OP_VMSPLICE, iovs.len() as u32, [fd as u64, flags as u64, 0, 0, 0, 0, 0], &payload)?;
         Ok(self.reply(inj)?.0)
+    }
+
+    /// BLOB_SNAPSHOT: forks a holder of the task's memory as it is now (proto.h, struct
+    /// blob_snapshot) and takes charge of it once it has connected.
+    pub fn snapshot(&mut self, inj: &mut Injector) -> Result<crate::mem::snapshot::Holder> {
+        let pid = inj.pid();
+        let base = inj.data_limit() - AREA;
+        let args_off = Injector::DATA_OFFSET;
+        if base < args_off + SNAP_ARGS_LEN + SNAP_STACK {
+            return Err(Error::new(ErrorCode::Parasite, format!("pid {pid}: scratch too small for a snapshot")));
+        }
+        let (listener, addr) = listen(pid)?;
+        let mut args = vec![0u8; SNAP_ARGS_LEN];
+        args[8..12].copy_from_slice(&(addr.len() as u32).to_ne_bytes());
+        args[16..16 + addr.len()].copy_from_slice(&addr);
+        inj.write(args_off, &args)?;
+        let stack = inj.remote(base) & !15;
+        self.send(inj, OP_SNAPSHOT, 0, [inj.remote(args_off), stack, 0, 0, 0, 0, 0], &[])?;
+        let (r, _) = self.reply(inj)?;
+        if r < 0 {
+            let e = Errno::from_raw(-r as i32);
+            return Err(Error::new(ErrorCode::Kernel, format!("pid {pid}: forking its snapshot failed: {}", e.desc())));
+        }
+        let holder = r as i32;
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        let sock = loop {
+            if let Some(sock) = accept_from(listener.as_raw_fd(), holder, "accepting the snapshot holder")? {
+                break sock;
+            }
+            let state = std::fs::read_to_string(format!("/proc/{holder}/stat")).unwrap_or_default();
+            let gone = matches!(state.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()), None | Some('Z') | Some('X'));
+            if gone || Instant::now() > deadline {
+                let why = if gone { "exited" } else { "did not connect" };
+                // SAFETY: kill(2) of the holder we just forked (it never runs the task's code).
+                unsafe { libc::kill(holder, libc::SIGKILL) };
+                return Err(Error::new(ErrorCode::Parasite, format!("pid {pid}: its snapshot holder (pid {holder}) {why}")));
+            }
+            poll_in(listener.as_raw_fd(), 10)?;
+        };
+        let mut hello = [0u8; REP_LEN];
+        // SAFETY: recv into a buffer of hello.len() bytes; the holder sends before anything else.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), hello.as_mut_ptr().cast(), hello.len(), 0) };
+        let holder = crate::mem::snapshot::Holder::new(holder, sock)?;
+        if n as usize != REP_LEN || rd_i64(&hello, 0) as u64 != MAGIC {
+            return Err(Error::new(ErrorCode::Parasite, format!("pid {pid}: its snapshot holder (pid {}) did not say hello", holder.pid)));
+        }
+        Ok(holder)
     }
 
     /// The blob closes the pipes it made (BLOB_FINI) and keeps serving.

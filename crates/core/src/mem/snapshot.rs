@@ -1,0 +1,321 @@
+//! `dump --snapshot`: the task's private memory is copied after the tree is released, from a
+//! copy-on-write snapshot taken while it was frozen.
+//!
+//! While frozen (`take`, in the visit): the pages to dump are scanned as for any dump, then the
+//! resident parasite forks a holder (blob/proto.h, struct blob_snapshot): a process that shares
+//! every private page of the task copy-on-write as it is at that instant and never runs the
+//! application's code. After the smaps reader is in (`Taken::copy_unforked`), the pages fork does
+//! not carry (VmFlags dc: MADV_DONTFORK, absent in the holder; wf: MADV_WIPEONFORK, zeroes
+//! there) are copied from the frozen task into their places in the pages image. Shared mappings
+//! are no concern here: their pages are dumped from the frozen task by the shmem and memfd stages.
+//!
+//! After the release (`Pending::drain`): the other pages are read out of the holder with
+//! process_vm_readv into their places in the pages image, then the holder is killed. The holder
+//! lives only as long as its channel to tsdump: if tsdump dies it sees EOF and exits, and a
+//! `Holder` dropped for any reason kills it.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::time::Instant;
+
+use nix::errno::Errno;
+
+use super::drain::{PageSink, ReadSource};
+use super::pagemap::Run;
+use super::vma::page_size;
+use super::{entries, plan, plan_vmas, DumpOpts, Infected, MemDump, Plan, Timings};
+use crate::error::{Error, ErrorCode, Result};
+use crate::images_dir::NewFile;
+
+/// How a snapshot that cannot be taken is met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Copy that task's memory while it is frozen, as without --snapshot (and say why).
+    Fallback,
+    /// Fail the dump (--snapshot=strict).
+    Strict,
+}
+
+/// Test-only (documented in the README): release first and copy from the live task with no
+/// snapshot at all, the torn copy the consistency test must catch.
+pub const TORN_ENV: &str = "TSDUMP_TEST_TORN_SNAPSHOT";
+
+/// The holder process of one task's snapshot.
+pub struct Holder {
+    pub pid: i32,
+    pidfd: OwnedFd,
+    /// The holder's channel: it exits when this closes.
+    _sock: OwnedFd,
+}
+
+impl Holder {
+    /// Takes charge of holder `pid`, connected on `sock`: pinned by a pidfd, and first in line
+    /// for the OOM killer (it shares the task's pages; the task must not be the one to go).
+    pub fn new(pid: i32, sock: OwnedFd) -> Result<Holder> {
+        // SAFETY: pidfd_open(2) with no flags; the result is checked before being owned.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(Error::from_errno(Errno::last(), pid, "pidfd_open of the snapshot holder"));
+        }
+        // SAFETY: fd was just returned by pidfd_open and is owned by nobody else.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let holder = Holder { pid, pidfd, _sock: sock };
+        let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "1000");
+        Ok(holder)
+    }
+
+    /// Memory the snapshot costs now: the holder's pages no longer shared with the task (the
+    /// task wrote or dropped them since), from /proc/PID/smaps_rollup.
+    pub fn extra_bytes(&self) -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", self.pid)).ok()?;
+        let kib = |name: &str| {
+            text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        };
+        Some((kib("Private_Dirty:")? + kib("Private_Clean:")?) * 1024)
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        // SAFETY: pidfd_send_signal(2) on our pidfd; a holder already gone makes it fail, harmlessly.
+        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), libc::SIGKILL, std::ptr::null::<u8>(), 0) };
+    }
+}
+
+/// A snapshot taken in the visit, before the unforked pages are copied.
+pub struct Taken {
+    pid: i32,
+    plan: Plan,
+    runs: Vec<Run>,
+    pages: NewFile,
+    /// None in the torn test mode: the pages are read from the live task.
+    holder: Option<Holder>,
+}
+
+/// What is left to copy after the release.
+pub struct Pending {
+    pub pid: i32,
+    holder: Option<Holder>,
+    /// The pieces still to copy: run, offset in the pages image, readable.
+    left: Vec<(Run, u64, bool)>,
+    file: File,
+    pages: NewFile,
+    /// Pages copied while frozen (fork does not carry them).
+    pub frozen_pages: u64,
+}
+
+/// What the copy after the release did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Drained {
+    pub pages: u64,
+    pub ns: u64,
+    /// The snapshot's memory cost at the end of the copy (its peak: the holder never frees).
+    pub extra_bytes: Option<u64>,
+    /// The task exited during the copy (the images hold it as it was at the snapshot).
+    pub task_exited: bool,
+}
+
+/// Scans the task and takes its snapshot (the task is frozen and infected, its blob running).
+/// Where no snapshot can be had (no resident parasite, a fork that fails) the memory is drained
+/// now, as without --snapshot, and `snapshot_refused` says why, or with `Mode::Strict` the dump
+/// fails.
+pub fn take(pid: i32, opts: &DumpOpts, infected: Infected, mode: Mode) -> Result<(MemDump, Option<Taken>)> {
+    let t0 = Instant::now();
+    let torn = std::env::var_os(TORN_ENV).is_some();
+    let Infected { inj, mut blob } = infected;
+    let holder = match (torn, blob.as_deref_mut()) {
+        (true, _) => Ok(None),
+        (false, Some(b)) => b.snapshot(inj).map(Some),
+        (false, None) => Err(Error::new(ErrorCode::Unsupported, format!("pid {pid}: no resident parasite to fork a snapshot from"))),
+    };
+    let holder = match holder {
+        Ok(h) => h,
+        Err(e) if e.code == ErrorCode::TargetGone || mode == Mode::Strict => return Err(e),
+        Err(e) => {
+            let mut d = super::dump_memory(pid, opts, Some(Infected { inj, blob }))?;
+            d.snapshot_refused = Some(e.message);
+            return Ok((d, None));
+        }
+    };
+    let hide = Some((inj.scratch_addr(), inj.scratch_addr() + inj.scratch_len() as u64));
+    let plan = match &opts.vmas {
+        Some(v) => plan_vmas(pid, v.clone(), hide)?,
+        None => plan(pid, hide)?,
+    };
+    let runs = plan.runs.clone();
+    let to_write: u64 = runs.iter().map(|r| r.nr_pages).sum();
+    let scan_ns = t0.elapsed().as_nanos() as u64;
+    let d = MemDump {
+        entries: entries(&runs),
+        vmas: plan.vmas.clone(),
+        counts: plan.counts,
+        pages_written: to_write,
+        bytes_written: to_write * page_size(),
+        timings: Timings { scan_ns, total_ns: scan_ns, ..Timings::default() },
+        vmsplice_calls: 0,
+        blob_refused: None,
+        pages_in_parent: 0,
+        snapshot_refused: None,
+    };
+    Ok((d, Some(Taken { pid, plan, runs, pages: opts.pages.clone(), holder })))
+}
+
+/// Writes page data at given offsets of the pages image.
+struct At<'a> {
+    file: &'a File,
+    off: u64,
+    what: String,
+}
+
+impl PageSink for At<'_> {
+    fn splice_from(&mut self, _pipe: std::os::fd::RawFd, _len: usize) -> Result<()> {
+        Err(Error::new(ErrorCode::Kernel, "internal: splice into a positioned page writer"))
+    }
+    fn write_buf(&mut self, buf: &[u8]) -> Result<()> {
+        self.file.write_all_at(buf, self.off).map_err(|e| Error::new(ErrorCode::ImageIo, format!("writing {}: {e}", self.what)))?;
+        self.off += buf.len() as u64;
+        Ok(())
+    }
+    fn written(&self) -> u64 {
+        self.off
+    }
+}
+
+/// `runs` cut at the edges of `unforked` (sorted, disjoint ranges), each piece with its offset in
+/// the pages image (the runs' pages in order) and whether it lies in `unforked`.
+fn pieces(runs: &[Run], unforked: &[(u64, u64)]) -> Vec<(Run, u64, bool)> {
+    let ps = page_size();
+    let mut out = Vec::with_capacity(runs.len());
+    let mut off = 0u64;
+    for r in runs {
+        let mut at = r.vaddr;
+        let end = r.vaddr + r.nr_pages * ps;
+        while at < end {
+            let inside = unforked.iter().find(|&&(lo, hi)| lo <= at && at < hi);
+            let cut = match inside {
+                Some(&(_, hi)) => hi.min(end),
+                None => unforked.iter().map(|&(lo, _)| lo).filter(|&lo| lo > at).min().unwrap_or(end).min(end),
+            };
+            out.push((Run { vaddr: at, nr_pages: (cut - at) / ps }, off, inside.is_some()));
+            off += cut - at;
+            at = cut;
+        }
+    }
+    out
+}
+
+impl Taken {
+    /// Copies, from the frozen task, the pages fork left out of the holder: those in the ranges
+    /// `unforked` (mappings with VmFlags dc or wf). The rest waits in the returned `Pending`.
+    pub fn copy_unforked(self, unforked: &[(u64, u64)]) -> Result<Pending> {
+        let pid = self.pid;
+        let file = self.pages.create()?;
+        let readable = |addr: u64| {
+            let i = self.plan.vmas.partition_point(|r| r.vma.end <= addr);
+            self.plan.vmas.get(i).is_some_and(|r| r.vma.start <= addr && r.vma.readable())
+        };
+        let all: Vec<(Run, u64, bool)> = pieces(&self.runs, unforked);
+        let mut frozen_pages = 0;
+        let mut left = Vec::with_capacity(all.len());
+        let copied = (|| -> Result<()> {
+            let mut src = ReadSource::new(pid);
+            for (run, off, inside) in all {
+                let readable = readable(run.vaddr);
+                if inside && self.holder.is_some() {
+                    src.copy_run(run, readable, &mut At { file: &file, off, what: self.pages.display() })?;
+                    frozen_pages += run.nr_pages;
+                } else {
+                    left.push((run, off, readable));
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = copied {
+            self.pages.remove();
+            return Err(e);
+        }
+        Ok(Pending { pid, holder: self.holder, left, file, pages: self.pages, frozen_pages })
+    }
+}
+
+impl Pending {
+    /// Whether a holder holds the pages (false in the torn test mode).
+    pub fn has_holder(&self) -> bool {
+        self.holder.is_some()
+    }
+
+    /// Copies the pages left out of the holder into the pages image, then kills the holder.
+    /// The pages image is removed if the copy fails.
+    pub fn drain(mut self) -> Result<Drained> {
+        let t0 = Instant::now();
+        let source = self.holder.as_ref().map_or(self.pid, |h| h.pid);
+        let what = self.pages.display();
+        let copied = (|| -> Result<u64> {
+            let mut src = ReadSource::new(source);
+            let mut pages = 0;
+            for &(run, off, readable) in &self.left {
+                src.copy_run(run, readable, &mut At { file: &self.file, off, what: what.clone() }).map_err(|e| self.why(e))?;
+                pages += run.nr_pages;
+            }
+            self.file.sync_all().map_err(|e| Error::new(ErrorCode::ImageIo, format!("fsync {what}: {e}")))?;
+            Ok(pages)
+        })();
+        let pages = match copied {
+            Ok(p) => p,
+            Err(e) => {
+                self.pages.remove();
+                return Err(e);
+            }
+        };
+        let extra_bytes = self.holder.as_ref().and_then(Holder::extra_bytes);
+        let task_exited = !std::path::Path::new(&format!("/proc/{}/mem", self.pid)).exists() || is_zombie(self.pid);
+        drop(self.holder.take());
+        Ok(Drained { pages, ns: t0.elapsed().as_nanos() as u64, extra_bytes, task_exited })
+    }
+
+    /// A failed read, told by what happened to the process it read from.
+    fn why(&self, e: Error) -> Error {
+        if e.code == ErrorCode::Cancelled {
+            return e;
+        }
+        match &self.holder {
+            Some(h) if is_zombie(h.pid) || !std::path::Path::new(&format!("/proc/{}", h.pid)).exists() => Error::new(
+                ErrorCode::TargetGone,
+                format!("pid {}: its snapshot holder (pid {}) was killed during the background copy ({})", self.pid, h.pid, e.message),
+            ),
+            None if is_zombie(self.pid) || !std::path::Path::new(&format!("/proc/{}", self.pid)).exists() => {
+                Error::new(ErrorCode::TargetGone, format!("pid {}: exited during the copy ({})", self.pid, e.message))
+            }
+            _ => e,
+        }
+    }
+}
+
+fn is_zombie(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    matches!(stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()), None | Some('Z') | Some('X'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_cut_runs_at_unforked_edges_and_keep_offsets() {
+        let ps = page_size();
+        let runs = [Run { vaddr: 0x10 * ps, nr_pages: 8 }, Run { vaddr: 0x40 * ps, nr_pages: 2 }];
+        let got = pieces(&runs, &[(0x12 * ps, 0x14 * ps), (0x41 * ps, 0x50 * ps)]);
+        let want = [
+            (0x10, 2, 0, false),
+            (0x12, 2, 2, true),
+            (0x14, 4, 4, false),
+            (0x40, 1, 8, false),
+            (0x41, 1, 9, true),
+        ];
+        assert_eq!(got.len(), want.len());
+        for ((r, off, inside), (v, n, o, i)) in got.iter().zip(want) {
+            assert_eq!((r.vaddr, r.nr_pages, *off, *inside), (v * ps, n, o * ps, i));
+        }
+    }
+}

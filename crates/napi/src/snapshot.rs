@@ -1,0 +1,52 @@
+//! `session.drainSnapshots()`: the copy after the release for `dump --snapshot`
+//! (tsdump_core::mem::snapshot).
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use crate::session::Session;
+
+#[napi(object)]
+pub struct SnapshotDrainInfo {
+    pub pid: i32,
+    /// Pages copied after the release.
+    pub pages: i64,
+    /// Pages copied while frozen (fork does not carry MADV_DONTFORK / MADV_WIPEONFORK ranges).
+    pub frozen_pages: i64,
+    pub drain_ns: i64,
+    /// What the snapshot cost in memory at the end of the copy (its peak), if it could be read.
+    pub extra_bytes: Option<i64>,
+    /// The task exited during the copy (its images hold it as it was at the snapshot).
+    pub task_exited: bool,
+    /// False in the torn test mode (no holder: the live task was read).
+    pub held: bool,
+}
+
+#[napi]
+impl Session {
+    /// Copies every snapshot taken by this session's `dumpTask({ memory: { snapshot } })` calls
+    /// into its pages image, in the order taken, killing each holder when done. On a failure the
+    /// holders left are killed too.
+    #[napi]
+    pub async fn drain_snapshots(&self) -> Result<Vec<SnapshotDrainInfo>> {
+        self.run(|state| {
+            let pending = std::mem::take(&mut state.snapshots);
+            let mut out = Vec::with_capacity(pending.len());
+            for p in pending {
+                let (pid, frozen_pages, held) = (p.pid, p.frozen_pages, p.has_holder());
+                let d = p.drain()?;
+                out.push(SnapshotDrainInfo {
+                    pid,
+                    pages: d.pages as i64,
+                    frozen_pages: frozen_pages as i64,
+                    drain_ns: d.ns as i64,
+                    extra_bytes: d.extra_bytes.map(|b| b as i64),
+                    task_exited: d.task_exited,
+                    held,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
