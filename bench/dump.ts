@@ -9,6 +9,13 @@
 // --baseline DIR times another build of tsdump (DIR/dist/cli.js, e.g. an earlier commit built
 // elsewhere) as a fourth tool, in the same rotation: a before/after under the same load.
 //
+//   npx tsx bench/dump.ts --snapshot [--shapes mem256m,mem1g,mem4g]
+//
+// --snapshot (issue 14): every tool leaves the tree running (-R), and `tsdump dump -R --snapshot`
+// (the copy after the release, from a copy-on-write snapshot) is timed beside `tsdump dump -R`
+// (the frozen copy) and `criu dump -R`; the library is left out. Its extra memory is the
+// snapshot's own report (--json): near zero on these idle targets, whose pages nobody writes.
+//
 // Method: for every round and shape each tool dumps its own fresh target (started the same way,
 // idle once set up), the tools' order rotating from round to round; wall time is the command's
 // (spawn to exit, for the library the call), frozen time each tool's own stats-dump frozen_time
@@ -40,6 +47,7 @@ interface Shape {
 
 const SHAPES: Shape[] = [
   { name: 'idle', what: 'one idle process', args: ['procs', '1', '0'], mib: 0 },
+  { name: 'mem256m', what: '256 MiB anonymous', args: ['procs', '1', '256'], mib: 256 },
   { name: 'procs10', what: '10 processes', args: ['procs', '10', '0'], mib: 0 },
   { name: 'procs100', what: '100 processes', args: ['procs', '100', '0'], mib: 0 },
   { name: 'procs500', what: '500 processes', args: ['procs', '500', '0'], mib: 0 },
@@ -51,25 +59,30 @@ const SHAPES: Shape[] = [
   { name: 'tree100x64m', what: '100 processes x 64 MiB', args: ['procs', '100', '64'], mib: 6400 },
 ];
 
-type Tool = 'criu' | 'cli' | 'lib' | 'base';
+type Tool = 'criu' | 'cli' | 'lib' | 'base' | 'snap';
 
 interface Run {
   wallMs: number;
   frozenMs: number;
   rssMiB?: number;
+  /** snap: the snapshot's extra memory (its --json report). */
+  extraMiB?: number;
 }
 
 const argv = process.argv.slice(2);
+const snapshotMode = argv.includes('--snapshot');
+/** --snapshot needs the tree left running; the other tools then do the same. */
+const leave = snapshotMode ? ['-R'] : [];
 const opt = (name: string): string | undefined => {
   const i = argv.indexOf(`--${name}`);
   return i >= 0 ? argv[i + 1] : undefined;
 };
 const rounds = Number(opt('rounds') ?? 3);
 const wanted = opt('shapes')?.split(',');
-const shapes = wanted ? SHAPES.filter((s) => wanted.includes(s.name)) : SHAPES;
+const shapes = wanted ? SHAPES.filter((s) => wanted.includes(s.name)) : snapshotMode ? SHAPES.filter((s) => ['mem256m', 'mem1g', 'mem4g'].includes(s.name)) : SHAPES;
 const imagesRoot = opt('dir') ?? '/dev/shm';
 const baseline = opt('baseline');
-const TOOLS: Tool[] = baseline ? ['criu', 'cli', 'lib', 'base'] : ['criu', 'cli', 'lib'];
+const TOOLS: Tool[] = snapshotMode ? ['criu', 'cli', 'snap'] : baseline ? ['criu', 'cli', 'lib', 'base'] : ['criu', 'cli', 'lib'];
 if (wanted && shapes.length !== wanted.length) throw new Error(`unknown shape in ${wanted.join(',')}; known: ${SHAPES.map((s) => s.name).join(',')}`);
 
 // Killed trees must be reaped, and the targets must not be this process's children (the library
@@ -116,13 +129,13 @@ async function frozenMs(dir: string): Promise<number> {
 }
 
 /** Runs a command under /usr/bin/time: wall ms (spawn to exit) and peak RSS. */
-function timed(cmd: string[]): { wallMs: number; rssMiB: number } {
+function timed(cmd: string[]): { wallMs: number; rssMiB: number; stdout: string } {
   const t0 = process.hrtime.bigint();
   const r = spawnSync('/usr/bin/time', ['-f', 'TIME %M', ...cmd], { encoding: 'utf8', maxBuffer: 1 << 26 });
   const wallMs = Number(process.hrtime.bigint() - t0) / 1e6;
   const m = /TIME (\d+)/.exec(r.stderr);
   if (r.status !== 0 || !m) throw new Error(`${cmd.slice(0, 2).join(' ')} failed (${r.status}): ${r.stderr.slice(-1500)}`);
-  return { wallMs, rssMiB: Number(m[1]) / 1024 };
+  return { wallMs, rssMiB: Number(m[1]) / 1024, stdout: r.stdout };
 }
 
 async function runTool(tool: Tool, pid: number, dir: string): Promise<Run> {
@@ -133,10 +146,11 @@ async function runTool(tool: Tool, pid: number, dir: string): Promise<Run> {
   }
   const cmd =
     tool === 'criu'
-      ? [CRIU, 'dump', '-t', String(pid), '-D', dir, '--shell-job', '-o', 'dump.log']
-      : [process.execPath, tool === 'base' ? join(baseline!, 'dist/cli.js') : CLI, 'dump', '-t', String(pid), '-D', dir, '--shell-job'];
+      ? [CRIU, 'dump', '-t', String(pid), '-D', dir, '--shell-job', '-o', 'dump.log', ...leave]
+      : [process.execPath, tool === 'base' ? join(baseline!, 'dist/cli.js') : CLI, 'dump', '-t', String(pid), '-D', dir, '--shell-job', ...leave, ...(tool === 'snap' ? ['--snapshot', '--json'] : [])];
   const t = timed(cmd);
-  return { ...t, frozenMs: await frozenMs(dir) };
+  const extra = tool === 'snap' ? (JSON.parse(t.stdout) as { snapshot?: { extraBytes: number } }).snapshot?.extraBytes : undefined;
+  return { wallMs: t.wallMs, rssMiB: t.rssMiB, frozenMs: await frozenMs(dir), ...(extra !== undefined ? { extraMiB: extra / 2 ** 20 } : {}) };
 }
 
 async function once(shape: Shape, tool: Tool): Promise<Run> {
@@ -175,7 +189,7 @@ const median = (xs: number[]): number => {
 
 interface Summary {
   shape: Shape;
-  med: Partial<Record<Tool, { wallMs: number; frozenMs: number; rssMiB?: number }>>;
+  med: Partial<Record<Tool, { wallMs: number; frozenMs: number; rssMiB?: number; extraMiB?: number }>>;
   errors: string[];
 }
 const summaries: Summary[] = [];
@@ -190,7 +204,7 @@ for (const shape of shapes) {
     console.log(`${shape.what}: skipped (needs ~${need} MiB free, ${memAvailableMiB().toFixed(0)} available)`);
     continue;
   }
-  const runs: Record<Tool, Run[]> = { criu: [], cli: [], lib: [], base: [] };
+  const runs: Record<Tool, Run[]> = { criu: [], cli: [], lib: [], base: [], snap: [] };
   const errors: string[] = [];
   for (let r = 0; r < rounds; r++) {
     const order = [...TOOLS.slice(r % TOOLS.length), ...TOOLS.slice(0, r % TOOLS.length)];
@@ -207,10 +221,27 @@ for (const shape of shapes) {
     const xs = runs[tool];
     if (!xs.length) continue;
     const rss = xs.flatMap((x) => (x.rssMiB === undefined ? [] : [x.rssMiB]));
-    med[tool] = { wallMs: median(xs.map((x) => x.wallMs)), frozenMs: median(xs.map((x) => x.frozenMs)), ...(rss.length ? { rssMiB: Math.max(...rss) } : {}) };
+    const extra = xs.flatMap((x) => (x.extraMiB === undefined ? [] : [x.extraMiB]));
+    med[tool] = {
+      wallMs: median(xs.map((x) => x.wallMs)),
+      frozenMs: median(xs.map((x) => x.frozenMs)),
+      ...(rss.length ? { rssMiB: Math.max(...rss) } : {}),
+      ...(extra.length ? { extraMiB: Math.max(...extra) } : {}),
+    };
   }
   summaries.push({ shape, med, errors });
-  const { criu, cli, lib, base } = med;
+  const { criu, cli, lib, base, snap } = med;
+  if (snapshotMode) {
+    console.log(
+      `${shape.what.padEnd(24)} criu -R ${f0(criu?.wallMs).padStart(6)} / ${f0(criu?.frozenMs).padStart(6)} ms` +
+        `  tsdump -R ${f0(cli?.wallMs).padStart(6)} / ${f0(cli?.frozenMs).padStart(6)} ms` +
+        `  --snapshot ${f0(snap?.wallMs).padStart(6)} / ${f0(snap?.frozenMs).padStart(6)} ms (extra ${f0(snap?.extraMiB)} MiB)` +
+        `  frozen x${f2(snap && cli && snap.frozenMs / cli.frozenMs)} of tsdump, x${f2(snap && criu && snap.frozenMs / criu.frozenMs)} of criu` +
+        `  wall x${f2(snap && cli && snap.wallMs / cli.wallMs)} of tsdump`,
+    );
+    for (const e of errors) console.log(`    error ${e}`);
+    continue;
+  }
   console.log(
     `${shape.what.padEnd(24)} criu ${f0(criu?.wallMs).padStart(6)} / ${f0(criu?.frozenMs).padStart(6)} ms` +
       (base ? `  baseline ${f0(base.wallMs).padStart(6)} / ${f0(base.frozenMs).padStart(6)} ms (x${f2(criu && base.frozenMs / criu.frozenMs)})` : '') +
@@ -232,6 +263,17 @@ for (const series of [['procs10', 'procs100', 'procs500'], ['threads10', 'thread
       .map((s, i) => f2(s!.med[tool]!.frozenMs / got[i]!.med[tool]!.frozenMs))
       .join(', then x');
   console.log(`growth ${series.join(' -> ')}: criu x${step('criu')}; tsdump x${step('cli')}` + (baseline && got.every((s) => s!.med.base) ? `; baseline x${step('base')}` : ''));
+}
+if (snapshotMode) {
+  console.log('| case (all -R) | CRIU wall / frozen ms | tsdump wall / frozen ms | tsdump --snapshot wall / frozen ms | frozen: snapshot / tsdump | frozen: snapshot / CRIU | wall: snapshot / tsdump | snapshot extra MiB |');
+  console.log(`|${' --- |'.repeat(8)}`);
+  const wf = (r: { wallMs: number; frozenMs: number } | undefined): string => `${f0(r?.wallMs)} / ${f0(r?.frozenMs)}`;
+  for (const { shape, med: m } of summaries) {
+    const cells = [shape.what, wf(m.criu), wf(m.cli), wf(m.snap), f2(m.snap && m.cli && m.snap.frozenMs / m.cli.frozenMs)];
+    cells.push(f2(m.snap && m.criu && m.snap.frozenMs / m.criu.frozenMs), f2(m.snap && m.cli && m.snap.wallMs / m.cli.wallMs), f0(m.snap?.extraMiB));
+    console.log(`| ${cells.join(' | ')} |`);
+  }
+  process.exit(0);
 }
 const baseCols = baseline ? ' baseline wall / frozen ms | baseline frozen ratio |' : '';
 console.log(`| case | CRIU wall / frozen ms |${baseCols} tsdump wall / frozen ms | library wall / frozen ms | frozen ratio | tsdump peak RSS MiB |`);

@@ -10,7 +10,7 @@
 //! are no concern here: their pages are dumped from the frozen task by the shmem and memfd stages.
 //!
 //! After the release (`Pending::drain`): the other pages are read out of the holder with
-//! process_vm_readv into their places in the pages image, then the holder is killed. The holder
+//! /proc/PID/mem into their places in the pages image, then the holder is killed. The holder
 //! lives only as long as its channel to tsdump: if tsdump dies it sees EOF and exits, and a
 //! `Holder` dropped for any reason kills it.
 
@@ -77,9 +77,20 @@ impl Holder {
 }
 
 impl Drop for Holder {
+    /// Kills the holder and waits (a few seconds at most) until it has exited: a dump that
+    /// returns leaves no holder running. Its reaper (a subreaper or init) collects it.
     fn drop(&mut self) {
+        let fd = self.pidfd.as_raw_fd();
         // SAFETY: pidfd_send_signal(2) on our pidfd; a holder already gone makes it fail, harmlessly.
-        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), libc::SIGKILL, std::ptr::null::<u8>(), 0) };
+        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd, libc::SIGKILL, std::ptr::null::<u8>(), 0) };
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            // SAFETY: one pollfd, valid for the call; a pidfd polls readable once its process exited.
+            if unsafe { libc::poll(&mut p, 1, 100) } > 0 {
+                break;
+            }
+        }
     }
 }
 
@@ -255,6 +266,10 @@ impl Pending {
             let mut src = ReadSource::new(source);
             let mut pages = 0;
             for &(run, off, readable) in &self.left {
+                // From the holder through /proc/PID/mem, never process_vm_readv: that pins the
+                // pages it reads (FOLL_PIN), and pinning an anonymous page shared copy-on-write
+                // unshares it, so the holder would end up with a private copy of every page.
+                let readable = readable && self.holder.is_none();
                 src.copy_run(run, readable, &mut At { file: &self.file, off, what: what.clone() }).map_err(|e| self.why(e))?;
                 pages += run.nr_pages;
             }
