@@ -3,6 +3,7 @@
 // without pause, stamping generations, and checks after the restore that every page holds the
 // generation its restored progress counter says (see the C file):
 // - with --snapshot the restored tree (two processes) PASSes, and no snapshot holder is left;
+//   so does t_mappings (PROT_NONE pages, memory shared with a child, file mappings);
 // - the same check FAILs on a torn copy (TSDUMP_TEST_TORN_SNAPSHOT: release, then read the live
 //   task, no snapshot), so the PASS above is not one a broken snapshot would also get;
 // - tsdump SIGKILLed or SIGTERMed during the background copy: the tree runs on untouched, the
@@ -80,6 +81,19 @@ test.serial('a --snapshot dump of two processes rewriting their memory restores 
   t.deepEqual(holders(target.pid), [], 'no snapshot holder is left');
   t.is(tracerOf(target.pid), 0, 'the tree runs on untraced');
   t.is(await restoreAndVerify(target, images), 'PASS');
+});
+
+test.serial('every kind of mapping (PROT_NONE, shared with a child, file-backed, COW) restores from a --snapshot dump', async (t) => {
+  const dir = await makeWorkDir(t);
+  const target = await startTarget('t_mappings', { dir, timeoutMs: 60_000 });
+  t.teardown(() => killTree(target.pid, 't_mappings'));
+  const images = join(dir, 'img');
+  const r = await tsdump(['dump', '-t', String(target.pid), '-D', images, '-R', '--snapshot', '--json']);
+  t.is(r.code, 0, r.stderr);
+  t.is((JSON.parse(r.stdout) as SnapshotJson).snapshot?.held, 2, 'the parent and its child');
+  await killTree(target.pid, 't_mappings');
+  await criuRestore(images);
+  t.is(await requestVerify(target, { timeoutMs: 60_000 }), 'PASS');
 });
 
 test.serial('the same check fails on a torn copy: the live memory read after the release, without a snapshot', async (t) => {

@@ -27,6 +27,8 @@
 #define NR_CLONE 220
 #define NR_WAIT4 260
 #define NR_CLOSE_RANGE 436
+#define NR_PWRITEV 70
+#define NR_RECVMSG 212
 
 static inline long sys6(long nr, long a, long b, long c, long d, long e, long f)
 {

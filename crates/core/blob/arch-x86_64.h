@@ -26,6 +26,8 @@
 #define NR_WAIT4 61
 #define NR_EXIT_GROUP 231
 #define NR_CLOSE_RANGE 436
+#define NR_RECVMSG 47
+#define NR_PWRITEV 296
 
 static inline long sys6(long nr, long a, long b, long c, long d, long e, long f)
 {

@@ -53,6 +53,9 @@
 #define CLONE_VFORK 0x4000
 #define WALL 0x40000000
 #define ECHILD 10
+#define SOL_SOCKET 1
+#define SCM_RIGHTS 1
+#define MSG_CMSG_CLOEXEC 0x40000000
 
 /* The offsets crates/core/src/parasite/blob.rs reads the answers at. */
 _Static_assert(__builtin_offsetof(struct blob_task_info, sigaction) == 16, "blob_task_info layout");
@@ -268,7 +271,64 @@ __attribute__((noreturn)) static void linger_then_home(unsigned long long home)
 
 long snap_clone(unsigned long flags, unsigned long stack, void *arg);
 
-/* The holder (struct blob_snapshot in proto.h): waits on its channel to tsdump, then exits. */
+/* The holder's requests (struct blob_snapshot in proto.h), until its channel ends. */
+static void holder_serve(long ctl)
+{
+	union {
+		struct blob_req req;
+		unsigned char raw[sizeof(struct blob_req) + BLOB_MAX_IOV * 16];
+	} msg;
+	struct {
+		unsigned long len; /* struct cmsghdr */
+		int level, type;
+		int fd;
+		int pad;
+	} cmsg;
+	struct blob_rep rep;
+	long fd = -1;
+	for (;;) {
+		struct {
+			unsigned long base, len;
+		} iov = {(unsigned long)&msg, sizeof(msg)};
+		struct {
+			void *name;
+			unsigned long namelen;
+			void *iov;
+			unsigned long iovlen;
+			void *control;
+			unsigned long controllen;
+			int flags, pad;
+		} mh = {0, 0, &iov, 1, &cmsg, sizeof(cmsg), 0, 0};
+		cmsg.len = 0;
+		long n = sys6(NR_RECVMSG, ctl, (long)&mh, MSG_CMSG_CLOEXEC, 0, 0, 0);
+		if (n == -EINTR)
+			continue;
+		if (n < (long)sizeof(struct blob_req))
+			return;
+		long got = -1;
+		if (mh.controllen >= 20 && cmsg.level == SOL_SOCKET && cmsg.type == SCM_RIGHTS)
+			got = cmsg.fd;
+		struct blob_req *q = &msg.req;
+		memset(&rep, 0, sizeof(rep));
+		rep.ret = -EINVAL;
+		if (q->op == BLOB_SETFD && got >= 0) {
+			if (fd >= 0)
+				sys6(NR_CLOSE, fd, 0, 0, 0, 0, 0);
+			fd = got;
+			got = -1;
+			rep.ret = 0;
+		} else if (q->op == BLOB_PWRITE && fd >= 0 && q->n <= BLOB_MAX_IOV &&
+			   n == (long)(sizeof(struct blob_req) + q->n * 16UL)) {
+			rep.ret = sys6(NR_PWRITEV, fd, (long)(msg.raw + sizeof(struct blob_req)), q->n, (long)q->a[0], 0, 0);
+		}
+		if (got >= 0)
+			sys6(NR_CLOSE, got, 0, 0, 0, 0, 0);
+		if (sys6(NR_SENDTO, ctl, (long)&rep, sizeof(rep), MSG_NOSIGNAL, 0, 0) < 0)
+			return;
+	}
+}
+
+/* The holder: serves its channel to tsdump, then exits. */
 __attribute__((noreturn)) static void snap_holder(struct blob_snapshot *s)
 {
 	struct blob_rep rep;
@@ -279,8 +339,7 @@ __attribute__((noreturn)) static void snap_holder(struct blob_snapshot *s)
 		memset(&rep, 0, sizeof(rep));
 		rep.ret = (long long)BLOB_MAGIC;
 		if (sys6(NR_SENDTO, ctl, (long)&rep, sizeof(rep), MSG_NOSIGNAL, 0, 0) >= 0)
-			while (sys6(NR_RECVFROM, ctl, (long)&rep, sizeof(rep), 0, 0, 0) == -EINTR)
-				;
+			holder_serve(ctl);
 	}
 	for (;;)
 		sys6(NR_EXIT_GROUP, 0, 0, 0, 0, 0, 0);

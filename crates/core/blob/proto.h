@@ -6,7 +6,7 @@
 #ifndef TSDUMP_BLOB_PROTO_H
 #define TSDUMP_BLOB_PROTO_H
 
-#define BLOB_MAGIC 0x7473647062303033ULL /* "tsdpb003": bump with any change to this file */
+#define BLOB_MAGIC 0x7473647062303034ULL /* "tsdpb004": bump with any change to this file */
 
 /* The first message is the blob's: ret = BLOB_MAGIC, out[0] = its channel's fd number. */
 enum blob_op {
@@ -23,6 +23,10 @@ enum blob_op {
 	BLOB_SNAPSHOT = 8, /* a[0] = struct blob_snapshot * (scratch), a[1] = a stack top in the
 			    * scratch for the middle child: fork a holder of the task's memory
 			    * as it is now                                  -> ret = holder pid or -errno */
+	/* Served by a snapshot holder only (struct blob_snapshot), on its own channel: */
+	BLOB_SETFD = 9,    /* one fd passed with SCM_RIGHTS: where BLOB_PWRITE writes -> ret = 0 */
+	BLOB_PWRITE = 10,  /* a[0] = file offset, n iovecs of the holder's memory after the header
+			    * -> ret = pwritev(fd, iovecs, n, offset) */
 };
 
 /* How long a blob that has nothing more to say waits for tsdump to take its thread back before
@@ -127,9 +131,11 @@ struct blob_thread_args {
  * private mapping as it is at this instant, and exits; the blob reaps it. The holder is thereby
  * nobody's child in the tree (it is reparented to the nearest subreaper or init): the
  * application never sees it in wait(). The holder closes every descriptor it inherited, names
- * itself HOLDER_COMM, connects to tsdump at `addr`, says BLOB_MAGIC and waits, every signal
- * blocked, until its channel ends (tsdump is done or died), then exits. It never runs the
- * application's code: tsdump reads its memory from outside and kills it.
+ * itself tsdump-snap, connects to tsdump at `addr`, says BLOB_MAGIC and serves BLOB_SETFD and
+ * BLOB_PWRITE, every signal blocked, until its channel ends (tsdump is done or died), then exits.
+ * It never runs the application's code. It writes its own pages into the pages image tsdump
+ * hands it: a plain copy from its memory, which leaves the pages shared with the task (a reader
+ * from outside that pins them, as process_vm_readv does, would unshare every one).
  */
 struct blob_snapshot {
 	long long holder; /* written by the middle child: the holder's pid, or -errno of its fork */

@@ -9,10 +9,14 @@
 //! there) are copied from the frozen task into their places in the pages image. Shared mappings
 //! are no concern here: their pages are dumped from the frozen task by the shmem and memfd stages.
 //!
-//! After the release (`Pending::drain`): the other pages are read out of the holder with
-//! /proc/PID/mem into their places in the pages image, then the holder is killed. The holder
-//! lives only as long as its channel to tsdump: if tsdump dies it sees EOF and exits, and a
-//! `Holder` dropped for any reason kills it.
+//! After the release (`Pending::drain`): the holder writes the other pages into their places in
+//! the pages image itself (tsdump hands it the file and asks pwritev of its own memory), then it
+//! is killed. Not read from outside with process_vm_readv: that pins the pages it reads, and a
+//! read-only pin of an anonymous page shared copy-on-write unshares it, giving the holder a
+//! private copy of every page. Mappings without PROT_READ, which the holder cannot write from,
+//! are read through /proc/PID/mem (plain references, no pin). The holder lives only as long as
+//! its channel to tsdump: if tsdump dies it sees EOF and exits, and a `Holder` dropped for any
+//! reason kills it.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -46,8 +50,11 @@ pub struct Holder {
     pub pid: i32,
     pidfd: OwnedFd,
     /// The holder's channel: it exits when this closes.
-    _sock: OwnedFd,
+    sock: OwnedFd,
 }
+
+/// Most bytes one BLOB_PWRITE asks (a cancelled dump stops between two).
+const PWRITE_MAX: u64 = 64 << 20;
 
 impl Holder {
     /// Takes charge of holder `pid`, connected on `sock`: pinned by a pidfd, and first in line
@@ -60,9 +67,60 @@ impl Holder {
         }
         // SAFETY: fd was just returned by pidfd_open and is owned by nobody else.
         let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-        let holder = Holder { pid, pidfd, _sock: sock };
+        let holder = Holder { pid, pidfd, sock };
         let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "1000");
         Ok(holder)
+    }
+
+    /// One request and its answer (`fd` goes along with SCM_RIGHTS). Waits for the answer while
+    /// watching the holder (killed: an error) and cancellation.
+    fn ask(&self, op: u32, a0: u64, iovs: &[(u64, u64)], fd: Option<&File>) -> Result<i64> {
+        use crate::parasite::blob::{poll_in, REP_LEN, REQ_LEN};
+        let mut msg = vec![0u8; REQ_LEN];
+        msg[0..4].copy_from_slice(&op.to_ne_bytes());
+        msg[4..8].copy_from_slice(&(iovs.len() as u32).to_ne_bytes());
+        msg[8..16].copy_from_slice(&a0.to_ne_bytes());
+        for (base, len) in iovs {
+            msg.extend_from_slice(&base.to_ne_bytes());
+            msg.extend_from_slice(&len.to_ne_bytes());
+        }
+        let fds = fd.map(|f| [f.as_raw_fd()]);
+        let cmsg: Vec<nix::sys::socket::ControlMessage> = fds.as_ref().map(|f| nix::sys::socket::ControlMessage::ScmRights(f)).into_iter().collect();
+        let iov = [std::io::IoSlice::new(&msg)];
+        nix::sys::socket::sendmsg::<()>(self.sock.as_raw_fd(), &iov, &cmsg, nix::sys::socket::MsgFlags::MSG_NOSIGNAL, None)
+            .map_err(|e| self.gone(e.desc()))?;
+        loop {
+            crate::cancel::check("the snapshot copy")?;
+            if poll_in(self.sock.as_raw_fd(), 100)? {
+                let mut rep = [0u8; REP_LEN];
+                // SAFETY: recv into a buffer of rep.len() bytes.
+                let n = unsafe { libc::recv(self.sock.as_raw_fd(), rep.as_mut_ptr().cast(), rep.len(), libc::MSG_DONTWAIT) };
+                if n < 0 && matches!(Errno::last(), Errno::EAGAIN | Errno::EINTR) {
+                    continue;
+                }
+                if n as usize != REP_LEN {
+                    return Err(self.gone("closed"));
+                }
+                return Ok(i64::from_ne_bytes(rep[0..8].try_into().expect("8 bytes")));
+            }
+        }
+    }
+
+    fn gone(&self, how: &str) -> Error {
+        Error::new(ErrorCode::TargetGone, format!("the snapshot holder (pid {}) was killed during the background copy (its channel {how})", self.pid))
+    }
+
+    /// The holder writes its own pages `pieces` (address, length) into `file` from `off` on.
+    fn pwrite(&self, pieces: &[(u64, u64)], off: u64, what: &str) -> Result<()> {
+        let want: u64 = pieces.iter().map(|p| p.1).sum();
+        let r = self.ask(crate::parasite::blob::OP_PWRITE, off, pieces, None)?;
+        if r < 0 {
+            return Err(Error::new(ErrorCode::ImageIo, format!("the snapshot holder (pid {}) writing {what}: {}", self.pid, Errno::from_raw(-r as i32).desc())));
+        }
+        if r as u64 != want {
+            return Err(Error::new(ErrorCode::ImageIo, format!("the snapshot holder (pid {}) wrote {r} of {want} bytes into {what}", self.pid)));
+        }
+        Ok(())
     }
 
     /// Memory the snapshot costs now: the holder's pages no longer shared with the task (the
@@ -256,26 +314,12 @@ impl Pending {
         self.holder.is_some()
     }
 
-    /// Copies the pages left out of the holder into the pages image, then kills the holder.
-    /// The pages image is removed if the copy fails.
+    /// Copies the pages left into the pages image (the holder writes them, see the module doc),
+    /// then kills the holder. The pages image is removed if the copy fails.
     pub fn drain(mut self) -> Result<Drained> {
         let t0 = Instant::now();
-        let source = self.holder.as_ref().map_or(self.pid, |h| h.pid);
         let what = self.pages.display();
-        let copied = (|| -> Result<u64> {
-            let mut src = ReadSource::new(source);
-            let mut pages = 0;
-            for &(run, off, readable) in &self.left {
-                // From the holder through /proc/PID/mem, never process_vm_readv: that pins the
-                // pages it reads (FOLL_PIN), and pinning an anonymous page shared copy-on-write
-                // unshares it, so the holder would end up with a private copy of every page.
-                let readable = readable && self.holder.is_none();
-                src.copy_run(run, readable, &mut At { file: &self.file, off, what: what.clone() }).map_err(|e| self.why(e))?;
-                pages += run.nr_pages;
-            }
-            self.file.sync_all().map_err(|e| Error::new(ErrorCode::ImageIo, format!("fsync {what}: {e}")))?;
-            Ok(pages)
-        })();
+        let copied = self.copy_left(&what);
         let pages = match copied {
             Ok(p) => p,
             Err(e) => {
@@ -287,6 +331,70 @@ impl Pending {
         let task_exited = !std::path::Path::new(&format!("/proc/{}/mem", self.pid)).exists() || is_zombie(self.pid);
         drop(self.holder.take());
         Ok(Drained { pages, ns: t0.elapsed().as_nanos() as u64, extra_bytes, task_exited })
+    }
+
+    fn copy_left(&self, what: &str) -> Result<u64> {
+        let mut pages = 0;
+        let mut src = ReadSource::new(self.holder.as_ref().map_or(self.pid, |h| h.pid));
+        let Some(holder) = &self.holder else {
+            // the torn test mode: the live task, read as any dump reads it
+            for &(run, off, readable) in &self.left {
+                src.copy_run(run, readable, &mut At { file: &self.file, off, what: what.to_string() }).map_err(|e| self.why(e))?;
+                pages += run.nr_pages;
+            }
+            return self.synced(pages, what);
+        };
+        holder.ask(crate::parasite::blob::OP_SETFD, 0, &[], Some(&self.file)).and_then(|r| {
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(Error::new(ErrorCode::Parasite, format!("the snapshot holder (pid {}) refused {what}", holder.pid)))
+            }
+        })?;
+        let ps = page_size();
+        // batches of pieces contiguous in the file, at most MAX_IOV of them and PWRITE_MAX bytes
+        let mut batch: Vec<(u64, u64)> = Vec::new();
+        let mut batch_off = 0;
+        let flush = |batch: &mut Vec<(u64, u64)>, at: u64| -> Result<()> {
+            if !batch.is_empty() {
+                holder.pwrite(batch, at, what)?;
+                batch.clear();
+            }
+            Ok(())
+        };
+        for &(run, off, readable) in &self.left {
+            if !readable {
+                // the holder could not write from it: read it through /proc/PID/mem
+                flush(&mut batch, batch_off)?;
+                src.copy_run(run, false, &mut At { file: &self.file, off, what: what.to_string() }).map_err(|e| self.why(e))?;
+                pages += run.nr_pages;
+                continue;
+            }
+            let mut at = run.vaddr;
+            let end = run.vaddr + run.nr_pages * ps;
+            while at < end {
+                let file_off = off + (at - run.vaddr);
+                let queued: u64 = batch.iter().map(|b| b.1).sum();
+                if batch.len() == crate::parasite::blob::MAX_IOV || queued == PWRITE_MAX || batch_off + queued != file_off {
+                    flush(&mut batch, batch_off)?;
+                }
+                if batch.is_empty() {
+                    batch_off = file_off;
+                }
+                let queued: u64 = batch.iter().map(|b| b.1).sum();
+                let len = (end - at).min(PWRITE_MAX - queued);
+                batch.push((at, len));
+                at += len;
+            }
+            pages += run.nr_pages;
+        }
+        flush(&mut batch, batch_off)?;
+        self.synced(pages, what)
+    }
+
+    fn synced(&self, pages: u64, what: &str) -> Result<u64> {
+        self.file.sync_all().map_err(|e| Error::new(ErrorCode::ImageIo, format!("fsync {what}: {e}")))?;
+        Ok(pages)
     }
 
     /// A failed read, told by what happened to the process it read from.

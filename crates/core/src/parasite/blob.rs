@@ -28,7 +28,7 @@ mod syms {
     include!(concat!(env!("OUT_DIR"), "/parasite_syms.rs"));
 }
 
-const MAGIC: u64 = 0x7473_6470_6230_3033;
+pub(crate) const MAGIC: u64 = 0x7473_6470_6230_3034;
 const OP_SYSCALL: u32 = 1;
 const OP_PIPES: u32 = 2;
 const OP_VMSPLICE: u32 = 3;
@@ -37,9 +37,13 @@ const OP_TASK_INFO: u32 = 5;
 const OP_THREAD_INFO: u32 = 6;
 const OP_QUIT: u32 = 7;
 const OP_SNAPSHOT: u32 = 8;
-/// Stack for the snapshot's middle child, below the blob's area (struct blob_snapshot in proto.h
-/// sits at the start of the data area).
-const SNAP_STACK: usize = 16 * 1024;
+/// A snapshot holder's requests (mem::snapshot).
+pub(crate) const OP_SETFD: u32 = 9;
+pub(crate) const OP_PWRITE: u32 = 10;
+/// Stack for the snapshot's middle child and the holder, below the blob's area (struct
+/// blob_snapshot in proto.h sits at the start of the data area); the holder takes one full
+/// request (16 KiB of iovecs) on it.
+const SNAP_STACK: usize = 32 * 1024;
 const SNAP_ARGS_LEN: usize = 128;
 /// The ret of a thread entry's message (proto.h BLOB_THREAD_DONE).
 const THREAD_DONE: i64 = 0x7473_6470_7468_6431;
@@ -51,8 +55,8 @@ const SLOT_FRAME: usize = 4096;
 /// Most iovecs one BLOB_VMSPLICE carries, and most pipes (proto.h).
 pub const MAX_IOV: usize = 1024;
 pub const MAX_PIPES: usize = 16;
-const REQ_LEN: usize = 64;
-const REP_LEN: usize = 8 + 8 * 3 * MAX_PIPES;
+pub(crate) const REQ_LEN: usize = 64;
+pub(crate) const REP_LEN: usize = 8 + 8 * 3 * MAX_PIPES;
 /// Scratch bytes the blob takes below the return frame: code, arguments, and a stack holding
 /// one full request (16 KiB of iovecs) with room to spare.
 const AREA: usize = 96 * 1024;
@@ -144,7 +148,7 @@ fn rd_i64(b: &[u8], off: usize) -> i64 {
     i64::from_ne_bytes(b[off..off + 8].try_into().expect("8 bytes"))
 }
 
-fn poll_in(fd: i32, ms: i32) -> Result<bool> {
+pub(crate) fn poll_in(fd: i32, ms: i32) -> Result<bool> {
     let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
     // SAFETY: one pollfd, valid for the call.
     let r = unsafe { libc::poll(&mut p, 1, ms) };
