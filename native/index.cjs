@@ -869,6 +869,7 @@ module.exports.ptyMaster = nativeBinding.ptyMaster
 module.exports.Release = nativeBinding.Release
 module.exports.robustList = nativeBinding.robustList
 module.exports.shmemDevice = nativeBinding.shmemDevice
+module.exports.SnapshotMode = nativeBinding.SnapshotMode
 module.exports.sysvAttachedBy = nativeBinding.sysvAttachedBy
 module.exports.sysvAttachments = nativeBinding.sysvAttachments
 module.exports.sysvMessages = nativeBinding.sysvMessages
