@@ -95,6 +95,9 @@ int main(int argc, char **argv) {
     if (mib <= 0 || procs <= 0 || procs > 8) tgt_die("bad arguments");
     char roles[8][16];
     const char *role_ptrs[8];
+    /* each child says here when its memory is stamped: the tree is ready only then */
+    int set_up[2];
+    if (pipe(set_up)) tgt_die("pipe: %s", strerror(errno));
     for (long k = 1; k < procs; k++) {
         snprintf(roles[k], sizeof roles[k], "child%ld", k);
         role_ptrs[k - 1] = roles[k];
@@ -102,14 +105,23 @@ int main(int argc, char **argv) {
         if (c < 0) tgt_die("fork: %s", strerror(errno));
         if (c == 0) {
             tgt_role = roles[k];
+            close(set_up[0]);
             setup(mib);
+            if (write(set_up[1], "r", 1) != 1) tgt_die("write: %s", strerror(errno));
+            close(set_up[1]);
             tgt_wait_verify(NULL);
             verify();
             tgt_publish_part();
             tgt_idle();
         }
     }
+    close(set_up[1]);
     setup(mib);
+    for (long k = 1; k < procs; k++) {
+        char c;
+        if (read(set_up[0], &c, 1) != 1) tgt_die("a child did not set up");
+    }
+    close(set_up[0]);
     char extra[128];
     snprintf(extra, sizeof extra, "pages=%zu\nprocs=%ld\n", g_npages, procs);
     tgt_ready(extra);

@@ -20,6 +20,8 @@ interface OptDef {
   short?: string;
   type: OptType;
   desc: string;
+  /** A string option that may also be given bare (`--snapshot` or `--snapshot=strict`). */
+  bare?: true;
 }
 
 // Options every command shares.
@@ -59,7 +61,7 @@ const DUMP: OptDef[] = [
   { name: 'libdir', short: 'L', type: 'string', desc: 'load plugins (ES modules) from DIR' },
   { name: 'prev-images-dir', type: 'string', desc: 'parent images of an incremental dump (relative to -D)' },
   { name: 'track-mem', type: 'boolean', desc: 'track memory changes for a later incremental dump' },
-  { name: 'snapshot', type: 'string', desc: 'release the tree before copying its memory, from a copy-on-write snapshot (needs -R; =strict: fail where none can be taken)' },
+  { name: 'snapshot', type: 'string', bare: true, desc: 'release the tree before copying its memory, from a copy-on-write snapshot (needs -R; =strict: fail where none can be taken)' },
   { name: 'page-server', type: 'boolean', desc: 'send pages to a page server (--address, --port)' },
   { name: 'address', type: 'string', desc: 'page server address' },
   { name: 'port', type: 'number', desc: 'page server port' },
@@ -592,7 +594,7 @@ function configWords(command: CommandName, lines: readonly ConfigLine[]): string
 /** An option that takes a value given none (`-D` last, or followed by another option), as getopt's "option requires an argument". */
 function refuseEmptyValues(p: Parsed, defs: readonly OptDef[]): void {
   for (const d of defs) {
-    if (d.type !== 'string' && d.type !== 'array') continue;
+    if ((d.type !== 'string' && d.type !== 'array') || d.bare) continue;
     const v = p[d.name];
     if (v === '' || (Array.isArray(v) && v.includes(''))) {
       throw new TsdumpError('USAGE', `option ${d.short ? `-${d.short}/` : ''}--${d.name} requires an argument`);
