@@ -26,6 +26,13 @@ const opt = (name: string, dflt: number): number => {
 const mib = opt('mib', 1024);
 const rounds = opt('rounds', 3);
 const PORT = 6399;
+const { readImage } = (await import(join(ROOT, 'dist/images/index.js'))) as typeof import('../src/images/index.js');
+
+/** tsdump's own frozen time (its stats-dump), ms. */
+async function frozenMs(images: string): Promise<number> {
+  const img = await readImage(join(images, 'stats-dump'));
+  return Number((img.entries[0]!.message as unknown as { dump: { frozenTime: number } }).dump.frozenTime) / 1000;
+}
 
 // A network namespace of our own (loopback up), under the subreaper that reaps the snapshot holders.
 if (!process.env['TSDUMP_BENCH_REAPED']) {
@@ -77,32 +84,51 @@ const fmt = (xs: number[]): string =>
   xs.length ? `p50 ${pct(xs, 50).toFixed(2)}  p99 ${pct(xs, 99).toFixed(2)}  max ${Math.max(...xs).toFixed(1)} ms  (${xs.length} requests)` : '-';
 
 console.log(`bench/snapshot-latency.ts: redis-server pid ${pid}, ${keys} keys of 4 KiB (used_memory ${used}), ${rounds} rounds`);
+/** Per mode, per round: wall and frozen ms, the snapshot's extra MiB, the latencies during the dump. */
+const runs = new Map<string, { wall: number; frozen: number; extraMiB: number; p50: number; p99: number; max: number }[]>();
 try {
   for (let r = 0; r < rounds; r++) {
     for (const mode of r % 2 ? ['--snapshot', ''] : ['', '--snapshot']) {
+      const name = mode || 'frozen copy';
       const images = mkdtempSync(join('/dev/shm', 'tsdump-bench-redis-img-'));
       const w = new Writer();
       const running = w.run();
       await sleep(1000);
       const t0 = performance.now();
-      const args = [CLI, 'dump', '-t', String(pid), '-D', images, '-R', '--tcp-established', ...(mode ? [mode] : [])];
-      const dump = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+      const args = [CLI, 'dump', '-t', String(pid), '-D', images, '-R', '--tcp-established', '--json', ...(mode ? [mode] : [])];
+      const dump = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
       let err = '';
+      dump.stdout.on('data', (b: Buffer) => (out += b.toString()));
       dump.stderr.on('data', (b: Buffer) => (err += b.toString()));
       const code = await new Promise<number | null>((res) => dump.once('close', res));
       const t1 = performance.now();
       await sleep(1000);
       w.finish();
       await running;
+      const frozen = code === 0 ? await frozenMs(images) : NaN;
+      const extraMiB = code === 0 ? ((JSON.parse(out) as { snapshot?: { extraBytes: number } }).snapshot?.extraBytes ?? 0) / 2 ** 20 : NaN;
       rmSync(images, { recursive: true, force: true });
       const window = (lo: number, hi: number) => w.samples.filter((s) => s.at >= lo && s.at < hi).map((s) => s.ms);
-      console.log(`${(mode || 'frozen copy').padEnd(12)} exit ${code}, ${(t1 - t0).toFixed(0)} ms${code ? `: ${err.trim()}` : ''}`);
+      const during = window(t0, t1);
+      if (code === 0) runs.set(name, [...(runs.get(name) ?? []), { wall: t1 - t0, frozen, extraMiB, p50: pct(during, 50), p99: pct(during, 99), max: Math.max(...during) }]);
+      const extra = mode ? `, extra ${extraMiB.toFixed(0)} MiB` : '';
+      console.log(`${name.padEnd(12)} exit ${code}, ${(t1 - t0).toFixed(0)} ms, frozen ${frozen.toFixed(0)} ms${extra}${code ? `: ${err.trim()}` : ''}`);
       console.log(`    before ${fmt(window(t0 - 1000, t0))}`);
-      console.log(`    during ${fmt(window(t0, t1))}`);
+      console.log(`    during ${fmt(during)}`);
       console.log(`    after  ${fmt(window(t1, Infinity))}`);
     }
   }
 } finally {
   process.kill(pid, 'SIGKILL');
   rmSync(dir, { recursive: true, force: true });
+}
+const median = (xs: number[]): number => pct(xs, 50);
+console.log(`medians over the rounds (during = dump start to exit):`);
+for (const [name, rs] of runs) {
+  const m = (k: keyof (typeof rs)[number]) => median(rs.map((x) => x[k]));
+  console.log(
+    `${name.padEnd(12)} wall ${m('wall').toFixed(0)} ms, frozen ${m('frozen').toFixed(0)} ms, during p50 ${m('p50').toFixed(2)} p99 ${m('p99').toFixed(2)} max ${m('max').toFixed(0)} ms` +
+      (name === 'frozen copy' ? '' : `, extra ${m('extraMiB').toFixed(0)} MiB`),
+  );
 }
