@@ -191,8 +191,9 @@ test.serial('what --snapshot does not combine with is refused before the tree is
   const cases: [string[], RegExp][] = [
     [['dump', '-t', pid, '-D', join(dir, 'a'), '--snapshot'], /--snapshot .* needs --leave-running/],
     [['dump', '-t', pid, '-D', join(dir, 'b'), '-R', '--snapshot', '--track-mem'], /--snapshot with --track-mem is not supported yet/],
+    [['dump', '-t', pid, '-D', join(dir, 'e'), '-R', '--snapshot', '--page-server', '--address', '127.0.0.1', '--port', '1'], /--snapshot with --page-server is not supported yet/],
     [['dump', '-t', pid, '-D', join(dir, 'c'), '-R', '--snapshot=later'], /option --snapshot: later is not "strict"/],
-    [['pre-dump', '-t', pid, '-D', join(dir, 'd'), '--snapshot'], /option --snapshot is not supported by tsdump pre-dump/],
+    [['pre-dump', '-t', pid, '-D', join(dir, 'd'), '--snapshot'], /option --snapshot is not supported by tsdump pre-dump: not needed: --pre-dump-mode read already/],
   ];
   for (const [args, want] of cases) {
     const r = await tsdump([...args, '--json']);

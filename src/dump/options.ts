@@ -101,6 +101,8 @@ interface OptionFacts {
   readonly acts: readonly DumpCommand[];
   /** How worker mode (own-child.ts) passes it to the worker process. */
   readonly worker: 'copied' | 'translated';
+  /** Why the commands not in `acts` refuse it, where a reason helps the user more than "not supported". */
+  readonly refusedBecause?: string;
 }
 
 const BOTH: readonly DumpCommand[] = ['dump', 'pre-dump'];
@@ -132,7 +134,12 @@ export const DUMP_OPTIONS: { readonly [K in keyof Required<DumpOptions>]: Option
   linkRemap: { flag: '--link-remap', acts: DUMP, worker: 'copied' },
   prevImagesDir: { flag: '--prev-images-dir', acts: BOTH, worker: 'copied' },
   trackMem: { flag: '--track-mem', acts: BOTH, worker: 'copied' },
-  snapshot: { flag: '--snapshot', acts: DUMP, worker: 'copied' },
+  snapshot: {
+    flag: '--snapshot',
+    acts: DUMP,
+    worker: 'copied',
+    refusedBecause: 'not needed: --pre-dump-mode read already freezes only for the scan and copies the pages after the release, and its tracking makes the next dump rewrite what changed meanwhile',
+  },
   pageServer: { flag: '--page-server', acts: BOTH, worker: 'copied' },
   logFile: { flag: '--log-file', acts: BOTH, worker: 'copied' },
   verbosity: { flag: '--verbosity', acts: BOTH, worker: 'copied' },
@@ -157,6 +164,7 @@ export function refuseUnactedOptions(command: DumpCommand, o: DumpOptions): void
     if (!(key in DUMP_OPTIONS)) throw new TsdumpError('USAGE', `unknown dump option "${key}"`);
     const facts = DUMP_OPTIONS[key as keyof DumpOptions];
     if (facts.acts.includes(command)) continue;
-    throw new TsdumpError('UNSUPPORTED', `option ${facts.flag} is not supported by tsdump ${command}${facts.acts.length ? '' : ' yet'}`);
+    const because = facts.refusedBecause ? `: ${facts.refusedBecause}` : '';
+    throw new TsdumpError('UNSUPPORTED', `option ${facts.flag} is not supported by tsdump ${command}${facts.acts.length ? '' : ' yet'}${because}`);
   }
 }
