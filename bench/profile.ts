@@ -39,7 +39,8 @@ const spent = new Map<string, { n: number; ms: number }>();
 const visit = new Map<string, number>();
 let inNative = 0;
 const wrap = (owner: Record<string, unknown>, name: string) => {
-  const fn = owner[name];
+  // a getter on a napi class's prototype throws when read there: only plain methods are wrapped
+  const fn = Object.getOwnPropertyDescriptor(owner, name)?.value as unknown;
   if (typeof fn !== 'function' || name === 'constructor') return;
   owner[name] = function (this: unknown, ...args: unknown[]) {
     const t0 = performance.now();
@@ -70,8 +71,13 @@ const wrap = (owner: Record<string, unknown>, name: string) => {
     }
   };
 };
-for (const name of Object.getOwnPropertyNames(binding.Session.prototype)) wrap(binding.Session.prototype, name);
-for (const name of Object.keys(binding)) if (name !== 'Session') wrap(binding, name);
+// classes keep their statics (ImagesDir.open...): their prototypes' methods are timed, not the class
+const isClass = (v: unknown): v is { prototype: Record<string, unknown> } => typeof v === 'function' && /^[A-Z]/.test(v.name);
+for (const name of Object.keys(binding)) {
+  const value = binding[name];
+  if (isClass(value)) for (const method of Object.getOwnPropertyNames(value.prototype)) wrap(value.prototype, method);
+  else wrap(binding, name);
+}
 
 const { dump } = (await import(join(ROOT, 'dist/index.js'))) as typeof import('../src/index.js');
 
