@@ -480,7 +480,7 @@ test('progress json: one object per line, on a pipe too; a task\'s last count is
     s.chunks.map((c) => JSON.parse(c) as unknown),
     [
       { time: 0, stage: 'dump task 7', pid: 7, bytes: 0, totalBytes: 4096000 },
-      { time: 1, stage: 'dump task 7', pid: 7, bytes: 1048576, totalBytes: 4096000, bytesPerSec: 1048576, secondsLeft: 2.9 },
+      { time: 1, stage: 'dump task 7', pid: 7, bytes: 1048576, totalBytes: 4096000, bytesPerSec: 1048576, secondsLeft: 3 },
       { time: 1.01, stage: 'dump task 7', pid: 7, bytes: 4096000, totalBytes: 4096000, bytesPerSec: 4055446, secondsLeft: 0 },
     ],
   );

@@ -162,7 +162,8 @@ export class ProgressDisplay {
     if (this.total !== undefined) line.totalBytes = this.total * PAGE_SIZE;
     if (rate !== undefined && rate > 0) {
       line.bytesPerSec = Math.round(rate);
-      if (line.bytes !== undefined && line.totalBytes !== undefined) line.secondsLeft = Math.round(((line.totalBytes - line.bytes) / rate) * 10) / 10;
+      // rounded up to 0.1 s: a copy with bytes left never says 0 s left
+      if (line.bytes !== undefined && line.totalBytes !== undefined) line.secondsLeft = Math.ceil(((line.totalBytes - line.bytes) / rate) * 10) / 10;
     }
     return line;
   }
