@@ -29,5 +29,6 @@ pub mod pageserver;
 pub mod parasite;
 pub mod progress;
 pub mod sockets;
+pub mod sys;
 
 pub use error::{Error, ErrorCode, Result};

@@ -67,8 +67,7 @@ pub fn shmem_device() -> Result<u64> {
     if let Some(d) = DEV.get() {
         return Ok(*d);
     }
-    // SAFETY: memfd_create with a static NUL-terminated name; the fd is wrapped right away.
-    let fd = unsafe { libc::memfd_create(c"tsdump-shmem-dev".as_ptr(), libc::MFD_CLOEXEC) };
+    let fd = crate::sys::memfd_create(c"tsdump-shmem-dev", libc::MFD_CLOEXEC);
     if fd < 0 {
         return Err(Error::new(ErrorCode::Kernel, format!("memfd_create: {}", Errno::last().desc())));
     }
@@ -133,8 +132,7 @@ mod tests {
     use std::os::unix::fs::FileExt;
 
     fn memfd(name: &std::ffi::CStr, flags: libc::c_uint) -> File {
-        // SAFETY: memfd_create with a valid name; the fd is wrapped right away.
-        let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
+        let fd = crate::sys::memfd_create(name, flags);
         assert!(fd >= 0);
         // SAFETY: fd is a fresh, owned descriptor.
         unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) }

@@ -112,8 +112,7 @@ mod tests {
 
     #[test]
     fn finds_data_and_holes_of_a_memfd() {
-        // SAFETY: memfd_create with a valid name; the fd is wrapped right away.
-        let fd = unsafe { libc::memfd_create(c"t".as_ptr(), 0) };
+        let fd = crate::sys::memfd_create(c"t", 0);
         assert!(fd >= 0);
         // SAFETY: fd is a fresh, owned descriptor.
         let f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };

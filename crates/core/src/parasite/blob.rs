@@ -103,8 +103,7 @@ fn listen(pid: i32) -> Result<(OwnedFd, Vec<u8>)> {
     // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut nonce = [0u8; 8];
-    // SAFETY: getrandom writes at most nonce.len() bytes into nonce.
-    unsafe { libc::getrandom(nonce.as_mut_ptr().cast(), nonce.len(), 0) };
+    crate::sys::getrandom(&mut nonce);
     let name = format!("tsdump-parasite-{}-{pid}-{:016x}", std::process::id(), u64::from_ne_bytes(nonce));
     // sockaddr_un: family, then a NUL and the name (abstract namespace, never a file).
     let mut addr = Vec::with_capacity(3 + name.len());
