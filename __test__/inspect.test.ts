@@ -338,16 +338,20 @@ test('threads stopped inside system calls: restart decisions follow the kernel r
   const nap = byName.get('in-nanosleep')!;
   const rd = byName.get('in-read')!;
   if (pause.regs.arch !== 'x86_64') return t.pass('syscall numbers below are x86_64');
+  const gp = (th: typeof pause) => {
+    if (th.regs.arch !== 'x86_64') throw new Error('x86_64 registers expected');
+    return th.regs.gpregs;
+  };
   // pause -> -ERESTARTNOHAND, read -> -ERESTARTSYS: re-run the call (IP back over `syscall`,
   // AX = the syscall number). nanosleep -> -ERESTART_RESTARTBLOCK: fails with EINTR.
   t.like(pause.syscallRestart, { inSyscall: true, syscallNr: 34, result: -514n, action: 'restart' });
   t.like(rd.syscallRestart, { inSyscall: true, syscallNr: 0, result: -512n, action: 'restart' });
   t.like(nap.syscallRestart, { inSyscall: true, syscallNr: 230, result: -516n, action: 'eintr' });
   t.is(nap.syscallRestart.ax, 2n ** 64n - 4n, '-EINTR');
-  t.is(nap.syscallRestart.ip, nap.regs.gpregs.ip);
+  t.is(nap.syscallRestart.ip, gp(nap).ip);
   for (const th of [pause, rd]) {
-    t.is(th.syscallRestart.ip, th.regs.gpregs.ip - 2n);
-    t.is(th.syscallRestart.ax, th.regs.gpregs.origAx);
+    t.is(th.syscallRestart.ip, gp(th).ip - 2n);
+    t.is(th.syscallRestart.ax, gp(th).origAx);
     // The restart IP really points at a `syscall` instruction (0f 05) in the target.
     const fd = openSync(`/proc/${tg.pid}/mem`, 'r');
     const insn = Buffer.alloc(2);

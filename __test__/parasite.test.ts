@@ -46,7 +46,7 @@ test.serial('parasiteInfo reads what the task set up, and the cure leaves no tra
     await session.dumpMemory(pid, { pagesId: 1, mode: 'vmsplice' });
     const after = await Promise.all([pid, worker].map((tid) => session.threadState(tid)));
     for (let i = 0; i < 2; i++) {
-      t.is(dump(after[i]!.regs.gpregs), dump(before[i]!.regs.gpregs), `registers of thread ${i}`);
+      t.is(dump(after[i]!.regs.gpregsRaw), dump(before[i]!.regs.gpregsRaw), `registers of thread ${i}`);
       t.is(dump(after[i]!.regs.fpregsRaw), dump(before[i]!.regs.fpregsRaw), `FPU state of thread ${i}`);
       t.is(after[i]!.blocked, before[i]!.blocked, `signal mask of thread ${i}`);
     }

@@ -861,6 +861,7 @@ module.exports.MemoryMode = nativeBinding.MemoryMode
 module.exports.memoryTrackingMethod = nativeBinding.memoryTrackingMethod
 module.exports.netlinkSockets = nativeBinding.netlinkSockets
 module.exports.pageServerSendImages = nativeBinding.pageServerSendImages
+module.exports.pageSize = nativeBinding.pageSize
 module.exports.pathByHandle = nativeBinding.pathByHandle
 module.exports.peekPipe = nativeBinding.peekPipe
 module.exports.peekSocketQueue = nativeBinding.peekSocketQueue

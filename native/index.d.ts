@@ -205,6 +205,24 @@ export declare class VisitedThreads {
   take(i: number): TaskThreadInfo
 }
 
+/** aarch64 registers: x0-x30, sp, pc, pstate; V0-V31 as 64 words (low half first); TPIDR_EL0. */
+export interface Aarch64ThreadRegs {
+  arch: 'aarch64'
+  regs: Array<bigint>
+  sp: bigint
+  pc: bigint
+  pstate: bigint
+  vregs: Array<bigint>
+  fpsr: number
+  fpcr: number
+  tls: bigint
+  /** Absent when the CPU has no pointer authentication. */
+  pacKeys?: PacKeysInfo
+  /** NT_PRSTATUS and NT_PRFPREG as read. */
+  gpregsRaw: Buffer
+  fpregsRaw: Buffer
+}
+
 export interface AuxvEntry {
   key: bigint
   value: bigint
@@ -717,6 +735,34 @@ export interface OpenImagesDirOptions {
   shared?: boolean
 }
 
+/**
+ * Address-authentication keys (NT_ARM_PACA_KEYS) and which are enabled
+ * (NT_ARM_PAC_ENABLED_KEYS, PR_PAC_ENABLED_KEYS's mask).
+ */
+export interface PacAddressKeysInfo {
+  apiakey: PacKeyInfo
+  apibkey: PacKeyInfo
+  apdakey: PacKeyInfo
+  apdbkey: PacKeyInfo
+  enabledKeys: bigint
+}
+
+/** A 128-bit key as CRIU stores it, in two 64-bit halves. */
+export interface PacKeyInfo {
+  lo: bigint
+  hi: bigint
+}
+
+/**
+ * Pointer-authentication keys, each kind present where the CPU has it (HWCAP_PACA,
+ * HWCAP_PACG), as CRIU's `pac_keys`.
+ */
+export interface PacKeysInfo {
+  address?: PacAddressKeysInfo
+  /** The generic key (NT_ARM_PACG_KEYS). */
+  generic?: PacKeyInfo
+}
+
 export interface PagemapEntryInfo {
   vaddr: bigint
   nrPages: number
@@ -787,6 +833,9 @@ export interface PageServerTls {
   /** `--tls-no-cn-verify`: the peer's certificate need not name the address. */
   noCnVerify?: boolean
 }
+
+/** The kernel's page size (sysconf(_SC_PAGESIZE)): 4 KiB on x86_64, 4, 16 or 64 KiB on aarch64. */
+export declare function pageSize(): number
 
 export interface ParasiteInfo {
   /** Signals 1..64 in order. */
@@ -1374,22 +1423,12 @@ export interface ThreadParasiteInfo {
   creds: CredsInfo
 }
 
-export interface ThreadRegsInfo {
-  arch: 'x86_64'
-  gpregs: GpRegsInfo
-  fpregs: FpRegsInfo
-  tls: Array<UserDescInfo>
-  /** NT_PRSTATUS and NT_PRFPREG as read. */
-  gpregsRaw: Buffer
-  fpregsRaw: Buffer
-}
-
 export interface ThreadStateInfo {
   tid: number
   pid: number
   comm: string
   state: string
-  regs: ThreadRegsInfo
+  regs: X86ThreadRegs | Aarch64ThreadRegs
   /** Whether the stop interrupted a system call, and the IP/return register the image needs. */
   syscallRestart: SyscallRestartInfo
   /** PTRACE_GETSIGMASK */
@@ -1575,6 +1614,16 @@ export interface VmaInfo {
   vmFlags: Array<string>
   /** A file mapping's file (stat through /proc/PID/map_files/START-END), when readable. */
   file?: FileStatInfo
+}
+
+export interface X86ThreadRegs {
+  arch: 'x86_64'
+  gpregs: GpRegsInfo
+  fpregs: FpRegsInfo
+  tls: Array<UserDescInfo>
+  /** NT_PRSTATUS and NT_PRFPREG as read. */
+  gpregsRaw: Buffer
+  fpregsRaw: Buffer
 }
 
 /** `user_x86_xsave_entry`: arrays are empty for components the kernel does not expose. */

@@ -1,18 +1,15 @@
 // core-TID.img: one per thread. Registers, FPU state and TLS (thread_info), the per-thread
 // kernel state (thread_core), and for the leader the process-wide task state (tc).
 import { create } from '@bufbuild/protobuf';
-import { core_entrySchema, core_entry_march, type core_entry } from '../images/gen/core_pb.js';
-import { user_x86_regs_mode } from '../images/gen/core-x86_pb.js';
+import { core_entrySchema, type core_entry } from '../images/gen/core_pb.js';
+import { hostArch } from '../arch/index.js';
 import type {
-  FpRegsInfo,
-  GpRegsInfo,
   ParasiteInfo,
   PendingSignalInfo,
   ProcessInspection,
   ThreadParasiteInfo,
   ThreadStateInfo,
   TimeValue,
-  UserDescInfo,
   ZombieInfo,
 } from '../../native/index.js';
 import type { ThreadSeccomp } from './write-seccomp.js';
@@ -33,58 +30,6 @@ const capWords = (v: bigint): number[] => [Number(v & U32), Number((v >> 32n) & 
 
 const signalQueue = (list: readonly PendingSignalInfo[]) => ({
   signals: list.map((s) => ({ siginfo: new Uint8Array(s.siginfo) })),
-});
-
-function gpregs(regs: GpRegsInfo, restart: ThreadStateInfo['syscallRestart']) {
-  // A thread stopped inside an interrupted syscall resumes by re-executing it (or failing it with
-  // EINTR); the freezer worked out which, and with which ip/ax.
-  const fixed = restart.action === 'none' ? {} : { ip: restart.ip, ax: restart.ax };
-  return {
-    r15: regs.r15, r14: regs.r14, r13: regs.r13, r12: regs.r12, bp: regs.bp, bx: regs.bx,
-    r11: regs.r11, r10: regs.r10, r9: regs.r9, r8: regs.r8, ax: regs.ax, cx: regs.cx,
-    dx: regs.dx, si: regs.si, di: regs.di, origAx: regs.origAx, ip: regs.ip, cs: regs.cs,
-    flags: regs.flags, sp: regs.sp, ss: regs.ss, fsBase: regs.fsBase, gsBase: regs.gsBase,
-    ds: regs.ds, es: regs.es, fs: regs.fs, gs: regs.gs,
-    mode: regs.mode === 'native' ? user_x86_regs_mode.NATIVE : user_x86_regs_mode.COMPAT,
-    ...fixed,
-  };
-}
-
-function fpregs(fp: FpRegsInfo) {
-  return {
-    cwd: fp.cwd, swd: fp.swd, twd: fp.twd, fop: fp.fop, rip: fp.rip, rdp: fp.rdp,
-    mxcsr: fp.mxcsr, mxcsrMask: fp.mxcsrMask, stSpace: fp.stSpace, xmmSpace: fp.xmmSpace,
-    ...(fp.xsave
-      ? {
-          xsave: {
-            xstateBv: fp.xsave.xstateBv,
-            ymmhSpace: fp.xsave.ymmhSpace,
-            bndregState: fp.xsave.bndregState,
-            bndcsrState: fp.xsave.bndcsrState,
-            opmaskReg: fp.xsave.opmaskReg,
-            zmmUpper: fp.xsave.zmmUpper,
-            hi16Zmm: fp.xsave.hi16Zmm,
-            pkru: fp.xsave.pkru,
-            // CET user state (a supervisor xfeature, so not in XCR0): no task here enables shadow
-            // stacks, so this is the reset state, recorded as CRIU 4.1 records it.
-            cet: { cet: 0n, ssp: 0n },
-          },
-        }
-      : {}),
-  };
-}
-
-const tls = (d: UserDescInfo) => ({
-  entryNumber: d.entryNumber,
-  baseAddr: d.baseAddr,
-  limit: d.limit,
-  seg32bit: d.seg32Bit,
-  contentsH: (d.contents & 2) !== 0,
-  contentsL: (d.contents & 1) !== 0,
-  readExecOnly: d.readExecOnly,
-  limitInPages: d.limitInPages,
-  segNotPresent: d.segNotPresent,
-  usable: d.usable,
 });
 
 const itimer = (t: { interval: TimeValue; value: TimeValue }) => ({
@@ -112,13 +57,8 @@ function threadParts(t: ThreadFacts, leader: boolean) {
   const { state, parasite: p } = t;
   const creds = p.creds;
   return {
-    mtype: core_entry_march.X86_64,
-    threadInfo: {
-      clearTidAddr: p.clearTidAddr,
-      gpregs: gpregs(state.regs.gpregs, state.syscallRestart),
-      fpregs: fpregs(state.regs.fpregs),
-      tls: state.regs.tls.map(tls),
-    },
+    mtype: hostArch().mtype,
+    ...hostArch().threadInfo(state.regs, state.syscallRestart, p.clearTidAddr),
     threadCore: {
       futexRla: t.robustList.head,
       futexRlaLen: t.robustList.len,
@@ -214,7 +154,7 @@ export function leaderCore(t: ThreadFacts, l: LeaderFacts): core_entry {
 /** A zombie's core image: no threads to restore, only how it died. */
 export function zombieCore(z: ZombieInfo): core_entry {
   return create(core_entrySchema, {
-    mtype: core_entry_march.X86_64,
+    mtype: hostArch().mtype,
     tc: { taskState: TASK_DEAD, exitCode: z.exitCode, personality: 0, flags: 0, blkSigset: 0n, comm: z.comm },
   });
 }

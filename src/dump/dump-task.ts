@@ -16,6 +16,7 @@ import { dumpMemfdInodes } from './memfd-inodes.js';
 import { isMemfdFd, isMemfdVma } from './fds/memfd.js';
 import { logFd, logMemory, logVmas } from './log-facts.js';
 import { snapshotRequest } from './snapshot.js';
+import { pageBytesN } from '../arch/index.js';
 
 export interface DumpedTask {
   pid: number;
@@ -141,7 +142,7 @@ async function dumpSharedAnon(ctx: DumpContext, pid: number, proc: ProcessInspec
     if (pageServer) {
       // the server writes pagemap-shmem-ID.img and its pages, as with criu dump --page-server
       const sent = await ctx.call(() => ctx.session.sendShmemToPageServer(pid, { start: vma.start, end: vma.end, ...pageServer }));
-      ctx.stats.counters.shpagesScanned += Number((vma.end - vma.start) / 4096n);
+      ctx.stats.counters.shpagesScanned += Number((vma.end - vma.start) / pageBytesN());
       ctx.stats.counters.shpagesWritten += sent.pagesWritten;
       continue;
     }
@@ -149,7 +150,7 @@ async function dumpSharedAnon(ctx: DumpContext, pid: number, proc: ProcessInspec
     const shmem = await ctx.call(() =>
       ctx.session.dumpShmem(pid, { pagesId, start: vma.start, end: vma.end }),
     );
-    ctx.stats.counters.shpagesScanned += Number((vma.end - vma.start) / 4096n);
+    ctx.stats.counters.shpagesScanned += Number((vma.end - vma.start) / pageBytesN());
     ctx.stats.counters.shpagesWritten += shmem.pagesWritten;
     await writeShmemPagemap(ctx.imagesDir, shmem, pagesId);
   }

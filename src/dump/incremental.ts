@@ -27,17 +27,17 @@ import { pagemap_entrySchema, type pagemap_entry } from '../images/gen/pagemap_p
 import { native } from '../native.js';
 import type { Logger } from '../log.js';
 import type { DumpMemoryOptions, MemoryDump, PagemapEntryInfo, Session, TrackingMethod } from '../../native/index.js';
+import { pageBytesN } from '../arch/index.js';
 
 export type { TrackingMethod };
 
 export const TRACK_FILE = 'tsdump-track.json';
 const TRACK_FORMAT = 1;
-const PAGE = 4096n;
 
 /** A coverage range "START-END" (hex) as a pagemap entry. */
 function parseRange(r: string): PagemapEntryInfo {
   const [a, b] = r.split('-').map((x) => BigInt(`0x${x}`)) as [bigint, bigint];
-  return { vaddr: a, nrPages: Number((b - a) / PAGE), flags: PE_PRESENT };
+  return { vaddr: a, nrPages: Number((b - a) / pageBytesN()), flags: PE_PRESENT };
 }
 
 interface TrackedTask {
@@ -221,7 +221,7 @@ export class Incremental {
     const ranges: [bigint, bigint][] = [];
     for (const e of entries) {
       if (!(e.flags & (PE_PRESENT | PE_PARENT))) continue;
-      const end = e.vaddr + BigInt(e.nrPages) * PAGE;
+      const end = e.vaddr + BigInt(e.nrPages) * pageBytesN();
       const last = ranges.at(-1);
       if (last && last[1] === e.vaddr) last[1] = end;
       else ranges.push([e.vaddr, end]);

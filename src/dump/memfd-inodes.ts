@@ -10,8 +10,8 @@ import type { ProcessInspection } from '../../native/index.js';
 import type { DumpContext } from './context.js';
 import { isMemfdFd, isMemfdVma, memfdInodeId, memfdName } from './fds/memfd.js';
 import { writeShmemPagemap } from './mm-image.js';
+import { pageBytesN } from '../arch/index.js';
 
-const PAGE_SIZE = 4096n;
 
 interface Holder {
   ino: bigint;
@@ -43,7 +43,7 @@ export async function dumpMemfdInodes(ctx: DumpContext, pid: number, proc: Proce
       ctx.nextPagesId++;
       await writeShmemPagemap(ctx.imagesDir, info, pagesId);
     }
-    ctx.stats.counters.shpagesScanned += Number((info.size + PAGE_SIZE - 1n) / PAGE_SIZE);
+    ctx.stats.counters.shpagesScanned += Number((info.size + pageBytesN() - 1n) / pageBytesN());
     ctx.stats.counters.shpagesWritten += info.pagesWritten;
     const inodes = await ctx.files.image('memfd.img');
     await inodes.append(

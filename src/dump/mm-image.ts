@@ -19,6 +19,7 @@ import { TsdumpError } from '../errors.js';
 import type { MemoryDump, ParasiteInfo, ProcessInspection, ShmemDumpInfo, VmaInfo } from '../../native/index.js';
 import type { FileTable } from './file-table.js';
 import { isMemfdVma, mappingOpenFlags, memfdMappingFile } from './fds/memfd.js';
+import { pageBytesN } from '../arch/index.js';
 
 const MAP_SHARED = 0x1;
 const MAP_PRIVATE = 0x2;
@@ -227,7 +228,6 @@ async function vmaEntry(pid: number, vma: VmaInfo, files: FileTable): Promise<vm
   throw new TsdumpError('UNSUPPORTED_VMA', `${at}: tsdump cannot dump a ${what.trim()} yet`);
 }
 
-const PAGE_SIZE = 4096n;
 const PE_LAZY = 1 << 1;
 const PE_PRESENT = 1 << 2;
 
@@ -252,7 +252,7 @@ export async function writePagemap(dir: ImagesDir, pid: number, pagesId: number,
     // pages left in the parent stay plain PE_PARENT holes, as CRIU writes them
     const flags = vma && vma.start <= e.vaddr && lazyCapable(vma) && e.flags & PE_PRESENT ? e.flags | PE_LAZY : e.flags;
     const prev = runs.at(-1);
-    if (prev && prev.flags === flags && prev.vaddr + BigInt(prev.nrPages) * PAGE_SIZE === e.vaddr) prev.nrPages += e.nrPages;
+    if (prev && prev.flags === flags && prev.vaddr + BigInt(prev.nrPages) * pageBytesN() === e.vaddr) prev.nrPages += e.nrPages;
     else runs.push({ vaddr: e.vaddr, nrPages: e.nrPages, flags });
   }
   new ImageBuffer(dir, `pagemap-${pid}.img`)

@@ -34,12 +34,12 @@ import { writeStats } from './write-stats.js';
 import { writeInventory } from './write-inventory.js';
 import { isOwnChild, runInWorker } from './own-child.js';
 import { announceStage } from './stage.js';
+import { pageBytesN } from '../arch/index.js';
 
 /** CRIU's inventory pre_dump_mode values. */
 const PRE_DUMP_SPLICE = 1;
 const PRE_DUMP_READ = 2;
 
-const PAGE = 4096n;
 
 /** A shared anonymous object, through the first mapping seen. */
 interface SharedObject {
@@ -199,7 +199,7 @@ async function preDumpShared(ctx: MemoryContext, obj: SharedObject, pageServer: 
       await writeShmemPagemap(imagesDir, s, pagesId);
       stats.counters.shpagesWritten += s.pagesWritten;
     }
-    stats.counters.shpagesScanned += Number((obj.end - obj.start) / PAGE);
+    stats.counters.shpagesScanned += Number((obj.end - obj.start) / pageBytesN());
   } catch (err) {
     // unmapped (or its task gone) since the scan: the dump writes shared memory whole anyway
     if (!(err instanceof TsdumpError && err.code === 'ESRCH_TARGET')) throw err;

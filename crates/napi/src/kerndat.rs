@@ -17,3 +17,9 @@ pub fn kerndat_probe() -> Vec<KerndatProbe> {
         .map(|p| KerndatProbe { name: p.name.to_string(), supported: p.supported, detail: p.detail })
         .collect()
 }
+
+/// The kernel's page size (sysconf(_SC_PAGESIZE)): 4 KiB on x86_64, 4, 16 or 64 KiB on aarch64.
+#[napi]
+pub fn page_size() -> u32 {
+    tsdump_core::mem::vma::page_size() as u32
+}

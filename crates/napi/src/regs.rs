@@ -1,6 +1,8 @@
-//! The registers of a thread, mirrored per architecture (what core-TID.img's thread_info holds):
-//! x86_64 `user_x86_regs_entry`, `user_x86_fpregs_entry` with its xsave extension, GDT TLS
-//! slots; aarch64 x0-x30, sp, pc, pstate, V0-V31, TPIDR_EL0.
+//! The registers of a thread (what core-TID.img's thread_info holds), mirrored for every CPU
+//! tsdump ships for: x86_64 `user_x86_regs_entry`, `user_x86_fpregs_entry` with its xsave
+//! extension, GDT TLS slots; aarch64 x0-x30, sp, pc, pstate, V0-V31, TPIDR_EL0, PAC keys. Both
+//! architectures' types are declared on every build, so the generated index.d.ts carries both and
+//! TypeScript narrows on `arch`; only the conversion from the core's registers is per-architecture.
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -8,8 +10,13 @@ use napi_derive::napi;
 use tsdump_core::arch::regs as aregs;
 
 use crate::convert::{big, bigs};
+
+/// A thread's registers, tagged with the CPU they come from.
+pub type ThreadRegsInfo = Either<X86ThreadRegs, Aarch64ThreadRegs>;
+
+// ---------------------------------------------------------------- x86_64
+
 /// x86_64 `user_x86_regs_entry` fields (NT_PRSTATUS), BigInt each.
-#[cfg(target_arch = "x86_64")]
 #[napi(object)]
 pub struct GpRegsInfo {
     pub r15: BigInt,
@@ -45,7 +52,6 @@ pub struct GpRegsInfo {
 }
 
 /// `user_x86_xsave_entry`: arrays are empty for components the kernel does not expose.
-#[cfg(target_arch = "x86_64")]
 #[napi(object)]
 pub struct XsaveInfo {
     pub xstate_bv: BigInt,
@@ -65,7 +71,6 @@ pub struct XsaveInfo {
 }
 
 /// `user_x86_fpregs_entry` (the FXSAVE area) plus the xsave extension.
-#[cfg(target_arch = "x86_64")]
 #[napi(object)]
 pub struct FpRegsInfo {
     pub cwd: u32,
@@ -83,7 +88,6 @@ pub struct FpRegsInfo {
 }
 
 /// `user_desc_t`: one GDT TLS slot.
-#[cfg(target_arch = "x86_64")]
 #[napi(object)]
 pub struct UserDescInfo {
     pub entry_number: u32,
@@ -97,9 +101,8 @@ pub struct UserDescInfo {
     pub usable: bool,
 }
 
-#[cfg(target_arch = "x86_64")]
 #[napi(object)]
-pub struct ThreadRegsInfo {
+pub struct X86ThreadRegs {
     #[napi(ts_type = "'x86_64'")]
     pub arch: String,
     pub gpregs: GpRegsInfo,
@@ -113,7 +116,7 @@ pub struct ThreadRegsInfo {
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn regs_info(r: aregs::ThreadRegs) -> ThreadRegsInfo {
     let g = &r.gp;
-    ThreadRegsInfo {
+    Either::A(X86ThreadRegs {
         arch: "x86_64".into(),
         gpregs: GpRegsInfo {
             r15: big(g.r15),
@@ -189,13 +192,41 @@ pub(crate) fn regs_info(r: aregs::ThreadRegs) -> ThreadRegsInfo {
             .collect(),
         gpregs_raw: r.gp_raw.into(),
         fpregs_raw: r.fp_raw.into(),
-    }
+    })
 }
 
-/// aarch64 registers: x0-x30, sp, pc, pstate; V0-V31 as 64 words; TPIDR_EL0.
-#[cfg(target_arch = "aarch64")]
+// ---------------------------------------------------------------- aarch64
+
+/// A 128-bit key as CRIU stores it, in two 64-bit halves.
 #[napi(object)]
-pub struct ThreadRegsInfo {
+pub struct PacKeyInfo {
+    pub lo: BigInt,
+    pub hi: BigInt,
+}
+
+/// Address-authentication keys (NT_ARM_PACA_KEYS) and which are enabled
+/// (NT_ARM_PAC_ENABLED_KEYS, PR_PAC_ENABLED_KEYS's mask).
+#[napi(object)]
+pub struct PacAddressKeysInfo {
+    pub apiakey: PacKeyInfo,
+    pub apibkey: PacKeyInfo,
+    pub apdakey: PacKeyInfo,
+    pub apdbkey: PacKeyInfo,
+    pub enabled_keys: BigInt,
+}
+
+/// Pointer-authentication keys, each kind present where the CPU has it (HWCAP_PACA,
+/// HWCAP_PACG), as CRIU's `pac_keys`.
+#[napi(object)]
+pub struct PacKeysInfo {
+    pub address: Option<PacAddressKeysInfo>,
+    /// The generic key (NT_ARM_PACG_KEYS).
+    pub generic: Option<PacKeyInfo>,
+}
+
+/// aarch64 registers: x0-x30, sp, pc, pstate; V0-V31 as 64 words (low half first); TPIDR_EL0.
+#[napi(object)]
+pub struct Aarch64ThreadRegs {
     #[napi(ts_type = "'aarch64'")]
     pub arch: String,
     pub regs: Vec<BigInt>,
@@ -206,13 +237,27 @@ pub struct ThreadRegsInfo {
     pub fpsr: u32,
     pub fpcr: u32,
     pub tls: BigInt,
+    /// Absent when the CPU has no pointer authentication.
+    pub pac_keys: Option<PacKeysInfo>,
+    /// NT_PRSTATUS and NT_PRFPREG as read.
     pub gpregs_raw: Buffer,
     pub fpregs_raw: Buffer,
 }
 
 #[cfg(target_arch = "aarch64")]
 pub(crate) fn regs_info(r: aregs::ThreadRegs) -> ThreadRegsInfo {
-    ThreadRegsInfo {
+    let key = |k: aregs::Key128| PacKeyInfo { lo: big(k.0), hi: big(k.1) };
+    let pac_keys = r.pac.map(|p| PacKeysInfo {
+        address: p.address.map(|([ia, ib, da, db], enabled)| PacAddressKeysInfo {
+            apiakey: key(ia),
+            apibkey: key(ib),
+            apdakey: key(da),
+            apdbkey: key(db),
+            enabled_keys: big(enabled),
+        }),
+        generic: p.generic.map(key),
+    });
+    Either::B(Aarch64ThreadRegs {
         arch: "aarch64".into(),
         regs: bigs(&r.gp.regs),
         sp: big(r.gp.sp),
@@ -222,7 +267,8 @@ pub(crate) fn regs_info(r: aregs::ThreadRegs) -> ThreadRegsInfo {
         fpsr: r.fp.fpsr,
         fpcr: r.fp.fpcr,
         tls: big(r.tls),
+        pac_keys,
         gpregs_raw: r.gp_raw.into(),
         fpregs_raw: r.fp_raw.into(),
-    }
+    })
 }

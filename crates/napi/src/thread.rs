@@ -60,6 +60,7 @@ pub struct ThreadStateInfo {
     pub pid: i32,
     pub comm: String,
     pub state: String,
+    #[napi(ts_type = "X86ThreadRegs | Aarch64ThreadRegs")]
     pub regs: ThreadRegsInfo,
     /// Whether the stop interrupted a system call, and the IP/return register the image needs.
     pub syscall_restart: SyscallRestartInfo,

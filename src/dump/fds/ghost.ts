@@ -14,11 +14,12 @@ import { TsdumpError } from '../../errors.js';
 import { native } from '../../native.js';
 import { buildIdField } from '../elf-build-id.js';
 import { MQUEUE_MAGIC, refuseMessageQueue } from './regular.js';
+import { pageBytesN } from '../../arch/index.js';
 import { S_IFMT, S_IFREG, type FdKind, type FdKindContext, type FileEntryInit } from './kind.js';
 
 const DELETED = ' (deleted)';
-/** Like CRIU, small ghosts are stored in one piece and bigger ones in chunks that skip holes. */
-const CHUNKS_FROM = 3 * 4096;
+/** Like CRIU, ghosts under three pages are stored in one piece, bigger ones in chunks that skip holes. */
+const CHUNK_PAGES = 3;
 /** Read size while copying a chunk. */
 const PIECE = 1 << 20;
 
@@ -127,7 +128,7 @@ function sized(flags: number, size: bigint): { size?: bigint } {
 }
 
 async function writeGhost(c: GhostContext, link: string, ghostId: number, st: BigIntStats): Promise<void> {
-  const chunks = st.size >= BigInt(CHUNKS_FROM);
+  const chunks = st.size >= BigInt(CHUNK_PAGES) * pageBytesN();
   const head = create(ghost_file_entrySchema, {
     uid: Number(st.uid),
     gid: Number(st.gid),

@@ -45,6 +45,16 @@ pub mod nr {
 
 use nix::errno::Errno;
 
+/// The refusal for a 32-bit (compat) task, whatever the architecture: tsdump's core images,
+/// injected code and parasite are 64-bit only (CRIU's own compat support is x86-only and
+/// optional).
+pub fn compat_task_error(tid: i32) -> crate::error::Error {
+    crate::error::Error::new(
+        crate::ErrorCode::Unsupported,
+        format!("tid {tid}: a 32-bit (compat) task; tsdump dumps 64-bit tasks only"),
+    )
+}
+
 /// PTRACE_GETREGSET into a buffer of `cap` bytes; returns the bytes the kernel filled.
 pub fn getregset(tid: i32, note: u32, cap: usize) -> std::result::Result<Vec<u8>, Errno> {
     let mut buf = vec![0u8; cap];

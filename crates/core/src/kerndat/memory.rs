@@ -9,7 +9,10 @@ use nix::errno::Errno;
 
 use super::Probe;
 
-const PAGE: usize = 4096;
+fn page_len() -> usize {
+    crate::mem::vma::page_size() as usize
+}
+
 const PM_SOFT_DIRTY: u64 = 1 << 55;
 // _IOWR('f', 16, struct pm_scan_arg) with the 96-byte v1 argument
 const PAGEMAP_SCAN: libc::c_ulong = 0xC060_6610;
@@ -30,7 +33,7 @@ impl ScratchPage {
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                PAGE,
+                page_len(),
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                 -1,
@@ -52,7 +55,7 @@ impl ScratchPage {
 impl Drop for ScratchPage {
     fn drop(&mut self) {
         // SAFETY: unmapping the page this guard owns.
-        unsafe { libc::munmap(self.0, PAGE) };
+        unsafe { libc::munmap(self.0, page_len()) };
     }
 }
 
@@ -69,7 +72,7 @@ pub(super) fn soft_dirty() -> Probe {
     };
     let mut entry = [0u8; 8];
     let read = f
-        .seek(SeekFrom::Start(page.addr() / PAGE as u64 * 8))
+        .seek(SeekFrom::Start(page.addr() / page_len() as u64 * 8))
         .and_then(|_| f.read_exact(&mut entry));
     if let Err(e) = read {
         return Probe::no(NAME, format!("/proc/self/pagemap: {e}"));
@@ -96,7 +99,7 @@ pub(super) fn pagemap_scan() -> Probe {
     let mut arg: [u64; 12] = [0; 12];
     arg[0] = 96; // size
     arg[2] = page.addr(); // start
-    arg[3] = page.addr() + PAGE as u64; // end
+    arg[3] = page.addr() + page_len() as u64; // end
     arg[5] = regions.as_mut_ptr() as u64; // vec
     arg[6] = 1; // vec_len
     arg[11] = PAGE_IS_PRESENT; // return_mask
@@ -153,7 +156,7 @@ pub(super) fn vmsplice() -> Probe {
         Ok(p) => p,
         Err(e) => return Probe::from_errno(NAME, "pipe", e),
     };
-    let iov = libc::iovec { iov_base: page.0, iov_len: PAGE };
+    let iov = libc::iovec { iov_base: page.0, iov_len: page_len() };
     // SAFETY: vmsplice of one live page into our own pipe.
     let n = unsafe { libc::vmsplice(w.as_raw_fd(), &iov, 1, libc::SPLICE_F_NONBLOCK) };
     drop((r, w));
@@ -166,8 +169,7 @@ pub(super) fn vmsplice() -> Probe {
 
 pub(super) fn memfd() -> Probe {
     const NAME: &str = "memfd";
-    // SAFETY: memfd_create with a static NUL-terminated name.
-    let fd = unsafe { libc::memfd_create(c"tsdump-probe".as_ptr(), libc::MFD_CLOEXEC) };
+    let fd = crate::sys::memfd_create(c"tsdump-probe", libc::MFD_CLOEXEC);
     if fd < 0 {
         return Probe::from_errno(NAME, "memfd_create", Errno::last());
     }

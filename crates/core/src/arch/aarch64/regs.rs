@@ -1,6 +1,7 @@
 //! aarch64 registers of a stopped tracee, in the shape of CRIU's `user_aarch64_regs_entry`,
-//! `user_aarch64_fpsimd_context_entry` and the TLS register (NT_ARM_TLS). Same item names as the
-//! x86_64 module so callers stay architecture-neutral where they can.
+//! `user_aarch64_fpsimd_context_entry`, the TLS register (NT_ARM_TLS) and the pointer
+//! authentication keys (`pac_keys`). Same item names as the x86_64 module so callers stay
+//! architecture-neutral where they can.
 
 use crate::arch::getregset;
 
@@ -10,6 +11,14 @@ pub const NT_PRSTATUS: u32 = 1;
 pub const NT_PRFPREG: u32 = 2;
 pub const NT_ARM_TLS: u32 = 0x401;
 pub const NT_ARM_SYSTEM_CALL: u32 = 0x404;
+pub const NT_ARM_PACA_KEYS: u32 = 0x407;
+pub const NT_ARM_PACG_KEYS: u32 = 0x408;
+pub const NT_ARM_PAC_ENABLED_KEYS: u32 = 0x40a;
+/// AT_HWCAP bits: the CPU has address (PACA) and generic (PACG) authentication.
+const HWCAP_PACA: u64 = 1 << 30;
+const HWCAP_PACG: u64 = 1 << 31;
+/// PSTATE.nRW: the task runs AArch32 code (a compat task).
+const PSR_MODE32_BIT: u64 = 1 << 4;
 
 pub const ERESTARTSYS: i64 = 512;
 pub const ERESTARTNOINTR: i64 = 513;
@@ -124,6 +133,56 @@ pub fn syscall_restart_with(r: &GpRegs, syscall_nr: i64, orig_x0: u64) -> Syscal
     out
 }
 
+/// A 128-bit key as CRIU stores it: (low, high) 64-bit halves.
+pub type Key128 = (u64, u64);
+
+/// The thread's pointer-authentication keys, read as CRIU 4.1 reads them: the address keys
+/// (with the enabled-keys mask) where the CPU has PACA, the generic key where it has PACG. A
+/// task's keys are random per exec; without them its signed return addresses fail to
+/// authenticate after restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacKeys {
+    /// APIA, APIB, APDA, APDB keys and PR_PAC_ENABLED_KEYS's mask.
+    pub address: Option<([Key128; 4], u64)>,
+    /// APGA key.
+    pub generic: Option<Key128>,
+}
+
+fn key128(b: &[u8]) -> Key128 {
+    (u64::from_le_bytes(b[..8].try_into().unwrap()), u64::from_le_bytes(b[8..16].try_into().unwrap()))
+}
+
+/// The CPU features tsdump itself runs with (same machine, same kernel as the tracee).
+fn hwcap() -> u64 {
+    // SAFETY: getauxval has no preconditions.
+    unsafe { libc::getauxval(libc::AT_HWCAP) }
+}
+
+fn read_pac_keys(tid: i32) -> Result<Option<PacKeys>> {
+    let caps = hwcap();
+    if caps & (HWCAP_PACA | HWCAP_PACG) == 0 {
+        return Ok(None);
+    }
+    let read = |note: u32, len: usize, what: &str| {
+        let b = getregset(tid, note, len).map_err(|e| Error::from_errno(e, tid, format_args!("PTRACE_GETREGSET({what})")))?;
+        if b.len() < len {
+            return Err(Error::new(crate::ErrorCode::Ptrace, format!("tid {tid}: {what} short ({} bytes)", b.len())));
+        }
+        Ok(b)
+    };
+    let mut keys = PacKeys { address: None, generic: None };
+    if caps & HWCAP_PACA != 0 {
+        let b = read(NT_ARM_PACA_KEYS, 64, "NT_ARM_PACA_KEYS")?;
+        let enabled = read(NT_ARM_PAC_ENABLED_KEYS, 8, "NT_ARM_PAC_ENABLED_KEYS")?;
+        let k = [key128(&b[0..16]), key128(&b[16..32]), key128(&b[32..48]), key128(&b[48..64])];
+        keys.address = Some((k, u64::from_le_bytes(enabled[..8].try_into().unwrap())));
+    }
+    if caps & HWCAP_PACG != 0 {
+        keys.generic = Some(key128(&read(NT_ARM_PACG_KEYS, 16, "NT_ARM_PACG_KEYS")?));
+    }
+    Ok(Some(keys))
+}
+
 #[derive(Debug, Clone)]
 pub struct ThreadRegs {
     pub gp: GpRegs,
@@ -132,6 +191,8 @@ pub struct ThreadRegs {
     pub fp_raw: Vec<u8>,
     /// TPIDR_EL0 (NT_ARM_TLS).
     pub tls: u64,
+    /// None when the CPU has no pointer authentication.
+    pub pac: Option<PacKeys>,
     pub restart: SyscallRestart,
 }
 
@@ -144,6 +205,11 @@ pub fn read_thread_regs(tid: i32) -> Result<ThreadRegs> {
     };
     let gp_raw = getregset(tid, NT_PRSTATUS, GP_REGS_SIZE)
         .map_err(|e| Error::from_errno(e, tid, "PTRACE_GETREGSET(NT_PRSTATUS)"))?;
+    // An AArch32 task's NT_PRSTATUS is the 18-word compat set: refuse it by name.
+    let compat = gp_raw.len() < GP_REGS_SIZE || GpRegs::from_bytes(&gp_raw).is_some_and(|g| g.pstate & PSR_MODE32_BIT != 0);
+    if compat {
+        return Err(crate::arch::compat_task_error(tid));
+    }
     let gp = GpRegs::from_bytes(&gp_raw).ok_or_else(|| short("NT_PRSTATUS", gp_raw.len()))?;
     let fp_raw = getregset(tid, NT_PRFPREG, FPSIMD_SIZE + 8)
         .map_err(|e| Error::from_errno(e, tid, "PTRACE_GETREGSET(NT_PRFPREG)"))?;
@@ -163,12 +229,14 @@ pub fn read_thread_regs(tid: i32) -> Result<ThreadRegs> {
         .unwrap_or(-1);
     // orig_x0 is not visible from outside; x0 is the best available stand-in.
     let restart = syscall_restart_with(&gp, nr, gp.regs[0]);
+    let pac = read_pac_keys(tid)?;
     Ok(ThreadRegs {
         gp,
         gp_raw,
         fp,
         fp_raw,
         tls,
+        pac,
         restart,
     })
 }

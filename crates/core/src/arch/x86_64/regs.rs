@@ -411,6 +411,9 @@ pub fn read_thread_regs(tid: i32) -> Result<ThreadRegs> {
             format!("tid {tid}: NT_PRSTATUS short ({} bytes)", gp_raw.len()),
         )
     })?;
+    if gp.is_compat() {
+        return Err(crate::arch::compat_task_error(tid));
+    }
     let fp_raw = getregset(tid, NT_PRFPREG, FXSAVE_SIZE)
         .map_err(|e| Error::from_errno(e, tid, "PTRACE_GETREGSET(NT_PRFPREG)"))?;
     let fp = FpRegs::from_bytes(&fp_raw).ok_or_else(|| {

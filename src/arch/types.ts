@@ -1,0 +1,23 @@
+// What one CPU architecture contributes to the images (see ./index.ts).
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import type { core_entry_march, core_entrySchema } from '../images/gen/core_pb.js';
+import type { ThreadStateInfo } from '../../native/index.js';
+
+export type ThreadRegs = ThreadStateInfo['regs'];
+export type Restart = ThreadStateInfo['syscallRestart'];
+
+export interface CpuArch {
+  /** The CPU's name as uname -m prints it. */
+  readonly name: 'x86_64' | 'aarch64';
+  /** core_entry.mtype of every core image written on this CPU. */
+  readonly mtype: core_entry_march;
+  /**
+   * The core_entry's per-architecture thread info (registers, FPU state, TLS) of one thread, from
+   * the registers the freezer read and what it worked out about an interrupted syscall.
+   */
+  threadInfo(
+    regs: ThreadRegs,
+    restart: Restart,
+    clearTidAddr: bigint,
+  ): Pick<MessageInitShape<typeof core_entrySchema>, 'threadInfo' | 'tiAarch64'>;
+}
