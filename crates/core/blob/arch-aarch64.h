@@ -1,5 +1,4 @@
-/* aarch64: syscall numbers, the svc instruction, the entry and the way home (unverified: the
- * arm64 return frame is not built yet, so tsdump does not start the blob there). */
+/* aarch64: syscall numbers, the svc instruction, the entry and the way home. */
 #define NR_FCNTL 25
 #define NR_CLOSE 57
 #define NR_PIPE2 59

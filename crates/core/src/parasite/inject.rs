@@ -6,7 +6,7 @@
 //!
 //! How a call runs: registers and signal mask are saved on first contact with a thread and put
 //! back after every call, on success and on failure. Two protocols:
-//! - framed (x86_64): a return frame (an rt_sigframe rebuilt from the thread's saved state:
+//! - framed (x86_64, aarch64): a return frame (an rt_sigframe rebuilt from the thread's saved state:
 //!   registers with the kernel's restart rules applied, mask, XSAVE image; its sigaltstack left
 //!   as it is) sits in the scratch (or on the stack for the borrowed calls) and the code is
 //!   `syscall; rt_sigreturn`. tsdump steps it with PTRACE_SYSCALL (enter, exit), then
@@ -16,8 +16,8 @@
 //!   registers (syscall restart handled by the kernel as usual) or runs the rt_sigreturn into its
 //!   own code: the task carries on, with the scratch mapping as the only trace.
 //! - trap: `syscall; int3`, PTRACE_CONT, wait for the SIGTRAP (what CRIU's compel does). Used
-//!   only where no frame can be had (arm64 for now; a borrowed call on a thread whose stack has
-//!   no room for one), and there a tsdump killed mid-call leaves the task to die of the int3.
+//!   only where no frame can be had (a borrowed call on a thread whose stack has no room for
+//!   one), and there a tsdump killed mid-call leaves the task to die of the trap instruction.
 //!
 //! Threads can also run code on their own (`start_resident`, `start_thread`: the resident
 //! parasite and its thread entries) with their frame in place; `park` takes them back.
@@ -411,7 +411,7 @@ impl Injector {
         }
         let regs = sc::get_regs(tid)?;
         if !sc::is_native(&regs) {
-            return Err(Error::new(ErrorCode::Unsupported, format!("pid {} tid {tid}: 32-bit (compat) task", self.pid)));
+            return Err(crate::arch::compat_task_error(tid));
         }
         let s = Saved { regs, sigmask: get_sigmask(tid)?, frame: None };
         self.saved.insert(tid, s.clone());
@@ -448,7 +448,7 @@ impl Injector {
     fn build_frame(&mut self, tid: i32, at: u64, room: usize) -> Result<Option<(Vec<u8>, u64)>> {
         let saved = self.saved_for(tid)?;
         let Ok(xstate) = sc::read_xstate(tid) else { return Ok(None) };
-        if xstate.len() < 576 || xstate.len() + 1024 > room {
+        if !sc::frame_fits(&xstate, room) {
             return Ok(None);
         }
         Ok(Some(sc::build_sigframe(&saved.regs, &xstate, saved.sigmask, KEEP_ALTSTACK, at)))

@@ -109,6 +109,11 @@ pub fn read_xstate(tid: i32) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Whether a frame can be built from `xstate` (as read_xstate returned it) within `slot` bytes.
+pub fn frame_fits(xstate: &[u8], slot: usize) -> bool {
+    xstate.len() >= 576 && FPSTATE_OFF + xstate.len() + 4 <= slot
+}
+
 /// What a return to the task's own code must do with a thread stopped inside a syscall: the
 /// kernel's no-handler restart rules (rewind over the syscall instruction, number back in rax).
 pub fn restart_fixup(regs: &SyscallRegs) -> SyscallRegs {
