@@ -390,7 +390,8 @@ pub fn read_sched(tid: i32) -> Result<Sched> {
             "sched_getscheduler",
         ));
     }
-    let mut param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_param is plain integers (musl's has more fields than glibc's).
+    let mut param: libc::sched_param = unsafe { std::mem::zeroed() };
     // SAFETY: `param` is a valid local out-parameter.
     if unsafe { libc::sched_getparam(tid, &mut param) } < 0 {
         return Err(Error::from_errno(

@@ -68,7 +68,7 @@ fn ptrace_raw(
     data: *mut libc::c_void,
 ) -> std::result::Result<libc::c_long, Errno> {
     // SAFETY: callers pass `data` pointing at a buffer at least as large as the request writes.
-    let rc = unsafe { libc::ptrace(req, tid, addr as *mut libc::c_void, data) };
+    let rc = unsafe { libc::ptrace(req as _, tid, addr as *mut libc::c_void, data) };
     if rc < 0 {
         Err(Errno::last())
     } else {
@@ -104,7 +104,7 @@ pub fn pending(tid: i32, shared: bool) -> Result<Vec<PendingSignal>> {
         // SAFETY: addr is the args struct, data a buffer of `nr` siginfo slots.
         let rc = unsafe {
             libc::ptrace(
-                PTRACE_PEEKSIGINFO,
+                PTRACE_PEEKSIGINFO as _,
                 tid,
                 &mut args as *mut PeekArgs,
                 buf.as_mut_ptr(),

@@ -104,7 +104,7 @@ pub(super) fn pagemap_scan() -> Probe {
     arg[6] = 1; // vec_len
     arg[11] = PAGE_IS_PRESENT; // return_mask
     // SAFETY: PAGEMAP_SCAN with a correctly sized argument and a one-entry output vector.
-    let r = unsafe { libc::ioctl(f.as_raw_fd(), PAGEMAP_SCAN, arg.as_mut_ptr()) };
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), PAGEMAP_SCAN as _, arg.as_mut_ptr()) };
     if r < 0 {
         return Probe::from_errno(NAME, "ioctl(PAGEMAP_SCAN)", Errno::last());
     }
@@ -132,7 +132,7 @@ pub(super) fn userfaultfd() -> [Probe; 2] {
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let mut api: [u64; 3] = [UFFD_API, 0, 0];
     // SAFETY: UFFDIO_API with a 24-byte struct uffdio_api.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_API, api.as_mut_ptr()) } < 0 {
+    if unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_API as _, api.as_mut_ptr()) } < 0 {
         let e = Errno::last();
         return [Probe::from_errno(UFFD, "UFFDIO_API", e), Probe::from_errno(WP, "UFFDIO_API", e)];
     }

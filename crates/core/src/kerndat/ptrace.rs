@@ -14,7 +14,7 @@ const PTRACE_O_SUSPEND_SECCOMP: libc::c_long = 1 << 21;
 
 fn ptrace(req: libc::c_uint, pid: libc::pid_t, addr: usize, data: usize) -> Result<libc::c_long, Errno> {
     // SAFETY: raw ptrace on a child we forked; addr/data point at live buffers sized for `req`.
-    let r = unsafe { libc::ptrace(req, pid, addr as *mut libc::c_void, data as *mut libc::c_void) };
+    let r = unsafe { libc::ptrace(req as _, pid, addr as *mut libc::c_void, data as *mut libc::c_void) };
     if r == -1 {
         Err(Errno::last())
     } else {

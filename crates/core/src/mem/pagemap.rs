@@ -225,7 +225,7 @@ pub(crate) fn pagemap_scan(pm: &File, start: u64, end: u64, inverted: u64, mask:
         };
         // SAFETY: `arg` describes `regions`, which outlives the call; the kernel writes at most
         // vec_len entries.
-        let n = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(pm), PAGEMAP_SCAN, &mut arg as *mut PmScanArg) };
+        let n = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(pm), PAGEMAP_SCAN as _, &mut arg as *mut PmScanArg) };
         if n < 0 {
             let e = nix::errno::Errno::last();
             if matches!(e, nix::errno::Errno::ENOTTY | nix::errno::Errno::EINVAL | nix::errno::Errno::EOPNOTSUPP) && out.is_empty() && at == start {

@@ -81,7 +81,7 @@ pub fn uffd_features() -> Result<u64> {
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let mut api: [u64; 3] = [UFFD_API, 0, 0];
     // SAFETY: UFFDIO_API with a 24-byte struct uffdio_api.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_API as libc::c_ulong, api.as_mut_ptr()) } < 0 {
+    if unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_API as _, api.as_mut_ptr()) } < 0 {
         return Err(Error::new(ErrorCode::Kernel, format!("UFFDIO_API: {}", Errno::last().desc())));
     }
     Ok(api[1])
@@ -378,9 +378,9 @@ mod tests {
         let mut wp = [p as u64, (n * ps) as u64, UFFDIO_WRITEPROTECT_MODE_WP];
         // SAFETY: the uffd ioctls with their structs of the right size.
         unsafe {
-            assert_eq!(libc::ioctl(fd.as_raw_fd(), UFFDIO_API as libc::c_ulong, api.as_mut_ptr()), 0);
-            assert_eq!(libc::ioctl(fd.as_raw_fd(), UFFDIO_REGISTER as libc::c_ulong, reg.as_mut_ptr()), 0);
-            assert_eq!(libc::ioctl(fd.as_raw_fd(), UFFDIO_WRITEPROTECT as libc::c_ulong, wp.as_mut_ptr()), 0);
+            assert_eq!(libc::ioctl(fd.as_raw_fd(), UFFDIO_API as _, api.as_mut_ptr()), 0);
+            assert_eq!(libc::ioctl(fd.as_raw_fd(), UFFDIO_REGISTER as _, reg.as_mut_ptr()), 0);
+            assert_eq!(libc::ioctl(fd.as_raw_fd(), UFFDIO_WRITEPROTECT as _, wp.as_mut_ptr()), 0);
             for i in [3usize, 4, 40] {
                 *p.add(i * ps) = 2;
             }
@@ -497,9 +497,9 @@ mod tests {
         let mut wp = [a as u64, len as u64, UFFDIO_WRITEPROTECT_MODE_WP];
         // SAFETY: the uffd ioctls with their structs of the right size.
         unsafe {
-            assert_eq!(libc::ioctl(fd.as_raw_fd(), UFFDIO_API as libc::c_ulong, api.as_mut_ptr()), 0);
-            assert_eq!(libc::ioctl(fd.as_raw_fd(), UFFDIO_REGISTER as libc::c_ulong, reg.as_mut_ptr()), 0, "shmem registers with WP_ASYNC");
-            assert_eq!(libc::ioctl(fd.as_raw_fd(), UFFDIO_WRITEPROTECT as libc::c_ulong, wp.as_mut_ptr()), 0);
+            assert_eq!(libc::ioctl(fd.as_raw_fd(), UFFDIO_API as _, api.as_mut_ptr()), 0);
+            assert_eq!(libc::ioctl(fd.as_raw_fd(), UFFDIO_REGISTER as _, reg.as_mut_ptr()), 0, "shmem registers with WP_ASYNC");
+            assert_eq!(libc::ioctl(fd.as_raw_fd(), UFFDIO_WRITEPROTECT as _, wp.as_mut_ptr()), 0);
         }
         let pm = File::open("/proc/self/pagemap").unwrap();
         let page = |i: usize| (a as u64 + (i * ps) as u64, a as u64 + ((i + 1) * ps) as u64);

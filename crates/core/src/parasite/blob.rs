@@ -254,15 +254,10 @@ impl Blob {
             head[8 + i * 8..16 + i * 8].copy_from_slice(&v.to_ne_bytes());
         }
         let iov = [IoSlice::new(&head), IoSlice::new(payload)];
-        let msg = libc::msghdr {
-            msg_name: std::ptr::null_mut(),
-            msg_namelen: 0,
-            msg_iov: iov.as_ptr() as *mut libc::iovec,
-            msg_iovlen: 2,
-            msg_control: std::ptr::null_mut(),
-            msg_controllen: 0,
-            msg_flags: 0,
-        };
+        // SAFETY: msghdr is plain integers and pointers (musl's has padding fields): zero is valid.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = 2;
         // SAFETY: msg points at two live buffers (IoSlice is ABI-compatible with iovec).
         let r = unsafe { libc::sendmsg(self.sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
         if r < 0 {

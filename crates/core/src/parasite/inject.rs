@@ -55,7 +55,7 @@ const PTRACE_EVENT_STOP: i32 = 128;
 fn get_sigmask(tid: i32) -> Result<u64> {
     let mut mask: u64 = 0;
     // SAFETY: PTRACE_GETSIGMASK writes exactly 8 bytes (the size we pass) into `mask`.
-    let r = unsafe { libc::ptrace(libc::PTRACE_GETSIGMASK, tid, 8usize, &mut mask as *mut u64) };
+    let r = unsafe { libc::ptrace(libc::PTRACE_GETSIGMASK as _, tid, 8usize, &mut mask as *mut u64) };
     if r < 0 {
         return Err(Error::from_errno(Errno::last(), tid, "PTRACE_GETSIGMASK"));
     }
@@ -89,7 +89,7 @@ fn refuse_pending_sigtrap(pid: i32, tid: i32) -> Result<()> {
 
 fn set_sigmask(tid: i32, mask: u64) -> Result<()> {
     // SAFETY: PTRACE_SETSIGMASK reads exactly 8 bytes from `mask`.
-    let r = unsafe { libc::ptrace(libc::PTRACE_SETSIGMASK, tid, 8usize, &mask as *const u64) };
+    let r = unsafe { libc::ptrace(libc::PTRACE_SETSIGMASK as _, tid, 8usize, &mask as *const u64) };
     if r < 0 {
         return Err(Error::from_errno(Errno::last(), tid, "PTRACE_SETSIGMASK"));
     }
@@ -553,7 +553,7 @@ impl Injector {
             let req = next.unwrap_or(then);
             if next.is_some() {
                 // SAFETY: PTRACE_CONT/PTRACE_SYSCALL with no signal on a tracee we hold.
-                let r = unsafe { libc::ptrace(req as libc::c_uint, tid, 0usize, 0usize) };
+                let r = unsafe { libc::ptrace(req as _, tid, 0usize, 0usize) };
                 if r < 0 {
                     return Err(Error::from_errno(Errno::last(), tid, format_args!("{req:?} into injected code")));
                 }

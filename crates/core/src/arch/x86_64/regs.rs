@@ -389,7 +389,7 @@ fn get_thread_area(tid: i32, idx: u32) -> std::result::Result<UserDesc, Errno> {
     // SAFETY: the kernel writes one struct user_desc (16 bytes) into `w`.
     let rc = unsafe {
         libc::ptrace(
-            PTRACE_GET_THREAD_AREA,
+            PTRACE_GET_THREAD_AREA as _,
             tid,
             idx as usize as *mut libc::c_void,
             w.as_mut_ptr(),
