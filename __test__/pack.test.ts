@@ -94,23 +94,98 @@ test('pack:local tarballs install into an empty folder and npx tsdump works with
   }
 });
 
-test('pack:local --target: the other architecture\'s platform package, cross-compiled, carries a binary for that CPU', async (t) => {
-  const other = arch() === 'x64' ? { name: 'aarch64', platform: 'linux-arm64-gnu', machine: 183 } : { name: 'x86_64', platform: 'linux-x64-gnu', machine: 62 };
-  await exec('bash', ['scripts/pack-local.sh', '--target', other.name], { cwd: ROOT, maxBuffer: 1 << 24 });
-  const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
-  const tgz = join(ROOT, 'pack', 'cross', `tsdump-${other.platform}-${version}.tgz`);
-  const node = `package/tsdump.${other.platform}.node`;
-  t.deepEqual(tarList(tgz).sort(), ['package/README.md', 'package/package.json', node].sort());
-  const pkg = JSON.parse(execFileSync('tar', ['-xzOf', tgz, 'package/package.json'], { encoding: 'utf8' })) as { cpu: string[]; main: string };
-  t.deepEqual(pkg.cpu, [other.platform === 'linux-arm64-gnu' ? 'arm64' : 'x64']);
-  t.is(pkg.main, `tsdump.${other.platform}.node`);
-  // An ELF shared object for that machine (e_machine 183 = EM_AARCH64, 62 = EM_X86_64), 64-bit,
-  // little-endian: it cannot be loaded here, only checked.
-  const elf = execFileSync('tar', ['-xzOf', tgz, node], { maxBuffer: 1 << 26 });
-  t.deepEqual([...elf.subarray(0, 4)], [0x7f, 0x45, 0x4c, 0x46]);
-  t.is(elf[4], 2, 'ELFCLASS64');
-  t.is(elf[5], 1, 'little-endian');
-  t.is(elf.readUInt16LE(16), 3, 'ET_DYN');
-  t.is(elf.readUInt16LE(18), other.machine);
-  t.true(elf.includes(Buffer.from('napi_register_module_v1')), 'an N-API module');
-});
+/** The dynamic symbols of an ELF object (readelf reads any architecture's). */
+function dynamicSymbols(file: string): { name: string; version?: string; bind: string; undefined: boolean }[] {
+  const out = execFileSync('readelf', ['-W', '--dyn-syms', file], { encoding: 'utf8' });
+  return out
+    .split('\n')
+    .map((l) => /^\s*\d+: [0-9a-f]+\s+\d+\s+\S+\s+(\S+)\s+\S+\s+(\S+)\s+(\S+)/.exec(l))
+    .filter((m): m is RegExpExecArray => m !== null && m[3] !== '')
+    .map((m) => {
+      // name@VERSION (a reference) or name@@VERSION (a definition's default version)
+      const [name, version] = m[3]!.split(/@@?/);
+      return { name: name!, version, bind: m[1]!, undefined: m[2] === 'UND' };
+    });
+}
+
+function needed(file: string): string[] {
+  const out = execFileSync('readelf', ['-W', '-d', file], { encoding: 'utf8' });
+  return [...out.matchAll(/\(NEEDED\)\s+Shared library: \[(.+)\]/g)].map((m) => m[1]!);
+}
+
+const glibcVersion = (v: string): number[] => v.replace('GLIBC_', '').split('.').map(Number);
+const newerThan = (a: number[], b: number[]): boolean => (a[0]! - b[0]! || a[1]! - (b[1] ?? 0)) > 0;
+
+/** musl's exports, from Debian's musl package (.ci/run installs it). */
+const MUSL_LIBC = '/usr/lib/x86_64-linux-musl/libc.so';
+const MUSL_LDSO = '/lib/ld-musl-x86_64.so.1';
+
+/**
+ * Every published platform package, built as pack:local publishes it (cargo-zigbuild, glibc 2.17
+ * or musl): the package carries one .node for its CPU, and the .node needs nothing newer than
+ * its C library baseline. glibc: every undefined symbol is N-API's (Node provides it), weak (the
+ * Rust standard library probes those at run time), or versioned GLIBC_2.17 or older, so the file
+ * loads on RHEL 7+, Debian 8+, Ubuntu 14.04+. musl: it links only musl's libc and needs nothing
+ * musl does not export; the x86_64 one is also loaded by musl's own dynamic linker, which must
+ * find everything but N-API.
+ */
+const RELEASES = [
+  { target: 'x86_64', platform: 'linux-x64-gnu', cpu: 'x64', machine: 62, libc: 'glibc' },
+  { target: 'aarch64', platform: 'linux-arm64-gnu', cpu: 'arm64', machine: 183, libc: 'glibc' },
+  { target: 'x86_64-musl', platform: 'linux-x64-musl', cpu: 'x64', machine: 62, libc: 'musl' },
+  { target: 'aarch64-musl', platform: 'linux-arm64-musl', cpu: 'arm64', machine: 183, libc: 'musl' },
+] as const;
+
+for (const r of RELEASES) {
+  test.serial(`pack:local --target ${r.target}: ${r.platform} carries a ${r.cpu} binary that needs only ${r.libc === 'glibc' ? 'glibc 2.17' : "musl's libc"}`, async (t) => {
+    t.timeout(20 * 60_000, 'a release build from scratch');
+    await exec('bash', ['scripts/pack-local.sh', '--target', r.target], { cwd: ROOT, maxBuffer: 1 << 24 });
+    const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+    const tgz = join(ROOT, 'pack', 'cross', `tsdump-${r.platform}-${version}.tgz`);
+    const node = `package/tsdump.${r.platform}.node`;
+    t.deepEqual(tarList(tgz).sort(), ['package/README.md', 'package/package.json', node].sort());
+    const pkg = JSON.parse(execFileSync('tar', ['-xzOf', tgz, 'package/package.json'], { encoding: 'utf8' })) as { cpu: string[]; libc: string[]; main: string };
+    t.deepEqual(pkg.cpu, [r.cpu]);
+    t.deepEqual(pkg.libc, [r.libc]);
+    t.is(pkg.main, `tsdump.${r.platform}.node`);
+
+    const dir = mkdtempSync(join(tmpdir(), 'tsdump-release-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    execFileSync('tar', ['-xzf', tgz, '-C', dir]);
+    const file = join(dir, node);
+    // An ELF shared object for that machine (e_machine 183 = EM_AARCH64, 62 = EM_X86_64), 64-bit,
+    // little-endian, N-API.
+    const elf = readFileSync(file);
+    t.deepEqual([...elf.subarray(0, 4)], [0x7f, 0x45, 0x4c, 0x46]);
+    t.is(elf[4], 2, 'ELFCLASS64');
+    t.is(elf[5], 1, 'little-endian');
+    t.is(elf.readUInt16LE(16), 3, 'ET_DYN');
+    t.is(elf.readUInt16LE(18), r.machine);
+    const syms = dynamicSymbols(file);
+    t.true(syms.some((s) => s.name === 'napi_register_module_v1' && !s.undefined), 'an N-API module');
+    const wanted = syms.filter((s) => s.undefined && s.bind !== 'WEAK' && !s.name.startsWith('napi_'));
+    t.true(wanted.length > 20, `${wanted.length} C library symbols`);
+
+    if (r.libc === 'glibc') {
+      const unversioned = wanted.filter((s) => !s.version).map((s) => s.name);
+      t.deepEqual(unversioned, [], 'symbols the 2.17 stubs lack stay unversioned and fail to load on older glibc');
+      const versions = [...new Set(wanted.map((s) => s.version!))].sort();
+      const tooNew = versions.filter((v) => !v.startsWith('GLIBC_') || newerThan(glibcVersion(v), [2, 17]));
+      t.deepEqual(tooNew, [], `symbol versions: ${versions.join(' ')}`);
+      t.true(versions.includes('GLIBC_2.17') || versions.includes('GLIBC_2.2.5'), versions.join(' '));
+      t.deepEqual(needed(file).filter((n) => !/^lib(c|m|dl|pthread|rt)\.so\.\d$|^libgcc_s\.so\.1$/.test(n)), []);
+    } else {
+      t.deepEqual(needed(file), ['libc.so']);
+      t.false(syms.some((s) => s.version?.startsWith('GLIBC')), 'no glibc symbol versions');
+      const exported = new Set(dynamicSymbols(MUSL_LIBC).filter((s) => !s.undefined).map((s) => s.name));
+      t.deepEqual(wanted.map((s) => s.name).filter((n) => !exported.has(n)), [], 'symbols musl does not export');
+      if (r.cpu === 'x64') {
+        // musl's dynamic linker resolves everything but N-API (which Node itself provides)
+        const list = await exec(MUSL_LDSO, ['--list', file]).catch((e: { stdout: string; stderr: string }) => e);
+        const missing = [...`${list.stdout}${list.stderr}`.matchAll(/Error relocating [^:]+: (\S+): symbol not found/g)].map((m) => m[1]!);
+        t.true(missing.length > 20, 'N-API symbols are reported missing outside Node');
+        t.deepEqual(missing.filter((n) => !n.startsWith('napi_')), []);
+      }
+    }
+  });
+}

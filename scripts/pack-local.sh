@@ -7,48 +7,63 @@
 # package.json's optionalDependencies here rather than in the repository's, where they would
 # put unpublished packages into package-lock.json.
 #
-# `pack-local.sh --target aarch64` (or x86_64) cross-compiles the other architecture's binary
-# instead (rustup's rust-std for it and Debian's gcc-<arch>-linux-gnu as the linker) and writes
-# only that platform package, into pack/cross/.
+# `pack-local.sh --target T` writes only the platform package T into pack/cross/, T one of
+# x86_64, aarch64 (glibc), x86_64-musl, aarch64-musl.
+#
+# The platform binaries are release builds made the way they are published, whatever machine
+# packs them: cargo-zigbuild links them with zig (PyPI: `pip install ziglang cargo-zigbuild`)
+# against glibc 2.17, so they load on every glibc distribution from 2.17 on (RHEL 7+, Debian 8+,
+# Ubuntu 14.04+), or against musl for Alpine-based images. rustup provides each target's standard
+# library; the parasite blob is compiled by the target's gcc (gcc-aarch64-linux-gnu for aarch64).
+# They build in target/pack, apart from the development build (npm run build:native).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-arch=$(uname -m)
+case "$(uname -m)" in
+  x86_64) target=x86_64 ;;
+  aarch64) target=aarch64 ;;
+  *) echo "pack-local: no platform package for $(uname -m)" >&2; exit 1 ;;
+esac
 cross=
 if [ "${1:-}" = --target ]; then
-  cross=${2:?--target needs x86_64 or aarch64}
-  arch=$cross
+  cross=${2:?--target needs x86_64, aarch64, x86_64-musl or aarch64-musl}
+  target=$cross
 fi
-case "$arch" in
-  x86_64) platform=linux-x64-gnu ;;
-  aarch64) platform=linux-arm64-gnu ;;
-  *) echo "pack-local: no platform package for $arch" >&2; exit 1 ;;
+case "$target" in
+  x86_64) triple=x86_64-unknown-linux-gnu.2.17 platform=linux-x64-gnu ;;
+  aarch64) triple=aarch64-unknown-linux-gnu.2.17 platform=linux-arm64-gnu ;;
+  x86_64-musl) triple=x86_64-unknown-linux-musl platform=linux-x64-musl ;;
+  aarch64-musl) triple=aarch64-unknown-linux-musl platform=linux-arm64-musl ;;
+  *) echo "pack-local: unknown target $target (x86_64, aarch64, x86_64-musl, aarch64-musl)" >&2; exit 1 ;;
 esac
+command -v cargo-zigbuild >/dev/null || {
+  echo "pack-local: release binaries are linked by cargo-zigbuild: pip install ziglang cargo-zigbuild" >&2
+  exit 1
+}
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-mkdir -p "$stage/main" "$stage/platform" pack
+mkdir -p "$stage/main" "$stage/platform" "$stage/bin" pack
+
+# The generated loader and types stay in the stage: native/ keeps the development build's.
+# (A musl cdylib must link libc dynamically, as Node itself does there.)
+rustflags=${RUSTFLAGS:-}
+[[ $triple == *musl ]] && rustflags="$rustflags -C target-feature=-crt-static"
+RUSTFLAGS=$rustflags npx napi build --platform --release -x --target "$triple" --target-dir target/pack \
+  --manifest-path crates/napi/Cargo.toml --package-json-path package.json --output-dir "$stage/bin" \
+  --no-js --dts index.d.ts >"$stage/build.log" 2>&1 || { cat "$stage/build.log" >&2; exit 1; }
+cp -r "npm/$platform/." "$stage/platform/"
+cp "$stage/bin/tsdump.$platform.node" "$stage/platform/"
 
 if [ -n "$cross" ]; then
-  triple=$arch-unknown-linux-gnu
-  linker_var=CARGO_TARGET_$(echo "$triple" | tr 'a-z-' 'A-Z_')_LINKER
-  export "$linker_var=$arch-linux-gnu-gcc"
-  # the generated loader and types stay in the stage: native/ keeps this machine's
-  npx napi build --platform --release --target "$triple" --manifest-path crates/napi/Cargo.toml \
-    --package-json-path package.json --output-dir "$stage/cross" --no-js --dts index.d.ts >/dev/null
-  cp -r "npm/$platform/." "$stage/platform/"
-  cp "$stage/cross/tsdump.$platform.node" "$stage/platform/"
   mkdir -p pack/cross
-  rm -f pack/cross/*.tgz
-  (cd "$stage/platform" && npm pack --ignore-scripts --pack-destination "$root/pack/cross" >/dev/null)
-  ls -1 "$root"/pack/cross/*.tgz
+  rm -f "pack/cross/tsdump-$platform-"*.tgz
+  (cd "$stage/platform" && npm pack --ignore-scripts --loglevel=warn --pack-destination "$root/pack/cross" >/dev/null)
+  ls -1 "$root/pack/cross/tsdump-$platform-"*.tgz
   exit 0
 fi
 
-binary="native/tsdump.$platform.node"
-# The binary is built only when missing: packing must not need Rust when a binary exists.
-[ -f "$binary" ] || npm run build:native
 # Compiled into the stage, not dist/: tests running meanwhile load dist/ and must not see it
 # half rewritten.
 npx tsc -p tsconfig.json --outDir "$stage/dist"
@@ -73,9 +88,7 @@ delete pkg.scripts.prepare; // a tarball install must never try to build
 fs.writeFileSync(path.join(out, 'package.json'), JSON.stringify(pkg, null, 2) + '\n');
 for (const f of [...pkg.files, 'README.md']) fs.cpSync(f === 'dist' ? freshDist : f, path.join(out, f), { recursive: true });
 JS
-cp -r "npm/$platform/." "$stage/platform/"
-cp "$binary" "$stage/platform/"
 
-(cd "$stage/main" && npm pack --ignore-scripts --pack-destination "$root/pack" >/dev/null)
-(cd "$stage/platform" && npm pack --ignore-scripts --pack-destination "$root/pack" >/dev/null)
+(cd "$stage/main" && npm pack --ignore-scripts --loglevel=warn --pack-destination "$root/pack" >/dev/null)
+(cd "$stage/platform" && npm pack --ignore-scripts --loglevel=warn --pack-destination "$root/pack" >/dev/null)
 ls -1 "$root"/pack/*.tgz

@@ -1,7 +1,7 @@
 //! System calls whose glibc wrappers are newer than the glibc the released binaries are built
 //! against (2.17, see scripts/pack-local.sh): called through syscall(2), so the .node loads on
 //! any glibc from 2.17 on (the kernel decides whether the call exists, as it would anyway).
-//! __test__/glibc-baseline.test.ts checks the binaries' symbol versions.
+//! __test__/pack.test.ts checks the released binaries' symbol versions.
 
 use std::ffi::CStr;
 
