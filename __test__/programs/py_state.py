@@ -11,14 +11,13 @@ import sys
 import threading
 import time
 
+import ctl_protocol
+
 ctl = sys.argv[1]
 
 
 def publish(name, text):
-    tmp = os.path.join(ctl, ".%s.%d.tmp" % (name, os.getpid()))
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.rename(tmp, os.path.join(ctl, name))
+    ctl_protocol.publish(ctl, name, text)
 
 
 table = {"key%d" % i: i * i for i in range(100000)}

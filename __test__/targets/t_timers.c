@@ -3,10 +3,10 @@
  *   ITIMER_REAL 50 ms period (SIGALRM)   ITIMER_VIRTUAL 20 ms period (SIGVTALRM)
  *   ITIMER_PROF one-shot 30 s (never reached)
  *   T1 CLOCK_MONOTONIC 30 ms period -> SIGRTMIN+2 with value 4242
- *   T2 CLOCK_REALTIME one-shot 100 s -> SIGRTMIN+3     T3 CLOCK_MONOTONIC created, never armed
+ *   T2 CLOCK_REALTIME one-shot 1000 s -> SIGRTMIN+3     T3 CLOCK_MONOTONIC created, never armed
  * Verification: intervals unchanged, one-shot remaining times plausible (counted down, not reset
  * past their start), the same timer ids still valid, and every periodic timer keeps firing after
- * restore (REAL and T1 over 200 ms of sleep, VIRTUAL over 150 ms of CPU burn) with the right
+ * restore (REAL and T1 over 200 ms of sleep, VIRTUAL over 400 ms of CPU burn) with the right
  * siginfo (SI_TIMER, value 4242, timer id).
  */
 #include "common.h"
@@ -79,9 +79,9 @@ int main(int argc, char **argv) {
     t1 = make_timer(CLOCK_MONOTONIC, SIGEV_SIGNAL, SIGRTMIN + 2, 4242);
     t2 = make_timer(CLOCK_REALTIME, SIGEV_SIGNAL, SIGRTMIN + 3, 0);
     t3 = make_timer(CLOCK_MONOTONIC, SIGEV_NONE, 0, 0);
-    struct itimerspec p30 = {{0, 30000000}, {0, 30000000}}, once100 = {{0, 0}, {100, 0}};
+    struct itimerspec p30 = {{0, 30000000}, {0, 30000000}}, once1000 = {{0, 0}, {1000, 0}};
     SYS(timer_settime(t1, 0, &p30, NULL));
-    SYS(timer_settime(t2, 0, &once100, NULL));
+    SYS(timer_settime(t2, 0, &once1000, NULL));
 
     burn_cpu_ms(50);
     tgt_sleep_ms(100);
@@ -112,7 +112,8 @@ int main(int argc, char **argv) {
     }
     if (VSYS(timer_gettime(t2, &its)) == 0) {
         CHECK_EQ("T2 interval", ms_of(its.it_interval), 0);
-        CHECK(ms_of(its.it_value) > 60000 && ms_of(its.it_value) <= 100000, "T2 remaining %lld ms",
+        /* counted down, not reset; minutes of slack for a slow (emulated) round trip */
+        CHECK(ms_of(its.it_value) > 600000 && ms_of(its.it_value) <= 1000000, "T2 remaining %lld ms",
               ms_of(its.it_value));
     }
     if (VSYS(timer_gettime(t3, &its)) == 0)
@@ -122,8 +123,9 @@ int main(int argc, char **argv) {
     tgt_sleep_ms(200);
     CHECK(alrm_count - a0 >= 2, "ITIMER_REAL fired %d times in 200 ms", alrm_count - a0);
     CHECK(t1_count - t0 >= 4, "T1 fired %d times in 200 ms", t1_count - t0);
-    burn_cpu_ms(150);
-    CHECK(vt_count - v0 >= 3, "ITIMER_VIRTUAL fired %d times in 150 ms of CPU", vt_count - v0);
+    /* 20 fires on a host; an emulated CPU accounts user time coarsely, so only ask for "periodic" */
+    burn_cpu_ms(400);
+    CHECK(vt_count - v0 >= 3, "ITIMER_VIRTUAL fired %d times in 400 ms of CPU", vt_count - v0);
     CHECK_EQ("T1 deliveries with wrong siginfo", t1_bad, 0);
     CHECK_EQ("T2 fired early", t2_count, 0);
 
