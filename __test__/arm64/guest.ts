@@ -9,12 +9,18 @@
 // --core-tests runs tsdump-core's unit tests (built for aarch64) first and counts each of them.
 // --pac (on a CPU with pointer authentication): checks that tsdump records every thread's PAC
 // keys as the guest's criu does, instead of round trips.
-import { execFile } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ExecutionContext } from 'ava';
+import { equals, toJsonString } from '@bufbuild/protobuf';
+// the reader alone: the images index also brings the images directory, which loads the native core
+import { readImage } from '../../src/images/reader.js';
+import type { core_entry } from '../../src/images/gen/core_pb.js';
+import { pac_keysSchema, type pac_keys } from '../../src/images/gen/core-aarch64_pb.js';
 import { catalogue, liveCheck, roundTrip, type CatalogueEntry, type Subject } from '../helpers/catalogue.js';
 import { criuDump, makeWorkDir } from '../helpers/criu.js';
 import { killTree, logTail, REPO_ROOT, requestVerify, spawnWithProtocol, startTarget } from '../helpers/target.js';
@@ -139,6 +145,68 @@ const pythonTcp: CatalogueEntry = {
   },
 };
 
+/**
+ * A minimal static AArch32 executable (ELF32, EM_ARM, EABI5): `loop: mov r7, #29; svc #0;
+ * b loop`, i.e. pause() forever. Written here, no 32-bit toolchain needed.
+ */
+function aarch32PauseElf(): Buffer {
+  const code = [0xe3a0701d, 0xef000000, 0xeafffffc];
+  const base = 0x10000;
+  const size = 52 + 32 + code.length * 4;
+  const b = Buffer.alloc(size);
+  b.set([0x7f, 0x45, 0x4c, 0x46, 1, 1, 1], 0); // ELFCLASS32, little-endian, version 1
+  b.writeUInt16LE(2, 16); // ET_EXEC
+  b.writeUInt16LE(40, 18); // EM_ARM
+  b.writeUInt32LE(1, 20);
+  b.writeUInt32LE(base + 84, 24); // entry: right after the headers
+  b.writeUInt32LE(52, 28); // program headers
+  b.writeUInt32LE(0x05000000, 36); // EABI version 5
+  b.writeUInt16LE(52, 40);
+  b.writeUInt16LE(32, 42);
+  b.writeUInt16LE(1, 44);
+  // PT_LOAD of the whole file, R+X
+  for (const [off, v] of [[0, 1], [4, 0], [8, base], [12, base], [16, size], [20, size], [24, 5], [28, 0x1000]] as const) b.writeUInt32LE(v, 52 + off);
+  code.forEach((insn, i) => b.writeUInt32LE(insn, 84 + i * 4));
+  return b;
+}
+
+/** A 32-bit (AArch32) task is refused by name, and left running as it was. */
+async function compatRefused(): Promise<string> {
+  const ctx = new Context();
+  try {
+    const dir = await makeWorkDir(ctx.ava);
+    const exe = join(dir, 'pause32');
+    await writeFile(exe, aarch32PauseElf(), { mode: 0o755 });
+    const child = spawn(exe, [], { detached: true, stdio: 'ignore' });
+    const started = await new Promise<Error | undefined>((res) => {
+      child.once('spawn', () => res(undefined));
+      child.once('error', res);
+    });
+    if (started) return `FAIL: this CPU runs no AArch32 code (${started.message})`;
+    const pid = child.pid!;
+    ctx.teardown(() => killTree(pid, dir));
+    const state = () => readFileSync(`/proc/${pid}/status`, 'utf8').match(/^(State|TracerPid):.*$/gm)?.join(' ');
+    for (const deadline = Date.now() + 30_000; !/State:\s+S/.test(state() ?? ''); await sleep(50)) {
+      if (Date.now() > deadline) return `FAIL: the AArch32 task never slept: ${state()}`;
+    }
+    const before = state();
+    const err = (await tsdumpDump(pid, join(dir, 'images'), []).then(
+      () => undefined,
+      (e: unknown) => e,
+    )) as (Error & { code?: string }) | undefined;
+    const problems: string[] = [];
+    if (!err) problems.push('tsdump dumped a 32-bit task');
+    else if (err.code !== 'UNSUPPORTED' || !/a 32-bit \(compat\) task; tsdump dumps 64-bit tasks only/.test(err.message)) problems.push(`refused as ${err.code}: ${err.message}`);
+    if (existsSync(join(dir, 'images', 'inventory.img'))) problems.push('a refused dump left inventory.img');
+    await sleep(200);
+    if (state() !== before) problems.push(`task now ${state()}, was ${before}`);
+    ctx.passed = problems.length === 0;
+    return ctx.passed ? 'PASS' : `FAIL: ${problems.join('; ')}`;
+  } finally {
+    await ctx.finish();
+  }
+}
+
 async function roundTripEntry(entry: CatalogueEntry): Promise<string> {
   const ctx = new Context();
   try {
@@ -174,30 +242,20 @@ async function roundTripEntry(entry: CatalogueEntry): Promise<string> {
   }
 }
 
-/**
- * Every thread's pac_keys from a dump's core images, by tid, as the text `tsdump show` prints
- * (crit's JSON; compared as text, since the 64-bit key halves do not survive JSON.parse).
- */
-async function pacKeys(dir: string, tids: readonly number[]): Promise<Map<number, string>> {
-  const out = new Map<number, string>();
+/** Every thread's pac_keys from a dump's core images, by tid, read by the project's image reader. */
+async function pacKeys(dir: string, tids: readonly number[]): Promise<Map<number, pac_keys | undefined>> {
+  const out = new Map<number, pac_keys | undefined>();
   for (const tid of tids) {
-    const r = await tsdump(['show', join(dir, `core-${tid}.img`)]);
-    if (r.code !== 0) throw new Error(`tsdump show core-${tid}.img: ${r.stderr}`);
-    const at = r.stdout.indexOf('"pac_keys"');
-    let end = r.stdout.indexOf('{', at);
-    for (let depth = 0; at >= 0 && end < r.stdout.length; end++) {
-      if (r.stdout[end] === '{') depth++;
-      if (r.stdout[end] === '}' && --depth === 0) break;
-    }
-    out.set(tid, at < 0 ? '' : r.stdout.slice(at, end + 1).replace(/\s+/g, ''));
+    const image = await readImage(join(dir, `core-${tid}.img`));
+    out.set(tid, (image.entries[0]?.message as core_entry | undefined)?.tiAarch64?.pacKeys);
   }
   return out;
 }
 
 /**
  * With pointer authentication on: t_threads dumped with --leave-running by tsdump and then by
- * the guest's criu records the same address and generic keys for every thread, and they are
- * real keys (not zero).
+ * the guest's criu records the same address and generic keys (and enabled-keys mask) for every
+ * thread, and they are real keys (not zero); the process runs on after both dumps.
  */
 async function pacCheck(): Promise<string> {
   const ctx = new Context();
@@ -214,13 +272,14 @@ async function pacCheck(): Promise<string> {
     await criuDump(target.pid, theirs, ['--leave-running']);
     const [a, b] = [await pacKeys(ours, tids), await pacKeys(theirs, tids)];
     const problems: string[] = [];
+    const text = (k: pac_keys | undefined) => (k ? toJsonString(pac_keysSchema, k) : 'none');
     for (const tid of tids) {
-      const [x, y] = [a.get(tid) ?? '', b.get(tid) ?? ''];
-      if (x !== y) problems.push(`tid ${tid}: tsdump ${x} criu ${y}`);
-      // both kinds of key, and real ones: some key half is not zero
-      if (!x.includes('pac_address_keys') || !x.includes('pac_generic_keys') || !/key_(lo|hi)":[1-9]/.test(x)) {
-        problems.push(`tid ${tid}: no keys recorded: ${x}`);
-      }
+      const [x, y] = [a.get(tid), b.get(tid)];
+      if (!x || !y || !equals(pac_keysSchema, x, y)) problems.push(`tid ${tid}: tsdump ${text(x)} criu ${text(y)}`);
+      // both kinds of key, and real ones: some half of some key is not zero
+      const k = x?.pacAddressKeys;
+      const halves = k ? [k.apiakeyLo, k.apiakeyHi, k.apibkeyLo, k.apibkeyHi, k.apdakeyLo, k.apdakeyHi, k.apdbkeyLo, k.apdbkeyHi] : [];
+      if (!x?.pacGenericKeys || !halves.some((h) => h !== 0n)) problems.push(`tid ${tid}: no keys recorded: ${text(x)}`);
     }
     const verdict = await requestVerify(target, { timeoutMs: 60_000 });
     if (verdict !== 'PASS') problems.push(`after both dumps: ${verdict}`);
@@ -264,13 +323,17 @@ async function main(): Promise<void> {
   const at = args.indexOf('--core-tests');
   const coreExe = at >= 0 ? args.splice(at, 2)[1] : undefined;
   const names = args.filter((a) => !a.startsWith('--'));
-  const all = [...catalogue.filter((e) => !(e.name in NOT_ON_ARM64)), pythonTcp];
-  const unknown = names.filter((n) => !all.some((e) => e.name === n) && !(n in NOT_ON_ARM64));
+  type Job = [string, () => Promise<string>];
+  const subjects = [...catalogue.filter((e) => !(e.name in NOT_ON_ARM64)), pythonTcp];
+  const checks: Job[] = [['compat32', compatRefused]];
+  const known = [...subjects.map((e) => e.name), ...checks.map(([n]) => n)];
+  const unknown = names.filter((n) => !known.includes(n) && !(n in NOT_ON_ARM64));
   if (unknown.length) throw new Error(`unknown subjects: ${unknown.join(', ')}`);
-  const skipped = names.filter((n) => n in NOT_ON_ARM64);
-  for (const n of skipped) console.log(`skip ${n}: ${NOT_ON_ARM64[n]}`);
-  const chosen = names.length ? all.filter((e) => names.includes(e.name)) : all;
-  const jobs: [string, () => Promise<string>][] = pac ? [['pac-keys', pacCheck]] : chosen.map((e) => [e.name, () => roundTripEntry(e)]);
+  for (const n of names.filter((x) => x in NOT_ON_ARM64)) console.log(`skip ${n}: ${NOT_ON_ARM64[n]}`);
+  const wanted = (n: string) => names.length === 0 || names.includes(n);
+  const jobs: Job[] = pac
+    ? [['pac-keys', pacCheck]]
+    : [...subjects.filter((e) => wanted(e.name)).map((e): Job => [e.name, () => roundTripEntry(e)]), ...checks.filter(([n]) => wanted(n))];
   let passed = 0;
   let failed = 0;
   if (coreExe && !pac) ({ passed, failed } = await coreTests(coreExe));

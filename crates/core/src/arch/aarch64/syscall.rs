@@ -109,6 +109,10 @@ pub fn get_regs(tid: i32) -> Result<SyscallRegs> {
     if r < 0 {
         return Err(Error::from_errno(nix::errno::Errno::last(), tid, "PTRACE_GETREGSET"));
     }
+    // An AArch32 task's NT_PRSTATUS is the shorter compat register set.
+    if iov.iov_len < std::mem::size_of::<SyscallRegs>() || !is_native(&regs) {
+        return Err(crate::arch::compat_task_error(tid));
+    }
     Ok(regs)
 }
 
