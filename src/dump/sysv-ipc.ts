@@ -32,8 +32,8 @@ import { ipc_msg_entrySchema, ipc_msgSchema } from '../images/gen/ipc-msg_pb.js'
 import { ipc_sem_entrySchema } from '../images/gen/ipc-sem_pb.js';
 import type { DumpContext } from './context.js';
 import { writeShmemPagemap } from './mm-image.js';
+import { pageBytesN } from '../arch/index.js';
 
-const PAGE_SIZE = 4096n;
 const HUGETLBFS_MAGIC = 0x958458f6;
 
 /** "key 0x00986952 (shmid 4)", as ipcs prints a key. */
@@ -167,7 +167,7 @@ export class SysvIpc {
         ctx.stats.counters.shpagesWritten += d.pagesWritten;
         await writeShmemPagemap(dir, d, pagesId);
       }
-      ctx.stats.counters.shpagesScanned += Number((s.size + PAGE_SIZE - 1n) / PAGE_SIZE);
+      ctx.stats.counters.shpagesScanned += Number((s.size + pageBytesN() - 1n) / pageBytesN());
     }
 
     const msgs = await ImageWriter.create(dir, `ipcns-msg-${ipcNsId}.img`);
@@ -256,7 +256,8 @@ async function checkLayouts(shm: readonly ShmSegmentInfo[], attachments: Readonl
     if ((await statfs(mapFile)).type === HUGETLBFS_MAGIC) {
       throw new TsdumpError('UNSUPPORTED_VMA', `pid ${first.pid}: ${what} lives in huge pages (SHM_HUGETLB): tsdump cannot dump it yet`);
     }
-    const whole = ((s.size + PAGE_SIZE - 1n) / PAGE_SIZE) * PAGE_SIZE;
+    const page = pageBytesN();
+    const whole = ((s.size + page - 1n) / page) * page;
     const byPid = new Map<number, ShmAttachmentInfo[]>();
     for (const { pid, a } of list) byPid.set(pid, [...(byPid.get(pid) ?? []), a]);
     for (const [pid, vmas] of byPid) {
