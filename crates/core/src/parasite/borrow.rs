@@ -2,8 +2,11 @@
 //!
 //! The code (`syscall; rt_sigreturn`) goes into the first page of the task's first private
 //! executable file mapping, the page CRIU's compel borrows too (writing it copies it: the page
-//! then shows in the dump as a private page, as in CRIU's), at a run of zero or int3 padding in
-//! that page when it has one. A MAP_SHARED mapping is never written to (its page cache, and the
+//! then shows in the dump as a private page, as in CRIU's): over the ELF header's identification
+//! bytes when the mapping starts with the header (arm64 links and Go binaries map headers and
+//! text together; nothing reads e_ident once the program is loaded, while a run of zeros in that
+//! page may be a symbol table the dynamic linker still reads), else at a run of zero or int3
+//! padding in that page when it has one. A MAP_SHARED mapping is never written to (its page cache, and the
 //! file, would get the bytes). The return frame goes on the thread's own stack, below the red
 //! zone, where the kernel itself would put a signal frame, in pages that are already in memory
 //! (a page touched only by us would show in the dump). If tsdump dies anywhere in the call, the
@@ -25,14 +28,14 @@ use crate::mem::Vma;
 
 /// Bytes of text the code takes (two words, so that two PTRACE_POKEDATA plant it).
 pub const CODE_LEN: usize = 16;
-/// The red zone below a thread's stack pointer (x86_64 ABI: 128 bytes; arm64 has none).
-const RED_ZONE: u64 = 128;
+use crate::arch::syscall::RED_ZONE;
 
 /// Where the code goes: an address of CODE_LEN bytes of the task's text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Spot {
     pub at: u64,
-    /// Padding the task never runs (else the start of a text mapping, put back after the call).
+    /// Bytes the task never runs (padding, or the ELF header's), else the start of a text
+    /// mapping (put back after the call either way).
     pub padding: bool,
 }
 
@@ -63,6 +66,7 @@ pub fn find_spot(pid: i32, vmas: &[Vma]) -> Result<Spot> {
     let remote = [RemoteIoVec { base: v.start as usize, len: page.len() }];
     let read = process_vm_readv(Pid::from_raw(pid), &mut [IoSliceMut::new(&mut page)], &remote) == Ok(page.len());
     Ok(match padding_in(&page).filter(|_| read) {
+        _ if read && page.starts_with(b"\x7fELF") => Spot { at: v.start, padding: true },
         Some(off) => Spot { at: v.start + off as u64, padding: true },
         None => Spot { at: v.start, padding: false },
     })
@@ -72,7 +76,8 @@ pub fn find_spot(pid: i32, vmas: &[Vma]) -> Result<Spot> {
 pub fn in_memory(pid: i32, at: u64, len: usize) -> bool {
     use std::os::unix::fs::FileExt;
     let Ok(pm) = std::fs::File::open(format!("/proc/{pid}/pagemap")) else { return false };
-    let (first, last) = (at / 4096, (at + len as u64 - 1) / 4096);
+    let ps = crate::mem::vma::page_size();
+    let (first, last) = (at / ps, (at + len as u64 - 1) / ps);
     let mut buf = vec![0u8; ((last - first + 1) * 8) as usize];
     if pm.read_exact_at(&mut buf, first * 8).is_err() {
         return false;
@@ -153,7 +158,7 @@ mod tests {
             vma(0x10000, 0x20000, "rw-p", "[stack]", 0),
             vma(0x30000, 0x31000, "rw-s", "/dev/shm/x", 7),
         ];
-        assert_eq!(frame_below(0x1f000, 3000, &vmas), Some((0x1f000 - 128 - 3000) & !63));
+        assert_eq!(frame_below(0x1f000, 3000, &vmas), Some((0x1f000 - RED_ZONE - 3000) & !63));
         assert_eq!(frame_below(0x10100, 3000, &vmas), None, "no room above the mapping's start");
         assert_eq!(frame_below(0x8000, 100, &vmas), None, "the heap may hold an alternate stack");
         assert_eq!(frame_below(0x30800, 100, &vmas), None, "shared");
@@ -177,5 +182,38 @@ mod tests {
         assert!(!in_memory(me, m as u64, 8192));
         // SAFETY: unmapping what was mapped above.
         unsafe { libc::munmap(m, 8192) };
+    }
+
+    #[test]
+    fn an_elf_header_is_chosen_over_zeros_in_its_page() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let me = std::process::id() as i32;
+        let spot_in = |bytes: &[u8]| {
+            let mut f = tempfile_in_tmp();
+            f.write_all(bytes).unwrap();
+            // SAFETY: a private read+exec mapping of a file we own, unmapped below.
+            let m = unsafe { libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_EXEC, libc::MAP_PRIVATE, f.as_raw_fd(), 0) };
+            assert_ne!(m, libc::MAP_FAILED);
+            let start = m as u64;
+            let spot = find_spot(me, &[vma(start, start + 4096, "r-xp", "/tmp/x", 99)]).unwrap();
+            // SAFETY: unmapping what was mapped above.
+            unsafe { libc::munmap(m, 4096) };
+            (start, spot)
+        };
+        let mut page = vec![0x90u8; 4096];
+        page[2048..2064].fill(0);
+        let (start, spot) = spot_in(&page);
+        assert_eq!(spot, Spot { at: start + 2048, padding: true });
+        page[..4].copy_from_slice(b"\x7fELF");
+        let (start, spot) = spot_in(&page);
+        assert_eq!(spot, Spot { at: start, padding: true }, "e_ident, not the zeros after it");
+    }
+
+    fn tempfile_in_tmp() -> std::fs::File {
+        let path = std::env::temp_dir().join(format!("tsdump-borrow-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        f
     }
 }

@@ -29,6 +29,9 @@ pub const FRAME_CODE: [u8; 16] = [
 pub const SYSCALL_INSN_LEN: u64 = 4;
 /// Return frames are implemented on this architecture.
 pub const SIGFRAME_SUPPORTED: bool = true;
+/// Bytes below the stack pointer that a leaf function may use without moving it: AAPCS64 has
+/// no red zone.
+pub const RED_ZONE: u64 = 0;
 
 // struct rt_sigframe { siginfo_t info; struct ucontext uc; } (arch/arm64/kernel/signal.c), with
 // struct ucontext and struct sigcontext from the uapi headers.

@@ -81,6 +81,9 @@ pub const FRAME_CODE: [u8; 16] = [0x0f, 0x05, 0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f
 pub const SYSCALL_INSN_LEN: u64 = 2;
 /// Return frames are implemented on this architecture.
 pub const SIGFRAME_SUPPORTED: bool = true;
+/// Bytes below the stack pointer that a leaf function may use without moving it (the ABI's red
+/// zone): a frame put on a thread's stack goes below them.
+pub const RED_ZONE: u64 = 128;
 /// Offset of the frame's uc_stack (a stack_t, as sigaltstack(2) writes it).
 pub const SIGFRAME_ALTSTACK_OFF: usize = UC_OFF + 16;
 
