@@ -19,11 +19,12 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, renameat2, AtFlags, OFlag, RenameFlags};
+use nix::fcntl::{openat, AtFlags, OFlag, RenameFlags};
 use nix::sys::stat::{fstat, fstatat, mkdirat, FileStat, Mode};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
 use crate::error::{Error, ErrorCode, Result};
+use crate::sys::renameat2;
 
 /// What a dump leaves in its directory, by name: CRIU's images (`*.img`, the stats files, the
 /// irmap cache), the `parent` link of an incremental dump, and tsdump's tracking sidecar.
@@ -49,9 +50,9 @@ type FileId = (u64, u64, i64, u32);
 fn file_id(dir: &OwnedFd, name: &OsStr) -> std::result::Result<FileId, Errno> {
     let c = std::ffi::CString::new(name.as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
     let flags = libc::AT_SYMLINK_NOFOLLOW | if name.is_empty() { libc::AT_EMPTY_PATH } else { 0 };
-    // SAFETY: statx fills the zeroed struct we own; the path is a valid C string.
+    // SAFETY: struct statx is plain integers: all-zero is a valid value.
     let mut x: libc::statx = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::statx(dir.as_raw_fd(), c.as_ptr(), flags, libc::STATX_INO | libc::STATX_BTIME, &mut x) };
+    let r = crate::sys::statx(dir.as_raw_fd(), &c, flags, libc::STATX_INO | libc::STATX_BTIME, &mut x);
     Errno::result(r)?;
     let dev = libc::makedev(x.stx_dev_major, x.stx_dev_minor);
     let born = if x.stx_mask & libc::STATX_BTIME != 0 { (x.stx_btime.tv_sec, x.stx_btime.tv_nsec) } else { (0, 0) };

@@ -28,7 +28,7 @@ fn private_namespace() -> (i32, [i32; 3], mpsc::Sender<()>, std::thread::JoinHan
                 m.extend_from_slice(text);
                 libc::msgsnd(msq, m.as_ptr().cast(), text.len(), 0);
             }
-            tx.send((libc::gettid(), [shm, sem, msq])).unwrap();
+            tx.send((nix::unistd::gettid().as_raw(), [shm, sem, msq])).unwrap();
         }
         let _ = done_rx.recv();
     });
