@@ -24,9 +24,13 @@ export ARM64_VM_TIMEOUT=${ARM64_VM_TIMEOUT:-1800}
 out=build/arm64
 arm64_stage "$out"
 # tsdump-core's unit tests, linked like the release (glibc 2.17 baseline)
-tests=$(cargo-zigbuild test -p tsdump-core --no-run --target aarch64-unknown-linux-gnu.2.17 --message-format=json 2>/dev/null |
-  node -e 'let s="";process.stdin.on("data",(d)=>(s+=d)).on("end",()=>{for(const l of s.split("\n")){try{const m=JSON.parse(l);if(m.executable&&m.target.kind.includes("lib"))console.log(m.executable)}catch{}}})')
-[ -n "$tests" ] || { echo "test-arm64: building tsdump-core's tests failed (cargo-zigbuild test -p tsdump-core --no-run --target aarch64-unknown-linux-gnu.2.17)" >&2; exit 1; }
+tests=$(cargo-zigbuild test -p tsdump-core --no-run --target aarch64-unknown-linux-gnu.2.17 --message-format=json 2>"$out/core-tests.log" |
+  node -e 'let s="";process.stdin.on("data",(d)=>(s+=d)).on("end",()=>{for(const l of s.split("\n")){try{const m=JSON.parse(l);if(m.executable&&m.target.kind.includes("lib"))console.log(m.executable)}catch{}}})') || true
+[ -n "$tests" ] || {
+  tail -n 40 "$out/core-tests.log" >&2
+  echo "test-arm64: building tsdump-core's tests failed (cargo-zigbuild test -p tsdump-core --no-run --target aarch64-unknown-linux-gnu.2.17)" >&2
+  exit 1
+}
 cp "$tests" "$out/stage/build/core-tests"
 arm64_pack_stage "$out"
 
