@@ -19,7 +19,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, AtFlags, OFlag, RenameFlags};
+use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::sys::stat::{fstat, fstatat, mkdirat, FileStat, Mode};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
@@ -307,7 +307,7 @@ impl ImagesDir {
         // Check now that this filesystem swaps directories, rather than fail at the commit.
         let probe = OsString::from(format!("{}.probe", name.to_string_lossy()));
         let probed = mkdirat(&self.parent, probe.as_os_str(), Mode::from_bits_truncate(0o700))
-            .and_then(|()| renameat2(&self.parent, name.as_os_str(), &self.parent, probe.as_os_str(), RenameFlags::RENAME_EXCHANGE));
+            .and_then(|()| renameat2(&self.parent, name.as_os_str(), &self.parent, probe.as_os_str(), libc::RENAME_EXCHANGE));
         let _ = unlinkat(&self.parent, probe.as_os_str(), UnlinkatFlags::RemoveDir);
         if let Err(e) = probed {
             let _ = unlinkat(&self.parent, name.as_os_str(), UnlinkatFlags::RemoveDir);
@@ -415,7 +415,7 @@ impl ImagesDir {
             st.committed = true;
             return Ok(out);
         };
-        if let Err(e) = renameat2(&self.parent, stage.name.as_os_str(), &self.parent, self.name.as_os_str(), RenameFlags::RENAME_EXCHANGE) {
+        if let Err(e) = renameat2(&self.parent, stage.name.as_os_str(), &self.parent, self.name.as_os_str(), libc::RENAME_EXCHANGE) {
             let shown = self.path.display();
             st.staging = Some(stage);
             return Err(err(format_args!("swapping the new images into {shown}: {} (the old images are untouched)", e)));
@@ -430,7 +430,7 @@ impl ImagesDir {
             let gone = if checkpoint {
                 unlinkat(&old, name.as_os_str(), UnlinkatFlags::NoRemoveDir).is_ok()
             } else {
-                renameat2(&old, name.as_os_str(), &st.dir, name.as_os_str(), RenameFlags::RENAME_NOREPLACE).is_ok()
+                renameat2(&old, name.as_os_str(), &st.dir, name.as_os_str(), libc::RENAME_NOREPLACE).is_ok()
             };
             out.replaced += usize::from(checkpoint && gone);
             kept |= !gone;

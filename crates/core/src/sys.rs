@@ -17,13 +17,14 @@ pub fn getrandom(buf: &mut [u8]) -> isize {
     unsafe { libc::syscall(libc::SYS_getrandom, buf.as_mut_ptr(), buf.len(), 0) as isize }
 }
 
-/// renameat2(2) (glibc 2.28), as nix's: `old` under `old_dir` to `new` under `new_dir`.
+/// renameat2(2) (glibc 2.28; nix has it for glibc only): `old` under `old_dir` to `new` under
+/// `new_dir`, `flags` libc::RENAME_*.
 pub fn renameat2<Fd1: std::os::fd::AsFd, Fd2: std::os::fd::AsFd>(
     old_dir: Fd1,
     old: &std::ffi::OsStr,
     new_dir: Fd2,
     new: &std::ffi::OsStr,
-    flags: nix::fcntl::RenameFlags,
+    flags: libc::c_uint,
 ) -> nix::Result<()> {
     use std::os::fd::AsRawFd;
     use std::os::unix::ffi::OsStrExt;
@@ -31,7 +32,7 @@ pub fn renameat2<Fd1: std::os::fd::AsFd, Fd2: std::os::fd::AsFd>(
     let new = std::ffi::CString::new(new.as_bytes()).map_err(|_| nix::errno::Errno::EINVAL)?;
     let (od, nd) = (old_dir.as_fd().as_raw_fd(), new_dir.as_fd().as_raw_fd());
     // SAFETY: both names are NUL-terminated and outlive the call; the kernel only reads them.
-    let r = unsafe { libc::syscall(libc::SYS_renameat2, od, old.as_ptr(), nd, new.as_ptr(), flags.bits()) };
+    let r = unsafe { libc::syscall(libc::SYS_renameat2, od, old.as_ptr(), nd, new.as_ptr(), flags) };
     nix::errno::Errno::result(r).map(drop)
 }
 

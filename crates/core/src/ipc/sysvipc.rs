@@ -125,7 +125,35 @@ fn ids(kind: &str) -> Result<Vec<i32>> {
 // ipc_perm.mode is a u16 on x86_64 and a u32 on aarch64: the conversion is a no-op on one of them
 #[allow(clippy::useless_conversion)]
 fn desc(id: i32, p: &libc::ipc_perm) -> IpcDesc {
-    IpcDesc { key: p.__key as u32, id: id as u32, uid: p.uid, gid: p.gid, cuid: p.cuid, cgid: p.cgid, mode: u32::from(p.mode) }
+    #[cfg(not(target_env = "musl"))]
+    let key = p.__key;
+    // (the libc crate will rename it __key)
+    #[cfg(target_env = "musl")]
+    #[allow(deprecated)]
+    let key = p.__ipc_perm_key;
+    IpcDesc { key: key as u32, id: id as u32, uid: p.uid, gid: p.gid, cuid: p.cuid, cgid: p.cgid, mode: u32::from(p.mode) }
+}
+
+#[cfg(not(target_env = "musl"))]
+use libc::semid_ds;
+
+/// musl's struct semid_ds, which the libc crate declares for glibc only: the kernel's 64-bit
+/// layout (x86_64 with a padding word after each time), sem_nsems an unsigned short.
+#[cfg(target_env = "musl")]
+#[allow(non_camel_case_types)]
+#[repr(C)]
+struct semid_ds {
+    sem_perm: libc::ipc_perm,
+    sem_otime: i64,
+    #[cfg(target_arch = "x86_64")]
+    unused1: libc::c_long,
+    sem_ctime: i64,
+    #[cfg(target_arch = "x86_64")]
+    unused2: libc::c_long,
+    sem_nsems: libc::c_ushort,
+    nsems_pad: [u8; 6],
+    unused3: libc::c_long,
+    unused4: libc::c_long,
 }
 
 /// What an IPC_STAT of a listed object gave.
@@ -178,9 +206,9 @@ pub fn objects() -> Result<SysvObjects> {
     }
     for id in ids("sem")? {
         // SAFETY: an all-zero semid_ds is a valid value; IPC_STAT fills it.
-        let mut ds: libc::semid_ds = unsafe { std::mem::zeroed() };
+        let mut ds: semid_ds = unsafe { std::mem::zeroed() };
         // SAFETY: IPC_STAT takes a semid_ds pointer as its variadic argument and fills it.
-        let r = stat(unsafe { libc::semctl(id, 0, libc::IPC_STAT, &mut ds as *mut libc::semid_ds) }, || format!("semctl(semid {id}, IPC_STAT)"))?;
+        let r = stat(unsafe { libc::semctl(id, 0, libc::IPC_STAT, &mut ds as *mut semid_ds) }, || format!("semctl(semid {id}, IPC_STAT)"))?;
         if !filled(r, "sem", id, &mut out.unreadable) {
             continue;
         }
