@@ -130,7 +130,7 @@ function differences(a: Json, b: Json, path: string, out: string[]): void {
  * pagemap-shmem-INO.img), CRIU's classic form; the file ids then differ throughout. Both restore:
  * dump.test.ts proves tsdump's with the target's own checks.
  */
-const SUBJECTS = ['t_signals', 't_threads', 't_pipes', 't_files', 't_forktree', 't_zombie', 't_task_attrs', 't_timers', 't_seccomp', 't_seccomp_strict', 't_pty', 't_pty_session', 't_sigtrap', 't_unix_dgram_oneway', 't_unix_sockets', 't_unix_listen', 't_epoll_closed_tfd', 't_vma_flags', 't_unix_scm', 't_link_remap', 't_pidfd', 't_devices', 't_netlink'];
+const SUBJECTS = ['t_signals', 't_threads', 't_pipes', 't_files', 't_forktree', 't_zombie', 't_task_attrs', 't_credentials', 't_timers', 't_seccomp', 't_seccomp_strict', 't_pty', 't_pty_session', 't_sigtrap', 't_unix_dgram_oneway', 't_unix_sockets', 't_unix_listen', 't_epoll_closed_tfd', 't_vma_flags', 't_unix_scm', 't_link_remap', 't_pidfd', 't_devices', 't_netlink'];
 
 for (const name of SUBJECTS) {
   test.serial(`${name}: tsdump's images equal CRIU's of the same process, but for explained fields`, async (t) => {

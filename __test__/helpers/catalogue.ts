@@ -171,6 +171,7 @@ export const catalogue: readonly CatalogueEntry[] = [
     reason: 'CRIU 4.1.1 does not record EFD_SEMAPHORE (it is not a file status flag), so the eventfd comes back in counter mode',
   }),
   cTarget('t_task_attrs', 'rlimits (NOFILE 256/1024 enforced, CORE 0, STACK 4 MiB, MSGQUEUE), nice 7 under SCHED_BATCH, comm via PR_SET_NAME, child-subreaper and no_new_privs flags'),
+  cTarget('t_credentials', 'fsuid 1000 and fsgid 1003, groups {5, 1001, 1002}; CAP_SYS_TIME out of permitted, CAP_NET_RAW and CAP_MKNOD out of effective, two inheritable caps, one ambient, two dropped from the bounding set; securebits KEEP_CAPS|NO_SETUID_FIXUP: /proc/self/status credentials unchanged, each value read back, a raw socket still refused'),
   cTarget('t_zombie', 'two unreaped zombies (exit 42; killed by SIGTERM) and a live child; after restore waitpid gives exactly those statuses and the live child is still ours'),
   cTarget('t_ghost_file', 'an 8 KiB file unlinked while open (O_RDWR, offset 100) and an empty unlinked O_APPEND file: contents, offsets, flags, st_nlink 0, writes'),
   cTarget('t_fifo', 'a named FIFO open at both ends with 3 000 queued bytes, and a second FIFO read by a child with 500 queued bytes: same inode, exact bytes, data flows'),
