@@ -113,12 +113,13 @@ fn sleeper() -> ! {
 }
 
 /// Waits until `pid` has `threads` threads, each done setting itself up: the last step of
-/// `victim` and of every `worker` blocks a signal, so a non-empty SigBlk says so (a fixed sleep
-/// was not enough on a loaded machine).
+/// `victim` and of every `worker` blocks one signal, so a SigBlk of exactly one signal says so (a
+/// fixed sleep was not enough on a loaded machine). Not just a non-empty one: newer glibc (2.41,
+/// Debian 13) blocks every signal for a moment inside fork() and pthread_create().
 fn wait_set_up(pid: i32, threads: usize) {
     let blocked = |tid: &str| {
         let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap_or_default();
-        s.lines().find_map(|l| l.strip_prefix("SigBlk:")).is_some_and(|v| u64::from_str_radix(v.trim(), 16).is_ok_and(|m| m != 0))
+        s.lines().find_map(|l| l.strip_prefix("SigBlk:")).is_some_and(|v| u64::from_str_radix(v.trim(), 16).is_ok_and(|m| m.count_ones() == 1))
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
