@@ -17,8 +17,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(gcc libc6-dev python3 python3-protobuf redis-server iptables time gcc-aarch64-linux-gnu libc6-dev-arm64-cross chromium groff-base postgresql-15 openssl)
-rust_target=aarch64-unknown-linux-gnu
+packages=(gcc libc6-dev python3 python3-protobuf redis-server iptables time gcc-aarch64-linux-gnu libc6-dev-arm64-cross chromium groff-base postgresql-15 openssl musl
+  qemu-system-arm cpio kmod xz-utils debian-archive-keyring)
+rust_targets=(aarch64-unknown-linux-gnu x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
+pypi=(ziglang==0.17.1 cargo-zigbuild==0.24.1)
 criu=${TSDUMP_CRIU:-/opt/criu-ref/bin/criu}
 
 if [[ $EUID -ne 0 ]]; then
@@ -40,12 +42,16 @@ while read -r pkg status; do
 done < <(for p in "${packages[@]}"; do
   printf '%s %s\n' "$p" "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || echo absent)"
 done)
-missing_target=
-[[ -d $(rustc --print sysroot)/lib/rustlib/$rust_target ]] || missing_target=$rust_target
+missing_targets=()
+for t in "${rust_targets[@]}"; do
+  [[ -d $(rustc --print sysroot)/lib/rustlib/$t ]] || missing_targets+=("$t")
+done
+missing_pypi=()
+command -v cargo-zigbuild >/dev/null && command -v python-zig >/dev/null || missing_pypi=("${pypi[@]}")
 missing_criu=
 "$criu" --version 2>/dev/null | grep -q '^Version: 4\.' || missing_criu="CRIU 4.1 ($criu)"
 
-missing=("${missing_pkgs[@]}" $missing_target ${missing_criu:+"$missing_criu"})
+missing=("${missing_pkgs[@]}" "${missing_targets[@]}" "${missing_pypi[@]}" ${missing_criu:+"$missing_criu"})
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
 echo "npm test: installing what the tests need: ${missing[*]}" >&2
@@ -54,5 +60,9 @@ if [[ ${#missing_pkgs[@]} -gt 0 ]]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing_pkgs[@]}" >/dev/null
 fi
-[[ -z $missing_target ]] || rustup target add "$rust_target"
+[[ ${#missing_targets[@]} -eq 0 ]] || rustup target add "${missing_targets[@]}"
+if [[ ${#missing_pypi[@]} -gt 0 ]]; then
+  python3 -m pip install -q "${missing_pypi[@]}"
+  ! command -v pyenv >/dev/null || pyenv rehash
+fi
 [[ -z $missing_criu ]] || bash scripts/install-criu-ref.sh
