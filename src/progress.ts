@@ -4,8 +4,6 @@
 // log files, CI) or when --json asked for machine output, and it never goes through the log.
 // `--progress json` asks for the same facts as one JSON object per line instead, TTY or not.
 
-const PAGE_SIZE = 4096;
-
 export interface ProgressUpdate {
   /** Name of the current stage ("freezing", "dumping memory", ...). */
   stage?: string;
@@ -34,6 +32,11 @@ export interface ProgressOptions {
   intervalMs?: number;
   /** Clock (tests). */
   now?: () => number;
+  /**
+   * The kernel's page size, for bytes and rate (default 4096). Passed in rather than asked of the
+   * native core here: `--help` loads this module and must work without one.
+   */
+  pageBytes?: number;
 }
 
 function formatBytes(bytes: number): string {
@@ -54,18 +57,25 @@ const taskStage = (pid: number): string => `dump task ${pid}`;
 /**
  * The text of one progress line (no control characters): stage, copied of total, rate, time left.
  * The next task of a tree is copied while the last one's images are written, so a copy can belong
- * to another task than the stage: then the line names it.
+ * to another task than the stage: then the line names it. Pages count `pageBytes` bytes each.
  */
-export function renderProgressLine(stage: string, written: number | undefined, total: number | undefined, bytesPerSec: number | undefined, pid?: number): string {
+export function renderProgressLine(
+  stage: string,
+  written: number | undefined,
+  total: number | undefined,
+  bytesPerSec: number | undefined,
+  pid?: number,
+  pageBytes = 4096,
+): string {
   const parts = [stage];
   if (written !== undefined) {
     const pct = total ? ` (${Math.min(100, Math.floor((written / total) * 100))}%)` : '';
     const whose = pid !== undefined && stage !== taskStage(pid) ? `task ${pid}: ` : '';
-    parts.push(`${whose}${formatBytes(written * PAGE_SIZE)}${total !== undefined ? ` of ${formatBytes(total * PAGE_SIZE)}` : ''}${pct}`);
+    parts.push(`${whose}${formatBytes(written * pageBytes)}${total !== undefined ? ` of ${formatBytes(total * pageBytes)}` : ''}${pct}`);
   }
   if (bytesPerSec !== undefined && bytesPerSec > 0) {
     parts.push(`${formatBytes(bytesPerSec)}/s`);
-    if (written !== undefined && total !== undefined && total > written) parts.push(`${formatDuration(((total - written) * PAGE_SIZE) / bytesPerSec)} left`);
+    if (written !== undefined && total !== undefined && total > written) parts.push(`${formatDuration(((total - written) * pageBytes) / bytesPerSec)} left`);
   }
   return parts.join('  ');
 }
@@ -93,6 +103,7 @@ export class ProgressDisplay {
   private readonly now: () => number;
   private readonly interval: number;
   private readonly started: number;
+  private readonly pageBytes: number;
 
   private constructor(
     private readonly stream: ProgressStream,
@@ -102,6 +113,7 @@ export class ProgressDisplay {
     this.now = opts.now ?? (() => performance.now());
     this.interval = opts.intervalMs ?? 100;
     this.started = this.now();
+    this.pageBytes = opts.pageBytes ?? 4096;
   }
 
   /** A display on `stream`, or undefined when nothing should be shown there. */
@@ -141,13 +153,13 @@ export class ProgressDisplay {
   private draw(t: number): void {
     let rate: number | undefined;
     if (this.firstPagesAt && this.written !== undefined && t > this.firstPagesAt.t) {
-      rate = ((this.written - this.firstPagesAt.pages) * PAGE_SIZE) / ((t - this.firstPagesAt.t) / 1000);
+      rate = ((this.written - this.firstPagesAt.pages) * this.pageBytes) / ((t - this.firstPagesAt.t) / 1000);
     }
     if (this.lines) {
       this.stream.write(`${JSON.stringify(this.jsonLine(t, rate))}\n`);
       return;
     }
-    let line = renderProgressLine(this.stage, this.written, this.total, rate, this.pid);
+    let line = renderProgressLine(this.stage, this.written, this.total, rate, this.pid, this.pageBytes);
     const width = this.stream.columns || 80; // a pty without a size reports 0 columns
     if (line.length > width - 1) line = line.slice(0, Math.max(0, width - 1));
     // carriage return + erase line: the display overwrites itself instead of scrolling
@@ -158,8 +170,8 @@ export class ProgressDisplay {
   private jsonLine(t: number, rate: number | undefined): ProgressJsonLine {
     const line: ProgressJsonLine = { time: Math.round(t - this.started) / 1000, stage: this.stage };
     if (this.pid !== undefined) line.pid = this.pid;
-    if (this.written !== undefined) line.bytes = this.written * PAGE_SIZE;
-    if (this.total !== undefined) line.totalBytes = this.total * PAGE_SIZE;
+    if (this.written !== undefined) line.bytes = this.written * this.pageBytes;
+    if (this.total !== undefined) line.totalBytes = this.total * this.pageBytes;
     if (rate !== undefined && rate > 0) {
       line.bytesPerSec = Math.round(rate);
       // rounded up to 0.1 s: a copy with bytes left never says 0 s left

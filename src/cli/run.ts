@@ -198,7 +198,8 @@ export async function run(inv: Invocation, io: Io): Promise<number> {
       writeLogHeader(log, { version: io.version ?? 'unknown', argv: io.argv ?? [], options: inv.options, configFiles: inv.configFiles });
       // Ctrl-C, a hang-up or a termination request cancels the dump (the library listens: see
       // dump/cancellation.ts), which releases the tree; after the commit point it finishes.
-      const display = ProgressDisplay.create(io.stderr, { json: inv.json, mode: inv.progress });
+      const { pageBytes } = await import('../arch/index.js');
+      const display = ProgressDisplay.create(io.stderr, { json: inv.json, mode: inv.progress, pageBytes: pageBytes() });
       try {
         log.info(`tsdump ${inv.command} of pid ${inv.options.pid} into ${inv.options.imagesDir}`);
         if (made !== undefined) log.info(`created ${made === resolve(inv.options.imagesDir) ? 'images' : 'work'} dir ${made} (owner-only)`);
