@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 vm=$(arm64_vm)
 export ARM64_VM_PACKAGES=${ARM64_VM_PACKAGES-nodejs criu python3}
 export ARM64_VM_TIMEOUT=${ARM64_VM_TIMEOUT:-3600}
+# the CPU test-arm64.sh boots, for the reason given there
+export ARM64_VM_CPU=${ARM64_VM_CPU:-neoverse-n1}
 out=build/arm64-bench
 arm64_stage "$out"
 arm64_pack_stage "$out"
