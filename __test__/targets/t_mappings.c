@@ -14,7 +14,8 @@
 #include <sys/mman.h>
 #include <sys/wait.h>
 
-#define PAGE 4096UL
+/* the kernel's page size: 4 KiB, or 16/64 KiB on some arm64 kernels */
+#define PAGE ((size_t)sysconf(_SC_PAGESIZE))
 enum { RW, NONE, RO, HOLE_LO, HOLE_HI, SHANON, SHFILE, PRFILE, ROFILE, NREG };
 static const char *const reg_name[NREG] = {"anon-rw", "anon-none", "anon-ro", "hole-lo", "hole-hi",
                                            "anon-shared", "file-shared", "file-private", "file-ro"};
@@ -62,7 +63,7 @@ static int make_file(const char *path, size_t pages, uint32_t seed) {
 }
 
 static int file_page_is(int fd, size_t page, uint32_t seed) {
-    static uint8_t b[PAGE];
+    static uint8_t b[64 * 1024]; /* the largest page size */
     if (pread(fd, b, PAGE, (off_t)(page * PAGE)) != (ssize_t)PAGE) return 0;
     return tgt_check_fill(b, PAGE, seed) < 0;
 }
@@ -177,7 +178,7 @@ int main(int argc, char **argv) {
         CHECK(file_page_is(sf, 3, 45), "shared.bin page 3 lost the write made through the map");
         tgt_fill(reg[SHFILE] + 4 * PAGE, PAGE, 46);
         CHECK(file_page_is(sf, 4, 46), "write through the shared map after restore missed the file");
-        static uint8_t b[PAGE];
+        static uint8_t b[64 * 1024]; /* the largest page size */
         tgt_fill(b, PAGE, 49);
         CHECK(pwrite(sf, b, PAGE, 5 * PAGE) == (ssize_t)PAGE, "pwrite shared.bin");
         CHECK(tgt_check_fill(reg[SHFILE] + 5 * PAGE, PAGE, 49) < 0,
