@@ -84,12 +84,19 @@ function ipcIds(images: Map<string, unknown>, root: number): { dumper: number; t
  * reads a segment's bytes after every entry even when they are in pagemaps (so it garbles an
  * image of several segments, CRIU's own included).
  */
+/**
+ * The segments of an ipcns-shm image, by id: the image lists them in the kernel's slot order
+ * (/proc/sysvipc/shm, as CRIU), which follows creation order only while no other test frees a
+ * lower slot.
+ */
 async function shmEntries(dir: string, nsId: number): Promise<unknown[][]> {
   const img = await readImage(join(dir, `ipcns-shm-${nsId}.img`));
-  return img.entries.map((e) => {
-    const m = e.message as ipc_shm_entry;
-    return [m.desc!.id, m.desc!.key, Number(m.size), m.desc!.mode & 0o777, m.inPagemaps];
-  });
+  return img.entries
+    .map((e) => {
+      const m = e.message as ipc_shm_entry;
+      return [m.desc!.id, m.desc!.key, Number(m.size), m.desc!.mode & 0o777, m.inPagemaps];
+    })
+    .sort((x, y) => (x[0] as number) - (y[0] as number));
 }
 
 test.serial('t_sysv_ipc: the tree\'s SysV objects become its own IPC namespace, restored by criu restore', async (t) => {
@@ -122,11 +129,12 @@ test.serial('t_sysv_ipc: the tree\'s SysV objects become its own IPC namespace, 
   // The segments (exactly the tree's three: keys, sizes, modes), their contents in
   // pagemap-shmem-SHMID.img: every page written, the one past A's end of data too.
   const [a, b, c] = target.ids.shm;
-  t.deepEqual(await shmEntries(imagesDir, tree), [
+  const expected: unknown[][] = [
     [a, target.ids.keyBase + 1, 3 * 4096 + 100, 0o640, true],
     [b, 0, 2 * 4096, 0o600, true],
     [c, target.ids.keyBase + 3, 4096, 0o600, true],
-  ]);
+  ];
+  t.deepEqual(await shmEntries(imagesDir, tree), expected.sort((x, y) => (x[0] as number) - (y[0] as number)));
   for (const id of other.ids.shm) t.false(images.has(`pagemap-shmem-${id}.img`), `the other tree's segment ${id} is left out`);
   const pages = (id: number) => entries(images, `pagemap-shmem-${id}.img`).slice(1);
   t.deepEqual(pages(a), [{ vaddr: 0, nr_pages: 4, flags: 4 }]);
