@@ -261,10 +261,13 @@ int main(int argc, char **argv) {
     pid_t c = fork();
     if (c == 0) {
       pid_t me = getpid();
+      // published by the child before its vfork child sets ready: the parent's own store after
+      // fork() could come after the test has read the report
+      rep->aux_pid = (uint64_t)me;
       if (vfork() == 0) vfork_watch(me, root);
       tick_forever(1);
     }
-    rep->aux_pid = (uint64_t)c;
+    if (c < 0) die("fork");
     tick_forever(0);
   } else if (!strcmp(mode, "sleepers")) {
     pthread_t t;
