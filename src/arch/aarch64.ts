@@ -42,7 +42,7 @@ export const aarch64: CpuArch = {
         clearTidAddr,
         tls: regs.tls,
         gpregs: { regs: x, sp: regs.sp, pc: fixed.pc ?? regs.pc, pstate: regs.pstate },
-        fpsimd: { vregs: regs.vregs, fpsr: regs.fpsr, fpcr: regs.fpcr },
+        fpsimd: { vregs: Array.from(regs.vregs), fpsr: regs.fpsr, fpcr: regs.fpcr },
         pacKeys: pacKeys(regs.pacKeys),
       },
     };

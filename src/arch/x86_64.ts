@@ -20,21 +20,22 @@ function gpregs(regs: GpRegsInfo, restart: Restart) {
   };
 }
 
+// the native side hands the register arrays over as typed arrays; the image's fields are arrays
 function fpregs(fp: FpRegsInfo) {
   return {
     cwd: fp.cwd, swd: fp.swd, twd: fp.twd, fop: fp.fop, rip: fp.rip, rdp: fp.rdp,
-    mxcsr: fp.mxcsr, mxcsrMask: fp.mxcsrMask, stSpace: fp.stSpace, xmmSpace: fp.xmmSpace,
+    mxcsr: fp.mxcsr, mxcsrMask: fp.mxcsrMask, stSpace: Array.from(fp.stSpace), xmmSpace: Array.from(fp.xmmSpace),
     ...(fp.xsave
       ? {
           xsave: {
             xstateBv: fp.xsave.xstateBv,
-            ymmhSpace: fp.xsave.ymmhSpace,
-            bndregState: fp.xsave.bndregState,
-            bndcsrState: fp.xsave.bndcsrState,
-            opmaskReg: fp.xsave.opmaskReg,
-            zmmUpper: fp.xsave.zmmUpper,
-            hi16Zmm: fp.xsave.hi16Zmm,
-            pkru: fp.xsave.pkru,
+            ymmhSpace: Array.from(fp.xsave.ymmhSpace),
+            bndregState: Array.from(fp.xsave.bndregState),
+            bndcsrState: Array.from(fp.xsave.bndcsrState),
+            opmaskReg: Array.from(fp.xsave.opmaskReg),
+            zmmUpper: Array.from(fp.xsave.zmmUpper),
+            hi16Zmm: Array.from(fp.xsave.hi16Zmm),
+            pkru: Array.from(fp.xsave.pkru),
             // CET user state (a supervisor xfeature, so not in XCR0): no task here enables shadow
             // stacks, so this is the reset state, recorded as CRIU 4.1 records it.
             cet: { cet: 0n, ssp: 0n },

@@ -5,7 +5,3 @@ use napi::bindgen_prelude::BigInt;
 pub(crate) fn big(v: u64) -> BigInt {
     BigInt::from(v)
 }
-
-pub(crate) fn bigs(v: &[u64]) -> Vec<BigInt> {
-    v.iter().map(|&x| BigInt::from(x)).collect()
-}
