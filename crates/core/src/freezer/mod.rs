@@ -337,6 +337,12 @@ impl Walk<'_> {
                             leader_gone = true;
                         }
                     }
+                    // the kernel refuses to attach to a thread that has already exited (its
+                    // exit_state is set) with EPERM, not ESRCH: one gone or dead since the
+                    // listing is left out as exited
+                    Err(Errno::EPERM) if tid != pid && matches!(procinfo::thread_state(pid, tid), None | Some('Z' | 'X' | 'x')) => {
+                        dead.insert(tid);
+                    }
                     Err(Errno::EPERM) => {
                         self.push_partial(&mut proc_, &done);
                         let why = if tid == pid
