@@ -67,6 +67,12 @@ fn reads_every_object_of_another_namespace_without_touching_them() {
     assert_eq!(&data[..5], b"hello");
     assert_eq!(data[3 * 4096 + 50], b'Z');
     assert!(!on_hugetlbfs(Path::new(&a.path())).unwrap());
+    // another test thread's fork() between our shmat and its MADV_DONTFORK gives that child an
+    // attachment of its own until it execs or exits: wait for it to go
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while objects(Some(tid)).unwrap().shm[0].nattch > 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     assert_eq!(objects(Some(tid)).unwrap().shm[0].nattch, 1, "our attachment counts while held");
     drop(a);
     assert_eq!(objects(Some(tid)).unwrap().shm[0].nattch, 0, "and is gone after");
