@@ -76,6 +76,12 @@ pub fn thread_state(pid: i32, tid: i32) -> Option<char> {
     t.stat().ok().map(|s| s.state)
 }
 
+/// Whether thread `tid` of `pid` is gone or dead (a zombie, or being reaped): what a broken
+/// channel to code running in it is told by.
+pub fn has_exited(pid: i32, tid: i32) -> bool {
+    matches!(thread_state(pid, tid), None | Some('Z' | 'X' | 'x'))
+}
+
 /// Thread ids listed in /proc/PID/task (empty if the process is gone).
 pub fn threads(pid: i32) -> Vec<i32> {
     match std::fs::read_dir(format!("/proc/{pid}/task")) {

@@ -30,6 +30,7 @@ use super::pagemap::Run;
 use super::vma::page_size;
 use super::{entries, plan, plan_vmas, DumpOpts, Infected, MemDump, Plan, Timings};
 use crate::error::{Error, ErrorCode, Result};
+use crate::freezer::procinfo::has_exited;
 use crate::images_dir::NewFile;
 
 /// How a snapshot that cannot be taken is met.
@@ -328,7 +329,7 @@ impl Pending {
             }
         };
         let extra_bytes = self.holder.as_ref().and_then(Holder::extra_bytes);
-        let task_exited = !std::path::Path::new(&format!("/proc/{}/mem", self.pid)).exists() || is_zombie(self.pid);
+        let task_exited = has_exited(self.pid, self.pid);
         drop(self.holder.take());
         Ok(Drained { pages, ns: t0.elapsed().as_nanos() as u64, extra_bytes, task_exited })
     }
@@ -403,21 +404,16 @@ impl Pending {
             return e;
         }
         match &self.holder {
-            Some(h) if is_zombie(h.pid) || !std::path::Path::new(&format!("/proc/{}", h.pid)).exists() => Error::new(
+            Some(h) if has_exited(h.pid, h.pid) => Error::new(
                 ErrorCode::TargetGone,
                 format!("pid {}: its snapshot holder (pid {}) was killed during the background copy ({})", self.pid, h.pid, e.message),
             ),
-            None if is_zombie(self.pid) || !std::path::Path::new(&format!("/proc/{}", self.pid)).exists() => {
+            None if has_exited(self.pid, self.pid) => {
                 Error::new(ErrorCode::TargetGone, format!("pid {}: exited during the copy ({})", self.pid, e.message))
             }
             _ => e,
         }
     }
-}
-
-fn is_zombie(pid: i32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    matches!(stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()), None | Some('Z') | Some('X'))
 }
 
 #[cfg(test)]

@@ -274,9 +274,7 @@ impl Blob {
             if let Err(e) = inj.check_running() {
                 return e;
             }
-            let stat = std::fs::read_to_string(format!("/proc/{}/task/{}/stat", inj.pid(), self.tid)).unwrap_or_default();
-            let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
-            if matches!(state, None | Some('Z') | Some('X')) {
+            if crate::freezer::procinfo::has_exited(inj.pid(), self.tid) {
                 return Error::new(ErrorCode::TargetGone, format!("pid {} tid {}: exited during the dump", inj.pid(), self.tid));
             }
             if Instant::now() > deadline {
@@ -476,8 +474,7 @@ impl Blob {
             if let Some(sock) = accept_from(listener.as_raw_fd(), holder, "accepting the snapshot holder")? {
                 break sock;
             }
-            let state = std::fs::read_to_string(format!("/proc/{holder}/stat")).unwrap_or_default();
-            let gone = matches!(state.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()), None | Some('Z') | Some('X'));
+            let gone = crate::freezer::procinfo::has_exited(holder, holder);
             if gone || Instant::now() > deadline {
                 let why = if gone { "exited" } else { "did not connect" };
                 // SAFETY: kill(2) of the holder we just forked (it never runs the task's code).
