@@ -9,8 +9,9 @@
 // - tsdump SIGKILLed or SIGTERMed during the background copy: the tree runs on untouched, the
 //   holder is gone, nothing looks dumped (no inventory.img);
 // - the target killed during the copy: the dump still completes from the snapshot and restores;
-// - no resident parasite (TSDUMP_PARASITE=inject): the memory is copied while frozen with a
-//   warning, or --snapshot=strict fails with the tree left running;
+// - no resident parasite (TSDUMP_PARASITE=inject), or a task under seccomp (t_seccomp): the
+//   memory is copied while frozen with a warning, or --snapshot=strict fails with the tree left
+//   running;
 // - what --snapshot does not combine with is refused before anything is touched.
 import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
@@ -181,6 +182,30 @@ test.serial('without a resident parasite the memory is copied while frozen, said
   t.regex(strict.stdout, /no resident parasite to fork a snapshot from/);
   t.false(existsSync(join(dir, 'strict', 'inventory.img')));
   t.is(tracerOf(target.pid), 0);
+  t.is(await requestVerify(target, { timeoutMs: 60_000 }), 'PASS');
+});
+
+test.serial('a tree under seccomp is copied while frozen, said per process, and restores; --snapshot=strict refuses', async (t) => {
+  // its filters would apply to the holder: none is forked (crates/core/src/collect.rs)
+  const dir = await makeWorkDir(t);
+  const target = await startTarget('t_seccomp', { dir, timeoutMs: 60_000 });
+  t.teardown(() => killTree(target.pid, 't_seccomp'));
+  const strict = await tsdump(['dump', '-t', String(target.pid), '-D', join(dir, 'strict'), '-R', '--snapshot=strict', '--json']);
+  t.not(strict.code, 0);
+  t.regex(strict.stdout, new RegExp(`pid ${target.pid} tid \\d+: runs under seccomp; no snapshot is forked`));
+  t.false(existsSync(join(dir, 'strict', 'inventory.img')));
+  t.is(tracerOf(target.pid), 0);
+
+  const images = join(dir, 'img');
+  const r = await tsdump(['dump', '-t', String(target.pid), '-D', images, '-R', '--snapshot', '--json']);
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stderr, new RegExp(`pid ${target.pid}: no snapshot \\(.*runs under seccomp.*\\); its memory was copied while frozen`));
+  const s = (JSON.parse(r.stdout) as SnapshotJson).snapshot!;
+  t.is(s.held, 0, 'no holder forked under seccomp');
+  t.is(s.pagesAfterRelease, 0);
+  t.true(s.pagesFrozen > 0);
+  await killTree(target.pid, 't_seccomp');
+  await criuRestore(images);
   t.is(await requestVerify(target, { timeoutMs: 60_000 }), 'PASS');
 });
 

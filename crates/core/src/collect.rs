@@ -234,15 +234,7 @@ fn visit(
         let d = match (req.page_server.as_deref_mut(), req.snapshot) {
             (Some(c), _) => mem::dump_memory_to_page_server(pid, &req.opts, Some(Infected { inj: &mut *inj, blob: blob.as_mut() }), c)?,
             (None, Some(mode)) => {
-                let (d, tk) = match no_snapshot {
-                    Some(e) if mode == snapshot::Mode::Strict => return Err(e),
-                    Some(e) => {
-                        let mut d = mem::dump_memory(pid, &req.opts, Some(Infected { inj: &mut *inj, blob: blob.as_mut() }))?;
-                        d.snapshot_refused = Some(e.message);
-                        (d, None)
-                    }
-                    None => snapshot::take(pid, &req.opts, Infected { inj: &mut *inj, blob: blob.as_mut() }, mode)?,
-                };
+                let (d, tk) = snapshot::take(pid, &req.opts, Infected { inj: &mut *inj, blob: blob.as_mut() }, mode, no_snapshot)?;
                 taken = tk;
                 d
             }

@@ -187,17 +187,18 @@ pub struct Drained {
 }
 
 /// Scans the task and takes its snapshot (the task is frozen and infected, its blob running).
-/// Where no snapshot can be had (no resident parasite, a fork that fails) the memory is drained
-/// now, as without --snapshot, and `snapshot_refused` says why, or with `Mode::Strict` the dump
-/// fails.
-pub fn take(pid: i32, opts: &DumpOpts, infected: Infected, mode: Mode) -> Result<(MemDump, Option<Taken>)> {
+/// Where no snapshot can be had (`refused`: the caller knows why none may be forked; no
+/// resident parasite; a fork that fails) the memory is drained now, as without --snapshot, and
+/// `snapshot_refused` says why, or with `Mode::Strict` the dump fails.
+pub fn take(pid: i32, opts: &DumpOpts, infected: Infected, mode: Mode, refused: Option<Error>) -> Result<(MemDump, Option<Taken>)> {
     let t0 = Instant::now();
     let torn = std::env::var_os(TORN_ENV).is_some();
     let Infected { inj, mut blob } = infected;
-    let holder = match (torn, blob.as_deref_mut()) {
-        (true, _) => Ok(None),
-        (false, Some(b)) => b.snapshot(inj).map(Some),
-        (false, None) => Err(Error::new(ErrorCode::Unsupported, format!("pid {pid}: no resident parasite to fork a snapshot from"))),
+    let holder = match (refused, torn, blob.as_deref_mut()) {
+        (Some(e), ..) => Err(e),
+        (None, true, _) => Ok(None),
+        (None, false, Some(b)) => b.snapshot(inj).map(Some),
+        (None, false, None) => Err(Error::new(ErrorCode::Unsupported, format!("pid {pid}: no resident parasite to fork a snapshot from"))),
     };
     let holder = match holder {
         Ok(h) => h,
