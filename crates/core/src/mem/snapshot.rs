@@ -157,7 +157,6 @@ impl Drop for Holder {
 pub struct Taken {
     pid: i32,
     plan: Plan,
-    runs: Vec<Run>,
     pages: NewFile,
     /// None in the torn test mode: the pages are read from the live task.
     holder: Option<Holder>,
@@ -214,11 +213,10 @@ pub fn take(pid: i32, opts: &DumpOpts, infected: Infected, mode: Mode, refused: 
         Some(v) => plan_vmas(pid, v.clone(), hide)?,
         None => plan(pid, hide)?,
     };
-    let runs = plan.runs.clone();
-    let to_write: u64 = runs.iter().map(|r| r.nr_pages).sum();
+    let to_write: u64 = plan.runs.iter().map(|r| r.nr_pages).sum();
     let scan_ns = t0.elapsed().as_nanos() as u64;
     let d = MemDump {
-        entries: entries(&runs),
+        entries: entries(&plan.runs),
         vmas: plan.vmas.clone(),
         counts: plan.counts,
         pages_written: to_write,
@@ -229,14 +227,14 @@ pub fn take(pid: i32, opts: &DumpOpts, infected: Infected, mode: Mode, refused: 
         pages_in_parent: 0,
         snapshot_refused: None,
     };
-    Ok((d, Some(Taken { pid, plan, runs, pages: opts.pages.clone(), holder })))
+    Ok((d, Some(Taken { pid, plan, pages: opts.pages.clone(), holder })))
 }
 
 /// Writes page data at given offsets of the pages image.
 struct At<'a> {
     file: &'a File,
     off: u64,
-    what: String,
+    what: &'a str,
 }
 
 impl PageSink for At<'_> {
@@ -250,6 +248,26 @@ impl PageSink for At<'_> {
     }
     fn written(&self) -> u64 {
         self.off
+    }
+}
+
+/// Pieces of the holder's memory bound for consecutive bytes of the pages image, from `off` on:
+/// one BLOB_PWRITE (at most MAX_IOV pieces, PWRITE_MAX bytes).
+struct Batch {
+    off: u64,
+    len: u64,
+    iovs: Vec<(u64, u64)>,
+}
+
+impl Batch {
+    /// Has the holder write what is queued; the batch is then empty.
+    fn send(&mut self, holder: &Holder, what: &str) -> Result<()> {
+        if !self.iovs.is_empty() {
+            holder.pwrite(&self.iovs, self.off, what)?;
+            self.iovs.clear();
+        }
+        self.len = 0;
+        Ok(())
     }
 }
 
@@ -286,7 +304,8 @@ impl Taken {
             let i = self.plan.vmas.partition_point(|r| r.vma.end <= addr);
             self.plan.vmas.get(i).is_some_and(|r| r.vma.start <= addr && r.vma.readable())
         };
-        let all: Vec<(Run, u64, bool)> = pieces(&self.runs, unforked);
+        let all: Vec<(Run, u64, bool)> = pieces(&self.plan.runs, unforked);
+        let what = self.pages.display();
         let mut frozen_pages = 0;
         let mut left = Vec::with_capacity(all.len());
         let copied = (|| -> Result<()> {
@@ -294,7 +313,7 @@ impl Taken {
             for (run, off, inside) in all {
                 let readable = readable(run.vaddr);
                 if inside && self.holder.is_some() {
-                    src.copy_run(run, readable, &mut At { file: &file, off, what: self.pages.display() })?;
+                    src.copy_run(run, readable, &mut At { file: &file, off, what: &what })?;
                     frozen_pages += run.nr_pages;
                 } else {
                     left.push((run, off, readable));
@@ -341,7 +360,7 @@ impl Pending {
         let Some(holder) = &self.holder else {
             // the torn test mode: the live task, read as any dump reads it
             for &(run, off, readable) in &self.left {
-                src.copy_run(run, readable, &mut At { file: &self.file, off, what: what.to_string() }).map_err(|e| self.why(e))?;
+                src.copy_run(run, readable, &mut At { file: &self.file, off, what }).map_err(|e| self.why(e))?;
                 pages += run.nr_pages;
             }
             return self.synced(pages, what);
@@ -354,43 +373,30 @@ impl Pending {
             }
         })?;
         let ps = page_size();
-        // batches of pieces contiguous in the file, at most MAX_IOV of them and PWRITE_MAX bytes
-        let mut batch: Vec<(u64, u64)> = Vec::new();
-        let mut batch_off = 0;
-        let flush = |batch: &mut Vec<(u64, u64)>, at: u64| -> Result<()> {
-            if !batch.is_empty() {
-                holder.pwrite(batch, at, what)?;
-                batch.clear();
-            }
-            Ok(())
-        };
+        let mut batch = Batch { off: 0, len: 0, iovs: Vec::new() };
         for &(run, off, readable) in &self.left {
             if !readable {
                 // the holder could not write from it: read it through /proc/PID/mem
-                flush(&mut batch, batch_off)?;
-                src.copy_run(run, false, &mut At { file: &self.file, off, what: what.to_string() }).map_err(|e| self.why(e))?;
+                batch.send(holder, what)?;
+                src.copy_run(run, false, &mut At { file: &self.file, off, what }).map_err(|e| self.why(e))?;
                 pages += run.nr_pages;
                 continue;
             }
-            let mut at = run.vaddr;
-            let end = run.vaddr + run.nr_pages * ps;
+            let (mut at, end) = (run.vaddr, run.vaddr + run.nr_pages * ps);
             while at < end {
                 let file_off = off + (at - run.vaddr);
-                let queued: u64 = batch.iter().map(|b| b.1).sum();
-                if batch.len() == crate::parasite::blob::MAX_IOV || queued == PWRITE_MAX || batch_off + queued != file_off {
-                    flush(&mut batch, batch_off)?;
+                if batch.iovs.len() == crate::parasite::blob::MAX_IOV || batch.len == PWRITE_MAX || batch.off + batch.len != file_off {
+                    batch.send(holder, what)?;
+                    batch.off = file_off;
                 }
-                if batch.is_empty() {
-                    batch_off = file_off;
-                }
-                let queued: u64 = batch.iter().map(|b| b.1).sum();
-                let len = (end - at).min(PWRITE_MAX - queued);
-                batch.push((at, len));
+                let len = (end - at).min(PWRITE_MAX - batch.len);
+                batch.iovs.push((at, len));
+                batch.len += len;
                 at += len;
             }
             pages += run.nr_pages;
         }
-        flush(&mut batch, batch_off)?;
+        batch.send(holder, what)?;
         self.synced(pages, what)
     }
 
