@@ -76,19 +76,9 @@ impl Holder {
     /// One request and its answer (`fd` goes along with SCM_RIGHTS). Waits for the answer while
     /// watching the holder (killed: an error) and cancellation.
     fn ask(&self, op: u32, a0: u64, iovs: &[(u64, u64)], fd: Option<&File>) -> Result<i64> {
-        use crate::parasite::blob::{poll_in, REP_LEN, REQ_LEN};
-        let mut msg = vec![0u8; REQ_LEN];
-        msg[0..4].copy_from_slice(&op.to_ne_bytes());
-        msg[4..8].copy_from_slice(&(iovs.len() as u32).to_ne_bytes());
-        msg[8..16].copy_from_slice(&a0.to_ne_bytes());
-        for (base, len) in iovs {
-            msg.extend_from_slice(&base.to_ne_bytes());
-            msg.extend_from_slice(&len.to_ne_bytes());
-        }
-        let fds = fd.map(|f| [f.as_raw_fd()]);
-        let cmsg: Vec<nix::sys::socket::ControlMessage> = fds.as_ref().map(|f| nix::sys::socket::ControlMessage::ScmRights(f)).into_iter().collect();
-        let iov = [std::io::IoSlice::new(&msg)];
-        nix::sys::socket::sendmsg::<()>(self.sock.as_raw_fd(), &iov, &cmsg, nix::sys::socket::MsgFlags::MSG_NOSIGNAL, None)
+        use crate::parasite::blob::{iovec_bytes, poll_in, send_request, REP_LEN};
+        let fds: Vec<i32> = fd.iter().map(|f| f.as_raw_fd()).collect();
+        send_request(self.sock.as_raw_fd(), op, iovs.len() as u32, [a0, 0, 0, 0, 0, 0, 0], &iovec_bytes(iovs), &fds)
             .map_err(|e| self.gone(e.desc()))?;
         loop {
             crate::cancel::check("the snapshot copy")?;

@@ -143,6 +143,32 @@ fn accept_from(listener: i32, pid: i32, what: &str) -> Result<Option<OwnedFd>> {
     }
 }
 
+/// One request on a blob's or a snapshot holder's channel: struct blob_req (proto.h) of
+/// `op`, `n` and `a`, then `payload`, with `fds` passed along (SCM_RIGHTS).
+pub(crate) fn send_request(sock: i32, op: u32, n: u32, a: [u64; 7], payload: &[u8], fds: &[i32]) -> nix::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let mut head = [0u8; REQ_LEN];
+    head[0..4].copy_from_slice(&op.to_ne_bytes());
+    head[4..8].copy_from_slice(&n.to_ne_bytes());
+    for (i, v) in a.iter().enumerate() {
+        head[8 + i * 8..16 + i * 8].copy_from_slice(&v.to_ne_bytes());
+    }
+    let iov = [IoSlice::new(&head), IoSlice::new(payload)];
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+    sendmsg::<()>(sock, &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None).map(drop)
+}
+
+/// (address, length) pairs as the struct iovec array a request carries after its header.
+pub(crate) fn iovec_bytes(iovs: &[(u64, u64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(iovs.len() * 16);
+    for (base, len) in iovs {
+        out.extend_from_slice(&base.to_ne_bytes());
+        out.extend_from_slice(&len.to_ne_bytes());
+    }
+    out
+}
+
 fn rd_i64(b: &[u8], off: usize) -> i64 {
     i64::from_ne_bytes(b[off..off + 8].try_into().expect("8 bytes"))
 }
@@ -247,23 +273,7 @@ impl Blob {
 
     /// Sends one request.
     fn send(&mut self, inj: &mut Injector, op: u32, n: u32, a: [u64; 7], payload: &[u8]) -> Result<()> {
-        let mut head = [0u8; REQ_LEN];
-        head[0..4].copy_from_slice(&op.to_ne_bytes());
-        head[4..8].copy_from_slice(&n.to_ne_bytes());
-        for (i, v) in a.iter().enumerate() {
-            head[8 + i * 8..16 + i * 8].copy_from_slice(&v.to_ne_bytes());
-        }
-        let iov = [IoSlice::new(&head), IoSlice::new(payload)];
-        // SAFETY: msghdr is plain integers and pointers (musl's has padding fields): zero is valid.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = 2;
-        // SAFETY: msg points at two live buffers (IoSlice is ABI-compatible with iovec).
-        let r = unsafe { libc::sendmsg(self.sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-        if r < 0 {
-            return Err(self.lost(inj, Errno::last().desc()));
-        }
-        Ok(())
+        send_request(self.sock.as_raw_fd(), op, n, a, payload, &[]).map_err(|e| self.lost(inj, e.desc()))
     }
 
     /// Why the channel ended: the task died (its socket closed as it exited; the exit itself
@@ -438,12 +448,7 @@ impl Blob {
         if iovs.len() > MAX_IOV {
             return Err(Error::new(ErrorCode::Parasite, format!("{} iovecs in one vmsplice (at most {MAX_IOV})", iovs.len())));
         }
-        let mut payload = Vec::with_capacity(iovs.len() * 16);
-        for (base, len) in iovs {
-            payload.extend_from_slice(&base.to_ne_bytes());
-            payload.extend_from_slice(&len.to_ne_bytes());
-        }
-        self.send(inj, OP_VMSPLICE, iovs.len() as u32, [fd as u64, flags as u64, 0, 0, 0, 0, 0], &payload)?;
+        self.send(inj, OP_VMSPLICE, iovs.len() as u32, [fd as u64, flags as u64, 0, 0, 0, 0, 0], &iovec_bytes(iovs))?;
         Ok(self.reply(inj)?.0)
     }
 
