@@ -101,8 +101,8 @@ test('-v4: each thread of a six-thread task, and each socket with its kind, stat
 
   const log = await dumpWithLog(t, sockets, join(work, 'images-sockets'), ['-v4']);
   const { tcp_port: tcp, udp_port: udp } = sockets.info;
-  t.regex(log, new RegExp(`  socket id \\d+ \\(fd \\d+ of ${sockets.pid}\\): INETSK socket inet, sockType stream, proto 6, state LISTEN, local 127\\.0\\.0\\.1:${tcp}, remote 0\\.0\\.0\\.0:0`));
-  t.regex(log, new RegExp(`  socket id \\d+ \\(fd \\d+ of ${sockets.pid}\\): INETSK socket inet, sockType dgram, proto 17, state CLOSE, local 127\\.0\\.0\\.1:${udp}, `));
+  t.regex(log, new RegExp(`  socket id \\d+ \\(fd \\d+ of ${sockets.pid}\\): INETSK socket inet, sockType SOCK_STREAM, proto 6, state LISTEN, local 127\\.0\\.0\\.1:${tcp}, remote 0\\.0\\.0\\.0:0`));
+  t.regex(log, new RegExp(`  socket id \\d+ \\(fd \\d+ of ${sockets.pid}\\): INETSK socket inet, sockType SOCK_DGRAM, proto 17, state CLOSE, local 127\\.0\\.0\\.1:${udp}, `));
   t.regex(log, / {2}fd \d+: INETSK id \d+ socket:\[\d+\]/, 'the fd line names the socket');
 });
 

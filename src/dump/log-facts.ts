@@ -8,7 +8,7 @@ import { fd_types, type fdinfo_entry } from '../images/gen/fdinfo_pb.js';
 import { LOG_DEBUG, LOG_INFO, type Logger } from '../log.js';
 import type { DumpCounters, DumpTimings } from './stats.js';
 import type { FileEntryInit } from './fds/kind.js';
-import { inetAddress } from './fds/inet-socket.js';
+import { SOCK_TYPES, TCP_STATES, inetAddress } from './fds/inet-socket.js';
 
 const hex = (n: bigint): string => n.toString(16);
 
@@ -131,9 +131,6 @@ export function logRelease(log: Logger | undefined, mode: string, timings: DumpT
     pagesWritten: counters.pagesWritten,
   });
 }
-
-const TCP_STATES = ['', 'ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT', 'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'LISTEN', 'CLOSING'];
-const SOCK_TYPES: Record<number, string> = { 1: 'stream', 2: 'dgram', 3: 'raw', 5: 'seqpacket' };
 
 /** What a socket's file entry says of it: its type, state and both ends. */
 function socketFacts(e: FileEntryInit): Record<string, string | number> | undefined {

@@ -60,13 +60,14 @@ const DUMPABLE_STATES: ReadonlySet<number> = new Set([
   TCP_LAST_ACK,
   TCP_CLOSING,
 ]);
-const TCP_STATES = ['', 'ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT', 'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'LISTEN', 'CLOSING'];
+/** The kernel's TCP states by number (a unix socket's state counts in them too). */
+export const TCP_STATES: readonly string[] = ['', 'ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT', 'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'LISTEN', 'CLOSING'];
 
 function refuse(c: FdKindContext, why: string, code: 'UNSUPPORTED_FD' | 'UNSUPPORTED' = 'UNSUPPORTED_FD'): TsdumpError {
   return new TsdumpError(code, `pid ${c.pid}: fd ${c.fd.fd} (${c.fd.target}): ${why}`);
 }
 
-const SOCK_TYPES: Readonly<Record<number, string>> = { 1: 'SOCK_STREAM', 2: 'SOCK_DGRAM', 3: 'SOCK_RAW', 5: 'SOCK_SEQPACKET' };
+export const SOCK_TYPES: Readonly<Record<number, string>> = { 1: 'SOCK_STREAM', 2: 'SOCK_DGRAM', 3: 'SOCK_RAW', 5: 'SOCK_SEQPACKET' };
 const IP_PROTOCOLS: Readonly<Record<number, string>> = {
   0: 'IPPROTO_IP',
   1: 'IPPROTO_ICMP',
