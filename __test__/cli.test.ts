@@ -448,10 +448,10 @@ test('progress: draws stage, bytes of total, rate and time left on a TTY, overwr
   d.finish();
   t.deepEqual(s.chunks, [
     '\r\x1b[2Kfreezing',
-    '\r\x1b[2Kdump task 7  0 KiB of 3.9 MiB (0%)',
+    '\r\x1b[2Kdump task 7  0 B of 3.9 MiB (0%)',
     '\r\x1b[2Kdump task 7  1.0 MiB of 3.9 MiB (25%)  1.0 MiB/s  2.9 s left',
-    '\r\x1b[2Kdump task 7  task 8: 4 KiB of 40 KiB (10%)',
-    '\r\x1b[2Kdump task 8  4 KiB of 40 KiB (10%)',
+    '\r\x1b[2Kdump task 7  task 8: 4.0 KiB of 40.0 KiB (10%)',
+    '\r\x1b[2Kdump task 8  4.0 KiB of 40.0 KiB (10%)',
     '\r\x1b[2Kdump pstree',
     '\r\x1b[2K',
   ]);
@@ -492,7 +492,7 @@ test('progress: the line is cut to the terminal width', (t) => {
   const d = ProgressDisplay.create(s)!;
   d.update({ stage: 'a very long stage name that does not fit' });
   t.is(s.chunks[0], '\r\x1b[2K' + 'a very long stage name'.slice(0, 19));
-  t.is(renderProgressLine('x', 5, undefined, undefined), 'x  20 KiB');
+  t.is(renderProgressLine('x', 5, undefined, undefined), 'x  20.0 KiB');
 });
 
 // --- log --------------------------------------------------------------------------------------
@@ -604,8 +604,8 @@ test('progress under a real pseudo-terminal (script -qc) draws; through a pipe o
   );
   const cmd = (extra: string) => `${process.execPath} ${demo} ${extra}`;
   const pty = await exec('script', ['-qc', cmd(''), '/dev/null']);
-  t.regex(pty.stdout, /\r\x1b\[2Kdumping memory {2}0 KiB of 400 KiB \(0%\)/);
-  t.regex(pty.stdout, /\r\x1b\[2Kdumping memory {2}200 KiB of 400 KiB \(50%\)/);
+  t.regex(pty.stdout, /\r\x1b\[2Kdumping memory {2}0 B of 400\.0 KiB \(0%\)/);
+  t.regex(pty.stdout, /\r\x1b\[2Kdumping memory {2}200\.0 KiB of 400\.0 KiB \(50%\)/);
   t.regex(pty.stdout, /\r\x1b\[2Kdone\r?\n$/); // erased before the result is printed
   const ptyJson = await exec('script', ['-qc', cmd('--json'), '/dev/null']);
   t.is(ptyJson.stdout.replace(/\r/g, ''), 'done\n');

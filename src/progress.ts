@@ -3,6 +3,7 @@
 // only for a person watching a terminal: it draws nothing when the stream is not a TTY (pipes,
 // log files, CI) or when --json asked for machine output, and it never goes through the log.
 // `--progress json` asks for the same facts as one JSON object per line instead, TTY or not.
+import { sizeText } from './size-text.js';
 
 export interface ProgressUpdate {
   /** Name of the current stage ("freezing", "dumping memory", ...). */
@@ -39,12 +40,6 @@ export interface ProgressOptions {
   pageBytes?: number;
 }
 
-function formatBytes(bytes: number): string {
-  if (bytes >= 1024 ** 3) return `${(bytes / 1024 ** 3).toFixed(1)} GiB`;
-  if (bytes >= 1024 ** 2) return `${(bytes / 1024 ** 2).toFixed(1)} MiB`;
-  return `${(bytes / 1024).toFixed(0)} KiB`;
-}
-
 function formatDuration(secs: number): string {
   if (secs < 0.1) return '< 0.1 s';
   if (secs < 60) return `${secs.toFixed(secs < 10 ? 1 : 0)} s`;
@@ -71,10 +66,10 @@ export function renderProgressLine(
   if (written !== undefined) {
     const pct = total ? ` (${Math.min(100, Math.floor((written / total) * 100))}%)` : '';
     const whose = pid !== undefined && stage !== taskStage(pid) ? `task ${pid}: ` : '';
-    parts.push(`${whose}${formatBytes(written * pageBytes)}${total !== undefined ? ` of ${formatBytes(total * pageBytes)}` : ''}${pct}`);
+    parts.push(`${whose}${sizeText(written * pageBytes)}${total !== undefined ? ` of ${sizeText(total * pageBytes)}` : ''}${pct}`);
   }
   if (bytesPerSec !== undefined && bytesPerSec > 0) {
-    parts.push(`${formatBytes(bytesPerSec)}/s`);
+    parts.push(`${sizeText(bytesPerSec)}/s`);
     if (written !== undefined && total !== undefined && total > written) parts.push(`${formatDuration(((total - written) * pageBytes) / bytesPerSec)} left`);
   }
   return parts.join('  ');

@@ -9,6 +9,7 @@ import { PE_PARENT, pagemapPages } from '../images/pagemap.js';
 import { PAGE_SIZE, inTreeOrder, storedPages, verdict, type DumpDir, type DumpProcess } from '../show/dir.js';
 import { fileInfo, peersOf, type FdRef } from '../show/files.js';
 import { pagesPerVma, processTotals, protText, vmaFile, vmaKind } from '../show/views.js';
+import { sizeText } from '../size-text.js';
 
 export interface ReportOptions {
   /** tsdump's version, printed in the footer. */
@@ -39,14 +40,6 @@ const MAX_PEERS = 6;
 
 const ESC: Readonly<Record<string, string>> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 const esc = (s: string | number): string => String(s).replace(/[&<>"']/g, (c) => ESC[c]!);
-
-function sizeText(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = bytes;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) [v, u] = [v / 1024, u + 1];
-  return u === 0 ? `${v} B` : `${v.toFixed(1)} ${units[u]}`;
-}
 
 const ms = (us: number): string => `${(us / 1000).toFixed(1)} ms`;
 const hex = (n: bigint): string => n.toString(16);

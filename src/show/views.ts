@@ -9,6 +9,7 @@ import { quotedPrintable } from '../images/crit.js';
 import { PE_LAZY, PE_PARENT, pagemapPages } from '../images/pagemap.js';
 import { PAGE_SIZE, VMA, inTreeOrder, storedPages, verdict, type DumpDir, type DumpProcess } from './dir.js';
 import { fileInfo, peersOf, type FdRef } from './files.js';
+import { sizeText } from '../size-text.js';
 
 export const SHOW_DIR_VIEWS = ['ps', 'fds', 'mems', 'rss'] as const;
 export type ShowDirView = (typeof SHOW_DIR_VIEWS)[number];
@@ -155,14 +156,6 @@ function rssText(d: DumpDir): string[] {
     }
   }
   return lines;
-}
-
-function sizeText(bytes: bigint | number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = Number(bytes);
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) [v, u] = [v / 1024, u + 1];
-  return u === 0 ? `${v} B` : `${v.toFixed(1)} ${units[u]}`;
 }
 
 const plural = (n: number, word: string, words = `${word}s`): string => `${n} ${n === 1 ? word : words}`;
