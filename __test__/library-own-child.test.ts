@@ -101,11 +101,11 @@ function snapshot(pids: readonly number[]): string {
     .join('\n');
 }
 
-/** A Logger that keeps every line, at debug level. */
-function collectingLogger(): Logger & { lines: string[] } {
+/** A Logger that keeps every line it is given; `level` is what it declares it wants (debug by default). */
+function collectingLogger(level = 4): Logger & { lines: string[] } {
   const lines: string[] = [];
   const add = (kind: string) => (text: string) => void lines.push(`${kind} ${text}`);
-  return { level: 4, file: undefined, lines, msg: add('msg'), error: add('error'), warn: add('warn'), info: add('info'), debug: add('debug'), close: () => {} };
+  return { level, file: undefined, lines, msg: add('msg'), error: add('error'), warn: add('warn'), info: add('info'), debug: add('debug'), close: () => {} };
 }
 
 async function verifyPass(t: ExecutionContext, target: Pick<Target, 'name' | 'pid' | 'ctl'>, what: string): Promise<void> {
@@ -251,7 +251,11 @@ test.serial('preDump() of our own child, then an incremental dump(): log lines f
   assertRunningChild(t, target);
 
   const imagesDir = join(work, 'd2');
-  const result = await dump({ pid: target.pid, imagesDir, prevImagesDir: '../d1', trackMem: true, shellJob: true, log });
+  // at -v3 the worker sends the info lines, and none of the debug ones the caller's log would drop
+  const infoLog = collectingLogger(3);
+  const result = await dump({ pid: target.pid, imagesDir, prevImagesDir: '../d1', trackMem: true, shellJob: true, log: infoLog });
+  t.true(infoLog.lines.includes(`info stage: dump task ${target.pid}`), infoLog.lines.join('\n'));
+  t.false(infoLog.lines.some((l) => l.startsWith('debug ')), infoLog.lines.join('\n'));
   t.is(result.released, 'killed');
   t.true(result.counters.pagesSkippedParent > 0, 'pages left in the parent images');
   t.deepEqual(await settledWithin(target.exited, 10_000), { code: null, signal: 'SIGKILL' } satisfies TargetExit);

@@ -10,9 +10,9 @@ import { basename, dirname, isAbsolute, resolve } from 'node:path';
 import { TsdumpError } from './errors.js';
 import { openImagesDir } from './images/dir.js';
 
-import { DEFAULT_VERBOSITY, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_MSG, LOG_WARN } from './log-levels.js';
+import { DEFAULT_VERBOSITY, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_LEVEL_NAMES, LOG_MSG, LOG_WARN, type LogLevelName } from './log-levels.js';
 
-export { DEFAULT_VERBOSITY, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_MSG, LOG_WARN };
+export { DEFAULT_VERBOSITY, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_LEVEL_NAMES, LOG_MSG, LOG_WARN, type LogLevelName };
 
 /**
  * A line's facts in machine form (the JSON format's `fields`; the text format shows the message
@@ -48,8 +48,6 @@ export interface LogOptions {
   /** "text" (CRIU's lines, the default) or "json" (one object per line). */
   format?: LogFormat;
 }
-
-export const LOG_LEVEL_NAMES: readonly string[] = ['msg', 'error', 'warn', 'info', 'debug'];
 
 /**
  * One line of the JSON format: wall time, seconds since the log was opened (the text format's

@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { TsdumpError, isErrorCode } from '../errors.js';
 import { ActionScriptError, SCRIPT_ACTIONS, type ScriptAction, type ScriptFailure } from '../action-scripts.js';
 import type { LogFields } from '../log.js';
+import { LOG_LEVEL_NAMES, type LogLevelName } from '../log-levels.js';
 import { DUMP_OPTIONS, type DumpOptions } from './options.js';
 import type { DumpEvents, DumpResult } from './result.js';
 import type { TaskPages } from './page-progress.js';
@@ -26,8 +27,6 @@ export type FlowKind = 'dump' | 'preDump';
 export type WireOptions = Omit<DumpOptions, 'log' | 'signal'>;
 
 
-const LOG_METHODS = ['msg', 'error', 'warn', 'info', 'debug'] as const;
-type LogMethod = (typeof LOG_METHODS)[number];
 
 export type ToWorker =
   | { type: 'start'; kind: FlowKind; options: WireOptions; log: { level: number; file: string | undefined } | null }
@@ -47,7 +46,7 @@ export interface WireError {
 export type FromWorker =
   | { type: 'stage'; name: string }
   | { type: 'pages'; written: number; task: TaskPages }
-  | { type: 'log'; method: LogMethod; text: string; fields?: LogFields }
+  | { type: 'log'; method: LogLevelName; text: string; fields?: LogFields }
   | { type: 'log stage'; name: string }
   | { type: 'result'; result: DumpResult }
   | { type: 'error'; error: WireError };
@@ -194,7 +193,7 @@ export async function runInWorker(kind: FlowKind, options: DumpOptions, events: 
           callEvent(() => events.pages?.(m.written, m.task));
           break;
         case 'log':
-          if (log && LOG_METHODS.includes(m.method)) log[m.method](m.text, m.fields);
+          if (log && LOG_LEVEL_NAMES.includes(m.method)) log[m.method](m.text, m.fields);
           break;
         case 'log stage':
           log?.setStage?.(m.name);

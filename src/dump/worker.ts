@@ -1,7 +1,8 @@
 // The worker process of own-child.ts: forked by the library to dump a tree rooted at the caller's
 // child, it runs the in-process flow here, where ptrace stops cannot be reaped by the caller's
 // libuv. It takes one 'start' message, answers with one 'result' or 'error', and exits.
-import type { Logger } from '../log.js';
+import type { LogFields, Logger } from '../log.js';
+import { LOG_LEVEL_NAMES, type LogLevelName } from '../log-levels.js';
 import { TsdumpError, asTsdumpError } from '../errors.js';
 import { dumpInProcess } from './index.js';
 import type { DumpEvents, DumpResult } from './result.js';
@@ -15,14 +16,20 @@ const post = (m: FromWorker): void => {
 
 /** The caller's Logger, over the channel. */
 function remoteLogger(level: number, file: string | undefined): Logger {
+  // a line the caller's log would drop is not sent
+  const at =
+    (method: LogLevelName) =>
+    (text: string, fields?: LogFields): void => {
+      if (LOG_LEVEL_NAMES.indexOf(method) <= level) post({ type: 'log', method, text, ...(fields ? { fields } : {}) });
+    };
   return {
     level,
     file,
-    msg: (text, fields) => post({ type: 'log', method: 'msg', text, ...(fields ? { fields } : {}) }),
-    error: (text, fields) => post({ type: 'log', method: 'error', text, ...(fields ? { fields } : {}) }),
-    warn: (text, fields) => post({ type: 'log', method: 'warn', text, ...(fields ? { fields } : {}) }),
-    info: (text, fields) => post({ type: 'log', method: 'info', text, ...(fields ? { fields } : {}) }),
-    debug: (text, fields) => post({ type: 'log', method: 'debug', text, ...(fields ? { fields } : {}) }),
+    msg: at('msg'),
+    error: at('error'),
+    warn: at('warn'),
+    info: at('info'),
+    debug: at('debug'),
     setStage: (name) => post({ type: 'log stage', name }),
     close: () => {}, // the caller's to close
   };
