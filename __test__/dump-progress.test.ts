@@ -12,9 +12,39 @@ import { killTree, settledState, startDetachedTarget, startTarget } from './help
 import { CLI, runTsdump } from './helpers/tsdump.js';
 import type { ProgressJsonLine } from '../src/progress.js';
 import { holdPtys } from './helpers/pty-lock.js';
+import { PAGES_EVENT_MS, watchPages } from '../src/dump/page-progress.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const exec = promisify(execFile);
 const MIB = 256;
+
+test('watchPages: polls the counter while it runs, reports only what is new, and never after stop (or without a listener)', async (t) => {
+  let all = 0;
+  let calls = 0;
+  let unheardCalls = 0;
+  const reading = () => ({ pid: all ? 7 : 0, pagesDone: all, pagesTotal: 100, pagesAll: all });
+  const session = { progress: () => ((calls += 1), reading()) };
+  const unheard = watchPages({ progress: () => ((unheardCalls += 1), reading()) }, undefined);
+  const seen: number[] = [];
+  const watch = watchPages(session, (written, task) => seen.push(written, task.written));
+  await sleep(PAGES_EVENT_MS * 3);
+  t.true(calls >= 1, 'polled on its own');
+  t.deepEqual(seen, [], 'nothing drained yet: nothing reported');
+  all = 10;
+  await sleep(PAGES_EVENT_MS * 3);
+  t.deepEqual(seen, [10, 10], 'one report of the new count, however many polls');
+  all = 20;
+  watch.poll();
+  t.deepEqual(seen, [10, 10, 20, 20], 'poll() reports at once');
+  watch.stop();
+  unheard.stop();
+  const stoppedAt = calls;
+  all = 30;
+  await sleep(PAGES_EVENT_MS * 3);
+  t.is(calls, stoppedAt, 'no poll after stop');
+  t.deepEqual(seen, [10, 10, 20, 20]);
+  t.is(unheardCalls, 0, 'a watch without a listener never polls');
+});
 
 test.serial('dump(): `pages` events during the copy, increasing, with a constant total equal to the pages written', async (t) => {
   const work = await makeWorkDir(t);

@@ -8,7 +8,7 @@ import { TsdumpError } from '../errors.js';
 import { ProgressDisplay } from '../progress.js';
 import type { Logger } from '../log.js';
 import { formatDumpStats, formatSnapshotStats } from './stats.js';
-import type { DumpResult } from '../dump/index.js';
+import type { DumpResult, TaskPages } from '../dump/index.js';
 import type { Invocation } from './args.js';
 
 export interface Io {
@@ -208,7 +208,8 @@ export async function run(inv: Invocation, io: Io): Promise<number> {
           {
             // the library logs each stage itself (dump/stage.ts)
             stage: (name) => display?.update({ stage: name }),
-            pages: (_written, task) => display?.update({ pid: task.pid, pagesWritten: task.written, pagesTotal: task.total }),
+            // without a display nothing listens, and the drain's counter is not polled at all
+            ...(display ? { pages: (_written: number, task: TaskPages) => display.update({ pid: task.pid, pagesWritten: task.written, pagesTotal: task.total }) } : {}),
           },
         );
         display?.finish();
