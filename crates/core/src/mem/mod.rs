@@ -259,8 +259,10 @@ where
         None => (plan.runs.clone(), entries(&plan.runs), 0),
     };
     let t1 = Instant::now();
+    let ps = vma::page_size();
+    let to_write: u64 = runs.iter().map(|r| r.nr_pages).sum();
     let progress = crate::progress::current();
-    progress.start(pid, runs.iter().map(|r| r.nr_pages).sum::<u64>() * vma::page_size());
+    progress.start(pid, to_write * ps);
     let mut sink = CountingSink { inner: make_sink(&plan, &runs, &entries)?, progress };
     let readable = |addr: u64| {
         let i = plan.vmas.partition_point(|r| r.vma.end <= addr);
@@ -273,8 +275,7 @@ where
         Mode::Read => ReadSource::new(pid).drain(&runs, &readable, &mut sink)?,
         Mode::Vmsplice => {
             let i = infected.ok_or_else(|| Error::new(ErrorCode::Parasite, format!("pid {pid}: vmsplice mode needs an infected task")))?;
-            let bytes = runs.iter().map(|r| r.nr_pages).sum::<u64>() * vma::page_size();
-            let mut src = VmspliceSource::with_blob(i.inj, i.blob, drain::pipes_for(bytes, opts.pipes))?;
+            let mut src = VmspliceSource::with_blob(i.inj, i.blob, drain::pipes_for(to_write * ps, opts.pipes))?;
             let r = src.drain(&runs, &readable, &mut sink);
             vmsplice_calls = src.vmsplice_calls;
             blob_refused = src.blob_refused.clone();
@@ -285,9 +286,7 @@ where
         }
     }
     let t2 = Instant::now();
-    let ps = vma::page_size();
     let bytes = sink.written();
-    let to_write: u64 = runs.iter().map(|r| r.nr_pages).sum();
     if bytes != to_write * ps {
         return Err(Error::new(ErrorCode::ImageIo, format!("pid {pid}: wrote {bytes} bytes for {to_write} pages")));
     }
