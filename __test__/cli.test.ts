@@ -14,6 +14,7 @@ import { ProgressDisplay, renderProgressLine } from '../src/progress.js';
 import { formatDumpStats } from '../src/cli/stats.js';
 import { openLog, formatLogLine } from '../src/log.js';
 import { holdPtys } from './helpers/pty-lock.js';
+import { procState, settledState } from './helpers/target.js';
 
 const exec = promisify(execFile);
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -628,15 +629,6 @@ function sleeper(t: { teardown(fn: () => void): void }): number {
   return pid;
 }
 
-function procState(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
-  } catch {
-    return undefined;
-  }
-}
-
 async function waitGoneOrZombie(pid: number): Promise<boolean> {
   for (let i = 0; i < 100; i++) {
     const s = procState(pid);
@@ -686,7 +678,7 @@ test('CLI dump --display-stats prints the numbers of the stats-dump image, criu\
   };
   t.is(written, decoded.entries[0]!.dump.pages_written);
   t.regex(r.stdout, new RegExp(`^Freezing time: ${decoded.entries[0]!.dump.freezing_time} us$`, 'm'));
-  t.is(procState(pid), 'S', 'left running (sleeping), not stopped');
+  t.is(await settledState(pid), 'S', 'left running (sleeping), not stopped');
 });
 
 test('CLI dump -o -v4: the log file in the images dir has timestamped stage lines', async (t) => {
@@ -711,7 +703,7 @@ test('CLI dump: an option the flow does not act on yet is refused by name and th
   const r = await cli(['dump', '-t', String(pid), '-D', dir, '--pidfile', join(dir, 'pid')]);
   t.is(r.code, 1);
   t.is(r.stderr, 'tsdump: option --pidfile is not supported by tsdump dump yet\n');
-  t.is(procState(pid), 'S');
+  t.is(await settledState(pid), 'S');
   t.false(existsSync(join(dir, 'inventory.img')));
   t.is((await cli(['dump', '-t', String(pid), '-D', dir, '-R', '--no-tcp-established'])).code, 0, 'false is the default: accepted');
 });
@@ -732,7 +724,7 @@ test('CLI dump progress: drawn under a pseudo-terminal, absent in pipes and with
   t.is(piped.code, 0);
   t.is(piped.stdout, '');
   t.is(piped.stderr, '');
-  t.is(procState(pid), 'S');
+  t.is(await settledState(pid), 'S');
 });
 
 test('CLI page-server: --status-fd says ready, criu dump --page-server sends to it, --json reports the images', async (t) => {
