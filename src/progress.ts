@@ -4,6 +4,8 @@
 // log files, CI) or when --json asked for machine output, and it never goes through the log.
 // `--progress json` asks for the same facts as one JSON object per line instead, TTY or not.
 import { sizeText } from './size-text.js';
+// types and one string function: nothing that needs the native core
+import { taskStage } from './dump/stage.js';
 
 export interface ProgressUpdate {
   /** Name of the current stage ("freezing", "dumping memory", ...). */
@@ -45,9 +47,6 @@ function formatDuration(secs: number): string {
   if (secs < 60) return `${secs.toFixed(secs < 10 ? 1 : 0)} s`;
   return `${Math.floor(secs / 60)} min ${Math.round(secs % 60)} s`;
 }
-
-/** The stage in which a task's own copy runs (dump/index.ts names it so). */
-const taskStage = (pid: number): string => `dump task ${pid}`;
 
 /**
  * The text of one progress line (no control characters): stage, copied of total, rate, time left.

@@ -30,7 +30,7 @@ import { finishPtyDump } from './fds/pty.js';
 import { Incremental } from './incremental.js';
 import { isOwnChild, runInWorker } from './own-child.js';
 import { refuseOwnChild, releaseAfterFailure, releaseRunning } from './release.js';
-import { STAGES_NOT_TAKEN, stager, type Stage } from './stage.js';
+import { STAGES_NOT_TAKEN, stager, taskStage, type Stage } from './stage.js';
 import type { DumpEvents, DumpResult } from './result.js';
 import { logRelease, logSeizedTask } from './log-facts.js';
 import { watchPages } from './page-progress.js';
@@ -288,7 +288,7 @@ async function dumpTasks(
     for (const [i, proc] of live.entries()) {
       ctx.cancellation.throwIfCancelled();
       tasks.push(
-        await stage(`dump task ${proc.pid}`, async () => {
+        await stage(taskStage(proc.pid), async () => {
           const visit = await (ahead?.pid === proc.pid ? ahead.visit : visitTask(ctx, proc));
           ahead = undefined;
           // its copy is over and the next one not begun: the drain's counter holds this task's last count

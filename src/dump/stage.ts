@@ -18,6 +18,9 @@ export function stager(events: StageEvents, log: Logger | undefined): Stage {
   };
 }
 
+/** The stage of one task's visit and images: a `pages` event of its pid belongs to it (progress.ts). */
+export const taskStage = (pid: number): string => `dump task ${pid}`;
+
 /** A stage begins: the caller's event, and the log's line (the JSON log's `stage` until the next). */
 export function announceStage(events: StageEvents, log: Logger | undefined, name: string): void {
   events.stage?.(name);
