@@ -4,45 +4,46 @@
 //! thread that runs the drain; a thread without one counts into a counter nobody reads.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
+/// One lock over the four numbers, so that a reading never pairs a task with another's counts (as
+/// separate atomics could, between two tasks' drains). It is taken once per pipe load and once per
+/// poll, never contended for longer than a few stores.
 #[derive(Debug, Default)]
-pub struct Progress {
-    pid: AtomicI32,
-    /// Bytes of the current task's drain handed to the sink, and its total (from the page scan).
-    done: AtomicU64,
-    total: AtomicU64,
-    /// Bytes drained by this counter's thread over its whole life (every task of a dump).
-    all: AtomicU64,
-}
+pub struct Progress(Mutex<Snapshot>);
 
 /// One reading of a Progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Snapshot {
     /// The task being (or last) drained; 0 before the first.
     pub pid: i32,
+    /// Bytes of that task's drain handed to the sink, and its total (from the page scan).
     pub done: u64,
     pub total: u64,
+    /// Bytes drained by this counter's thread over its whole life (every task of a dump).
     pub all: u64,
 }
 
 impl Progress {
+    fn lock(&self) -> MutexGuard<'_, Snapshot> {
+        // plain numbers: a panic elsewhere leaves them whole
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A drain of `total` bytes of `pid` begins.
     pub fn start(&self, pid: i32, total: u64) {
-        self.done.store(0, Ordering::Relaxed);
-        self.total.store(total, Ordering::Relaxed);
-        self.pid.store(pid, Ordering::Release);
+        let mut s = self.lock();
+        (s.pid, s.done, s.total) = (pid, 0, total);
     }
 
     pub fn add(&self, bytes: u64) {
-        self.done.fetch_add(bytes, Ordering::Relaxed);
-        self.all.fetch_add(bytes, Ordering::Relaxed);
+        let mut s = self.lock();
+        s.done += bytes;
+        s.all += bytes;
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        let pid = self.pid.load(Ordering::Acquire);
-        Snapshot { pid, done: self.done.load(Ordering::Relaxed), total: self.total.load(Ordering::Relaxed), all: self.all.load(Ordering::Relaxed) }
+        *self.lock()
     }
 }
 
