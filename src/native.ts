@@ -9,7 +9,7 @@ import { TsdumpError, isErrorCode } from './errors.js';
 const require = createRequire(import.meta.url);
 
 /** The prebuilt platform packages (package.json napi.targets, as npm/ names them). */
-const PLATFORMS = ['linux-x64-gnu', 'linux-arm64-gnu'];
+const PLATFORMS = ['linux-x64-gnu', 'linux-arm64-gnu', 'linux-x64-musl', 'linux-arm64-musl'];
 
 function loadBinding(): typeof Binding {
   try {
