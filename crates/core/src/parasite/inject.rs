@@ -213,7 +213,7 @@ impl Injector {
             slots_at,
             saved: HashMap::new(),
             frame_of: None,
-            framed: sc::SIGFRAME_SUPPORTED,
+            framed: true,
             pending_stops: Vec::new(),
             resident: None,
             running: HashMap::new(),
@@ -226,7 +226,7 @@ impl Injector {
 
     /// Turns return frames off (trap protocol only), e.g. to compare the two.
     pub fn set_framed(&mut self, on: bool) {
-        self.framed = on && sc::SIGFRAME_SUPPORTED;
+        self.framed = on;
     }
 
     pub fn pid(&self) -> i32 {

@@ -27,8 +27,6 @@ pub const FRAME_CODE: [u8; 16] = [
     0x01, 0x00, 0x00, 0xd4, 0x68, 0x11, 0x80, 0xd2, 0x01, 0x00, 0x00, 0xd4, 0x00, 0x00, 0x20, 0xd4,
 ];
 pub const SYSCALL_INSN_LEN: u64 = 4;
-/// Return frames are implemented on this architecture.
-pub const SIGFRAME_SUPPORTED: bool = true;
 /// Bytes below the stack pointer that a leaf function may use without moving it: AAPCS64 has
 /// no red zone.
 pub const RED_ZONE: u64 = 0;

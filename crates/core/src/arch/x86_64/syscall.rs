@@ -79,8 +79,6 @@ pub fn is_native(regs: &SyscallRegs) -> bool {
 pub const FRAME_CODE: [u8; 16] = [0x0f, 0x05, 0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc];
 /// Length of the injected syscall instruction (where the syscall stops leave the ip).
 pub const SYSCALL_INSN_LEN: u64 = 2;
-/// Return frames are implemented on this architecture.
-pub const SIGFRAME_SUPPORTED: bool = true;
 /// Bytes below the stack pointer that a leaf function may use without moving it (the ABI's red
 /// zone): a frame put on a thread's stack goes below them.
 pub const RED_ZONE: u64 = 128;
