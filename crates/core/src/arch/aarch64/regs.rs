@@ -18,7 +18,7 @@ pub const NT_ARM_PAC_ENABLED_KEYS: u32 = 0x40a;
 const HWCAP_PACA: u64 = 1 << 30;
 const HWCAP_PACG: u64 = 1 << 31;
 /// PSTATE.nRW: the task runs AArch32 code (a compat task).
-const PSR_MODE32_BIT: u64 = 1 << 4;
+pub const PSR_MODE32_BIT: u64 = 1 << 4;
 
 pub const ERESTARTSYS: i64 = 512;
 pub const ERESTARTNOINTR: i64 = 513;
@@ -63,7 +63,8 @@ impl GpRegs {
     }
 }
 
-/// `struct user_fpsimd_state` (NT_PRFPREG): 32 128-bit V registers, fpsr, fpcr.
+/// `struct user_fpsimd_state` (NT_PRFPREG): 32 128-bit V registers, fpsr, fpcr (then 8 reserved
+/// bytes, not read).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FpRegs {
     /// V0-V31 as 64 little-endian u64 words (low half first), as CRIU stores them.

@@ -8,6 +8,7 @@
 //! Return frames: the scratch holds an rt_sigframe (`build_sigframe`) and the code is
 //! `svc #0; rt_sigreturn`, so a thread left in our code by a dead tsdump goes home by itself.
 
+use super::regs::{FPSIMD_SIZE, NT_PRFPREG, NT_PRSTATUS, PSR_MODE32_BIT};
 use crate::error::{Error, Result};
 
 pub type SyscallRegs = libc::user_regs_struct;
@@ -18,15 +19,12 @@ pub const SYSCALL_CODE: [u8; 8] = [0x01, 0x00, 0x00, 0xd4, 0x00, 0x00, 0x20, 0xd
 /// `si_code` of the SIGTRAP raised by `brk` (TRAP_BRKPT).
 pub const TRAP_SI_CODE: i32 = 1;
 
-const NT_PRSTATUS: libc::c_int = 1;
-
 /// Code run from the scratch mapping when a return frame is in place: the injected `svc #0`,
 /// then `mov x8, #139; svc #0` (rt_sigreturn, which takes the task back to its own code if nobody
 /// is tracing it any more), then `brk #0`, never reached.
 pub const FRAME_CODE: [u8; 16] = [
     0x01, 0x00, 0x00, 0xd4, 0x68, 0x11, 0x80, 0xd2, 0x01, 0x00, 0x00, 0xd4, 0x00, 0x00, 0x20, 0xd4,
 ];
-pub const SYSCALL_INSN_LEN: u64 = 4;
 /// Bytes below the stack pointer that a leaf function may use without moving it: AAPCS64 has
 /// no red zone.
 pub const RED_ZONE: u64 = 0;
@@ -50,21 +48,18 @@ const FRAME_LEN: usize = RESERVED_OFF + RESERVED_LEN;
 const FPSIMD_MAGIC: u32 = 0x4650_8001;
 /// struct fpsimd_context: header (magic, size), fpsr, fpcr, 32 128-bit V registers.
 const FPSIMD_CONTEXT_LEN: usize = 16 + 32 * 16;
-/// struct user_fpsimd_state (NT_PRFPREG): V0-V31, fpsr, fpcr, 8 reserved bytes.
-const USER_FPSIMD_LEN: usize = 32 * 16 + 8;
-const NT_PRFPREG: u32 = 2;
 
 /// The thread's FP/SIMD registers (NT_PRFPREG, `struct user_fpsimd_state`): what a return frame
 /// carries back. SVE/SME state beyond the V registers is not carried: like every syscall, the
 /// injected ones discard it, as CRIU's do.
 pub fn read_xstate(tid: i32) -> Result<Vec<u8>> {
-    crate::arch::getregset(tid, NT_PRFPREG, USER_FPSIMD_LEN + 8)
+    crate::arch::getregset(tid, NT_PRFPREG, FPSIMD_SIZE + 8)
         .map_err(|e| Error::from_errno(e, tid, "PTRACE_GETREGSET(NT_PRFPREG)"))
 }
 
 /// Whether a frame can be built from `fpstate` (as read_xstate returned it) within `slot` bytes.
 pub fn frame_fits(fpstate: &[u8], slot: usize) -> bool {
-    fpstate.len() >= USER_FPSIMD_LEN - 8 && FRAME_LEN <= slot
+    fpstate.len() >= FPSIMD_SIZE && FRAME_LEN <= slot
 }
 
 /// An rt_sigframe at remote address `at` (16-byte aligned) that rt_sigreturn turns back into the
@@ -106,7 +101,7 @@ pub fn get_regs(tid: i32) -> Result<SyscallRegs> {
         iov_len: std::mem::size_of::<SyscallRegs>(),
     };
     // SAFETY: the kernel writes at most iov_len bytes into `regs`.
-    let r = unsafe { libc::ptrace(libc::PTRACE_GETREGSET, tid, NT_PRSTATUS, &mut iov as *mut libc::iovec) };
+    let r = unsafe { libc::ptrace(libc::PTRACE_GETREGSET, tid, NT_PRSTATUS as usize, &mut iov as *mut libc::iovec) };
     if r < 0 {
         return Err(Error::from_errno(nix::errno::Errno::last(), tid, "PTRACE_GETREGSET"));
     }
@@ -124,7 +119,7 @@ pub fn set_regs(tid: i32, regs: &SyscallRegs) -> Result<()> {
         iov_len: std::mem::size_of::<SyscallRegs>(),
     };
     // SAFETY: the kernel reads iov_len bytes from `copy`.
-    let r = unsafe { libc::ptrace(libc::PTRACE_SETREGSET, tid, NT_PRSTATUS, &mut iov as *mut libc::iovec) };
+    let r = unsafe { libc::ptrace(libc::PTRACE_SETREGSET, tid, NT_PRSTATUS as usize, &mut iov as *mut libc::iovec) };
     if r < 0 {
         return Err(Error::from_errno(nix::errno::Errno::last(), tid, "PTRACE_SETREGSET"));
     }
@@ -158,9 +153,8 @@ pub fn instruction_pointer(regs: &SyscallRegs) -> u64 {
 
 /// AArch32 tasks have PSTATE.nRW set; injection only supports AArch64 tasks.
 pub fn is_native(regs: &SyscallRegs) -> bool {
-    regs.pstate & (1 << 4) == 0
+    regs.pstate & PSR_MODE32_BIT == 0
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -187,7 +181,7 @@ mod tests {
         r.sp = 0x7000;
         r.pc = 0x4000;
         r.pstate = 0x6000_0000;
-        let mut fp = vec![0u8; USER_FPSIMD_LEN];
+        let mut fp = vec![0u8; FPSIMD_SIZE];
         fp[0] = 0xaa; // V0's low byte
         fp[511] = 0xbb; // V31's high byte
         fp[512..516].copy_from_slice(&0x11u32.to_le_bytes()); // fpsr
@@ -207,6 +201,13 @@ mod tests {
         assert_eq!((rd32(592), rd32(596), rd32(600), rd32(604)), (FPSIMD_MAGIC, 528, 0x11, 0x22));
         assert_eq!((f[608], f[608 + 511]), (0xaa, 0xbb));
         assert_eq!(rd(592 + 528), 0, "terminating record");
+    }
+
+    #[test]
+    fn a_frame_needs_fpsr_and_fpcr_and_the_whole_frame_slot() {
+        assert!(frame_fits(&[0; FPSIMD_SIZE], FRAME_LEN));
+        assert!(!frame_fits(&[0; FPSIMD_SIZE - 8], FRAME_LEN), "V registers without fpsr/fpcr");
+        assert!(!frame_fits(&[0; FPSIMD_SIZE + 8], FRAME_LEN - 1));
     }
 
     #[test]
