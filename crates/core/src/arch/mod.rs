@@ -5,6 +5,7 @@
 //! - `regs`: general registers, FPU/vector state, TLS, as read with PTRACE_GETREGSET.
 //! - `syscall`: how to run one syscall inside a stopped task (instruction bytes, argument
 //!   registers, return value) and the parasite blob's entry conventions.
+//! - `TASK_SIZE`: the end of the user address space.
 
 #[cfg(target_arch = "x86_64")]
 mod x86_64;

@@ -83,12 +83,6 @@ pub fn page_size() -> u64 {
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u64 }
 }
 
-/// Highest user address + 1 (TASK_SIZE); anything above (the legacy [vsyscall]) is not the task's.
-#[cfg(target_arch = "x86_64")]
-pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
-#[cfg(target_arch = "aarch64")]
-pub const TASK_SIZE: u64 = 1 << 48;
-
 /// What a user can do about a mapping `decide` calls Unsupported (appended to the refusal).
 pub fn unsupported_advice(v: &Vma) -> &'static str {
     if v.path.starts_with("anon_inode:[io_uring]") {
@@ -109,7 +103,7 @@ pub fn decide(v: &Vma) -> (Decision, &'static str) {
         "[vdso]" => return (Decision::Whole, "vdso code"),
         _ => {}
     }
-    if v.end > TASK_SIZE {
+    if v.end > crate::arch::TASK_SIZE {
         return (Decision::Skip, "above the task size");
     }
     if v.has_flag("io") {
