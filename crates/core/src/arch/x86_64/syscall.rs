@@ -7,6 +7,7 @@
 use nix::sys::ptrace;
 use nix::unistd::Pid;
 
+use super::regs::SYSCALL_INSN_LEN;
 use crate::error::{Error, Result};
 
 /// General registers as PTRACE_GETREGS returns them.
@@ -77,8 +78,6 @@ pub fn is_native(regs: &SyscallRegs) -> bool {
 /// then `mov $15, %eax; syscall` (rt_sigreturn) which takes the task back to its own code if
 /// nobody is tracing it any more, then traps that are never reached.
 pub const FRAME_CODE: [u8; 16] = [0x0f, 0x05, 0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc];
-/// Length of the injected syscall instruction (where the syscall stops leave the ip).
-pub const SYSCALL_INSN_LEN: u64 = 2;
 /// Bytes below the stack pointer that a leaf function may use without moving it (the ABI's red
 /// zone): a frame put on a thread's stack goes below them.
 pub const RED_ZONE: u64 = 128;
