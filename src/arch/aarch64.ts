@@ -28,7 +28,6 @@ function pacKeys(keys: PacKeysInfo | undefined) {
 }
 
 export const aarch64: CpuArch = {
-  name: 'aarch64',
   mtype: core_entry_march.AARCH64,
   threadInfo(regs: ThreadRegs, restart: Restart, clearTidAddr: bigint) {
     if (regs.arch !== 'aarch64') throw new Error(`aarch64 core image from ${regs.arch} registers`);

@@ -7,8 +7,6 @@ export type ThreadRegs = ThreadStateInfo['regs'];
 export type Restart = ThreadStateInfo['syscallRestart'];
 
 export interface CpuArch {
-  /** The CPU's name as uname -m prints it. */
-  readonly name: 'x86_64' | 'aarch64';
   /** core_entry.mtype of every core image written on this CPU. */
   readonly mtype: core_entry_march;
   /**

@@ -59,7 +59,6 @@ const tls = (d: UserDescInfo) => ({
 });
 
 export const x86_64: CpuArch = {
-  name: 'x86_64',
   mtype: core_entry_march.X86_64,
   threadInfo(regs: ThreadRegs, restart: Restart, clearTidAddr: bigint) {
     if (regs.arch !== 'x86_64') throw new Error(`x86_64 core image from ${regs.arch} registers`);
