@@ -3,7 +3,7 @@
 // /proc text read here in the test.
 import test, { type ExecutionContext } from 'ava';
 import { execFileSync, spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, rmSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, lstatSync, readlinkSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -194,6 +194,9 @@ test('inspectProcess: VMAs equal /proc/PID/maps, fds equal the target fcntl view
     if (path === '') t.is(v.kind, 'anon');
     else if (path.startsWith('/')) t.is(v.kind, 'file');
     else t.is(v.kind as string, path.slice(1, -1), line);
+    // a file mapping's own open mode: the mode bits of its map_files link, read in the visit
+    const link = `/proc/${pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`;
+    t.is(v.linkMode, v.kind === 'file' ? lstatSync(link).mode & 0o7777 : undefined, line);
     t.true(v.vmFlags.includes('rd') === (m[3] === 'r'), `${line}: VmFlags rd`);
   });
   const kinds = new Set(info.vmas.map((v) => v.kind));

@@ -1614,6 +1614,11 @@ export interface VmaInfo {
   vmFlags: Array<string>
   /** A file mapping's file (stat through /proc/PID/map_files/START-END), when readable. */
   file?: FileStatInfo
+  /**
+   * The permission bits of that map_files link (lstat): the owner's r/w are the access mode
+   * the mapping's file was opened with.
+   */
+  linkMode?: number
 }
 
 export interface X86ThreadRegs {

@@ -191,13 +191,13 @@ async function vmaEntry(pid: number, vma: VmaInfo, files: FileTable): Promise<vm
           shmid: BigInt(await memfdMappingFile(files, pid, vma)),
           flags: vma.shared ? MAP_SHARED : MAP_PRIVATE,
           status: VMA_AREA_REGULAR | (vma.shared ? VMA_FILE_SHARED : VMA_FILE_PRIVATE) | VMA_AREA_MEMFD,
-          fdflags: await mappingOpenFlags(pid, vma),
+          fdflags: mappingOpenFlags(pid, vma),
         });
       }
       if (!vma.path) break;
       // The mode the task opened the file with, as CRIU reads it from the map_files link: restore
       // opens the file with it. The file entry itself carries no mode (one per file, as CRIU's).
-      const fdflags = await mappingOpenFlags(pid, vma);
+      const fdflags = mappingOpenFlags(pid, vma);
       const source = `/proc/${pid}/map_files/${vma.start.toString(16)}-${vma.end.toString(16)}`;
       let id: number;
       if (vma.deleted) {

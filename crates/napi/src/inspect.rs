@@ -74,6 +74,9 @@ pub struct VmaInfo {
     pub vm_flags: Vec<String>,
     /// A file mapping's file (stat through /proc/PID/map_files/START-END), when readable.
     pub file: Option<FileStatInfo>,
+    /// The permission bits of that map_files link (lstat): the owner's r/w are the access mode
+    /// the mapping's file was opened with.
+    pub link_mode: Option<u32>,
 }
 
 /// stat(2) of a file the task holds, through its /proc link.
@@ -317,6 +320,7 @@ pub(crate) fn process_inspection(p: inspect::ProcessInfo) -> ProcessInspection {
                 deleted: v.deleted,
                 vm_flags: v.vm_flags,
                 file: v.file.map(file_stat),
+                link_mode: v.link_mode,
             })
             .collect(),
         auxv: p

@@ -8,7 +8,6 @@
 //
 // tsdump names an inode by its inode number (CRIU counts them from 1): every reference, in any
 // task and at any stage, names its inode without a dump-wide table.
-import { lstat } from 'node:fs/promises';
 import { fd_types } from '../../images/gen/fdinfo_pb.js';
 import { native } from '../../native.js';
 import { TsdumpError } from '../../errors.js';
@@ -94,11 +93,14 @@ export function memfdMappingFile(files: FileTableAccess, pid: number, vma: VmaIn
 
 /**
  * The access mode the mapped file was opened with, as CRIU 4.x records a file mapping's fdflags:
- * /proc/PID/map_files shows it as the owner bits of the link's mode (r: read, w: write).
+ * /proc/PID/map_files shows it as the owner bits of the link's mode (r: read, w: write), which
+ * the native visit read (VmaInfo.linkMode) while the task was held.
  */
-export async function mappingOpenFlags(pid: number, vma: VmaInfo): Promise<number> {
-  const st = await lstat(`/proc/${pid}/map_files/${vma.start.toString(16)}-${vma.end.toString(16)}`);
-  switch (st.mode & 0o600) {
+export function mappingOpenFlags(pid: number, vma: VmaInfo): number {
+  if (vma.linkMode === undefined) {
+    throw new TsdumpError('PROCFS', `pid ${pid}: mapping ${vma.start.toString(16)}-${vma.end.toString(16)} (${vma.path ?? '?'}): its /proc/${pid}/map_files link could not be read`);
+  }
+  switch (vma.linkMode & 0o600) {
     case 0o600:
       return O_RDWR;
     case 0o200:

@@ -81,6 +81,9 @@ pub struct Vma {
     pub vm_flags: Vec<String>,
     /// A file mapping's file, through /proc/PID/map_files/START-END (None when unreadable).
     pub file: Option<FileStat>,
+    /// The permission bits of that map_files link itself (lstat): its owner bits are the access
+    /// mode the mapped file was opened with (r, w). None for other kinds, or when unreadable.
+    pub link_mode: Option<u32>,
 }
 
 /// What stat(2) says of a file the task holds (through one of its /proc links).
@@ -306,6 +309,7 @@ pub fn vma_from_smaps(v: &crate::mem::Vma) -> Vma {
         deleted,
         vm_flags: v.vm_flags.clone(),
         file: None,
+        link_mode: None,
     }
 }
 
@@ -496,9 +500,10 @@ pub fn inspect_process_with(pid: i32, smaps: &[crate::mem::Vma]) -> Result<Proce
                 .map(|m| {
                     let mut v = vma_from_smaps(m);
                     if v.kind == "file" {
-                        v.file = *seen
-                            .entry((v.dev_major, v.dev_minor, v.inode))
-                            .or_insert_with(|| FileStat::of(&format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end)));
+                        let link = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
+                        // each mapping's own open file: its mode, unlike the file's stat, is per VMA
+                        v.link_mode = std::fs::symlink_metadata(&link).ok().map(|m| m.mode() & 0o7777);
+                        v.file = *seen.entry((v.dev_major, v.dev_minor, v.inode)).or_insert_with(|| FileStat::of(&link));
                     }
                     v
                 })
