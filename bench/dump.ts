@@ -49,6 +49,7 @@ const SHAPES: Shape[] = [
   { name: 'idle', what: 'one idle process', args: ['procs', '1', '0'], mib: 0 },
   { name: 'mem256m', what: '256 MiB anonymous', args: ['procs', '1', '256'], mib: 256 },
   { name: 'procs10', what: '10 processes', args: ['procs', '10', '0'], mib: 0 },
+  { name: 'procs20', what: '20 processes', args: ['procs', '20', '0'], mib: 0 },
   { name: 'procs100', what: '100 processes', args: ['procs', '100', '0'], mib: 0 },
   { name: 'procs500', what: '500 processes', args: ['procs', '500', '0'], mib: 0 },
   { name: 'threads10', what: '10 threads', args: ['threads', '10'], mib: 0 },

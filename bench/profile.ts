@@ -14,6 +14,7 @@ const ROOT = resolve(import.meta.dirname, '..');
 const SHAPES: Record<string, string[]> = {
   idle: ['procs', '1', '0'],
   procs10: ['procs', '10', '0'],
+  procs20: ['procs', '20', '0'],
   procs100: ['procs', '100', '0'],
   procs500: ['procs', '500', '0'],
   threads10: ['threads', '10'],
