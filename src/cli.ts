@@ -7,9 +7,18 @@
 // core by run.ts only for the commands that use them), and dist/cli.js is this file bundled
 // (scripts/build-cli.mjs).
 import { readFileSync } from 'node:fs';
+import { setFlagsFromString } from 'node:v8';
 import { parseCommandLine } from './cli/args.js';
 import { run } from './cli/run.js';
 import { TsdumpError } from './errors.js';
+
+// A command runs for a fraction of a second, mostly while the tree is frozen, on machines with
+// few cores: V8's default tier-up budget sends the dump flow's functions to TurboFan, whose
+// background compiles then compete with the tracer thread and the target for those cores, for
+// code that runs a few dozen times. Four times the budget still optimises the loops that run
+// thousands of times (a thread's registers), and leaves the rest to the baseline tiers; set
+// before the dump flow is loaded. Measured in bench/README.md ("The command's V8 budget").
+setFlagsFromString('--interrupt-budget=270000');
 
 function packageVersion(): string {
   try {
