@@ -19,11 +19,12 @@
 // an attachment of tsdump's own. Restore re-attaches each chain of VMAs of a segment with one
 // shmat() (criu/shmem.c open_shmem_sysv): a chain that does not cover the whole segment from its
 // start is refused, and so are segments in huge pages.
-import { readFile, stat, statfs } from 'node:fs/promises';
+import { readFile, statfs } from 'node:fs/promises';
 import { create, toBinary } from '@bufbuild/protobuf';
 import type { IpcDescInfo, ShmAttachmentInfo, ShmSegmentInfo, SysvObjectsInfo } from '../../native/index.js';
 import { native } from '../native.js';
 import { TsdumpError } from '../errors.js';
+import { nsInode } from './proc-ns.js';
 import type { Logger } from '../log.js';
 import { ImageWriter, writeImage } from '../images/index.js';
 import { ipc_var_entrySchema } from '../images/gen/ipc-var_pb.js';
@@ -57,10 +58,10 @@ export class SysvIpc {
   static async collect(pids: readonly number[], log?: Logger): Promise<SysvIpc> {
     const [root] = pids;
     if (root === undefined) throw new TsdumpError('USAGE', 'no process to dump');
-    const ours = await nsInode('self');
-    const rootNs = await nsInode(root);
+    const ours = ipcNs('self');
+    const rootNs = ipcNs(root);
     for (const pid of pids) {
-      if ((await nsInode(pid)) !== rootNs) {
+      if (ipcNs(pid) !== rootNs) {
         throw new TsdumpError(
           'UNSUPPORTED',
           `pid ${pid}: lives in another IPC namespace than the tree's root ${root}; criu restore creates one IPC namespace, for the root ` +
@@ -227,7 +228,12 @@ async function refuseShared(what: string, users: readonly number[], tree: Readon
   for (const pid of users) {
     if (pid <= 0 || tree.has(pid) || pid === process.pid) continue;
     // a process that is gone (or in another IPC namespace: a reused pid) shares nothing now
-    const inNs = await nsInode(pid).catch(() => undefined);
+    let inNs: bigint | undefined;
+    try {
+      inNs = ipcNs(pid);
+    } catch {
+      inNs = undefined;
+    }
     if (inNs !== ns) continue;
     throw new TsdumpError('UNSUPPORTED', `${what} is used by the dumped tree and by ${await describePid(pid)}, outside it. ${SHARED_ADVICE}`);
   }
@@ -283,12 +289,9 @@ async function checkLayouts(shm: readonly ShmSegmentInfo[], attachments: Readonl
   }
 }
 
-/** The IPC namespace's inode of `pid`. */
-async function nsInode(pid: number | 'self'): Promise<bigint> {
-  try {
-    return (await stat(`/proc/${pid}/ns/ipc`, { bigint: true })).ino;
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'ESRCH_TARGET' : 'PROCFS';
-    throw new TsdumpError(code, `pid ${pid}: cannot read /proc/${pid}/ns/ipc: ${(err as Error).message}`, { cause: err });
-  }
+/** The IPC namespace's inode of `pid` (every kernel tsdump runs on has IPC namespaces). */
+function ipcNs(pid: number | 'self'): bigint {
+  const ino = nsInode(pid, 'ipc');
+  if (ino === undefined) throw new TsdumpError('PROCFS', `pid ${pid}: no /proc/${pid}/ns/ipc`);
+  return ino;
 }

@@ -18,12 +18,13 @@
 // With CRIU's default --manage-cgroups=soft, restore moves each task into its recorded cgroups,
 // creating missing directories (and only then writing their properties).
 import { opendir, open, stat } from 'node:fs/promises';
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { create } from '@bufbuild/protobuf';
 import { writeImage } from '../images/index.js';
 import type { ImagesDir } from '../images/dir.js';
 import { cgroup_entrySchema } from '../images/gen/cgroup_pb.js';
 import { TsdumpError } from '../errors.js';
+import { nsInode } from './proc-ns.js';
 import type { SeizedProcessInfo } from '../../native/index.js';
 
 /** Properties CRIU 4.1 dumps per controller (its built-in cgroup-props table), in its order. */
@@ -169,12 +170,12 @@ export class CgroupMembership {
   static async collect(processes: readonly SeizedProcessInfo[]): Promise<CgroupMembership> {
     const own = readFileSync(`/proc/self/task/${process.pid}/cgroup`, 'utf8');
     const m = new CgroupMembership(own);
-    const ownNs = statSync('/proc/self/ns/cgroup').ino;
+    const ownNs = nsInode('self', 'cgroup');
     for (const p of processes) {
       // The paths below are as tsdump sees them; a task in another cgroup namespace would need
       // its own view too (CRIU asks its parasite) to record the namespace's root.
-      const ns = await stat(`/proc/${p.pid}/ns/cgroup`).catch(() => undefined);
-      if (ns && ns.ino !== ownNs) {
+      const ns = nsInode(p.pid, 'cgroup');
+      if (ns !== undefined && ns !== ownNs) {
         throw new TsdumpError('UNSUPPORTED', `pid ${p.pid}: lives in another cgroup namespace; tsdump cannot dump cgroup namespaces yet`);
       }
       for (const t of p.threads) {

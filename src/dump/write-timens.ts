@@ -10,13 +10,14 @@
 //  - a task in yet another time namespace, or one that unshared a time namespace for its future
 //    children (time_for_children differs from time), is refused, as CRIU refuses it ("Can't dump
 //    nested time namespace"): restore creates a single time namespace, for the root.
-import { readFile, stat } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { create } from '@bufbuild/protobuf';
 import { writeImage } from '../images/index.js';
 import type { ImagesDir } from '../images/dir.js';
 import { timens_entrySchema } from '../images/gen/timens_pb.js';
 import { native } from '../native.js';
 import { TsdumpError } from '../errors.js';
+import { nsInode } from './proc-ns.js';
 
 const NSEC_PER_SEC = 1_000_000_000n;
 
@@ -38,10 +39,10 @@ export class TimeNamespace {
   static async collect(pids: readonly number[]): Promise<TimeNamespace> {
     const [root] = pids;
     if (root === undefined) throw new TsdumpError('USAGE', 'no process to dump');
-    const ours = await nsInode('self', 'time');
-    const rootNs = await nsInode(root, 'time');
+    const ours = nsInode('self', 'time');
+    const rootNs = nsInode(root, 'time');
     for (const pid of pids) {
-      const [time, forChildren] = await Promise.all([nsInode(pid, 'time'), nsInode(pid, 'time_for_children')]);
+      const [time, forChildren] = [nsInode(pid, 'time'), nsInode(pid, 'time_for_children')];
       if (time !== rootNs) {
         throw new TsdumpError(
           'UNSUPPORTED',
@@ -94,27 +95,6 @@ function timespec(ns: bigint): { tvSec: bigint; tvNsec: bigint } {
   return { tvSec: t / NSEC_PER_SEC, tvNsec: t % NSEC_PER_SEC };
 }
 
-/** The namespace's inode, or undefined on a kernel without time namespaces. */
-async function nsInode(pid: number | 'self', kind: 'time' | 'time_for_children'): Promise<bigint | undefined> {
-  try {
-    return (await stat(`/proc/${pid}/ns/${kind}`, { bigint: true })).ino;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT' && pid !== 'self' && !(await exists(`/proc/${pid}`))) {
-      throw new TsdumpError('ESRCH_TARGET', `pid ${pid}: no such process any more (/proc/${pid}/ns/${kind})`, { cause: err });
-    }
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new TsdumpError('PROCFS', `pid ${pid}: cannot read /proc/${pid}/ns/${kind}: ${(err as Error).message}`, { cause: err });
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** /proc/PID/timens_offsets: "monotonic SEC NSEC" and "boottime SEC NSEC" (SEC may be negative). */
 async function offsets(pid: number | 'self'): Promise<ClockOffsets> {
