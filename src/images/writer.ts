@@ -4,10 +4,10 @@
 
 import { closeSync, writeSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import type { DescMessage, Message, MessageShape } from '@bufbuild/protobuf';
+import type { DescMessage, MessageShape } from '@bufbuild/protobuf';
 import { TsdumpError } from '../errors.js';
 import { imageTypeForFile, type ImageType } from './catalog.js';
-import { checkExtra, encodeEntry, extraLength, headBytes, imageError, missingRequired, schemaAt } from './codec.js';
+import { checkExtra, encodeEntry, extraLength, headBytes, imageError, missingRequired, schemaAt, type ImageEntry } from './codec.js';
 import { closeFd, imagesDirOf, writeAll, type ImagesDir } from './dir.js';
 
 const FLUSH_AT = 64 * 1024;
@@ -47,9 +47,9 @@ export class ImageWriter {
   async append<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>, extra?: Uint8Array): Promise<void> {
     const entry = extra ? { schema, message, extra } : { schema, message };
     const offset = this.written + this.pendingBytes;
-    this.checkEntry(schema, message, offset);
+    checkEntry(this.path, this.type, this.count, offset, schema);
     checkExtra(this.type, entry, this.count, this.path, offset);
-    for (const part of encodeEntry(entry)) this.queue(part);
+    for (const part of encodeChecked(this.path, offset, entry)) this.queue(part);
     this.count++;
     if (this.pendingBytes >= FLUSH_AT) await this.flush();
   }
@@ -69,8 +69,8 @@ export class ImageWriter {
     if (want !== 'rest' && want !== length) {
       throw imageError(this.path, offset, `${schema.typeName} needs a ${want}-byte payload, got ${length}`);
     }
-    this.checkEntry(schema, message, offset);
-    for (const part of encodeEntry({ schema, message })) this.queue(part);
+    checkEntry(this.path, this.type, this.count, offset, schema);
+    for (const part of encodeChecked(this.path, offset, { schema, message })) this.queue(part);
     this.count++;
     let have = 0;
     for await (const piece of pieces) {
@@ -101,10 +101,6 @@ export class ImageWriter {
     }
   }
 
-  private checkEntry(schema: DescMessage, message: MessageShape<DescMessage>, offset: number): void {
-    checkEntry(this.path, this.type, this.count, offset, schema, message);
-  }
-
   private queue(bytes: Uint8Array): void {
     this.pending.push(bytes);
     this.pendingBytes += bytes.length;
@@ -125,14 +121,26 @@ export class ImageWriter {
   }
 }
 
-/** The entry is the one an image of `type` takes at `index`, and has its required fields. */
-function checkEntry(path: string, type: ImageType, index: number, offset: number, schema: DescMessage, message: Message): void {
+/** The entry is the one an image of `type` takes at `index`. */
+function checkEntry(path: string, type: ImageType, index: number, offset: number, schema: DescMessage): void {
   const expected = schemaAt(type, index);
   if (schema.typeName !== expected.typeName) {
     throw new TsdumpError('IMAGE_FORMAT', `${path}: byte ${offset}: entry ${index} must be ${expected.typeName}, got ${schema.typeName}`);
   }
-  const missing = missingRequired(schema, message);
-  if (missing) throw imageError(path, offset, `${schema.typeName} lacks required field ${missing}`);
+}
+
+/**
+ * The entry's bytes. Encoding refuses a required field that is not set, at any depth (both the
+ * compiled encoder and toBinary): only then is the message walked, to name the field.
+ */
+function encodeChecked(path: string, offset: number, entry: ImageEntry): Uint8Array[] {
+  try {
+    return encodeEntry(entry);
+  } catch (err) {
+    const missing = missingRequired(entry.schema, entry.message);
+    if (missing) throw imageError(path, offset, `${entry.schema.typeName} lacks required field ${missing}`, err);
+    throw err;
+  }
 }
 
 function checkEncoded(path: string, type: ImageType, index: number, schema: DescMessage, count: number): void {
@@ -182,9 +190,9 @@ export class ImageBuffer {
   append<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>, extra?: Uint8Array): this {
     return this.guard(() => {
       const entry = extra ? { schema, message, extra } : { schema, message };
-      checkEntry(this.path, this.type, this.count, this.bytes, schema, message);
+      checkEntry(this.path, this.type, this.count, this.bytes, schema);
       checkExtra(this.type, entry, this.count, this.path, this.bytes);
-      for (const part of encodeEntry(entry)) this.push(part);
+      for (const part of encodeChecked(this.path, this.bytes, entry)) this.push(part);
       this.count++;
     });
   }
