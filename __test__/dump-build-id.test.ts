@@ -75,10 +75,13 @@ function note(type: number, name: string, desc: Buffer): Buffer {
   return Buffer.concat([head, pad(Buffer.from(`${name}\0`)), pad(desc)]);
 }
 
-/** A minimal ELF of the given class whose program headers are PT_NOTE segments holding `segments`. */
-function elfWithNotes(elfClass: 32 | 64, segments: Buffer[]): Buffer {
+/**
+ * A minimal ELF of the given class whose program headers are PT_NOTE segments holding `segments`,
+ * placed `gap` zero bytes after the headers.
+ */
+function elfWithNotes(elfClass: 32 | 64, segments: Buffer[], gap = 0): Buffer {
   const [ehdr, phdr] = elfClass === 64 ? [64, 56] : [52, 32];
-  const header = Buffer.alloc(ehdr + phdr * segments.length);
+  const header = Buffer.alloc(ehdr + phdr * segments.length + gap);
   Buffer.from([0x7f, 0x45, 0x4c, 0x46, elfClass === 64 ? 2 : 1, 1, 1]).copy(header);
   let offset = header.length;
   if (elfClass === 64) {
@@ -126,6 +129,12 @@ test.serial('the ELF parser follows CRIU\'s rules on 32- and 64-bit files, and r
   for (const [name, elf, expected] of cases) {
     await writeFile(join(work, name), elf);
     t.deepEqual(await elfBuildId(join(work, name), elf.length), expected, name);
+  }
+  // the parser reads the first 16 KiB at once: a note across that edge, and one past it
+  for (const [name, gap] of [['note-across-16k', 16 * 1024 - 64 - 56 - 20], ['note-past-16k', 40 * 1024]] as const) {
+    const elf = elfWithNotes(64, [abiTag, note(3, 'GNU', id20)], gap);
+    await writeFile(join(work, name), elf);
+    t.deepEqual(await elfBuildId(join(work, name), elf.length), words(id20), name);
   }
 
   // The same files open as fds 3..7 of one process, dumped by tsdump and then by CRIU.

@@ -46,13 +46,26 @@ export async function elfBuildId(path: string, size: number | bigint): Promise<n
   }
 }
 
+/**
+ * How much of the file is read at once first: headers and the build-id note of a linked binary
+ * sit in its first page or two, so one read (not one per header) serves them while the tree is
+ * frozen; anything beyond is read where it lies.
+ */
+const HEAD_READ = 16 * 1024;
+
 /** `limit`: the bytes CRIU maps (min(st_size, 1 MiB)); nothing past it is read. */
 async function buildIdOf(fh: FileHandle, limit: number): Promise<number[] | undefined> {
-  const read = async (offset: number, length: number): Promise<Buffer> => {
-    const len = Math.max(0, Math.min(length, limit - offset));
+  const fromFile = async (offset: number, len: number): Promise<Buffer> => {
     const buf = Buffer.alloc(len);
     const { bytesRead } = len > 0 ? await fh.read(buf, 0, len, offset) : { bytesRead: 0 };
     return buf.subarray(0, bytesRead);
+  };
+  const head = await fromFile(0, Math.min(limit, HEAD_READ));
+  const read = async (offset: number, length: number): Promise<Buffer> => {
+    const len = Math.max(0, Math.min(length, limit - offset));
+    // a short head means the file ended there: what it lacks is not in the file either
+    if (offset + len <= HEAD_READ || head.length < HEAD_READ) return head.subarray(offset, offset + len);
+    return fromFile(offset, len);
   };
   const ident = await read(0, ELF_MAGIC.length + 1);
   if (ident.length < ELF_MAGIC.length + 1 || !ident.subarray(0, ELF_MAGIC.length).equals(ELF_MAGIC)) return undefined;
