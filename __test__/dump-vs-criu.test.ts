@@ -77,12 +77,14 @@ const PARTIAL: Readonly<Record<string, (e: Record<string, Json>) => Json>> = {
 };
 
 /**
- * Images compared in a canonical form. pagemap-PID.img: CRIU 4.1.1 marks PE_LAZY per page-pipe
- * buffer (the buffer's first page decides for every page vmspliced into it, mem.c/page-xfer.c
- * ppb_xfer_flags), so the same pages come out as PE_LAZY|PE_PRESENT in one run and PE_PRESENT in
- * another (a fresh CI machine's run wrote 4 for every page of t_threads), and runs of pages split
- * or merge with it; tsdump marks each page of a lazy-capable mapping. A non-lazy restore treats
- * both alike. Compared: the head, and which pages are there with which other flags, as runs.
+ * Images compared in a canonical form. pagemap-PID.img: CRIU 4.1.1 leaves PE_LAZY off every page
+ * when any thread's stack pointer happens to be page-aligned: mem.c is_stack() means to keep the
+ * page under a thread's SP non-lazy but compares the offset within the page ((sp ^ vaddr) &
+ * ~PAGE_MASK), so an aligned SP matches every page and an unaligned one none. A fresh CI run
+ * caught t_threads' main thread at SP 0x...169000: CRIU wrote PE_PRESENT for every page, and its
+ * runs merged across mappings that lazy flags had kept apart. tsdump marks every page of a
+ * lazy-capable mapping, as CRIU does whenever no SP is aligned; a non-lazy restore treats both
+ * alike. Compared: the head, and which pages are there with which other flags, as runs.
  */
 const PE_LAZY = 2;
 const CANONICAL: readonly { image: RegExp; form: (entries: Json[]) => Json[] }[] = [
