@@ -340,7 +340,7 @@ impl Walk<'_> {
                     // the kernel refuses to attach to a thread that has already exited (its
                     // exit_state is set) with EPERM, not ESRCH: one gone or dead since the
                     // listing is left out as exited
-                    Err(Errno::EPERM) if tid != pid && matches!(procinfo::thread_state(pid, tid), None | Some('Z' | 'X' | 'x')) => {
+                    Err(Errno::EPERM) if tid != pid && procinfo::has_exited(pid, tid) => {
                         dead.insert(tid);
                     }
                     Err(Errno::EPERM) => {

@@ -76,8 +76,8 @@ pub fn thread_state(pid: i32, tid: i32) -> Option<char> {
     t.stat().ok().map(|s| s.state)
 }
 
-/// Whether thread `tid` of `pid` is gone or dead (a zombie, or being reaped): what a broken
-/// channel to code running in it is told by.
+/// Whether thread `tid` of `pid` is gone or dead (a zombie, or being reaped): what an EPERM from
+/// PTRACE_SEIZE, or a broken channel to code running in the thread, is told by.
 pub fn has_exited(pid: i32, tid: i32) -> bool {
     matches!(thread_state(pid, tid), None | Some('Z' | 'X' | 'x'))
 }
