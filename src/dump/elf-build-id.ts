@@ -7,8 +7,10 @@
 //    not checked, and a note header may start right at the segment's end;
 //  - a description of 1..512 bytes is kept, padded with zeros to whole 32-bit words, each word
 //    read little-endian (the host order of the x86_64 and aarch64 CRIU builds).
-// Only the ELF header, the program headers and the note segments are read.
-import { open, type FileHandle } from 'node:fs/promises';
+// Only the ELF header, the program headers and the note segments are read, by synchronous calls:
+// the tree is frozen meanwhile, and a read from the page cache takes microseconds where an
+// awaited one costs a turn of the event loop.
+import { closeSync, openSync, readSync } from 'node:fs';
 import { TsdumpError } from '../errors.js';
 
 /** CRIU's BUILD_ID_MAP_SIZE: how much of the file is looked at. */
@@ -35,14 +37,14 @@ const align4 = (n: number) => ((n + 3) & ~3) >>> 0;
  * The build-id words of the file at `path` whose size is `size`, or undefined when it has none
  * (not ELF, no note, a malformed one). Errors opening or reading the file are thrown.
  */
-export async function elfBuildId(path: string, size: number | bigint): Promise<number[] | undefined> {
+export function elfBuildId(path: string, size: number | bigint): number[] | undefined {
   const fileSize = Number(size);
   if (fileSize < ELF_MAGIC.length + 1) return undefined;
-  const fh = await open(path, 'r');
+  const fd = openSync(path, 'r');
   try {
-    return await buildIdOf(fh, Math.min(fileSize, MAP_SIZE));
+    return buildIdOf(fd, Math.min(fileSize, MAP_SIZE));
   } finally {
-    await fh.close();
+    closeSync(fd);
   }
 }
 
@@ -54,26 +56,26 @@ export async function elfBuildId(path: string, size: number | bigint): Promise<n
 const HEAD_READ = 16 * 1024;
 
 /** `limit`: the bytes CRIU maps (min(st_size, 1 MiB)); nothing past it is read. */
-async function buildIdOf(fh: FileHandle, limit: number): Promise<number[] | undefined> {
-  const fromFile = async (offset: number, len: number): Promise<Buffer> => {
+function buildIdOf(fd: number, limit: number): number[] | undefined {
+  const fromFile = (offset: number, len: number): Buffer => {
     const buf = Buffer.alloc(len);
-    const { bytesRead } = len > 0 ? await fh.read(buf, 0, len, offset) : { bytesRead: 0 };
+    const bytesRead = len > 0 ? readSync(fd, buf, 0, len, offset) : 0;
     return buf.subarray(0, bytesRead);
   };
-  const head = await fromFile(0, Math.min(limit, HEAD_READ));
-  const read = async (offset: number, length: number): Promise<Buffer> => {
+  const head = fromFile(0, Math.min(limit, HEAD_READ));
+  const read = (offset: number, length: number): Buffer => {
     const len = Math.max(0, Math.min(length, limit - offset));
     // a short head means the file ended there: what it lacks is not in the file either
     if (offset + len <= HEAD_READ || head.length < HEAD_READ) return head.subarray(offset, offset + len);
     return fromFile(offset, len);
   };
-  const ident = await read(0, ELF_MAGIC.length + 1);
+  const ident = read(0, ELF_MAGIC.length + 1);
   if (ident.length < ELF_MAGIC.length + 1 || !ident.subarray(0, ELF_MAGIC.length).equals(ELF_MAGIC)) return undefined;
   const elfClass = ident[EI_CLASS];
   if (elfClass !== ELFCLASS32 && elfClass !== ELFCLASS64) return undefined;
   const l = LAYOUT[elfClass];
   if (limit < l.ehdr) return undefined;
-  const ehdr = await read(0, l.ehdr);
+  const ehdr = read(0, l.ehdr);
   if (ehdr.length < l.ehdr) return undefined;
   const word = (b: Buffer, at: number) => (l.word === 8 ? Number(b.readBigUInt64LE(at)) : b.readUInt32LE(at));
   const phoff = word(ehdr, l.phoff);
@@ -83,7 +85,7 @@ async function buildIdOf(fh: FileHandle, limit: number): Promise<number[] | unde
   // program headers that lie wholly inside the looked-at bytes; the first one past stops the walk
   const lastPhdr = limit - l.phdr;
   const count = phoff > lastPhdr ? 0 : Math.min(phnum, Math.floor((lastPhdr - phoff) / l.phdr) + 1);
-  const phdrs = await read(phoff, count * l.phdr);
+  const phdrs = read(phoff, count * l.phdr);
   for (let i = 0; i < count; i++) {
     const ph = phdrs.subarray(i * l.phdr, (i + 1) * l.phdr);
     if (ph.length < l.phdr || ph.readUInt32LE(0) !== PT_NOTE) continue;
@@ -91,7 +93,7 @@ async function buildIdOf(fh: FileHandle, limit: number): Promise<number[] | unde
     if (start === 0) continue;
     const lastNote = Math.min(start + word(ph, l.pFilesz), limit - NOTE_HEADER);
     if (start > lastNote) continue;
-    const notes = await read(start, lastNote - start + NOTE_HEADER);
+    const notes = read(start, lastNote - start + NOTE_HEADER);
     for (let at = 0; start + at <= lastNote && at + NOTE_HEADER <= notes.length; ) {
       const namesz = notes.readUInt32LE(at);
       const descsz = notes.readUInt32LE(at + 4);
@@ -102,17 +104,17 @@ async function buildIdOf(fh: FileHandle, limit: number): Promise<number[] | unde
   return undefined;
 }
 
-async function descOf(
-  read: (offset: number, length: number) => Promise<Buffer>,
+function descOf(
+  read: (offset: number, length: number) => Buffer,
   note: number,
   namesz: number,
   descsz: number,
   limit: number,
-): Promise<number[] | undefined> {
+): number[] | undefined {
   if (descsz === 0 || descsz > MAX_DESC) return undefined;
   const at = note + NOTE_HEADER + align4(namesz);
   if (at > limit - descsz) return undefined;
-  const desc = await read(at, descsz);
+  const desc = read(at, descsz);
   if (desc.length < descsz) return undefined;
   const padded = Buffer.alloc(align4(descsz));
   desc.copy(padded);
@@ -126,9 +128,9 @@ async function descOf(
  * through `source` (the task's own open file where there is one). As in CRIU, a file that cannot
  * be read fails the dump rather than be restored unchecked.
  */
-export async function buildIdField(source: string, size: number | bigint, what: string): Promise<{ buildId?: number[] }> {
+export function buildIdField(source: string, size: number | bigint, what: string): { buildId?: number[] } {
   try {
-    const words = await elfBuildId(source, size);
+    const words = elfBuildId(source, size);
     return words ? { buildId: words } : {};
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);

@@ -3,7 +3,7 @@
 // that name the same file; fdinfo-N.img then maps each task's fd numbers to those ids. What each
 // kind of file records lives in ./fds/.
 import { create } from '@bufbuild/protobuf';
-import { closeSync } from 'node:fs';
+import { closeSync, statSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { ImageWriter } from '../images/index.js';
 import type { ImagesDir } from '../images/dir.js';
@@ -146,7 +146,7 @@ export class FileTable implements FileTableAccess {
 
   /** A file entry of its own for a path (a task's cwd and root each get one, as in CRIU). */
   async newPathFile(path: string, flags: number, st: PathFileStat): Promise<number> {
-    const gone = st.source !== undefined && (await this.checkPath(path, st.source)) === 'gone';
+    const gone = st.source !== undefined && this.checkPath(path, st.source) === 'gone';
     const id = this.nextId++;
     if (gone) await this.remapLinked(id, st.source!, path);
     const reg = { id, flags, pos: 0n, fown: noOwner(), name: path, mode: st.mode };
@@ -155,7 +155,7 @@ export class FileTable implements FileTableAccess {
     const readable = st.source !== undefined || !path.endsWith(' (deleted)');
     const sized =
       (st.mode & S_IFMT) === S_IFREG && st.size !== undefined
-        ? { size: st.size, ...(readable ? await buildIdField(st.source ?? path, st.size, path) : {}) }
+        ? { size: st.size, ...(readable ? buildIdField(st.source ?? path, st.size, path) : {}) }
         : {};
     await this.files.append(file_entrySchema, create(file_entrySchema, { type: fd_types.REG, id, reg: { ...reg, ...sized } }));
     return id;
@@ -178,9 +178,10 @@ export class FileTable implements FileTableAccess {
   /**
    * Whether `path` still names the file behind `source` (a /proc link of the task's): 'ok', or
    * 'gone' when no file has that name any more and --link-remap may link it back (else refused);
-   * refused when the name now belongs to another file (see checkPathNamesSource).
+   * refused when the name now belongs to another file (see checkPathNamesSource). Two stats,
+   * synchronous: the tree is frozen meanwhile.
    */
-  async checkPath(path: string, source: string): Promise<'ok' | 'gone'> {
+  checkPath(path: string, source: string): 'ok' | 'gone' {
     return checkPathNamesSource(path, source, this.opts.linkRemaps !== undefined);
   }
 
@@ -366,11 +367,11 @@ export class FileTable implements FileTableAccess {
  * that names another file ("Unaccessible path opened"), or needs --link-remap for a linked file
  * whose path is gone. A deleted file (no links left) is a ghost instead, see deletedPathFile.
  */
-async function checkPathNamesSource(path: string, source: string, linkRemap: boolean): Promise<'ok' | 'gone'> {
-  const had = await stat(source, { bigint: true });
+function checkPathNamesSource(path: string, source: string, linkRemap: boolean): 'ok' | 'gone' {
+  const had = statSync(source, { bigint: true });
   let now;
   try {
-    now = await stat(path, { bigint: true });
+    now = statSync(path, { bigint: true });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' && linkRemap) return 'gone';

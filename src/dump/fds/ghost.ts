@@ -87,7 +87,7 @@ async function regEntry(link: string, path: string, opener: GhostOpener, st: Big
   const size = sized(opener.flags, st.size);
   // As for any regular file whose size is recorded, CRIU adds the build-id, read from the deleted
   // file itself; its restore checks it against the file it brings back.
-  const buildId = size.size !== undefined ? await buildIdField(link, st.size, what) : {};
+  const buildId = size.size !== undefined ? buildIdField(link, st.size, what) : {};
   return {
     type: fd_types.REG,
     id: opener.id,

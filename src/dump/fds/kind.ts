@@ -79,7 +79,7 @@ export interface FdKindContext {
    * Whether `path` still names the file behind `source` ('ok'), or is gone while the file keeps
    * other links and --link-remap lets remapLinked bring it back ('gone'); refuses otherwise.
    */
-  checkPath(path: string, source: string): Promise<'ok' | 'gone'>;
+  checkPath(path: string, source: string): 'ok' | 'gone';
   /** Points this file entry (`origId`) at a link remap of the file behind `source` (--link-remap). */
   remapLinked(origId: number, source: string, path: string): Promise<void>;
   /** --link-remap was given. */

@@ -1,5 +1,5 @@
 // Regular files, directories and character devices (/dev/null, /dev/zero, ...): CRIU's REG.
-import { statfs } from 'node:fs/promises';
+import { statfsSync } from 'node:fs';
 import { fd_types } from '../../images/gen/fdinfo_pb.js';
 import { buildIdField } from '../elf-build-id.js';
 import { TsdumpError } from '../../errors.js';
@@ -74,16 +74,16 @@ export const regularFiles: FdKind = {
     if ((fd.mode & S_IFMT) === S_IFCHR) refuseStatefulDevice(`pid ${pid}: fd ${fd.fd} (${fd.target})`, fd.rdev);
     // Restore reopens the file by its name: the name must still be the file's (CRIU's
     // check_path_remap), or be linked back (--link-remap). /proc files are not checked, as in
-    // CRIU: their inode numbers are made up on each lookup.
-    const fsType = (await statfs(source)).type;
+    // CRIU: their inode numbers are made up on each lookup. (Synchronous: the tree is frozen.)
+    const fsType = statfsSync(source).type;
     if (fsType === MQUEUE_MAGIC) refuseMessageQueue(`pid ${pid}: fd ${fd.fd}`, fd.target);
-    if (fsType !== PROC_SUPER_MAGIC && (await checkPath(fd.target, source)) === 'gone') {
+    if (fsType !== PROC_SUPER_MAGIC && checkPath(fd.target, source) === 'gone') {
       await remapLinked(id, source, fd.target);
     }
     // CRIU validates what it records the size of: the size, and an ELF's build-id (read through
     // the task's own descriptor, so it is the file the task has open).
     const validated = (fd.mode & S_IFMT) === S_IFREG && !growingLog(fileFlags);
-    const buildId = validated ? await buildIdField(source, fd.size, `pid ${pid}: fd ${fd.fd} (${fd.target})`) : {};
+    const buildId = validated ? buildIdField(source, fd.size, `pid ${pid}: fd ${fd.fd} (${fd.target})`) : {};
     return {
       type: fd_types.REG,
       id,
