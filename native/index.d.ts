@@ -838,8 +838,12 @@ export interface PageServerTls {
 export declare function pageSize(): number
 
 export interface ParasiteInfo {
-  /** Signals 1..64 in order. */
-  sigactions: Array<SigActionInfo>
+  /**
+   * Signals 1..64 in order, four words each: handler, flags, restorer, mask (signal N's at
+   * (N-1)*4). One typed array, not 64 objects of four BigInts: the visit's facts are turned
+   * into JavaScript values on the main thread while the tree is frozen.
+   */
+  sigactions: BigUint64Array
   itimers: ItimersInfo
   posixTimers: Array<PosixTimerInfo>
   threads: Array<ThreadParasiteInfo>
@@ -1218,16 +1222,6 @@ export interface ShmSegmentInfo {
   lpid: number
 }
 
-export interface SigActionInfo {
-  signo: number
-  handler: bigint
-  flags: bigint
-  restorer: bigint
-  mask: bigint
-  /** SIGKILL/SIGSTOP: reported, but nobody can change them (restore skips them). */
-  fixed: boolean
-}
-
 export interface SignalSetsInfo {
   blocked: bigint
   ignored: bigint
@@ -1580,16 +1574,16 @@ export interface VisitTimingsInfo {
   cureNs: number
 }
 
+/**
+ * What the drain did with one mapping. Its other facts (protection, offset, device, VmFlags)
+ * are the inspection's (`VmaInfo`), not repeated here: every value handed over is converted
+ * on the main thread while the tree is frozen.
+ */
 export interface VmaDumpInfo {
   start: bigint
   end: bigint
-  prot: number
-  shared: boolean
-  offset: bigint
-  dev: string
   inode: bigint
   path: string
-  vmFlags: Array<string>
   decision: 'anon' | 'file-cow' | 'whole' | 'shmem' | 'file-shared' | 'skip' | 'unsupported'
   reason: string
   pagesDumped: number
@@ -1611,7 +1605,11 @@ export interface VmaInfo {
   path?: string
   kind: 'file' | 'anon' | 'heap' | 'stack' | 'vdso' | 'vvar' | 'vvar_vclock' | 'vsyscall' | 'shmem_anon' | 'sysv_shm' | 'other'
   deleted: boolean
-  vmFlags: Array<string>
+  /**
+   * smaps' VmFlags, the two-letter mnemonics space-separated as the kernel prints them (one
+   * string, not one a flag: each value handed over is converted while the tree is frozen).
+   */
+  vmFlags: string
   /** A file mapping's file (stat through /proc/PID/map_files/START-END), when readable. */
   file?: FileStatInfo
   /**

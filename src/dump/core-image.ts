@@ -107,12 +107,20 @@ export interface LeaderFacts {
   stopSignal?: number;
 }
 
+/** Four words a signal (handler, flags, restorer, mask), 1..64 in order; CRIU leaves out the two nobody can change. */
+function sigactionEntries(words: BigUint64Array): { sigaction: bigint; flags: bigint; restorer: bigint; mask: bigint; compatSigaction: boolean }[] {
+  const entries = [];
+  for (let signo = 1; signo * 4 <= words.length; signo++) {
+    if (signo === SIGKILL || signo === SIGSTOP) continue;
+    const at = (signo - 1) * 4;
+    entries.push({ sigaction: words[at]!, flags: words[at + 1]!, restorer: words[at + 2]!, mask: words[at + 3]!, compatSigaction: false });
+  }
+  return entries;
+}
+
 export function leaderCore(t: ThreadFacts, l: LeaderFacts): core_entry {
   const { proc, parasite } = l;
-  const sigactions = parasite.sigactions
-    .filter((s) => s.signo !== SIGKILL && s.signo !== SIGSTOP)
-    .sort((a, b) => a.signo - b.signo)
-    .map((s) => ({ sigaction: s.handler, flags: s.flags, restorer: s.restorer, mask: s.mask, compatSigaction: false }));
+  const sigactions = sigactionEntries(parasite.sigactions);
   return create(core_entrySchema, {
     ...threadParts(t, true),
     tc: {

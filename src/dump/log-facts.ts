@@ -57,7 +57,7 @@ export function logVmas(log: Logger | undefined, pid: number, vmas: readonly Vma
     const d = byStart.get(v.start);
     const what = d === undefined ? 'not drained (no private pages to copy)' : d.decision === 'skip' || d.decision === 'unsupported' ? `skipped: ${d.reason}` : `${d.decision}: ${d.pagesDumped} page(s) dumped${d.reason ? ` (${d.reason})` : ''}`;
     const name = v.path ?? '';
-    log.debug(`  vma ${hex(v.start)}-${hex(v.end)} ${protString(v.prot, v.shared)} ${v.kind}${name ? ` ${name}` : ''}${v.deleted ? ' (deleted)' : ''} [${v.vmFlags.join(' ')}]: ${what}`, {
+    log.debug(`  vma ${hex(v.start)}-${hex(v.end)} ${protString(v.prot, v.shared)} ${v.kind}${name ? ` ${name}` : ''}${v.deleted ? ' (deleted)' : ''} [${v.vmFlags}]: ${what}`, {
       pid,
       event: 'vma',
       start: hex(v.start),
@@ -66,7 +66,7 @@ export function logVmas(log: Logger | undefined, pid: number, vmas: readonly Vma
       kind: v.kind,
       path: v.path ?? null,
       deleted: v.deleted,
-      vmFlags: v.vmFlags.join(' '),
+      vmFlags: v.vmFlags,
       decision: d?.decision ?? 'none',
       reason: d?.reason ?? null,
       pagesDumped: d?.pagesDumped ?? 0,

@@ -65,13 +65,13 @@ const MMAP_FLAGS: Readonly<Record<string, number>> = {
   nr: 0x4000, // MAP_NORESERVE
 };
 
-function mmapFlags(vma: VmaInfo): number {
-  return vma.vmFlags.reduce((bits, f) => bits | (MMAP_FLAGS[f] ?? 0), 0);
+function mmapFlags(vmFlags: readonly string[]): number {
+  return vmFlags.reduce((bits, f) => bits | (MMAP_FLAGS[f] ?? 0), 0);
 }
 
-function madvise(vma: VmaInfo): bigint {
+function madvise(vmFlags: readonly string[]): bigint {
   let bits = 0n;
-  for (const f of vma.vmFlags) {
+  for (const f of vmFlags) {
     const advice = MADVISE_FLAGS[f];
     if (advice !== undefined) bits |= 1n << BigInt(advice);
   }
@@ -142,8 +142,9 @@ async function vmaEntry(pid: number, vma: VmaInfo, files: FileTable): Promise<vm
     prot: vma.prot,
     fd: -1n,
   };
-  const madv = madvise(vma);
-  const extraFlags = mmapFlags(vma);
+  const vmFlags = vma.vmFlags.split(' ');
+  const madv = madvise(vmFlags);
+  const extraFlags = mmapFlags(vmFlags);
   const entry = (fields: { flags: number; status: number; pgoff?: bigint; shmid?: bigint; fdflags?: number }): vma_entry => {
     const e = create(vma_entrySchema, { ...base, ...fields, flags: fields.flags | extraFlags });
     if (madv) e.madv = madv;
@@ -181,7 +182,7 @@ async function vmaEntry(pid: number, vma: VmaInfo, files: FileTable): Promise<vm
         shmid: vma.inode,
         flags: MAP_SHARED | MAP_ANONYMOUS,
         status: VMA_AREA_REGULAR | VMA_ANON_SHARED | VMA_AREA_SYSVIPC,
-        fdflags: vma.prot & PROT_WRITE || vma.vmFlags.includes('mw') ? O_RDWR : 0,
+        fdflags: vma.prot & PROT_WRITE || vmFlags.includes('mw') ? O_RDWR : 0,
       });
     case 'file': {
       if (isMemfdVma(vma)) {

@@ -71,7 +71,9 @@ pub struct VmaInfo {
     )]
     pub kind: String,
     pub deleted: bool,
-    pub vm_flags: Vec<String>,
+    /// smaps' VmFlags, the two-letter mnemonics space-separated as the kernel prints them (one
+    /// string, not one a flag: each value handed over is converted while the tree is frozen).
+    pub vm_flags: String,
     /// A file mapping's file (stat through /proc/PID/map_files/START-END), when readable.
     pub file: Option<FileStatInfo>,
     /// The permission bits of that map_files link (lstat): the owner's r/w are the access mode
@@ -318,7 +320,7 @@ pub(crate) fn process_inspection(p: inspect::ProcessInfo) -> ProcessInspection {
                 path: v.path,
                 kind: v.kind,
                 deleted: v.deleted,
-                vm_flags: v.vm_flags,
+                vm_flags: v.vm_flags.join(" "),
                 file: v.file.map(file_stat),
                 link_mode: v.link_mode,
             })

@@ -120,17 +120,15 @@ pub struct PagemapEntryInfo {
     pub flags: u32,
 }
 
+/// What the drain did with one mapping. Its other facts (protection, offset, device, VmFlags)
+/// are the inspection's (`VmaInfo`), not repeated here: every value handed over is converted
+/// on the main thread while the tree is frozen.
 #[napi(object)]
 pub struct VmaDumpInfo {
     pub start: BigInt,
     pub end: BigInt,
-    pub prot: u32,
-    pub shared: bool,
-    pub offset: BigInt,
-    pub dev: String,
     pub inode: BigInt,
     pub path: String,
-    pub vm_flags: Vec<String>,
     #[napi(ts_type = "'anon' | 'file-cow' | 'whole' | 'shmem' | 'file-shared' | 'skip' | 'unsupported'")]
     pub decision: String,
     pub reason: String,
@@ -190,13 +188,8 @@ pub(crate) fn to_js(d: mem::MemDump, path: String) -> MemoryDump {
             .map(|r| VmaDumpInfo {
                 start: big(r.vma.start),
                 end: big(r.vma.end),
-                prot: r.vma.prot,
-                shared: r.vma.shared,
-                offset: big(r.vma.offset),
-                dev: r.vma.dev,
                 inode: big(r.vma.inode),
                 path: r.vma.path,
-                vm_flags: r.vma.vm_flags,
                 decision: r.decision.as_str().to_string(),
                 reason: r.reason.to_string(),
                 pages_dumped: r.pages_dumped as i64,

@@ -10,17 +10,6 @@ use crate::convert::big;
 use crate::session::Session;
 
 #[napi(object)]
-pub struct SigActionInfo {
-    pub signo: i32,
-    pub handler: BigInt,
-    pub flags: BigInt,
-    pub restorer: BigInt,
-    pub mask: BigInt,
-    /// SIGKILL/SIGSTOP: reported, but nobody can change them (restore skips them).
-    pub fixed: bool,
-}
-
-#[napi(object)]
 pub struct TimeValue {
     pub sec: i64,
     /// Microseconds (itimers) or nanoseconds (POSIX timers).
@@ -100,8 +89,10 @@ pub struct TaskMiscInfo {
 
 #[napi(object)]
 pub struct ParasiteInfo {
-    /// Signals 1..64 in order.
-    pub sigactions: Vec<SigActionInfo>,
+    /// Signals 1..64 in order, four words each: handler, flags, restorer, mask (signal N's at
+    /// (N-1)*4). One typed array, not 64 objects of four BigInts: the visit's facts are turned
+    /// into JavaScript values on the main thread while the tree is frozen.
+    pub sigactions: BigUint64Array,
     pub itimers: ItimersInfo,
     pub posix_timers: Vec<PosixTimerInfo>,
     pub threads: Vec<ThreadParasiteInfo>,
@@ -121,18 +112,7 @@ fn itimer(t: info::Itimer) -> ItimerInfo {
 
 pub(crate) fn to_js(ti: info::TaskInfo, calls: u64) -> ParasiteInfo {
     ParasiteInfo {
-        sigactions: ti
-            .sigactions
-            .into_iter()
-            .map(|s| SigActionInfo {
-                signo: s.signo,
-                handler: big(s.handler),
-                flags: big(s.flags),
-                restorer: big(s.restorer),
-                mask: big(s.mask),
-                fixed: s.fixed,
-            })
-            .collect(),
+        sigactions: ti.sigactions.iter().flat_map(|s| [s.handler, s.flags, s.restorer, s.mask]).collect::<Vec<u64>>().into(),
         itimers: ItimersInfo { real: itimer(ti.itimers.real), virt: itimer(ti.itimers.virt), prof: itimer(ti.itimers.prof) },
         posix_timers: ti
             .posix_timers
