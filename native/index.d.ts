@@ -223,11 +223,6 @@ export interface Aarch64ThreadRegs {
   fpregsRaw: Buffer
 }
 
-export interface AuxvEntry {
-  key: bigint
-  value: bigint
-}
-
 export interface CgroupInfo {
   hierarchy: number
   controllers: Array<string>
@@ -976,10 +971,13 @@ export interface ProcessInspection {
   timerslackNs?: bigint
   mm: MmFieldsInfo
   vmas: Array<VmaInfo>
-  /** AT_* pairs in kernel order, without the AT_NULL terminator. */
-  auxv: Array<AuxvEntry>
-  /** /proc/PID/auxv as read (what CRIU stores as mm_saved_auxv words). */
-  auxvRaw: Buffer
+  /**
+   * /proc/PID/auxv's AT_* pairs in kernel order, key and value in turn, without the AT_NULL
+   * terminator (CRIU's mm_saved_auxv words).
+   * This and `rlimits` are typed arrays, not objects of BigInts: each value handed over is
+   * converted on the main thread while the tree is frozen.
+   */
+  auxv: BigUint64Array
   exe?: string
   cwd?: string
   root?: string
@@ -990,7 +988,11 @@ export interface ProcessInspection {
   fds: Array<FdInfoEntry>
   namespaces: Array<NamespaceInfo>
   cgroups: Array<CgroupInfo>
-  rlimits: Array<RlimitInfo>
+  /**
+   * Soft and hard limit of every RLIMIT_* resource in order (resource N's at 2N and 2N+1;
+   * 0xffffffffffffffff is RLIM_INFINITY).
+   */
+  rlimits: BigUint64Array
   oomScoreAdj: number
   /** null if unreadable; 4294967295 means unset */
   loginuid?: number
@@ -1051,15 +1053,6 @@ export type Release = 'resume' | 'kill' | 'stop'
 
 export interface ReleaseTreeOptions {
   mode: Release
-}
-
-export interface RlimitInfo {
-  /** RLIMIT_* number */
-  resource: number
-  name: string
-  /** 0xffffffffffffffff is RLIM_INFINITY */
-  soft: bigint
-  hard: bigint
 }
 
 /** Thread `tid`'s robust futex list (get_robust_list). */

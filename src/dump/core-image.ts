@@ -118,6 +118,13 @@ function sigactionEntries(words: BigUint64Array): { sigaction: bigint; flags: bi
   return entries;
 }
 
+/** Soft and hard limit of each resource in RLIMIT_* order. */
+function rlimitEntries(words: BigUint64Array): { cur: bigint; max: bigint }[] {
+  const entries = [];
+  for (let at = 0; at + 1 < words.length; at += 2) entries.push({ cur: words[at]!, max: words[at + 1]! });
+  return entries;
+}
+
 export function leaderCore(t: ThreadFacts, l: LeaderFacts): core_entry {
   const { proc, parasite } = l;
   const sigactions = sigactionEntries(parasite.sigactions);
@@ -148,7 +155,7 @@ export function leaderCore(t: ThreadFacts, l: LeaderFacts): core_entry {
           ...(p.notify & SIGEV_THREAD_ID ? { notifyThreadId: p.notifyTid } : {}),
         })),
       },
-      rlimits: { rlimits: proc.rlimits.sort((a, b) => a.resource - b.resource).map((r) => ({ cur: r.soft, max: r.hard })) },
+      rlimits: { rlimits: rlimitEntries(proc.rlimits) },
       signalsS: signalQueue(t.state.sharedPending),
       ...(proc.loginuid !== undefined ? { loginuid: proc.loginuid } : {}),
       oomScoreAdj: proc.oomScoreAdj,

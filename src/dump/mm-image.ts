@@ -78,7 +78,6 @@ function madvise(vmFlags: readonly string[]): bigint {
   return bits;
 }
 
-const AT_NULL = 0n;
 
 export async function buildMm(
   pid: number,
@@ -107,11 +106,7 @@ export async function buildMm(
     }
     vmas.push(entry);
   }
-  const auxv: bigint[] = [];
-  for (const { key, value } of proc.auxv) {
-    if (key === AT_NULL) break;
-    auxv.push(key, value);
-  }
+  const auxv = Array.from(proc.auxv);
   const { mm } = proc;
   return create(mm_entrySchema, {
     mmStartCode: mm.startCode,

@@ -172,27 +172,11 @@ pub struct CgroupInfo {
 }
 
 #[napi(object)]
-pub struct RlimitInfo {
-    /// RLIMIT_* number
-    pub resource: u32,
-    pub name: String,
-    /// 0xffffffffffffffff is RLIM_INFINITY
-    pub soft: BigInt,
-    pub hard: BigInt,
-}
-
-#[napi(object)]
 pub struct SchedInfo {
     /// sched_getscheduler() result (SCHED_RESET_ON_FORK 0x40000000 included)
     pub policy: i32,
     pub priority: i32,
     pub nice: i32,
-}
-
-#[napi(object)]
-pub struct AuxvEntry {
-    pub key: BigInt,
-    pub value: BigInt,
 }
 
 #[napi(object)]
@@ -219,10 +203,11 @@ pub struct ProcessInspection {
     pub timerslack_ns: Option<BigInt>,
     pub mm: MmFieldsInfo,
     pub vmas: Vec<VmaInfo>,
-    /// AT_* pairs in kernel order, without the AT_NULL terminator.
-    pub auxv: Vec<AuxvEntry>,
-    /// /proc/PID/auxv as read (what CRIU stores as mm_saved_auxv words).
-    pub auxv_raw: Buffer,
+    /// /proc/PID/auxv's AT_* pairs in kernel order, key and value in turn, without the AT_NULL
+    /// terminator (CRIU's mm_saved_auxv words).
+    /// This and `rlimits` are typed arrays, not objects of BigInts: each value handed over is
+    /// converted on the main thread while the tree is frozen.
+    pub auxv: BigUint64Array,
     pub exe: Option<String>,
     pub cwd: Option<String>,
     pub root: Option<String>,
@@ -233,7 +218,9 @@ pub struct ProcessInspection {
     pub fds: Vec<FdInfoEntry>,
     pub namespaces: Vec<NamespaceInfo>,
     pub cgroups: Vec<CgroupInfo>,
-    pub rlimits: Vec<RlimitInfo>,
+    /// Soft and hard limit of every RLIMIT_* resource in order (resource N's at 2N and 2N+1;
+    /// 0xffffffffffffffff is RLIM_INFINITY).
+    pub rlimits: BigUint64Array,
     pub oom_score_adj: i32,
     /// null if unreadable; 4294967295 means unset
     pub loginuid: Option<u32>,
@@ -325,15 +312,7 @@ pub(crate) fn process_inspection(p: inspect::ProcessInfo) -> ProcessInspection {
                 link_mode: v.link_mode,
             })
             .collect(),
-        auxv: p
-            .auxv
-            .iter()
-            .map(|&(k, v)| AuxvEntry {
-                key: big(k),
-                value: big(v),
-            })
-            .collect(),
-        auxv_raw: p.auxv_raw.into(),
+        auxv: p.auxv.iter().flat_map(|&(k, v)| [k, v]).collect::<Vec<u64>>().into(),
         exe: p.exe,
         cwd: p.cwd,
         root: p.root,
@@ -358,16 +337,7 @@ pub(crate) fn process_inspection(p: inspect::ProcessInfo) -> ProcessInspection {
                 path: c.path,
             })
             .collect(),
-        rlimits: p
-            .rlimits
-            .into_iter()
-            .map(|r| RlimitInfo {
-                resource: r.resource,
-                name: r.name,
-                soft: big(r.soft),
-                hard: big(r.hard),
-            })
-            .collect(),
+        rlimits: p.rlimits.iter().flat_map(|r| [r.soft, r.hard]).collect::<Vec<u64>>().into(),
         oom_score_adj: p.oom_score_adj,
         loginuid: p.loginuid,
         sched: sched_info(&p.sched),

@@ -184,8 +184,8 @@ pub struct ProcessInfo {
     pub timerslack_ns: Option<u64>,
     pub mm: MmFields,
     pub vmas: Vec<Vma>,
+    /// /proc/PID/auxv's (key, value) pairs before AT_NULL.
     pub auxv: Vec<(u64, u64)>,
-    pub auxv_raw: Vec<u8>,
     pub exe: Option<String>,
     pub cwd: Option<String>,
     pub root: Option<String>,
@@ -510,7 +510,6 @@ pub fn inspect_process_with(pid: i32, smaps: &[crate::mem::Vma]) -> Result<Proce
                 .collect()
         },
         auxv: parse::auxv(&auxv_raw),
-        auxv_raw,
         exe: link(pid, "exe"),
         cwd: link(pid, "cwd"),
         root: link(pid, "root"),
