@@ -32,15 +32,19 @@ export interface TaskVisit {
   pagesId: number;
 }
 
+/** What a visit uses of the dump's context: the first one starts before the context is complete. */
+export type VisitContext = Pick<DumpContext, 'options' | 'session' | 'imagesDir' | 'stats' | 'call' | 'plugins' | 'incremental' | 'snapshot' | 'nextPagesId'>;
+
 /**
  * The native visit of one process: procfs, thread states, the parasite's answers and the page
  * drain in one call on the tracer thread. It may run while the previous task's images are
- * written (see `nextMayStart`).
+ * written (see `nextMayStart`), the first one while the stages before the tasks run.
  */
-export async function visitTask(ctx: DumpContext, task: SeizedProcessInfo): Promise<TaskVisit> {
+export async function visitTask(ctx: VisitContext, task: SeizedProcessInfo): Promise<TaskVisit> {
   const { pid } = task;
-  await ctx.plugins.run('checkpointDevices', { pid });
-  const { pagesId, options } = await memoryRequest(ctx, pid, { pageServer: ctx.options.pageServer });
+  // the pages image's id is taken before anything is awaited: ids go in tree order
+  const request = memoryRequest(ctx, pid, { pageServer: ctx.options.pageServer });
+  const [, { pagesId, options }] = await Promise.all([ctx.plugins.run('checkpointDevices', { pid }), request]);
   const tids = task.threads.map((t) => t.tid);
   const facts = await ctx.call(() => ctx.session.dumpTask(pid, { tids, memory: { ...options, ...snapshotRequest(ctx.options) } }));
   await recordMemory(ctx, pid, facts.memory!);

@@ -13,7 +13,7 @@ import { FileTable } from './file-table.js';
 import { LinkRemaps } from './link-remap.js';
 import { NetworkLock, treeConnections } from './network-lock.js';
 import { KobjIds } from './kobj-ids.js';
-import { nextMayStart, visitTask, writeTask, type DumpedTask, type TaskVisit } from './dump-task.js';
+import { nextMayStart, visitTask, writeTask, type DumpedTask, type TaskVisit, type VisitContext } from './dump-task.js';
 import { dumpFileLocks } from './file-locks.js';
 import { writePstree } from './write-pstree.js';
 import { treeOrder, type TreeMember } from './tree-order.js';
@@ -105,47 +105,65 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
       if (options.tcpEstablished && !options.tcpClose) {
         networkLock = await stage('network lock', async () => NetworkLock.lock(await treeConnections(pids), log));
       }
-      // 16 collect_namespaces (the ones tsdump dumps), and 7-8 the tree's cgroups
-      const timens = await stage('collect time namespace', () => TimeNamespace.collect(pids));
-      const sysvIpc = await stage('collect ipc namespace', () => SysvIpc.collect(pids, log));
-      if (sysvIpc.privateNamespace) kobjIds.ownNamespace('ipc');
+      // (CRIU pauses devices as it seizes, before any task is visited)
+      for (const pid of pids) await plugins.run('pauseDevices', { pid });
       const members = treeOrder(tree);
       const live = members.flatMap((m) => (m.kind === 'live' ? [m.proc] : []));
-      const cgroups = await stage('collect cgroups', () => CgroupMembership.collect(live));
-      // 17 cr_glob_imgset_open: the images every task's descriptors go to
-      files = await stage('open file table', () =>
-        FileTable.create(imagesDir, {
-          netNsId: () => kobjIds.dumperNetNsId(),
-          ...(options.ghostLimit !== undefined ? { ghostLimit: options.ghostLimit } : {}),
-          dropNotifyEvents: !!options.dropNotifyEvents,
-          ...(log ? { log } : {}),
-          external: async (file) => (await host.run('dumpExtFile', file)).handled,
-          shellJob: !!options.shellJob,
-          sockets: {
-            extUnixSk: !!options.extUnixSk,
-            tcpEstablished: !!options.tcpEstablished,
-            tcpClose: !!options.tcpClose,
-            pids,
-            ...(networkLock ? { networkLock } : {}),
+      // The first task's native visit runs on the tracer thread while the stages up to the task
+      // stage run here; its pages image takes id 1 at once (visitTask), the context below goes on
+      // from the next.
+      const visits: VisitContext = { options, session, imagesDir, stats, call, plugins: host, incremental, snapshot, nextPagesId: 1 };
+      const pages = watchPages(session, events.pages);
+      const first = live[0] && { pid: live[0].pid, visit: visitTask(visits, live[0]) };
+      // handled where it is awaited (dumpTasks), or settled below if a stage fails first
+      first?.visit.catch(() => undefined);
+      const { timens, sysvIpc, cgroups, fileTable, seccomp } = await (async () => {
+        // 16 collect_namespaces (the ones tsdump dumps), and 7-8 the tree's cgroups
+        const timens = await stage('collect time namespace', () => TimeNamespace.collect(pids));
+        const sysvIpc = await stage('collect ipc namespace', () => SysvIpc.collect(pids, log));
+        if (sysvIpc.privateNamespace) kobjIds.ownNamespace('ipc');
+        const cgroups = await stage('collect cgroups', () => CgroupMembership.collect(live));
+        // 17 cr_glob_imgset_open: the images every task's descriptors go to
+        const fileTable = (files = await stage('open file table', () =>
+          FileTable.create(imagesDir, {
+            netNsId: () => kobjIds.dumperNetNsId(),
+            ...(options.ghostLimit !== undefined ? { ghostLimit: options.ghostLimit } : {}),
+            dropNotifyEvents: !!options.dropNotifyEvents,
             ...(log ? { log } : {}),
-          },
-          ...(linkRemaps ? { linkRemaps } : {}),
-        }),
-      );
-      // 18 collect_seccomp_filters
-      const seccomp = await stage('collect seccomp filters', () => dumpSeccomp(imagesDir, session, call, tree.processes));
+            external: async (file) => (await host.run('dumpExtFile', file)).handled,
+            shellJob: !!options.shellJob,
+            sockets: {
+              extUnixSk: !!options.extUnixSk,
+              tcpEstablished: !!options.tcpEstablished,
+              tcpClose: !!options.tcpClose,
+              pids,
+              ...(networkLock ? { networkLock } : {}),
+              ...(log ? { log } : {}),
+            },
+            ...(linkRemaps ? { linkRemaps } : {}),
+          }),
+        ));
+        // 18 collect_seccomp_filters
+        const seccomp = await stage('collect seccomp filters', () => dumpSeccomp(imagesDir, session, call, tree.processes));
+        return { timens, sysvIpc, cgroups, fileTable, seccomp };
+      })().catch(async (err: unknown) => {
+        // the first visit ends before the tree is released (releaseAfterFailure)
+        pages.stop();
+        await first?.visit.catch(() => undefined);
+        throw err;
+      });
       const seenOnce = new Set<string>();
       const ctx: DumpContext = {
         options,
         imagesDir,
         session,
         stats,
-        files,
+        files: fileTable,
         plugins: host,
         kobjIds,
         cancellation,
         fdTablesDone: new Set(),
-        nextPagesId: 1,
+        nextPagesId: visits.nextPagesId,
         incremental,
         seccomp,
         cgroups,
@@ -153,16 +171,13 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
         call,
         snapshot,
       };
-      for (const pid of pids) await plugins.run('pauseDevices', { pid });
       // 19 dump_one_task, each live task (27 cr_dump_shmem's objects go with their first holder)
-      const pages = watchPages(session, events.pages);
-      const tasks = await dumpTasks(ctx, live, stage, () => pages.poll()).finally(() => pages.stop());
+      const tasks = await dumpTasks(ctx, live, first, stage, () => pages.poll()).finally(() => pages.stop());
       await plugins.run('dumpDevicesLate', { id: 0 });
       // 22 dump_file_locks
       await stage('dump file locks', () => dumpFileLocks(imagesDir, tasks, options));
       // 23 dump_verify_tty_sids and 29 tty_post_actions, in one pass over the tree's terminals
-      const table = files;
-      await stage('tty post actions', () => finishPtyDump(table, { pids, shellJob: !!options.shellJob }));
+      await stage('tty post actions', () => finishPtyDump(fileTable, { pids, shellJob: !!options.shellJob }));
       // 24 dump_zombies
       await stage('dump zombies', () => dumpZombies(ctx, members));
       // 25 dump_pstree
@@ -178,7 +193,7 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
       // 28 fix_external_unix_sockets: the entries held for peers (outside the tree, or met
       // later) are written as the file table closes
       files = undefined;
-      await stage('fix external unix sockets', () => table.close());
+      await stage('fix external unix sockets', () => fileTable.close());
       cancellation.throwIfCancelled();
       // asked of the tree (kcmp) while it is held: with --snapshot it may be gone by the inventory
       const inventoryIds = kobjIds.dumperIds();
@@ -275,15 +290,25 @@ async function openIncremental(options: DumpOptions, imagesDir: ImagesDir): Prom
   return incremental;
 }
 
-/** Each live task, root first; the next task's native visit runs while this one's images are written. */
+/** A task's visit started before its turn. */
+interface AheadVisit {
+  pid: number;
+  visit: Promise<TaskVisit>;
+}
+
+/**
+ * Each live task, root first (`first`: its visit, begun during the stages before); the next
+ * task's native visit runs while this one's images are written.
+ */
 async function dumpTasks(
   ctx: DumpContext,
   live: readonly SeizedProcessInfo[],
+  first: AheadVisit | undefined,
   stage: Stage,
   copied: () => void,
 ): Promise<DumpedTask[]> {
   const tasks: DumpedTask[] = [];
-  let ahead: { pid: number; visit: Promise<TaskVisit> } | undefined;
+  let ahead = first;
   try {
     for (const [i, proc] of live.entries()) {
       ctx.cancellation.throwIfCancelled();
