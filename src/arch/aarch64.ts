@@ -2,7 +2,7 @@
 // TPIDR_EL0; the pointer-authentication keys), as CRIU 4.1 writes them.
 import { core_entry_march } from '../images/gen/core_pb.js';
 import type { PacKeysInfo } from '../../native/index.js';
-import type { CpuArch, Restart, ThreadRegs } from './types.js';
+import { repeated, type CpuArch, type Restart, type ThreadRegs } from './types.js';
 
 /**
  * CRIU records a pac_keys message for every thread, empty on a CPU without pointer
@@ -41,7 +41,7 @@ export const aarch64: CpuArch = {
         clearTidAddr,
         tls: regs.tls,
         gpregs: { regs: x, sp: regs.sp, pc: fixed.pc ?? regs.pc, pstate: regs.pstate },
-        fpsimd: { vregs: Array.from(regs.vregs), fpsr: regs.fpsr, fpcr: regs.fpcr },
+        fpsimd: { vregs: repeated(regs.vregs), fpsr: regs.fpsr, fpcr: regs.fpcr },
         pacKeys: pacKeys(regs.pacKeys),
       },
     };

@@ -19,3 +19,13 @@ export interface CpuArch {
     clearTidAddr: bigint,
   ): Pick<MessageInitShape<typeof core_entrySchema>, 'threadInfo' | 'tiAarch64'>;
 }
+
+/**
+ * A typed array from the native side as an image's repeated field, without copying it into an
+ * array: create() keeps a list value that is not an Array as it is, and the image encoder
+ * (images/encode.ts) only iterates it. The copies were ~600 words a thread, per thread, while
+ * the tree is frozen.
+ */
+export function repeated<T extends number | bigint>(words: ArrayLike<T> & Iterable<T>): T[] {
+  return words as unknown as T[];
+}

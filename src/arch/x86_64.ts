@@ -3,7 +3,7 @@
 import { core_entry_march } from '../images/gen/core_pb.js';
 import { user_x86_regs_mode } from '../images/gen/core-x86_pb.js';
 import type { FpRegsInfo, GpRegsInfo, UserDescInfo } from '../../native/index.js';
-import type { CpuArch, Restart, ThreadRegs } from './types.js';
+import { repeated, type CpuArch, type Restart, type ThreadRegs } from './types.js';
 
 function gpregs(regs: GpRegsInfo, restart: Restart) {
   // A thread stopped inside an interrupted syscall resumes by re-executing it (or failing it with
@@ -20,22 +20,21 @@ function gpregs(regs: GpRegsInfo, restart: Restart) {
   };
 }
 
-// the native side hands the register arrays over as typed arrays; the image's fields are arrays
 function fpregs(fp: FpRegsInfo) {
   return {
     cwd: fp.cwd, swd: fp.swd, twd: fp.twd, fop: fp.fop, rip: fp.rip, rdp: fp.rdp,
-    mxcsr: fp.mxcsr, mxcsrMask: fp.mxcsrMask, stSpace: Array.from(fp.stSpace), xmmSpace: Array.from(fp.xmmSpace),
+    mxcsr: fp.mxcsr, mxcsrMask: fp.mxcsrMask, stSpace: repeated(fp.stSpace), xmmSpace: repeated(fp.xmmSpace),
     ...(fp.xsave
       ? {
           xsave: {
             xstateBv: fp.xsave.xstateBv,
-            ymmhSpace: Array.from(fp.xsave.ymmhSpace),
-            bndregState: Array.from(fp.xsave.bndregState),
-            bndcsrState: Array.from(fp.xsave.bndcsrState),
-            opmaskReg: Array.from(fp.xsave.opmaskReg),
-            zmmUpper: Array.from(fp.xsave.zmmUpper),
-            hi16Zmm: Array.from(fp.xsave.hi16Zmm),
-            pkru: Array.from(fp.xsave.pkru),
+            ymmhSpace: repeated(fp.xsave.ymmhSpace),
+            bndregState: repeated(fp.xsave.bndregState),
+            bndcsrState: repeated(fp.xsave.bndcsrState),
+            opmaskReg: repeated(fp.xsave.opmaskReg),
+            zmmUpper: repeated(fp.xsave.zmmUpper),
+            hi16Zmm: repeated(fp.xsave.hi16Zmm),
+            pkru: repeated(fp.xsave.pkru),
             // CET user state (a supervisor xfeature, so not in XCR0): no task here enables shadow
             // stacks, so this is the reset state, recorded as CRIU 4.1 records it.
             cet: { cet: 0n, ssp: 0n },
