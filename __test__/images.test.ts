@@ -184,7 +184,8 @@ test('writeImage: an aarch64 core entry and pipe data with its payload match wha
   await writeImage(dir, 'core-1.img', core_entrySchema, [core]);
   const data = new TextEncoder().encode('pipe payload');
   await writeImage(dir, 'pipes-data.img', pipe_data_entrySchema, [create(pipe_data_entrySchema, { pipeId: 9, bytes: data.length })], [data]);
-  await t.throwsAsync(writeImage(dir, 'pipes-data.img', pipe_data_entrySchema, [create(pipe_data_entrySchema, { pipeId: 1 })]), {
+  // a complete image is created when written: over an existing one it fails, naming the file
+  await t.throwsAsync(writeImage(dir, 'pipes-data.img', pipe_data_entrySchema, [create(pipe_data_entrySchema, { pipeId: 1, bytes: data.length })], [data]), {
     instanceOf: TsdumpError,
     message: /pipes-data\.img: byte 0: .*EEXIST/,
   });
@@ -198,6 +199,7 @@ test('writeImage: an aarch64 core entry and pipe data with its payload match wha
     writeImage(dir, 'fifo-data.img', pipe_data_entrySchema, [create(pipe_data_entrySchema, { pipeId: 9, bytes: 5 })], [data]),
     { instanceOf: TsdumpError, message: /needs a 5-byte payload, got 12/ },
   );
+  t.false(readdirSync(dir).includes('fifo-data.img'), 'a small image that fails to build is never created');
   // Payloads larger than the writer's buffer go through the same streaming path.
   const big = Buffer.alloc(1 << 20, 0x5a);
   const bigDir = join(dir, 'big');

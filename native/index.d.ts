@@ -27,6 +27,11 @@ export declare class ImagesDir {
    * owns and closes.
    */
   createFile(name: string): number
+  /**
+   * Creates `name` as `createFile` does, writes `data` and closes it: a small image in one
+   * call rather than three (the per-task images are written while the tree is frozen).
+   */
+  writeFile(name: string, data: Uint8Array): void
   /** As `createFile`, after unlinking an existing `name` (a log of an earlier run). */
   createFileReplacing(name: string): number
   /** A link `name` → `target`; `replace` replaces an existing link of that name. */

@@ -21,7 +21,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { TsdumpError } from '../errors.js';
 import { readImage } from '../images/index.js';
-import { writeNewFile, type ImagesDir } from '../images/dir.js';
+import type { ImagesDir } from '../images/dir.js';
 import { pagemapPages, PE_PARENT, PE_PRESENT } from '../images/pagemap.js';
 import { pagemap_entrySchema, type pagemap_entry } from '../images/gen/pagemap_pb.js';
 import { native } from '../native.js';
@@ -261,7 +261,7 @@ export class Incremental {
   async writeTrackFile(): Promise<void> {
     if (!this.method || this.recorded.size === 0) return;
     const data: TrackFile = { format: TRACK_FORMAT, method: this.method, tasks: Object.fromEntries([...this.recorded].map(([p, t]) => [String(p), t])) };
-    await writeNewFile(this.opts.imagesDir, TRACK_FILE, JSON.stringify(data) + '\n');
+    this.opts.imagesDir.writeFile(TRACK_FILE, Buffer.from(JSON.stringify(data) + '\n'));
   }
 
   /** The `parent` symlink CRIU's restore follows (the path as given, relative to the dir). */

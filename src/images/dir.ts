@@ -36,12 +36,3 @@ export function closeFd(fd: number): Promise<void> {
   return new Promise((resolve, reject) => close(fd, (err) => (err ? reject(err) : resolve())));
 }
 
-/** Creates `name` in `dir` with `data` (a small file: the tracking sidecar). */
-export async function writeNewFile(dir: ImagesDir, name: string, data: string | Uint8Array): Promise<void> {
-  const fd = dir.createFile(name);
-  try {
-    await writeAll(fd, typeof data === 'string' ? Buffer.from(data) : data);
-  } finally {
-    await closeFd(fd);
-  }
-}

@@ -2,7 +2,6 @@
 // stays bounded by the buffer plus the largest single payload, whatever the image's size. Files
 // are created through the run's images directory (./dir.ts), never by path.
 
-import { closeSync, writeSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { DescMessage, MessageShape } from '@bufbuild/protobuf';
 import { TsdumpError } from '../errors.js';
@@ -152,80 +151,82 @@ function checkEncoded(path: string, type: ImageType, index: number, schema: Desc
   }
 }
 
+/** The image type fileName names (a CRIU image file name, not a raw one). */
+function imageType(path: string, fileName: string): ImageType {
+  const type = imageTypeForFile(basename(fileName));
+  if (!type) throw new TsdumpError('IMAGE_FORMAT', `${path}: byte 0: not a CRIU image file name`);
+  if (type.head === 'raw') throw new TsdumpError('IMAGE_FORMAT', `${path}: byte 0: ${type.name} is a raw image, not written here`);
+  return type;
+}
+
+/** An images directory's "cannot create PATH: why" as the image's own error. */
+function createError(path: string, err: unknown): TsdumpError {
+  const why = err instanceof Error ? err.message.replace(`cannot create ${path}: `, '') : String(err);
+  return new TsdumpError('IMAGE_IO', `${path}: byte 0: cannot create image: ${why}`, { cause: err });
+}
+
 /** Creates fileName in the images directory; the file name decides the image type. */
 function createImage(dir: ImagesDir | string, fileName: string): { path: string; type: ImageType; fd: number } {
   const images = imagesDirOf(dir);
   const path = join(images.workPath, fileName);
-  const type = imageTypeForFile(basename(fileName));
-  if (!type) throw new TsdumpError('IMAGE_FORMAT', `${path}: byte 0: not a CRIU image file name`);
-  if (type.head === 'raw') throw new TsdumpError('IMAGE_FORMAT', `${path}: byte 0: ${type.name} is a raw image, not written here`);
+  const type = imageType(path, fileName);
   try {
     return { path, type, fd: images.createFile(fileName) };
   } catch (err) {
-    const why = err instanceof Error ? err.message.replace(`cannot create ${path}: `, '') : String(err);
-    throw new TsdumpError('IMAGE_IO', `${path}: byte 0: cannot create image: ${why}`, { cause: err });
+    throw createError(path, err);
   }
 }
 
 /**
- * A small image built in memory and written in one go by synchronous calls: one write and close
- * on the calling thread instead of a thread-pool round trip for each (the per-task images are a
- * few hundred bytes, and the tree is frozen while they are written). Created as ImageWriter
- * creates (at once, 0600, must not exist), same checks and bytes.
+ * A small image built in memory and written in one go when it is complete: the images
+ * directory creates it (as ImageWriter creates: 0600, must not exist), writes it and closes it
+ * in one native call, instead of three calls each on the calling thread (the per-task images
+ * are a few hundred bytes, and the tree is frozen while they are written). Same checks and
+ * bytes as ImageWriter; an image that fails to build is never created.
  */
 export class ImageBuffer {
   readonly path: string;
+  private readonly images: ImagesDir;
+  private readonly fileName: string;
   private readonly type: ImageType;
-  private readonly fd: number;
   private readonly parts: Uint8Array[] = [];
   private bytes = 0;
   private count = 0;
 
   constructor(dir: ImagesDir | string, fileName: string) {
-    ({ path: this.path, type: this.type, fd: this.fd } = createImage(dir, fileName));
+    this.images = imagesDirOf(dir);
+    this.fileName = fileName;
+    this.path = join(this.images.workPath, fileName);
+    this.type = imageType(this.path, fileName);
     this.push(headBytes(this.type));
   }
 
-  /** Adds one entry (as ImageWriter.append); on a bad entry the file is closed as it is. */
+  /** Adds one entry (as ImageWriter.append). */
   append<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>, extra?: Uint8Array): this {
-    return this.guard(() => {
-      const entry = extra ? { schema, message, extra } : { schema, message };
-      checkEntry(this.path, this.type, this.count, this.bytes, schema);
-      checkExtra(this.type, entry, this.count, this.path, this.bytes);
-      for (const part of encodeChecked(this.path, this.bytes, entry)) this.push(part);
-      this.count++;
-    });
+    const entry = extra ? { schema, message, extra } : { schema, message };
+    checkEntry(this.path, this.type, this.count, this.bytes, schema);
+    checkExtra(this.type, entry, this.count, this.path, this.bytes);
+    for (const part of encodeChecked(this.path, this.bytes, entry)) this.push(part);
+    this.count++;
+    return this;
   }
 
   appendEncoded(schema: DescMessage, bytes: Uint8Array, count: number): this {
-    return this.guard(() => {
-      checkEncoded(this.path, this.type, this.count, schema, count);
-      this.push(bytes);
-      this.count += count;
-    });
-  }
-
-  /** Writes the image and closes the file. */
-  write(): void {
-    const buf = Buffer.concat(this.parts);
-    let off = 0;
-    try {
-      while (off < buf.length) off += writeSync(this.fd, buf, off, buf.length - off);
-    } catch (err) {
-      throw ioError(this.path, off, 'cannot write image', err);
-    } finally {
-      closeSync(this.fd);
-    }
-  }
-
-  private guard(fn: () => void): this {
-    try {
-      fn();
-    } catch (err) {
-      closeSync(this.fd);
-      throw err;
-    }
+    checkEncoded(this.path, this.type, this.count, schema, count);
+    this.push(bytes);
+    this.count += count;
     return this;
+  }
+
+  /** Creates the image file with what was appended. */
+  write(): void {
+    try {
+      this.images.writeFile(this.fileName, Buffer.concat(this.parts));
+    } catch (err) {
+      if (err instanceof Error && err.message.startsWith(`cannot create ${this.path}: `)) throw createError(this.path, err);
+      const why = err instanceof Error ? err.message.replace(`cannot write ${this.path}: `, '') : String(err);
+      throw new TsdumpError('IMAGE_IO', `${this.path}: cannot write image: ${why}`, { cause: err });
+    }
   }
 
   private push(b: Uint8Array): void {

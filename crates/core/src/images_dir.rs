@@ -341,6 +341,13 @@ impl ImagesDir {
         Ok(File::from(fd))
     }
 
+    /// Creates `name` as `create` does and writes all of `data` to it: a small file in one call.
+    pub fn write_new(&self, name: &str, data: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let mut file = self.create(name)?;
+        file.write_all(data).map_err(|e| err(format_args!("cannot write {}: {e}", self.work_path().join(name).display())))
+    }
+
     /// Like `create`, but an existing `name` (a file or a link, never a directory) is unlinked
     /// first, as the log of an earlier run is; a link's target is never touched.
     pub fn create_replacing(&self, name: &str) -> Result<File> {
