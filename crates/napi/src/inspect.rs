@@ -7,7 +7,7 @@ use napi_derive::napi;
 
 use tsdump_core::inspect;
 
-use crate::convert::big;
+use crate::convert::{big, U64s};
 use crate::session::Session;
 
 #[napi(object)]
@@ -207,7 +207,8 @@ pub struct ProcessInspection {
     /// terminator (CRIU's mm_saved_auxv words).
     /// This and `rlimits` are typed arrays, not objects of BigInts: each value handed over is
     /// converted on the main thread while the tree is frozen.
-    pub auxv: BigUint64Array,
+    #[napi(ts_type = "BigUint64Array")]
+    pub auxv: U64s,
     pub exe: Option<String>,
     pub cwd: Option<String>,
     pub root: Option<String>,
@@ -220,7 +221,8 @@ pub struct ProcessInspection {
     pub cgroups: Vec<CgroupInfo>,
     /// Soft and hard limit of every RLIMIT_* resource in order (resource N's at 2N and 2N+1;
     /// 0xffffffffffffffff is RLIM_INFINITY).
-    pub rlimits: BigUint64Array,
+    #[napi(ts_type = "BigUint64Array")]
+    pub rlimits: U64s,
     pub oom_score_adj: i32,
     /// null if unreadable; 4294967295 means unset
     pub loginuid: Option<u32>,

@@ -6,7 +6,7 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use tsdump_core::parasite::{info, inject, Injector};
 
-use crate::convert::big;
+use crate::convert::{big, U64s};
 use crate::session::Session;
 
 #[napi(object)]
@@ -92,7 +92,8 @@ pub struct ParasiteInfo {
     /// Signals 1..64 in order, four words each: handler, flags, restorer, mask (signal N's at
     /// (N-1)*4). One typed array, not 64 objects of four BigInts: the visit's facts are turned
     /// into JavaScript values on the main thread while the tree is frozen.
-    pub sigactions: BigUint64Array,
+    #[napi(ts_type = "BigUint64Array")]
+    pub sigactions: U64s,
     pub itimers: ItimersInfo,
     pub posix_timers: Vec<PosixTimerInfo>,
     pub threads: Vec<ThreadParasiteInfo>,

@@ -9,7 +9,7 @@ use napi_derive::napi;
 
 use tsdump_core::arch::regs as aregs;
 
-use crate::convert::big;
+use crate::convert::{big, U32s, U64s};
 
 /// A thread's registers, tagged with the CPU they come from.
 pub type ThreadRegsInfo = Either<X86ThreadRegs, Aarch64ThreadRegs>;
@@ -61,13 +61,20 @@ pub struct XsaveInfo {
     /// Components the kernel exposes to user space (fx_sw_bytes.xfeatures).
     pub xfeatures: BigInt,
     pub xstate_size: u32,
-    pub ymmh_space: Uint32Array,
-    pub bndreg_state: BigUint64Array,
-    pub bndcsr_state: BigUint64Array,
-    pub opmask_reg: BigUint64Array,
-    pub zmm_upper: BigUint64Array,
-    pub hi16_zmm: BigUint64Array,
-    pub pkru: Uint32Array,
+    #[napi(ts_type = "Uint32Array")]
+    pub ymmh_space: U32s,
+    #[napi(ts_type = "BigUint64Array")]
+    pub bndreg_state: U64s,
+    #[napi(ts_type = "BigUint64Array")]
+    pub bndcsr_state: U64s,
+    #[napi(ts_type = "BigUint64Array")]
+    pub opmask_reg: U64s,
+    #[napi(ts_type = "BigUint64Array")]
+    pub zmm_upper: U64s,
+    #[napi(ts_type = "BigUint64Array")]
+    pub hi16_zmm: U64s,
+    #[napi(ts_type = "Uint32Array")]
+    pub pkru: U32s,
     /// The NT_X86_XSTATE buffer as read.
     pub raw: Buffer,
 }
@@ -83,9 +90,12 @@ pub struct FpRegsInfo {
     pub rdp: BigInt,
     pub mxcsr: u32,
     pub mxcsr_mask: u32,
-    pub st_space: Uint32Array,
-    pub xmm_space: Uint32Array,
-    pub padding: Uint32Array,
+    #[napi(ts_type = "Uint32Array")]
+    pub st_space: U32s,
+    #[napi(ts_type = "Uint32Array")]
+    pub xmm_space: U32s,
+    #[napi(ts_type = "Uint32Array")]
+    pub padding: U32s,
     pub xsave: Option<XsaveInfo>,
 }
 
@@ -231,11 +241,13 @@ pub struct PacKeysInfo {
 pub struct Aarch64ThreadRegs {
     #[napi(ts_type = "'aarch64'")]
     pub arch: String,
-    pub regs: BigUint64Array,
+    #[napi(ts_type = "BigUint64Array")]
+    pub regs: U64s,
     pub sp: BigInt,
     pub pc: BigInt,
     pub pstate: BigInt,
-    pub vregs: BigUint64Array,
+    #[napi(ts_type = "BigUint64Array")]
+    pub vregs: U64s,
     pub fpsr: u32,
     pub fpcr: u32,
     pub tls: BigInt,
