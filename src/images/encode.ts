@@ -29,8 +29,16 @@ function checkInt32(v: number): void {
 }
 
 /** The writer: one buffer, nested messages measured in place (fork/join as BinaryWriter's). */
+/**
+ * Where messages are encoded before their bytes are copied out: one buffer, grown as needed and
+ * used again by the next message (encoding is synchronous; a message is never encoded inside
+ * another's encoding, nested messages are written into their parent's writer). A fresh 4 KiB
+ * buffer a message cost more than encoding a small one.
+ */
+let scratch = new Uint8Array(16 * 1024);
+
 class Writer {
-  buf = new Uint8Array(4096);
+  buf = scratch;
   pos = 0;
   private view = new DataView(this.buf.buffer);
   private readonly starts: number[] = [];
@@ -39,7 +47,7 @@ class Writer {
     if (this.pos + n <= this.buf.length) return;
     const bigger = new Uint8Array(Math.max(this.buf.length * 2, this.pos + n));
     bigger.set(this.buf.subarray(0, this.pos));
-    this.buf = bigger;
+    this.buf = scratch = bigger;
     this.view = new DataView(bigger.buffer);
   }
 
@@ -72,6 +80,13 @@ class Writer {
 
   tag(no: number, type: WireType): this {
     return this.uint32(((no << 3) | type) >>> 0);
+  }
+
+  /** A field's tag, its varint bytes computed once (varintBytes). */
+  tagOf(tag: Uint8Array): this {
+    this.room(tag.length);
+    for (let i = 0; i < tag.length; i++) this.buf[this.pos++] = tag[i]!;
+    return this;
   }
 
   raw(b: Uint8Array): this {
@@ -139,6 +154,8 @@ class Writer {
   }
 
   uint64(v: bigint | string | number): this {
+    // most 64-bit fields hold small values (flags, masks, counts, zeros): one uint32 varint
+    if (typeof v === 'bigint' && v >= 0n && v <= 0xffffffffn) return this.uint32(Number(v));
     const { lo, hi } = protoInt64.uEnc(v);
     return this.varint64(lo, hi);
   }
@@ -263,6 +280,17 @@ function wireTypeOf(type: ScalarType): WireType {
 }
 
 /** The BinaryWriter call for one scalar type (as toBinary's writeScalarValue). */
+/** A varint's bytes (a field's tag, computed once per field). */
+function varintBytes(v: number): Uint8Array {
+  const bytes: number[] = [];
+  while (v > 0x7f) {
+    bytes.push((v & 0x7f) | 0x80);
+    v >>>= 7;
+  }
+  bytes.push(v);
+  return Uint8Array.from(bytes);
+}
+
 function scalarWriter(type: ScalarType): (w: Writer, v: never) => void {
   switch (type) {
     case ScalarType.STRING:
@@ -336,8 +364,9 @@ function fieldStep(f: DescField): Step | null {
         w.join();
       };
     }
+    const tag = varintBytes(((no << 3) | wt) >>> 0);
     return (w, m) => {
-      for (const item of m[name] as never[]) value(w.tag(no, wt), item);
+      for (const item of m[name] as never[]) value(w.tagOf(tag), item);
     };
   }
   if (f.presence === IMPLICIT) {
@@ -372,10 +401,10 @@ function fieldStep(f: DescField): Step | null {
   }
   const type = f.fieldKind === 'enum' ? ScalarType.INT32 : f.scalar;
   const value = scalarWriter(type);
-  const wt = wireTypeOf(type);
+  const tag = varintBytes(((no << 3) | wireTypeOf(type)) >>> 0);
   return (w, m) => {
     const v = get(m);
     if (v === undefined) return unset();
-    value(w.tag(no, wt), v as never);
+    value(w.tagOf(tag), v as never);
   };
 }
