@@ -13,6 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { CriuError, critDecode, criuDump, criuRestore, makeWorkDir } from './helpers/criu.js';
 import { childrenOf, isAlive, killTree, procState, waitGone } from './helpers/target.js';
 import { TsdumpCliError, tsdumpDump } from './helpers/tsdump.js';
+import { assertUnchanged, snapshot } from './helpers/tree-state.js';
 
 const NS = 1_000_000_000n;
 /** The root's own time namespace starts this far ahead of ours (seconds). */
@@ -148,10 +149,14 @@ test.serial('nested time namespaces are refused, by CRIU too, and the tree runs 
   const { pid, target: child } = await start(t, work, UNSHARE, unsharedChild);
   t.not(await readlink(`/proc/${pid}/ns/time_for_children`), await readlink(`/proc/${pid}/ns/time`));
   const images = join(work, 'images');
+  // refused by the time namespace stage, while the first task's visit (its parasite, its
+  // scratch mapping) runs beside it: both processes are left exactly as they were
+  const before = snapshot([pid, child]);
   const err = await t.throwsAsync(tsdumpDump(pid, images), { instanceOf: TsdumpCliError });
   t.is(err?.code, 'UNSUPPORTED', err?.message);
   t.regex(err?.message ?? '', new RegExp(`pid ${pid}: has unshared a time namespace for its future children`));
   t.false(existsSync(join(images, 'inventory.img')));
+  assertUnchanged(t, before, [pid, child]);
   for (const p of [pid, child]) {
     t.true(isAlive(p), `pid ${p} alive`);
     t.is(procState(p), 'S', `pid ${p} sleeping, not stopped`);
