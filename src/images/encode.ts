@@ -28,7 +28,6 @@ function checkInt32(v: number): void {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < -0x80000000 || v > 0x7fffffff) throw new Error(`invalid int32: ${String(v)}`);
 }
 
-/** The writer: one buffer, nested messages measured in place (fork/join as BinaryWriter's). */
 /**
  * Where messages are encoded before their bytes are copied out: one buffer, grown as needed and
  * used again by the next message (encoding is synchronous; a message is never encoded inside
@@ -37,6 +36,7 @@ function checkInt32(v: number): void {
  */
 let scratch = new Uint8Array(16 * 1024);
 
+/** The writer: one buffer, nested messages measured in place (fork/join as BinaryWriter's). */
 class Writer {
   buf = scratch;
   pos = 0;
@@ -78,11 +78,12 @@ class Writer {
     return this;
   }
 
+  /** A tag known only as the message is written (an unknown field's). */
   tag(no: number, type: WireType): this {
     return this.uint32(((no << 3) | type) >>> 0);
   }
 
-  /** A field's tag, its varint bytes computed once (varintBytes). */
+  /** A field's tag, compiled with its step (tagBytes). */
   tagOf(tag: Uint8Array): this {
     this.room(tag.length);
     for (let i = 0; i < tag.length; i++) this.buf[this.pos++] = tag[i]!;
@@ -279,9 +280,9 @@ function wireTypeOf(type: ScalarType): WireType {
   }
 }
 
-/** The BinaryWriter call for one scalar type (as toBinary's writeScalarValue). */
-/** A varint's bytes (a field's tag, computed once per field). */
-function varintBytes(v: number): Uint8Array {
+/** A field's tag as its varint bytes, computed once per field when its step is compiled. */
+function tagBytes(no: number, type: WireType): Uint8Array {
+  let v = ((no << 3) | type) >>> 0;
   const bytes: number[] = [];
   while (v > 0x7f) {
     bytes.push((v & 0x7f) | 0x80);
@@ -291,6 +292,7 @@ function varintBytes(v: number): Uint8Array {
   return Uint8Array.from(bytes);
 }
 
+/** The BinaryWriter call for one scalar type (as toBinary's writeScalarValue). */
 function scalarWriter(type: ScalarType): (w: Writer, v: never) => void {
   switch (type) {
     case ScalarType.STRING:
@@ -327,17 +329,18 @@ function scalarWriter(type: ScalarType): (w: Writer, v: never) => void {
 }
 
 function messageStep(no: number, sub: DescMessage, delimited: boolean): (w: Writer, v: Fields) => void {
+  if (delimited) {
+    const start = tagBytes(no, WireType.StartGroup);
+    const end = tagBytes(no, WireType.EndGroup);
+    return (w, v) => {
+      encoderOf(sub)!(w.tagOf(start), v);
+      w.tagOf(end);
+    };
+  }
+  const tag = tagBytes(no, WireType.LengthDelimited);
   return (w, v) => {
-    const enc = encoderOf(sub)!;
-    if (delimited) {
-      w.tag(no, WireType.StartGroup);
-      enc(w, v);
-      w.tag(no, WireType.EndGroup);
-    } else {
-      w.tag(no, WireType.LengthDelimited).fork();
-      enc(w, v);
-      w.join();
-    }
+    encoderOf(sub)!(w.tagOf(tag).fork(), v);
+    w.join();
   };
 }
 
@@ -354,17 +357,17 @@ function fieldStep(f: DescField): Step | null {
     }
     const type = f.listKind === 'enum' ? ScalarType.INT32 : f.scalar;
     const value = scalarWriter(type);
-    const wt = wireTypeOf(type);
     if (f.packed) {
+      const tag = tagBytes(no, WireType.LengthDelimited);
       return (w, m) => {
         const list = m[name] as never[];
         if (!list.length) return;
-        w.tag(no, WireType.LengthDelimited).fork();
+        w.tagOf(tag).fork();
         for (const item of list) value(w, item);
         w.join();
       };
     }
-    const tag = varintBytes(((no << 3) | wt) >>> 0);
+    const tag = tagBytes(no, wireTypeOf(type));
     return (w, m) => {
       for (const item of m[name] as never[]) value(w.tagOf(tag), item);
     };
@@ -374,9 +377,9 @@ function fieldStep(f: DescField): Step | null {
     if (f.fieldKind === 'message') return null;
     const type = f.fieldKind === 'enum' ? ScalarType.INT32 : f.scalar;
     const value = scalarWriter(type);
-    const wt = wireTypeOf(type);
+    const tag = tagBytes(no, wireTypeOf(type));
     return (w, m) => {
-      if (isFieldSet(m as unknown as Message, f)) value(w.tag(no, wt), m[name] as never);
+      if (isFieldSet(m as unknown as Message, f)) value(w.tagOf(tag), m[name] as never);
     };
   }
   const required = f.presence === LEGACY_REQUIRED;
@@ -401,7 +404,7 @@ function fieldStep(f: DescField): Step | null {
   }
   const type = f.fieldKind === 'enum' ? ScalarType.INT32 : f.scalar;
   const value = scalarWriter(type);
-  const tag = varintBytes(((no << 3) | wireTypeOf(type)) >>> 0);
+  const tag = tagBytes(no, wireTypeOf(type));
   return (w, m) => {
     const v = get(m);
     if (v === undefined) return unset();
