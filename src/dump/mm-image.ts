@@ -78,7 +78,6 @@ function madvise(vmFlags: readonly string[]): bigint {
   return bits;
 }
 
-
 export async function buildMm(
   pid: number,
   proc: ProcessInspection,
