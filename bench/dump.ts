@@ -15,6 +15,7 @@
 // (the copy after the release, from a copy-on-write snapshot) is timed beside `tsdump dump -R`
 // (the frozen copy) and `criu dump -R`; the library is left out. Its extra memory is the
 // snapshot's own report (--json): near zero on these idle targets, whose pages nobody writes.
+// With --baseline, the other build runs with --snapshot too.
 //
 // Method: for every round and shape each tool dumps its own fresh target (started the same way,
 // idle once set up), the tools' order rotating from round to round; wall time is the command's
@@ -83,7 +84,7 @@ const wanted = opt('shapes')?.split(',');
 const shapes = wanted ? SHAPES.filter((s) => wanted.includes(s.name)) : snapshotMode ? SHAPES.filter((s) => ['mem256m', 'mem1g', 'mem4g'].includes(s.name)) : SHAPES;
 const imagesRoot = opt('dir') ?? '/dev/shm';
 const baseline = opt('baseline');
-const TOOLS: Tool[] = snapshotMode ? ['criu', 'cli', 'snap'] : baseline ? ['criu', 'cli', 'lib', 'base'] : ['criu', 'cli', 'lib'];
+const TOOLS: Tool[] = [...(snapshotMode ? ['criu', 'cli', 'snap'] as const : ['criu', 'cli', 'lib'] as const), ...(baseline ? ['base'] as const : [])];
 if (wanted && shapes.length !== wanted.length) throw new Error(`unknown shape in ${wanted.join(',')}; known: ${SHAPES.map((s) => s.name).join(',')}`);
 
 // Killed trees must be reaped, and the targets must not be this process's children (the library
@@ -148,9 +149,9 @@ async function runTool(tool: Tool, pid: number, dir: string): Promise<Run> {
   const cmd =
     tool === 'criu'
       ? [CRIU, 'dump', '-t', String(pid), '-D', dir, '--shell-job', '-o', 'dump.log', ...leave]
-      : [process.execPath, tool === 'base' ? join(baseline!, 'dist/cli.js') : CLI, 'dump', '-t', String(pid), '-D', dir, '--shell-job', ...leave, ...(tool === 'snap' ? ['--snapshot', '--json'] : [])];
+      : [process.execPath, tool === 'base' ? join(baseline!, 'dist/cli.js') : CLI, 'dump', '-t', String(pid), '-D', dir, '--shell-job', ...leave, ...(tool === 'snap' || (tool === 'base' && snapshotMode) ? ['--snapshot', '--json'] : [])];
   const t = timed(cmd);
-  const extra = tool === 'snap' ? (JSON.parse(t.stdout) as { snapshot?: { extraBytes: number } }).snapshot?.extraBytes : undefined;
+  const extra = tool === 'snap' || (tool === 'base' && snapshotMode) ? (JSON.parse(t.stdout) as { snapshot?: { extraBytes: number } }).snapshot?.extraBytes : undefined;
   return { wallMs: t.wallMs, rssMiB: t.rssMiB, frozenMs: await frozenMs(dir), ...(extra !== undefined ? { extraMiB: extra / 2 ** 20 } : {}) };
 }
 
@@ -237,6 +238,7 @@ for (const shape of shapes) {
       `${shape.what.padEnd(24)} criu -R ${f0(criu?.wallMs).padStart(6)} / ${f0(criu?.frozenMs).padStart(6)} ms` +
         `  tsdump -R ${f0(cli?.wallMs).padStart(6)} / ${f0(cli?.frozenMs).padStart(6)} ms` +
         `  --snapshot ${f0(snap?.wallMs).padStart(6)} / ${f0(snap?.frozenMs).padStart(6)} ms (extra ${f0(snap?.extraMiB)} MiB)` +
+        (base ? `  baseline --snapshot ${f0(base.wallMs).padStart(6)} / ${f0(base.frozenMs).padStart(6)} ms` : '') +
         `  frozen x${f2(snap && cli && snap.frozenMs / cli.frozenMs)} of tsdump, x${f2(snap && criu && snap.frozenMs / criu.frozenMs)} of criu` +
         `  wall x${f2(snap && cli && snap.wallMs / cli.wallMs)} of tsdump`,
     );
