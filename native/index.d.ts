@@ -167,9 +167,9 @@ export declare class Session {
   close(): void
   tracerTid(): Promise<number>
   /**
-   * Copies every snapshot taken by this session's `dumpTask({ memory: { snapshot } })` calls
-   * into its pages image, in the order taken, killing each holder when done. On a failure the
-   * holders left are killed too.
+   * Scans and copies every snapshot taken by this session's `dumpTask({ memory: { snapshot } })`
+   * calls into its pages image, in the order taken, killing each holder when done. On a
+   * failure the holders left are killed too.
    */
   drainSnapshots(): Promise<Array<SnapshotDrainInfo>>
   /** Everything the dump needs from process `pid`, seized by this session: see the module doc. */
@@ -664,6 +664,11 @@ export interface MemoryDump {
   tracking?: TrackingInfo
   /** A snapshot was asked and none taken: why (the pages were copied while frozen). */
   snapshotRefused?: string
+  /**
+   * A snapshot holds the pages: they are scanned and copied after the release, and
+   * `session.drainSnapshots()` brings the entries and counts (empty here).
+   */
+  afterRelease: boolean
 }
 
 /** read: the tracer copies the pages, no injection; vmsplice: the task gifts them into pipes. */
@@ -1230,10 +1235,16 @@ export interface SignalSetsInfo {
 
 export interface SnapshotDrainInfo {
   pid: number
+  /** pagemap-PID.img's entries, in address order. */
+  entries: Array<PagemapEntryInfo>
+  /** The task's page counts (the pages copied while frozen included). */
+  counts: MemoryCounts
   /** Pages copied after the release. */
   pages: number
   /** Pages copied while frozen (fork does not carry MADV_DONTFORK / MADV_WIPEONFORK ranges). */
   frozenPages: number
+  /** Scanning the holder's pagemap (part of `drain_ns`). */
+  scanNs: number
   drainNs: number
   /** What the snapshot cost in memory at the end of the copy (its peak), if it could be read. */
   extraBytes?: number

@@ -11,7 +11,7 @@ import type { Incremental } from './incremental.js';
 import type { SeccompTable } from './write-seccomp.js';
 import type { CgroupMembership } from './write-cgroup.js';
 import type { ImagesDir } from '../images/dir.js';
-import type { SnapshotReport } from './snapshot.js';
+import type { SnapshotState } from './snapshot.js';
 
 export interface DumpContext {
   readonly options: DumpOptions;
@@ -31,8 +31,8 @@ export interface DumpContext {
   readonly seccomp: SeccompTable;
   /** Each thread's cgroup set and cgroup.img's contents (write-cgroup.ts). */
   readonly cgroups: CgroupMembership;
-  /** --snapshot: what the snapshots did (snapshot.ts). */
-  readonly snapshot?: SnapshotReport | undefined;
+  /** --snapshot: what the snapshots did and the pagemaps waiting for their copy (snapshot.ts). */
+  readonly snapshot?: SnapshotState | undefined;
   /** True the first time `key` is asked about in this dump (objects dumped once, e.g. shmem). */
   firstTime(key: string): boolean;
   /** A native call, cancellable between calls, with the core's errors typed. */

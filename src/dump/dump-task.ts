@@ -50,7 +50,7 @@ export async function visitTask(ctx: VisitContext, task: SeizedProcessInfo): Pro
   await recordMemory(ctx, pid, facts.memory!);
   const refused = facts.memory!.snapshotRefused;
   if (refused !== undefined && ctx.snapshot) {
-    ctx.snapshot.pagesFrozen += facts.memory!.counts.written;
+    ctx.snapshot.report.pagesFrozen += facts.memory!.counts.written;
     ctx.options.log?.warn(`pid ${pid}: no snapshot (${refused}); its memory was copied while frozen`);
   }
   return { facts, pagesId };
@@ -89,11 +89,13 @@ export async function writeTask(ctx: DumpContext, task: SeizedProcessInfo, visit
   // Memory first among the images: CRIU numbers the exe and mapped files before fds.
   const { pageServer } = ctx.options;
   const mm = await buildMm(pid, proc, parasite, ctx.files);
-  logVmas(ctx.options.log, pid, proc.vmas, memory.vmas);
-  logMemory(ctx.options.log, pid, memory);
+  logVmas(ctx.options.log, pid, proc.vmas, memory);
+  if (!memory.afterRelease) logMemory(ctx.options.log, pid, memory);
   await writeImage(ctx.imagesDir, `mm-${pid}.img`, mm_entrySchema, [mm]);
-  // with a page server the pagemap went over the wire with the pages (the server writes it)
-  if (!pageServer) await writePagemap(ctx.imagesDir, pid, pagesId, memory, mm.vmas);
+  // with a page server the pagemap went over the wire with the pages (the server writes it);
+  // with a snapshot holding the pages, it is written once they are scanned, after the release
+  if (memory.afterRelease) ctx.snapshot?.pagemaps.set(pid, { pagesId, vmas: mm.vmas });
+  else if (!pageServer) await writePagemap(ctx.imagesDir, pid, pagesId, memory, mm.vmas);
   await dumpSharedAnon(ctx, pid, proc);
   await dumpMemfdInodes(ctx, pid, proc);
 

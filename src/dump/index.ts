@@ -34,7 +34,7 @@ import { STAGES_NOT_TAKEN, stager, taskStage, type Stage } from './stage.js';
 import type { DumpEvents, DumpResult } from './result.js';
 import { logRelease, logSeizedTask } from './log-facts.js';
 import { watchPages } from './page-progress.js';
-import { checkSnapshotOptions, copySnapshots, type SnapshotReport } from './snapshot.js';
+import { checkSnapshotOptions, copySnapshots, snapshotState } from './snapshot.js';
 
 export type { DumpOptions } from './options.js';
 export type { DumpEvents, DumpResult } from './result.js';
@@ -93,7 +93,7 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
     const pids = tree.processes.map((p) => p.pid);
     let files: FileTable | undefined;
     let networkLock: NetworkLock | undefined;
-    const snapshot: SnapshotReport | undefined = options.snapshot ? { held: 0, pagesFrozen: 0, pagesAfterRelease: 0, copyTime: 0, extraBytes: 0 } : undefined;
+    const snapshot = options.snapshot ? snapshotState() : undefined;
     // --snapshot: the tree runs again before the memory is copied
     let releasedEarly = false;
     const linkRemaps = options.linkRemap ? new LinkRemaps() : undefined;
@@ -261,7 +261,7 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
       counters: stats.counters,
       timings: stats.timings,
       released,
-      ...(snapshot ? { snapshot } : {}),
+      ...(snapshot ? { snapshot: snapshot.report } : {}),
     };
   } finally {
     session.close();

@@ -50,12 +50,14 @@ export function logSeizedTask(log: Logger | undefined, p: SeizedProcessInfo): vo
  * Every VMA of a visited task: its range, protection, flags and file as the inspection saw it,
  * and what the page drain decided for it (pages dumped, or skipped and why).
  */
-export function logVmas(log: Logger | undefined, pid: number, vmas: readonly VmaInfo[], drained: readonly VmaDumpInfo[]): void {
+export function logVmas(log: Logger | undefined, pid: number, vmas: readonly VmaInfo[], memory: Pick<MemoryDump, 'vmas' | 'afterRelease'>): void {
   if (!debugOn(log)) return;
-  const byStart = new Map(drained.map((d) => [d.start, d]));
+  const byStart = new Map(memory.vmas.map((d) => [d.start, d]));
+  // --snapshot: the pages are counted after the release ("pages of PID" then)
+  const dumped = (d: VmaDumpInfo) => (memory.afterRelease ? 'pages scanned after the release' : `${d.pagesDumped} page(s) dumped`);
   for (const v of vmas) {
     const d = byStart.get(v.start);
-    const what = d === undefined ? 'not drained (no private pages to copy)' : d.decision === 'skip' || d.decision === 'unsupported' ? `skipped: ${d.reason}` : `${d.decision}: ${d.pagesDumped} page(s) dumped${d.reason ? ` (${d.reason})` : ''}`;
+    const what = d === undefined ? 'not drained (no private pages to copy)' : d.decision === 'skip' || d.decision === 'unsupported' ? `skipped: ${d.reason}` : `${d.decision}: ${dumped(d)}${d.reason ? ` (${d.reason})` : ''}`;
     const name = v.path ?? '';
     log.debug(`  vma ${hex(v.start)}-${hex(v.end)} ${protString(v.prot, v.shared)} ${v.kind}${name ? ` ${name}` : ''}${v.deleted ? ' (deleted)' : ''} [${v.vmFlags}]: ${what}`, {
       pid,
@@ -69,7 +71,7 @@ export function logVmas(log: Logger | undefined, pid: number, vmas: readonly Vma
       vmFlags: v.vmFlags,
       decision: d?.decision ?? 'none',
       reason: d?.reason ?? null,
-      pagesDumped: d?.pagesDumped ?? 0,
+      pagesDumped: memory.afterRelease ? null : (d?.pagesDumped ?? 0),
     });
   }
 }
@@ -93,7 +95,11 @@ export function logFd(log: Logger | undefined, pid: number, fd: FdInfoEntry, ent
 }
 
 /** A task's page drain: how many pages were scanned, written, zero or skipped, and how. */
-export function logMemory(log: Logger | undefined, pid: number, m: MemoryDump): void {
+export function logMemory(
+  log: Logger | undefined,
+  pid: number,
+  m: Pick<MemoryDump, 'counts' | 'pagesInParent' | 'vmspliceCalls' | 'bytesWritten' | 'timings'> & { blobRefused?: string | undefined },
+): void {
   if (!debugOn(log)) return;
   const c = m.counts;
   log.debug(

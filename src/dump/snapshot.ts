@@ -1,8 +1,13 @@
 // dump --snapshot: the tree is released before its memory is copied. While frozen, each process's
 // visit forks a copy-on-write holder of its private memory (crates/core/src/mem/snapshot.rs);
-// once the tree runs again, the pages are copied out of the holders into the pages images.
+// once the tree runs again, the holders' pages are scanned and copied into the pages images, and
+// only then is each process's pagemap image written.
 import { TsdumpError } from '../errors.js';
+import type { vma_entry } from '../images/gen/vma_pb.js';
 import type { DumpContext } from './context.js';
+import { pageBytes } from '../arch/index.js';
+import { logMemory } from './log-facts.js';
+import { writePagemap } from './mm-image.js';
 import type { DumpOptions } from './options.js';
 
 /** What the background copy did (DumpResult.snapshot). */
@@ -17,6 +22,20 @@ export interface SnapshotReport {
   copyTime: number;
   /** Memory the snapshots held apart from the tree at the end of the copy (their peak), bytes. */
   extraBytes: number;
+}
+
+/** --snapshot's share of a dump's context. */
+export interface SnapshotState {
+  readonly report: SnapshotReport;
+  /**
+   * By pid, what a process held by a snapshot needs for its pagemap image, written once its
+   * pages are scanned: its pages image's id and its mm image's mappings (for the lazy flags).
+   */
+  readonly pagemaps: Map<number, { pagesId: number; vmas: readonly vma_entry[] }>;
+}
+
+export function snapshotState(): SnapshotState {
+  return { report: { held: 0, pagesFrozen: 0, pagesAfterRelease: 0, copyTime: 0, extraBytes: 0 }, pagemaps: new Map() };
 }
 
 /** Refuses what --snapshot does not combine with (yet), before anything is touched. */
@@ -42,18 +61,36 @@ export function snapshotRequest(o: DumpOptions): { snapshot?: 'fallback' | 'stri
 }
 
 /**
- * Copies every snapshot into its pages image (the tree runs meanwhile), killing each holder
- * when done. A process that exited meanwhile is still dumped as it was at the snapshot.
+ * Scans and copies every snapshot into its pages image (the tree runs meanwhile), killing each
+ * holder when done, then writes the pagemap images. A process that exited meanwhile is still
+ * dumped as it was at the snapshot.
  */
-export async function copySnapshots(ctx: DumpContext, report: SnapshotReport): Promise<void> {
+export async function copySnapshots(ctx: DumpContext, state: SnapshotState): Promise<void> {
+  const { report } = state;
   const drained = await ctx.call(() => ctx.session.drainSnapshots());
   for (const d of drained) {
+    const pagemap = state.pagemaps.get(d.pid);
+    if (!pagemap) throw new TsdumpError('INTERNAL', `pid ${d.pid}: a snapshot was copied for a process whose images were not written`);
+    await writePagemap(ctx.imagesDir, d.pid, pagemap.pagesId, d, pagemap.vmas);
     if (d.held) report.held += 1;
     report.pagesFrozen += d.frozenPages;
     report.pagesAfterRelease += d.pages;
-    report.copyTime += Math.round(d.drainNs / 1000);
+    report.copyTime += Math.round((d.drainNs - d.scanNs) / 1000);
     report.extraBytes += d.extraBytes ?? 0;
-    ctx.stats.timings.memwriteTime += Math.round(d.drainNs / 1000);
+    const { counters, timings } = ctx.stats;
+    counters.pagesScanned += d.counts.scanned;
+    counters.pagesWritten += d.counts.written;
+    counters.pagesZero += d.counts.zero;
+    // as recordMemory counts a drain while frozen: the whole as memdump, the copy as memwrite
+    timings.memdumpTime += Math.round(d.drainNs / 1000);
+    timings.memwriteTime += Math.round((d.drainNs - d.scanNs) / 1000);
+    logMemory(ctx.options.log, d.pid, {
+      counts: d.counts,
+      pagesInParent: 0,
+      vmspliceCalls: 0,
+      bytesWritten: d.counts.written * pageBytes(),
+      timings: { scanNs: d.scanNs, drainNs: d.drainNs - d.scanNs, totalNs: d.drainNs, vmspliceNs: 0, spliceNs: 0 },
+    });
     if (d.taskExited) ctx.options.log?.warn(`pid ${d.pid} exited during the background copy; its images hold it as it was at the snapshot`);
   }
 }

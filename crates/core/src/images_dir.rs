@@ -341,6 +341,29 @@ impl ImagesDir {
         Ok(File::from(fd))
     }
 
+    /// A file with no name in the directory (O_TMPFILE, owner-only), for data a dump holds on
+    /// to for a while: it never shows among the images and goes away with its descriptor, even
+    /// when tsdump is killed. Where the filesystem has no O_TMPFILE, a name made for it is
+    /// unlinked at once.
+    pub fn scratch_file(&self, what: &str) -> Result<File> {
+        let st = self.state();
+        let mode = Mode::from_bits_truncate(0o600);
+        let unnamed = openat(st.target(), ".", OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC, mode);
+        let fd = match unnamed {
+            Err(Errno::EOPNOTSUPP | Errno::EISDIR) => {
+                let name = format!(".tsdump-{what}-{}", std::process::id());
+                let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+                let fd = openat(st.target(), name.as_str(), flags, mode);
+                if fd.is_ok() {
+                    let _ = unlinkat(st.target(), name.as_str(), UnlinkatFlags::NoRemoveDir);
+                }
+                fd
+            }
+            other => other,
+        };
+        fd.map(File::from).map_err(|e| err(format_args!("cannot create a scratch file for {what} in {}: {e}", self.work_path_of(&st).display())))
+    }
+
     /// Creates `name` as `create` does and writes all of `data` to it: a small file in one call.
     pub fn write_new(&self, name: &str, data: &[u8]) -> Result<()> {
         use std::io::Write;

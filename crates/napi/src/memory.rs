@@ -171,17 +171,25 @@ pub struct MemoryDump {
     pub tracking: Option<TrackingInfo>,
     /// A snapshot was asked and none taken: why (the pages were copied while frozen).
     pub snapshot_refused: Option<String>,
+    /// A snapshot holds the pages: they are scanned and copied after the release, and
+    /// `session.drainSnapshots()` brings the entries and counts (empty here).
+    pub after_release: bool,
 }
 
+
+pub(crate) fn entries_to_js(entries: Vec<mem::PagemapEntry>) -> Vec<PagemapEntryInfo> {
+    entries.into_iter().map(|e| PagemapEntryInfo { vaddr: big(e.vaddr), nr_pages: e.nr_pages, flags: e.flags }).collect()
+}
+
+/// A scan's counts, with the pages actually written.
+pub(crate) fn counts_to_js(c: &mem::Counts, written: u64) -> MemoryCounts {
+    MemoryCounts { scanned: c.scanned as i64, written: written as i64, zero: c.zero as i64, skipped: c.skipped as i64, absent: c.absent as i64 }
+}
 
 pub(crate) fn to_js(d: mem::MemDump, path: String) -> MemoryDump {
     MemoryDump {
         pages_file: path,
-        entries: d
-            .entries
-            .into_iter()
-            .map(|e| PagemapEntryInfo { vaddr: big(e.vaddr), nr_pages: e.nr_pages, flags: e.flags })
-            .collect(),
+        entries: entries_to_js(d.entries),
         vmas: d
             .vmas
             .into_iter()
@@ -195,13 +203,7 @@ pub(crate) fn to_js(d: mem::MemDump, path: String) -> MemoryDump {
                 pages_dumped: r.pages_dumped as i64,
             })
             .collect(),
-        counts: MemoryCounts {
-            scanned: d.counts.scanned as i64,
-            written: d.pages_written as i64,
-            zero: d.counts.zero as i64,
-            skipped: d.counts.skipped as i64,
-            absent: d.counts.absent as i64,
-        },
+        counts: counts_to_js(&d.counts, d.pages_written),
         bytes_written: d.bytes_written as i64,
         timings: MemoryTimings {
             scan_ns: d.timings.scan_ns as i64,
@@ -215,6 +217,7 @@ pub(crate) fn to_js(d: mem::MemDump, path: String) -> MemoryDump {
         pages_in_parent: d.pages_in_parent as i64,
         tracking: None,
         snapshot_refused: d.snapshot_refused,
+        after_release: d.after_release,
     }
 }
 

@@ -4,15 +4,22 @@
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
+use crate::memory::{counts_to_js, entries_to_js, MemoryCounts, PagemapEntryInfo};
 use crate::session::Session;
 
 #[napi(object)]
 pub struct SnapshotDrainInfo {
     pub pid: i32,
+    /// pagemap-PID.img's entries, in address order.
+    pub entries: Vec<PagemapEntryInfo>,
+    /// The task's page counts (the pages copied while frozen included).
+    pub counts: MemoryCounts,
     /// Pages copied after the release.
     pub pages: i64,
     /// Pages copied while frozen (fork does not carry MADV_DONTFORK / MADV_WIPEONFORK ranges).
     pub frozen_pages: i64,
+    /// Scanning the holder's pagemap (part of `drain_ns`).
+    pub scan_ns: i64,
     pub drain_ns: i64,
     /// What the snapshot cost in memory at the end of the copy (its peak), if it could be read.
     pub extra_bytes: Option<i64>,
@@ -24,9 +31,9 @@ pub struct SnapshotDrainInfo {
 
 #[napi]
 impl Session {
-    /// Copies every snapshot taken by this session's `dumpTask({ memory: { snapshot } })` calls
-    /// into its pages image, in the order taken, killing each holder when done. On a failure the
-    /// holders left are killed too.
+    /// Scans and copies every snapshot taken by this session's `dumpTask({ memory: { snapshot } })`
+    /// calls into its pages image, in the order taken, killing each holder when done. On a
+    /// failure the holders left are killed too.
     #[napi]
     pub async fn drain_snapshots(&self) -> Result<Vec<SnapshotDrainInfo>> {
         self.run(|state| {
@@ -37,6 +44,9 @@ impl Session {
                 let d = p.drain()?;
                 out.push(SnapshotDrainInfo {
                     pid,
+                    counts: counts_to_js(&d.counts, d.counts.dump),
+                    entries: entries_to_js(d.entries),
+                    scan_ns: d.scan_ns as i64,
                     pages: d.pages as i64,
                     frozen_pages: frozen_pages as i64,
                     drain_ns: d.ns as i64,

@@ -6,8 +6,8 @@
 //! through the chosen source (`drain`). The pagemap entries returned describe the pages image in
 //! order, as CRIU's `pagemap_entry` (vaddr, nr_pages, flags = PE_PRESENT).
 //!
-//! The scan and the drain are separate steps so that a later stage can drain after the task is
-//! released (write-protect snapshot) or into a page server.
+//! The decisions and the scan are separate steps (`decide_vmas`, `scan_vmas`) so that a
+//! snapshot's pages can be scanned after the task is released (`snapshot`).
 
 pub mod drain;
 pub mod memfd;
@@ -86,6 +86,9 @@ pub struct MemDump {
     pub pages_in_parent: u64,
     /// --snapshot: why no snapshot was taken and the pages were copied while frozen.
     pub snapshot_refused: Option<String>,
+    /// --snapshot: the pages are scanned and copied after the release, from the snapshot; the
+    /// entries and counts come from `snapshot::Pending::drain` (here they are empty).
+    pub after_release: bool,
 }
 
 /// The scan: VMAs, decisions and the runs of pages to dump.
@@ -118,35 +121,53 @@ pub fn plan(pid: i32, hide: Option<(u64, u64)>) -> Result<Plan> {
 }
 
 /// `plan` over mappings already read.
-pub fn plan_vmas(pid: i32, mut vmas: Vec<Vma>, hide: Option<(u64, u64)>) -> Result<Plan> {
+pub fn plan_vmas(pid: i32, vmas: Vec<Vma>, hide: Option<(u64, u64)>) -> Result<Plan> {
+    let mut vmas = decide_vmas(pid, vmas, hide)?;
+    let mut runs = Vec::new();
+    let mut counts = Counts::default();
+    scan_vmas(pid, &mut vmas, |_| true, &mut runs, &mut counts)?;
+    Ok(Plan { vmas, runs, counts })
+}
+
+/// The first half of a plan: what to do with each of `pid`'s mappings (`hide` left out, as in
+/// `plan`), refusing a mapping that cannot be dumped. No page is looked at.
+pub fn decide_vmas(pid: i32, mut vmas: Vec<Vma>, hide: Option<(u64, u64)>) -> Result<Vec<VmaReport>> {
     if let Some((lo, hi)) = hide {
         vmas = vmas.iter().flat_map(|v| subtract(v, lo, hi)).collect();
     }
-    let path = format!("/proc/{pid}/pagemap");
-    let pm = File::open(&path).map_err(|e| Error::new(ErrorCode::Procfs, format!("pid {pid}: opening {path}: {e}")))?;
-    let mut runs = Vec::new();
-    let mut counts = Counts::default();
-    let mut reports = Vec::with_capacity(vmas.len());
-    for v in vmas {
-        let (d, reason) = vma::decide(&v);
-        if d == Decision::Unsupported {
-            return Err(Error::new(
-                ErrorCode::UnsupportedVma,
-                format!("pid {pid}: {reason} at {:#x}-{:#x} ({}){}", v.start, v.end, v.path, vma::unsupported_advice(&v)),
-            ));
-        }
+    vmas.into_iter()
+        .map(|v| {
+            let (decision, reason) = vma::decide(&v);
+            if decision == Decision::Unsupported {
+                return Err(Error::new(
+                    ErrorCode::UnsupportedVma,
+                    format!("pid {pid}: {reason} at {:#x}-{:#x} ({}){}", v.start, v.end, v.path, vma::unsupported_advice(&v)),
+                ));
+            }
+            Ok(VmaReport { vma: v, decision, reason, pages_dumped: 0 })
+        })
+        .collect()
+}
+
+/// The second half: scans the pagemap of `pagemap_of` for the pages to dump in the mappings
+/// `pick` selects, appending their runs (in address order) and counts. `pagemap_of` is the task
+/// itself, or a process holding the same memory (a --snapshot holder, `snapshot`).
+pub fn scan_vmas(pagemap_of: i32, vmas: &mut [VmaReport], pick: impl Fn(&VmaReport) -> bool, runs: &mut Vec<Run>, counts: &mut Counts) -> Result<()> {
+    let path = format!("/proc/{pagemap_of}/pagemap");
+    let pm = File::open(&path).map_err(|e| Error::new(ErrorCode::Procfs, format!("pid {pagemap_of}: opening {path}: {e}")))?;
+    for r in vmas.iter_mut().filter(|r| pick(r)) {
         let before = counts.dump;
-        if d.dumps_private_pages() {
-            if !pagemap::scan_vma_fast(&pm, &v, d, &mut runs, &mut counts)? {
+        if r.decision.dumps_private_pages() {
+            if !pagemap::scan_vma_fast(&pm, &r.vma, r.decision, runs, counts)? {
                 // No PAGEMAP_SCAN: one pagemap entry per page, zero page told by its PFN.
-                pagemap::scan_vma(&pm, &v, d, &pagemap::zero_pfns()?, &mut runs, &mut counts)?;
+                pagemap::scan_vma(&pm, &r.vma, r.decision, &pagemap::zero_pfns()?, runs, counts)?;
             }
         } else {
-            counts.skipped += v.pages();
+            counts.skipped += r.vma.pages();
         }
-        reports.push(VmaReport { pages_dumped: counts.dump - before, vma: v, decision: d, reason });
+        r.pages_dumped = counts.dump - before;
     }
-    Ok(Plan { vmas: reports, runs, counts })
+    Ok(())
 }
 
 /// Pagemap entries for runs (split where a run exceeds u32 pages).
@@ -307,6 +328,7 @@ where
         blob_refused,
         pages_in_parent,
         snapshot_refused: None,
+        after_release: false,
     })
 }
 

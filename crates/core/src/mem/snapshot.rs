@@ -1,17 +1,23 @@
 //! `dump --snapshot`: the task's private memory is copied after the tree is released, from a
 //! copy-on-write snapshot taken while it was frozen.
 //!
-//! While frozen (`take`, in the visit): the pages to dump are scanned as for any dump, then the
-//! resident parasite forks a holder (blob/proto.h, struct blob_snapshot): a process that shares
-//! every private page of the task copy-on-write as it is at that instant and never runs the
-//! application's code. After the smaps reader is in (`Taken::copy_unforked`), the pages fork does
-//! not carry (VmFlags dc: MADV_DONTFORK, absent in the holder; wf: MADV_WIPEONFORK, zeroes
-//! there) are copied from the frozen task into their places in the pages image. Shared mappings
-//! are no concern here: their pages are dumped from the frozen task by the shmem and memfd stages.
+//! While frozen (`take`, in the visit): the resident parasite forks a holder (blob/proto.h, struct
+//! blob_snapshot): a process that shares every private page of the task copy-on-write as it is at
+//! that instant and never runs the application's code. Only the mappings are decided then, no page
+//! scanned: the holder's page tables are the task's as they were at the fork, so its pagemap is
+//! scanned after the release instead. After the smaps reader is in (`Taken::copy_unforked`), the
+//! pages fork does not carry (VmFlags dc: MADV_DONTFORK, absent in the holder; wf: MADV_WIPEONFORK,
+//! zeroes there) are scanned in the frozen task and copied into a scratch file of the images
+//! directory: their place in the pages image depends on the pages below them, known only after the
+//! scan. Shared mappings are no concern here: their pages are dumped from the frozen task by the
+//! shmem and memfd stages. Mappings fork leaves empty in the holder (no anon_vma: never written)
+//! hold no page to dump either way, bar the zero page, which the holder then counts absent rather
+//! than zero.
 //!
-//! After the release (`Pending::drain`): the holder writes the other pages into their places in
-//! the pages image itself (tsdump hands it the file and asks pwritev of its own memory), then it
-//! is killed. Not read from outside with process_vm_readv: that pins the pages it reads, and a
+//! After the release (`Pending::drain`): the holder's pagemap is scanned, and the holder writes
+//! those pages into their places in the pages image itself (tsdump hands it the file and asks
+//! pwritev of its own memory), the unforked ones going from the scratch file; then it is
+//! killed. Not read from outside with process_vm_readv: that pins the pages it reads, and a
 //! read-only pin of an anonymous page shared copy-on-write unshares it, giving the holder a
 //! private copy of every page. Mappings without PROT_READ, which the holder cannot write from,
 //! are read through /proc/PID/mem (plain references, no pin). The holder lives only as long as
@@ -26,9 +32,9 @@ use std::time::Instant;
 use nix::errno::Errno;
 
 use super::drain::{PageSink, ReadSource};
-use super::pagemap::Run;
+use super::pagemap::{Counts, Run};
 use super::vma::page_size;
-use super::{entries, plan, plan_vmas, DumpOpts, Infected, MemDump, Plan, Timings};
+use super::{decide_vmas, entries, scan_vmas, DumpOpts, Infected, MemDump, Timings, VmaReport};
 use crate::error::{Error, ErrorCode, Result};
 use crate::freezer::procinfo::has_exited;
 use crate::images_dir::NewFile;
@@ -146,28 +152,40 @@ impl Drop for Holder {
 /// A snapshot taken in the visit, before the unforked pages are copied.
 pub struct Taken {
     pid: i32,
-    plan: Plan,
+    /// The task's mappings and what to do with each; their pages are not scanned yet.
+    vmas: Vec<VmaReport>,
     pages: NewFile,
     /// None in the torn test mode: the pages are read from the live task.
     holder: Option<Holder>,
 }
 
-/// What is left to copy after the release.
+/// What is left to scan and copy after the release.
 pub struct Pending {
     pub pid: i32,
     holder: Option<Holder>,
-    /// The pieces still to copy: run, offset in the pages image, readable.
-    left: Vec<(Run, u64, bool)>,
+    vmas: Vec<VmaReport>,
+    /// The mappings fork left out of the holder (dc) or zeroed there (wf): scanned in the task
+    /// while frozen, their pages copied to `staged` in address order.
+    unforked: Vec<(u64, u64)>,
+    unforked_runs: Vec<Run>,
+    unforked_counts: Counts,
+    staged: Option<File>,
     file: File,
     pages: NewFile,
     /// Pages copied while frozen (fork does not carry them).
     pub frozen_pages: u64,
 }
 
-/// What the copy after the release did.
-#[derive(Debug, Clone, Copy, Default)]
+/// What the scan and copy after the release did.
+#[derive(Debug, Clone, Default)]
 pub struct Drained {
+    /// The pagemap entries of the pages image, in address order (as `MemDump::entries`).
+    pub entries: Vec<super::PagemapEntry>,
+    /// The whole task's counts, the unforked mappings' included.
+    pub counts: Counts,
+    /// Pages copied after the release.
     pub pages: u64,
+    pub scan_ns: u64,
     pub ns: u64,
     /// The snapshot's memory cost at the end of the copy (its peak: the holder never frees).
     pub extra_bytes: Option<u64>,
@@ -175,10 +193,12 @@ pub struct Drained {
     pub task_exited: bool,
 }
 
-/// Scans the task and takes its snapshot (the task is frozen and infected, its blob running).
-/// Where no snapshot can be had (`refused`: the caller knows why none may be forked; no
-/// resident parasite; a fork that fails) the memory is drained now, as without --snapshot, and
-/// `snapshot_refused` says why, or with `Mode::Strict` the dump fails.
+/// Takes the task's snapshot (the task is frozen and infected, its blob running) and decides what
+/// to do with each of its mappings; which pages to copy is scanned after the release, in the
+/// holder, whose page tables are the task's as they were at the fork. Where no snapshot can be
+/// had (`refused`: the caller knows why none may be forked; no resident parasite; a fork that
+/// fails) the memory is drained now, as without --snapshot, and `snapshot_refused` says why, or
+/// with `Mode::Strict` the dump fails.
 pub fn take(pid: i32, opts: &DumpOpts, infected: Infected, mode: Mode, refused: Option<Error>) -> Result<(MemDump, Option<Taken>)> {
     let t0 = Instant::now();
     let torn = std::env::var_os(TORN_ENV).is_some();
@@ -199,25 +219,26 @@ pub fn take(pid: i32, opts: &DumpOpts, infected: Infected, mode: Mode, refused: 
         }
     };
     let hide = Some((inj.scratch_addr(), inj.scratch_addr() + inj.scratch_len() as u64));
-    let plan = match &opts.vmas {
-        Some(v) => plan_vmas(pid, v.clone(), hide)?,
-        None => plan(pid, hide)?,
+    let maps = match &opts.vmas {
+        Some(v) => v.clone(),
+        None => super::vma::read_vmas(pid)?,
     };
-    let to_write: u64 = plan.runs.iter().map(|r| r.nr_pages).sum();
-    let scan_ns = t0.elapsed().as_nanos() as u64;
+    let vmas = decide_vmas(pid, maps, hide)?;
+    let ns = t0.elapsed().as_nanos() as u64;
     let d = MemDump {
-        entries: entries(&plan.runs),
-        vmas: plan.vmas.clone(),
-        counts: plan.counts,
-        pages_written: to_write,
-        bytes_written: to_write * page_size(),
-        timings: Timings { scan_ns, total_ns: scan_ns, ..Timings::default() },
+        entries: Vec::new(),
+        vmas: vmas.clone(),
+        counts: Counts::default(),
+        pages_written: 0,
+        bytes_written: 0,
+        timings: Timings { total_ns: ns, ..Timings::default() },
         vmsplice_calls: 0,
         blob_refused: None,
         pages_in_parent: 0,
         snapshot_refused: None,
+        after_release: true,
     };
-    Ok((d, Some(Taken { pid, plan, pages: opts.pages.clone(), holder })))
+    Ok((d, Some(Taken { pid, vmas, pages: opts.pages.clone(), holder })))
 }
 
 /// Writes page data at given offsets of the pages image.
@@ -261,61 +282,67 @@ impl Batch {
     }
 }
 
-/// `runs` cut at the edges of `unforked` (sorted, disjoint ranges), each piece with its offset in
-/// the pages image (the runs' pages in order) and whether it lies in `unforked`.
-fn pieces(runs: &[Run], unforked: &[(u64, u64)]) -> Vec<(Run, u64, bool)> {
-    let ps = page_size();
-    let mut out = Vec::with_capacity(runs.len());
-    let mut off = 0u64;
-    for r in runs {
-        let mut at = r.vaddr;
-        let end = r.vaddr + r.nr_pages * ps;
-        while at < end {
-            let inside = unforked.iter().find(|&&(lo, hi)| lo <= at && at < hi);
-            let cut = match inside {
-                Some(&(_, hi)) => hi.min(end),
-                None => unforked.iter().map(|&(lo, _)| lo).filter(|&lo| lo > at).min().unwrap_or(end).min(end),
-            };
-            out.push((Run { vaddr: at, nr_pages: (cut - at) / ps }, off, inside.is_some()));
-            off += cut - at;
-            at = cut;
+/// Whether `r` lies in one of `ranges` (whole mappings: a mapping's VmFlags hold for all of it).
+fn within(ranges: &[(u64, u64)], r: &VmaReport) -> bool {
+    ranges.iter().any(|&(lo, hi)| lo < r.vma.end && r.vma.start < hi)
+}
+
+/// Whether the page at `addr` can be read through process_vm_readv (else /proc/PID/mem).
+fn readable(vmas: &[VmaReport], addr: u64) -> bool {
+    let i = vmas.partition_point(|r| r.vma.end <= addr);
+    vmas.get(i).is_some_and(|r| r.vma.start <= addr && r.vma.readable())
+}
+
+/// Copies `len` bytes of `from` at `from_off` into `to` at `to_off`, inside the kernel.
+fn copy_between(from: &File, mut from_off: u64, to: &File, mut to_off: u64, mut len: u64, what: &str) -> Result<()> {
+    while len > 0 {
+        let (mut a, mut b) = (from_off as i64, to_off as i64);
+        // SAFETY: copy_file_range(2) on two open files with offsets we own; no memory is passed.
+        let n = unsafe { libc::copy_file_range(from.as_raw_fd(), &mut a, to.as_raw_fd(), &mut b, len as usize, 0) };
+        if n <= 0 {
+            let why = if n == 0 { "the scratch file ended early".to_string() } else { Errno::last().desc().to_string() };
+            return Err(Error::new(ErrorCode::ImageIo, format!("copying the pages held while frozen into {what}: {why}")));
         }
+        (from_off, to_off, len) = (from_off + n as u64, to_off + n as u64, len - n as u64);
     }
-    out
+    Ok(())
 }
 
 impl Taken {
     /// Copies, from the frozen task, the pages fork left out of the holder: those in the ranges
-    /// `unforked` (mappings with VmFlags dc or wf). The rest waits in the returned `Pending`.
+    /// `unforked` (mappings with VmFlags dc or wf). Their place in the pages image depends on the
+    /// pages below them, known only after the release, so they wait in a scratch file of the
+    /// images directory; the rest waits in the holder.
     pub fn copy_unforked(self, unforked: &[(u64, u64)]) -> Result<Pending> {
         let pid = self.pid;
-        let file = self.pages.create()?;
-        let readable = |addr: u64| {
-            let i = self.plan.vmas.partition_point(|r| r.vma.end <= addr);
-            self.plan.vmas.get(i).is_some_and(|r| r.vma.start <= addr && r.vma.readable())
-        };
-        let all: Vec<(Run, u64, bool)> = pieces(&self.plan.runs, unforked);
-        let what = self.pages.display();
-        let mut frozen_pages = 0;
-        let mut left = Vec::with_capacity(all.len());
-        let copied = (|| -> Result<()> {
-            let mut src = ReadSource::new(pid);
-            for (run, off, inside) in all {
-                let readable = readable(run.vaddr);
-                if inside && self.holder.is_some() {
-                    src.copy_run(run, readable, &mut At { file: &file, off, what: &what })?;
-                    frozen_pages += run.nr_pages;
-                } else {
-                    left.push((run, off, readable));
-                }
-            }
-            Ok(())
-        })();
-        if let Err(e) = copied {
-            self.pages.remove();
-            return Err(e);
+        // in the torn test mode there is no holder: everything is read after the release
+        let unforked = if self.holder.is_some() { unforked.to_vec() } else { Vec::new() };
+        let mut vmas = self.vmas;
+        let (mut unforked_runs, mut unforked_counts) = (Vec::new(), Counts::default());
+        if !unforked.is_empty() {
+            scan_vmas(pid, &mut vmas, |r| within(&unforked, r), &mut unforked_runs, &mut unforked_counts)?;
         }
-        Ok(Pending { pid, holder: self.holder, left, file, pages: self.pages, frozen_pages })
+        let file = self.pages.create()?;
+        let copied = (|| -> Result<(Option<File>, u64)> {
+            if unforked_runs.is_empty() {
+                return Ok((None, 0));
+            }
+            let staged = self.pages.dir.scratch_file("unforked-pages")?;
+            let mut sink = At { file: &staged, off: 0, what: "the scratch file of pages held while frozen" };
+            let mut src = ReadSource::new(pid);
+            for &run in &unforked_runs {
+                src.copy_run(run, readable(&vmas, run.vaddr), &mut sink)?;
+            }
+            Ok((Some(staged), unforked_runs.iter().map(|r| r.nr_pages).sum()))
+        })();
+        let (staged, frozen_pages) = match copied {
+            Ok(c) => c,
+            Err(e) => {
+                self.pages.remove();
+                return Err(e);
+            }
+        };
+        Ok(Pending { pid, holder: self.holder, vmas, unforked, unforked_runs, unforked_counts, staged, file, pages: self.pages, frozen_pages })
     }
 }
 
@@ -325,73 +352,92 @@ impl Pending {
         self.holder.is_some()
     }
 
-    /// Copies the pages left into the pages image (the holder writes them, see the module doc),
-    /// then kills the holder. The pages image is removed if the copy fails.
+    /// Scans the holder for the pages to dump and copies them into the pages image (the holder
+    /// writes them, see the module doc), then kills the holder. The pages image is removed if
+    /// this fails.
     pub fn drain(mut self) -> Result<Drained> {
         let t0 = Instant::now();
         let what = self.pages.display();
-        let copied = self.copy_left(&what);
-        let pages = match copied {
-            Ok(p) => p,
+        let copied = self.scan_and_copy(&what, t0);
+        let mut drained = match copied {
+            Ok(d) => d,
             Err(e) => {
                 self.pages.remove();
                 return Err(e);
             }
         };
-        let extra_bytes = self.holder.as_ref().and_then(Holder::extra_bytes);
-        let task_exited = has_exited(self.pid, self.pid);
+        drained.extra_bytes = self.holder.as_ref().and_then(Holder::extra_bytes);
+        drained.task_exited = has_exited(self.pid, self.pid);
         drop(self.holder.take());
-        Ok(Drained { pages, ns: t0.elapsed().as_nanos() as u64, extra_bytes, task_exited })
+        drained.ns = t0.elapsed().as_nanos() as u64;
+        Ok(drained)
     }
 
-    fn copy_left(&self, what: &str) -> Result<u64> {
-        let mut pages = 0;
-        let mut src = ReadSource::new(self.holder.as_ref().map_or(self.pid, |h| h.pid));
-        let Some(holder) = &self.holder else {
-            // the torn test mode: the live task, read as any dump reads it
-            for &(run, off, readable) in &self.left {
-                src.copy_run(run, readable, &mut At { file: &self.file, off, what }).map_err(|e| self.why(e))?;
-                pages += run.nr_pages;
-            }
-            return self.synced(pages, what);
-        };
-        holder.ask(crate::parasite::blob::OP_SETFD, 0, &[], Some(&self.file)).and_then(|r| {
-            if r == 0 {
-                Ok(())
-            } else {
-                Err(Error::new(ErrorCode::Parasite, format!("the snapshot holder (pid {}) refused {what}", holder.pid)))
-            }
-        })?;
-        let ps = page_size();
-        let mut batch = Batch { off: 0, len: 0, iovs: Vec::new() };
-        for &(run, off, readable) in &self.left {
-            if !readable {
-                // the holder could not write from it: read it through /proc/PID/mem
-                batch.send(holder, what)?;
-                src.copy_run(run, false, &mut At { file: &self.file, off, what }).map_err(|e| self.why(e))?;
-                pages += run.nr_pages;
-                continue;
-            }
-            let (mut at, end) = (run.vaddr, run.vaddr + run.nr_pages * ps);
-            while at < end {
-                let file_off = off + (at - run.vaddr);
-                if batch.iovs.len() == crate::parasite::blob::MAX_IOV || batch.len == PWRITE_MAX || batch.off + batch.len != file_off {
-                    batch.send(holder, what)?;
-                    batch.off = file_off;
-                }
-                let len = (end - at).min(PWRITE_MAX - batch.len);
-                batch.iovs.push((at, len));
-                batch.len += len;
-                at += len;
-            }
-            pages += run.nr_pages;
-        }
-        batch.send(holder, what)?;
-        self.synced(pages, what)
-    }
-
-    fn synced(&self, pages: u64, what: &str) -> Result<u64> {
+    fn scan_and_copy(&mut self, what: &str, t0: Instant) -> Result<Drained> {
+        let source = self.holder.as_ref().map_or(self.pid, |h| h.pid);
+        let (mut runs, mut counts) = (Vec::new(), self.unforked_counts);
+        let unforked = std::mem::take(&mut self.unforked);
+        scan_vmas(source, &mut self.vmas, |r| !within(&unforked, r), &mut runs, &mut counts).map_err(|e| self.why(e))?;
+        let scan_ns = t0.elapsed().as_nanos() as u64;
+        runs.extend_from_slice(&self.unforked_runs);
+        runs.sort_unstable_by_key(|r| r.vaddr);
+        let pages = self.copy(&runs, &unforked, what)?;
         self.file.sync_all().map_err(|e| Error::new(ErrorCode::ImageIo, format!("fsync {what}: {e}")))?;
+        Ok(Drained { entries: entries(&runs), counts, pages, scan_ns, ..Drained::default() })
+    }
+
+    /// Copies `runs` (address order) into the pages image: the unforked ones from the scratch
+    /// file, the rest from the holder. Returns the pages copied after the release.
+    fn copy(&self, runs: &[Run], unforked: &[(u64, u64)], what: &str) -> Result<u64> {
+        let ps = page_size();
+        let mut src = ReadSource::new(self.holder.as_ref().map_or(self.pid, |h| h.pid));
+        if let Some(holder) = &self.holder {
+            let r = holder.ask(crate::parasite::blob::OP_SETFD, 0, &[], Some(&self.file))?;
+            if r != 0 {
+                return Err(Error::new(ErrorCode::Parasite, format!("the snapshot holder (pid {}) refused {what}", holder.pid)));
+            }
+        }
+        let mut batch = Batch { off: 0, len: 0, iovs: Vec::new() };
+        let (mut off, mut staged_off, mut pages) = (0u64, 0u64, 0u64);
+        for &run in runs {
+            let len = run.nr_pages * ps;
+            let readable = readable(&self.vmas, run.vaddr);
+            let held_while_frozen = unforked.iter().any(|&(lo, hi)| lo <= run.vaddr && run.vaddr < hi);
+            match (&self.holder, &self.staged) {
+                (_, Some(staged)) if held_while_frozen => {
+                    copy_between(staged, staged_off, &self.file, off, len, what)?;
+                    staged_off += len;
+                }
+                (Some(holder), _) if readable => {
+                    let (mut at, end) = (run.vaddr, run.vaddr + len);
+                    while at < end {
+                        let file_off = off + (at - run.vaddr);
+                        if batch.iovs.len() == crate::parasite::blob::MAX_IOV || batch.len == PWRITE_MAX || batch.off + batch.len != file_off {
+                            batch.send(holder, what)?;
+                            batch.off = file_off;
+                        }
+                        let n = (end - at).min(PWRITE_MAX - batch.len);
+                        batch.iovs.push((at, n));
+                        batch.len += n;
+                        at += n;
+                    }
+                    pages += run.nr_pages;
+                }
+                // the holder cannot write from a mapping without PROT_READ: read it through
+                // /proc/PID/mem; in the torn test mode, the live task as any dump reads it
+                (holder, _) => {
+                    if let Some(h) = holder {
+                        batch.send(h, what)?;
+                    }
+                    src.copy_run(run, readable, &mut At { file: &self.file, off, what }).map_err(|e| self.why(e))?;
+                    pages += run.nr_pages;
+                }
+            }
+            off += len;
+        }
+        if let Some(h) = &self.holder {
+            batch.send(h, what)?;
+        }
         Ok(pages)
     }
 
@@ -409,29 +455,6 @@ impl Pending {
                 Error::new(ErrorCode::TargetGone, format!("pid {}: exited during the copy ({})", self.pid, e.message))
             }
             _ => e,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pieces_cut_runs_at_unforked_edges_and_keep_offsets() {
-        let ps = page_size();
-        let runs = [Run { vaddr: 0x10 * ps, nr_pages: 8 }, Run { vaddr: 0x40 * ps, nr_pages: 2 }];
-        let got = pieces(&runs, &[(0x12 * ps, 0x14 * ps), (0x41 * ps, 0x50 * ps)]);
-        let want = [
-            (0x10, 2, 0, false),
-            (0x12, 2, 2, true),
-            (0x14, 4, 4, false),
-            (0x40, 1, 8, false),
-            (0x41, 1, 9, true),
-        ];
-        assert_eq!(got.len(), want.len());
-        for ((r, off, inside), (v, n, o, i)) in got.iter().zip(want) {
-            assert_eq!((r.vaddr, r.nr_pages, *off, *inside), (v * ps, n, o * ps, i));
         }
     }
 }
