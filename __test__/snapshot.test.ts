@@ -3,7 +3,8 @@
 // without pause, stamping generations, and checks after the restore that every page holds the
 // generation its restored progress counter says (see the C file):
 // - with --snapshot the restored tree (two processes) PASSes, and no snapshot holder is left;
-//   so does t_mappings (PROT_NONE pages, memory shared with a child, file mappings);
+//   so does t_mappings (PROT_NONE pages, memory shared with a child, file mappings), and
+//   t_vma_flags, its VmFlags told by the snapshot after the release or read while frozen;
 // - the same check FAILs on a torn copy (TSDUMP_TEST_TORN_SNAPSHOT: release, then read the live
 //   task, no snapshot), so the PASS above is not one a broken snapshot would also get;
 // - tsdump SIGKILLed or SIGTERMed during the background copy: the tree runs on untouched, the
@@ -96,6 +97,32 @@ test.serial('every kind of mapping (PROT_NONE, shared with a child, file-backed,
   await criuRestore(images);
   t.is(await requestVerify(target, { timeoutMs: 60_000 }), 'PASS');
 });
+
+// The mm image's VmFlags: with a snapshot they are read from the holder after the release, unless
+// it cannot tell them (mlock is not inherited, MADV_DONTFORK mappings are absent from it): then
+// from the frozen task as without --snapshot. t_vma_flags checks every flag after the restore;
+// its MADV_WIPEONFORK (and MADV_DONTFORK) pages, which fork does not carry, are copied while frozen.
+for (const [mode, args, frozenPages, later] of [
+  ['no lock or MADV_DONTFORK: told by the snapshot after the release', ['unlocked-forkable'], 4, true],
+  ['with mlock and MADV_DONTFORK: read while frozen', [], 8, false],
+] as const) {
+  test.serial(`every VmFlags restores from a --snapshot dump (${mode})`, async (t) => {
+    const dir = await makeWorkDir(t);
+    const target = await startTarget('t_vma_flags', { dir, args: [...args], timeoutMs: 60_000 });
+    t.teardown(() => killTree(target.pid, 't_vma_flags'));
+    const images = join(dir, 'img');
+    const r = await tsdump(['dump', '-t', String(target.pid), '-D', images, '-R', '--snapshot', '--json', '-v4', '-o', 'dump.log']);
+    t.is(r.code, 0, r.stderr);
+    const s = (JSON.parse(r.stdout) as SnapshotJson).snapshot!;
+    t.is(s.held, 1);
+    t.is(s.pagesFrozen, frozenPages, 'the pages of the mappings fork does not carry were copied while frozen');
+    const log = readFileSync(join(images, 'dump.log'), 'utf8');
+    t.is(log.includes(`pid ${target.pid}: the VmFlags of its`), later, 'where the VmFlags came from');
+    await killTree(target.pid, 't_vma_flags');
+    await criuRestore(images);
+    t.is(await requestVerify(target, { timeoutMs: 60_000 }), 'PASS');
+  });
+}
 
 test.serial('the same check fails on a torn copy: the live memory read after the release, without a snapshot', async (t) => {
   const dir = await makeWorkDir(t);

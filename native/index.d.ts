@@ -624,6 +624,13 @@ export interface KerndatProbe {
  */
 export declare function linkRemap(source: string, path: string, name: string): string
 
+/** One mapping's VmFlags (smaps mnemonics, space-separated, as `VmaInfo.vmFlags`). */
+export interface MappingFlagsInfo {
+  start: bigint
+  end: bigint
+  vmFlags: string
+}
+
 export interface MemfdDumpInfo {
   /** The inode number: CRIU's shmid (pagemap-shmem-<shmid>.img). */
   shmid: bigint
@@ -669,6 +676,11 @@ export interface MemoryDump {
    * `session.drainSnapshots()` brings the entries and counts (empty here).
    */
   afterRelease: boolean
+  /**
+   * The VmFlags of the task's mappings come from the snapshot after the release
+   * (`SnapshotDrainInfo.vmFlags`): the inspection's mappings have none.
+   */
+  vmFlagsAfterRelease: boolean
 }
 
 /** read: the tracer copies the pages, no injection; vmsplice: the task gifts them into pipes. */
@@ -1252,6 +1264,11 @@ export interface SnapshotDrainInfo {
   taskExited: boolean
   /** False in the torn test mode (no holder: the live task was read). */
   held: boolean
+  /**
+   * The task's mappings' VmFlags as the snapshot tells them, when the visit left them for
+   * after the release (`MemoryDump.vmFlagsAfterRelease`).
+   */
+  vmFlags?: Array<MappingFlagsInfo>
 }
 
 /** What a snapshot that cannot be taken leads to. */

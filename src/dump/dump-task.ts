@@ -91,11 +91,12 @@ export async function writeTask(ctx: DumpContext, task: SeizedProcessInfo, visit
   const mm = await buildMm(pid, proc, parasite, ctx.files);
   logVmas(ctx.options.log, pid, proc.vmas, memory);
   if (!memory.afterRelease) logMemory(ctx.options.log, pid, memory);
-  await writeImage(ctx.imagesDir, `mm-${pid}.img`, mm_entrySchema, [mm]);
-  // with a page server the pagemap went over the wire with the pages (the server writes it);
-  // with a snapshot holding the pages, it is written once they are scanned, after the release
-  if (memory.afterRelease) ctx.snapshot?.pagemaps.set(pid, { pagesId, vmas: mm.vmas });
-  else if (!pageServer) await writePagemap(ctx.imagesDir, pid, pagesId, memory, mm.vmas);
+  // with a snapshot holding the pages, the pagemap is written once they are scanned, after the
+  // release, and so is the mm image when the snapshot is to tell its VmFlags
+  if (memory.afterRelease) ctx.snapshot?.waiting.set(pid, { pagesId, mm, mmWaits: memory.vmFlagsAfterRelease });
+  if (!memory.vmFlagsAfterRelease) await writeImage(ctx.imagesDir, `mm-${pid}.img`, mm_entrySchema, [mm]);
+  // with a page server the pagemap went over the wire with the pages (the server writes it)
+  if (!memory.afterRelease && !pageServer) await writePagemap(ctx.imagesDir, pid, pagesId, memory, mm.vmas);
   await dumpSharedAnon(ctx, pid, proc);
   await dumpMemfdInodes(ctx, pid, proc);
 

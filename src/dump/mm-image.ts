@@ -97,6 +97,7 @@ export async function buildMm(
   const vmas: vma_entry[] = [];
   for (const vma of proc.vmas) {
     const entry = await vmaEntry(pid, vma, files);
+    setVmFlags(entry, vma.vmFlags);
     const prev = vmas.at(-1);
     // [vvar_vclock] (6.13+) is the tail of the vvar area: CRIU keeps the two as one VMA.
     if (vma.kind === 'vvar_vclock' && prev && prev.status & VMA_AREA_VVAR && prev.end === vma.start) {
@@ -127,6 +128,20 @@ export async function buildMm(
   });
 }
 
+/**
+ * What a mapping's VmFlags decide in its entry: the advice CRIU replays with madvise, the mmap
+ * flags restore maps it with, and a SysV segment attached read-only from a writable id's open
+ * mode. Applied as the mm image is built, or with --snapshot once the snapshot has told the
+ * flags after the release (snapshot.ts).
+ */
+export function setVmFlags(entry: vma_entry, vmFlags: string): void {
+  const flags = vmFlags.split(' ');
+  const madv = madvise(flags);
+  if (madv) entry.madv = madv;
+  entry.flags |= mmapFlags(flags);
+  if (entry.status & VMA_AREA_SYSVIPC && flags.includes('mw')) entry.fdflags = O_RDWR;
+}
+
 async function vmaEntry(pid: number, vma: VmaInfo, files: FileTable): Promise<vma_entry> {
   const base = {
     start: vma.start,
@@ -136,14 +151,8 @@ async function vmaEntry(pid: number, vma: VmaInfo, files: FileTable): Promise<vm
     prot: vma.prot,
     fd: -1n,
   };
-  const vmFlags = vma.vmFlags.split(' ');
-  const madv = madvise(vmFlags);
-  const extraFlags = mmapFlags(vmFlags);
-  const entry = (fields: { flags: number; status: number; pgoff?: bigint; shmid?: bigint; fdflags?: number }): vma_entry => {
-    const e = create(vma_entrySchema, { ...base, ...fields, flags: fields.flags | extraFlags });
-    if (madv) e.madv = madv;
-    return e;
-  };
+  const entry = (fields: { flags: number; status: number; pgoff?: bigint; shmid?: bigint; fdflags?: number }): vma_entry =>
+    create(vma_entrySchema, { ...base, ...fields });
   const anon = MAP_PRIVATE | MAP_ANONYMOUS;
   const at = `pid ${pid}: VMA ${vma.start.toString(16)}-${vma.end.toString(16)}`;
   switch (vma.kind) {
@@ -176,7 +185,7 @@ async function vmaEntry(pid: number, vma: VmaInfo, files: FileTable): Promise<vm
         shmid: vma.inode,
         flags: MAP_SHARED | MAP_ANONYMOUS,
         status: VMA_AREA_REGULAR | VMA_ANON_SHARED | VMA_AREA_SYSVIPC,
-        fdflags: vma.prot & PROT_WRITE || vmFlags.includes('mw') ? O_RDWR : 0,
+        fdflags: vma.prot & PROT_WRITE ? O_RDWR : 0,
       });
     case 'file': {
       if (isMemfdVma(vma)) {

@@ -1,13 +1,16 @@
 // dump --snapshot: the tree is released before its memory is copied. While frozen, each process's
 // visit forks a copy-on-write holder of its private memory (crates/core/src/mem/snapshot.rs);
 // once the tree runs again, the holders' pages are scanned and copied into the pages images, and
-// only then is each process's pagemap image written.
-import { TsdumpError } from '../errors.js';
-import type { vma_entry } from '../images/gen/vma_pb.js';
-import type { DumpContext } from './context.js';
+// only then is each process's pagemap image written (and its mm image, when the holder tells the
+// mappings' VmFlags: crates/core/src/collect.rs).
+import type { MappingFlagsInfo } from '../../native/index.js';
 import { pageBytes } from '../arch/index.js';
+import { TsdumpError } from '../errors.js';
+import { writeImage } from '../images/index.js';
+import { mm_entrySchema, type mm_entry } from '../images/gen/mm_pb.js';
+import type { DumpContext } from './context.js';
 import { logMemory } from './log-facts.js';
-import { writePagemap } from './mm-image.js';
+import { setVmFlags, writePagemap } from './mm-image.js';
 import type { DumpOptions } from './options.js';
 
 /** What the background copy did (DumpResult.snapshot). */
@@ -28,14 +31,15 @@ export interface SnapshotReport {
 export interface SnapshotState {
   readonly report: SnapshotReport;
   /**
-   * By pid, what a process held by a snapshot needs for its pagemap image, written once its
-   * pages are scanned: its pages image's id and its mm image's mappings (for the lazy flags).
+   * By pid, what a process held by a snapshot needs for its images written after the copy: its
+   * pages image's id and its mm image, itself to be written then when its VmFlags come from the
+   * snapshot (`mmWaits`), and whose mappings give the pagemap its lazy flags.
    */
-  readonly pagemaps: Map<number, { pagesId: number; vmas: readonly vma_entry[] }>;
+  readonly waiting: Map<number, { pagesId: number; mm: mm_entry; mmWaits: boolean }>;
 }
 
 export function snapshotState(): SnapshotState {
-  return { report: { held: 0, pagesFrozen: 0, pagesAfterRelease: 0, copyTime: 0, extraBytes: 0 }, pagemaps: new Map() };
+  return { report: { held: 0, pagesFrozen: 0, pagesAfterRelease: 0, copyTime: 0, extraBytes: 0 }, waiting: new Map() };
 }
 
 /** Refuses what --snapshot does not combine with (yet), before anything is touched. */
@@ -69,9 +73,18 @@ export async function copySnapshots(ctx: DumpContext, state: SnapshotState): Pro
   const { report } = state;
   const drained = await ctx.call(() => ctx.session.drainSnapshots());
   for (const d of drained) {
-    const pagemap = state.pagemaps.get(d.pid);
-    if (!pagemap) throw new TsdumpError('INTERNAL', `pid ${d.pid}: a snapshot was copied for a process whose images were not written`);
-    await writePagemap(ctx.imagesDir, d.pid, pagemap.pagesId, d, pagemap.vmas);
+    const waiting = state.waiting.get(d.pid);
+    if (!waiting) throw new TsdumpError('INTERNAL', `pid ${d.pid}: a snapshot was copied for a process whose images were not written`);
+    const { mm } = waiting;
+    if (waiting.mmWaits) {
+      for (const vma of mm.vmas) setVmFlags(vma, vmFlagsAt(d.pid, d.vmFlags, vma.start));
+      await writeImage(ctx.imagesDir, `mm-${d.pid}.img`, mm_entrySchema, [mm]);
+      ctx.options.log?.debug(`pid ${d.pid}: the VmFlags of its ${mm.vmas.length} mappings told by its snapshot after the release`, {
+        pid: d.pid,
+        event: 'vm-flags-after-release',
+      });
+    }
+    await writePagemap(ctx.imagesDir, d.pid, waiting.pagesId, d, mm.vmas);
     if (d.held) report.held += 1;
     report.pagesFrozen += d.frozenPages;
     report.pagesAfterRelease += d.pages;
@@ -93,4 +106,11 @@ export async function copySnapshots(ctx: DumpContext, state: SnapshotState): Pro
     });
     if (d.taskExited) ctx.options.log?.warn(`pid ${d.pid} exited during the background copy; its images hold it as it was at the snapshot`);
   }
+}
+
+/** The VmFlags the snapshot of `pid` told for the mapping at `start`. */
+function vmFlagsAt(pid: number, told: readonly MappingFlagsInfo[] | undefined, start: bigint): string {
+  const m = told?.find((f) => f.start <= start && start < f.end);
+  if (!m) throw new TsdumpError('INTERNAL', `pid ${pid}: its snapshot told no VmFlags for the mapping at ${start.toString(16)}`);
+  return m.vmFlags;
 }

@@ -78,21 +78,37 @@ pub struct TaskFacts {
 
 /// Visits process `pid` (every thread in `tids` seized by the calling thread, leader first).
 pub fn collect_task(pid: i32, tids: &[i32], memory: Option<MemoryRequest>) -> Result<TaskFacts> {
-    // smaps walks every page table of the task (~30 ms a GiB) for what only it tells, the
+    // smaps walks every page table of the task (~10 ms a GiB) for what only it tells, the
     // VmFlags: read on a thread of its own while this one does the rest; /proc/PID/maps has
-    // everything else.
+    // everything else. It walks them under the task's mmap lock, which the infection's mmap and
+    // a snapshot's fork wait for: with --snapshot, the VmFlags are read from the snapshot's
+    // holder after the release where it tells them all (mem::snapshot::vm_flags_may_wait).
     let maps = crate::mem::vma::read_vmas(pid)?;
+    let smaps_later = memory.as_ref().is_some_and(|m| m.snapshot.is_some()) && snapshot::vm_flags_may_wait(pid)?;
     std::thread::scope(|scope| {
-        let smaps = scope.spawn(|| inspect::read_smaps(pid));
+        let smaps = (!smaps_later).then(|| scope.spawn(|| inspect::read_smaps(pid)));
         let facts = collect_with(pid, tids, maps, memory);
-        let smaps = smaps.join().map_err(|_| crate::Error::new(ErrorCode::Kernel, format!("pid {pid}: the smaps reader panicked")))?;
+        let smaps = match smaps {
+            Some(s) => Some(s.join().map_err(|_| crate::Error::new(ErrorCode::Kernel, format!("pid {pid}: the smaps reader panicked")))?),
+            None => None,
+        };
         let (mut facts, taken) = facts?;
-        inspect::add_vm_flags(pid, &mut facts.proc, &smaps?, (facts.leftover.scratch, facts.leftover.len))?;
+        let later = match &taken {
+            Some(t) if smaps_later => t.vm_flags_later()?,
+            _ => false,
+        };
+        if !later {
+            let smaps = match smaps {
+                Some(s) => s?,
+                None => inspect::read_smaps(pid)?,
+            };
+            inspect::add_vm_flags(pid, &mut facts.proc, &smaps, (facts.leftover.scratch, facts.leftover.len))?;
+        }
+        if let Some(m) = facts.memory.as_mut() {
+            m.vm_flags_after_release = later;
+        }
         if let Some(taken) = taken {
-            // fork leaves these out of the holder (dc) or zeroes them there (wf)
-            let unforked: Vec<(u64, u64)> =
-                facts.proc.vmas.iter().filter(|v| v.vm_flags.iter().any(|f| f == "dc" || f == "wf")).map(|v| (v.start, v.end)).collect();
-            facts.snapshot = Some(taken.copy_unforked(&unforked)?);
+            facts.snapshot = Some(taken.copy_unforked(later)?);
         }
         Ok(facts)
     })

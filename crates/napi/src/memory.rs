@@ -174,6 +174,9 @@ pub struct MemoryDump {
     /// A snapshot holds the pages: they are scanned and copied after the release, and
     /// `session.drainSnapshots()` brings the entries and counts (empty here).
     pub after_release: bool,
+    /// The VmFlags of the task's mappings come from the snapshot after the release
+    /// (`SnapshotDrainInfo.vmFlags`): the inspection's mappings have none.
+    pub vm_flags_after_release: bool,
 }
 
 
@@ -218,6 +221,7 @@ pub(crate) fn to_js(d: mem::MemDump, path: String) -> MemoryDump {
         tracking: None,
         snapshot_refused: d.snapshot_refused,
         after_release: d.after_release,
+        vm_flags_after_release: d.vm_flags_after_release,
     }
 }
 

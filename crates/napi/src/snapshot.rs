@@ -4,8 +4,17 @@
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
+use crate::convert::big;
 use crate::memory::{counts_to_js, entries_to_js, MemoryCounts, PagemapEntryInfo};
 use crate::session::Session;
+
+/// One mapping's VmFlags (smaps mnemonics, space-separated, as `VmaInfo.vmFlags`).
+#[napi(object)]
+pub struct MappingFlagsInfo {
+    pub start: BigInt,
+    pub end: BigInt,
+    pub vm_flags: String,
+}
 
 #[napi(object)]
 pub struct SnapshotDrainInfo {
@@ -27,6 +36,9 @@ pub struct SnapshotDrainInfo {
     pub task_exited: bool,
     /// False in the torn test mode (no holder: the live task was read).
     pub held: bool,
+    /// The task's mappings' VmFlags as the snapshot tells them, when the visit left them for
+    /// after the release (`MemoryDump.vmFlagsAfterRelease`).
+    pub vm_flags: Option<Vec<MappingFlagsInfo>>,
 }
 
 #[napi]
@@ -53,6 +65,9 @@ impl Session {
                     extra_bytes: d.extra_bytes.map(|b| b as i64),
                     task_exited: d.task_exited,
                     held,
+                    vm_flags: d.vm_flags.map(|vmas| {
+                        vmas.into_iter().map(|v| MappingFlagsInfo { start: big(v.start), end: big(v.end), vm_flags: v.vm_flags.join(" ") }).collect()
+                    }),
                 });
             }
             Ok(out)

@@ -89,6 +89,9 @@ pub struct MemDump {
     /// --snapshot: the pages are scanned and copied after the release, from the snapshot; the
     /// entries and counts come from `snapshot::Pending::drain` (here they are empty).
     pub after_release: bool,
+    /// --snapshot: the VmFlags of the task's mappings are read from the snapshot after the
+    /// release (`snapshot::Drained::vm_flags`); the inspection's mappings have none.
+    pub vm_flags_after_release: bool,
 }
 
 /// The scan: VMAs, decisions and the runs of pages to dump.
@@ -329,6 +332,7 @@ where
         pages_in_parent,
         snapshot_refused: None,
         after_release: false,
+        vm_flags_after_release: false,
     })
 }
 

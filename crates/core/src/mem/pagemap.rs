@@ -208,6 +208,11 @@ struct PageRegion {
 
 /// Ranges of `[start, end)` whose pages match; Ok(None) when the kernel has no PAGEMAP_SCAN.
 pub(crate) fn pagemap_scan(pm: &File, start: u64, end: u64, inverted: u64, mask: u64, anyof: u64) -> Result<Option<Vec<(u64, u64)>>> {
+    pagemap_scan_upto(pm, start, end, inverted, mask, anyof, 0)
+}
+
+/// `pagemap_scan` stopping once `max_pages` pages matched (0: no limit).
+fn pagemap_scan_upto(pm: &File, start: u64, end: u64, inverted: u64, mask: u64, anyof: u64, max_pages: u64) -> Result<Option<Vec<(u64, u64)>>> {
     let mut out: Vec<(u64, u64)> = Vec::new();
     let mut regions = vec![PageRegion::default(); 1024];
     let mut at = start;
@@ -221,6 +226,7 @@ pub(crate) fn pagemap_scan(pm: &File, start: u64, end: u64, inverted: u64, mask:
             category_inverted: inverted,
             category_mask: mask,
             category_anyof_mask: anyof,
+            max_pages,
             ..Default::default()
         };
         // SAFETY: `arg` describes `regions`, which outlives the call; the kernel writes at most
@@ -239,12 +245,30 @@ pub(crate) fn pagemap_scan(pm: &File, start: u64, end: u64, inverted: u64, mask:
                 _ => out.push((r.start, r.end)),
             }
         }
-        if arg.walk_end <= at {
+        if arg.walk_end <= at || (max_pages != 0 && !out.is_empty()) {
             break;
         }
         at = arg.walk_end;
     }
     Ok(Some(out))
+}
+
+/// Wanted: present or swapped, and not these categories: the zero page, and for private file
+/// mappings the file's own page. ("not X" is X inverted and then required.)
+fn unwanted(d: Decision) -> u64 {
+    if d == Decision::FileCow {
+        PAGE_IS_PFNZERO | PAGE_IS_FILE
+    } else {
+        PAGE_IS_PFNZERO
+    }
+}
+
+/// Whether `vma` holds a page `scan_vma_fast` would select (the walk stops at the first; PTE
+/// markers count: a false yes costs a scan, never a page). Ok(None) when the kernel has no
+/// PAGEMAP_SCAN.
+pub fn holds_pages(pm: &File, vma: &Vma, d: Decision) -> Result<Option<bool>> {
+    let not = unwanted(d);
+    Ok(pagemap_scan_upto(pm, vma.start, vma.end, not, not, PAGE_IS_PRESENT | PAGE_IS_SWAPPED, 1)?.map(|found| !found.is_empty()))
 }
 
 /// `scan_vma` through PAGEMAP_SCAN. Ok(false) when the kernel lacks it (use `scan_vma`).
@@ -256,9 +280,7 @@ pub fn scan_vma_fast(pm: &File, vma: &Vma, d: Decision, runs: &mut Vec<Run>, cou
         counts.scanned += vma.pages();
         return Ok(true);
     }
-    // Wanted: present or swapped, not the zero page, and for private file mappings not the
-    // file's own page. "not X" is X inverted and then required.
-    let not = if d == Decision::FileCow { PAGE_IS_PFNZERO | PAGE_IS_FILE } else { PAGE_IS_PFNZERO };
+    let not = unwanted(d);
     let Some(want) = pagemap_scan(pm, vma.start, vma.end, not, not, PAGE_IS_PRESENT | PAGE_IS_SWAPPED)? else {
         return Ok(false);
     };
@@ -362,26 +384,18 @@ mod tests {
         assert_eq!(c.absent, 2);
     }
 
-    #[test]
-    fn pagemap_scan_agrees_with_pagemap() {
+    /// A private anonymous mapping of `pages` of our own (no THP), and its Vma.
+    fn own_mapping(pages: usize) -> (*mut u8, Vma) {
         let ps = page_size() as usize;
-        // SAFETY: a private anonymous mapping of our own, unmapped at the end.
+        // SAFETY: a private anonymous mapping of our own, unmapped by the caller.
         let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), 64 * ps, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+            libc::mmap(std::ptr::null_mut(), pages * ps, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
         } as *mut u8;
-        // SAFETY: all offsets are inside the mapping.
-        unsafe {
-            libc::madvise(p.cast(), 64 * ps, libc::MADV_NOHUGEPAGE);
-            for i in [1usize, 2, 3, 10, 40, 41] {
-                *p.add(i * ps) = 7;
-            }
-            for i in [20usize, 21] {
-                std::ptr::read_volatile(p.add(i * ps));
-            }
-        }
+        // SAFETY: advice on the mapping just made.
+        unsafe { libc::madvise(p.cast(), pages * ps, libc::MADV_NOHUGEPAGE) };
         let v = Vma {
             start: p as u64,
-            end: p as u64 + 64 * ps as u64,
+            end: p as u64 + (pages * ps) as u64,
             prot: 3,
             shared: false,
             offset: 0,
@@ -390,6 +404,22 @@ mod tests {
             path: String::new(),
             vm_flags: vec![],
         };
+        (p, v)
+    }
+
+    #[test]
+    fn pagemap_scan_agrees_with_pagemap() {
+        let ps = page_size() as usize;
+        let (p, v) = own_mapping(64);
+        // SAFETY: all offsets are inside the mapping.
+        unsafe {
+            for i in [1usize, 2, 3, 10, 40, 41] {
+                *p.add(i * ps) = 7;
+            }
+            for i in [20usize, 21] {
+                std::ptr::read_volatile(p.add(i * ps));
+            }
+        }
         let pm = File::open("/proc/self/pagemap").unwrap();
         let (mut r1, mut c1, mut r2, mut c2) = (vec![], Counts::default(), vec![], Counts::default());
         assert!(scan_vma_fast(&pm, &v, Decision::Anon, &mut r1, &mut c1).unwrap(), "kernel has PAGEMAP_SCAN");
@@ -400,6 +430,23 @@ mod tests {
         assert_eq!(c1, c2);
         assert_eq!(c1.dump, 6);
         assert_eq!(c1.zero, 2);
+    }
+
+    #[test]
+    fn holds_pages_counts_only_pages_to_dump() {
+        let ps = page_size() as usize;
+        let (p, v) = own_mapping(64);
+        let pm = File::open("/proc/self/pagemap").unwrap();
+        let holds = || holds_pages(&pm, &v, Decision::Anon).unwrap();
+        assert_eq!(holds(), Some(false), "untouched");
+        // SAFETY: offsets inside the mapping.
+        unsafe { std::ptr::read_volatile(p.add(20 * ps)) };
+        assert_eq!(holds(), Some(false), "only the zero page");
+        // SAFETY: as above.
+        unsafe { *p.add(63 * ps) = 1 };
+        assert_eq!(holds(), Some(true), "one written page, the last");
+        // SAFETY: unmapping what we mapped.
+        unsafe { libc::munmap(p.cast(), 64 * ps) };
     }
 
     #[test]

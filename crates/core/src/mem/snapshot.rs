@@ -5,19 +5,22 @@
 //! blob_snapshot): a process that shares every private page of the task copy-on-write as it is at
 //! that instant and never runs the application's code. Only the mappings are decided then, no page
 //! scanned: the holder's page tables are the task's as they were at the fork, so its pagemap is
-//! scanned after the release instead. After the smaps reader is in (`Taken::copy_unforked`), the
-//! pages fork does not carry (VmFlags dc: MADV_DONTFORK, absent in the holder; wf: MADV_WIPEONFORK,
-//! zeroes there) are scanned in the frozen task and copied into a scratch file of the images
-//! directory: their place in the pages image depends on the pages below them, known only after the
-//! scan. Shared mappings are no concern here: their pages are dumped from the frozen task by the
-//! shmem and memfd stages. Mappings fork leaves empty in the holder (no anon_vma: never written)
-//! hold no page to dump either way, bar the zero page, which the holder then counts absent rather
-//! than zero.
+//! scanned after the release instead, and so is its smaps for the VmFlags where it tells them all
+//! (`vm_flags_may_wait`, `Taken::vm_flags_later`): smaps walks every page table under the task's
+//! mmap lock, which the infection and the fork wait for. Fork copies a mapping's page tables whole
+//! or not at all; the mappings whose pages it did not carry (MADV_DONTFORK: absent in the holder;
+//! MADV_WIPEONFORK: zeroes there) are found by asking both pagemaps whether they hold a page to
+//! dump (`Taken::copy_unforked`), and their pages are read from the frozen task into a scratch file
+//! of the images directory: their place in the pages image depends on the pages below them, known
+//! only after the scan. Shared mappings are no concern here: their pages are dumped from the frozen
+//! task by the shmem and memfd stages. Mappings fork leaves empty in the holder (no anon_vma: never
+//! written) hold no page to dump either way, bar the zero page, which the holder then counts absent
+//! rather than zero.
 //!
 //! After the release (`Pending::drain`): the holder's pagemap is scanned, and the holder writes
 //! those pages into their places in the pages image itself (tsdump hands it the file and asks
-//! pwritev of its own memory), the unforked ones going from the scratch file; then it is
-//! killed. Not read from outside with process_vm_readv: that pins the pages it reads, and a
+//! pwritev of its own memory), the unforked ones going from the scratch file; its smaps is read
+//! if the VmFlags waited for it; then it is killed. Not read from outside with process_vm_readv: that pins the pages it reads, and a
 //! read-only pin of an anonymous page shared copy-on-write unshares it, giving the holder a
 //! private copy of every page. Mappings without PROT_READ, which the holder cannot write from,
 //! are read through /proc/PID/mem (plain references, no pin). The holder lives only as long as
@@ -33,7 +36,7 @@ use nix::errno::Errno;
 
 use super::drain::{PageSink, ReadSource};
 use super::pagemap::{Counts, Run};
-use super::vma::page_size;
+use super::vma::{page_size, Decision, Vma};
 use super::{decide_vmas, entries, scan_vmas, DumpOpts, Infected, MemDump, Timings, VmaReport};
 use crate::error::{Error, ErrorCode, Result};
 use crate::freezer::procinfo::has_exited;
@@ -154,6 +157,8 @@ pub struct Taken {
     pid: i32,
     /// The task's mappings and what to do with each; their pages are not scanned yet.
     vmas: Vec<VmaReport>,
+    /// The parasite's scratch mapping, which the holder has too.
+    hide: (u64, u64),
     pages: NewFile,
     /// None in the torn test mode: the pages are read from the live task.
     holder: Option<Holder>,
@@ -174,6 +179,9 @@ pub struct Pending {
     pages: NewFile,
     /// Pages copied while frozen (fork does not carry them).
     pub frozen_pages: u64,
+    /// The VmFlags are read from the holder's smaps after the release (`Taken::vm_flags_later`).
+    vm_flags_later: bool,
+    hide: (u64, u64),
 }
 
 /// What the scan and copy after the release did.
@@ -191,6 +199,22 @@ pub struct Drained {
     pub extra_bytes: Option<u64>,
     /// The task exited during the copy (the images hold it as it was at the snapshot).
     pub task_exited: bool,
+    /// The task's mappings with their VmFlags, read from the holder, when they were left for
+    /// after the release.
+    pub vm_flags: Option<Vec<Vma>>,
+}
+
+/// Whether `pid`'s VmFlags may be left for the holder to tell after the release, as far as the
+/// task shows before the fork: the holder's mappings carry every VmFlags of the task's but the
+/// locks (fork does not inherit mlock) and userfaultfd's (not dumped), so a task with locked
+/// memory (VmLck) has its smaps read while frozen. `Taken::vm_flags_later` checks the rest.
+pub fn vm_flags_may_wait(pid: i32) -> Result<bool> {
+    if std::env::var_os(TORN_ENV).is_some() {
+        return Ok(false);
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| Error::new(ErrorCode::Procfs, format!("pid {pid}: /proc/{pid}/status: {e}")))?;
+    let locked = status.lines().find_map(|l| l.strip_prefix("VmLck:")).map(|v| v.trim().trim_end_matches("kB").trim() != "0");
+    Ok(locked == Some(false))
 }
 
 /// Takes the task's snapshot (the task is frozen and infected, its blob running) and decides what
@@ -218,12 +242,12 @@ pub fn take(pid: i32, opts: &DumpOpts, infected: Infected, mode: Mode, refused: 
             return Ok((d, None));
         }
     };
-    let hide = Some((inj.scratch_addr(), inj.scratch_addr() + inj.scratch_len() as u64));
+    let hide = (inj.scratch_addr(), inj.scratch_addr() + inj.scratch_len() as u64);
     let maps = match &opts.vmas {
         Some(v) => v.clone(),
         None => super::vma::read_vmas(pid)?,
     };
-    let vmas = decide_vmas(pid, maps, hide)?;
+    let vmas = decide_vmas(pid, maps, Some(hide))?;
     let ns = t0.elapsed().as_nanos() as u64;
     let d = MemDump {
         entries: Vec::new(),
@@ -237,8 +261,9 @@ pub fn take(pid: i32, opts: &DumpOpts, infected: Infected, mode: Mode, refused: 
         pages_in_parent: 0,
         snapshot_refused: None,
         after_release: true,
+        vm_flags_after_release: false,
     };
-    Ok((d, Some(Taken { pid, vmas, pages: opts.pages.clone(), holder })))
+    Ok((d, Some(Taken { pid, vmas, hide, pages: opts.pages.clone(), holder })))
 }
 
 /// Writes page data at given offsets of the pages image.
@@ -309,15 +334,30 @@ fn copy_between(from: &File, mut from_off: u64, to: &File, mut to_off: u64, mut 
 }
 
 impl Taken {
-    /// Copies, from the frozen task, the pages fork left out of the holder: those in the ranges
-    /// `unforked` (mappings with VmFlags dc or wf). Their place in the pages image depends on the
-    /// pages below them, known only after the release, so they wait in a scratch file of the
-    /// images directory; the rest waits in the holder.
-    pub fn copy_unforked(self, unforked: &[(u64, u64)]) -> Result<Pending> {
+    /// Whether the holder has every mapping of the task: then its smaps, read after the
+    /// release, tells the task's VmFlags (a MADV_DONTFORK mapping is absent from it, and only
+    /// the task's smaps knows its flags).
+    pub fn vm_flags_later(&self) -> Result<bool> {
+        let Some(holder) = &self.holder else { return Ok(false) };
+        let (lo, hi) = self.hide;
+        let held: Vec<Vma> = super::vma::read_vmas(holder.pid)?.iter().flat_map(|v| super::subtract(v, lo, hi)).collect();
+        Ok(self.vmas.iter().all(|r| held.binary_search_by_key(&r.vma.start, |h| h.start).is_ok()))
+    }
+
+    /// Copies, from the frozen task, the pages fork left out of the holder: those of the
+    /// mappings where the holder has none of the pages the task has to dump (MADV_DONTFORK:
+    /// absent there; MADV_WIPEONFORK: zeroes there; fork copies a mapping's page tables whole
+    /// or not at all). Their place in the pages image depends on the pages below them, known
+    /// only after the release, so they wait in a scratch file of the images directory; the
+    /// rest waits in the holder. `vm_flags_later` says whether VmFlags wait for the holder too.
+    pub fn copy_unforked(self, vm_flags_later: bool) -> Result<Pending> {
         let pid = self.pid;
-        // in the torn test mode there is no holder: everything is read after the release
-        let unforked = if self.holder.is_some() { unforked.to_vec() } else { Vec::new() };
         let mut vmas = self.vmas;
+        // in the torn test mode there is no holder: everything is read after the release
+        let unforked = match &self.holder {
+            Some(h) => unforked(pid, h.pid, &vmas)?,
+            None => Vec::new(),
+        };
         let (mut unforked_runs, mut unforked_counts) = (Vec::new(), Counts::default());
         if !unforked.is_empty() {
             scan_vmas(pid, &mut vmas, |r| within(&unforked, r), &mut unforked_runs, &mut unforked_counts)?;
@@ -342,8 +382,47 @@ impl Taken {
                 return Err(e);
             }
         };
-        Ok(Pending { pid, holder: self.holder, vmas, unforked, unforked_runs, unforked_counts, staged, file, pages: self.pages, frozen_pages })
+        Ok(Pending {
+            pid,
+            holder: self.holder,
+            vmas,
+            unforked,
+            unforked_runs,
+            unforked_counts,
+            staged,
+            file,
+            pages: self.pages,
+            frozen_pages,
+            vm_flags_later,
+            hide: self.hide,
+        })
     }
+}
+
+/// The task's mappings whose pages to dump fork did not carry into the holder `holder`.
+fn unforked(pid: i32, holder: i32, vmas: &[VmaReport]) -> Result<Vec<(u64, u64)>> {
+    let open = |p: i32| {
+        let path = format!("/proc/{p}/pagemap");
+        File::open(&path).map_err(|e| Error::new(ErrorCode::Procfs, format!("pid {p}: opening {path}: {e}")))
+    };
+    let (task_pm, holder_pm) = (open(pid)?, open(holder)?);
+    // without PAGEMAP_SCAN, a whole scan of the mapping
+    let holds = |pm: &File, r: &VmaReport| -> Result<bool> {
+        if let Some(yes) = super::pagemap::holds_pages(pm, &r.vma, r.decision)? {
+            return Ok(yes);
+        }
+        let mut counts = Counts::default();
+        super::pagemap::scan_vma(pm, &r.vma, r.decision, &super::pagemap::zero_pfns()?, &mut Vec::new(), &mut counts)?;
+        Ok(counts.dump > 0)
+    };
+    let mut out = Vec::new();
+    // the vdso is written whole from the holder, which maps the same kernel pages
+    for r in vmas.iter().filter(|r| r.decision.dumps_private_pages() && r.decision != Decision::Whole) {
+        if !holds(&holder_pm, r)? && holds(&task_pm, r)? {
+            out.push((r.vma.start, r.vma.end));
+        }
+    }
+    Ok(out)
 }
 
 impl Pending {
@@ -366,6 +445,15 @@ impl Pending {
                 return Err(e);
             }
         };
+        if self.vm_flags_later {
+            match self.holder_vm_flags() {
+                Ok(v) => drained.vm_flags = Some(v),
+                Err(e) => {
+                    self.pages.remove();
+                    return Err(e);
+                }
+            }
+        }
         drained.extra_bytes = self.holder.as_ref().and_then(Holder::extra_bytes);
         drained.task_exited = has_exited(self.pid, self.pid);
         drop(self.holder.take());
@@ -439,6 +527,15 @@ impl Pending {
             batch.send(h, what)?;
         }
         Ok(pages)
+    }
+
+    /// The holder's mappings with their VmFlags (its scratch left out): the task's as they were
+    /// at the fork (see `vm_flags_may_wait`).
+    fn holder_vm_flags(&self) -> Result<Vec<Vma>> {
+        let pid = self.holder.as_ref().map_or(self.pid, |h| h.pid);
+        let (lo, hi) = self.hide;
+        let smaps = crate::inspect::read_smaps(pid).map_err(|e| self.why(e))?;
+        Ok(smaps.iter().flat_map(|v| super::subtract(v, lo, hi)).collect())
     }
 
     /// A failed read, told by what happened to the process it read from.
