@@ -13,6 +13,7 @@
 // - no resident parasite (TSDUMP_PARASITE=inject), or a task under seccomp (t_seccomp): the
 //   memory is copied while frozen with a warning, or --snapshot=strict fails with the tree left
 //   running;
+// - with --page-server the pages go to CRIU's page server after the release, and restore;
 // - what --snapshot does not combine with is refused before anything is touched.
 import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
@@ -20,6 +21,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { criuRestore, makeWorkDir, run } from './helpers/criu.js';
+import { installPageImages, isPageImage, startCriuPageServer } from './helpers/page-server.js';
 import { isAlive, killTree, requestVerify, startTarget, waitGone, type Target } from './helpers/target.js';
 import { CLI } from './helpers/tsdump.js';
 import { dump } from '../src/index.js';
@@ -96,6 +98,31 @@ test.serial('every kind of mapping (PROT_NONE, shared with a child, file-backed,
   await killTree(target.pid, 't_mappings');
   await criuRestore(images);
   t.is(await requestVerify(target, { timeoutMs: 60_000 }), 'PASS');
+});
+
+test.serial('--snapshot --page-server: the pages go to the server after the release, and restore to one instant', async (t) => {
+  const dir = await makeWorkDir(t);
+  const target = await start(t, dir, 64, 2);
+  const serverDir = join(dir, 'criu-page-server');
+  const ps = await startCriuPageServer(serverDir);
+  t.teardown(() => {
+    if (ps.child.exitCode === null) ps.child.kill('SIGKILL');
+  });
+  const images = join(dir, 'img');
+  const args = ['dump', '-t', String(target.pid), '-D', images, '-R', '--snapshot', '--json', '--page-server', '--address', '127.0.0.1', '--port', String(ps.port)];
+  const r = await tsdump(args);
+  t.is(r.code, 0, r.stderr);
+  const s = (JSON.parse(r.stdout) as SnapshotJson).snapshot!;
+  t.is(s.held, 2);
+  t.is(s.pagesFrozen, 4, 'the MADV_DONTFORK and MADV_WIPEONFORK page of each process');
+  t.true(s.pagesAfterRelease >= 2 * 16384, `both 64 MiB regions were sent after the release: ${s.pagesAfterRelease}`);
+  const { code, log } = await ps.done;
+  t.is(code, 0, `criu page-server: ${log.slice(-1500)}`);
+  t.deepEqual(readdirSync(images).filter(isPageImage), [], 'no page went to the local images');
+  t.deepEqual(holders(target.pid), []);
+  const moved = await installPageImages(serverDir, images);
+  t.true(moved.includes(`pagemap-${target.pid}.img`), moved.join(' '));
+  t.is(await restoreAndVerify(target, images), 'PASS');
 });
 
 // The mm image's VmFlags: with a snapshot they are read from the holder after the release, unless
@@ -243,7 +270,6 @@ test.serial('what --snapshot does not combine with is refused before the tree is
   const cases: [string[], RegExp][] = [
     [['dump', '-t', pid, '-D', join(dir, 'a'), '--snapshot'], /--snapshot .* needs --leave-running/],
     [['dump', '-t', pid, '-D', join(dir, 'b'), '-R', '--snapshot', '--track-mem'], /--snapshot with --track-mem is not supported yet/],
-    [['dump', '-t', pid, '-D', join(dir, 'e'), '-R', '--snapshot', '--page-server', '--address', '127.0.0.1', '--port', '1'], /--snapshot with --page-server is not supported yet/],
     [['dump', '-t', pid, '-D', join(dir, 'c'), '-R', '--snapshot=later'], /option --snapshot: later is not "strict"/],
     [['pre-dump', '-t', pid, '-D', join(dir, 'd'), '--snapshot'], /option --snapshot is not supported by tsdump pre-dump: not needed: --pre-dump-mode read already/],
   ];

@@ -186,8 +186,10 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
       const rootIds = tasks.find((t) => t.pid === tree.root)?.ids;
       await stage('dump ipc namespace', () => sysvIpc.write(ctx, rootIds?.ipcNsId));
       await stage('dump time namespace', () => timens.write(imagesDir, rootIds?.timeNsId));
-      // every page is sent (SysV segments' last): the server answers CLOSE once its images are on disk
-      if (server) await stage('close page server', () => call(() => session.closePageServer()));
+      // every page is sent (SysV segments' last; with --snapshot the tasks' after the release):
+      // the server answers CLOSE once its images are on disk
+      const closePageServer = () => stage('close page server', () => call(() => session.closePageServer()));
+      if (server && !snapshot) await closePageServer();
       // 26 dump_cgroups
       await stage('dump cgroups', () => cgroups.write(imagesDir));
       // 28 fix_external_unix_sockets: the entries held for peers (outside the tree, or met
@@ -206,6 +208,7 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
           for (const pid of pids) await host.run('resumeDevicesLate', { pid });
         });
         await stage('copy snapshots', () => copySnapshots(ctx, snapshot));
+        if (server) await closePageServer();
         cancellation.throwIfCancelled();
       } else {
         stats.markReleased();

@@ -52,7 +52,6 @@ export function checkSnapshotOptions(o: DumpOptions): void {
     );
   }
   const unsupported = [
-    o.pageServer && '--page-server',
     o.prevImagesDir !== undefined && '--prev-images-dir',
     o.trackMem && '--track-mem',
   ].filter((f): f is string => typeof f === 'string');
@@ -84,7 +83,8 @@ export async function copySnapshots(ctx: DumpContext, state: SnapshotState): Pro
         event: 'vm-flags-after-release',
       });
     }
-    await writePagemap(ctx.imagesDir, d.pid, waiting.pagesId, d, mm.vmas);
+    // with a page server the pagemap went over the wire with the pages (the server writes it)
+    if (!ctx.options.pageServer) await writePagemap(ctx.imagesDir, d.pid, waiting.pagesId, d, mm.vmas);
     if (d.held) report.held += 1;
     report.pagesFrozen += d.frozenPages;
     report.pagesAfterRelease += d.pages;

@@ -248,12 +248,12 @@ fn visit(
         let Some(mut req) = memory else { return Ok((info, None, None)) };
         let mut taken = None;
         let d = match (req.page_server.as_deref_mut(), req.snapshot) {
-            (Some(c), _) => mem::dump_memory_to_page_server(pid, &req.opts, Some(Infected { inj: &mut *inj, blob: blob.as_mut() }), c)?,
-            (None, Some(mode)) => {
-                let (d, tk) = snapshot::take(pid, &req.opts, Infected { inj: &mut *inj, blob: blob.as_mut() }, mode, no_snapshot)?;
+            (server, Some(mode)) => {
+                let (d, tk) = snapshot::take(pid, &req.opts, Infected { inj: &mut *inj, blob: blob.as_mut() }, mode, no_snapshot, server)?;
                 taken = tk;
                 d
             }
+            (Some(c), None) => mem::dump_memory_to_page_server(pid, &req.opts, Some(Infected { inj: &mut *inj, blob: blob.as_mut() }), c)?,
             (None, None) => mem::dump_memory(pid, &req.opts, Some(Infected { inj: &mut *inj, blob: blob.as_mut() }))?,
         };
         t.memory_ns += clock.lap();

@@ -53,7 +53,7 @@ impl Session {
             let mut out = Vec::with_capacity(pending.len());
             for p in pending {
                 let (pid, frozen_pages, held) = (p.pid, p.frozen_pages, p.has_holder());
-                let d = p.drain()?;
+                let d = p.drain(state.page_server.as_mut())?;
                 out.push(SnapshotDrainInfo {
                     pid,
                     counts: counts_to_js(&d.counts, d.counts.dump),

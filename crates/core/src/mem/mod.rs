@@ -224,7 +224,7 @@ pub fn dump_memory(pid: i32, opts: &DumpOpts, infected: Option<Infected>) -> Res
 }
 
 /// Private anonymous memory, which CRIU marks PE_LAZY (served by userfaultfd in lazy mode).
-fn lazy_capable(r: &VmaReport) -> bool {
+pub(crate) fn lazy_capable(r: &VmaReport) -> bool {
     r.decision == Decision::Anon && !r.vma.path.starts_with("/dev/zero")
 }
 

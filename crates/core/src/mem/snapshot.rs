@@ -41,6 +41,7 @@ use super::{decide_vmas, entries, scan_vmas, DumpOpts, Infected, MemDump, Timing
 use crate::error::{Error, ErrorCode, Result};
 use crate::freezer::procinfo::has_exited;
 use crate::images_dir::NewFile;
+use crate::pageserver::{ImageKind, PageServerClient};
 
 /// How a snapshot that cannot be taken is met.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,6 +161,8 @@ pub struct Taken {
     /// The parasite's scratch mapping, which the holder has too.
     hide: (u64, u64),
     pages: NewFile,
+    /// The pages go to the dump's page server instead of `pages`.
+    to_page_server: bool,
     /// None in the torn test mode: the pages are read from the live task.
     holder: Option<Holder>,
 }
@@ -175,7 +178,8 @@ pub struct Pending {
     unforked_runs: Vec<Run>,
     unforked_counts: Counts,
     staged: Option<File>,
-    file: File,
+    /// The pages image, or None when the pages go to the page server.
+    file: Option<File>,
     pages: NewFile,
     /// Pages copied while frozen (fork does not carry them).
     pub frozen_pages: u64,
@@ -223,7 +227,14 @@ pub fn vm_flags_may_wait(pid: i32) -> Result<bool> {
 /// had (`refused`: the caller knows why none may be forked; no resident parasite; a fork that
 /// fails) the memory is drained now, as without --snapshot, and `snapshot_refused` says why, or
 /// with `Mode::Strict` the dump fails.
-pub fn take(pid: i32, opts: &DumpOpts, infected: Infected, mode: Mode, refused: Option<Error>) -> Result<(MemDump, Option<Taken>)> {
+pub fn take(
+    pid: i32,
+    opts: &DumpOpts,
+    infected: Infected,
+    mode: Mode,
+    refused: Option<Error>,
+    page_server: Option<&mut PageServerClient>,
+) -> Result<(MemDump, Option<Taken>)> {
     let t0 = Instant::now();
     let torn = std::env::var_os(TORN_ENV).is_some();
     let Infected { inj, mut blob } = infected;
@@ -237,7 +248,11 @@ pub fn take(pid: i32, opts: &DumpOpts, infected: Infected, mode: Mode, refused: 
         Ok(h) => h,
         Err(e) if e.code == ErrorCode::TargetGone || mode == Mode::Strict => return Err(e),
         Err(e) => {
-            let mut d = super::dump_memory(pid, opts, Some(Infected { inj, blob }))?;
+            let infected = Some(Infected { inj, blob });
+            let mut d = match page_server {
+                Some(c) => super::dump_memory_to_page_server(pid, opts, infected, c)?,
+                None => super::dump_memory(pid, opts, infected)?,
+            };
             d.snapshot_refused = Some(e.message);
             return Ok((d, None));
         }
@@ -263,7 +278,8 @@ pub fn take(pid: i32, opts: &DumpOpts, infected: Infected, mode: Mode, refused: 
         after_release: true,
         vm_flags_after_release: false,
     };
-    Ok((d, Some(Taken { pid, vmas, hide, pages: opts.pages.clone(), holder })))
+    let to_page_server = page_server.is_some();
+    Ok((d, Some(Taken { pid, vmas, hide, pages: opts.pages.clone(), to_page_server, holder })))
 }
 
 /// Writes page data at given offsets of the pages image.
@@ -333,6 +349,140 @@ fn copy_between(from: &File, mut from_off: u64, to: &File, mut to_off: u64, mut 
     Ok(())
 }
 
+/// `runs` cut into pieces of at most PWRITE_MAX bytes (one holder request, one ADD_F).
+fn pieces(runs: &[Run]) -> impl Iterator<Item = Run> + '_ {
+    let per = PWRITE_MAX / page_size();
+    runs.iter().flat_map(move |r| {
+        (0..r.nr_pages.div_ceil(per)).map(move |i| Run { vaddr: r.vaddr + i * PWRITE_MAX, nr_pages: (r.nr_pages - i * per).min(per) })
+    })
+}
+
+/// Fills files with a snapshot's pages, piece by piece in address order: from the scratch file
+/// of the pages held while frozen, queued for the holder to write (`batch`: it writes into the
+/// file last handed to it), or, from a mapping the holder cannot write from, read through
+/// /proc/PID/mem.
+struct Filler<'a> {
+    pending: &'a Pending,
+    unforked: &'a [(u64, u64)],
+    batch: Batch,
+    staged_off: u64,
+    src: ReadSource,
+    what: &'a str,
+}
+
+impl Filler<'_> {
+    /// Hands `file` to the holder for its writes.
+    fn hand(&self, file: &File) -> Result<()> {
+        let Some(holder) = &self.pending.holder else { return Ok(()) };
+        let r = holder.ask(crate::parasite::blob::OP_SETFD, 0, &[], Some(file))?;
+        if r != 0 {
+            return Err(Error::new(ErrorCode::Parasite, format!("the snapshot holder (pid {}) refused the file for {}", holder.pid, self.what)));
+        }
+        Ok(())
+    }
+
+    /// `piece` into `file` at `off`; whether it was copied after the release.
+    fn fill(&mut self, piece: Run, file: &File, off: u64) -> Result<bool> {
+        let p = self.pending;
+        let len = piece.nr_pages * page_size();
+        let readable = readable(&p.vmas, piece.vaddr);
+        let held_while_frozen = self.unforked.iter().any(|&(lo, hi)| lo <= piece.vaddr && piece.vaddr < hi);
+        match (&p.holder, &p.staged) {
+            (_, Some(staged)) if held_while_frozen => {
+                copy_between(staged, self.staged_off, file, off, len, self.what)?;
+                self.staged_off += len;
+                return Ok(false);
+            }
+            (Some(holder), _) if readable => {
+                let b = &mut self.batch;
+                if b.iovs.len() == crate::parasite::blob::MAX_IOV || b.len + len > PWRITE_MAX || b.off + b.len != off {
+                    b.send(holder, self.what)?;
+                    b.off = off;
+                }
+                b.iovs.push((piece.vaddr, len));
+                b.len += len;
+            }
+            // the holder cannot write from a mapping without PROT_READ; in the torn test mode,
+            // the live task is read as any dump reads it
+            (holder, _) => {
+                if let Some(h) = holder {
+                    self.batch.send(h, self.what)?;
+                }
+                self.src.copy_run(piece, readable, &mut At { file, off, what: self.what }).map_err(|e| p.why(e))?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Has the holder write what it has queued.
+    fn flush(&mut self) -> Result<()> {
+        match &self.pending.holder {
+            Some(h) => self.batch.send(h, self.what),
+            None => Ok(()),
+        }
+    }
+
+    /// `runs` into the pages image `file`, back to back. Returns the pages copied after the release.
+    fn copy(&mut self, runs: &[Run], file: &File) -> Result<u64> {
+        self.hand(file)?;
+        let (mut off, mut pages) = (0, 0);
+        for piece in pieces(runs) {
+            if self.fill(piece, file, off)? {
+                pages += piece.nr_pages;
+            }
+            off += piece.nr_pages * page_size();
+        }
+        self.flush()?;
+        Ok(pages)
+    }
+
+    /// `runs` to the page server, as `mem::dump_memory_to_page_server` sends a frozen task's
+    /// (OPEN2, then ADD_F in address order, PE_LAZY on private anonymous memory; every page, the
+    /// server's parent image unused). They go through a scratch file of the images directory,
+    /// PWRITE_MAX bytes at a time: the holder writes only into files. Returns the pages copied
+    /// after the release.
+    fn send(&mut self, runs: &[Run], client: &mut PageServerClient) -> Result<u64> {
+        let p = self.pending;
+        client.open(ImageKind::Task, p.pid as u64)?;
+        let window = p.pages.dir.scratch_file("snapshot-pages")?;
+        self.hand(&window)?;
+        let (mut queued, mut len, mut pages) = (Vec::new(), 0, 0);
+        for piece in pieces(runs) {
+            let n = piece.nr_pages * page_size();
+            if len + n > PWRITE_MAX {
+                self.flush()?;
+                send_window(client, &window, &mut queued)?;
+                len = 0;
+            }
+            if self.fill(piece, &window, len)? {
+                pages += piece.nr_pages;
+            }
+            let i = p.vmas.partition_point(|r| r.vma.end <= piece.vaddr);
+            let lazy = p.vmas.get(i).is_some_and(super::lazy_capable);
+            queued.push((piece, if lazy { super::PE_LAZY } else { 0 }));
+            len += n;
+        }
+        self.flush()?;
+        send_window(client, &window, &mut queued)?;
+        Ok(pages)
+    }
+}
+
+/// Sends the pieces `queued` fills `window` with, from its start, and empties both. sendfile
+/// hands the socket the file's pages themselves, not a copy, and they may leave long after:
+/// the window is truncated, not overwritten, so the next pieces go into fresh pages.
+fn send_window(client: &mut PageServerClient, window: &File, queued: &mut Vec<(Run, u32)>) -> Result<()> {
+    let fail = |what: &str, e: std::io::Error| Error::new(ErrorCode::ImageIo, format!("{what} the scratch file of snapshot pages: {e}"));
+    // SAFETY: lseek(2) on a file we own.
+    if unsafe { libc::lseek(window.as_raw_fd(), 0, libc::SEEK_SET) } < 0 {
+        return Err(fail("rewinding", std::io::Error::last_os_error()));
+    }
+    for (piece, flags) in queued.drain(..) {
+        client.send_pages(piece.vaddr, piece.nr_pages as u32, flags, window.as_raw_fd())?;
+    }
+    window.set_len(0).map_err(|e| fail("truncating", e))
+}
+
 impl Taken {
     /// Whether the holder has every mapping of the task: then its smaps, read after the
     /// release, tells the task's VmFlags (a MADV_DONTFORK mapping is absent from it, and only
@@ -362,7 +512,7 @@ impl Taken {
         if !unforked.is_empty() {
             scan_vmas(pid, &mut vmas, |r| within(&unforked, r), &mut unforked_runs, &mut unforked_counts)?;
         }
-        let file = self.pages.create()?;
+        let file = if self.to_page_server { None } else { Some(self.pages.create()?) };
         let copied = (|| -> Result<(Option<File>, u64)> {
             if unforked_runs.is_empty() {
                 return Ok((None, 0));
@@ -431,13 +581,13 @@ impl Pending {
         self.holder.is_some()
     }
 
-    /// Scans the holder for the pages to dump and copies them into the pages image (the holder
-    /// writes them, see the module doc), then kills the holder. The pages image is removed if
-    /// this fails.
-    pub fn drain(mut self) -> Result<Drained> {
+    /// Scans the holder for the pages to dump and copies them into the pages image, or sends them
+    /// to `page_server` when the visit was asked to (the holder writes them, see the module
+    /// doc), then kills the holder. The pages image is removed if this fails.
+    pub fn drain(mut self, page_server: Option<&mut PageServerClient>) -> Result<Drained> {
         let t0 = Instant::now();
-        let what = self.pages.display();
-        let copied = self.scan_and_copy(&what, t0);
+        let what = if self.file.is_some() { self.pages.display() } else { format!("the page server (pid {})", self.pid) };
+        let copied = self.scan_and_copy(&what, t0, page_server);
         let mut drained = match copied {
             Ok(d) => d,
             Err(e) => {
@@ -461,7 +611,7 @@ impl Pending {
         Ok(drained)
     }
 
-    fn scan_and_copy(&mut self, what: &str, t0: Instant) -> Result<Drained> {
+    fn scan_and_copy(&mut self, what: &str, t0: Instant, page_server: Option<&mut PageServerClient>) -> Result<Drained> {
         let source = self.holder.as_ref().map_or(self.pid, |h| h.pid);
         let (mut runs, mut counts) = (Vec::new(), self.unforked_counts);
         let unforked = std::mem::take(&mut self.unforked);
@@ -469,64 +619,17 @@ impl Pending {
         let scan_ns = t0.elapsed().as_nanos() as u64;
         runs.extend_from_slice(&self.unforked_runs);
         runs.sort_unstable_by_key(|r| r.vaddr);
-        let pages = self.copy(&runs, &unforked, what)?;
-        self.file.sync_all().map_err(|e| Error::new(ErrorCode::ImageIo, format!("fsync {what}: {e}")))?;
+        let mut filler = Filler { pending: self, unforked: &unforked, batch: Batch { off: 0, len: 0, iovs: Vec::new() }, staged_off: 0, src: ReadSource::new(source), what };
+        let pages = match (&self.file, page_server) {
+            (Some(file), _) => {
+                let pages = filler.copy(&runs, file)?;
+                file.sync_all().map_err(|e| Error::new(ErrorCode::ImageIo, format!("fsync {what}: {e}")))?;
+                pages
+            }
+            (None, Some(client)) => filler.send(&runs, client)?,
+            (None, None) => return Err(Error::new(ErrorCode::Kernel, format!("internal: pid {}: its pages are for a page server, and none is connected", self.pid))),
+        };
         Ok(Drained { entries: entries(&runs), counts, pages, scan_ns, ..Drained::default() })
-    }
-
-    /// Copies `runs` (address order) into the pages image: the unforked ones from the scratch
-    /// file, the rest from the holder. Returns the pages copied after the release.
-    fn copy(&self, runs: &[Run], unforked: &[(u64, u64)], what: &str) -> Result<u64> {
-        let ps = page_size();
-        let mut src = ReadSource::new(self.holder.as_ref().map_or(self.pid, |h| h.pid));
-        if let Some(holder) = &self.holder {
-            let r = holder.ask(crate::parasite::blob::OP_SETFD, 0, &[], Some(&self.file))?;
-            if r != 0 {
-                return Err(Error::new(ErrorCode::Parasite, format!("the snapshot holder (pid {}) refused {what}", holder.pid)));
-            }
-        }
-        let mut batch = Batch { off: 0, len: 0, iovs: Vec::new() };
-        let (mut off, mut staged_off, mut pages) = (0u64, 0u64, 0u64);
-        for &run in runs {
-            let len = run.nr_pages * ps;
-            let readable = readable(&self.vmas, run.vaddr);
-            let held_while_frozen = unforked.iter().any(|&(lo, hi)| lo <= run.vaddr && run.vaddr < hi);
-            match (&self.holder, &self.staged) {
-                (_, Some(staged)) if held_while_frozen => {
-                    copy_between(staged, staged_off, &self.file, off, len, what)?;
-                    staged_off += len;
-                }
-                (Some(holder), _) if readable => {
-                    let (mut at, end) = (run.vaddr, run.vaddr + len);
-                    while at < end {
-                        let file_off = off + (at - run.vaddr);
-                        if batch.iovs.len() == crate::parasite::blob::MAX_IOV || batch.len == PWRITE_MAX || batch.off + batch.len != file_off {
-                            batch.send(holder, what)?;
-                            batch.off = file_off;
-                        }
-                        let n = (end - at).min(PWRITE_MAX - batch.len);
-                        batch.iovs.push((at, n));
-                        batch.len += n;
-                        at += n;
-                    }
-                    pages += run.nr_pages;
-                }
-                // the holder cannot write from a mapping without PROT_READ: read it through
-                // /proc/PID/mem; in the torn test mode, the live task as any dump reads it
-                (holder, _) => {
-                    if let Some(h) = holder {
-                        batch.send(h, what)?;
-                    }
-                    src.copy_run(run, readable, &mut At { file: &self.file, off, what }).map_err(|e| self.why(e))?;
-                    pages += run.nr_pages;
-                }
-            }
-            off += len;
-        }
-        if let Some(h) = &self.holder {
-            batch.send(h, what)?;
-        }
-        Ok(pages)
     }
 
     /// The holder's mappings with their VmFlags (its scratch left out): the task's as they were
