@@ -163,6 +163,8 @@ pub struct Taken {
     pages: NewFile,
     /// The pages go to the dump's page server instead of `pages`.
     to_page_server: bool,
+    /// An incremental dump's pages, fixed while frozen.
+    planned: Option<Planned>,
     /// None in the torn test mode: the pages are read from the live task.
     holder: Option<Holder>,
 }
@@ -183,6 +185,8 @@ pub struct Pending {
     pages: NewFile,
     /// Pages copied while frozen (fork does not carry them).
     pub frozen_pages: u64,
+    /// An incremental dump's pages, fixed while frozen: not scanned again.
+    planned: Option<Planned>,
     /// The VmFlags are read from the holder's smaps after the release (`Taken::vm_flags_later`).
     vm_flags_later: bool,
     hide: (u64, u64),
@@ -206,6 +210,17 @@ pub struct Drained {
     /// The task's mappings with their VmFlags, read from the holder, when they were left for
     /// after the release.
     pub vm_flags: Option<Vec<Vma>>,
+}
+
+/// The pages of an incremental dump, fixed while frozen: which pages were written since the
+/// parent is the task's own record (soft-dirty bits, uffd-wp), which the holder does not have.
+struct Planned {
+    /// The pages to copy, in address order (some may be in unforked mappings).
+    runs: Vec<Run>,
+    /// The pagemap's entries, PE_PARENT ones included.
+    entries: Vec<super::PagemapEntry>,
+    /// The scan's counts, `dump` being the pages to copy.
+    counts: Counts,
 }
 
 /// Whether `pid`'s VmFlags may be left for the holder to tell after the release, as far as the
@@ -262,10 +277,22 @@ pub fn take(
         Some(v) => v.clone(),
         None => super::vma::read_vmas(pid)?,
     };
-    let vmas = decide_vmas(pid, maps, Some(hide))?;
+    let mut vmas = decide_vmas(pid, maps, Some(hide))?;
+    let (planned, pages_in_parent) = match &opts.incremental {
+        Some(inc) => {
+            let (mut runs, mut counts) = (Vec::new(), Counts::default());
+            scan_vmas(pid, &mut vmas, |_| true, &mut runs, &mut counts)?;
+            let (runs, entries, in_parent) = super::track::split(pid, &runs, inc)?;
+            counts.dump = runs.iter().map(|r| r.nr_pages).sum();
+            (Some(Planned { runs, entries, counts }), in_parent)
+        }
+        None => (None, 0),
+    };
     let ns = t0.elapsed().as_nanos() as u64;
     let d = MemDump {
-        entries: Vec::new(),
+        // an incremental dump's entries are known now (its tracking records them); the counts
+        // come with the copy
+        entries: planned.as_ref().map(|p| p.entries.clone()).unwrap_or_default(),
         vmas: vmas.clone(),
         counts: Counts::default(),
         pages_written: 0,
@@ -273,13 +300,13 @@ pub fn take(
         timings: Timings { total_ns: ns, ..Timings::default() },
         vmsplice_calls: 0,
         blob_refused: None,
-        pages_in_parent: 0,
+        pages_in_parent,
         snapshot_refused: None,
         after_release: true,
         vm_flags_after_release: false,
     };
     let to_page_server = page_server.is_some();
-    Ok((d, Some(Taken { pid, vmas, hide, pages: opts.pages.clone(), to_page_server, holder })))
+    Ok((d, Some(Taken { pid, vmas, hide, pages: opts.pages.clone(), to_page_server, planned, holder })))
 }
 
 /// Writes page data at given offsets of the pages image.
@@ -509,8 +536,11 @@ impl Taken {
             None => Vec::new(),
         };
         let (mut unforked_runs, mut unforked_counts) = (Vec::new(), Counts::default());
-        if !unforked.is_empty() {
-            scan_vmas(pid, &mut vmas, |r| within(&unforked, r), &mut unforked_runs, &mut unforked_counts)?;
+        let inside = |run: &Run| unforked.iter().any(|&(lo, hi)| lo <= run.vaddr && run.vaddr < hi);
+        match &self.planned {
+            Some(p) => unforked_runs = p.runs.iter().copied().filter(inside).collect(),
+            None if !unforked.is_empty() => scan_vmas(pid, &mut vmas, |r| within(&unforked, r), &mut unforked_runs, &mut unforked_counts)?,
+            None => {}
         }
         let file = if self.to_page_server { None } else { Some(self.pages.create()?) };
         let copied = (|| -> Result<(Option<File>, u64)> {
@@ -543,6 +573,7 @@ impl Taken {
             file,
             pages: self.pages,
             frozen_pages,
+            planned: self.planned,
             vm_flags_later,
             hide: self.hide,
         })
@@ -613,12 +644,19 @@ impl Pending {
 
     fn scan_and_copy(&mut self, what: &str, t0: Instant, page_server: Option<&mut PageServerClient>) -> Result<Drained> {
         let source = self.holder.as_ref().map_or(self.pid, |h| h.pid);
-        let (mut runs, mut counts) = (Vec::new(), self.unforked_counts);
         let unforked = std::mem::take(&mut self.unforked);
-        scan_vmas(source, &mut self.vmas, |r| !within(&unforked, r), &mut runs, &mut counts).map_err(|e| self.why(e))?;
+        let (runs, counts, entries) = match self.planned.take() {
+            Some(p) => (p.runs, p.counts, p.entries),
+            None => {
+                let (mut runs, mut counts) = (Vec::new(), self.unforked_counts);
+                scan_vmas(source, &mut self.vmas, |r| !within(&unforked, r), &mut runs, &mut counts).map_err(|e| self.why(e))?;
+                runs.extend_from_slice(&self.unforked_runs);
+                runs.sort_unstable_by_key(|r| r.vaddr);
+                let entries = entries(&runs);
+                (runs, counts, entries)
+            }
+        };
         let scan_ns = t0.elapsed().as_nanos() as u64;
-        runs.extend_from_slice(&self.unforked_runs);
-        runs.sort_unstable_by_key(|r| r.vaddr);
         let mut filler = Filler { pending: self, unforked: &unforked, batch: Batch { off: 0, len: 0, iovs: Vec::new() }, staged_off: 0, src: ReadSource::new(source), what };
         let pages = match (&self.file, page_server) {
             (Some(file), _) => {
@@ -626,10 +664,14 @@ impl Pending {
                 file.sync_all().map_err(|e| Error::new(ErrorCode::ImageIo, format!("fsync {what}: {e}")))?;
                 pages
             }
+            // an incremental dump's PE_PARENT holes would have to go between the pages (refused)
+            (None, Some(_)) if entries.iter().any(|e| e.flags & super::PE_PARENT != 0) => {
+                return Err(Error::new(ErrorCode::Unsupported, format!("pid {}: an incremental --snapshot dump to a page server", self.pid)))
+            }
             (None, Some(client)) => filler.send(&runs, client)?,
             (None, None) => return Err(Error::new(ErrorCode::Kernel, format!("internal: pid {}: its pages are for a page server, and none is connected", self.pid))),
         };
-        Ok(Drained { entries: entries(&runs), counts, pages, scan_ns, ..Drained::default() })
+        Ok(Drained { entries, counts, pages, scan_ns, ..Drained::default() })
     }
 
     /// The holder's mappings with their VmFlags (its scratch left out): the task's as they were
