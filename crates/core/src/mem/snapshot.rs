@@ -26,6 +26,10 @@
 //! are read through /proc/PID/mem (plain references, no pin). The holder lives only as long as
 //! its channel to tsdump: if tsdump dies it sees EOF and exits, and a `Holder` dropped for any
 //! reason kills it.
+//!
+//! With a page server the pages go to it instead, through a window of a scratch file
+//! (`Filler::send`). An incremental dump scans the task while frozen (`Planned`): which pages
+//! were written since the parent is the task's record, not the holder's.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
