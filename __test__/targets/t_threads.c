@@ -36,10 +36,17 @@ static pid_t g_waiter_tid;
 
 static int worker_signal(int idx) { return SIGRTMIN + 3 + idx; }
 
+/* Worker 1's name has what /proc/PID/status escapes (a backslash, a newline) and spaces at both
+ * ends, which a dump must carry exactly. */
+static void worker_name(int idx, char *out, size_t size) {
+    if (idx == 1) snprintf(out, size, " tsd\\w\n1 ");
+    else snprintf(out, size, "tsd-worker-%d", idx);
+}
+
 static void worker_check(struct worker *w) {
     char name[32], want[32];
     int n = 0;
-    snprintf(want, sizeof want, "tsd-worker-%d", w->idx);
+    worker_name(w->idx, want, sizeof want);
     prctl(PR_GET_NAME, name);
     sigset_t cur;
     pthread_sigmask(SIG_BLOCK, NULL, &cur);
@@ -65,7 +72,7 @@ static void worker_check(struct worker *w) {
 static void *worker_main(void *arg) {
     struct worker *w = arg;
     char name[32];
-    snprintf(name, sizeof name, "tsd-worker-%d", w->idx);
+    worker_name(w->idx, name, sizeof name);
     prctl(PR_SET_NAME, name);
     w->tid = tgt_gettid();
     tls_word = 0xabc0000ULL + (uint64_t)w->idx;
@@ -169,11 +176,13 @@ int main(int argc, char **argv) {
             FAIL("no task %d for worker %d", workers[i].tid, i);
             continue;
         }
-        if (!fgets(comm, sizeof comm, f)) comm[0] = 0;
+        /* the file is the name and a newline (the name may hold a newline itself) */
+        size_t got = fread(comm, 1, sizeof comm - 1, f);
         fclose(f);
-        comm[strcspn(comm, "\n")] = 0;
+        comm[got] = 0;
         char want[32];
-        snprintf(want, sizeof want, "tsd-worker-%d", i);
+        worker_name(i, want, sizeof want);
+        strcat(want, "\n");
         CHECK(strcmp(comm, want) == 0, "task %d comm '%s' want '%s'", workers[i].tid, comm, want);
     }
     tgt_publish_result();

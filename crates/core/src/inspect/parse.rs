@@ -20,6 +20,34 @@ pub fn personality(text: &str) -> Option<u32> {
     u32::from_str_radix(text.trim(), 16).ok()
 }
 
+/// A task's comm from /proc/PID[/task/TID]/status text: `Name:` as printed, untrimmed (a comm
+/// may start or end with spaces), with the two characters the kernel escapes there (newline and
+/// backslash) unescaped.
+pub fn status_comm(text: &str) -> Option<String> {
+    let printed = text.lines().find_map(|l| l.strip_prefix("Name:\t"))?;
+    let mut out = String::with_capacity(printed.len());
+    let mut chars = printed.chars();
+    while let Some(c) = chars.next() {
+        match (c, chars.clone().next()) {
+            ('\\', Some('n')) => {
+                out.push('\n');
+                chars.next();
+            }
+            ('\\', Some('\\')) => {
+                out.push('\\');
+                chars.next();
+            }
+            _ => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// A task's state letter from /proc/PID[/task/TID]/status text (`State:\tS (sleeping)`).
+pub fn status_state(text: &str) -> Option<char> {
+    status_field(text, "State")?.chars().next()
+}
+
 /// The value of `Name:` in /proc/PID/status text.
 pub fn status_field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     text.lines().find_map(|l| {
@@ -116,6 +144,14 @@ pub fn limits(text: &str) -> Result<Vec<super::Rlimit>, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn comm_and_state_from_status() {
+        let st = "Name:\t a\\nb\\\\c \nUmask:\t0022\nState:\tt (tracing stop)\n";
+        assert_eq!(status_comm(st).as_deref(), Some(" a\nb\\c "));
+        assert_eq!(status_state(st), Some('t'));
+        assert_eq!(status_comm("Umask:\t0022\n"), None);
+    }
+
     use super::*;
 
     const LIMITS: &str =
