@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { native } from '../src/native.js';
+import { x86GpRegs } from '../src/arch/x86_64.js';
 import { TsdumpError } from '../src/errors.js';
 
 const TARGET = join(import.meta.dirname, '..', 'build', 'targets', 'cap_target');
@@ -82,7 +83,7 @@ test('selfreport target: registers, signals and rseq match what the target says 
   t.is(th.comm, 'cap-self');
   t.is(th.state, 't');
   if (th.regs.arch !== 'x86_64') return t.pass('register cross-checks are written for x86_64');
-  const g = th.regs.gpregs;
+  const g = x86GpRegs(th.regs.gpregs);
   const spin = tg.u64(SPIN_ADDR);
   t.true(g.ip >= spin && g.ip < spin + 256n, `ip ${g.ip.toString(16)} inside spin_here at ${spin.toString(16)}`);
   const local = tg.u64(STACK_ADDR);
@@ -155,8 +156,9 @@ test('selfreport target: registers, signals and rseq match what the target says 
   await s.seizeTree(tg.pid);
   const again = await s.threadState(tg.pid);
   if (again.regs.arch === 'x86_64') {
-    t.is(again.regs.gpregs.fsBase, g.fsBase);
-    t.true(again.regs.gpregs.ip >= spin && again.regs.gpregs.ip < spin + 256n);
+    const a = x86GpRegs(again.regs.gpregs);
+    t.is(a.fsBase, g.fsBase);
+    t.true(a.ip >= spin && a.ip < spin + 256n);
   }
   await s.releaseTree({ mode: 'resume' });
 });
@@ -345,7 +347,7 @@ test('threads stopped inside system calls: restart decisions follow the kernel r
   if (pause.regs.arch !== 'x86_64') return t.pass('syscall numbers below are x86_64');
   const gp = (th: typeof pause) => {
     if (th.regs.arch !== 'x86_64') throw new Error('x86_64 registers expected');
-    return th.regs.gpregs;
+    return x86GpRegs(th.regs.gpregs);
   };
   // pause -> -ERESTARTNOHAND, read -> -ERESTARTSYS: re-run the call (IP back over `syscall`,
   // AX = the syscall number). nanosleep -> -ERESTART_RESTARTBLOCK: fails with EINTR.

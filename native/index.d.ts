@@ -449,39 +449,6 @@ export interface FpRegsInfo {
   xsave?: XsaveInfo
 }
 
-/** x86_64 `user_x86_regs_entry` fields (NT_PRSTATUS), BigInt each. */
-export interface GpRegsInfo {
-  r15: bigint
-  r14: bigint
-  r13: bigint
-  r12: bigint
-  bp: bigint
-  bx: bigint
-  r11: bigint
-  r10: bigint
-  r9: bigint
-  r8: bigint
-  ax: bigint
-  cx: bigint
-  dx: bigint
-  si: bigint
-  di: bigint
-  origAx: bigint
-  ip: bigint
-  cs: bigint
-  flags: bigint
-  sp: bigint
-  ss: bigint
-  fsBase: bigint
-  gsBase: bigint
-  ds: bigint
-  es: bigint
-  fs: bigint
-  gs: bigint
-  /** user_x86_regs_mode: NATIVE (64-bit) or COMPAT (cs == 0x23) */
-  mode: 'native' | 'compat'
-}
-
 export interface ImagesDirCommit {
   /** Checkpoint files of a replaced set that were deleted. */
   replaced: number
@@ -1647,7 +1614,11 @@ export interface VmaInfo {
 
 export interface X86ThreadRegs {
   arch: 'x86_64'
-  gpregs: GpRegsInfo
+  /**
+   * `struct user_regs_struct` (NT_PRSTATUS) as 27 words in its order: one napi value instead
+   * of 27 BigInts and their names (src/arch/x86_64.ts names them).
+   */
+  gpregs: BigUint64Array
   fpregs: FpRegsInfo
   tls: Array<UserDescInfo>
   /** NT_PRSTATUS and NT_PRFPREG as read. */

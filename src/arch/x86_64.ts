@@ -2,22 +2,27 @@
 // extension, the GDT TLS slots), as CRIU 4.1 writes them.
 import { core_entry_march } from '../images/gen/core_pb.js';
 import { user_x86_regs_mode } from '../images/gen/core-x86_pb.js';
-import type { FpRegsInfo, GpRegsInfo, UserDescInfo } from '../../native/index.js';
+import type { FpRegsInfo, UserDescInfo } from '../../native/index.js';
 import { repeated, type CpuArch, type Restart, type ThreadRegs } from './types.js';
 
-function gpregs(regs: GpRegsInfo, restart: Restart) {
+/** The general registers by name, from the words the core hands over in user_regs_struct order. */
+export function x86GpRegs(g: BigUint64Array) {
+  return {
+    r15: g[0]!, r14: g[1]!, r13: g[2]!, r12: g[3]!, bp: g[4]!, bx: g[5]!, r11: g[6]!, r10: g[7]!,
+    r9: g[8]!, r8: g[9]!, ax: g[10]!, cx: g[11]!, dx: g[12]!, si: g[13]!, di: g[14]!, origAx: g[15]!,
+    ip: g[16]!, cs: g[17]!, flags: g[18]!, sp: g[19]!, ss: g[20]!, fsBase: g[21]!, gsBase: g[22]!,
+    ds: g[23]!, es: g[24]!, fs: g[25]!, gs: g[26]!,
+    // CRIU records the mode from the code segment: 0x23 is the 32-bit one
+    mode: g[17] === 0x23n ? ('compat' as const) : ('native' as const),
+  };
+}
+
+function gpregs(words: BigUint64Array, restart: Restart) {
   // A thread stopped inside an interrupted syscall resumes by re-executing it (or failing it with
   // EINTR); the freezer worked out which, and with which ip/ax.
   const fixed = restart.action === 'none' ? {} : { ip: restart.ip, ax: restart.ax };
-  return {
-    r15: regs.r15, r14: regs.r14, r13: regs.r13, r12: regs.r12, bp: regs.bp, bx: regs.bx,
-    r11: regs.r11, r10: regs.r10, r9: regs.r9, r8: regs.r8, ax: regs.ax, cx: regs.cx,
-    dx: regs.dx, si: regs.si, di: regs.di, origAx: regs.origAx, ip: regs.ip, cs: regs.cs,
-    flags: regs.flags, sp: regs.sp, ss: regs.ss, fsBase: regs.fsBase, gsBase: regs.gsBase,
-    ds: regs.ds, es: regs.es, fs: regs.fs, gs: regs.gs,
-    mode: regs.mode === 'native' ? user_x86_regs_mode.NATIVE : user_x86_regs_mode.COMPAT,
-    ...fixed,
-  };
+  const regs = x86GpRegs(words);
+  return { ...regs, mode: regs.mode === 'native' ? user_x86_regs_mode.NATIVE : user_x86_regs_mode.COMPAT, ...fixed };
 }
 
 function fpregs(fp: FpRegsInfo) {

@@ -16,41 +16,6 @@ pub type ThreadRegsInfo = Either<X86ThreadRegs, Aarch64ThreadRegs>;
 
 // ---------------------------------------------------------------- x86_64
 
-/// x86_64 `user_x86_regs_entry` fields (NT_PRSTATUS), BigInt each.
-#[napi(object)]
-pub struct GpRegsInfo {
-    pub r15: BigInt,
-    pub r14: BigInt,
-    pub r13: BigInt,
-    pub r12: BigInt,
-    pub bp: BigInt,
-    pub bx: BigInt,
-    pub r11: BigInt,
-    pub r10: BigInt,
-    pub r9: BigInt,
-    pub r8: BigInt,
-    pub ax: BigInt,
-    pub cx: BigInt,
-    pub dx: BigInt,
-    pub si: BigInt,
-    pub di: BigInt,
-    pub orig_ax: BigInt,
-    pub ip: BigInt,
-    pub cs: BigInt,
-    pub flags: BigInt,
-    pub sp: BigInt,
-    pub ss: BigInt,
-    pub fs_base: BigInt,
-    pub gs_base: BigInt,
-    pub ds: BigInt,
-    pub es: BigInt,
-    pub fs: BigInt,
-    pub gs: BigInt,
-    /// user_x86_regs_mode: NATIVE (64-bit) or COMPAT (cs == 0x23)
-    #[napi(ts_type = "'native' | 'compat'")]
-    pub mode: String,
-}
-
 /// `user_x86_xsave_entry`: arrays are empty for components the kernel does not expose. Typed
 /// arrays, not arrays: one napi call each instead of one per element (with AVX-512, ~300
 /// elements a thread, most of a thread's hand-over to TypeScript).
@@ -117,7 +82,10 @@ pub struct UserDescInfo {
 pub struct X86ThreadRegs {
     #[napi(ts_type = "'x86_64'")]
     pub arch: String,
-    pub gpregs: GpRegsInfo,
+    /// `struct user_regs_struct` (NT_PRSTATUS) as 27 words in its order: one napi value instead
+    /// of 27 BigInts and their names (src/arch/x86_64.ts names them).
+    #[napi(ts_type = "BigUint64Array")]
+    pub gpregs: U64s,
     pub fpregs: FpRegsInfo,
     pub tls: Vec<UserDescInfo>,
     /// NT_PRSTATUS and NT_PRFPREG as read.
@@ -127,39 +95,9 @@ pub struct X86ThreadRegs {
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn regs_info(r: aregs::ThreadRegs) -> ThreadRegsInfo {
-    let g = &r.gp;
     Either::A(X86ThreadRegs {
         arch: "x86_64".into(),
-        gpregs: GpRegsInfo {
-            r15: big(g.r15),
-            r14: big(g.r14),
-            r13: big(g.r13),
-            r12: big(g.r12),
-            bp: big(g.bp),
-            bx: big(g.bx),
-            r11: big(g.r11),
-            r10: big(g.r10),
-            r9: big(g.r9),
-            r8: big(g.r8),
-            ax: big(g.ax),
-            cx: big(g.cx),
-            dx: big(g.dx),
-            si: big(g.si),
-            di: big(g.di),
-            orig_ax: big(g.orig_ax),
-            ip: big(g.ip),
-            cs: big(g.cs),
-            flags: big(g.flags),
-            sp: big(g.sp),
-            ss: big(g.ss),
-            fs_base: big(g.fs_base),
-            gs_base: big(g.gs_base),
-            ds: big(g.ds),
-            es: big(g.es),
-            fs: big(g.fs),
-            gs: big(g.gs),
-            mode: if g.is_compat() { "compat" } else { "native" }.into(),
-        },
+        gpregs: r.gp.words().to_vec().into(),
         fpregs: FpRegsInfo {
             cwd: r.fp.cwd as u32,
             swd: r.fp.swd as u32,

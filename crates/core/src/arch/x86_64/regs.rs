@@ -109,6 +109,16 @@ impl GpRegs {
     pub fn is_compat(&self) -> bool {
         self.cs == 0x23
     }
+
+    /// The registers as words in `struct user_regs_struct` order (NT_PRSTATUS): what goes to
+    /// JavaScript, as one array.
+    pub fn words(&self) -> [u64; 27] {
+        [
+            self.r15, self.r14, self.r13, self.r12, self.bp, self.bx, self.r11, self.r10, self.r9, self.r8, self.ax, self.cx,
+            self.dx, self.si, self.di, self.orig_ax, self.ip, self.cs, self.flags, self.sp, self.ss, self.fs_base,
+            self.gs_base, self.ds, self.es, self.fs, self.gs,
+        ]
+    }
 }
 
 /// The legacy FXSAVE area (`struct user_fpregs_struct`, 512 bytes), as `user_x86_fpregs_entry`.
