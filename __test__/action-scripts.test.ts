@@ -62,13 +62,19 @@ test('scripts run at each point with CRTOOLS_SCRIPT_ACTION, CRTOOLS_IMAGE_DIR an
   ]);
 });
 
-test('the images dir is exported absolute, and the init pid from the start when known', async (t) => {
+// Serial, and back in its directory before its own ends: the working directory is the whole
+// worker's, and a concurrent test's script started in a directory removed meanwhile prints
+// "getcwd() failed" into that test's output.
+test.serial('the images dir is exported absolute, and the init pid from the start when known', async (t) => {
   const e = setup(t);
   const a = recorder(e, 'a');
   const cwd = process.cwd();
   process.chdir(e.dir);
-  t.teardown(() => process.chdir(cwd));
-  await new ActionScripts([a], { imagesDir: '.', initPid: 77 }).run('pre-dump');
+  try {
+    await new ActionScripts([a], { imagesDir: '.', initPid: 77 }).run('pre-dump');
+  } finally {
+    process.chdir(cwd);
+  }
   t.deepEqual(lines(e.record), [`a pre-dump ${e.dir} 77`]);
 });
 
