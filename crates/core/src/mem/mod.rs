@@ -223,6 +223,12 @@ pub fn dump_memory(pid: i32, opts: &DumpOpts, infected: Option<Infected>) -> Res
     dump_memory_with(pid, opts, infected, |_, _, _| FdSink::create_file(&opts.pages))
 }
 
+/// The mapping among `vmas` (sorted, disjoint) that holds `addr`.
+pub(crate) fn vma_at(vmas: &[VmaReport], addr: u64) -> Option<&VmaReport> {
+    let i = vmas.partition_point(|r| r.vma.end <= addr);
+    vmas.get(i).filter(|r| r.vma.start <= addr)
+}
+
 /// Private anonymous memory, which CRIU marks PE_LAZY (served by userfaultfd in lazy mode).
 pub(crate) fn lazy_capable(r: &VmaReport) -> bool {
     r.decision == Decision::Anon && !r.vma.path.starts_with("/dev/zero")
@@ -248,10 +254,7 @@ pub fn dump_memory_to_page_server(
     } else {
         opts
     };
-    let lazy = |vmas: &[VmaReport], e: &PagemapEntry| {
-        let i = vmas.partition_point(|v| v.vma.end <= e.vaddr);
-        e.flags & PE_PRESENT != 0 && vmas.get(i).is_some_and(|v| v.vma.start <= e.vaddr && lazy_capable(v))
-    };
+    let lazy = |vmas: &[VmaReport], e: &PagemapEntry| e.flags & PE_PRESENT != 0 && vma_at(vmas, e.vaddr).is_some_and(lazy_capable);
     let mut d = dump_memory_with(pid, opts, infected, |plan, _runs, entries| {
         let flagged: Vec<PagemapEntry> =
             entries.iter().map(|e| PagemapEntry { flags: if lazy(&plan.vmas, e) { e.flags | PE_LAZY } else { e.flags }, ..e.clone() }).collect();
@@ -288,10 +291,7 @@ where
     let progress = crate::progress::current();
     progress.start(pid, to_write * ps);
     let mut sink = CountingSink { inner: make_sink(&plan, &runs, &entries)?, progress };
-    let readable = |addr: u64| {
-        let i = plan.vmas.partition_point(|r| r.vma.end <= addr);
-        plan.vmas.get(i).is_some_and(|r| r.vma.start <= addr && r.vma.readable())
-    };
+    let readable = |addr: u64| vma_at(&plan.vmas, addr).is_some_and(|r| r.vma.readable());
     let mut vmsplice_calls = 0;
     let mut blob_refused = None;
     let (mut vmsplice_ns, mut splice_ns) = (0, 0);

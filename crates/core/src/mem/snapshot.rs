@@ -236,8 +236,7 @@ pub fn vm_flags_may_wait(pid: i32) -> Result<bool> {
         return Ok(false);
     }
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| Error::new(ErrorCode::Procfs, format!("pid {pid}: /proc/{pid}/status: {e}")))?;
-    let locked = status.lines().find_map(|l| l.strip_prefix("VmLck:")).map(|v| v.trim().trim_end_matches("kB").trim() != "0");
-    Ok(locked == Some(false))
+    Ok(crate::inspect::parse::status_field(&status, "VmLck") == Some("0 kB"))
 }
 
 /// Takes the task's snapshot (the task is frozen and infected, its blob running) and decides what
@@ -354,15 +353,14 @@ impl Batch {
     }
 }
 
-/// Whether `r` lies in one of `ranges` (whole mappings: a mapping's VmFlags hold for all of it).
-fn within(ranges: &[(u64, u64)], r: &VmaReport) -> bool {
-    ranges.iter().any(|&(lo, hi)| lo < r.vma.end && r.vma.start < hi)
+/// Whether `addr` lies in one of `ranges` (the unforked mappings, each whole).
+fn within(ranges: &[(u64, u64)], addr: u64) -> bool {
+    ranges.iter().any(|&(lo, hi)| lo <= addr && addr < hi)
 }
 
 /// Whether the page at `addr` can be read through process_vm_readv (else /proc/PID/mem).
 fn readable(vmas: &[VmaReport], addr: u64) -> bool {
-    let i = vmas.partition_point(|r| r.vma.end <= addr);
-    vmas.get(i).is_some_and(|r| r.vma.start <= addr && r.vma.readable())
+    super::vma_at(vmas, addr).is_some_and(|r| r.vma.readable())
 }
 
 /// Copies `len` bytes of `from` at `from_off` into `to` at `to_off`, inside the kernel.
@@ -417,7 +415,7 @@ impl Filler<'_> {
         let p = self.pending;
         let len = piece.nr_pages * page_size();
         let readable = readable(&p.vmas, piece.vaddr);
-        let held_while_frozen = self.unforked.iter().any(|&(lo, hi)| lo <= piece.vaddr && piece.vaddr < hi);
+        let held_while_frozen = within(self.unforked, piece.vaddr);
         match (&p.holder, &p.staged) {
             (_, Some(staged)) if held_while_frozen => {
                 copy_between(staged, self.staged_off, file, off, len, self.what)?;
@@ -488,8 +486,7 @@ impl Filler<'_> {
             if self.fill(piece, &window, len)? {
                 pages += piece.nr_pages;
             }
-            let i = p.vmas.partition_point(|r| r.vma.end <= piece.vaddr);
-            let lazy = p.vmas.get(i).is_some_and(super::lazy_capable);
+            let lazy = super::vma_at(&p.vmas, piece.vaddr).is_some_and(super::lazy_capable);
             queued.push((piece, if lazy { super::PE_LAZY } else { 0 }));
             len += n;
         }
@@ -540,10 +537,9 @@ impl Taken {
             None => Vec::new(),
         };
         let (mut unforked_runs, mut unforked_counts) = (Vec::new(), Counts::default());
-        let inside = |run: &Run| unforked.iter().any(|&(lo, hi)| lo <= run.vaddr && run.vaddr < hi);
         match &self.planned {
-            Some(p) => unforked_runs = p.runs.iter().copied().filter(inside).collect(),
-            None if !unforked.is_empty() => scan_vmas(pid, &mut vmas, |r| within(&unforked, r), &mut unforked_runs, &mut unforked_counts)?,
+            Some(p) => unforked_runs = p.runs.iter().copied().filter(|r| within(&unforked, r.vaddr)).collect(),
+            None if !unforked.is_empty() => scan_vmas(pid, &mut vmas, |r| within(&unforked, r.vma.start), &mut unforked_runs, &mut unforked_counts)?,
             None => {}
         }
         let file = if self.to_page_server { None } else { Some(self.pages.create()?) };
@@ -591,15 +587,7 @@ fn unforked(pid: i32, holder: i32, vmas: &[VmaReport]) -> Result<Vec<(u64, u64)>
         File::open(&path).map_err(|e| Error::new(ErrorCode::Procfs, format!("pid {p}: opening {path}: {e}")))
     };
     let (task_pm, holder_pm) = (open(pid)?, open(holder)?);
-    // without PAGEMAP_SCAN, a whole scan of the mapping
-    let holds = |pm: &File, r: &VmaReport| -> Result<bool> {
-        if let Some(yes) = super::pagemap::holds_pages(pm, &r.vma, r.decision)? {
-            return Ok(yes);
-        }
-        let mut counts = Counts::default();
-        super::pagemap::scan_vma(pm, &r.vma, r.decision, &super::pagemap::zero_pfns()?, &mut Vec::new(), &mut counts)?;
-        Ok(counts.dump > 0)
-    };
+    let holds = |pm: &File, r: &VmaReport| super::pagemap::holds_pages(pm, &r.vma, r.decision);
     let mut out = Vec::new();
     // the vdso is written whole from the holder, which maps the same kernel pages
     for r in vmas.iter().filter(|r| r.decision.dumps_private_pages() && r.decision != Decision::Whole) {
@@ -653,7 +641,7 @@ impl Pending {
             Some(p) => (p.runs, p.counts, p.entries),
             None => {
                 let (mut runs, mut counts) = (Vec::new(), self.unforked_counts);
-                scan_vmas(source, &mut self.vmas, |r| !within(&unforked, r), &mut runs, &mut counts).map_err(|e| self.why(e))?;
+                scan_vmas(source, &mut self.vmas, |r| !within(&unforked, r.vma.start), &mut runs, &mut counts).map_err(|e| self.why(e))?;
                 runs.extend_from_slice(&self.unforked_runs);
                 runs.sort_unstable_by_key(|r| r.vaddr);
                 let entries = entries(&runs);
