@@ -8,9 +8,11 @@ import { pageBytes } from '../arch/index.js';
 import { TsdumpError } from '../errors.js';
 import { writeImage } from '../images/index.js';
 import { mm_entrySchema, type mm_entry } from '../images/gen/mm_pb.js';
+import type { vma_entry } from '../images/gen/vma_pb.js';
 import type { DumpContext } from './context.js';
 import { logMemory } from './log-facts.js';
 import { setVmFlags, writePagemap } from './mm-image.js';
+import { countMemory } from './task-memory.js';
 import type { DumpOptions } from './options.js';
 
 /** What the background copy did (DumpResult.snapshot). */
@@ -76,7 +78,7 @@ export async function copySnapshots(ctx: DumpContext, state: SnapshotState): Pro
     if (!waiting) throw new TsdumpError('INTERNAL', `pid ${d.pid}: a snapshot was copied for a process whose images were not written`);
     const { mm } = waiting;
     if (waiting.mmWaits) {
-      for (const vma of mm.vmas) setVmFlags(vma, vmFlagsAt(d.pid, d.vmFlags, vma.start));
+      applyToldVmFlags(d.pid, mm.vmas, d.vmFlags ?? []);
       await writeImage(ctx.imagesDir, `mm-${d.pid}.img`, mm_entrySchema, [mm]);
       ctx.options.log?.debug(`pid ${d.pid}: the VmFlags of its ${mm.vmas.length} mappings told by its snapshot after the release`, {
         pid: d.pid,
@@ -90,27 +92,27 @@ export async function copySnapshots(ctx: DumpContext, state: SnapshotState): Pro
     report.pagesAfterRelease += d.pages;
     report.copyTime += Math.round((d.drainNs - d.scanNs) / 1000);
     report.extraBytes += d.extraBytes ?? 0;
-    const { counters, timings } = ctx.stats;
-    counters.pagesScanned += d.counts.scanned;
-    counters.pagesWritten += d.counts.written;
-    counters.pagesZero += d.counts.zero;
-    // as recordMemory counts a drain while frozen: the whole as memdump, the copy as memwrite
-    timings.memdumpTime += Math.round(d.drainNs / 1000);
-    timings.memwriteTime += Math.round((d.drainNs - d.scanNs) / 1000);
-    logMemory(ctx.options.log, d.pid, {
+    // counted and logged as a drain while frozen is (its PE_PARENT pages were, at the visit)
+    const drain = {
       counts: d.counts,
       pagesInParent: 0,
       vmspliceCalls: 0,
       bytesWritten: d.counts.written * pageBytes(),
       timings: { scanNs: d.scanNs, drainNs: d.drainNs - d.scanNs, totalNs: d.drainNs, vmspliceNs: 0, spliceNs: 0 },
-    });
+    };
+    countMemory(ctx.stats, drain);
+    logMemory(ctx.options.log, d.pid, drain);
     if (d.taskExited) ctx.options.log?.warn(`pid ${d.pid} exited during the background copy; its images hold it as it was at the snapshot`);
   }
 }
 
-/** The VmFlags the snapshot of `pid` told for the mapping at `start`. */
-function vmFlagsAt(pid: number, told: readonly MappingFlagsInfo[] | undefined, start: bigint): string {
-  const m = told?.find((f) => f.start <= start && start < f.end);
-  if (!m) throw new TsdumpError('INTERNAL', `pid ${pid}: its snapshot told no VmFlags for the mapping at ${start.toString(16)}`);
-  return m.vmFlags;
+/** The VmFlags the snapshot told (sorted mappings) into the mm image's mappings (sorted). */
+function applyToldVmFlags(pid: number, vmas: vma_entry[], told: readonly MappingFlagsInfo[]): void {
+  let i = 0;
+  for (const vma of vmas) {
+    while (i < told.length && told[i]!.end <= vma.start) i++;
+    const m = told[i];
+    if (!m || m.start > vma.start) throw new TsdumpError('INTERNAL', `pid ${pid}: its snapshot told no VmFlags for the mapping at ${vma.start.toString(16)}`);
+    setVmFlags(vma, m.vmFlags);
+  }
 }

@@ -36,13 +36,18 @@ export async function memoryRequest(ctx: MemoryContext, pid: number, opts: Drain
 
 /** Counts a drained task's pages into the stats and notes its tracking. */
 export async function recordMemory(ctx: MemoryContext, pid: number, memory: MemoryDump): Promise<void> {
-  ctx.stats.counters.pagesScanned += memory.counts.scanned;
-  ctx.stats.counters.pagesWritten += memory.counts.written;
-  ctx.stats.counters.pagesZero += memory.counts.zero;
-  ctx.stats.counters.pagesSkippedParent += memory.pagesInParent;
-  ctx.stats.timings.memdumpTime += Math.round(memory.timings.totalNs / 1000);
-  ctx.stats.timings.memwriteTime += Math.round(memory.timings.drainNs / 1000);
+  countMemory(ctx.stats, memory);
   await ctx.incremental?.record(pid, memory);
+}
+
+/** A task's pages and the time they took, into the dump's stats (also a snapshot's, after the release). */
+export function countMemory(stats: MemoryContext['stats'], memory: Pick<MemoryDump, 'counts' | 'pagesInParent' | 'timings'>): void {
+  stats.counters.pagesScanned += memory.counts.scanned;
+  stats.counters.pagesWritten += memory.counts.written;
+  stats.counters.pagesZero += memory.counts.zero;
+  stats.counters.pagesSkippedParent += memory.pagesInParent;
+  stats.timings.memdumpTime += Math.round(memory.timings.totalNs / 1000);
+  stats.timings.memwriteTime += Math.round(memory.timings.drainNs / 1000);
 }
 
 /** Drains `pid`'s memory (the pagemap is written separately: the dump adds lazy flags from mm). */
