@@ -308,17 +308,57 @@ test('inspect errors name the pid; threadState needs a held thread', async (t) =
   t.is((e2 as TsdumpError).code, 'PTRACE');
 });
 
-test('dumpTask hands each thread out once, and a second take is a TsdumpError like every native error', async (t) => {
+test('startVisit hands out every thread after the leader once, in order and in batches, and the rest once', async (t) => {
+  // 71 threads besides the leader: batches of 16 (collect.rs THREAD_BATCH), then 7
+  const ctl = mkdtempSync(join(tmpdir(), 'tsdump-visit-'));
+  execFileSync('setsid', ['-f', join(import.meta.dirname, '..', 'build', 'targets', 'bench_shape'), ctl, 'threads', '72'], { stdio: 'ignore' });
+  for (const deadline = Date.now() + 10_000; !existsSync(join(ctl, 'ready')); await sleep(10)) {
+    if (Date.now() > deadline) throw new Error('bench_shape never got ready');
+  }
+  const pid = Number(/pid=(\d+)/.exec(readFileSync(join(ctl, 'ready'), 'utf8'))![1]);
+  t.teardown(() => {
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+    rmSync(ctl, { recursive: true, force: true });
+  });
+  const s = session(t);
+  const tree = await s.seizeTree(pid);
+  const tids = tree.processes[0]!.threads.map((th) => th.tid);
+  t.is(tids.length, 72);
+  t.is(tids[0], pid);
+  const job = s.startVisit(pid, { tids });
+  const batches: number[][] = [];
+  for (let b; (b = await job.threads()); ) {
+    for (const th of b) t.is(th.answers.tid, th.state.tid, 'a thread comes with its own answers');
+    batches.push(b.map((th) => th.state.tid));
+  }
+  t.deepEqual(batches.flat(), tids.slice(1));
+  t.deepEqual(batches.map((b) => b.length), [16, 16, 16, 16, 7]);
+  t.is(await job.threads(), null, 'the end stays the end');
+  const facts = await job.facts();
+  t.is(facts.leader.state.tid, pid);
+  t.is(facts.leader.answers.tid, pid);
+  t.deepEqual(facts.parasite.threads, [], 'each thread comes with its own answers');
+  const err = await t.throwsAsync(job.facts());
+  t.true(err instanceof TsdumpError);
+  t.is((err as TsdumpError).code, 'USAGE');
+  await s.releaseTree({ mode: 'resume' });
+});
+
+test('a visit that fails hands out the threads it got to, then tells why', async (t) => {
   const tg = await start(t, 'selfreport');
   const s = session(t);
   await s.seizeTree(tg.pid);
-  const facts = await s.dumpTask(tg.pid, { tids: [tg.pid] });
-  t.is(facts.threads.length, 1);
-  t.is(facts.threads.take(0).state.tid, tg.pid);
-  const err = t.throws(() => facts.threads.take(0));
+  // the leader must come first: refused before anything is touched
+  const job = s.startVisit(tg.pid, { tids: [tg.pid + 1_000_000, tg.pid] });
+  t.is(await job.threads(), null);
+  const err = await t.throwsAsync(job.facts());
   t.true(err instanceof TsdumpError);
-  t.is((err as TsdumpError).code, 'USAGE');
-  t.regex(err!.message, /visited thread 0/);
+  t.is((err as TsdumpError).code, 'PARASITE');
+  t.regex(err!.message, /leader first/);
   await s.releaseTree({ mode: 'resume' });
 });
 

@@ -172,8 +172,8 @@ export declare class Session {
    * failure the holders left are killed too.
    */
   drainSnapshots(): Promise<Array<SnapshotDrainInfo>>
-  /** Everything the dump needs from process `pid`, seized by this session: see the module doc. */
-  dumpTask(pid: number, opts: DumpTaskOptions): Promise<TaskFactsInfo>
+  /** Starts the visit of process `pid`, seized by this session (see the module doc). */
+  startVisit(pid: number, opts: DumpTaskOptions): TaskVisitJob
   /** Registers, signal state, seccomp and rseq of a thread of the held tree. */
   threadState(tid: number): Promise<ThreadStateInfo>
   /**
@@ -181,6 +181,18 @@ export declare class Session {
    * dumped (filter indexes in the core images depend on every thread of the tree).
    */
   seccompState(tid: number): Promise<SeccompStateInfo>
+}
+
+/** A visit started by `startVisit`: its threads as the tracer thread gets to them, then its end. */
+export declare class TaskVisitJob {
+  /**
+   * The next threads after the leader the visit has got to, in `tids` order; null once all
+   * are out (or the visit failed: `facts` tells why). Each thread comes out once, and a
+   * process of a thousand threads is never all in JavaScript at once.
+   */
+  threads(): Promise<Array<VisitedThreadInfo> | null>
+  /** The rest of what the visit found, once it is over. */
+  facts(): Promise<TaskFactsInfo>
 }
 
 /**
@@ -197,17 +209,6 @@ export declare class TcpRepairSocket {
   resume(): void
   /** Closes our duplicate, leaving the socket in repair mode. Once only. */
   release(): void
-}
-
-/**
- * The visited threads, as `tids` listed them, handed to JavaScript one at a time: a process of
- * a thousand threads is never all in JavaScript objects at once (each thread is some hundreds
- * of BigInts), so tsdump's memory stays flat in the number of threads.
- */
-export declare class VisitedThreads {
-  get length(): number
-  /** Thread `i`, once: its state leaves the native side with it. */
-  take(i: number): TaskThreadInfo
 }
 
 /** aarch64 registers: x0-x30, sp, pc, pstate; V0-V31 as 64 words (low half first); TPIDR_EL0. */
@@ -1327,9 +1328,8 @@ export interface SysvObjectsInfo {
 
 export interface TaskFactsInfo {
   proc: ProcessInspection
-  /** As `tids` listed them. */
-  threads: VisitedThreads
-  /** What the task answered itself; `parasite.threads[i]` is `threads[i]`'s. */
+  leader: VisitedThreadInfo
+  /** What the process answered (`threads` is empty: each thread comes with its own answers). */
   parasite: ParasiteInfo
   memory?: MemoryDump
   timings: VisitTimingsInfo
@@ -1342,11 +1342,6 @@ export interface TaskMiscInfo {
   childSubreaper: boolean
   /** MEMBARRIER_CMD_GET_REGISTRATIONS; absent where the kernel lacks it. */
   membarrierRegistrations?: bigint
-}
-
-export interface TaskThreadInfo {
-  state: ThreadStateInfo
-  robustList: RobustList
 }
 
 export interface TcpRepairWindow {
@@ -1553,9 +1548,16 @@ export interface UserDescInfo {
   usable: boolean
 }
 
+export interface VisitedThreadInfo {
+  state: ThreadStateInfo
+  robustList: RobustList
+  /** What the thread answered itself. */
+  answers: ThreadParasiteInfo
+}
+
 /** Where the visit's time went, nanoseconds. */
 export interface VisitTimingsInfo {
-  /** procfs, thread states and robust lists, before infecting. */
+  /** procfs, thread states and robust lists. */
   outsideNs: number
   /** The scratch mapping and the resident parasite's start. */
   infectNs: number

@@ -64,13 +64,7 @@ const isInstance = (value: unknown): value is object =>
 
 function typed(value: unknown): unknown {
   if (value instanceof Promise) return value.then(typed, (err: unknown) => Promise.reject(fromNativeError(err)));
-  if (isInstance(value)) return wrapInstance(value);
-  // a result object's own fields may hold instances too (dumpTask's `threads`)
-  if (typeof value === 'object' && value !== null && Object.getPrototypeOf(value) === Object.prototype) {
-    const fields = value as Record<string, unknown>;
-    for (const key of Object.keys(fields)) if (isInstance(fields[key])) fields[key] = wrapInstance(fields[key]);
-  }
-  return value;
+  return isInstance(value) ? wrapInstance(value) : value;
 }
 
 function call(fn: (...a: unknown[]) => unknown, self: unknown, args: unknown[]): unknown {

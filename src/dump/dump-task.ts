@@ -7,7 +7,7 @@ import { core_entrySchema, task_kobj_ids_entrySchema, type task_kobj_ids_entry }
 import { mm_entrySchema } from '../images/gen/mm_pb.js';
 import { fs_entrySchema } from '../images/gen/fs_pb.js';
 import { fdinfo_entrySchema } from '../images/gen/fdinfo_pb.js';
-import type { ProcessInspection, SeizedProcessInfo, TaskFactsInfo } from '../../native/index.js';
+import type { ProcessInspection, SeizedProcessInfo, TaskFactsInfo, TaskVisitJob, VisitedThreadInfo } from '../../native/index.js';
 import { leaderCore, threadCore, type ThreadFacts } from './core-image.js';
 import { buildMm, writePagemap, writeShmemPagemap } from './mm-image.js';
 import type { DumpContext } from './context.js';
@@ -25,11 +25,19 @@ export interface DumpedTask {
   proc: ProcessInspection;
 }
 
-/** What one native visit of a task brought back (visitTask), waiting for its images. */
-export interface TaskVisit {
+/** What one native visit of a task brought back, waiting for its images. */
+export interface VisitedTask {
   facts: TaskFactsInfo;
   /** The pages image its memory went to (0 with a page server). */
   pagesId: number;
+}
+
+/** One process's native visit, started: its threads come out as the tracer gets to them. */
+export interface TaskVisit {
+  /** The native job, once it is queued. */
+  job: Promise<TaskVisitJob>;
+  /** The rest, once the visit is over. */
+  ended: Promise<VisitedTask>;
 }
 
 /** What a visit uses of the dump's context: the first one starts before the context is complete. */
@@ -37,23 +45,58 @@ export type VisitContext = Pick<DumpContext, 'options' | 'session' | 'imagesDir'
 
 /**
  * The native visit of one process: procfs, thread states, the parasite's answers and the page
- * drain in one call on the tracer thread. It may run while the previous task's images are
- * written (see `nextMayStart`), the first one while the stages before the tasks run.
+ * drain in one job on the tracer thread. It may run while the previous task's images are
+ * written (see `nextMayStart`), the first one while the stages before the tasks run. Both
+ * promises are settled by whoever awaits them (a failure is handled there).
  */
-export async function visitTask(ctx: VisitContext, task: SeizedProcessInfo): Promise<TaskVisit> {
+export function visitTask(ctx: VisitContext, task: SeizedProcessInfo): TaskVisit {
   const { pid } = task;
   // the pages image's id is taken before anything is awaited: ids go in tree order
   const request = memoryRequest(ctx, pid, { pageServer: ctx.options.pageServer });
-  const [, { pagesId, options }] = await Promise.all([ctx.plugins.run('checkpointDevices', { pid }), request]);
-  const tids = task.threads.map((t) => t.tid);
-  const facts = await ctx.call(() => ctx.session.dumpTask(pid, { tids, memory: { ...options, ...snapshotRequest(ctx.options) } }));
-  await recordMemory(ctx, pid, facts.memory!);
-  const refused = facts.memory!.snapshotRefused;
-  if (refused !== undefined && ctx.snapshot) {
-    ctx.snapshot.report.pagesFrozen += facts.memory!.counts.written;
-    ctx.options.log?.warn(`pid ${pid}: no snapshot (${refused}); its memory was copied while frozen`);
+  let pagesId = 0;
+  const job = (async () => {
+    const [, memory] = await Promise.all([ctx.plugins.run('checkpointDevices', { pid }), request]);
+    pagesId = memory.pagesId;
+    const tids = task.threads.map((t) => t.tid);
+    return ctx.call(() => ctx.session.startVisit(pid, { tids, memory: { ...memory.options, ...snapshotRequest(ctx.options) } }));
+  })();
+  const ended = job.then(async (j) => {
+    const facts = await ctx.call(() => j.facts());
+    await recordMemory(ctx, pid, facts.memory!);
+    const refused = facts.memory!.snapshotRefused;
+    if (refused !== undefined && ctx.snapshot) {
+      ctx.snapshot.report.pagesFrozen += facts.memory!.counts.written;
+      ctx.options.log?.warn(`pid ${pid}: no snapshot (${refused}); its memory was copied while frozen`);
+    }
+    return { facts, pagesId };
+  });
+  job.catch(() => undefined);
+  ended.catch(() => undefined);
+  return { job, ended };
+}
+
+/**
+ * The core images of a visit's threads after the leader, each batch as the tracer hands it over
+ * (while it visits the next): resolves when all are written, or when the visit failed (its
+ * `ended` tells why).
+ */
+export async function writeThreads(ctx: DumpContext, visit: TaskVisit): Promise<void> {
+  const job = await visit.job;
+  for (let batch: VisitedThreadInfo[] | null; (batch = await ctx.call(() => job.threads())); ) {
+    for (const t of batch) {
+      await writeImage(ctx.imagesDir, `core-${t.state.tid}.img`, core_entrySchema, [threadCore(threadFacts(ctx, t))]);
+    }
   }
-  return { facts, pagesId };
+}
+
+function threadFacts(ctx: DumpContext, t: VisitedThreadInfo): ThreadFacts {
+  return {
+    state: t.state,
+    parasite: t.answers,
+    robustList: t.robustList,
+    seccomp: ctx.seccomp.get(t.state.tid),
+    cgSet: ctx.cgroups.setOfThread(t.state.tid),
+  };
 }
 
 /**
@@ -61,29 +104,18 @@ export async function visitTask(ctx: VisitContext, task: SeizedProcessInfo): Pro
  * ids are handed out in tree order, and writing this task uses one up for each shared anonymous
  * object or memfd it is the first to hold, so only a task that holds none lets the next go.
  */
-export function nextMayStart(ctx: DumpContext, visit: TaskVisit): boolean {
+export function nextMayStart(ctx: DumpContext, visit: VisitedTask): boolean {
   const { proc } = visit.facts;
   const shmem = !ctx.options.pageServer && proc.vmas.some((v) => v.kind === 'shmem_anon');
   return !shmem && !proc.vmas.some(isMemfdVma) && !proc.fds.some(isMemfdFd);
 }
 
-/** Writes the images of a visited task. */
-export async function writeTask(ctx: DumpContext, task: SeizedProcessInfo, visit: TaskVisit): Promise<DumpedTask> {
+/** Writes the images of a visited task but its other threads' (writeThreads). */
+export async function writeTask(ctx: DumpContext, task: SeizedProcessInfo, visit: VisitedTask): Promise<DumpedTask> {
   const { pid } = task;
   const { facts, pagesId } = visit;
   const { proc, parasite } = facts;
   const memory = facts.memory!;
-  // one thread at a time out of the native side (memory stays flat in the number of threads)
-  const thread = (i: number): ThreadFacts => {
-    const t = facts.threads.take(i);
-    return {
-      state: t.state,
-      parasite: parasite.threads[i]!,
-      robustList: t.robustList,
-      seccomp: ctx.seccomp.get(t.state.tid),
-      cgSet: ctx.cgroups.setOfThread(t.state.tid),
-    };
-  };
   const ids = ctx.kobjIds.idsOf(pid, proc.namespaces);
 
   // Memory first among the images: CRIU numbers the exe and mapped files before fds.
@@ -128,12 +160,8 @@ export async function writeTask(ctx: DumpContext, task: SeizedProcessInfo, visit
 
   const stopSignal = task.threads[0]?.stopSignal;
   await writeImage(ctx.imagesDir, `core-${pid}.img`, core_entrySchema, [
-    leaderCore(thread(0), { proc, parasite, stopped: task.stopped, ...(stopSignal ? { stopSignal } : {}) }),
+    leaderCore(threadFacts(ctx, facts.leader), { proc, parasite, stopped: task.stopped, ...(stopSignal ? { stopSignal } : {}) }),
   ]);
-  for (let i = 1; i < facts.threads.length; i++) {
-    const t = thread(i);
-    await writeImage(ctx.imagesDir, `core-${t.state.tid}.img`, core_entrySchema, [threadCore(t)]);
-  }
   await writeImage(ctx.imagesDir, `ids-${pid}.img`, task_kobj_ids_entrySchema, [create(task_kobj_ids_entrySchema, ids)]);
   return { pid, ids, proc };
 }

@@ -13,7 +13,7 @@ import { FileTable } from './file-table.js';
 import { LinkRemaps } from './link-remap.js';
 import { NetworkLock, treeConnections } from './network-lock.js';
 import { KobjIds } from './kobj-ids.js';
-import { nextMayStart, visitTask, writeTask, type DumpedTask, type TaskVisit, type VisitContext } from './dump-task.js';
+import { nextMayStart, visitTask, writeTask, writeThreads, type DumpedTask, type TaskVisit, type VisitContext } from './dump-task.js';
 import { dumpFileLocks } from './file-locks.js';
 import { writePstree } from './write-pstree.js';
 import { treeOrder, type TreeMember } from './tree-order.js';
@@ -114,9 +114,8 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
       // from the next.
       const visits: VisitContext = { options, session, imagesDir, stats, call, plugins: host, incremental, snapshot, nextPagesId: 1 };
       const pages = watchPages(session, events.pages);
-      const first = live[0] && { pid: live[0].pid, visit: visitTask(visits, live[0]) };
       // handled where it is awaited (dumpTasks), or settled below if a stage fails first
-      first?.visit.catch(() => undefined);
+      const first = live[0] && { pid: live[0].pid, visit: visitTask(visits, live[0]) };
       const { timens, sysvIpc, cgroups, fileTable, seccomp } = await (async () => {
         // 16 collect_namespaces (the ones tsdump dumps), and 7-8 the tree's cgroups
         const timens = await stage('collect time namespace', () => TimeNamespace.collect(pids));
@@ -149,7 +148,7 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
       })().catch(async (err: unknown) => {
         // the first visit ends before the tree is released (releaseAfterFailure)
         pages.stop();
-        await first?.visit.catch(() => undefined);
+        await first?.visit.ended.catch(() => undefined);
         throw err;
       });
       const seenOnce = new Set<string>();
@@ -296,12 +295,13 @@ async function openIncremental(options: DumpOptions, imagesDir: ImagesDir): Prom
 /** A task's visit started before its turn. */
 interface AheadVisit {
   pid: number;
-  visit: Promise<TaskVisit>;
+  visit: TaskVisit;
 }
 
 /**
- * Each live task, root first (`first`: its visit, begun during the stages before); the next
- * task's native visit runs while this one's images are written.
+ * Each live task, root first (`first`: its visit, begun during the stages before); a task's
+ * threads are written as the tracer hands them over, and the next task's native visit runs
+ * while this one's images are written.
  */
 async function dumpTasks(
   ctx: DumpContext,
@@ -312,28 +312,32 @@ async function dumpTasks(
 ): Promise<DumpedTask[]> {
   const tasks: DumpedTask[] = [];
   let ahead = first;
+  let threads: Promise<void> | undefined;
   try {
     for (const [i, proc] of live.entries()) {
       ctx.cancellation.throwIfCancelled();
       tasks.push(
         await stage(taskStage(proc.pid), async () => {
-          const visit = await (ahead?.pid === proc.pid ? ahead.visit : visitTask(ctx, proc));
+          const visit = ahead?.pid === proc.pid ? ahead.visit : visitTask(ctx, proc);
           ahead = undefined;
+          threads = writeThreads(ctx, visit);
+          // awaited below, or settled in the end if the visit fails first
+          threads.catch(() => undefined);
+          const visited = await visit.ended;
           // its copy is over and the next one not begun: the drain's counter holds this task's last count
           copied();
           const next = live[i + 1];
-          if (next && nextMayStart(ctx, visit)) {
-            ahead = { pid: next.pid, visit: visitTask(ctx, next) };
-            // handled where it is awaited; until then its failure must not count as unhandled
-            ahead.visit.catch(() => undefined);
-          }
-          return writeTask(ctx, proc, visit);
+          if (next && nextMayStart(ctx, visited)) ahead = { pid: next.pid, visit: visitTask(ctx, next) };
+          const dumped = await writeTask(ctx, proc, visited);
+          await threads;
+          return dumped;
         }),
       );
     }
   } finally {
-    // a visit started ahead of a failure: its outcome no longer matters, but it must settle
-    await ahead?.visit.catch(() => undefined);
+    // a visit started ahead of a failure, or threads still being written: their outcome no
+    // longer matters, but they must settle
+    await Promise.all([ahead?.visit.ended, threads].map((p) => p?.catch(() => undefined)));
   }
   return tasks;
 }

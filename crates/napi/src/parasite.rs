@@ -111,6 +111,38 @@ fn itimer(t: info::Itimer) -> ItimerInfo {
     ItimerInfo { interval: tv(t.interval), value: tv(t.value) }
 }
 
+/// One thread's own answers.
+pub(crate) fn thread_answers(t: info::ThreadInfo) -> ThreadParasiteInfo {
+    ThreadParasiteInfo {
+        tid: t.tid,
+        altstack_sp: big(t.altstack_sp),
+        altstack_flags: t.altstack_flags,
+        altstack_size: big(t.altstack_size),
+        clear_tid_addr: big(t.clear_tid_addr),
+        pdeath_sig: t.pdeath_sig,
+        name: t.name,
+        blocked: big(t.blocked),
+        creds: CredsInfo {
+            uid: t.creds.uid,
+            euid: t.creds.euid,
+            suid: t.creds.suid,
+            fsuid: t.creds.fsuid,
+            gid: t.creds.gid,
+            egid: t.creds.egid,
+            sgid: t.creds.sgid,
+            fsgid: t.creds.fsgid,
+            groups: t.creds.groups,
+            cap_eff: big(t.creds.cap_eff),
+            cap_prm: big(t.creds.cap_prm),
+            cap_inh: big(t.creds.cap_inh),
+            cap_bnd: big(t.creds.cap_bnd),
+            cap_amb: big(t.creds.cap_amb),
+            securebits: t.creds.securebits,
+            no_new_privs: t.creds.no_new_privs,
+        },
+    }
+}
+
 pub(crate) fn to_js(ti: info::TaskInfo, calls: u64) -> ParasiteInfo {
     ParasiteInfo {
         sigactions: ti.sigactions.iter().flat_map(|s| [s.handler, s.flags, s.restorer, s.mask]).collect::<Vec<u64>>().into(),
@@ -130,38 +162,7 @@ pub(crate) fn to_js(ti: info::TaskInfo, calls: u64) -> ParasiteInfo {
                 overrun: t.overrun,
             })
             .collect(),
-        threads: ti
-            .threads
-            .into_iter()
-            .map(|t| ThreadParasiteInfo {
-                tid: t.tid,
-                altstack_sp: big(t.altstack_sp),
-                altstack_flags: t.altstack_flags,
-                altstack_size: big(t.altstack_size),
-                clear_tid_addr: big(t.clear_tid_addr),
-                pdeath_sig: t.pdeath_sig,
-                name: t.name,
-                blocked: big(t.blocked),
-                creds: CredsInfo {
-                    uid: t.creds.uid,
-                    euid: t.creds.euid,
-                    suid: t.creds.suid,
-                    fsuid: t.creds.fsuid,
-                    gid: t.creds.gid,
-                    egid: t.creds.egid,
-                    sgid: t.creds.sgid,
-                    fsgid: t.creds.fsgid,
-                    groups: t.creds.groups,
-                    cap_eff: big(t.creds.cap_eff),
-                    cap_prm: big(t.creds.cap_prm),
-                    cap_inh: big(t.creds.cap_inh),
-                    cap_bnd: big(t.creds.cap_bnd),
-                    cap_amb: big(t.creds.cap_amb),
-                    securebits: t.creds.securebits,
-                    no_new_privs: t.creds.no_new_privs,
-                },
-            })
-            .collect(),
+        threads: ti.threads.into_iter().map(thread_answers).collect(),
         misc: TaskMiscInfo {
             umask: ti.misc.umask,
             dumpable: ti.misc.dumpable,

@@ -112,6 +112,15 @@ impl Session {
         T: Send + 'static,
         F: FnOnce(&mut TracerState) -> tsdump_core::Result<T> + Send + 'static,
     {
+        outcome(self.submit(f)?).await
+    }
+
+    /// Queues `f` on the tracer thread without waiting: its result comes through `outcome`.
+    pub fn submit<T, F>(&self, f: F) -> Result<oneshot::Receiver<tsdump_core::Result<T>>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut TracerState) -> tsdump_core::Result<T> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let jobs = self
             .jobs
@@ -121,10 +130,15 @@ impl Session {
             let _ = tx.send(f(state));
         }))
         .map_err(|_| Error::from_reason("CANCELLED: the tracer thread is gone"))?;
-        match rx.await {
-            Ok(result) => result.map_err(to_napi),
-            Err(_) => Err(Error::from_reason("CANCELLED: the tracer thread dropped a request")),
-        }
+        Ok(rx)
+    }
+}
+
+/// The result of work `Session::submit` queued.
+pub async fn outcome<T>(rx: oneshot::Receiver<tsdump_core::Result<T>>) -> Result<T> {
+    match rx.await {
+        Ok(result) => result.map_err(to_napi),
+        Err(_) => Err(Error::from_reason("CANCELLED: the tracer thread dropped a request")),
     }
 }
 

@@ -1,16 +1,18 @@
-//! `session.dumpTask(pid, opts)`: one visit to one seized process (tsdump_core::collect), in one
-//! call: what procfs shows, each thread's state, what the task itself answers, and its memory
-//! drained, with a single infection. The dump calls this once per process.
+//! `session.startVisit(pid, opts)`: one visit to one seized process (tsdump_core::collect), in
+//! one job on the tracer thread: what procfs shows, each thread's state, what the task itself
+//! answers, and its memory drained, with a single infection. The dump starts one per process;
+//! the threads after the leader come out in batches while the visit goes on (`threads`), so
+//! that their images are written meanwhile, and the rest when it is over (`facts`).
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use tsdump_core::collect::{self, MemoryRequest};
-use tsdump_core::{Error as CoreError, ErrorCode};
+use tokio::sync::{mpsc, oneshot, Mutex};
+use tsdump_core::collect::{self, MemoryRequest, VisitedThread};
 
 use crate::files::RobustList;
 use crate::memory::{DumpMemoryOptions, MemoryDump, MemoryOptions};
-use crate::parasite::{check_traced_by_us, ParasiteInfo};
-use crate::session::Session;
+use crate::parasite::{check_traced_by_us, thread_answers, ParasiteInfo, ThreadParasiteInfo};
+use crate::session::{outcome, Session};
 use crate::inspect::ProcessInspection;
 use crate::thread::ThreadStateInfo;
 
@@ -23,15 +25,25 @@ pub struct DumpTaskOptions {
 }
 
 #[napi(object)]
-pub struct TaskThreadInfo {
+pub struct VisitedThreadInfo {
     pub state: ThreadStateInfo,
     pub robust_list: RobustList,
+    /// What the thread answered itself.
+    pub answers: ThreadParasiteInfo,
+}
+
+fn visited_thread(t: VisitedThread) -> VisitedThreadInfo {
+    VisitedThreadInfo {
+        state: crate::thread::thread_info(t.facts.state),
+        robust_list: RobustList { head: BigInt::from(t.facts.robust_list.0), len: t.facts.robust_list.1 as u32 },
+        answers: thread_answers(t.info),
+    }
 }
 
 /// Where the visit's time went, nanoseconds.
 #[napi(object)]
 pub struct VisitTimingsInfo {
-    /// procfs, thread states and robust lists, before infecting.
+    /// procfs, thread states and robust lists.
     pub outside_ns: i64,
     /// The scratch mapping and the resident parasite's start.
     pub infect_ns: i64,
@@ -43,80 +55,40 @@ pub struct VisitTimingsInfo {
     pub cure_ns: i64,
 }
 
-/// The visited threads, as `tids` listed them, handed to JavaScript one at a time: a process of
-/// a thousand threads is never all in JavaScript objects at once (each thread is some hundreds
-/// of BigInts), so tsdump's memory stays flat in the number of threads.
-#[napi]
-pub struct VisitedThreads {
-    threads: Vec<Option<collect::ThreadFacts>>,
-}
-
-#[napi]
-impl VisitedThreads {
-    #[napi(getter)]
-    pub fn length(&self) -> u32 {
-        self.threads.len() as u32
-    }
-
-    /// Thread `i`, once: its state leaves the native side with it.
-    #[napi]
-    pub fn take(&mut self, i: u32) -> Result<TaskThreadInfo> {
-        let t = self
-            .threads
-            .get_mut(i as usize)
-            .and_then(Option::take)
-            .ok_or_else(|| Error::from_reason(format!("USAGE: visited thread {i} taken already or out of range")))?;
-        Ok(TaskThreadInfo {
-            state: crate::thread::thread_info(t.state),
-            robust_list: RobustList { head: BigInt::from(t.robust_list.0), len: t.robust_list.1 as u32 },
-        })
-    }
-}
-
 #[napi(object, object_from_js = false)]
 pub struct TaskFactsInfo {
     pub proc: ProcessInspection,
-    /// As `tids` listed them.
-    pub threads: VisitedThreads,
-    /// What the task answered itself; `parasite.threads[i]` is `threads[i]`'s.
+    pub leader: VisitedThreadInfo,
+    /// What the process answered (`threads` is empty: each thread comes with its own answers).
     pub parasite: ParasiteInfo,
     pub memory: Option<MemoryDump>,
     pub timings: VisitTimingsInfo,
 }
 
+type Visited = (collect::TaskFacts, Option<MemoryDump>);
+
+/// A visit started by `startVisit`: its threads as the tracer thread gets to them, then its end.
 #[napi]
-impl Session {
-    /// Everything the dump needs from process `pid`, seized by this session: see the module doc.
+pub struct TaskVisitJob {
+    threads: Mutex<mpsc::UnboundedReceiver<Vec<VisitedThread>>>,
+    end: Mutex<Option<oneshot::Receiver<tsdump_core::Result<Visited>>>>,
+}
+
+#[napi]
+impl TaskVisitJob {
+    /// The next threads after the leader the visit has got to, in `tids` order; null once all
+    /// are out (or the visit failed: `facts` tells why). Each thread comes out once, and a
+    /// process of a thousand threads is never all in JavaScript at once.
     #[napi]
-    pub async fn dump_task(&self, pid: i32, opts: DumpTaskOptions) -> Result<TaskFactsInfo> {
-        let memory = opts.memory.map(|m| MemoryOptions::parse(self, m)).transpose()?;
-        let tids = opts.tids;
-        let (facts, memory) = self
-            .run(move |state| {
-                if tids.first() != Some(&pid) {
-                    return Err(CoreError::new(ErrorCode::Parasite, format!("pid {pid}: dumpTask wants the leader first in tids")));
-                }
-                check_traced_by_us(pid, pid)?;
-                let (facts, js) = match &memory {
-                    None => (collect::collect_task(pid, &tids, None)?, None),
-                    Some(m) => {
-                        let mut facts = None;
-                        let js = m.run(state, |req: MemoryRequest| {
-                            let mut f = collect::collect_task(pid, &tids, Some(req))?;
-                            let d = f.memory.take().expect("memory was asked for");
-                            let armed = f.tracking.take();
-                            facts = Some(f);
-                            Ok((d, armed))
-                        })?;
-                        (facts.expect("set by the drain"), Some(js))
-                    }
-                };
-                state.leftovers.push(facts.leftover);
-                let mut facts = facts;
-                state.snapshots.extend(facts.snapshot.take());
-                Ok((facts, js))
-            })
-            .await?;
+    pub async fn threads(&self) -> Result<Option<Vec<VisitedThreadInfo>>> {
+        Ok(self.threads.lock().await.recv().await.map(|batch| batch.into_iter().map(visited_thread).collect()))
+    }
+
+    /// The rest of what the visit found, once it is over.
+    #[napi]
+    pub async fn facts(&self) -> Result<TaskFactsInfo> {
+        let end = self.end.lock().await.take().ok_or_else(|| Error::from_reason("USAGE: a visit's facts are handed out once"))?;
+        let (mut facts, memory) = outcome(end).await?;
         let t = facts.timings;
         let timings = VisitTimingsInfo {
             outside_ns: t.outside_ns as i64,
@@ -125,8 +97,43 @@ impl Session {
             memory_ns: t.memory_ns as i64,
             cure_ns: t.cure_ns as i64,
         };
+        let leader_info = facts.info.threads.pop().ok_or_else(|| Error::from_reason("PARASITE: the visit brought no answers of the leader"))?;
+        let leader = visited_thread(VisitedThread { facts: facts.leader, info: leader_info });
         let parasite = crate::parasite::to_js(facts.info, facts.injected);
-        let threads = VisitedThreads { threads: facts.threads.into_iter().map(Some).collect() };
-        Ok(TaskFactsInfo { proc: crate::inspect::process_inspection(facts.proc), threads, parasite, memory, timings })
+        Ok(TaskFactsInfo { proc: crate::inspect::process_inspection(facts.proc), leader, parasite, memory, timings })
+    }
+}
+
+#[napi]
+impl Session {
+    /// Starts the visit of process `pid`, seized by this session (see the module doc).
+    #[napi]
+    pub fn start_visit(&self, pid: i32, opts: DumpTaskOptions) -> Result<TaskVisitJob> {
+        let memory = opts.memory.map(|m| MemoryOptions::parse(self, m)).transpose()?;
+        let tids = opts.tids;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let end = self.submit(move |state| {
+            check_traced_by_us(pid, pid)?;
+            // a batch the dump no longer wants (it failed meanwhile) is dropped
+            let mut sink = |batch| drop(tx.send(batch));
+            let (mut facts, js) = match &memory {
+                None => (collect::collect_task(pid, &tids, None, &mut sink)?, None),
+                Some(m) => {
+                    let mut facts = None;
+                    let js = m.run(state, |req: MemoryRequest| {
+                        let mut f = collect::collect_task(pid, &tids, Some(req), &mut sink)?;
+                        let d = f.memory.take().expect("memory was asked for");
+                        let armed = f.tracking.take();
+                        facts = Some(f);
+                        Ok((d, armed))
+                    })?;
+                    (facts.expect("set by the drain"), Some(js))
+                }
+            };
+            state.leftovers.push(facts.leftover);
+            state.snapshots.extend(facts.snapshot.take());
+            Ok((facts, js))
+        })?;
+        Ok(TaskVisitJob { threads: Mutex::new(rx), end: Mutex::new(Some(end)) })
     }
 }

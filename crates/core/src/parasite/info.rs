@@ -455,18 +455,51 @@ pub fn task_misc(inj: &mut Injector, umask: u32) -> Result<TaskMisc> {
 
 /// Everything above for a process and the threads `known` lists (all ptrace-stopped by this
 /// thread): through `blob` when given, else by single injected syscalls.
-pub fn collect(inj: &mut Injector, blob: Option<&mut Blob>, known: &TaskKnown) -> Result<TaskInfo> {
+pub fn collect(inj: &mut Injector, mut blob: Option<&mut Blob>, known: &TaskKnown) -> Result<TaskInfo> {
+    let mut info = ask_process(inj, blob.as_deref_mut(), known)?;
+    info.threads = ask_threads(inj, blob, &known.threads)?;
+    Ok(info)
+}
+
+/// The process-wide answers (`threads` left empty: `ask_threads` asks them).
+pub fn ask_process(inj: &mut Injector, blob: Option<&mut Blob>, known: &TaskKnown) -> Result<TaskInfo> {
     match blob {
-        Some(blob) => collect_with_blob(inj, blob, known),
-        None => {
-            let sigactions = sigactions(inj)?;
-            let itimers = itimers(inj)?;
-            let posix_timers = posix_timers(inj, &known.timers)?;
-            let misc = task_misc(inj, known.umask)?;
-            let threads = known.threads.iter().map(|t| thread_info(inj, t)).collect::<Result<Vec<_>>>()?;
-            Ok(TaskInfo { sigactions, itimers, posix_timers, threads, misc })
-        }
+        Some(blob) => process_with_blob(inj, blob, known),
+        None => Ok(TaskInfo {
+            sigactions: sigactions(inj)?,
+            itimers: itimers(inj)?,
+            posix_timers: posix_timers(inj, &known.timers)?,
+            threads: Vec::new(),
+            misc: task_misc(inj, known.umask)?,
+        }),
     }
+}
+
+/// The answers of the threads `threads` lists, in that order.
+pub fn ask_threads(inj: &mut Injector, blob: Option<&mut Blob>, threads: &[ThreadKnown]) -> Result<Vec<ThreadInfo>> {
+    let Some(blob) = blob else { return threads.iter().map(|t| thread_info(inj, t)).collect() };
+    let pid = inj.pid();
+    // The blob's own thread answers over the channel; the others run the thread entry.
+    let others: Vec<i32> = threads.iter().map(|t| t.tid).filter(|&t| t != blob.tid()).collect();
+    let mut answers = blob.thread_infos(inj, &others)?;
+    let mut out = Vec::with_capacity(threads.len());
+    for k in threads {
+        let raw = if k.tid == blob.tid() {
+            Some(blob.thread_info_self(inj, LEADER_THREAD_INFO)?)
+        } else {
+            answers.remove(&k.tid).flatten()
+        };
+        let blocked = inj.original_sigmask(k.tid)?;
+        let parsed = match raw {
+            Some(b) => parse_thread_info(pid, &b, k, blocked)?,
+            None => None,
+        };
+        out.push(match parsed {
+            Some(t) => t,
+            None => thread_info(inj, k)?,
+        });
+    }
+    Ok(out)
 }
 
 // The answers' layouts (crates/core/blob/proto.h; parasite.c asserts the same offsets).
@@ -568,8 +601,8 @@ pub(crate) fn parse_thread_info(pid: i32, b: &[u8], known: &ThreadKnown, blocked
     }))
 }
 
-/// `collect` through the resident parasite.
-fn collect_with_blob(inj: &mut Injector, blob: &mut Blob, known: &TaskKnown) -> Result<TaskInfo> {
+/// `ask_process` through the resident parasite.
+fn process_with_blob(inj: &mut Injector, blob: &mut Blob, known: &TaskKnown) -> Result<TaskInfo> {
     let pid = inj.pid();
     let base = Injector::DATA_OFFSET;
     let ids: Vec<i32> = known.timers.iter().map(|t| t.id).collect();
@@ -606,27 +639,7 @@ fn collect_with_blob(inj: &mut Injector, blob: &mut Blob, known: &TaskKnown) -> 
         membarrier_registrations: (mb >= 0).then_some(mb as u64),
     };
 
-    // The blob's own thread answers over the channel; the others run the thread entry.
-    let mut threads = Vec::with_capacity(known.threads.len());
-    let others: Vec<i32> = known.threads.iter().map(|t| t.tid).filter(|&t| t != blob.tid()).collect();
-    let mut answers = blob.thread_infos(inj, &others)?;
-    for k in &known.threads {
-        let raw = if k.tid == blob.tid() {
-            Some(blob.thread_info_self(inj, LEADER_THREAD_INFO)?)
-        } else {
-            answers.remove(&k.tid).flatten()
-        };
-        let blocked = inj.original_sigmask(k.tid)?;
-        let parsed = match raw {
-            Some(b) => parse_thread_info(pid, &b, k, blocked)?,
-            None => None,
-        };
-        threads.push(match parsed {
-            Some(t) => t,
-            None => thread_info(inj, k)?,
-        });
-    }
-    Ok(TaskInfo { sigactions, itimers: Itimers { real: it(0), virt: it(1), prof: it(2) }, posix_timers, threads, misc })
+    Ok(TaskInfo { sigactions, itimers: Itimers { real: it(0), virt: it(1), prof: it(2) }, posix_timers, threads: Vec::new(), misc })
 }
 
 #[cfg(test)]
