@@ -875,6 +875,7 @@ module.exports.sysvAttachedBy = nativeBinding.sysvAttachedBy
 module.exports.sysvAttachments = nativeBinding.sysvAttachments
 module.exports.sysvMessages = nativeBinding.sysvMessages
 module.exports.sysvObjects = nativeBinding.sysvObjects
+module.exports.threadCgroups = nativeBinding.threadCgroups
 module.exports.timeNamespaceClocks = nativeBinding.timeNamespaceClocks
 module.exports.timerfdSettle = nativeBinding.timerfdSettle
 module.exports.tracerPid = nativeBinding.tracerPid

@@ -1392,6 +1392,19 @@ export interface TermiosInfo {
   cc: Array<number>
 }
 
+/**
+ * The cgroup files of the threads `pids[i]`/`tids[i]`, read off the main thread (a tree of a
+ * thousand threads is a thousand files, while it is frozen).
+ */
+export declare function threadCgroups(pids: Array<number>, tids: Array<number>): Promise<ThreadCgroupsInfo>
+
+export interface ThreadCgroupsInfo {
+  /** Each distinct /proc/PID/task/TID/cgroup text once. */
+  texts: Array<string>
+  /** For each thread asked about, in order, the index of its text. */
+  index: Uint32Array
+}
+
 export interface ThreadParasiteInfo {
   tid: number
   altstackSp: bigint

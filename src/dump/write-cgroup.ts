@@ -26,6 +26,7 @@ import { cgroup_entrySchema } from '../images/gen/cgroup_pb.js';
 import { TsdumpError } from '../errors.js';
 import { nsInode } from './proc-ns.js';
 import type { SeizedProcessInfo } from '../../native/index.js';
+import { native } from '../native.js';
 
 /** Properties CRIU 4.1 dumps per controller (its built-in cgroup-props table), in its order. */
 const CONTROLLER_PROPS: Readonly<Record<string, readonly string[]>> = {
@@ -178,20 +179,21 @@ export class CgroupMembership {
       if (ns !== undefined && ns !== ownNs) {
         throw new TsdumpError('UNSUPPORTED', `pid ${p.pid}: lives in another cgroup namespace; tsdump cannot dump cgroup namespaces yet`);
       }
-      for (const t of p.threads) {
-        const file = `/proc/${p.pid}/task/${t.tid}/cgroup`;
-        let text: string;
-        try {
-          text = readFileSync(file, 'utf8');
-        } catch (err) {
-          throw new TsdumpError('PROCFS', `pid ${p.pid}: ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
-        }
+    }
+    // read off the main thread, in dump order; a text (most threads share one) is parsed once
+    const threads = processes.flatMap((p) => p.threads.map((t) => ({ pid: p.pid, tid: t.tid })));
+    const files = await native.threadCgroups(threads.map((t) => t.pid), threads.map((t) => t.tid));
+    const setAt: (CgSet | undefined)[] = [];
+    for (const [i, t] of threads.entries()) {
+      const at = files.index[i]!;
+      let set = setAt[at];
+      if (!set) {
         const known = m.sets.length;
-        const set = m.setOf(parseCgroupFile(text, file));
+        set = setAt[at] = m.setOf(parseCgroupFile(files.texts[at]!, `/proc/${t.pid}/task/${t.tid}/cgroup`));
         if (m.sets.length > known) await m.walk(set);
-        m.rootSet ??= set;
-        m.threadSets.set(t.tid, set.id);
       }
+      m.rootSet ??= set;
+      m.threadSets.set(t.tid, set.id);
     }
     return m;
   }

@@ -356,3 +356,27 @@ impl Session {
         Ok(process_inspection(p))
     }
 }
+
+#[napi(object)]
+pub struct ThreadCgroupsInfo {
+    /// Each distinct /proc/PID/task/TID/cgroup text once.
+    pub texts: Vec<String>,
+    /// For each thread asked about, in order, the index of its text.
+    #[napi(ts_type = "Uint32Array")]
+    pub index: crate::convert::U32s,
+}
+
+/// The cgroup files of the threads `pids[i]`/`tids[i]`, read off the main thread (a tree of a
+/// thousand threads is a thousand files, while it is frozen).
+#[napi]
+pub async fn thread_cgroups(pids: Vec<i32>, tids: Vec<i32>) -> Result<ThreadCgroupsInfo> {
+    if pids.len() != tids.len() {
+        return Err(Error::from_reason("USAGE: threadCgroups wants a pid for each tid"));
+    }
+    let threads: Vec<(i32, i32)> = pids.into_iter().zip(tids).collect();
+    let read = tokio::task::spawn_blocking(move || tsdump_core::inspect::thread_cgroups(&threads))
+        .await
+        .map_err(|e| Error::from_reason(format!("INTERNAL: the cgroup reader stopped: {e}")))?;
+    let (texts, index) = read.map_err(crate::to_napi)?;
+    Ok(ThreadCgroupsInfo { texts, index: index.into() })
+}

@@ -7,7 +7,7 @@ mod convert;
 mod errors;
 pub mod files;
 pub mod images_dir;
-mod inspect;
+pub mod inspect;
 pub mod ipc;
 pub mod kerndat;
 mod memory;

@@ -227,6 +227,23 @@ pub fn io_err(pid: i32, file: &str, e: std::io::Error) -> Error {
     Error::new(code, format!("pid {pid}: /proc/{pid}/{file}: {e}"))
 }
 
+/// The /proc/PID/task/TID/cgroup files of `threads` ((pid, tid) pairs), each distinct text once:
+/// the texts, and for each thread the index of its own (most threads of a tree share one).
+pub fn thread_cgroups(threads: &[(i32, i32)]) -> Result<(Vec<String>, Vec<u32>)> {
+    let mut texts = Vec::new();
+    let mut seen = std::collections::HashMap::new();
+    let mut index = Vec::with_capacity(threads.len());
+    for &(pid, tid) in threads {
+        let text = read_text(pid, &format!("task/{tid}/cgroup"))?;
+        let at = *seen.entry(text).or_insert_with_key(|text| {
+            texts.push(text.clone());
+            texts.len() as u32 - 1
+        });
+        index.push(at);
+    }
+    Ok((texts, index))
+}
+
 fn read_text(pid: i32, file: &str) -> Result<String> {
     std::fs::read_to_string(format!("/proc/{pid}/{file}")).map_err(|e| io_err(pid, file, e))
 }
@@ -573,6 +590,25 @@ pub fn inspect_process_with(pid: i32, smaps: &[crate::mem::Vma]) -> Result<Proce
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thread_cgroups_reads_each_distinct_text_once() {
+        let me = std::process::id() as i32;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let h = std::thread::spawn(move || {
+            tx.send(nix::unistd::gettid().as_raw()).unwrap();
+            let _ = stop_rx.recv();
+        });
+        let other = rx.recv().unwrap();
+        let (texts, index) = thread_cgroups(&[(me, me), (me, other)]).unwrap();
+        stop_tx.send(()).unwrap();
+        h.join().unwrap();
+        assert_eq!(texts, [std::fs::read_to_string("/proc/self/cgroup").unwrap()]);
+        assert_eq!(index, [0, 0]);
+        let e = thread_cgroups(&[(me, me), (me, i32::MAX)]).unwrap_err();
+        assert!(e.message.contains(&format!("/proc/{me}/task/{}/cgroup", i32::MAX)), "{}", e.message);
+    }
 
     // Captured from a kernel 6.18 smaps, trimmed to the lines that matter.
     const SMAPS: &str = "\
