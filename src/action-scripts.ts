@@ -4,7 +4,6 @@
 // even after one fails, the last one given runs first (CRIU prepends to its list), and any
 // failure makes the point fail; the dump decides what that means (a failing pre-dump aborts
 // before the tree is touched; a failing post-dump leaves the tree running).
-import { spawn } from 'node:child_process';
 import { resolve } from 'node:path';
 import { TsdumpError } from './errors.js';
 import type { Logger } from './log.js';
@@ -108,7 +107,9 @@ export class ActionScripts {
   }
 }
 
-function runOne(script: string, env: NodeJS.ProcessEnv, outFd: number): Promise<ScriptFailure | undefined> {
+async function runOne(script: string, env: NodeJS.ProcessEnv, outFd: number): Promise<ScriptFailure | undefined> {
+  // loaded when a script runs: child_process brings net, dgram and streams into every start-up
+  const { spawn } = await import('node:child_process');
   return new Promise((done) => {
     const child = spawn(script, [], { env, stdio: ['ignore', outFd, outFd] });
     child.once('error', (err: NodeJS.ErrnoException) =>

@@ -16,7 +16,6 @@
 //     the sockets stay in repair mode and vanish silently with their tasks (`keep`);
 //   - the dump failed, or --leave-running: every socket leaves repair mode first, then the rules
 //     go (`unlock`), and only then does the tree run again.
-import { execFile } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { join } from 'node:path';
 import type { TcpRepairSocket } from '../../native/index.js';
@@ -216,7 +215,9 @@ function findTool(name: string): string | undefined {
   return undefined;
 }
 
-function runTool(tool: string, args: readonly string[]): Promise<void> {
+async function runTool(tool: string, args: readonly string[]): Promise<void> {
+  // loaded when a lock is taken: child_process brings net, dgram and streams into every start-up
+  const { execFile } = await import('node:child_process');
   return new Promise((resolve, reject) => {
     execFile(tool, [...args], { timeout: 30_000 }, (err, _stdout, stderr) => {
       if (!err) return resolve();

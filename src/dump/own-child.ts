@@ -9,7 +9,7 @@
 // events and log lines back, then one answer (the DumpResult or the error, rebuilt here with its
 // code and message). The worker cancels itself when our channel closes, so a caller that dies
 // never leaves the tree frozen.
-import { fork, type StdioOptions } from 'node:child_process';
+import type { StdioOptions } from 'node:child_process';
 import { native } from '../native.js';
 import { fileURLToPath } from 'node:url';
 import { TsdumpError, isErrorCode } from '../errors.js';
@@ -146,6 +146,8 @@ function isFromWorker(m: unknown): m is FromWorker {
 export async function runInWorker(kind: FlowKind, options: DumpOptions, events: DumpEvents): Promise<DumpResult> {
   const wire = toWire(options);
   const log = options.log;
+  // loaded for our own child only: child_process brings net, dgram and streams into every start-up
+  const { fork } = await import('node:child_process');
   const child = fork(WORKER_PATH, [], {
     execArgv: workerExecArgv(),
     serialization: 'advanced',
