@@ -320,9 +320,10 @@ async function dumpTasks(
         await stage(taskStage(proc.pid), async () => {
           const visit = ahead?.pid === proc.pid ? ahead.visit : visitTask(ctx, proc);
           ahead = undefined;
-          threads = writeThreads(ctx, visit);
+          // (a process of one thread has none to wait for)
+          threads = proc.threads.length > 1 ? writeThreads(ctx, visit) : undefined;
           // awaited below, or settled in the end if the visit fails first
-          threads.catch(() => undefined);
+          threads?.catch(() => undefined);
           const visited = await visit.ended;
           // its copy is over and the next one not begun: the drain's counter holds this task's last count
           copied();
