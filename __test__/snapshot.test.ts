@@ -14,11 +14,13 @@
 //   memory is copied while frozen with a warning, or --snapshot=strict fails with the tree left
 //   running;
 // - with --page-server the pages go to CRIU's page server after the release, and restore;
-// - an incremental chain (pre-dump, then --snapshot dumps with --prev-images-dir) restores;
+// - an incremental chain (pre-dump, then --snapshot dumps with --prev-images-dir) restores, also
+//   with a page server (the pages left in its parent image sent as holes) and without a parent
+//   on the server (every page sent);
 // - what --snapshot does not combine with is refused before anything is touched.
 import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { criuRestore, makeWorkDir, run } from './helpers/criu.js';
@@ -150,6 +152,50 @@ test.serial('incremental --snapshot dumps: pre-dump, dump --track-mem, dump, res
   t.deepEqual(holders(target.pid), []);
   t.is(await restoreAndVerify(target, images), 'PASS');
 });
+
+// The same over the wire: a pre-dump to one page server, then a --snapshot dump with
+// --prev-images-dir --track-mem to another whose directory has the first as parent. The pages left
+// in the parent go as holes among the pages sent after the release; restored from the second
+// server's directory (the local images copied in, as a migration does), the chain holds one
+// instant. Without a parent on the server every page is sent.
+for (const withParent of [true, false]) {
+  test.serial(`an incremental --snapshot dump to a page server ${withParent ? 'with' : 'without'} the parent image, restored from its directory`, async (t) => {
+    const dir = await makeWorkDir(t);
+    const target = await start(t, dir, 64, 2);
+    const pid = String(target.pid);
+    const [l1, l2, s1, s2] = ['local1', 'local2', 'server1', 'server2'].map((d) => join(dir, d)) as [string, string, string, string];
+    const server = async (at: string, parent?: string) => {
+      const ps = await startCriuPageServer(at, parent ? ['--prev-images-dir', parent] : []);
+      t.teardown(() => {
+        if (ps.child.exitCode === null) ps.child.kill('SIGKILL');
+      });
+      return ps;
+    };
+    const to = (ps: { port: number }) => ['--page-server', '--address', '127.0.0.1', '--port', String(ps.port)];
+    let pre;
+    if (withParent) {
+      const first = await server(s1);
+      pre = await tsdump(['pre-dump', '-t', pid, '-D', l1, '--json', ...to(first)]);
+      t.is((await first.done).code, 0);
+    } else {
+      pre = await tsdump(['pre-dump', '-t', pid, '-D', l1, '--json']);
+    }
+    t.is(pre.code, 0, pre.stderr);
+    const second = await server(s2, withParent ? '../server1' : undefined);
+    const r = await tsdump(['dump', '-t', pid, '-D', l2, '-R', '--snapshot', '--json', '--prev-images-dir', '../local1', '--track-mem', ...to(second)]);
+    t.is(r.code, 0, r.stderr);
+    const { code, log } = await second.done;
+    t.is(code, 0, `criu page-server: ${log.slice(-1500)}`);
+    const d = JSON.parse(r.stdout) as SnapshotJson;
+    t.is(d.snapshot?.held, 2);
+    if (withParent) t.true(d.pages.skippedParent > 0, `pages unchanged since the pre-dump stay in the server's parent: ${d.pages.skippedParent}`);
+    else t.is(d.pages.skippedParent, 0, 'no parent on the server: every page is sent');
+    t.deepEqual(readdirSync(l2).filter(isPageImage), [], 'no page went to the local images');
+    t.deepEqual(holders(target.pid), []);
+    for (const f of readdirSync(l2)) if (f !== 'parent') copyFileSync(join(l2, f), join(s2, f));
+    t.is(await restoreAndVerify(target, s2), 'PASS');
+  });
+}
 
 // The mm image's VmFlags: with a snapshot they are read from the holder after the release, unless
 // it cannot tell them (mlock is not inherited, MADV_DONTFORK mappings are absent from it): then
@@ -295,10 +341,6 @@ test.serial('what --snapshot does not combine with is refused before the tree is
   const pid = String(target.pid);
   const cases: [string[], RegExp][] = [
     [['dump', '-t', pid, '-D', join(dir, 'a'), '--snapshot'], /--snapshot .* needs --leave-running/],
-    [
-      ['dump', '-t', pid, '-D', join(dir, 'b'), '-R', '--snapshot', '--track-mem', '--page-server', '--address', '127.0.0.1', '--port', '1'],
-      /--snapshot with --page-server and an incremental dump \(--prev-images-dir, --track-mem\) is not supported yet/,
-    ],
     [['dump', '-t', pid, '-D', join(dir, 'c'), '-R', '--snapshot=later'], /option --snapshot: later is not "strict"/],
     [['pre-dump', '-t', pid, '-D', join(dir, 'd'), '--snapshot'], /option --snapshot is not supported by tsdump pre-dump: not needed: --pre-dump-mode read already/],
   ];

@@ -53,11 +53,6 @@ export function checkSnapshotOptions(o: DumpOptions): void {
       '--snapshot releases the tree before its memory is copied, so it needs --leave-running (-R): a tree killed or left stopped gains nothing, and what it did after the snapshot would be lost',
     );
   }
-  // an incremental dump's PE_PARENT holes would have to go to the server between the pages
-  const incremental = o.prevImagesDir !== undefined || o.trackMem;
-  if (o.pageServer && incremental) {
-    throw new TsdumpError('UNSUPPORTED', '--snapshot with --page-server and an incremental dump (--prev-images-dir, --track-mem) is not supported yet');
-  }
 }
 
 /** The snapshot mode a process's memory request carries. */

@@ -29,7 +29,8 @@
 //!
 //! With a page server the pages go to it instead, through a window of a scratch file
 //! (`Filler::send`). An incremental dump scans the task while frozen (`Planned`): which pages
-//! were written since the parent is the task's record, not the holder's.
+//! were written since the parent is the task's record, not the holder's; to a page server, the
+//! pages left in the parent go as holes among the others (`Holes`).
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -251,7 +252,7 @@ pub fn take(
     infected: Infected,
     mode: Mode,
     refused: Option<Error>,
-    page_server: Option<&mut PageServerClient>,
+    mut page_server: Option<&mut PageServerClient>,
 ) -> Result<(MemDump, Option<Taken>)> {
     let t0 = Instant::now();
     let torn = std::env::var_os(TORN_ENV).is_some();
@@ -274,6 +275,20 @@ pub fn take(
             d.snapshot_refused = Some(e.message);
             return Ok((d, None));
         }
+    };
+    // an incremental dump to a page server that has no parent image for the task sends every
+    // page, as dump_memory_to_page_server does: asked now (PS_IOV_PARENT), while frozen, since
+    // the pages left out of an incremental copy are decided now
+    let no_parent = match (&opts.incremental, page_server.as_deref_mut()) {
+        (Some(_), Some(c)) => !c.has_parent(ImageKind::Task, pid as u64)?,
+        _ => false,
+    };
+    let whole;
+    let opts = if no_parent {
+        whole = DumpOpts { incremental: None, ..opts.clone() };
+        &whole
+    } else {
+        opts
     };
     let hide = (inj.scratch_addr(), inj.scratch_addr() + inj.scratch_len() as u64);
     let maps = match &opts.vmas {
@@ -466,21 +481,22 @@ impl Filler<'_> {
     }
 
     /// `runs` to the page server, as `mem::dump_memory_to_page_server` sends a frozen task's
-    /// (OPEN2, then ADD_F in address order, PE_LAZY on private anonymous memory; every page, the
-    /// server's parent image unused). They go through a scratch file of the images directory,
-    /// PWRITE_MAX bytes at a time: the holder writes only into files. Returns the pages copied
-    /// after the release.
-    fn send(&mut self, runs: &[Run], client: &mut PageServerClient) -> Result<u64> {
+    /// (OPEN2, then ADD_F in address order, PE_LAZY on private anonymous memory, and an
+    /// incremental dump's PE_PARENT `entries` as holes where they fall between them). The pages
+    /// go through a scratch file of the images directory, PWRITE_MAX bytes at a time: the holder
+    /// writes only into files. Returns the pages copied after the release.
+    fn send(&mut self, runs: &[Run], entries: &[super::PagemapEntry], client: &mut PageServerClient) -> Result<u64> {
         let p = self.pending;
         client.open(ImageKind::Task, p.pid as u64)?;
         let window = p.pages.dir.scratch_file("snapshot-pages")?;
         self.hand(&window)?;
+        let mut holes = Holes { entries: entries.iter().filter(|e| e.flags & super::PE_PRESENT == 0 && e.nr_pages > 0).collect(), next: 0 };
         let (mut queued, mut len, mut pages) = (Vec::new(), 0, 0);
         for piece in pieces(runs) {
             let n = piece.nr_pages * page_size();
             if len + n > PWRITE_MAX {
                 self.flush()?;
-                send_window(client, &window, &mut queued)?;
+                send_window(client, &window, &mut queued, &mut holes)?;
                 len = 0;
             }
             if self.fill(piece, &window, len)? {
@@ -491,21 +507,41 @@ impl Filler<'_> {
             len += n;
         }
         self.flush()?;
-        send_window(client, &window, &mut queued)?;
+        send_window(client, &window, &mut queued, &mut holes)?;
+        holes.send_before(client, u64::MAX)?;
         Ok(pages)
+    }
+}
+
+/// An incremental dump's PE_PARENT entries, sent to the page server in address order among the
+/// pages (the server writes its pagemap as they come).
+struct Holes<'a> {
+    entries: Vec<&'a super::PagemapEntry>,
+    next: usize,
+}
+
+impl Holes<'_> {
+    /// Sends the holes below `vaddr` not sent yet.
+    fn send_before(&mut self, client: &mut PageServerClient, vaddr: u64) -> Result<()> {
+        while let Some(e) = self.entries.get(self.next).filter(|e| e.vaddr < vaddr) {
+            client.send_hole(e.vaddr, e.nr_pages, e.flags)?;
+            self.next += 1;
+        }
+        Ok(())
     }
 }
 
 /// Sends the pieces `queued` fills `window` with, from its start, and empties both. sendfile
 /// hands the socket the file's pages themselves, not a copy, and they may leave long after:
 /// the window is truncated, not overwritten, so the next pieces go into fresh pages.
-fn send_window(client: &mut PageServerClient, window: &File, queued: &mut Vec<(Run, u32)>) -> Result<()> {
+fn send_window(client: &mut PageServerClient, window: &File, queued: &mut Vec<(Run, u32)>, holes: &mut Holes) -> Result<()> {
     let fail = |what: &str, e: std::io::Error| Error::new(ErrorCode::ImageIo, format!("{what} the scratch file of snapshot pages: {e}"));
     // SAFETY: lseek(2) on a file we own.
     if unsafe { libc::lseek(window.as_raw_fd(), 0, libc::SEEK_SET) } < 0 {
         return Err(fail("rewinding", std::io::Error::last_os_error()));
     }
     for (piece, flags) in queued.drain(..) {
+        holes.send_before(client, piece.vaddr)?;
         client.send_pages(piece.vaddr, piece.nr_pages as u32, flags, window.as_raw_fd())?;
     }
     window.set_len(0).map_err(|e| fail("truncating", e))
@@ -656,11 +692,7 @@ impl Pending {
                 file.sync_all().map_err(|e| Error::new(ErrorCode::ImageIo, format!("fsync {what}: {e}")))?;
                 pages
             }
-            // an incremental dump's PE_PARENT holes would have to go between the pages (refused)
-            (None, Some(_)) if entries.iter().any(|e| e.flags & super::PE_PARENT != 0) => {
-                return Err(Error::new(ErrorCode::Unsupported, format!("pid {}: an incremental --snapshot dump to a page server", self.pid)))
-            }
-            (None, Some(client)) => filler.send(&runs, client)?,
+            (None, Some(client)) => filler.send(&runs, &entries, client)?,
             (None, None) => return Err(Error::new(ErrorCode::Kernel, format!("internal: pid {}: its pages are for a page server, and none is connected", self.pid))),
         };
         Ok(Drained { entries, counts, pages, scan_ns, ..Drained::default() })
