@@ -173,7 +173,7 @@ export declare class Session {
    */
   drainSnapshots(): Promise<Array<SnapshotDrainInfo>>
   /** Starts the visit of process `pid`, seized by this session (see the module doc). */
-  startVisit(pid: number, opts: DumpTaskOptions): TaskVisitJob
+  startVisit(pid: number, opts: VisitOptions): TaskVisitJob
   /** Registers, signal state, seccomp and rseq of a thread of the held tree. */
   threadState(tid: number): Promise<ThreadStateInfo>
   /**
@@ -359,13 +359,6 @@ export interface DumpSysvShmOptions {
   pagesId?: number
   /** Or to the page server, over the session's connection. */
   pageServer?: PageServerAddress
-}
-
-export interface DumpTaskOptions {
-  /** The process's threads, leader first (all seized by this session). */
-  tids: Array<number>
-  /** Drain the memory too (as dumpMemory, through the same infection). */
-  memory?: DumpMemoryOptions
 }
 
 export interface EpollTargetInfo {
@@ -1566,6 +1559,13 @@ export interface VisitedThreadInfo {
   robustList: RobustList
   /** What the thread answered itself. */
   answers: ThreadParasiteInfo
+}
+
+export interface VisitOptions {
+  /** The process's threads, leader first (all seized by this session). */
+  tids: Array<number>
+  /** Drain the memory too (as dumpMemory, through the same infection). */
+  memory?: DumpMemoryOptions
 }
 
 /** Where the visit's time went, nanoseconds. */

@@ -17,7 +17,7 @@ use crate::inspect::ProcessInspection;
 use crate::thread::ThreadStateInfo;
 
 #[napi(object)]
-pub struct DumpTaskOptions {
+pub struct VisitOptions {
     /// The process's threads, leader first (all seized by this session).
     pub tids: Vec<i32>,
     /// Drain the memory too (as dumpMemory, through the same infection).
@@ -108,7 +108,7 @@ impl TaskVisitJob {
 impl Session {
     /// Starts the visit of process `pid`, seized by this session (see the module doc).
     #[napi]
-    pub fn start_visit(&self, pid: i32, opts: DumpTaskOptions) -> Result<TaskVisitJob> {
+    pub fn start_visit(&self, pid: i32, opts: VisitOptions) -> Result<TaskVisitJob> {
         let memory = opts.memory.map(|m| MemoryOptions::parse(self, m)).transpose()?;
         let tids = opts.tids;
         let (tx, rx) = mpsc::unbounded_channel();
