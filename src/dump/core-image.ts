@@ -1,6 +1,6 @@
 // core-TID.img: one per thread. Registers, FPU state and TLS (thread_info), the per-thread
 // kernel state (thread_core), and for the leader the process-wide task state (tc).
-import { create } from '@bufbuild/protobuf';
+import { create, type MessageInitShape } from '@bufbuild/protobuf';
 import { core_entrySchema, type core_entry } from '../images/gen/core_pb.js';
 import { hostArch } from '../arch/index.js';
 import type {
@@ -95,8 +95,11 @@ function threadParts(t: ThreadFacts, leader: boolean) {
   };
 }
 
-export function threadCore(t: ThreadFacts): core_entry {
-  return create(core_entrySchema, threadParts(t, false));
+/** A core entry as the init object create() takes: the image encoder reads it as it is. */
+export type CoreEntryInit = MessageInitShape<typeof core_entrySchema>;
+
+export function threadCore(t: ThreadFacts): CoreEntryInit {
+  return threadParts(t, false);
 }
 
 export interface LeaderFacts {
@@ -125,10 +128,10 @@ function rlimitEntries(words: BigUint64Array): { cur: bigint; max: bigint }[] {
   return entries;
 }
 
-export function leaderCore(t: ThreadFacts, l: LeaderFacts): core_entry {
+export function leaderCore(t: ThreadFacts, l: LeaderFacts): CoreEntryInit {
   const { proc, parasite } = l;
   const sigactions = sigactionEntries(parasite.sigactions);
-  return create(core_entrySchema, {
+  return {
     ...threadParts(t, true),
     tc: {
       taskState: l.stopped ? TASK_STOPPED : TASK_ALIVE,
@@ -163,7 +166,7 @@ export function leaderCore(t: ThreadFacts, l: LeaderFacts): core_entry {
       childSubreaper: parasite.misc.childSubreaper,
       ...(l.stopped && l.stopSignal ? { stopSigno: l.stopSignal } : {}),
     },
-  });
+  };
 }
 
 /** A zombie's core image: no threads to restore, only how it died. */

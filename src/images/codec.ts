@@ -2,7 +2,7 @@
 // that many bytes of protobuf, each optionally followed by a raw payload whose length the entry
 // itself gives. Whole-buffer decode/encode; ImageWriter streams the same layout.
 
-import { fromBinary, isFieldSet, type DescMessage, type Message } from '@bufbuild/protobuf';
+import { fromBinary, isFieldSet, type DescMessage, type Message, type MessageInitShape } from '@bufbuild/protobuf';
 import { TsdumpError } from '../errors.js';
 import {
   IMAGE_TYPES,
@@ -18,6 +18,13 @@ export interface ImageEntry {
   readonly schema: DescMessage;
   readonly message: Message;
   /** Bytes CRIU appends after this entry (pipe contents, queued packets, ...), when it has any. */
+  readonly extra?: Uint8Array;
+}
+
+/** An entry to encode: its message, or the init object create() would make it from (encode.ts). */
+export interface NewEntry {
+  readonly schema: DescMessage;
+  readonly message: MessageInitShape<DescMessage>;
   readonly extra?: Uint8Array;
 }
 
@@ -61,7 +68,7 @@ export function schemaAt(type: ImageType, index: number): DescMessage {
 }
 
 /** A numeric (or bool) field of an entry by its proto name; 0 when unset or absent. */
-export function numericField(entry: Pick<ImageEntry, 'schema' | 'message'>, name: string): number {
+export function numericField(entry: Pick<NewEntry, 'schema' | 'message'>, name: string): number {
   const field = entry.schema.fields.find((f) => f.name === name);
   const value = field ? (entry.message as unknown as Record<string, unknown>)[field.localName] : undefined;
   return typeof value === 'bigint' ? Number(value) : typeof value === 'number' ? value : value === true ? 1 : 0;
@@ -93,7 +100,7 @@ const roundUp = (n: number, to: number): number => Math.ceil(n / to) * to;
  * (a ghost file stored in one piece). `after` is the bytes after the entry, for ipc-msg, whose
  * payload is itself a run of size-prefixed messages.
  */
-export function extraLength(type: ImageType, entry: Omit<ImageEntry, 'extra'>, index: number, after: Uint8Array): number | 'rest' {
+export function extraLength(type: ImageType, entry: Omit<NewEntry, 'extra'>, index: number, after: Uint8Array): number | 'rest' {
   const rule = type.extra;
   if (!rule) return 0;
   const get = (name: string): number => numericField(entry, name);
@@ -122,7 +129,7 @@ export function extraLength(type: ImageType, entry: Omit<ImageEntry, 'extra'>, i
 }
 
 /** Throws unless `entry.extra` has the length CRIU will read after this entry. */
-export function checkExtra(type: ImageType, entry: ImageEntry, index: number, file: string, offset: number): void {
+export function checkExtra(type: ImageType, entry: NewEntry, index: number, file: string, offset: number): void {
   const want = extraLength(type, entry, index, entry.extra ?? new Uint8Array());
   const have = entry.extra?.length ?? 0;
   if (want !== 'rest' && want !== have) {
@@ -179,7 +186,7 @@ export function decodeImage(bytes: Uint8Array, file: string): Image {
 }
 
 /** The bytes of one entry: size, protobuf, payload. */
-export function encodeEntry(entry: ImageEntry): Uint8Array[] {
+export function encodeEntry(entry: NewEntry): Uint8Array[] {
   const body = encodeMessage(entry.schema, entry.message);
   const size = new Uint8Array(4);
   new DataView(size.buffer).setUint32(0, body.length, true);

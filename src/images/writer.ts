@@ -3,10 +3,10 @@
 // are created through the run's images directory (./dir.ts), never by path.
 
 import { basename, join } from 'node:path';
-import type { DescMessage, MessageShape } from '@bufbuild/protobuf';
+import { create, type DescMessage, type MessageInitShape } from '@bufbuild/protobuf';
 import { TsdumpError } from '../errors.js';
 import { imageTypeForFile, type ImageType } from './catalog.js';
-import { checkExtra, encodeEntry, extraLength, headBytes, imageError, missingRequired, schemaAt, type ImageEntry } from './codec.js';
+import { checkExtra, encodeEntry, extraLength, headBytes, imageError, missingRequired, schemaAt, type NewEntry } from './codec.js';
 import { closeFd, imagesDirOf, writeAll, type ImagesDir } from './dir.js';
 
 const FLUSH_AT = 64 * 1024;
@@ -43,7 +43,7 @@ export class ImageWriter {
   }
 
   /** Adds one entry; `extra` is the payload CRIU expects after it (its length is checked). */
-  async append<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>, extra?: Uint8Array): Promise<void> {
+  async append<Desc extends DescMessage>(schema: Desc, message: MessageInitShape<Desc>, extra?: Uint8Array): Promise<void> {
     const entry = extra ? { schema, message, extra } : { schema, message };
     const offset = this.written + this.pendingBytes;
     checkEntry(this.path, this.type, this.count, offset, schema);
@@ -59,7 +59,7 @@ export class ImageWriter {
    */
   async appendStreamed<Desc extends DescMessage>(
     schema: Desc,
-    message: MessageShape<Desc>,
+    message: MessageInitShape<Desc>,
     length: number,
     pieces: AsyncIterable<Uint8Array>,
   ): Promise<void> {
@@ -132,11 +132,17 @@ function checkEntry(path: string, type: ImageType, index: number, offset: number
  * The entry's bytes. Encoding refuses a required field that is not set, at any depth (both the
  * compiled encoder and toBinary): only then is the message walked, to name the field.
  */
-function encodeChecked(path: string, offset: number, entry: ImageEntry): Uint8Array[] {
+function encodeChecked(path: string, offset: number, entry: NewEntry): Uint8Array[] {
   try {
     return encodeEntry(entry);
   } catch (err) {
-    const missing = missingRequired(entry.schema, entry.message);
+    // (an init object is walked as the message create() makes of it)
+    let missing: string | undefined;
+    try {
+      missing = missingRequired(entry.schema, create(entry.schema, entry.message));
+    } catch {
+      missing = undefined;
+    }
     if (missing) throw imageError(path, offset, `${entry.schema.typeName} lacks required field ${missing}`, err);
     throw err;
   }
@@ -202,7 +208,7 @@ export class ImageBuffer {
   }
 
   /** Adds one entry (as ImageWriter.append). */
-  append<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>, extra?: Uint8Array): this {
+  append<Desc extends DescMessage>(schema: Desc, message: MessageInitShape<Desc>, extra?: Uint8Array): this {
     const entry = extra ? { schema, message, extra } : { schema, message };
     checkEntry(this.path, this.type, this.count, this.bytes, schema);
     checkExtra(this.type, entry, this.count, this.path, this.bytes);
@@ -240,7 +246,7 @@ export async function writeImage<Desc extends DescMessage>(
   dir: ImagesDir | string,
   fileName: string,
   schema: Desc,
-  entries: readonly MessageShape<Desc>[],
+  entries: readonly MessageInitShape<Desc>[],
   extras: readonly (Uint8Array | undefined)[] = [],
 ): Promise<void> {
   const image = new ImageBuffer(dir, fileName);
