@@ -9,9 +9,9 @@
 // upgrading one — is kept as a ghost file, as CRIU keeps it; restore recreates it beside
 // whatever now holds the path.
 import { stat, statfs } from 'node:fs/promises';
-import { create } from '@bufbuild/protobuf';
-import { mm_entrySchema, type mm_entry } from '../images/gen/mm_pb.js';
-import { vma_entrySchema, type vma_entry } from '../images/gen/vma_pb.js';
+import { create, type MessageInitShape } from '@bufbuild/protobuf';
+import type { mm_entrySchema } from '../images/gen/mm_pb.js';
+import type { vma_entry } from '../images/gen/vma_pb.js';
 import { pagemap_headSchema, pagemap_entrySchema } from '../images/gen/pagemap_pb.js';
 import { ImageBuffer, pagemapEntry, type ImagesDir } from '../images/index.js';
 import { encodePagemapEntries } from '../images/pagemap.js';
@@ -78,12 +78,19 @@ function madvise(vmFlags: readonly string[]): bigint {
   return bits;
 }
 
+/**
+ * The mm image's entry and its mappings as plain objects: the image encoder reads them as they
+ * are (encode.ts), without create()'s walk over every field of every mapping while frozen.
+ */
+export type VmaFields = Pick<vma_entry, 'start' | 'end' | 'pgoff' | 'shmid' | 'prot' | 'flags' | 'status' | 'fd'> & Partial<Pick<vma_entry, 'madv' | 'fdflags'>>;
+export type MmFields = MessageInitShape<typeof mm_entrySchema> & { vmas: VmaFields[] };
+
 export async function buildMm(
   pid: number,
   proc: ProcessInspection,
   parasite: ParasiteInfo,
   files: FileTable,
-): Promise<mm_entry> {
+): Promise<MmFields> {
   if (!proc.exe) throw new TsdumpError('PROCFS', `pid ${pid}: /proc/${pid}/exe has no target`);
   const exeLink = `/proc/${pid}/exe`;
   let exeFileId: number;
@@ -94,7 +101,7 @@ export async function buildMm(
     const exeStat = proc.exeStat ?? (await stat(exeLink, { bigint: true }));
     exeFileId = await files.pathFile(proc.exe, 0, { mode: Number(exeStat.mode), size: BigInt(exeStat.size), source: exeLink });
   }
-  const vmas: vma_entry[] = [];
+  const vmas: VmaFields[] = [];
   for (const vma of proc.vmas) {
     const entry = await vmaEntry(pid, vma, files);
     setVmFlags(entry, vma.vmFlags);
@@ -108,7 +115,7 @@ export async function buildMm(
   }
   const auxv = Array.from(proc.auxv);
   const { mm } = proc;
-  return create(mm_entrySchema, {
+  return {
     mmStartCode: mm.startCode,
     mmEndCode: mm.endCode,
     mmStartData: mm.startData,
@@ -125,7 +132,7 @@ export async function buildMm(
     vmas,
     dumpable: parasite.misc.dumpable,
     thpDisabled: parasite.misc.thpDisabled,
-  });
+  };
 }
 
 /**
@@ -134,7 +141,7 @@ export async function buildMm(
  * mode. Applied as the mm image is built, or with --snapshot once the snapshot has told the
  * flags after the release (snapshot.ts).
  */
-export function setVmFlags(entry: vma_entry, vmFlags: string): void {
+export function setVmFlags(entry: VmaFields, vmFlags: string): void {
   const flags = vmFlags.split(' ');
   const madv = madvise(flags);
   if (madv) entry.madv = madv;
@@ -142,7 +149,7 @@ export function setVmFlags(entry: vma_entry, vmFlags: string): void {
   if (entry.status & VMA_AREA_SYSVIPC && flags.includes('mw')) entry.fdflags = O_RDWR;
 }
 
-async function vmaEntry(pid: number, vma: VmaInfo, files: FileTable): Promise<vma_entry> {
+async function vmaEntry(pid: number, vma: VmaInfo, files: FileTable): Promise<VmaFields> {
   const base = {
     start: vma.start,
     end: vma.end,
@@ -151,8 +158,7 @@ async function vmaEntry(pid: number, vma: VmaInfo, files: FileTable): Promise<vm
     prot: vma.prot,
     fd: -1n,
   };
-  const entry = (fields: { flags: number; status: number; pgoff?: bigint; shmid?: bigint; fdflags?: number }): vma_entry =>
-    create(vma_entrySchema, { ...base, ...fields });
+  const entry = (fields: { flags: number; status: number; pgoff?: bigint; shmid?: bigint; fdflags?: number }): VmaFields => ({ ...base, ...fields });
   const anon = MAP_PRIVATE | MAP_ANONYMOUS;
   const at = `pid ${pid}: VMA ${vma.start.toString(16)}-${vma.end.toString(16)}`;
   switch (vma.kind) {
@@ -236,7 +242,7 @@ const PE_LAZY = 1 << 1;
 const PE_PRESENT = 1 << 2;
 
 /** Private anonymous memory can be served lazily (userfaultfd) at restore, as CRIU marks it. */
-function lazyCapable(vma: vma_entry): boolean {
+function lazyCapable(vma: VmaFields): boolean {
   const special = VMA_AREA_VDSO | VMA_AREA_VSYSCALL | VMA_AREA_VVAR;
   return (
     (vma.flags & (MAP_ANONYMOUS | MAP_PRIVATE | MAP_LOCKED)) === (MAP_ANONYMOUS | MAP_PRIVATE) && (vma.status & special) === 0
@@ -247,7 +253,7 @@ function lazyCapable(vma: vma_entry): boolean {
  * pagemap-PID.img: the drained runs, marked lazy where CRIU would, and merged where runs touch
  * with equal flags (the pages file holds them back to back either way).
  */
-export async function writePagemap(dir: ImagesDir, pid: number, pagesId: number, memory: Pick<MemoryDump, 'entries'>, vmas: readonly vma_entry[]): Promise<void> {
+export async function writePagemap(dir: ImagesDir, pid: number, pagesId: number, memory: Pick<MemoryDump, 'entries'>, vmas: readonly VmaFields[]): Promise<void> {
   const runs: { vaddr: bigint; nrPages: number; flags: number }[] = [];
   let v = 0;
   for (const e of memory.entries) {

@@ -7,11 +7,10 @@ import type { MappingFlagsInfo } from '../../native/index.js';
 import { pageBytes } from '../arch/index.js';
 import { TsdumpError } from '../errors.js';
 import { writeImage } from '../images/index.js';
-import { mm_entrySchema, type mm_entry } from '../images/gen/mm_pb.js';
-import type { vma_entry } from '../images/gen/vma_pb.js';
+import { mm_entrySchema } from '../images/gen/mm_pb.js';
 import type { DumpContext } from './context.js';
 import { logMemory } from './log-facts.js';
-import { setVmFlags, writePagemap } from './mm-image.js';
+import { setVmFlags, writePagemap, type MmFields, type VmaFields } from './mm-image.js';
 import { countMemory } from './task-memory.js';
 import type { DumpOptions } from './options.js';
 
@@ -37,7 +36,7 @@ export interface SnapshotState {
    * pages image's id and its mm image, itself to be written then when its VmFlags come from the
    * snapshot (`mmWaits`), and whose mappings give the pagemap its lazy flags.
    */
-  readonly waiting: Map<number, { pagesId: number; mm: mm_entry; mmWaits: boolean }>;
+  readonly waiting: Map<number, { pagesId: number; mm: MmFields; mmWaits: boolean }>;
 }
 
 export function snapshotState(): SnapshotState {
@@ -102,7 +101,7 @@ export async function copySnapshots(ctx: DumpContext, state: SnapshotState): Pro
 }
 
 /** The VmFlags the snapshot told (sorted mappings) into the mm image's mappings (sorted). */
-function applyToldVmFlags(pid: number, vmas: vma_entry[], told: readonly MappingFlagsInfo[]): void {
+function applyToldVmFlags(pid: number, vmas: VmaFields[], told: readonly MappingFlagsInfo[]): void {
   let i = 0;
   for (const vma of vmas) {
     while (i < told.length && told[i]!.end <= vma.start) i++;
