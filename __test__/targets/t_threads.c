@@ -1,16 +1,21 @@
 /*
- * Threads with thread-local state. Four workers each own __thread values (a word and a patterned
+ * Threads with thread-local state. Forty workers each own __thread values (a word and a patterned
  * buffer), a pthread_key value, a thread name, a per-thread signal mask and a counter they keep
- * incrementing; a fifth thread sleeps in pthread_cond_wait (a futex) until verification wakes it.
- * Verification: same TIDs, TLS at the same addresses with the same contents, names and masks kept,
- * every counter advancing after restore, the futex waiter wakes, exactly six tasks.
+ * incrementing; one more thread sleeps in pthread_cond_wait (a futex) until verification wakes
+ * it. Forty, so that a dump visits and hands over the threads in several batches (tsdump's
+ * collect.rs THREAD_BATCH is 16): a thread given another's state comes back with a wrong name,
+ * mask or TLS. Verification: same TIDs, TLS at the same addresses with the same contents, names
+ * and masks kept, every counter advancing after restore, the futex waiter wakes, exactly
+ * WORKERS + 2 tasks.
  */
 #include "common.h"
 #include <dirent.h>
 #include <pthread.h>
 #include <sys/prctl.h>
 
-#define WORKERS 4
+#define WORKERS 40
+/* distinct real-time signals for the masks (SIGRTMIN + 3 .. + 26, within SIGRTMAX) */
+#define MASK_SIGNALS 24
 
 static __thread uint64_t tls_word;
 static __thread uint8_t tls_buf[512];
@@ -34,7 +39,7 @@ static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
 static volatile int g_wake, g_waiter_started, g_waiter_woke;
 static pid_t g_waiter_tid;
 
-static int worker_signal(int idx) { return SIGRTMIN + 3 + idx; }
+static int worker_signal(int idx) { return SIGRTMIN + 3 + idx % MASK_SIGNALS; }
 
 /* Worker 1's name has what /proc/PID/status escapes (a backslash, a newline) and spaces at both
  * ends, which a dump must carry exactly. */
@@ -61,9 +66,9 @@ static void worker_check(struct worker *w) {
         n += snprintf(w->err + n, sizeof w->err - n, "pthread key value lost ");
     if (strcmp(name, want) != 0)
         n += snprintf(w->err + n, sizeof w->err - n, "name '%s' ", name);
-    for (int i = 0; i < WORKERS; i++) {
+    for (int i = 0; i < MASK_SIGNALS; i++) {
         int blocked = sigismember(&cur, worker_signal(i)) == 1;
-        if (blocked != (i == w->idx))
+        if (blocked != (worker_signal(i) == worker_signal(w->idx)))
             n += snprintf(w->err + n, sizeof w->err - n, "mask bit %d=%d ", worker_signal(i), blocked);
     }
     (void)n;
@@ -128,7 +133,7 @@ int main(int argc, char **argv) {
     while (!g_waiter_started) tgt_sleep_ms(1);
     tgt_sleep_ms(20); /* let the waiter enter the futex wait */
     pid_t main_tid = tgt_gettid();
-    char extra[256];
+    char extra[2048];
     int n = 0;
     for (int i = 0; i < WORKERS; i++) n += snprintf(extra + n, sizeof extra - n, "tid%d=%d\n", i, workers[i].tid);
     snprintf(extra + n, sizeof extra - n, "waiter=%d\n", g_waiter_tid);
@@ -158,7 +163,7 @@ int main(int argc, char **argv) {
     while (!g_waiter_woke && tgt_now_ms() < deadline) tgt_sleep_ms(1);
     CHECK(g_waiter_woke, "futex waiter did not wake after pthread_cond_signal");
 
-    /* Exactly our six tasks: none lost, none added by the restore. */
+    /* Exactly our tasks: none lost, none added by the restore. */
     int ntasks = 0;
     DIR *d = opendir("/proc/self/task");
     if (d) {
