@@ -308,10 +308,10 @@ test('inspect errors name the pid; threadState needs a held thread', async (t) =
   t.is((e2 as TsdumpError).code, 'PTRACE');
 });
 
-test('startVisit hands out every thread after the leader once, in order and in batches, and the rest once', async (t) => {
-  // 71 threads besides the leader: batches of 16 (collect.rs THREAD_BATCH), then 7
+/** A bench_shape process of `n` threads (the leader included), killed at the test's end. */
+async function manyThreads(t: ExecutionContext, n: number): Promise<number> {
   const ctl = mkdtempSync(join(tmpdir(), 'tsdump-visit-'));
-  execFileSync('setsid', ['-f', join(import.meta.dirname, '..', 'build', 'targets', 'bench_shape'), ctl, 'threads', '72'], { stdio: 'ignore' });
+  execFileSync('setsid', ['-f', join(import.meta.dirname, '..', 'build', 'targets', 'bench_shape'), ctl, 'threads', String(n)], { stdio: 'ignore' });
   for (const deadline = Date.now() + 10_000; !existsSync(join(ctl, 'ready')); await sleep(10)) {
     if (Date.now() > deadline) throw new Error('bench_shape never got ready');
   }
@@ -324,6 +324,12 @@ test('startVisit hands out every thread after the leader once, in order and in b
     }
     rmSync(ctl, { recursive: true, force: true });
   });
+  return pid;
+}
+
+test('startVisit hands out every thread after the leader once, in order and in batches, and the rest once', async (t) => {
+  // 71 threads besides the leader: batches of 16 (collect.rs THREAD_BATCH), then 7
+  const pid = await manyThreads(t, 72);
   const s = session(t);
   const tree = await s.seizeTree(pid);
   const tids = tree.processes[0]!.threads.map((th) => th.tid);
@@ -348,18 +354,32 @@ test('startVisit hands out every thread after the leader once, in order and in b
   await s.releaseTree({ mode: 'resume' });
 });
 
-test('a visit that fails hands out the threads it got to, then tells why', async (t) => {
-  const tg = await start(t, 'selfreport');
+test('a visit that fails hands out the threads it got to, then tells why, and leaves the process as it was', async (t) => {
+  // 39 threads besides the leader and one that does not exist, last: two batches answer, the
+  // third fails on it
+  const pid = await manyThreads(t, 40);
   const s = session(t);
-  await s.seizeTree(tg.pid);
-  // the leader must come first: refused before anything is touched
-  const job = s.startVisit(tg.pid, { tids: [tg.pid + 1_000_000, tg.pid] });
-  t.is(await job.threads(), null);
+  const tree = await s.seizeTree(pid);
+  const tids = tree.processes[0]!.threads.map((th) => th.tid);
+  const maps = readFileSync(`/proc/${pid}/maps`, 'utf8');
+  const gone = 4_000_001;
+  const job = s.startVisit(pid, { tids: [...tids, gone] });
+  const got: number[] = [];
+  for (let b; (b = await job.threads()); ) got.push(...b.map((th) => th.state.tid));
+  t.deepEqual(got, tids.slice(1, 33));
   const err = await t.throwsAsync(job.facts());
   t.true(err instanceof TsdumpError);
-  t.is((err as TsdumpError).code, 'PARASITE');
-  t.regex(err!.message, /leader first/);
+  t.is((err as TsdumpError).code, 'ESRCH_TARGET');
+  t.regex(err!.message, new RegExp(`task/${gone}/`));
+  t.is(readFileSync(`/proc/${pid}/maps`, 'utf8'), maps, 'the cure took the parasite out');
+  // the leader first, or nothing is touched
+  const refused = s.startVisit(pid, { tids: [pid + 1, pid] });
+  t.is(await refused.threads(), null);
+  const e2 = await t.throwsAsync(refused.facts());
+  t.is((e2 as TsdumpError).code, 'PARASITE');
+  t.regex(e2!.message, /leader first/);
   await s.releaseTree({ mode: 'resume' });
+  t.is(Number(/^TracerPid:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]), 0, 'released');
 });
 
 test('threads stopped inside system calls: restart decisions follow the kernel return codes', async (t) => {
