@@ -254,19 +254,19 @@ pub fn dump_memory_to_page_server(
     } else {
         opts
     };
-    let lazy = |vmas: &[VmaReport], e: &PagemapEntry| e.flags & PE_PRESENT != 0 && vma_at(vmas, e.vaddr).is_some_and(lazy_capable);
     let mut d = dump_memory_with(pid, opts, infected, |plan, _runs, entries| {
-        let flagged: Vec<PagemapEntry> =
-            entries.iter().map(|e| PagemapEntry { flags: if lazy(&plan.vmas, e) { e.flags | PE_LAZY } else { e.flags }, ..e.clone() }).collect();
-        crate::pageserver::PageServerSink::with_entries(client, flagged)
+        crate::pageserver::PageServerSink::with_entries(client, with_lazy_flags(&plan.vmas, entries))
     })?;
     // What went over the wire carries the same flags, so report them.
-    for e in d.entries.iter_mut() {
-        if lazy(&d.vmas, e) {
-            e.flags |= PE_LAZY;
-        }
-    }
+    d.entries = with_lazy_flags(&d.vmas, &d.entries);
     Ok(d)
+}
+
+/// `entries` as a page server is sent them: PE_LAZY on the pages of private anonymous memory, as
+/// CRIU marks them (a local pagemap gets the same flags from the mm image, src/dump/mm-image.ts).
+pub(crate) fn with_lazy_flags(vmas: &[VmaReport], entries: &[PagemapEntry]) -> Vec<PagemapEntry> {
+    let lazy = |e: &PagemapEntry| e.flags & PE_PRESENT != 0 && vma_at(vmas, e.vaddr).is_some_and(lazy_capable);
+    entries.iter().map(|e| PagemapEntry { flags: if lazy(e) { e.flags | PE_LAZY } else { e.flags }, ..e.clone() }).collect()
 }
 
 /// The scan and the drain into the sink `make_sink` builds from the plan and the runs to write.

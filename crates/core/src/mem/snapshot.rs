@@ -30,7 +30,7 @@
 //! With a page server the pages go to it instead, through a window of a scratch file
 //! (`Filler::send`). An incremental dump scans the task while frozen (`Planned`): which pages
 //! were written since the parent is the task's record, not the holder's; to a page server, the
-//! pages left in the parent go as holes among the others (`Holes`).
+//! pages left in the parent go as holes among the others, as from a frozen drain.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -46,7 +46,7 @@ use super::{decide_vmas, entries, scan_vmas, DumpOpts, Infected, MemDump, Timing
 use crate::error::{Error, ErrorCode, Result};
 use crate::freezer::procinfo::has_exited;
 use crate::images_dir::NewFile;
-use crate::pageserver::{ImageKind, PageServerClient};
+use crate::pageserver::{ImageKind, PageServerClient, PageServerSink};
 
 /// How a snapshot that cannot be taken is met.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -481,69 +481,46 @@ impl Filler<'_> {
     }
 
     /// `runs` to the page server, as `mem::dump_memory_to_page_server` sends a frozen task's
-    /// (OPEN2, then ADD_F in address order, PE_LAZY on private anonymous memory, and an
-    /// incremental dump's PE_PARENT `entries` as holes where they fall between them). The pages
-    /// go through a scratch file of the images directory, PWRITE_MAX bytes at a time: the holder
-    /// writes only into files. Returns the pages copied after the release.
+    /// (OPEN2, then the pagemap `entries` in address order through the same `PageServerSink`:
+    /// ADD_F with the pages, PE_LAZY on private anonymous memory, an incremental dump's PE_PARENT
+    /// entries as holes between them). The pages go through a scratch file of the images
+    /// directory, PWRITE_MAX bytes at a time: the holder writes only into files. Returns the
+    /// pages copied after the release.
     fn send(&mut self, runs: &[Run], entries: &[super::PagemapEntry], client: &mut PageServerClient) -> Result<u64> {
         let p = self.pending;
         client.open(ImageKind::Task, p.pid as u64)?;
         let window = p.pages.dir.scratch_file("snapshot-pages")?;
         self.hand(&window)?;
-        let mut holes = Holes { entries: entries.iter().filter(|e| e.flags & super::PE_PRESENT == 0 && e.nr_pages > 0).collect(), next: 0 };
-        let (mut queued, mut len, mut pages) = (Vec::new(), 0, 0);
+        let mut sink = PageServerSink::with_entries(client, super::with_lazy_flags(&p.vmas, entries))?;
+        let (mut len, mut pages) = (0, 0);
         for piece in pieces(runs) {
             let n = piece.nr_pages * page_size();
             if len + n > PWRITE_MAX {
                 self.flush()?;
-                send_window(client, &window, &mut queued, &mut holes)?;
+                send_window(&mut sink, &window, len)?;
                 len = 0;
             }
             if self.fill(piece, &window, len)? {
                 pages += piece.nr_pages;
             }
-            let lazy = super::vma_at(&p.vmas, piece.vaddr).is_some_and(super::lazy_capable);
-            queued.push((piece, if lazy { super::PE_LAZY } else { 0 }));
             len += n;
         }
         self.flush()?;
-        send_window(client, &window, &mut queued, &mut holes)?;
-        holes.send_before(client, u64::MAX)?;
+        send_window(&mut sink, &window, len)?;
         Ok(pages)
     }
 }
 
-/// An incremental dump's PE_PARENT entries, sent to the page server in address order among the
-/// pages (the server writes its pagemap as they come).
-struct Holes<'a> {
-    entries: Vec<&'a super::PagemapEntry>,
-    next: usize,
-}
-
-impl Holes<'_> {
-    /// Sends the holes below `vaddr` not sent yet.
-    fn send_before(&mut self, client: &mut PageServerClient, vaddr: u64) -> Result<()> {
-        while let Some(e) = self.entries.get(self.next).filter(|e| e.vaddr < vaddr) {
-            client.send_hole(e.vaddr, e.nr_pages, e.flags)?;
-            self.next += 1;
-        }
-        Ok(())
-    }
-}
-
-/// Sends the pieces `queued` fills `window` with, from its start, and empties both. sendfile
-/// hands the socket the file's pages themselves, not a copy, and they may leave long after:
-/// the window is truncated, not overwritten, so the next pieces go into fresh pages.
-fn send_window(client: &mut PageServerClient, window: &File, queued: &mut Vec<(Run, u32)>, holes: &mut Holes) -> Result<()> {
+/// Sends the `len` bytes the holder wrote into `window`, from its start, and empties it.
+/// sendfile hands the socket the file's pages themselves, not a copy, and they may leave long
+/// after: the window is truncated, not overwritten, so the next pieces go into fresh pages.
+fn send_window(sink: &mut PageServerSink, window: &File, len: u64) -> Result<()> {
     let fail = |what: &str, e: std::io::Error| Error::new(ErrorCode::ImageIo, format!("{what} the scratch file of snapshot pages: {e}"));
     // SAFETY: lseek(2) on a file we own.
     if unsafe { libc::lseek(window.as_raw_fd(), 0, libc::SEEK_SET) } < 0 {
         return Err(fail("rewinding", std::io::Error::last_os_error()));
     }
-    for (piece, flags) in queued.drain(..) {
-        holes.send_before(client, piece.vaddr)?;
-        client.send_pages(piece.vaddr, piece.nr_pages as u32, flags, window.as_raw_fd())?;
-    }
+    sink.splice_from(window.as_raw_fd(), len as usize)?;
     window.set_len(0).map_err(|e| fail("truncating", e))
 }
 
