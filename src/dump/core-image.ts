@@ -1,7 +1,7 @@
 // core-TID.img: one per thread. Registers, FPU state and TLS (thread_info), the per-thread
 // kernel state (thread_core), and for the leader the process-wide task state (tc).
-import { create, type MessageInitShape } from '@bufbuild/protobuf';
-import { core_entrySchema, type core_entry } from '../images/gen/core_pb.js';
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import type { core_entrySchema } from '../images/gen/core_pb.js';
 import { hostArch } from '../arch/index.js';
 import type {
   ParasiteInfo,
@@ -170,9 +170,9 @@ export function leaderCore(t: ThreadFacts, l: LeaderFacts): CoreEntryInit {
 }
 
 /** A zombie's core image: no threads to restore, only how it died. */
-export function zombieCore(z: ZombieInfo): core_entry {
-  return create(core_entrySchema, {
+export function zombieCore(z: ZombieInfo): CoreEntryInit {
+  return {
     mtype: hostArch().mtype,
     tc: { taskState: TASK_DEAD, exitCode: z.exitCode, personality: 0, flags: 0, blkSigset: 0n, comm: z.comm },
-  });
+  };
 }

@@ -9,7 +9,7 @@
 // upgrading one — is kept as a ghost file, as CRIU keeps it; restore recreates it beside
 // whatever now holds the path.
 import { stat, statfs } from 'node:fs/promises';
-import { create, type MessageInitShape } from '@bufbuild/protobuf';
+import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { mm_entrySchema } from '../images/gen/mm_pb.js';
 import type { vma_entry } from '../images/gen/vma_pb.js';
 import { pagemap_headSchema, pagemap_entrySchema } from '../images/gen/pagemap_pb.js';
@@ -266,7 +266,7 @@ export async function writePagemap(dir: ImagesDir, pid: number, pagesId: number,
     else runs.push({ vaddr: e.vaddr, nrPages: e.nrPages, flags });
   }
   new ImageBuffer(dir, `pagemap-${pid}.img`)
-    .append(pagemap_headSchema, create(pagemap_headSchema, { pagesId }))
+    .append(pagemap_headSchema, { pagesId })
     // hand-encoded: the tree is frozen meanwhile, and the schema path costs ~20 us per entry
     .appendEncoded(pagemap_entrySchema, encodePagemapEntries(runs), runs.length)
     .write();
@@ -277,7 +277,7 @@ export async function writePagemap(dir: ImagesDir, pid: number, pagesId: number,
  * the object.
  */
 export async function writeShmemPagemap(dir: ImagesDir, shmem: Pick<ShmemDumpInfo, 'shmid' | 'entries'>, pagesId: number): Promise<void> {
-  const image = new ImageBuffer(dir, `pagemap-shmem-${shmem.shmid}.img`).append(pagemap_headSchema, create(pagemap_headSchema, { pagesId }));
+  const image = new ImageBuffer(dir, `pagemap-shmem-${shmem.shmid}.img`).append(pagemap_headSchema, { pagesId });
   for (const e of shmem.entries) image.append(pagemap_entrySchema, pagemapEntry(e.vaddr, e.nrPages, e.flags));
   image.write();
 }
