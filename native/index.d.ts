@@ -157,7 +157,7 @@ export declare class Session {
   interrupt(): void
   /**
    * How far the page drain has got, read without waiting for the tracer thread: a display
-   * polls it while a dumpTask/dumpMemory call runs. Counts only; no page leaves the core.
+   * polls it while a visit (startVisit) or a dumpMemory call runs. Counts only; no page leaves the core.
    */
   progress(): DrainProgress
   /**
@@ -167,7 +167,7 @@ export declare class Session {
   close(): void
   tracerTid(): Promise<number>
   /**
-   * Scans and copies every snapshot taken by this session's `dumpTask({ memory: { snapshot } })`
+   * Scans and copies every snapshot taken by this session's `startVisit(pid, { memory: { snapshot } })`
    * calls into its pages image, in the order taken, killing each holder when done. On a
    * failure the holders left are killed too.
    */
@@ -337,7 +337,7 @@ export interface DumpMemoryOptions {
    */
   pageServer?: PageServerAddress
   /**
-   * dumpTask only: take a copy-on-write snapshot of the task's private memory instead of
+   * startVisit only: take a copy-on-write snapshot of the task's private memory instead of
    * draining it; `drainSnapshots` copies it after the tree is released.
    */
   snapshot?: SnapshotMode

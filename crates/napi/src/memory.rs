@@ -75,7 +75,7 @@ pub struct DumpMemoryOptions {
     /// Send the pages to this page server (one connection per session, opened by the first call,
     /// finished by `closePageServer`) instead of writing pages-<pagesId>.img.
     pub page_server: Option<PageServerAddress>,
-    /// dumpTask only: take a copy-on-write snapshot of the task's private memory instead of
+    /// startVisit only: take a copy-on-write snapshot of the task's private memory instead of
     /// draining it; `drainSnapshots` copies it after the tree is released.
     pub snapshot: Option<SnapshotMode>,
 }

@@ -86,7 +86,7 @@ impl Session {
     }
 
     /// How far the page drain has got, read without waiting for the tracer thread: a display
-    /// polls it while a dumpTask/dumpMemory call runs. Counts only; no page leaves the core.
+    /// polls it while a visit (startVisit) or a dumpMemory call runs. Counts only; no page leaves the core.
     #[napi]
     pub fn progress(&self) -> DrainProgress {
         let s = self.progress.snapshot();

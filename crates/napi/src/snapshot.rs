@@ -43,7 +43,7 @@ pub struct SnapshotDrainInfo {
 
 #[napi]
 impl Session {
-    /// Scans and copies every snapshot taken by this session's `dumpTask({ memory: { snapshot } })`
+    /// Scans and copies every snapshot taken by this session's `startVisit(pid, { memory: { snapshot } })`
     /// calls into its pages image, in the order taken, killing each holder when done. On a
     /// failure the holders left are killed too.
     #[napi]
