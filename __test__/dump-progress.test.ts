@@ -18,31 +18,41 @@ import { setTimeout as sleep } from 'node:timers/promises';
 const exec = promisify(execFile);
 const MIB = 256;
 
-test('watchPages: polls the counter while it runs, reports only what is new, and never after stop (or without a listener)', async (t) => {
+test('watchPages: polls the counter of the task it follows, reports only what is new, a task\'s end at once, and never after stop (or without a listener)', async (t) => {
   let all = 0;
+  let pid = 0;
   let calls = 0;
   let unheardCalls = 0;
-  const reading = () => ({ pid: all ? 7 : 0, pagesDone: all, pagesTotal: 100, pagesAll: all });
+  const reading = () => ({ pid, pagesDone: all, pagesTotal: 100, pagesAll: all });
   const session = { progress: () => ((calls += 1), reading()) };
   const unheard = watchPages({ progress: () => ((unheardCalls += 1), reading()) }, undefined);
   const seen: number[] = [];
-  const watch = watchPages(session, (written, task) => seen.push(written, task.written));
+  const watch = watchPages(session, (written, task) => seen.push(task.pid, written, task.written));
+  watch.follow(7);
   await sleep(PAGES_EVENT_MS * 3);
   t.true(calls >= 1, 'polled on its own');
   t.deepEqual(seen, [], 'nothing drained yet: nothing reported');
-  all = 10;
+  [pid, all] = [7, 10];
   await sleep(PAGES_EVENT_MS * 3);
-  t.deepEqual(seen, [10, 10], 'one report of the new count, however many polls');
-  all = 20;
-  watch.poll();
-  t.deepEqual(seen, [10, 10, 20, 20], 'poll() reports at once');
+  t.deepEqual(seen, [7, 10, 10], 'one report of the new count, however many polls');
+  // task 7 ended at 20 pages; task 8's drain has begun by the time the dump looks
+  [pid, all] = [8, 25];
+  await sleep(PAGES_EVENT_MS * 3);
+  t.deepEqual(seen, [7, 10, 10], 'the next task waits until it is followed');
+  watch.ended({ pid: 7, pagesDone: 20, pagesTotal: 100, pagesAll: 20 });
+  t.deepEqual(seen, [7, 10, 10, 7, 20, 20], "a task's end is reported at once, from its own reading");
+  watch.follow(8);
+  await sleep(PAGES_EVENT_MS * 3);
+  t.deepEqual(seen, [7, 10, 10, 7, 20, 20, 8, 25, 25], 'then the next one');
+  watch.ended({ pid: 8, pagesDone: 25, pagesTotal: 100, pagesAll: 25 });
+  t.is(seen.length, 9, 'an end already reported is not repeated');
   watch.stop();
   unheard.stop();
   const stoppedAt = calls;
   all = 30;
   await sleep(PAGES_EVENT_MS * 3);
   t.is(calls, stoppedAt, 'no poll after stop');
-  t.deepEqual(seen, [10, 10, 20, 20]);
+  t.is(seen.length, 9);
   t.is(unheardCalls, 0, 'a watch without a listener never polls');
 });
 
@@ -114,8 +124,8 @@ test.serial('CLI dump through a pipe: no progress line; --progress json: lines w
     'rate and time left once the copy has run a while',
   );
 
-  // a tree: each task's copy has its own lines, ending at its own total (the next task is copied
-  // while the last one's images are written, so its lines may come before its stage's)
+  // a tree: each task's copy has its own lines, in its own stage, ending at its own total (the
+  // next task is copied while the last one's images are written: its lines wait for its stage)
   const tree = await startTarget('t_pipes', { dir: join(work, 'tree') });
   t.teardown(() => killTree(tree.pid, tree.ctl, tree.pids));
   const treeLines = await progressLines(t, ['-t', String(tree.pid), '-D', join(work, 'images-tree'), '-R', '--shell-job', '--progress=json']);
@@ -123,5 +133,9 @@ test.serial('CLI dump through a pipe: no progress line; --progress json: lines w
     const last = treeLines.filter((l) => l.pid === pid).at(-1);
     t.like(last, { pid }, `lines for ${pid}`);
     t.true(last!.totalBytes! > 0 && last!.bytes === last!.totalBytes, `${pid} copied whole`);
+    t.true(
+      treeLines.filter((l) => l.pid === pid && l.bytes !== undefined).every((l) => l.stage === `dump task ${pid}`),
+      `${pid}'s copy in its own stage`,
+    );
   }
 });

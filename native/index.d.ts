@@ -1325,6 +1325,8 @@ export interface TaskFactsInfo {
   /** What the process answered (`threads` is empty: each thread comes with its own answers). */
   parasite: ParasiteInfo
   memory?: MemoryDump
+  /** The drain's progress as the visit ended: this task's last count (0 pid: nothing drained). */
+  drained: DrainProgress
   timings: VisitTimingsInfo
 }
 

@@ -50,8 +50,8 @@ function formatDuration(secs: number): string {
 
 /**
  * The text of one progress line (no control characters): stage, copied of total, rate, time left.
- * The next task of a tree is copied while the last one's images are written, so a copy can belong
- * to another task than the stage: then the line names it. Pages count `pageBytes` bytes each.
+ * A copy that is not the stage's own task's (the library reports each task's copy in its stage,
+ * but an update may name any task) is named on the line. Pages count `pageBytes` bytes each.
  */
 export function renderProgressLine(
   stage: string,

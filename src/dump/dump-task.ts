@@ -13,7 +13,6 @@ import { buildMm, writePagemap, writeShmemPagemap } from './mm-image.js';
 import type { DumpContext } from './context.js';
 import { memoryRequest, recordMemory } from './task-memory.js';
 import { dumpMemfdInodes } from './memfd-inodes.js';
-import { isMemfdFd, isMemfdVma } from './fds/memfd.js';
 import { logFd, logMemory, logVmas } from './log-facts.js';
 import { snapshotRequest } from './snapshot.js';
 import { pageBytesN } from '../arch/index.js';
@@ -45,9 +44,9 @@ export type VisitContext = Pick<DumpContext, 'options' | 'session' | 'imagesDir'
 
 /**
  * The native visit of one process: procfs, thread states, the parasite's answers and the page
- * drain in one job on the tracer thread. It may run while the previous task's images are
- * written (see `nextMayStart`), the first one while the stages before the tasks run. Both
- * promises are settled by whoever awaits them (a failure is handled there).
+ * drain in one job on the tracer thread. It runs while the previous task's images are written
+ * (queued behind that task's own visit), the first one while the stages before the tasks run.
+ * Both promises are settled by whoever awaits them (a failure is handled there).
  */
 export function visitTask(ctx: VisitContext, task: SeizedProcessInfo): TaskVisit {
   const { pid } = task;
@@ -97,17 +96,6 @@ function threadFacts(ctx: DumpContext, t: VisitedThreadInfo): ThreadFacts {
     seccomp: ctx.seccomp.get(t.state.tid),
     cgSet: ctx.cgroups.setOfThread(t.state.tid),
   };
-}
-
-/**
- * Whether the next task's visit may start before this one's images are written: pages image
- * ids are handed out in tree order, and writing this task uses one up for each shared anonymous
- * object or memfd it is the first to hold, so only a task that holds none lets the next go.
- */
-export function nextMayStart(ctx: DumpContext, visit: VisitedTask): boolean {
-  const { proc } = visit.facts;
-  const shmem = !ctx.options.pageServer && proc.vmas.some((v) => v.kind === 'shmem_anon');
-  return !shmem && !proc.vmas.some(isMemfdVma) && !proc.fds.some(isMemfdFd);
 }
 
 /** Writes the images of a visited task but its other threads' (writeThreads). */

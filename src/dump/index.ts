@@ -13,7 +13,7 @@ import { FileTable } from './file-table.js';
 import { LinkRemaps } from './link-remap.js';
 import { NetworkLock, treeConnections } from './network-lock.js';
 import { KobjIds } from './kobj-ids.js';
-import { nextMayStart, visitTask, writeTask, writeThreads, type DumpedTask, type TaskVisit, type VisitContext } from './dump-task.js';
+import { visitTask, writeTask, writeThreads, type DumpedTask, type TaskVisit, type VisitContext } from './dump-task.js';
 import { dumpFileLocks } from './file-locks.js';
 import { writePstree } from './write-pstree.js';
 import { treeOrder, type TreeMember } from './tree-order.js';
@@ -33,7 +33,7 @@ import { refuseOwnChild, releaseAfterFailure, releaseRunning } from './release.j
 import { STAGES_NOT_TAKEN, stager, taskStage, type Stage } from './stage.js';
 import type { DumpEvents, DumpResult } from './result.js';
 import { logRelease, logSeizedTask } from './log-facts.js';
-import { watchPages } from './page-progress.js';
+import { watchPages, type PageWatch } from './page-progress.js';
 import { checkSnapshotOptions, copySnapshots, snapshotState } from './snapshot.js';
 
 export type { DumpOptions } from './options.js';
@@ -171,7 +171,7 @@ export async function dumpInProcess(options: DumpOptions, events: DumpEvents = {
         snapshot,
       };
       // 19 dump_one_task, each live task (27 cr_dump_shmem's objects go with their first holder)
-      const tasks = await dumpTasks(ctx, live, first, stage, () => pages.poll()).finally(() => pages.stop());
+      const tasks = await dumpTasks(ctx, live, first, stage, pages).finally(() => pages.stop());
       await plugins.run('dumpDevicesLate', { id: 0 });
       // 22 dump_file_locks
       await stage('dump file locks', () => dumpFileLocks(imagesDir, tasks, options));
@@ -299,16 +299,17 @@ interface AheadVisit {
 }
 
 /**
- * Each live task, root first (`first`: its visit, begun during the stages before); a task's
- * threads are written as the tracer hands them over, and the next task's native visit runs
- * while this one's images are written.
+ * Each live task, root first (`first`: its visit, begun during the stages before). The tracer
+ * always has the next task's visit queued behind this one's, so that it never waits for this
+ * task's images to be written (nor for the promise hops that would start the next visit); a
+ * task's threads are written as the tracer hands them over.
  */
 async function dumpTasks(
   ctx: DumpContext,
   live: readonly SeizedProcessInfo[],
   first: AheadVisit | undefined,
   stage: Stage,
-  copied: () => void,
+  pages: PageWatch,
 ): Promise<DumpedTask[]> {
   const tasks: DumpedTask[] = [];
   let ahead = first;
@@ -318,17 +319,22 @@ async function dumpTasks(
       ctx.cancellation.throwIfCancelled();
       tasks.push(
         await stage(taskStage(proc.pid), async () => {
+          pages.follow(proc.pid);
           const visit = ahead?.pid === proc.pid ? ahead.visit : visitTask(ctx, proc);
           ahead = undefined;
+          const next = live[i + 1];
+          if (next) {
+            // queued behind this visit: its startVisit must come second (a failed start is
+            // told by `ended`, awaited in its turn or settled below)
+            await visit.job.catch(() => undefined);
+            ahead = { pid: next.pid, visit: visitTask(ctx, next) };
+          }
           // (a process of one thread has none to wait for)
           threads = proc.threads.length > 1 ? writeThreads(ctx, visit) : undefined;
           // awaited below, or settled in the end if the visit fails first
           threads?.catch(() => undefined);
           const visited = await visit.ended;
-          // its copy is over and the next one not begun: the drain's counter holds this task's last count
-          copied();
-          const next = live[i + 1];
-          if (next && nextMayStart(ctx, visited)) ahead = { pid: next.pid, visit: visitTask(ctx, next) };
+          pages.ended(visited.facts.drained);
           const dumped = await writeTask(ctx, proc, visited);
           await threads;
           return dumped;

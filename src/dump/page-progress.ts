@@ -19,25 +19,32 @@ export interface TaskPages {
 export type PagesListener = (written: number, task: TaskPages) => void;
 
 export interface PageWatch {
-  /** Reports what is new now (a task's copy just ended). */
-  poll(): void;
+  /** The task whose copy is reported from now on (its stage began): others' readings wait their turn. */
+  follow(pid: number): void;
+  /**
+   * A task's copy is over: its last count, from the reading its visit took as it ended (the next
+   * task's drain may have begun by now).
+   */
+  ended(reading: DrainProgress): void;
   stop(): void;
 }
 
 export function watchPages(session: { progress(): DrainProgress }, listener: PagesListener | undefined): PageWatch {
-  if (!listener) return { poll: () => {}, stop: () => {} };
+  if (!listener) return { follow: () => {}, ended: () => {}, stop: () => {} };
+  let followed = 0;
   let reported = -1;
   let reportedTask = 0;
-  const poll = (): void => {
-    const p = session.progress();
-    // nothing drained yet, or nothing new since the last report
-    if (p.pid === 0 || (p.pagesAll === reported && p.pid === reportedTask)) return;
+  // One task at a time, so that `written` never goes back: the next task's drain, begun while
+  // this one's images are written, is reported once its own stage follows it.
+  const report = (p: DrainProgress): void => {
+    // nothing drained yet, another task's reading, or nothing new since the last report
+    if (p.pid === 0 || p.pid !== followed || (p.pagesAll === reported && p.pid === reportedTask)) return;
     reported = p.pagesAll;
     reportedTask = p.pid;
     listener(p.pagesAll, { pid: p.pid, written: p.pagesDone, total: p.pagesTotal });
   };
-  const timer = setInterval(poll, PAGES_EVENT_MS);
+  const timer = setInterval(() => report(session.progress()), PAGES_EVENT_MS);
   // the dump's own work keeps the process alive, never this
   timer.unref();
-  return { poll, stop: () => clearInterval(timer) };
+  return { follow: (pid) => (followed = pid), ended: report, stop: () => clearInterval(timer) };
 }

@@ -85,6 +85,9 @@ pub struct TaskFacts {
     /// What the process answered; `threads` holds the leader's answers only.
     pub info: TaskInfo,
     pub memory: Option<MemDump>,
+    /// The drain's counter as the visit ended: this task's last count, which the dump reports
+    /// as its copy's end (the next task's drain may have begun by the time it looks).
+    pub drained: crate::progress::Snapshot,
     pub tracking: Option<(track::Method, track::Armed)>,
     /// Syscalls the visit injected (a blob round trip counts once).
     pub injected: u64,
@@ -164,10 +167,11 @@ fn collect_with(pid: i32, tids: &[i32], maps: Vec<crate::mem::Vma>, memory: Opti
             return Err(e);
         }
     };
+    let drained = crate::progress::current().snapshot();
     let injected = inj.calls;
     let leftover = inj.leave()?;
     timings.cure_ns += clock.lap();
-    Ok((TaskFacts { proc, leader, info, memory, tracking, injected, timings, leftover, snapshot: None }, taken))
+    Ok((TaskFacts { proc, leader, info, memory, drained, tracking, injected, timings, leftover, snapshot: None }, taken))
 }
 
 /// Thread `tid` from outside.

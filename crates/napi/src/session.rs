@@ -42,6 +42,11 @@ pub struct DrainProgress {
     pub pages_all: f64,
 }
 
+pub(crate) fn drain_progress(s: tsdump_core::progress::Snapshot) -> DrainProgress {
+    let ps = tsdump_core::mem::vma::page_size();
+    DrainProgress { pid: s.pid, pages_done: (s.done / ps) as f64, pages_total: (s.total / ps) as f64, pages_all: (s.all / ps) as f64 }
+}
+
 #[napi]
 pub struct Session {
     jobs: Option<mpsc::Sender<Job>>,
@@ -89,9 +94,7 @@ impl Session {
     /// polls it while a visit (startVisit) or a dumpMemory call runs. Counts only; no page leaves the core.
     #[napi]
     pub fn progress(&self) -> DrainProgress {
-        let s = self.progress.snapshot();
-        let ps = tsdump_core::mem::vma::page_size();
-        DrainProgress { pid: s.pid, pages_done: (s.done / ps) as f64, pages_total: (s.total / ps) as f64, pages_all: (s.all / ps) as f64 }
+        drain_progress(self.progress.snapshot())
     }
 
     /// Stops the tracer thread once queued work is done. Tasks still traced are detached by the

@@ -12,7 +12,7 @@ use tsdump_core::collect::{self, MemoryRequest, VisitedThread};
 use crate::files::RobustList;
 use crate::memory::{DumpMemoryOptions, MemoryDump, MemoryOptions};
 use crate::parasite::{check_traced_by_us, thread_answers, ParasiteInfo, ThreadParasiteInfo};
-use crate::session::{outcome, Session};
+use crate::session::{drain_progress, outcome, DrainProgress, Session};
 use crate::inspect::ProcessInspection;
 use crate::thread::ThreadStateInfo;
 
@@ -62,6 +62,8 @@ pub struct TaskFactsInfo {
     /// What the process answered (`threads` is empty: each thread comes with its own answers).
     pub parasite: ParasiteInfo,
     pub memory: Option<MemoryDump>,
+    /// The drain's progress as the visit ended: this task's last count (0 pid: nothing drained).
+    pub drained: DrainProgress,
     pub timings: VisitTimingsInfo,
 }
 
@@ -100,7 +102,8 @@ impl TaskVisitJob {
         let leader_info = facts.info.threads.pop().ok_or_else(|| Error::from_reason("PARASITE: the visit brought no answers of the leader"))?;
         let leader = visited_thread(VisitedThread { facts: facts.leader, info: leader_info });
         let parasite = crate::parasite::to_js(facts.info, facts.injected);
-        Ok(TaskFactsInfo { proc: crate::inspect::process_inspection(facts.proc), leader, parasite, memory, timings })
+        let drained = drain_progress(facts.drained);
+        Ok(TaskFactsInfo { proc: crate::inspect::process_inspection(facts.proc), leader, parasite, memory, drained, timings })
     }
 }
 
