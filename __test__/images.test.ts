@@ -24,7 +24,7 @@ import { reg_file_entrySchema } from '../src/images/gen/regfile_pb.js';
 import { inet_sk_entrySchema } from '../src/images/gen/sk-inet_pb.js';
 import { unix_sk_entrySchema } from '../src/images/gen/sk-unix_pb.js';
 import { tcp_stream_entrySchema } from '../src/images/gen/tcp-stream_pb.js';
-import { ImageWriter, encodeImage, pagemapEntry, pagemapPages, readImage, readImagesDir, writeImage, PE_PRESENT } from '../src/images/index.js';
+import { ImageBatch, ImageWriter, encodeImage, openImagesDir, pagemapEntry, pagemapPages, readImage, readImagesDir, writeImage, PE_PRESENT } from '../src/images/index.js';
 import { encodeMessage } from '../src/images/encode.js';
 import { SHOW_DIR_VIEWS, showDir, showImage } from '../src/show.js';
 import { catalogue, roundTrip } from './helpers/catalogue.js';
@@ -240,6 +240,31 @@ test('writeImage: an aarch64 core entry and pipe data with its payload match wha
     t.is(ours, await critText(path, false), name);
     t.true((await critEncode(ours)).equals(await readFile(path)), `${name}: crit encode of the JSON gives other bytes`);
   }
+});
+
+test('ImageBatch: images written together at the flush, owner-only, byte for byte what writeImage writes; a failure names its file', async (t) => {
+  const dir = await makeWorkDir(t);
+  const images = openImagesDir(dir);
+  const core = (comm: string) => create(core_entrySchema, { mtype: core_entry_march.X86_64, tc: { taskState: 1, exitCode: 0, personality: 0, flags: 0, blkSigset: 0n, comm } });
+  const batch = new ImageBatch(images);
+  await writeImage(batch, 'core-1.img', core_entrySchema, [core('one')]);
+  await writeImage(batch, 'core-2.img', core_entrySchema, [core('two')]);
+  t.deepEqual(readdirSync(dir), [], 'nothing before the flush');
+  await batch.flush();
+  await batch.flush();
+  t.deepEqual(readdirSync(dir).sort(), ['core-1.img', 'core-2.img'], 'a second flush writes nothing again');
+  await writeImage(images, 'core-3.img', core_entrySchema, [core('two')]);
+  t.true((await readFile(join(dir, 'core-2.img'))).equals(await readFile(join(dir, 'core-3.img'))));
+  for (const name of ['core-1.img', 'core-2.img']) t.is((await stat(join(dir, name))).mode & 0o777, 0o600, name);
+
+  // the batch stops at the first image that fails: the ones before it are written, not the ones after
+  const failing = new ImageBatch(images);
+  await writeImage(failing, 'core-4.img', core_entrySchema, [core('four')]);
+  await writeImage(failing, 'core-1.img', core_entrySchema, [core('again')]);
+  await writeImage(failing, 'core-5.img', core_entrySchema, [core('five')]);
+  await t.throwsAsync(failing.flush(), { instanceOf: TsdumpError, message: /core-1\.img: byte 0: cannot create image: .*EEXIST/ });
+  t.deepEqual(readdirSync(dir).sort(), ['core-1.img', 'core-2.img', 'core-3.img', 'core-4.img']);
+  t.is(((await readImage(join(dir, 'core-1.img'))).entries[0]!.message as unknown as { tc: { comm: string } }).tc.comm, 'one', 'the existing image untouched');
 });
 
 test('malformed input: one-line TsdumpError naming the file and the byte offset', async (t) => {

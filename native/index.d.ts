@@ -32,6 +32,12 @@ export declare class ImagesDir {
    * call rather than three (the per-task images are written while the tree is frozen).
    */
   writeFile(name: string, data: Uint8Array): void
+  /**
+   * Creates and writes each of `names` with its `contents` as `writeFile` does, in order, off
+   * the calling thread: a task's small images in one call while the tree is frozen. Stops at
+   * the first that fails; the error names it.
+   */
+  writeFiles(names: Array<string>, contents: Array<Uint8Array>): Promise<void>
   /** As `createFile`, after unlinking an existing `name` (a log of an earlier run). */
   createFileReplacing(name: string): number
   /** A link `name` → `target`; `replace` replaces an existing link of that name. */

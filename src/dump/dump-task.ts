@@ -2,7 +2,7 @@
 // turned into core-*, mm-, pagemap-, pages-, fdinfo-, fs- and ids- images.
 import { stat } from 'node:fs/promises';
 import { create } from '@bufbuild/protobuf';
-import { writeImage } from '../images/index.js';
+import { ImageBatch, writeImage } from '../images/index.js';
 import { core_entrySchema, task_kobj_ids_entrySchema, type task_kobj_ids_entry } from '../images/gen/core_pb.js';
 import { mm_entrySchema } from '../images/gen/mm_pb.js';
 import { fs_entrySchema } from '../images/gen/fs_pb.js';
@@ -82,9 +82,11 @@ export function visitTask(ctx: VisitContext, task: SeizedProcessInfo): TaskVisit
 export async function writeThreads(ctx: DumpContext, visit: TaskVisit): Promise<void> {
   const job = await visit.job;
   for (let batch: VisitedThreadInfo[] | null; (batch = await ctx.call(() => job.threads())); ) {
+    const images = new ImageBatch(ctx.imagesDir);
     for (const t of batch) {
-      await writeImage(ctx.imagesDir, `core-${t.state.tid}.img`, core_entrySchema, [threadCore(threadFacts(ctx, t))]);
+      await writeImage(images, `core-${t.state.tid}.img`, core_entrySchema, [threadCore(threadFacts(ctx, t))]);
     }
+    await images.flush();
   }
 }
 
@@ -105,6 +107,8 @@ export async function writeTask(ctx: DumpContext, task: SeizedProcessInfo, visit
   const { proc, parasite } = facts;
   const memory = facts.memory!;
   const ids = ctx.kobjIds.idsOf(pid, proc.namespaces);
+  // the task's own images, written together at its end
+  const images = new ImageBatch(ctx.imagesDir);
 
   // Memory first among the images: CRIU numbers the exe and mapped files before fds.
   const { pageServer } = ctx.options;
@@ -114,9 +118,9 @@ export async function writeTask(ctx: DumpContext, task: SeizedProcessInfo, visit
   // with a snapshot holding the pages, the pagemap is written once they are scanned, after the
   // release, and so is the mm image when the snapshot is to tell its VmFlags
   if (memory.afterRelease) ctx.snapshot?.waiting.set(pid, { pagesId, mm, mmWaits: memory.vmFlagsAfterRelease });
-  if (!memory.vmFlagsAfterRelease) await writeImage(ctx.imagesDir, `mm-${pid}.img`, mm_entrySchema, [mm]);
+  if (!memory.vmFlagsAfterRelease) await writeImage(images, `mm-${pid}.img`, mm_entrySchema, [mm]);
   // with a page server the pagemap went over the wire with the pages (the server writes it)
-  if (!memory.afterRelease && !pageServer) await writePagemap(ctx.imagesDir, pid, pagesId, memory, mm.vmas);
+  if (!memory.afterRelease && !pageServer) await writePagemap(images, pid, pagesId, memory, mm.vmas);
   await dumpSharedAnon(ctx, pid, proc);
   await dumpMemfdInodes(ctx, pid, proc);
 
@@ -132,7 +136,7 @@ export async function writeTask(ctx: DumpContext, task: SeizedProcessInfo, visit
       fdinfo.push(logFd(ctx.options.log, pid, fd, await ctx.files.fd(pid, fd)));
     }
     await ctx.files.taskFilesDone();
-    await writeImage(ctx.imagesDir, `fdinfo-${ids.filesId}.img`, fdinfo_entrySchema, fdinfo);
+    await writeImage(images, `fdinfo-${ids.filesId}.img`, fdinfo_entrySchema, fdinfo);
   }
 
   const cwd = proc.cwd ?? '/';
@@ -144,13 +148,14 @@ export async function writeTask(ctx: DumpContext, task: SeizedProcessInfo, visit
     rootId: await ctx.files.newPathFile(root, 0, { mode: rootMode }),
     umask: parasite.misc.umask,
   });
-  await writeImage(ctx.imagesDir, `fs-${pid}.img`, fs_entrySchema, [fsEntry]);
+  await writeImage(images, `fs-${pid}.img`, fs_entrySchema, [fsEntry]);
 
   const stopSignal = task.threads[0]?.stopSignal;
-  await writeImage(ctx.imagesDir, `core-${pid}.img`, core_entrySchema, [
+  await writeImage(images, `core-${pid}.img`, core_entrySchema, [
     leaderCore(threadFacts(ctx, facts.leader), { proc, parasite, stopped: task.stopped, ...(stopSignal ? { stopSignal } : {}) }),
   ]);
-  await writeImage(ctx.imagesDir, `ids-${pid}.img`, task_kobj_ids_entrySchema, [create(task_kobj_ids_entrySchema, ids)]);
+  await writeImage(images, `ids-${pid}.img`, task_kobj_ids_entrySchema, [create(task_kobj_ids_entrySchema, ids)]);
+  await images.flush();
   return { pid, ids, proc };
 }
 

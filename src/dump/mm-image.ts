@@ -13,7 +13,7 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { mm_entrySchema } from '../images/gen/mm_pb.js';
 import type { vma_entry } from '../images/gen/vma_pb.js';
 import { pagemap_headSchema, pagemap_entrySchema } from '../images/gen/pagemap_pb.js';
-import { ImageBuffer, pagemapEntry, type ImagesDir } from '../images/index.js';
+import { ImageBuffer, pagemapEntry, type ImagesDir, type ImageTarget } from '../images/index.js';
 import { encodePagemapEntries } from '../images/pagemap.js';
 import { TsdumpError } from '../errors.js';
 import type { MemoryDump, ParasiteInfo, ProcessInspection, ShmemDumpInfo, VmaInfo } from '../../native/index.js';
@@ -253,7 +253,7 @@ function lazyCapable(vma: VmaFields): boolean {
  * pagemap-PID.img: the drained runs, marked lazy where CRIU would, and merged where runs touch
  * with equal flags (the pages file holds them back to back either way).
  */
-export async function writePagemap(dir: ImagesDir, pid: number, pagesId: number, memory: Pick<MemoryDump, 'entries'>, vmas: readonly VmaFields[]): Promise<void> {
+export async function writePagemap(dir: ImageTarget, pid: number, pagesId: number, memory: Pick<MemoryDump, 'entries'>, vmas: readonly VmaFields[]): Promise<void> {
   const runs: { vaddr: bigint; nrPages: number; flags: number }[] = [];
   let v = 0;
   for (const e of memory.entries) {

@@ -6,6 +6,6 @@ export { decodeImage, encodeImage, imageType } from './codec.js';
 export type { Image, ImageEntry } from './codec.js';
 export { readImage, readImagesDir } from './reader.js';
 export type { ImageFile } from './reader.js';
-export { ImageBuffer, ImageWriter, writeImage } from './writer.js';
+export { ImageBatch, ImageBuffer, ImageWriter, writeImage, type ImageTarget } from './writer.js';
 export { pagemapEntry, pagemapPages, PE_LAZY, PE_PARENT, PE_PRESENT } from './pagemap.js';
 export { openImagesDir, type ImagesDir } from './dir.js';

@@ -193,16 +193,18 @@ function createImage(dir: ImagesDir | string, fileName: string): { path: string;
 export class ImageBuffer {
   readonly path: string;
   private readonly images: ImagesDir;
+  private readonly batch: ImageBatch | undefined;
   private readonly fileName: string;
   private readonly type: ImageType;
   private readonly parts: Uint8Array[] = [];
   private bytes = 0;
   private count = 0;
 
-  constructor(dir: ImagesDir | string, fileName: string) {
-    this.images = imagesDirOf(dir);
+  constructor(target: ImageTarget, fileName: string) {
+    this.batch = target instanceof ImageBatch ? target : undefined;
+    this.images = this.batch?.dir ?? imagesDirOf(target as ImagesDir | string);
     this.fileName = fileName;
-    this.path = join(this.images.workPath, fileName);
+    this.path = join(this.batch?.workPath ?? this.images.workPath, fileName);
     this.type = imageType(this.path, fileName);
     this.push(headBytes(this.type));
   }
@@ -224,14 +226,13 @@ export class ImageBuffer {
     return this;
   }
 
-  /** Creates the image file with what was appended. */
+  /** Creates the image file with what was appended: now, or for a batch when it is flushed. */
   write(): void {
+    if (this.batch) return this.batch.add(this.fileName, this.path, Buffer.concat(this.parts));
     try {
       this.images.writeFile(this.fileName, Buffer.concat(this.parts));
     } catch (err) {
-      if (err instanceof Error && err.message.startsWith(`cannot create ${this.path}: `)) throw createError(this.path, err);
-      const why = err instanceof Error ? err.message.replace(`cannot write ${this.path}: `, '') : String(err);
-      throw new TsdumpError('IMAGE_IO', `${this.path}: cannot write image: ${why}`, { cause: err });
+      throw writeError(this.path, err);
     }
   }
 
@@ -241,15 +242,63 @@ export class ImageBuffer {
   }
 }
 
+/** The error of an image the images directory failed to create or write. */
+function writeError(path: string, err: unknown): TsdumpError {
+  if (err instanceof Error && err.message.startsWith(`cannot create ${path}: `)) return createError(path, err);
+  const why = err instanceof Error ? err.message.replace(`cannot write ${path}: `, '') : String(err);
+  return new TsdumpError('IMAGE_IO', `${path}: cannot write image: ${why}`, { cause: err });
+}
+
+/**
+ * Whole images written together, off the main thread, in one native call (`flush`): a task's
+ * images cost the main thread one call while the tree is frozen, instead of a create, write and
+ * close each (~25 us an image). Nothing is written before the flush; a batch that is never
+ * flushed writes nothing.
+ */
+export class ImageBatch {
+  private names: string[] = [];
+  private paths: string[] = [];
+  private contents: Uint8Array[] = [];
+
+  /** The directory's (asked once: a native call). */
+  readonly workPath: string;
+
+  constructor(readonly dir: ImagesDir) {
+    this.workPath = dir.workPath;
+  }
+
+  add(name: string, path: string, content: Uint8Array): void {
+    this.names.push(name);
+    this.paths.push(path);
+    this.contents.push(content);
+  }
+
+  /** Writes what was added, in order; the first image that fails fails the flush. */
+  async flush(): Promise<void> {
+    const { names, paths, contents } = this;
+    if (!names.length) return;
+    [this.names, this.paths, this.contents] = [[], [], []];
+    try {
+      await this.dir.writeFiles(names, contents);
+    } catch (err) {
+      const path = paths.find((p) => err instanceof Error && (err.message.startsWith(`cannot create ${p}: `) || err.message.startsWith(`cannot write ${p}: `)));
+      throw path ? writeError(path, err) : err;
+    }
+  }
+}
+
+/** Where a whole image goes: the directory (written at once) or a batch (written at its flush). */
+export type ImageTarget = ImagesDir | string | ImageBatch;
+
 /** Writes an image whose entries all share one message type; `extras[i]` follows entry i. */
 export async function writeImage<Desc extends DescMessage>(
-  dir: ImagesDir | string,
+  target: ImageTarget,
   fileName: string,
   schema: Desc,
   entries: readonly MessageInitShape<Desc>[],
   extras: readonly (Uint8Array | undefined)[] = [],
 ): Promise<void> {
-  const image = new ImageBuffer(dir, fileName);
+  const image = new ImageBuffer(target, fileName);
   for (const [i, message] of entries.entries()) image.append(schema, message, extras[i]);
   image.write();
 }

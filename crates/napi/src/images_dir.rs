@@ -88,6 +88,22 @@ impl ImagesDir {
         self.inner.write_new(&name, &data).map_err(to_napi)
     }
 
+    /// Creates and writes each of `names` with its `contents` as `writeFile` does, in order, off
+    /// the calling thread: a task's small images in one call while the tree is frozen. Stops at
+    /// the first that fails; the error names it.
+    #[napi]
+    pub async fn write_files(&self, names: Vec<String>, contents: Vec<Uint8Array>) -> Result<()> {
+        if names.len() != contents.len() {
+            return Err(Error::from_reason("USAGE: writeFiles wants one content for each name"));
+        }
+        let dir = self.inner.clone();
+        let files: Vec<(String, Vec<u8>)> = names.into_iter().zip(contents.iter().map(|c| c.to_vec())).collect();
+        tokio::task::spawn_blocking(move || files.iter().try_for_each(|(name, data)| dir.write_new(name, data)))
+            .await
+            .map_err(|e| Error::from_reason(format!("INTERNAL: the image writer stopped: {e}")))?
+            .map_err(to_napi)
+    }
+
     /// As `createFile`, after unlinking an existing `name` (a log of an earlier run).
     #[napi]
     pub fn create_file_replacing(&self, name: String) -> Result<i32> {
