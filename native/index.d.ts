@@ -567,14 +567,15 @@ export declare function kcmp(pid1: number, pid2: number, kind: KcmpKind, idx1?: 
  */
 export declare function kcmpEpollTarget(pid: number, fd: number, epollPid: number, efd: number, tfd: number, toff: number): boolean
 
+/**
+ * Where `pid`'s object of `kind` sits among `sorted` (tasks whose objects of that kind all
+ * differ, kept in kcmp(2)'s order by the caller, which inserts where this says): `i` when it is
+ * `sorted[i]`'s, else `-(i + 1)` for the place it would take. The log n comparisons in one call.
+ */
+export declare function kcmpFind(pid: number, kind: KcmpKind, sorted: Int32Array): number
+
 /** Kernel objects kcmp(2) compares. */
 export type KcmpKind = 'file' | 'vm' | 'files' | 'fs' | 'sighand' | 'io' | 'sysvsem'
-
-/**
- * kcmp(2)'s order of two tasks' objects: 0 when shared, -1 or 1 otherwise, stable for as long
- * as the objects live (sort by it to find an object among n in log n calls).
- */
-export declare function kcmpOrder(pid1: number, pid2: number, kind: KcmpKind, idx1?: number | undefined | null, idx2?: number | undefined | null): number
 
 export declare function kerndatProbe(): Array<KerndatProbe>
 

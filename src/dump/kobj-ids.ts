@@ -28,10 +28,42 @@ export interface NamespaceRef {
   inode: bigint;
 }
 
+/** One task per id of a kind, in kcmp order: the pids as kcmpFind takes them, and their ids. */
+class Representatives {
+  private pids = new Int32Array(64);
+  private readonly ids: number[] = [];
+
+  constructor(pid: number, id: number) {
+    this.insert(0, pid, id);
+  }
+
+  get count(): number {
+    return this.ids.length;
+  }
+
+  sorted(): Int32Array {
+    return this.pids.subarray(0, this.ids.length);
+  }
+
+  id(at: number): number {
+    return this.ids[at]!;
+  }
+
+  insert(at: number, pid: number, id: number): void {
+    const n = this.ids.length;
+    if (n === this.pids.length) {
+      const bigger = new Int32Array(n * 2);
+      bigger.set(this.pids);
+      this.pids = bigger;
+    }
+    this.pids.copyWithin(at + 1, at, n);
+    this.pids[at] = pid;
+    this.ids.splice(at, 0, id);
+  }
+}
+
 export class KobjIds {
-  /** Per kind, one task per id, sorted by kcmp order. */
-  private readonly reps = new Map<KobjKind, { pid: number; id: number }[]>();
-  private readonly count = new Map<KobjKind, number>();
+  private readonly reps = new Map<KobjKind, Representatives>();
   private readonly ns = new Map<string, number>();
   private nextNsId = 1;
   /** Namespace kinds the tree shares with us but is restored in one of its own (sysv-ipc.ts). */
@@ -39,10 +71,7 @@ export class KobjIds {
 
   constructor() {
     // tsdump itself takes id 1 of every kind, as CRIU does: the tree never shares with us.
-    for (const kind of KOBJ_KINDS) {
-      this.reps.set(kind, [{ pid: process.pid, id: 1 }]);
-      this.count.set(kind, 1);
-    }
+    for (const kind of KOBJ_KINDS) this.reps.set(kind, new Representatives(process.pid, 1));
   }
 
   /**
@@ -99,19 +128,11 @@ export class KobjIds {
 
   private kobjId(kind: KobjKind, pid: number): number {
     const reps = this.reps.get(kind)!;
-    let lo = 0;
-    let hi = reps.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      const rep = reps[mid]!;
-      const order = rep.pid === pid ? 0 : native.kcmpOrder(rep.pid, pid, kind);
-      if (order === 0) return rep.id;
-      if (order < 0) lo = mid + 1;
-      else hi = mid;
-    }
-    const id = this.count.get(kind)! + 1;
-    this.count.set(kind, id);
-    reps.splice(lo, 0, { pid, id });
+    const at = native.kcmpFind(pid, kind, reps.sorted());
+    if (at >= 0) return reps.id(at);
+    // a new object: the next id of its kind, placed where kcmp's order puts it
+    const id = reps.count + 1;
+    reps.insert(-at - 1, pid, id);
     return id;
   }
 

@@ -43,12 +43,16 @@ pub fn kcmp(pid1: i32, pid2: i32, kind: KcmpKind, idx1: Option<u32>, idx2: Optio
     files::kcmp_same(pid1, pid2, kind.into(), idx1.unwrap_or(0).into(), idx2.unwrap_or(0).into()).map_err(to_napi)
 }
 
-/// kcmp(2)'s order of two tasks' objects: 0 when shared, -1 or 1 otherwise, stable for as long
-/// as the objects live (sort by it to find an object among n in log n calls).
+/// Where `pid`'s object of `kind` sits among `sorted` (tasks whose objects of that kind all
+/// differ, kept in kcmp(2)'s order by the caller, which inserts where this says): `i` when it is
+/// `sorted[i]`'s, else `-(i + 1)` for the place it would take. The log n comparisons in one call.
 #[napi]
-pub fn kcmp_order(pid1: i32, pid2: i32, kind: KcmpKind, idx1: Option<u32>, idx2: Option<u32>) -> Result<i32> {
-    let o = files::kcmp_order(pid1, pid2, kind.into(), idx1.unwrap_or(0).into(), idx2.unwrap_or(0).into()).map_err(to_napi)?;
-    Ok(o as i32)
+pub fn kcmp_find(pid: i32, kind: KcmpKind, sorted: Int32Array) -> Result<i32> {
+    let at = files::kcmp_find(pid, kind.into(), &sorted).map_err(to_napi)?;
+    Ok(match at {
+        Ok(i) => i as i32,
+        Err(i) => -(i as i32) - 1,
+    })
 }
 
 /// Whether fd `fd` of `pid` is the file the epoll set at fd `efd` of `epollPid` watches as

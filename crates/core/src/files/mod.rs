@@ -78,6 +78,22 @@ pub fn kcmp_order(pid1: i32, pid2: i32, kind: KcmpType, idx1: u64, idx2: u64) ->
     }
 }
 
+/// Where task `pid`'s object of `kind` sits among `sorted` (tasks whose objects of that kind all
+/// differ, in `kcmp_order`): Ok(i) when it is `sorted[i]`'s, else Err(i), the place it would
+/// take. log n calls of kcmp, in one go.
+pub fn kcmp_find(pid: i32, kind: KcmpType, sorted: &[i32]) -> Result<std::result::Result<usize, usize>> {
+    let (mut lo, mut hi) = (0, sorted.len());
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        match kcmp_order(sorted[mid], pid, kind, 0, 0)? {
+            std::cmp::Ordering::Equal => return Ok(Ok(mid)),
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+        }
+    }
+    Ok(Err(lo))
+}
+
 /// Duplicates fd `fd` of task `pid` into this process (needs ptrace access to `pid`).
 pub fn steal_fd(pid: i32, fd: i32) -> Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
