@@ -150,17 +150,20 @@ export function setVmFlags(entry: VmaFields, vmFlags: string): void {
 }
 
 async function vmaEntry(pid: number, vma: VmaInfo, files: FileTable): Promise<VmaFields> {
-  const base = {
+  // one literal of one shape (a spread of two objects cost ~4 us a mapping while frozen)
+  const entry = (f: { flags: number; status: number; pgoff?: bigint; shmid?: bigint; fdflags?: number }): VmaFields => ({
     start: vma.start,
     end: vma.end,
-    pgoff: 0n,
-    shmid: 0n,
+    pgoff: f.pgoff ?? 0n,
+    shmid: f.shmid ?? 0n,
     prot: vma.prot,
+    flags: f.flags,
+    status: f.status,
     fd: -1n,
-  };
-  const entry = (fields: { flags: number; status: number; pgoff?: bigint; shmid?: bigint; fdflags?: number }): VmaFields => ({ ...base, ...fields });
+    ...(f.fdflags !== undefined ? { fdflags: f.fdflags } : {}),
+  });
   const anon = MAP_PRIVATE | MAP_ANONYMOUS;
-  const at = `pid ${pid}: VMA ${vma.start.toString(16)}-${vma.end.toString(16)}`;
+  const at = () => `pid ${pid}: VMA ${vma.start.toString(16)}-${vma.end.toString(16)}`;
   switch (vma.kind) {
     case 'vsyscall':
       return entry({ flags: anon, status: VMA_AREA_VSYSCALL | VMA_ANON_PRIVATE });
@@ -213,7 +216,7 @@ async function vmaEntry(pid: number, vma: VmaInfo, files: FileTable): Promise<Vm
       if (vma.deleted) {
         // hugetlbfs files (MAP_HUGETLB shared memory, hugetlb memfds) cannot be read into a ghost
         if ((await statfs(source)).type === HUGETLBFS_MAGIC) break;
-        id = await files.deletedPathFile(source, vma.path, 0, `${at} (${vma.path}${DELETED})`);
+        id = await files.deletedPathFile(source, vma.path, 0, `${at()} (${vma.path}${DELETED})`);
       } else {
         const st = vma.file ?? (await stat(source, { bigint: true }));
         id = await files.pathFile(vma.path, 0, { mode: Number(st.mode), size: BigInt(st.size), source });
@@ -235,7 +238,7 @@ async function vmaEntry(pid: number, vma: VmaInfo, files: FileTable): Promise<Vm
       : vma.deleted
         ? `mapping of deleted file ${vma.path ?? ''}`
         : `${vma.kind}${vma.shared ? ' shared' : ''} mapping ${vma.path ?? ''}`;
-  throw new TsdumpError('UNSUPPORTED_VMA', `${at}: tsdump cannot dump a ${what.trim()} yet`);
+  throw new TsdumpError('UNSUPPORTED_VMA', `${at()}: tsdump cannot dump a ${what.trim()} yet`);
 }
 
 const PE_LAZY = 1 << 1;
