@@ -44,16 +44,18 @@ export type VisitContext = Pick<DumpContext, 'options' | 'session' | 'imagesDir'
 
 /**
  * The native visit of one process: procfs, thread states, the parasite's answers and the page
- * drain in one job on the tracer thread. It runs while the previous task's images are written
- * (queued behind that task's own visit), the first one while the stages before the tasks run.
- * Both promises are settled by whoever awaits them (a failure is handled there).
+ * drain in one job on the tracer thread, queued behind the visit `after` (the tracer visits in
+ * tree order, a few tasks ahead of the images being written: see dumpTasks). Both promises are
+ * settled by whoever awaits them (a failure is handled there).
  */
-export function visitTask(ctx: VisitContext, task: SeizedProcessInfo): TaskVisit {
+export function visitTask(ctx: VisitContext, task: SeizedProcessInfo, after?: TaskVisit): TaskVisit {
   const { pid } = task;
   // the pages image's id is taken before anything is awaited: ids go in tree order
   const request = memoryRequest(ctx, pid, { pageServer: ctx.options.pageServer });
   let pagesId = 0;
   const job = (async () => {
+    // (a visit before that failed to start is told by its own `ended`)
+    await after?.job.catch(() => undefined);
     const [, memory] = await Promise.all([ctx.plugins.run('checkpointDevices', { pid }), request]);
     pagesId = memory.pagesId;
     const tids = task.threads.map((t) => t.tid);
