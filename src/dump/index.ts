@@ -2,7 +2,7 @@
 // The numbers are ../shared/DESIGN.md's; each stage lives in its own module, and the CRIU stages
 // tsdump has no step for are listed, each with why, in stage.ts (STAGES_NOT_TAKEN).
 import type { SeizedProcessInfo } from '../../native/index.js';
-import { typedErrors } from '../errors.js';
+import { TsdumpError, typedErrors } from '../errors.js';
 import { optionsActedOnBy, refuseUnactedOptions, type DumpOptions } from './options.js';
 import { commitImages, discardImages, prepareImagesDir } from './images-dir.js';
 import type { ImagesDir } from '../images/dir.js';
@@ -312,9 +312,10 @@ class VisitsAhead {
     this.queue.push({ pid: proc.pid, visit: this.last });
   }
 
-  /** The visit of `proc`: started ahead, or now. */
-  take(ctx: VisitContext, proc: SeizedProcessInfo): TaskVisit {
-    if (this.queue[0]?.pid !== proc.pid) this.start(ctx, proc);
+  /** The visit of `proc`, the next in tree order. */
+  take(proc: SeizedProcessInfo): TaskVisit {
+    const next = this.queue[0];
+    if (next?.pid !== proc.pid) throw new TsdumpError('INTERNAL', `pid ${proc.pid}: its visit was not started ahead (pid ${next?.pid ?? 'none'}'s was)`);
     return this.queue.shift()!.visit;
   }
 
@@ -345,7 +346,7 @@ async function dumpTasks(
       tasks.push(
         await stage(taskStage(proc.pid), async () => {
           pages.follow(proc.pid);
-          const visit = ahead.take(ctx, proc);
+          const visit = ahead.take(proc);
           const next = live[i + VISITS_AHEAD];
           if (next) ahead.start(ctx, next);
           // (a process of one thread has none to wait for)
