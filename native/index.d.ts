@@ -28,14 +28,9 @@ export declare class ImagesDir {
    */
   createFile(name: string): number
   /**
-   * Creates `name` as `createFile` does, writes `data` and closes it: a small image in one
-   * call rather than three (the per-task images are written while the tree is frozen).
-   */
-  writeFile(name: string, data: Uint8Array): void
-  /**
-   * Creates and writes each of `names` with its `contents` as `writeFile` does, in order, off
-   * the calling thread: a task's small images in one call while the tree is frozen. Stops at
-   * the first that fails; the error names it.
+   * Creates each of `names` as `createFile` does, writes its `contents` and closes it, in
+   * order, off the calling thread: a task's small images in one call while the tree is frozen.
+   * Stops at the first that fails; the error names it.
    */
   writeFiles(names: Array<string>, contents: Array<Uint8Array>): Promise<void>
   /** As `createFile`, after unlinking an existing `name` (a log of an earlier run). */

@@ -261,7 +261,7 @@ export class Incremental {
   async writeTrackFile(): Promise<void> {
     if (!this.method || this.recorded.size === 0) return;
     const data: TrackFile = { format: TRACK_FORMAT, method: this.method, tasks: Object.fromEntries([...this.recorded].map(([p, t]) => [String(p), t])) };
-    this.opts.imagesDir.writeFile(TRACK_FILE, Buffer.from(JSON.stringify(data) + '\n'));
+    await this.opts.imagesDir.writeFiles([TRACK_FILE], [Buffer.from(JSON.stringify(data) + '\n')]);
   }
 
   /** The `parent` symlink CRIU's restore follows (the path as given, relative to the dir). */

@@ -268,7 +268,7 @@ export async function writePagemap(dir: ImageTarget, pid: number, pagesId: numbe
     if (prev && prev.flags === flags && prev.vaddr + BigInt(prev.nrPages) * pageBytesN() === e.vaddr) prev.nrPages += e.nrPages;
     else runs.push({ vaddr: e.vaddr, nrPages: e.nrPages, flags });
   }
-  new ImageBuffer(dir, `pagemap-${pid}.img`)
+  await new ImageBuffer(dir, `pagemap-${pid}.img`)
     .append(pagemap_headSchema, { pagesId })
     // hand-encoded: the tree is frozen meanwhile, and the schema path costs ~20 us per entry
     .appendEncoded(pagemap_entrySchema, encodePagemapEntries(runs), runs.length)
@@ -282,5 +282,5 @@ export async function writePagemap(dir: ImageTarget, pid: number, pagesId: numbe
 export async function writeShmemPagemap(dir: ImagesDir, shmem: Pick<ShmemDumpInfo, 'shmid' | 'entries'>, pagesId: number): Promise<void> {
   const image = new ImageBuffer(dir, `pagemap-shmem-${shmem.shmid}.img`).append(pagemap_headSchema, { pagesId });
   for (const e of shmem.entries) image.append(pagemap_entrySchema, pagemapEntry(e.vaddr, e.nrPages, e.flags));
-  image.write();
+  await image.write();
 }

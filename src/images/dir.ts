@@ -1,9 +1,9 @@
 // The images directory of one run (crates/core/src/images_dir.rs): opened once, every file created
 // through its descriptor (O_CREAT|O_EXCL|O_NOFOLLOW, 0600), so no planted symlink and no directory
 // swapped along the path can send a write outside it. Node has no openat(): the directory lives
-// in Rust and hands out descriptors, which the streaming writers write to; a small file whole
-// (ImageBuffer, the tracking sidecar) is created, written and closed there in one call
-// (`writeFile`).
+// in Rust and hands out descriptors, which the streaming writers write to; small files whole
+// (ImageBuffer's, the tracking sidecar) are created, written and closed there, several in one
+// call off the main thread (`writeFiles`).
 import { close, write } from 'node:fs';
 import type { ImagesDir } from '../../native/index.js';
 import { native } from '../native.js';

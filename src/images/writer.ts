@@ -184,16 +184,15 @@ function createImage(dir: ImagesDir | string, fileName: string): { path: string;
 }
 
 /**
- * A small image built in memory and written in one go when it is complete: the images
- * directory creates it (as ImageWriter creates: 0600, must not exist), writes it and closes it
- * in one native call, instead of three calls each on the calling thread (the per-task images
- * are a few hundred bytes, and the tree is frozen while they are written). Same checks and
- * bytes as ImageWriter; an image that fails to build is never created.
+ * A small image built in memory and written in one go when it is complete, by the images
+ * directory off the main thread (ImageBatch): created as ImageWriter creates (0600, must not
+ * exist), with the same checks and bytes. An image that fails to build is never created.
  */
 export class ImageBuffer {
   readonly path: string;
-  private readonly images: ImagesDir;
-  private readonly batch: ImageBatch | undefined;
+  private readonly batch: ImageBatch;
+  /** Written at once, in a batch of its own (not one the caller flushes). */
+  private readonly alone: boolean;
   private readonly fileName: string;
   private readonly type: ImageType;
   private readonly parts: Uint8Array[] = [];
@@ -201,10 +200,10 @@ export class ImageBuffer {
   private count = 0;
 
   constructor(target: ImageTarget, fileName: string) {
-    this.batch = target instanceof ImageBatch ? target : undefined;
-    this.images = this.batch?.dir ?? imagesDirOf(target as ImagesDir | string);
+    this.alone = !(target instanceof ImageBatch);
+    this.batch = target instanceof ImageBatch ? target : new ImageBatch(imagesDirOf(target));
     this.fileName = fileName;
-    this.path = join(this.batch?.workPath ?? this.images.workPath, fileName);
+    this.path = join(this.batch.workPath, fileName);
     this.type = imageType(this.path, fileName);
     this.push(headBytes(this.type));
   }
@@ -226,27 +225,16 @@ export class ImageBuffer {
     return this;
   }
 
-  /** Creates the image file with what was appended: now, or for a batch when it is flushed. */
-  write(): void {
-    if (this.batch) return this.batch.add(this.fileName, this.path, Buffer.concat(this.parts));
-    try {
-      this.images.writeFile(this.fileName, Buffer.concat(this.parts));
-    } catch (err) {
-      throw writeError(this.path, err);
-    }
+  /** Creates the image file with what was appended: now, or with its batch when that is flushed. */
+  async write(): Promise<void> {
+    this.batch.add(this.fileName, this.path, Buffer.concat(this.parts));
+    if (this.alone) await this.batch.flush();
   }
 
   private push(b: Uint8Array): void {
     this.parts.push(b);
     this.bytes += b.length;
   }
-}
-
-/** The error of an image the images directory failed to create or write. */
-function writeError(path: string, err: unknown): TsdumpError {
-  if (err instanceof Error && err.message.startsWith(`cannot create ${path}: `)) return createError(path, err);
-  const why = err instanceof Error ? err.message.replace(`cannot write ${path}: `, '') : String(err);
-  return new TsdumpError('IMAGE_IO', `${path}: cannot write image: ${why}`, { cause: err });
 }
 
 /**
@@ -287,6 +275,13 @@ export class ImageBatch {
   }
 }
 
+/** The error of an image the images directory failed to create or write. */
+function writeError(path: string, err: unknown): TsdumpError {
+  if (err instanceof Error && err.message.startsWith(`cannot create ${path}: `)) return createError(path, err);
+  const why = err instanceof Error ? err.message.replace(`cannot write ${path}: `, '') : String(err);
+  return new TsdumpError('IMAGE_IO', `${path}: cannot write image: ${why}`, { cause: err });
+}
+
 /** Where a whole image goes: the directory (written at once) or a batch (written at its flush). */
 export type ImageTarget = ImagesDir | string | ImageBatch;
 
@@ -300,5 +295,5 @@ export async function writeImage<Desc extends DescMessage>(
 ): Promise<void> {
   const image = new ImageBuffer(target, fileName);
   for (const [i, message] of entries.entries()) image.append(schema, message, extras[i]);
-  image.write();
+  await image.write();
 }

@@ -81,16 +81,9 @@ impl ImagesDir {
         Ok(self.inner.create(&name).map_err(to_napi)?.into_raw_fd())
     }
 
-    /// Creates `name` as `createFile` does, writes `data` and closes it: a small image in one
-    /// call rather than three (the per-task images are written while the tree is frozen).
-    #[napi]
-    pub fn write_file(&self, name: String, data: Uint8Array) -> Result<()> {
-        self.inner.write_new(&name, &data).map_err(to_napi)
-    }
-
-    /// Creates and writes each of `names` with its `contents` as `writeFile` does, in order, off
-    /// the calling thread: a task's small images in one call while the tree is frozen. Stops at
-    /// the first that fails; the error names it.
+    /// Creates each of `names` as `createFile` does, writes its `contents` and closes it, in
+    /// order, off the calling thread: a task's small images in one call while the tree is frozen.
+    /// Stops at the first that fails; the error names it.
     #[napi]
     pub async fn write_files(&self, names: Vec<String>, contents: Vec<Uint8Array>) -> Result<()> {
         if names.len() != contents.len() {
